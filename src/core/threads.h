@@ -1,0 +1,46 @@
+// ThreadContext: a persistent worker pool passed explicitly to kernels (no global pools, no
+// OpenMP). Work is split over *outputs* (rows, heads, sequences), never over a reduction, so the
+// result of every element is independent of the thread count.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace chimera {
+
+class ThreadContext {
+ public:
+  // n_threads >= 1; the calling thread is one of them (n_threads - 1 workers are spawned).
+  explicit ThreadContext(int n_threads = 1);
+  ~ThreadContext();
+  ThreadContext(const ThreadContext&) = delete;
+  ThreadContext& operator=(const ThreadContext&) = delete;
+
+  int n_threads() const { return n_threads_; }
+
+  // Runs fn(thread_index, n_threads) on every thread and waits for all of them.
+  void run(const std::function<void(int ith, int nth)>& fn);
+
+  // Splits [0, n) into contiguous chunks of whole `grain`-sized pieces, one per thread, and calls
+  // fn(begin, end) on each non-empty chunk. Each index is handled by exactly one call.
+  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+ private:
+  void worker_loop(int ith);
+
+  int n_threads_;
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_start_;
+  std::condition_variable cv_done_;
+  const std::function<void(int, int)>* job_ = nullptr;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace chimera
