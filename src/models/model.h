@@ -1,0 +1,106 @@
+// A loaded model: hyper-parameters and views of its weights inside the memory-mapped GGUF.
+// Architectures fill one uniform description (layers of attention or Mamba2 mixers, each followed
+// by an optional dense or MoE FFN); one forward pass (forward.cpp) runs them all.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "gguf/gguf_file.h"
+
+namespace chimera {
+
+enum class LayerKind { kAttention, kMamba2 };
+enum class FfnKind { kNone, kDense, kMoe };
+enum class RopeMode { kNone, kNorm, kNeox };
+
+// A weight tensor inside the mapping (never copied). null when the optional tensor is absent.
+using Weight = const GgufTensorInfo*;
+
+struct AttentionWeights {
+  Weight wq = nullptr, wk = nullptr, wv = nullptr, wo = nullptr;
+  Weight bq = nullptr, bk = nullptr, bv = nullptr, bo = nullptr;
+};
+
+struct Mamba2Weights {
+  Weight in = nullptr;         // {D, d_proj}
+  Weight conv = nullptr;       // {K, C_conv} F32
+  Weight conv_bias = nullptr;  // {C_conv} optional
+  Weight dt_bias = nullptr;    // {H}
+  Weight a = nullptr;          // {1, H}: already -exp(A_log)
+  Weight d = nullptr;          // {1, H}
+  Weight norm = nullptr;       // {d_in/G, G} optional
+  Weight out = nullptr;        // {d_in, D}
+};
+
+struct FfnWeights {
+  Weight gate = nullptr, up = nullptr, down = nullptr;  // dense, or the MoE shared expert
+  Weight gate_b = nullptr, up_b = nullptr, down_b = nullptr;
+  Weight router = nullptr;                                             // {D, E}
+  Weight gate_exps = nullptr, up_exps = nullptr, down_exps = nullptr;  // {D, F, E}, {F, D, E}
+};
+
+struct LayerWeights {
+  LayerKind kind = LayerKind::kAttention;
+  uint32_t n_head_kv = 0;  // attention layers
+  Weight attn_norm = nullptr;
+  AttentionWeights attn;
+  Mamba2Weights ssm;
+  FfnKind ffn_kind = FfnKind::kNone;
+  Weight ffn_norm = nullptr;
+  FfnWeights ffn;
+};
+
+struct ModelHParams {
+  std::string arch;
+  uint32_t n_layer = 0;
+  uint32_t n_embd = 0;
+  uint32_t n_vocab = 0;
+  uint32_t n_ctx_train = 0;
+  float rms_eps = 1e-5f;
+  // attention
+  uint32_t n_head = 0;
+  uint32_t head_dim = 0;
+  RopeMode rope = RopeMode::kNone;
+  uint32_t n_rot = 0;
+  float rope_freq_base = 10000.0f;
+  float rope_freq_scale = 1.0f;
+  // Granite multipliers; 0 means "not applied" (llama.cpp semantics, spec 8.8).
+  float embedding_scale = 0, residual_scale = 0, logit_scale = 0;
+  float attention_scale = 0;  // 0: 1/sqrt(head_dim)
+  // Mamba2
+  uint32_t ssm_conv_kernel = 0, ssm_inner = 0, ssm_state = 0, ssm_heads = 0, ssm_groups = 0;
+  // MoE
+  uint32_t n_expert = 0, n_expert_used = 0;
+
+  uint32_t ssm_head_dim() const { return ssm_heads ? ssm_inner / ssm_heads : 0; }
+  uint32_t ssm_conv_channels() const { return ssm_inner + 2 * ssm_groups * ssm_state; }
+  // Recurrent state floats per layer (spec 2, "recurrent-state bookkeeping").
+  uint64_t conv_state_floats() const {
+    return uint64_t(ssm_conv_kernel ? ssm_conv_kernel - 1 : 0) * ssm_conv_channels();
+  }
+  uint64_t ssm_state_floats() const { return uint64_t(ssm_state) * ssm_inner; }
+  float kq_scale() const;
+};
+
+struct Model {
+  std::unique_ptr<GgufFile> file;
+  ModelHParams hp;
+  Weight token_embd = nullptr;
+  Weight output_norm = nullptr;
+  Weight output = nullptr;  // == token_embd when tied
+  Weight rope_freqs = nullptr;
+  std::vector<LayerWeights> layers;
+
+  uint32_t n_attention_layers() const;
+  uint32_t n_recurrent_layers() const;
+  std::string describe() const;  // one line: arch, layers, sizes
+};
+
+// Opens and validates a model file. Errors name the file, the key or tensor, and what was expected.
+Result<std::unique_ptr<Model>> load_model(const std::string& path);
+Result<std::unique_ptr<Model>> load_model(std::unique_ptr<GgufFile> file);
+
+}  // namespace chimera

@@ -1,0 +1,35 @@
+#include "models/registry.h"
+
+namespace chimera {
+
+Status load_granitehybrid(Model& m);
+Status load_mamba2(Model& m);
+Status load_llama(Model& m);
+Status load_granite(Model& m);
+
+const std::vector<ArchLoader>& arch_registry() {
+  static const std::vector<ArchLoader> archs = {
+      {"granitehybrid", load_granitehybrid},
+      {"mamba2", load_mamba2},
+      {"llama", load_llama},
+      {"granite", load_granite},
+  };
+  return archs;
+}
+
+const ArchLoader* find_arch(std::string_view name) {
+  for (const ArchLoader& a : arch_registry())
+    if (name == a.name) return &a;
+  return nullptr;
+}
+
+std::string supported_arch_names() {
+  std::string s;
+  for (const ArchLoader& a : arch_registry()) {
+    if (!s.empty()) s += ", ";
+    s += a.name;
+  }
+  return s;
+}
+
+}  // namespace chimera
