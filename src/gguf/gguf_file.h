@@ -20,6 +20,12 @@ enum class GgufValueType : uint32_t {
   STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
 };
 const char* gguf_value_type_name(GgufValueType t);
+// Inverse of gguf_value_type_name ("UINT32" -> UINT32); nullopt for anything else.
+std::optional<GgufValueType> gguf_value_type_from_name(std::string_view name);
+// Bytes of one packed element; 0 for STRING and ARRAY (variable size).
+uint64_t gguf_value_type_size(GgufValueType t);
+// UINT8..INT64 (BOOL and floats are not integers).
+bool gguf_value_type_is_integer(GgufValueType t);
 
 // One metadata value. Scalars are decoded; arrays keep a view of their packed elements
 // (numeric) or a list of string views (strings).
@@ -36,6 +42,10 @@ struct GgufValue {
   const uint8_t* array_data = nullptr;  // numeric ARRAY: packed little-endian elements
   std::vector<std::string_view> strs;   // ARRAY of STRING
 };
+
+// Element `index` of an ARRAY value, decoded like a scalar of the element type (strings as views).
+// The index must be < count (checked: an internal invariant, not input validation).
+GgufValue gguf_array_element(const GgufValue& array, uint64_t index);
 
 struct GgufKV {
   std::string key;
