@@ -1,0 +1,99 @@
+// Scalar reference (de)quantization of rows for the tensor types chimera computes with. These are
+// the ground truth that SIMD kernels are compared against, so the order of every float operation
+// is part of the contract (documented per function). quants.cpp is compiled with
+// -ffp-contract=off: a fused multiply-add would change results.
+//
+// Dequantization is bit-identical to the gguf Python package (gguf.quants.dequantize, numpy
+// float32). It differs from llama.cpp's C reference only where llama.cpp's build contracts
+// `d1 * q - m1` (Q4_K, Q5_K) into an FMA (-march=native with GCC's default -ffp-contract=fast);
+// the unfused result here is what llama.cpp's own scalar code means.
+//
+// Quantization: F16, BF16, Q8_0 and Q4_0 are bit-identical to gguf.quants.quantize for finite
+// inputs (F16 NaNs differ: numpy keeps a signalling NaN's payload, chimera quiets it like F16C).
+// gguf.quants cannot quantize K-quants; Q4_K, Q5_K and Q6_K follow the semantics of llama.cpp's
+// reference quantizers (per-sub-block weighted least-squares search of scale and min, 6-bit
+// sub-block scales relative to an fp16 super-block scale), written independently here.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "core/status.h"
+#include "gguf/types.h"
+
+namespace chimera {
+
+// ---- type-generic entry points (bad input -> Status) ----
+
+bool can_dequantize(GgmlType type);  // F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K
+bool can_quantize(GgmlType type);    // the same set
+
+// Converts n elements (n >= 0, a multiple of the type's block size) of a row stored as `type`
+// to float32. Unsupported types and bad n give kUnsupported / kInvalidArgument; dst untouched.
+Status dequantize_row(GgmlType type, const void* src, float* dst, int64_t n);
+// Converts n float32 values to `type`, writing row_bytes(type, n) bytes to dst.
+Status quantize_row(GgmlType type, const float* src, void* dst, int64_t n);
+
+// ---- typed rows: n must be a multiple of the block size (CHIMERA_CHECKed) ----
+
+void dequantize_row_f16(const uint16_t* x, float* y, int64_t n);
+void dequantize_row_bf16(const uint16_t* x, float* y, int64_t n);
+// y[j] = fp16(d) * float(qs[j])
+void dequantize_row_q8_0(const BlockQ8_0* x, float* y, int64_t n);
+// y[j] = fp16(d) * float(nibble - 8); low nibbles are elements 0..15, high nibbles 16..31
+void dequantize_row_q4_0(const BlockQ4_0* x, float* y, int64_t n);
+// d1 = d * float(sc), m1 = dmin * float(m) (each rounded to float), then y = (d1 * float(q)) - m1
+// with both operations rounded separately.
+void dequantize_row_q4_K(const BlockQ4_K* x, float* y, int64_t n);
+void dequantize_row_q5_K(const BlockQ5_K* x, float* y, int64_t n);
+// y = (d * float(scale)) * float(q - 32)
+void dequantize_row_q6_K(const BlockQ6_K* x, float* y, int64_t n);
+
+void quantize_row_f16(const float* x, uint16_t* y, int64_t n);   // round to nearest even
+void quantize_row_bf16(const float* x, uint16_t* y, int64_t n);  // RNE, NaN forced quiet
+// Weight / reference quantizer: d = amax / 127, q = roundf(x * (1/d)) (half away from zero),
+// d stored as fp16 (the quantization itself uses the unrounded float 1/d).
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n);
+// max = the signed value of largest magnitude (first one), d = max / -8,
+// q = min(15, trunc(x * (1/d) + 8.5)).
+void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n);
+void quantize_row_q4_K(const float* x, BlockQ4_K* y, int64_t n);
+void quantize_row_q5_K(const float* x, BlockQ5_K* y, int64_t n);
+void quantize_row_q6_K(const float* x, BlockQ6_K* y, int64_t n);
+
+// ---- activation quantizers (what kernels convert activations to before integer dot products) ----
+
+// Q8_0 for activations, in the form SIMD code computes cheaply and exactly: amax = max|x|,
+// d = amax / 127 (stored as fp16), id = amax != 0 ? 127 / amax : 0, q = round-to-nearest-even(x*id)
+// (as llama.cpp's AVX2 quantize_row_q8_0). Differs from quantize_row_q8_0 in the last bit of some
+// q (tie rounding and 127/amax vs 1/d), so kernels must pick one and use it everywhere.
+void quantize_row_q8_0_act(const float* x, BlockQ8_0* y, int64_t n);
+// Q8_K (per 256 values): max = the signed value of largest magnitude (first one);
+// iscale = -127 / max; q = min(127, round-to-nearest-even(iscale * x)); d = 1 / iscale (float32);
+// bsums[k] = sum of q over elements 16k..16k+15. An all-zero block gives d = 0, q = 0.
+void quantize_row_q8_K(const float* x, BlockQ8_K* y, int64_t n);
+
+// ---- helpers shared with kernels ----
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block (spec 1.5).
+inline void k_scale_min(const uint8_t* scales, int j, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = scales[j] & 63;
+    *m = scales[j + 4] & 63;
+  } else {
+    *sc = static_cast<uint8_t>((scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+  }
+}
+
+// Round to nearest, ties to even, for |v| < 2^22 (the range every quantizer here needs); larger
+// magnitudes and NaN give some int in [-2^22, 2^22) rather than undefined behaviour, and callers
+// clamp. Same result as the SIMD round instruction in that range.
+inline int nearest_int(float v) {
+  float shifted = v + 12582912.0f;  // 1.5 * 2^23: the float's low mantissa bits hold round(v)
+  int32_t bits;
+  std::memcpy(&bits, &shifted, 4);
+  return (bits & 0x007fffff) - 0x00400000;
+}
+
+}  // namespace chimera
