@@ -22,7 +22,7 @@ Status load_llama_like(Model& m, const char* arch, bool granite) {
   if (m.file->find(keys.key("attention.head_count_kv"))) {
     CHIMERA_ASSIGN_OR_RETURN(n_head_kv, keys.per_layer("attention.head_count_kv", hp.n_layer));
   }
-  if (hp.rope != RopeMode::kNone && hp.n_rot != hp.head_dim)
+  if (hp.use_rope && hp.n_rot != hp.head_dim)
     return Error(ErrorCode::kUnsupported, m.file->path(), ": rope.dimension_count ", hp.n_rot,
                  " must equal the head size ", hp.head_dim);
   m.rope_freqs = tb.optional("rope_freqs.weight", {hp.n_rot / 2});

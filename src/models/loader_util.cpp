@@ -93,12 +93,13 @@ Status load_attention_hparams(Model& m, const ArchKeys& keys, bool rope_default_
   CHIMERA_ASSIGN_OR_RETURN(hp.attention_scale, keys.get_or<float>("attention.scale", 0.0f));
   CHIMERA_ASSIGN_OR_RETURN(bool rope_on,
                            keys.get_or<bool>("rope.scaling.finetuned", rope_default_on));
-  hp.rope = rope_on ? mode : RopeMode::kNone;
+  hp.use_rope = rope_on;
+  hp.rope_mode = mode;
   CHIMERA_ASSIGN_OR_RETURN(hp.n_rot, keys.get_or<uint32_t>("rope.dimension_count", hp.head_dim));
   CHIMERA_ASSIGN_OR_RETURN(hp.rope_freq_base, keys.get_or<float>("rope.freq_base", 10000.0f));
   CHIMERA_ASSIGN_OR_RETURN(float factor, keys.get_or<float>("rope.scaling.factor", 0.0f));
   hp.rope_freq_scale = factor > 0 ? 1.0f / factor : 1.0f;
-  if (hp.rope != RopeMode::kNone && (hp.n_rot == 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2))
+  if (hp.use_rope && (hp.n_rot == 0 || hp.n_rot > hp.head_dim || hp.n_rot % 2))
     return Error(ErrorCode::kFormat, m.file->path(), ": rope.dimension_count ", hp.n_rot,
                  " invalid for head size ", hp.head_dim);
   return Status::Ok();

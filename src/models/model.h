@@ -9,12 +9,12 @@
 
 #include "core/status.h"
 #include "gguf/gguf_file.h"
+#include "kernels/rope.h"
 
 namespace chimera {
 
 enum class LayerKind { kAttention, kMamba2 };
 enum class FfnKind { kNone, kDense, kMoe };
-enum class RopeMode { kNone, kNorm, kNeox };
 
 // A weight tensor inside the mapping (never copied). null when the optional tensor is absent.
 using Weight = const GgufTensorInfo*;
@@ -63,7 +63,8 @@ struct ModelHParams {
   // attention
   uint32_t n_head = 0;
   uint32_t head_dim = 0;
-  RopeMode rope = RopeMode::kNone;
+  bool use_rope = false;
+  RopeMode rope_mode = RopeMode::kNorm;
   uint32_t n_rot = 0;
   float rope_freq_base = 10000.0f;
   float rope_freq_scale = 1.0f;
