@@ -134,7 +134,7 @@ void bind_attention(Model& m, uint32_t il, TensorBinder& tb) {
   LayerWeights& l = m.layers[il];
   const int64_t D = hp.n_embd, q = int64_t(hp.n_head) * hp.head_dim,
                 kv = int64_t(l.n_head_kv) * hp.head_dim;
-  l.kind = LayerKind::kAttention;
+  l.kind = MixerKind::kAttention;
   l.attn.wq = tb.require(blk(il, "attn_q.weight"), {D, q});
   l.attn.wk = tb.require(blk(il, "attn_k.weight"), {D, kv});
   l.attn.wv = tb.require(blk(il, "attn_v.weight"), {D, kv});
@@ -150,7 +150,7 @@ void bind_mamba2(Model& m, uint32_t il, TensorBinder& tb, bool conv_bias_require
   LayerWeights& l = m.layers[il];
   const int64_t D = hp.n_embd, d_in = hp.ssm_inner, H = hp.ssm_heads, G = hp.ssm_groups;
   const int64_t C = hp.ssm_conv_channels(), d_proj = 2 * d_in + 2 * G * hp.ssm_state + H;
-  l.kind = LayerKind::kMamba2;
+  l.kind = MixerKind::kMamba2;
   l.ssm.in = tb.require(blk(il, "ssm_in.weight"), {D, d_proj});
   l.ssm.conv = tb.require(blk(il, "ssm_conv1d.weight"), {hp.ssm_conv_kernel, C});
   l.ssm.conv_bias = conv_bias_required ? tb.require(blk(il, "ssm_conv1d.bias"), {C})

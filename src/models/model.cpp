@@ -6,7 +6,7 @@ namespace chimera {
 
 uint32_t Model::n_attention_layers() const {
   uint32_t n = 0;
-  for (const LayerWeights& l : layers) n += l.kind == LayerKind::kAttention;
+  for (const LayerWeights& l : layers) n += l.kind == MixerKind::kAttention;
   return n;
 }
 

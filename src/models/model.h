@@ -13,7 +13,7 @@
 
 namespace chimera {
 
-enum class LayerKind { kAttention, kMamba2 };
+enum class MixerKind { kAttention, kMamba2 };
 enum class FfnKind { kNone, kDense, kMoe };
 
 // A weight tensor inside the mapping (never copied). null when the optional tensor is absent.
@@ -43,7 +43,7 @@ struct FfnWeights {
 };
 
 struct LayerWeights {
-  LayerKind kind = LayerKind::kAttention;
+  MixerKind kind = MixerKind::kAttention;
   uint32_t n_head_kv = 0;  // attention layers
   Weight attn_norm = nullptr;
   AttentionWeights attn;
