@@ -370,9 +370,9 @@ Status GgufFile::parse() {
       if (v.elem_type == GgufValueType::STRING) {
         // Each string needs at least its 8-byte length.
         if (v.count > c.remaining() / 8)
-          return c.error(count_at,
-                         StrCat(what, ": array of ", v.count, " strings cannot fit in the ",
-                                c.remaining(), " bytes left"));
+          return c.error(count_at, StrCat(what, ": array of ", v.count,
+                                          " strings (8 bytes or more each) exceeds the ",
+                                          c.remaining(), " bytes left in the file"));
         v.strs.resize(v.count);
         for (uint64_t e = 0; e < v.count; ++e)
           CHIMERA_RETURN_IF_ERROR(c.read_string(v.strs[e], StrCat(what, " element ", e)));
@@ -381,7 +381,7 @@ Status GgufFile::parse() {
         if (v.count > c.remaining() / esize)
           return c.error(
               count_at, StrCat(what, ": array of ", v.count, " ", gguf_value_type_name(v.elem_type),
-                               " needs more than the ", c.remaining(), " bytes left"));
+                               " exceeds the ", c.remaining(), " bytes left in the file"));
         v.array_data = c.here();
         c.skip(v.count * esize);
       }
