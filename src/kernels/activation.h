@@ -1,0 +1,99 @@
+// Elementwise activations (SiLU, SwiGLU, softplus) and the choice between the scalar reference
+// path and the AVX2 path that every op in this folder shares.
+//
+// Exactness: every element is computed by the same instructions wherever it sits in the array
+// (the AVX2 path handles the ragged tail with masked loads through the same vector code), so a
+// token's activations never depend on how many tokens were processed together.
+#pragma once
+
+#include <cstdint>
+
+namespace chimera {
+
+// Which implementation an op runs. The two paths round differently (e.g. a polynomial exp and
+// FMA on AVX2), so one process must use one path for all its tokens; ops_best_path() is the
+// stable default. Tests pass a path explicitly to check each one.
+enum class OpsPath { kScalar, kAvx2 };
+
+bool ops_path_supported(OpsPath path);  // the CPU can run it (AVX2 needs AVX2 + FMA + F16C)
+OpsPath ops_best_path();                // fastest supported path, fixed for the process
+const char* ops_path_name(OpsPath path);
+
+// y[i] = x[i] / (1 + exp(-x[i])). x and y may alias.
+void silu(const float* x, float* y, int64_t n, OpsPath path = ops_best_path());
+
+// y[i] = silu(gate[i]) * up[i] (llama.cpp swiglu_split). Any of the arrays may alias.
+void swiglu(const float* gate, const float* up, float* y, int64_t n,
+            OpsPath path = ops_best_path());
+
+// softplus(x) = x > 20 ? x : log1p(exp(x)) — log1p for HF parity (spec 3.4 step 5). Scalar in
+// every path: it runs once per (token, head), so both paths share it bit for bit.
+float softplus(float x);
+
+// Scalar SiLU with libm expf, shared by the scalar paths of several ops.
+float silu_scalar(float x);
+
+namespace ops_internal {
+// AVX2 entry points (activation_avx2.cpp); callers go through the dispatching functions above.
+void silu_avx2(const float* x, float* y, int64_t n);
+void swiglu_avx2(const float* gate, const float* up, float* y, int64_t n);
+}  // namespace ops_internal
+
+}  // namespace chimera
+
+// ---- AVX2 helpers, visible only to translation units compiled with AVX2+FMA (*_avx2.cpp) ----
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+namespace chimera::ops_internal {
+
+// exp for 8 floats: Cody-Waite range reduction to r in [-ln2/2, ln2/2] and a degree-6 polynomial
+// (relative error ~2 ulp). Inputs above 88.376 are clamped (finite result), inputs below -88.376
+// give exactly 0 (so exp(-inf) = 0); NaN propagates (max/min return their second operand).
+inline __m256 exp_avx2(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f);
+  const __m256 lo = _mm256_set1_ps(-88.3762626647949f);
+  const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);  // false only for x < lo (not NaN)
+  x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // 2^fx; fx in [-127, 128]: split it in two halves so neither exponent field overflows.
+  const __m256i n = _mm256_cvtps_epi32(fx);
+  const __m256i n1 = _mm256_srai_epi32(n, 1);
+  const __m256i n2 = _mm256_sub_epi32(n, n1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+  return _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(p, s1), s2), keep);  // exp(x < lo) = 0
+}
+
+inline __m256 silu_avx2_vec(__m256 x) {
+  const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), x));
+  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+// Lane mask for the first `rem` (1..8) lanes, for maskload/maskstore of a ragged tail.
+inline __m256i tail_mask_avx2(int64_t rem) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), idx);
+}
+
+// Horizontal sum in a fixed order: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+inline float hsum_avx2(__m256 v) {
+  const __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));
+  const __m128 c = _mm_add_ss(b, _mm_movehdup_ps(b));
+  return _mm_cvtss_f32(c);
+}
+
+}  // namespace chimera::ops_internal
+#endif

@@ -1,0 +1,220 @@
+#include "kernels/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace chimera {
+namespace {
+
+int64_t padded_head_dim(int32_t head_dim) {
+  return (static_cast<int64_t>(head_dim) + 7) / 8 * 8;
+}
+
+int64_t kv_element_bytes(GgmlType t) {
+  return t == GgmlType::F16 ? 2 : 4;
+}
+
+Status check_params(const AttentionParams& p) {
+  if (p.n_head < 1 || p.n_head_kv < 1 || p.n_head % p.n_head_kv != 0)
+    return Error(ErrorCode::kInvalidArgument, "attention: n_head ", p.n_head,
+                 " must be a positive multiple of n_head_kv ", p.n_head_kv);
+  if (p.head_dim < 1)
+    return Error(ErrorCode::kInvalidArgument, "attention: head_dim ", p.head_dim, " < 1");
+  if (p.page_size < 1)
+    return Error(ErrorCode::kInvalidArgument, "attention: page_size ", p.page_size, " < 1");
+  if (p.kv_type != GgmlType::F32 && p.kv_type != GgmlType::F16)
+    return Error(ErrorCode::kUnsupported, "attention: KV type ", type_name(p.kv_type),
+                 " (supported: F32, F16)");
+  return Status::Ok();
+}
+
+Status check_batch(const AttentionParams& p, const AttentionBatch& b) {
+  const int64_t width = static_cast<int64_t>(p.n_head) * p.head_dim;
+  if (b.n_queries < 0) return Error(ErrorCode::kInvalidArgument, "attention: n_queries < 0");
+  if (b.n_queries == 0) return Status::Ok();
+  if (!b.q || !b.out || !b.n_visible || !b.seq || !b.seqs)
+    return Error(ErrorCode::kInvalidArgument, "attention: null q/out/n_visible/seq/seqs");
+  if (b.q_stride < width || b.out_stride < width)
+    return Error(ErrorCode::kInvalidArgument, "attention: q/out stride (", b.q_stride, ", ",
+                 b.out_stride, ") < n_head*head_dim ", width);
+  // Largest visible count per sequence, then every page it reaches must exist.
+  std::vector<int32_t> max_visible(static_cast<size_t>(std::max(0, b.n_seqs)), 0);
+  for (int64_t i = 0; i < b.n_queries; ++i) {
+    const int32_t s = b.seq[i];
+    if (s < 0 || s >= b.n_seqs)
+      return Error(ErrorCode::kInvalidArgument, "attention: query ", i, " names sequence ", s,
+                   " of ", b.n_seqs);
+    const KvPageTable& t = b.seqs[s];
+    const int64_t capacity = static_cast<int64_t>(t.n_pages) * p.page_size;
+    if (b.n_visible[i] < 1 || b.n_visible[i] > capacity)
+      return Error(ErrorCode::kInvalidArgument, "attention: query ", i, " sees ", b.n_visible[i],
+                   " keys but sequence ", s, " has room for ", capacity, " (", t.n_pages,
+                   " pages of ", p.page_size, ")");
+    max_visible[static_cast<size_t>(s)] =
+        std::max(max_visible[static_cast<size_t>(s)], b.n_visible[i]);
+  }
+  for (int32_t s = 0; s < b.n_seqs; ++s) {
+    const int32_t need = max_visible[static_cast<size_t>(s)];
+    if (need == 0) continue;
+    const KvPageTable& t = b.seqs[s];
+    if (!t.k_pages || !t.v_pages)
+      return Error(ErrorCode::kInvalidArgument, "attention: sequence ", s, " has no page table");
+    for (int32_t pg = 0; pg < (need + p.page_size - 1) / p.page_size; ++pg)
+      if (!t.k_pages[pg] || !t.v_pages[pg])
+        return Error(ErrorCode::kInvalidArgument, "attention: sequence ", s, " page ", pg,
+                     " is null but holds visible keys");
+  }
+  return Status::Ok();
+}
+
+// Copies keys [j0, j0+nb) of one kv head into dst rows of hd_pad floats, zero-padded.
+void gather_block_scalar(const AttentionParams& p, const void* const* pages, int32_t kv_head,
+                         int32_t j0, int32_t nb, float* dst) {
+  const int64_t hd_pad = padded_head_dim(p.head_dim);
+  const int64_t row = static_cast<int64_t>(p.n_head_kv) * p.head_dim;
+  for (int32_t j = 0; j < nb; ++j) {
+    const int32_t key = j0 + j;
+    const int64_t off = (key % p.page_size) * row + static_cast<int64_t>(kv_head) * p.head_dim;
+    float* d = dst + j * hd_pad;
+    if (p.kv_type == GgmlType::F16) {
+      const uint16_t* src = static_cast<const uint16_t*>(pages[key / p.page_size]) + off;
+      for (int32_t e = 0; e < p.head_dim; ++e) d[e] = fp16_to_f32(src[e]);
+    } else {
+      const float* src = static_cast<const float*>(pages[key / p.page_size]) + off;
+      std::copy(src, src + p.head_dim, d);
+    }
+    std::fill(d + p.head_dim, d + hd_pad, 0.0f);
+  }
+}
+
+}  // namespace
+
+int64_t kv_page_bytes(const AttentionParams& p) {
+  return static_cast<int64_t>(p.page_size) * p.n_head_kv * p.head_dim * kv_element_bytes(p.kv_type);
+}
+
+namespace ops_internal {
+
+int64_t attention_scratch_floats(const AttentionParams& p) {
+  const int64_t hd_pad = padded_head_dim(p.head_dim);
+  const int64_t rep = p.n_head / p.n_head_kv;
+  return 2 * kAttentionKeyBlock * hd_pad + 2 * rep * hd_pad + kAttentionKeyBlock + 2 * rep + 8;
+}
+
+// Scalar reference of the blocked online softmax. Per head and block: scores by a sequential
+// dot product, block max, rescale of the running sum and accumulator, then p_j in key order.
+void attention_group_scalar(const AttentionGroupTask& task, float* scratch) {
+  const AttentionParams& p = *task.params;
+  const int64_t hd = p.head_dim;
+  const int64_t hd_pad = padded_head_dim(p.head_dim);
+  const int32_t rep = p.n_head / p.n_head_kv;
+  float* kblk = scratch;
+  float* vblk = kblk + kAttentionKeyBlock * hd_pad;
+  float* acc = vblk + kAttentionKeyBlock * hd_pad;
+  float* s = acc + rep * hd_pad;
+  float* m = s + kAttentionKeyBlock;
+  float* l = m + rep;
+  for (int32_t r = 0; r < rep; ++r) {
+    m[r] = -std::numeric_limits<float>::infinity();
+    l[r] = 0.0f;
+    std::fill(acc + r * hd_pad, acc + (r + 1) * hd_pad, 0.0f);
+  }
+  for (int32_t j0 = 0; j0 < task.n_visible; j0 += kAttentionKeyBlock) {
+    const int32_t nb = std::min(kAttentionKeyBlock, task.n_visible - j0);
+    gather_block_scalar(p, task.table->k_pages, task.kv_head, j0, nb, kblk);
+    gather_block_scalar(p, task.table->v_pages, task.kv_head, j0, nb, vblk);
+    for (int32_t r = 0; r < rep; ++r) {
+      const float* q = task.q + r * hd;
+      float block_max = -std::numeric_limits<float>::infinity();
+      for (int32_t j = 0; j < nb; ++j) {
+        float dot = 0.0f;
+        for (int64_t e = 0; e < hd; ++e) dot += q[e] * kblk[j * hd_pad + e];
+        s[j] = dot * p.scale;
+        block_max = std::fmax(block_max, s[j]);
+      }
+      const float new_max = std::fmax(m[r], block_max);
+      const float alpha = std::exp(m[r] - new_max);
+      float block_sum = 0.0f;
+      for (int32_t j = 0; j < nb; ++j) {
+        s[j] = std::exp(s[j] - new_max);
+        block_sum += s[j];
+      }
+      l[r] = l[r] * alpha + block_sum;
+      float* a = acc + r * hd_pad;
+      for (int64_t e = 0; e < hd; ++e) {
+        float v = a[e] * alpha;
+        for (int32_t j = 0; j < nb; ++j) v += s[j] * vblk[j * hd_pad + e];
+        a[e] = v;
+      }
+      m[r] = new_max;
+    }
+  }
+  for (int32_t r = 0; r < rep; ++r)
+    for (int64_t e = 0; e < hd; ++e) task.out[r * hd + e] = acc[r * hd_pad + e] / l[r];
+}
+
+}  // namespace ops_internal
+
+Status attention_paged(const AttentionParams& params, const AttentionBatch& batch,
+                       ThreadContext* threads, OpsPath path) {
+  CHIMERA_RETURN_IF_ERROR(check_params(params));
+  CHIMERA_RETURN_IF_ERROR(check_batch(params, batch));
+  if (batch.n_queries == 0) return Status::Ok();
+  const int32_t rep = params.n_head / params.n_head_kv;
+  const int64_t n_tasks = batch.n_queries * params.n_head_kv;
+  const int64_t scratch_floats = ops_internal::attention_scratch_floats(params);
+  // Tasks are dealt round-robin: causal prefill queries grow in cost, contiguous chunks would
+  // leave one thread with the long ones. Each task owns its outputs, so the deal is invisible.
+  auto work = [&](int ith, int nth) {
+    std::vector<float> scratch(static_cast<size_t>(scratch_floats));
+    for (int64_t t = ith; t < n_tasks; t += nth) {
+      const int64_t i = t / params.n_head_kv;
+      const int32_t g = static_cast<int32_t>(t % params.n_head_kv);
+      const int64_t head_off = static_cast<int64_t>(g) * rep * params.head_dim;
+      ops_internal::AttentionGroupTask task{&params,
+                                            batch.q + i * batch.q_stride + head_off,
+                                            batch.out + i * batch.out_stride + head_off,
+                                            &batch.seqs[batch.seq[i]],
+                                            batch.n_visible[i],
+                                            g};
+      if (path == OpsPath::kAvx2) {
+        ops_internal::attention_group_avx2(task, scratch.data());
+      } else {
+        ops_internal::attention_group_scalar(task, scratch.data());
+      }
+    }
+  };
+  if (threads) {
+    threads->run(work);
+  } else {
+    work(0, 1);
+  }
+  return Status::Ok();
+}
+
+Status kv_write_token(const AttentionParams& params, const float* k, const float* v, void* k_page,
+                      void* v_page, int32_t slot) {
+  CHIMERA_RETURN_IF_ERROR(check_params(params));
+  if (slot < 0 || slot >= params.page_size)
+    return Error(ErrorCode::kInvalidArgument, "kv_write_token: slot ", slot, " outside [0, ",
+                 params.page_size, ")");
+  if (!k || !v || !k_page || !v_page)
+    return Error(ErrorCode::kInvalidArgument, "kv_write_token: null row or page");
+  const int64_t row = static_cast<int64_t>(params.n_head_kv) * params.head_dim;
+  if (params.kv_type == GgmlType::F16) {
+    uint16_t* kd = static_cast<uint16_t*>(k_page) + slot * row;
+    uint16_t* vd = static_cast<uint16_t*>(v_page) + slot * row;
+    for (int64_t e = 0; e < row; ++e) {
+      kd[e] = f32_to_fp16(k[e]);
+      vd[e] = f32_to_fp16(v[e]);
+    }
+  } else {
+    std::copy(k, k + row, static_cast<float*>(k_page) + slot * row);
+    std::copy(v, v + row, static_cast<float*>(v_page) + slot * row);
+  }
+  return Status::Ok();
+}
+
+}  // namespace chimera

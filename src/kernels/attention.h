@@ -1,0 +1,96 @@
+// Causal attention with GQA over a paged KV cache, computed so that a query's output never
+// depends on batching: each (query, head) runs an online softmax over its visible keys in
+// fixed-size key blocks of kAttentionKeyBlock keys, in order, whatever the page size, the number
+// of queries processed together, or the thread count.
+//
+// ---- Paged KV layout: the contract with the memory layer ----
+// For one attention layer, one sequence's keys live in pages of `page_size` tokens. A K page is a
+// contiguous array [page_size][n_head_kv * head_dim] of elements of `kv_type` (F32 or F16); key
+// j of the sequence is row (j % page_size) of page (j / page_size); within a row, kv head g
+// occupies elements [g*head_dim, (g+1)*head_dim). V pages have the same layout. Pages need no
+// particular alignment beyond their element type. The memory hands the kernel, per sequence, a
+// table of K page pointers and a table of V page pointers (KvPageTable); page i holds keys
+// [i*page_size, (i+1)*page_size). Rows past the visible count are never read, so a partly
+// filled last page may hold garbage there.
+// Writing: kv_write_token() converts one token's K and V (F32) into a page slot; F16 uses
+// round-to-nearest-even (f32_to_fp16 in gguf/types.h), the same rounding as llama.cpp's cache.
+//
+// ---- Semantics ----
+// Query head h (0..n_head-1) uses kv head h / (n_head / n_head_kv). For each query and head:
+//   s_j = (q_h · k_j) * scale for j < n_visible;  out_h = Σ_j softmax(s)_j v_j
+// The caller passes n_visible per query (causal: position + 1 for a plain sequence); masking
+// anything other than a prefix is not supported. Queries are already rotated (RoPE) when the
+// model uses it. Threads split (query, kv head) pairs, never the keys.
+#pragma once
+
+#include <cstdint>
+
+#include "core/status.h"
+#include "core/threads.h"
+#include "gguf/types.h"
+#include "kernels/activation.h"
+
+namespace chimera {
+
+// Keys per online-softmax step. A kernel constant: changing it changes results (bitwise).
+constexpr int32_t kAttentionKeyBlock = 32;
+
+struct AttentionParams {
+  int32_t n_head = 0;
+  int32_t n_head_kv = 0;             // divides n_head
+  int32_t head_dim = 0;              // any size >= 1
+  int32_t page_size = 0;             // tokens per KV page, >= 1
+  GgmlType kv_type = GgmlType::F16;  // F32 or F16
+  float scale = 1.0f;                // score scale (1/sqrt(head_dim), or attention.scale)
+};
+
+// One sequence's pages for one layer.
+struct KvPageTable {
+  const void* const* k_pages = nullptr;
+  const void* const* v_pages = nullptr;
+  int32_t n_pages = 0;  // entries in both tables
+};
+
+struct AttentionBatch {
+  int64_t n_queries = 0;
+  const float* q = nullptr;  // query i at q + i*q_stride: n_head*head_dim F32
+  int64_t q_stride = 0;
+  const int32_t* n_visible = nullptr;  // [n_queries], 1..n_pages*page_size of its sequence
+  const int32_t* seq = nullptr;        // [n_queries], index into seqs
+  const KvPageTable* seqs = nullptr;
+  int32_t n_seqs = 0;
+  float* out = nullptr;  // query i at out + i*out_stride: n_head*head_dim F32; may equal q
+  int64_t out_stride = 0;
+};
+
+// Validates everything first (sizes, strides, sequence indices, visible counts against the page
+// tables, every page that will be read is non-null); on error nothing is written.
+// threads may be null (run on the caller).
+Status attention_paged(const AttentionParams& params, const AttentionBatch& batch,
+                       ThreadContext* threads, OpsPath path = ops_best_path());
+
+// Bytes of one K (or V) page.
+int64_t kv_page_bytes(const AttentionParams& params);
+
+// Writes one token's k and v (n_head_kv*head_dim F32 each) into row `slot` of k_page / v_page,
+// converting to params.kv_type. Errors: slot outside [0, page_size), bad params.
+Status kv_write_token(const AttentionParams& params, const float* k, const float* v, void* k_page,
+                      void* v_page, int32_t slot);
+
+namespace ops_internal {
+// One query, one kv head: the n_head/n_head_kv query heads that share it. Internal to the
+// attention files; q and out point at the group's first head.
+struct AttentionGroupTask {
+  const AttentionParams* params;
+  const float* q;
+  float* out;
+  const KvPageTable* table;
+  int32_t n_visible;
+  int32_t kv_head;
+};
+int64_t attention_scratch_floats(const AttentionParams& params);
+void attention_group_scalar(const AttentionGroupTask& task, float* scratch);
+void attention_group_avx2(const AttentionGroupTask& task, float* scratch);
+}  // namespace ops_internal
+
+}  // namespace chimera

@@ -1,0 +1,23 @@
+// Token embedding lookup: the selected rows of token_embd, dequantized to F32 (llama.cpp
+// get_rows). Types: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K.
+#pragma once
+
+#include <cstdint>
+
+#include "core/status.h"
+#include "gguf/types.h"
+
+namespace chimera {
+
+// table: n_vocab rows of n_embd elements of `type` (rows contiguous, row_bytes(type, n_embd)
+// each). out: n_tokens rows of n_embd F32 (row stride out_stride floats). Every token id is
+// checked against n_vocab before anything is written. Errors: unsupported type, n_embd not a
+// multiple of the type's block size, token id out of range (names the position and id).
+Status embedding_lookup(GgmlType type, const void* table, int64_t n_embd, int64_t n_vocab,
+                        const int32_t* tokens, int64_t n_tokens, float* out, int64_t out_stride);
+
+// Dequantizes one row of n elements (n a multiple of the block size; checked by the caller).
+// Unsupported types are a CHIMERA_CHECK failure: embedding_lookup validates first.
+void dequantize_row_for_lookup(GgmlType type, const void* row, int64_t n, float* out);
+
+}  // namespace chimera
