@@ -1,0 +1,427 @@
+"""Per-architecture conversion plans, following llama.cpp's converter conventions
+(spec /work/shared/spec/ARCHITECTURES.md sections 3.2, 4.1-4.3, 5, 8).
+
+Each plan_* function validates config.json and every tensor's shape before anything is written, and
+maps each HF tensor to its GGUF name and layout. Every checkpoint tensor must be consumed: an
+unexpected tensor is an error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from . import ConversionError
+from .checkpoint import Checkpoint
+from .output import Plan
+
+NOPE_CONTEXT_LENGTH = 2**20  # what llama.cpp's converter writes for position-free models
+
+
+class Builder:
+    def __init__(self, ckpt: Checkpoint, arch: str):
+        self.ckpt = ckpt
+        self.plan = Plan(arch)
+        self.used: set[str] = set()
+        self.where = str(ckpt.dir)
+
+    def cfg(self, key, default=None, required=False):
+        return self.ckpt.get(key, default, required)
+
+    def fail(self, msg: str):
+        raise ConversionError(f"{self.where}: {msg}")
+
+    def has(self, hf_name: str) -> bool:
+        return hf_name in self.ckpt.tensors
+
+    def take(self, hf_name: str, shape: tuple[int, ...]):
+        ref = self.ckpt.tensors.get(hf_name)
+        if ref is None:
+            self.fail(f"missing tensor '{hf_name}' (expected shape {list(shape)})")
+        if tuple(ref.shape) != tuple(shape):
+            self.fail(f"tensor '{hf_name}' has shape {list(ref.shape)}, expected {list(shape)}")
+        self.used.add(hf_name)
+        return ref
+
+    def add(self, gguf_name: str, hf_name: str, shape: tuple[int, ...],
+            transform: Callable[[np.ndarray], np.ndarray] | None = None,
+            out_shape: tuple[int, ...] | None = None):
+        ref = self.take(hf_name, shape)
+        if transform is None:
+            produce = ref.load
+        else:
+            def produce(ref=ref, transform=transform):
+                return np.ascontiguousarray(transform(ref.load()), dtype=np.float32)
+        self.plan.tensor(gguf_name, out_shape or shape, produce, hf_name)
+
+    def add_halves(self, gate_name: str, up_name: str, hf_name: str, shape: tuple[int, ...]):
+        """HF fused [.., 2F, D] -> first half gate, second half up (Granite input_linear)."""
+        ref = self.take(hf_name, shape)
+        half = shape[-2] // 2
+        out = (*shape[:-2], half, shape[-1])
+        self.plan.tensor(gate_name, out, lambda: np.ascontiguousarray(ref.load()[..., :half, :]),
+                         hf_name + " (first half)")
+        self.plan.tensor(up_name, out, lambda: np.ascontiguousarray(ref.load()[..., half:, :]),
+                         hf_name + " (second half)")
+
+    def pick(self, *names: str) -> str:
+        """The first of several spellings of one tensor that the checkpoint has (legacy HF
+        checkpoints vs transformers 5 native names); the first spelling if none is present."""
+        return next((n for n in names if n in self.ckpt.tensors), names[0])
+
+    def ignore(self, hf_name: str):
+        self.used.add(hf_name)
+
+    def finish(self) -> Plan:
+        left = sorted(n for n in self.ckpt.tensors
+                      if n not in self.used and not n.endswith("rotary_emb.inv_freq"))
+        if left:
+            self.fail(f"{len(left)} checkpoint tensor(s) not understood by the converter: "
+                      f"{', '.join(left[:8])}{' ...' if len(left) > 8 else ''}")
+        return self.plan
+
+
+def permute_for_rope_norm(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Reorders each head's rows so HF's half-split rotation (i, i + d/2) becomes llama.cpp's
+    adjacent-pair NORM rotation (2i, 2i + 1): new row 2i = old row i, new row 2i+1 = old i + d/2."""
+    rows = w.shape[0]
+    return (w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def neg_exp(a_log: np.ndarray) -> np.ndarray:
+    """ssm_a = -exp(A_log), evaluated in float64 and rounded once to float32 (the most accurate
+    float32 value; torch's float32 exp may differ from it by an ulp)."""
+    return (-np.exp(a_log.astype(np.float64))).astype(np.float32)
+
+
+def _rope_theta(b: Builder, default: float | None) -> float | None:
+    params = b.cfg("rope_parameters") or b.cfg("rope_scaling")
+    if params:
+        rtype = params.get("rope_type", params.get("type", "default"))
+        if rtype != "default":
+            b.fail(f"RoPE scaling type '{rtype}' is not supported by this converter")
+        if params.get("rope_theta") is not None:
+            return float(params["rope_theta"])
+    return float(b.cfg("rope_theta", default)) if b.cfg("rope_theta", default) is not None else None
+
+
+def _json_float(v) -> float:
+    # transformers 5 writes non-finite floats as {"__float__": "Infinity"}
+    if isinstance(v, dict) and "__float__" in v:
+        return float(v["__float__"])
+    return float(v)
+
+
+def _check_time_step_limit(b: Builder):
+    lim = b.cfg("time_step_limit")
+    if lim is not None and (_json_float(lim[0]) != 0.0 or not math.isinf(_json_float(lim[1]))):
+        b.fail(f"time_step_limit {lim} clamps dt; GGUF/llama.cpp cannot express a finite limit")
+
+
+def _common_keys(b: Builder, L: int, D: int, V: int):
+    b.plan.key("add_type", "model")
+    b.plan.key("add_block_count", L)
+    b.plan.key("add_embedding_length", D)
+    b.plan.key("add_vocab_size", V)
+
+
+def _embeddings(b: Builder, embed_name: str, norm_name: str, V: int, D: int):
+    b.add("token_embd.weight", embed_name, (V, D))
+    b.add("output_norm.weight", norm_name, (D,))
+    tied = bool(b.cfg("tie_word_embeddings", False))
+    if tied:
+        if b.has("lm_head.weight"):
+            b.ignore("lm_head.weight")  # HF uses the embedding matrix as LM head when tied
+    else:
+        b.add("output.weight", "lm_head.weight", (V, D))
+
+
+def _attention(b: Builder, i: int, prefix: str, D: int, n_head: int, n_kv: int, d_h: int):
+    if b.cfg("attention_bias", False):
+        b.fail("attention_bias = true is not supported by this converter")
+    b.add(f"blk.{i}.attn_q.weight", prefix + "q_proj.weight", (n_head * d_h, D),
+          lambda w: permute_for_rope_norm(w, n_head))
+    b.add(f"blk.{i}.attn_k.weight", prefix + "k_proj.weight", (n_kv * d_h, D),
+          lambda w: permute_for_rope_norm(w, n_kv))
+    b.add(f"blk.{i}.attn_v.weight", prefix + "v_proj.weight", (n_kv * d_h, D))
+    b.add(f"blk.{i}.attn_output.weight", prefix + "o_proj.weight", (D, n_head * d_h))
+
+
+# --------------------------------------------------------------------------------------------------
+# llama (LlamaForCausalLM) and granite (GraniteForCausalLM, dense Granite 3.x)
+# llama.cpp loads these configs through transformers' AutoConfig, so absent keys take the HF class
+# defaults; the same defaults are filled in here.
+
+
+def plan_llama(ckpt: Checkpoint, granite: bool = False) -> Plan:
+    arch = "granite" if granite else "llama"
+    b = Builder(ckpt, arch)
+    D = int(b.cfg("hidden_size", required=True))
+    L = int(b.cfg("num_hidden_layers", required=True))
+    n_head = int(b.cfg("num_attention_heads", required=True))
+    n_kv = int(b.cfg("num_key_value_heads", n_head))
+    F = int(b.cfg("intermediate_size", required=True))
+    V = int(b.cfg("vocab_size", required=True))
+    if b.cfg("hidden_act", "silu") != "silu":
+        b.fail(f"hidden_act '{b.cfg('hidden_act')}' is not supported (SwiGLU needs silu)")
+    if b.cfg("mlp_bias", False):
+        b.fail("mlp_bias = true is not supported by this converter")
+    d_h = int(b.cfg("head_dim", D // n_head))
+    if granite and d_h != D // n_head:
+        b.fail(f"head_dim {d_h} != hidden_size / num_attention_heads = {D // n_head}; llama.cpp's "
+               f"granite loader assumes the latter")
+    if n_head % n_kv:
+        b.fail(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_kv}")
+    _common_keys(b, L, D, V)
+    p = b.plan
+    p.key("add_context_length", int(b.cfg("max_position_embeddings", 2048)))
+    p.key("add_feed_forward_length", F)
+    p.key("add_head_count", n_head)
+    p.key("add_head_count_kv", n_kv)
+    p.key("add_rope_freq_base", _rope_theta(b, 10000.0))
+    p.key("add_layer_norm_rms_eps", float(b.cfg("rms_norm_eps", 1e-6)))
+    if "head_dim" in ckpt.config and not granite:
+        p.key("add_key_length", d_h)
+        p.key("add_value_length", d_h)
+    p.key("add_rope_dimension_count", d_h)
+    if granite:
+        # GraniteConfig defaults are 1.0 for all four; llama.cpp writes the non-zero ones
+        for hf_key, setter in (("attention_multiplier", "add_attention_scale"),
+                               ("embedding_multiplier", "add_embedding_scale"),
+                               ("residual_multiplier", "add_residual_scale"),
+                               ("logits_scaling", "add_logit_scale")):
+            value = float(b.cfg(hf_key, 1.0))
+            if value != 0.0:
+                p.key(setter, value)
+
+    _embeddings(b, "model.embed_tokens.weight", "model.norm.weight", V, D)
+    for i in range(L):
+        pre = f"model.layers.{i}."
+        b.add(f"blk.{i}.attn_norm.weight", pre + "input_layernorm.weight", (D,))
+        _attention(b, i, pre + "self_attn.", D, n_head, n_kv, d_h)
+        b.add(f"blk.{i}.ffn_norm.weight", pre + "post_attention_layernorm.weight", (D,))
+        b.add(f"blk.{i}.ffn_gate.weight", pre + "mlp.gate_proj.weight", (F, D))
+        b.add(f"blk.{i}.ffn_up.weight", pre + "mlp.up_proj.weight", (F, D))
+        b.add(f"blk.{i}.ffn_down.weight", pre + "mlp.down_proj.weight", (D, F))
+    return b.finish()
+
+
+# --------------------------------------------------------------------------------------------------
+# Mamba2 mixer tensors, shared by mamba2 and granitehybrid (spec 3.2)
+
+
+def _mamba2_mixer(b: Builder, i: int, prefix: str, D: int, d_in: int, H: int, G: int, N: int,
+                  K: int, conv_bias_required: bool):
+    C = d_in + 2 * G * N
+    d_proj = 2 * d_in + 2 * G * N + H
+    ref = b.ckpt.tensors.get(prefix + "in_proj.weight")
+    if ref is not None and ref.shape[0] != d_proj:
+        b.fail(f"tensor '{prefix}in_proj.weight' has {ref.shape[0]} rows, expected "
+               f"2*d_inner + 2*n_groups*d_state + n_heads = {d_proj} (extra d_mlp channels are "
+               f"not supported)")
+    b.add(f"blk.{i}.ssm_in.weight", prefix + "in_proj.weight", (d_proj, D))
+    b.add(f"blk.{i}.ssm_conv1d.weight", prefix + "conv1d.weight", (C, 1, K),
+          lambda w: w.reshape(C, K), out_shape=(C, K))
+    if b.has(prefix + "conv1d.bias") or conv_bias_required:
+        b.add(f"blk.{i}.ssm_conv1d.bias", prefix + "conv1d.bias", (C,))
+    b.add(f"blk.{i}.ssm_dt.bias", prefix + "dt_bias", (H,))
+    b.add(f"blk.{i}.ssm_a", prefix + "A_log", (H,), lambda a: neg_exp(a).reshape(H, 1),
+          out_shape=(H, 1))
+    b.add(f"blk.{i}.ssm_d", prefix + "D", (H,), lambda d: d.reshape(H, 1), out_shape=(H, 1))
+    b.add(f"blk.{i}.ssm_norm.weight", prefix + "norm.weight", (d_in,),
+          lambda w: w.reshape(G, d_in // G), out_shape=(G, d_in // G))
+    b.add(f"blk.{i}.ssm_out.weight", prefix + "out_proj.weight", (D, d_in))
+
+
+def _ssm_keys(b: Builder, K: int, d_in: int, N: int, H: int, G: int):
+    b.plan.key("add_ssm_conv_kernel", K)
+    b.plan.key("add_ssm_inner_size", d_in)
+    b.plan.key("add_ssm_state_size", N)
+    b.plan.key("add_ssm_time_step_rank", H)  # = number of SSM heads for Mamba-2 (pitfall 1)
+    b.plan.key("add_ssm_group_count", G)
+
+
+def _check_ssm_dims(b: Builder, d_in: int, H: int, P: int, G: int):
+    if H * P != d_in:
+        b.fail(f"n_heads {H} * head_dim {P} != d_inner {d_in}")
+    if d_in % G or H % G:
+        b.fail(f"n_groups {G} must divide d_inner {d_in} and n_heads {H}")
+
+
+# --------------------------------------------------------------------------------------------------
+# mamba2 (Mamba2ForCausalLM); config.json read raw like llama.cpp's Mamba2 converter
+
+
+def plan_mamba2(ckpt: Checkpoint) -> Plan:
+    b = Builder(ckpt, "mamba2")
+    D = int(b.cfg("hidden_size", required=True))
+    L = int(b.cfg("num_hidden_layers", required=True))
+    V = int(b.cfg("vocab_size", required=True))
+    N = int(b.cfg("state_size", 128))
+    K = int(b.cfg("conv_kernel", 4))
+    G = int(b.cfg("n_groups", 1))
+    P = int(b.cfg("head_dim", 64))
+    d_in = int(b.cfg("intermediate_size", int(b.cfg("expand", 2) * D)))
+    H = int(b.cfg("num_heads", d_in // P))
+    eps = float(b.cfg("layer_norm_epsilon", b.cfg("rms_norm_eps", 1e-5)))
+    _check_ssm_dims(b, d_in, H, P, G)
+    _check_time_step_limit(b)
+    if b.cfg("use_bias", False):
+        b.fail("use_bias = true (in_proj/out_proj biases) cannot be expressed in a mamba2 GGUF")
+    if not b.cfg("use_conv_bias", True):
+        b.fail("use_conv_bias = false: llama.cpp's mamba2 requires ssm_conv1d.bias")
+    if not b.cfg("rms_norm", True):
+        b.fail("rms_norm = false (no gated norm) is not supported")
+
+    _common_keys(b, L, D, V)
+    p = b.plan
+    p.key("add_context_length", NOPE_CONTEXT_LENGTH)
+    p.key("add_feed_forward_length", 0)
+    p.key("add_head_count", 0)
+    _ssm_keys(b, K, d_in, N, H, G)
+    p.key("add_layer_norm_rms_eps", eps)
+
+    _embeddings(b, "backbone.embeddings.weight", "backbone.norm_f.weight", V, D)
+    for i in range(L):
+        pre = f"backbone.layers.{i}."
+        b.add(f"blk.{i}.attn_norm.weight", pre + "norm.weight", (D,))
+        _mamba2_mixer(b, i, pre + "mixer.", D, d_in, H, G, N, K, conv_bias_required=True)
+    return b.finish()
+
+
+# --------------------------------------------------------------------------------------------------
+# granitehybrid (GraniteMoeHybridForCausalLM, Granite 4.0-H); config.json read raw (spec 4.1)
+
+
+def _granite_hybrid_layer_types(b: Builder, L: int) -> list[str]:
+    types = b.cfg("layer_types")
+    if types is not None:
+        # transformers 5 spells them linear_attention / full_attention
+        names = {"mamba": "mamba", "linear_attention": "mamba",
+                 "attention": "attention", "full_attention": "attention"}
+        if len(types) != L or any(t not in names for t in types):
+            b.fail(f"layer_types must list {L} entries of 'mamba'/'attention' (or "
+                   f"'linear_attention'/'full_attention'), got {types}")
+        return [names[t] for t in types]
+    indices = b.cfg("attn_layer_indices")
+    if indices is not None:
+        return ["attention" if i in indices else "mamba" for i in range(L)]
+    b.fail("config.json has neither layer_types nor attn_layer_indices")
+
+
+def plan_granitehybrid(ckpt: Checkpoint) -> Plan:
+    b = Builder(ckpt, "granitehybrid")
+    D = int(b.cfg("hidden_size", required=True))
+    L = int(b.cfg("num_hidden_layers", required=True))
+    V = int(b.cfg("vocab_size", required=True))
+    n_head = int(b.cfg("num_attention_heads", required=True))
+    n_kv = int(b.cfg("num_key_value_heads", n_head))
+    eps = float(b.cfg("rms_norm_eps", required=True))
+    types = _granite_hybrid_layer_types(b, L)
+    attn_layers = [i for i in range(L) if types[i] == "attention"]
+    if len(attn_layers) == L:
+        b.fail("no Mamba layers: llama.cpp converts such checkpoints as granite/granitemoe")
+    if b.cfg("hidden_act", "silu") != "silu":
+        b.fail(f"hidden_act '{b.cfg('hidden_act')}' is not supported (SwiGLU needs silu)")
+    d_h = D // n_head
+    if b.cfg("head_dim") not in (None, d_h):
+        b.fail(f"head_dim {b.cfg('head_dim')} != hidden_size / num_attention_heads = {d_h}; "
+               f"llama.cpp's granitehybrid loader assumes the latter")
+    if attn_layers and n_head % n_kv:
+        b.fail(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_kv}")
+    if b.cfg("mamba_proj_bias", False):
+        b.fail("mamba_proj_bias = true cannot be expressed in a granitehybrid GGUF")
+    _check_time_step_limit(b)
+
+    d_in = int(b.cfg("mamba_expand", 2)) * D
+    H = int(b.cfg("mamba_n_heads", 128))
+    P = b.cfg("mamba_d_head", "auto")
+    P = d_in // H if P == "auto" else int(P)
+    G = int(b.cfg("mamba_n_groups", 1))
+    N = int(b.cfg("mamba_d_state", 256))
+    K = int(b.cfg("mamba_d_conv", 4))
+    _check_ssm_dims(b, d_in, H, P, G)
+
+    E = int(b.cfg("num_local_experts", 0))
+    k_used = int(b.cfg("num_experts_per_tok", 0))
+    F = int(b.cfg("intermediate_size", required=True))
+    F_s = int(b.cfg("shared_intermediate_size", 0))
+    if E > 0 and not 0 < k_used <= E:
+        b.fail(f"num_experts_per_tok {k_used} must be in 1..num_local_experts ({E})")
+    if E == 0 and F_s <= 0:
+        b.fail("dense model (num_local_experts = 0) without shared_intermediate_size")
+
+    # HF rotates only when position_embedding_type == "rope". llama.cpp's converter decides from the
+    # architecture instead (NoPE whenever Mamba layers exist, pitfall 9); following HF here keeps a
+    # "rope" hybrid correct, and equals llama.cpp's choice for every Granite 4.0-H checkpoint.
+    use_rope = b.cfg("position_embedding_type") == "rope"
+
+    _common_keys(b, L, D, V)
+    p = b.plan
+    p.key("add_context_length",
+          int(b.cfg("max_position_embeddings", 4096)) if use_rope else NOPE_CONTEXT_LENGTH)
+    # llama.cpp sizes the dense FFN with feed_forward_length; HF's dense FFN is shared_mlp, so a
+    # dense file says shared_intermediate_size (== intermediate_size in every published config,
+    # where this is exactly what llama.cpp writes)
+    p.key("add_feed_forward_length", F if E > 0 else F_s)
+    p.key("add_head_count", n_head)
+    p.key("add_head_count_kv", [n_kv if t == "attention" else 0 for t in types])  # INT32 array
+    p.key("add_layer_norm_rms_eps", eps)
+    # HF applies attention_multiplier unconditionally (default 1.0), while llama.cpp falls back to
+    # 1/sqrt(d_h) when the key is absent, so an absent multiplier is written as 1.0 (spec 4.1)
+    p.key("add_attention_scale", float(b.cfg("attention_multiplier", 1.0)))
+    for hf_key, setter in (("embedding_multiplier", "add_embedding_scale"),
+                           ("residual_multiplier", "add_residual_scale"),
+                           ("logits_scaling", "add_logit_scale")):
+        if b.cfg(hf_key):
+            p.key(setter, float(b.cfg(hf_key)))
+    p.key("add_rope_scaling_finetuned", use_rope)
+    theta = _rope_theta(b, None)
+    if theta is not None:
+        p.key("add_rope_freq_base", theta)
+    p.key("add_rope_dimension_count", int(b.cfg("attn_rotary_emb", d_h)))
+    p.key("add_expert_count", E)
+    p.key("add_expert_used_count", k_used if E > 0 else 0)  # llama.cpp asserts 0 when dense
+    if F_s > 0:
+        p.key("add_expert_shared_feed_forward_length", F_s)
+    _ssm_keys(b, K, d_in, N, H, G)
+
+    _embeddings(b, "model.embed_tokens.weight", "model.norm.weight", V, D)
+    for i in range(L):
+        pre = f"model.layers.{i}."
+        b.add(f"blk.{i}.attn_norm.weight", pre + "input_layernorm.weight", (D,))
+        if types[i] == "mamba":
+            _mamba2_mixer(b, i, pre + "mamba.", D, d_in, H, G, N, K, conv_bias_required=False)
+        else:
+            _attention(b, i, pre + "self_attn.", D, n_head, n_kv, d_h)
+        b.add(f"blk.{i}.ffn_norm.weight", pre + "post_attention_layernorm.weight", (D,))
+        shared = pre + "shared_mlp."
+        if E > 0:
+            moe = pre + "block_sparse_moe."
+            b.add(f"blk.{i}.ffn_gate_inp.weight",
+                  b.pick(moe + "router.layer.weight", moe + "router.weight"), (E, D))
+            b.add_halves(f"blk.{i}.ffn_gate_exps.weight", f"blk.{i}.ffn_up_exps.weight",
+                         b.pick(moe + "input_linear.weight", moe + "experts.gate_up_proj"),
+                         (E, 2 * F, D))
+            b.add(f"blk.{i}.ffn_down_exps.weight",
+                  b.pick(moe + "output_linear.weight", moe + "experts.down_proj"), (E, D, F))
+            if F_s > 0:
+                b.add_halves(f"blk.{i}.ffn_gate_shexp.weight", f"blk.{i}.ffn_up_shexp.weight",
+                             shared + "input_linear.weight", (2 * F_s, D))
+                b.add(f"blk.{i}.ffn_down_shexp.weight", shared + "output_linear.weight", (D, F_s))
+        else:
+            b.add_halves(f"blk.{i}.ffn_gate.weight", f"blk.{i}.ffn_up.weight",
+                         shared + "input_linear.weight", (2 * F_s, D))
+            b.add(f"blk.{i}.ffn_down.weight", shared + "output_linear.weight", (D, F_s))
+    return b.finish()
+
+
+PLANNERS = {
+    "LlamaForCausalLM": lambda c: plan_llama(c, granite=False),
+    "GraniteForCausalLM": lambda c: plan_llama(c, granite=True),
+    "Mamba2ForCausalLM": plan_mamba2,
+    "GraniteMoeHybridForCausalLM": plan_granitehybrid,
+}
