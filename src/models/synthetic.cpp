@@ -1,0 +1,189 @@
+#include "models/synthetic.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "gguf/quants.h"
+
+namespace chimera {
+namespace {
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  double uniform() {  // [0, 1)
+    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return static_cast<double>((z ^ (z >> 31)) >> 11) * (1.0 / 9007199254740992.0);
+  }
+  float symmetric(float scale) { return static_cast<float>((uniform() * 2 - 1) * scale); }
+
+ private:
+  uint64_t s_;
+};
+
+class Builder {
+ public:
+  Builder(const SyntheticSpec& spec, GgufWriter& w) : spec_(spec), w_(w), rng_(spec.seed) {}
+
+  // A matrix {n_in, n_out(, n_expert)} in the spec's weight type (F32 when it cannot be blocked).
+  void matrix(const std::string& name, std::vector<int64_t> ne, float scale) {
+    GgmlType type = spec_.weight_type;
+    if (ne[0] % type_traits(type).block_size) type = GgmlType::F32;
+    int64_t rows = 1;
+    for (size_t i = 1; i < ne.size(); ++i) rows *= ne[i];
+    std::vector<float> row(ne[0]);
+    std::vector<uint8_t> data(row_bytes(type, ne[0]) * rows);
+    for (int64_t r = 0; r < rows && status_.ok(); ++r) {
+      for (float& v : row) v = rng_.symmetric(scale);
+      status_ = quantize_row(type, row.data(), data.data() + r * row_bytes(type, ne[0]), ne[0]);
+    }
+    add(name, type, ne, data);
+  }
+  // An F32 tensor with values in center ± spread.
+  void vec(const std::string& name, std::vector<int64_t> ne, float center, float spread) {
+    int64_t n = 1;
+    for (int64_t d : ne) n *= d;
+    std::vector<float> v(n);
+    for (float& x : v) x = center + rng_.symmetric(spread);
+    add(name, GgmlType::F32, ne,
+        {reinterpret_cast<uint8_t*>(v.data()), reinterpret_cast<uint8_t*>(v.data() + n)});
+  }
+  void add(const std::string& name, GgmlType type, const std::vector<int64_t>& ne,
+           const std::vector<uint8_t>& data) {
+    if (status_.ok()) status_ = w_.add_tensor(name, type, ne, data.data(), data.size());
+  }
+  Rng& rng() { return rng_; }
+  const Status& status() const { return status_; }
+
+ private:
+  const SyntheticSpec& spec_;
+  GgufWriter& w_;
+  Rng rng_;
+  Status status_;
+};
+
+std::string blk_name(uint32_t il, const char* name) {
+  return StrCat("blk.", il, ".", name);
+}
+
+}  // namespace
+
+Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
+  const std::string& a = s.arch;
+  const bool hybrid = a == "granitehybrid", mamba = a == "mamba2";
+  const bool llama_like = a == "llama" || a == "granite";
+  if (!hybrid && !mamba && !llama_like)
+    return Error(ErrorCode::kUnsupported, "synthetic model: unknown architecture '", a, "'");
+  if (s.n_embd % s.n_head || s.n_head % std::max(1u, s.n_head_kv) || s.ssm_heads == 0 ||
+      (2 * s.n_embd) % s.ssm_heads || s.ssm_heads % s.ssm_groups)
+    return Error(ErrorCode::kInvalidArgument, "synthetic model: inconsistent sizes");
+  auto key = [&](const char* k) { return a + "." + k; };
+  const uint32_t D = s.n_embd, d_in = 2 * D, N = s.ssm_state, H = s.ssm_heads, G = s.ssm_groups;
+  const uint32_t head_dim = D / s.n_head;
+
+  w.set_string("general.architecture", a);
+  w.set_string("general.name", "chimera synthetic " + a);
+  w.set_uint32(key("block_count"), s.n_layer);
+  w.set_uint32(key("context_length"), 4096);
+  w.set_uint32(key("embedding_length"), D);
+  w.set_uint32(key("feed_forward_length"), s.n_ff);
+  w.set_float32(key("attention.layer_norm_rms_epsilon"), 1e-5f);
+  w.set_uint32(key("vocab_size"), s.n_vocab);
+  std::vector<bool> is_attn(s.n_layer, llama_like);
+  if (hybrid)
+    for (uint32_t il : s.attention_layers)
+      if (il < s.n_layer) is_attn[il] = true;
+  if (!mamba) {
+    w.set_uint32(key("attention.head_count"), s.n_head);
+    if (hybrid) {
+      std::vector<int32_t> kv(s.n_layer);
+      for (uint32_t il = 0; il < s.n_layer; ++il) kv[il] = is_attn[il] ? s.n_head_kv : 0;
+      w.set_array(key("attention.head_count_kv"), kv);
+      w.set_bool(key("rope.scaling.finetuned"), s.rope);
+    } else {
+      w.set_uint32(key("attention.head_count_kv"), s.n_head_kv);
+    }
+    w.set_uint32(key("rope.dimension_count"), head_dim);
+    w.set_float32(key("rope.freq_base"), 10000.0f);
+  }
+  if (hybrid || mamba) {
+    w.set_uint32(key("ssm.conv_kernel"), s.conv_kernel);
+    w.set_uint32(key("ssm.state_size"), N);
+    w.set_uint32(key("ssm.group_count"), G);
+    w.set_uint32(key("ssm.inner_size"), d_in);
+    w.set_uint32(key("ssm.time_step_rank"), H);
+  }
+  if (hybrid || a == "granite") {  // Granite multipliers, not 1 so that each one is exercised
+    w.set_float32(key("embedding_scale"), 3.0f);
+    w.set_float32(key("residual_scale"), 0.5f);
+    w.set_float32(key("logit_scale"), 2.0f);
+    w.set_float32(key("attention.scale"), 1.0f / head_dim);
+  }
+  if (s.n_expert) {
+    w.set_uint32(key("expert_count"), s.n_expert);
+    w.set_uint32(key("expert_used_count"), s.n_expert_used);
+    w.set_uint32(key("expert_shared_feed_forward_length"), s.n_ff);
+  }
+  // A byte-level vocabulary so the file is self-describing (ids only matter to the tests).
+  std::vector<std::string> tokens(s.n_vocab);
+  for (uint32_t i = 0; i < s.n_vocab; ++i) tokens[i] = StrCat("<t", i, ">");
+  w.set_string("tokenizer.ggml.model", "gpt2");
+  w.set_string_array("tokenizer.ggml.tokens", tokens);
+
+  Builder b(s, w);
+  const float in_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  b.matrix("token_embd.weight", {D, s.n_vocab}, 1.0f);
+  b.vec("output_norm.weight", {D}, 1.0f, 0.2f);
+  if (!s.tied_embeddings) b.matrix("output.weight", {D, s.n_vocab}, in_scale);
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    b.vec(blk_name(il, "attn_norm.weight"), {D}, 1.0f, 0.2f);
+    if (is_attn[il]) {
+      const uint32_t kv = s.n_head_kv * head_dim;
+      b.matrix(blk_name(il, "attn_q.weight"), {D, D}, in_scale);
+      b.matrix(blk_name(il, "attn_k.weight"), {D, kv}, in_scale);
+      b.matrix(blk_name(il, "attn_v.weight"), {D, kv}, in_scale);
+      b.matrix(blk_name(il, "attn_output.weight"), {D, D}, in_scale);
+    } else {
+      const uint32_t C = d_in + 2 * G * N, d_proj = 2 * d_in + 2 * G * N + H;
+      b.matrix(blk_name(il, "ssm_in.weight"), {D, d_proj}, in_scale);
+      b.vec(blk_name(il, "ssm_conv1d.weight"), {s.conv_kernel, C}, 0.0f, 0.5f);
+      b.vec(blk_name(il, "ssm_conv1d.bias"), {C}, 0.0f, 0.1f);
+      // dt bias around inverse-softplus of dt in [0.001, 0.1] (about -7 .. -2).
+      b.vec(blk_name(il, "ssm_dt.bias"), {H}, -4.5f, 2.5f);
+      std::vector<float> A(H);
+      for (float& v : A) v = -std::exp(static_cast<float>(b.rng().uniform() * std::log(16.0)));
+      b.add(blk_name(il, "ssm_a"), GgmlType::F32, {1, H},
+            {reinterpret_cast<uint8_t*>(A.data()), reinterpret_cast<uint8_t*>(A.data() + H)});
+      b.vec(blk_name(il, "ssm_d"), {1, H}, 1.0f, 0.5f);
+      b.vec(blk_name(il, "ssm_norm.weight"), {d_in / G, G}, 1.0f, 0.2f);
+      b.matrix(blk_name(il, "ssm_out.weight"), {d_in, D}, 1.0f / std::sqrt(float(d_in)));
+    }
+    if (mamba) continue;
+    b.vec(blk_name(il, "ffn_norm.weight"), {D}, 1.0f, 0.2f);
+    const float down_scale = 1.0f / std::sqrt(static_cast<float>(s.n_ff));
+    if (s.n_expert == 0) {
+      b.matrix(blk_name(il, "ffn_gate.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_up.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_down.weight"), {s.n_ff, D}, down_scale);
+    } else {
+      b.vec(blk_name(il, "ffn_gate_inp.weight"), {D, s.n_expert}, 0.0f, in_scale * 3);
+      b.matrix(blk_name(il, "ffn_gate_exps.weight"), {D, s.n_ff, s.n_expert}, in_scale);
+      b.matrix(blk_name(il, "ffn_up_exps.weight"), {D, s.n_ff, s.n_expert}, in_scale);
+      b.matrix(blk_name(il, "ffn_down_exps.weight"), {s.n_ff, D, s.n_expert}, down_scale);
+      b.matrix(blk_name(il, "ffn_gate_shexp.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_up_shexp.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_down_shexp.weight"), {s.n_ff, D}, down_scale);
+    }
+  }
+  return b.status();
+}
+
+Status write_synthetic_model(const SyntheticSpec& spec, const std::string& path) {
+  GgufWriter w;
+  CHIMERA_RETURN_IF_ERROR(build_synthetic_model(spec, w));
+  return w.write_file(path);
+}
+
+}  // namespace chimera

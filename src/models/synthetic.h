@@ -1,0 +1,40 @@
+// Random-weight models of any supported architecture and weight type, written as GGUF. Used by
+// exactness tests (no fixtures needed), by `chimera bench` (a Granite-4.0-H-shaped model) and by
+// loader error tests. Weights are seeded, so the same spec always gives the same file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "gguf/gguf_writer.h"
+
+namespace chimera {
+
+struct SyntheticSpec {
+  std::string arch = "granitehybrid";  // granitehybrid, mamba2, llama, granite
+  uint32_t n_layer = 4;
+  std::vector<uint32_t> attention_layers = {1};  // granitehybrid: which layers are attention
+  uint32_t n_embd = 64;
+  uint32_t n_vocab = 256;
+  uint32_t n_head = 4;
+  uint32_t n_head_kv = 2;
+  uint32_t n_ff = 128;
+  uint32_t n_expert = 0;  // > 0: MoE FFN with a shared expert of width n_ff
+  uint32_t n_expert_used = 0;
+  uint32_t ssm_state = 16;
+  uint32_t ssm_heads = 8;  // inner size is 2 * n_embd
+  uint32_t ssm_groups = 1;
+  uint32_t conv_kernel = 4;
+  bool rope = false;  // granitehybrid: NoPE unless set; llama/granite always use RoPE
+  bool tied_embeddings = true;
+  GgmlType weight_type = GgmlType::F32;  // 2-D weight matrices; norms and ssm vectors stay F32
+  uint64_t seed = 1;
+};
+
+// Fills a writer with the model's metadata and tensors.
+Status build_synthetic_model(const SyntheticSpec& spec, GgufWriter& out);
+Status write_synthetic_model(const SyntheticSpec& spec, const std::string& path);
+
+}  // namespace chimera

@@ -1,0 +1,168 @@
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "models/model.h"
+#include "models/synthetic.h"
+
+namespace chimera {
+namespace {
+
+std::vector<uint8_t> synthetic_bytes(const SyntheticSpec& spec) {
+  GgufWriter w;
+  Status st = build_synthetic_model(spec, w);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  return w.to_bytes();
+}
+
+// Copies a GGUF, letting `edit` drop or change tensors (return false to drop).
+using TensorEdit = std::function<bool(const GgufTensorInfo&, std::vector<int64_t>& ne, GgmlType&)>;
+std::vector<uint8_t> rewrite(const std::vector<uint8_t>& bytes, const TensorEdit& edit,
+                             const std::function<void(GgufWriter&)>& edit_kv = nullptr) {
+  auto f = GgufFile::from_buffer(bytes.data(), bytes.size());
+  EXPECT_TRUE(f.ok()) << f.status().ToString();
+  GgufWriter w;
+  for (const GgufKV& kv : (*f)->kvs()) {
+    const GgufValue& v = kv.value;
+    switch (v.type) {
+      case GgufValueType::STRING:
+        w.set_string(kv.key, v.str);
+        break;
+      case GgufValueType::UINT32:
+        w.set_uint32(kv.key, static_cast<uint32_t>(v.u));
+        break;
+      case GgufValueType::FLOAT32:
+        w.set_float32(kv.key, static_cast<float>(v.f));
+        break;
+      case GgufValueType::BOOL:
+        w.set_bool(kv.key, v.b);
+        break;
+      case GgufValueType::ARRAY:
+        if (v.elem_type == GgufValueType::STRING) {
+          std::vector<std::string> s(v.strs.begin(), v.strs.end());
+          w.set_string_array(kv.key, s);
+        } else {
+          EXPECT_TRUE(w.set_raw_array(kv.key, v.elem_type, v.array_data, v.count).ok());
+        }
+        break;
+      default:
+        ADD_FAILURE() << "unexpected type for " << kv.key;
+    }
+  }
+  if (edit_kv) edit_kv(w);
+  for (const GgufTensorInfo& t : (*f)->tensors()) {
+    std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
+    GgmlType type = t.type;
+    if (!edit(t, ne, type)) continue;
+    uint64_t n = 1;
+    for (int64_t d : ne) n *= d;
+    std::vector<uint8_t> data(n / type_traits(type).block_size * type_traits(type).type_size);
+    std::copy_n(t.data, std::min<uint64_t>(data.size(), t.nbytes), data.begin());
+    EXPECT_TRUE(w.add_tensor(t.name, type, ne, data.data(), data.size()).ok());
+  }
+  return w.to_bytes();
+}
+
+Result<std::unique_ptr<Model>> load_bytes(const std::vector<uint8_t>& bytes) {
+  CHIMERA_ASSIGN_OR_RETURN(auto f, GgufFile::from_buffer(bytes.data(), bytes.size(), "m.gguf"));
+  return load_model(std::move(f));
+}
+
+TEST(ModelLoad, EveryArchitectureLoads) {
+  for (const char* arch : {"granitehybrid", "mamba2", "llama", "granite"}) {
+    SyntheticSpec spec;
+    spec.arch = arch;
+    spec.n_layer = 3;
+    auto bytes = synthetic_bytes(spec);
+    auto m = load_bytes(bytes);
+    ASSERT_TRUE(m.ok()) << arch << ": " << m.status().ToString();
+    const Model& model = **m;
+    EXPECT_EQ(model.hp.arch, arch);
+    EXPECT_EQ(model.hp.n_layer, 3u);
+    EXPECT_EQ(model.hp.n_vocab, spec.n_vocab);
+    EXPECT_EQ(model.output, model.token_embd) << "tied embeddings";
+    const uint32_t attn = model.n_attention_layers();
+    if (std::string(arch) == "granitehybrid") {
+      EXPECT_EQ(attn, 1u);
+      EXPECT_EQ(model.layers[1].kind, MixerKind::kAttention);
+      EXPECT_FALSE(model.hp.use_rope) << "NoPE as written";
+      EXPECT_FLOAT_EQ(model.hp.embedding_scale, 3.0f);
+      EXPECT_EQ(model.hp.ssm_head_dim(), 2 * spec.n_embd / spec.ssm_heads);
+    } else if (std::string(arch) == "mamba2") {
+      EXPECT_EQ(attn, 0u);
+      EXPECT_EQ(model.layers[0].ffn_kind, FfnKind::kNone);
+    } else {
+      EXPECT_EQ(attn, 3u);
+      EXPECT_TRUE(model.hp.use_rope);
+    }
+  }
+}
+
+TEST(ModelLoad, MoeWithSharedExpert) {
+  SyntheticSpec spec;
+  spec.n_expert = 4;
+  spec.n_expert_used = 2;
+  auto m = load_bytes(synthetic_bytes(spec));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ((*m)->layers[0].ffn_kind, FfnKind::kMoe);
+  EXPECT_NE((*m)->layers[0].ffn.gate, nullptr) << "shared expert";
+  EXPECT_EQ((*m)->layers[0].ffn.gate_exps->ne[2], 4);
+}
+
+TEST(ModelLoad, MissingTensorIsNamed) {
+  auto bytes = rewrite(synthetic_bytes({}), [](const GgufTensorInfo& t, auto&, auto&) {
+    return t.name != "blk.2.ssm_out.weight";
+  });
+  auto m = load_bytes(bytes);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), ErrorCode::kNotFound);
+  EXPECT_NE(m.status().message().find("blk.2.ssm_out.weight"), std::string::npos)
+      << m.status().message();
+}
+
+TEST(ModelLoad, WrongShapeIsReported) {
+  auto bytes = rewrite(synthetic_bytes({}), [](const GgufTensorInfo& t, auto& ne, auto&) {
+    if (t.name == "blk.1.attn_k.weight") ne[1] += 16;
+    return true;
+  });
+  auto m = load_bytes(bytes);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("blk.1.attn_k.weight"), std::string::npos);
+  EXPECT_NE(m.status().message().find("expected"), std::string::npos) << m.status().message();
+}
+
+TEST(ModelLoad, UnsupportedTensorTypeIsNamed) {
+  auto bytes = rewrite(synthetic_bytes({}), [](const GgufTensorInfo& t, auto&, GgmlType& type) {
+    if (t.name == "blk.0.ssm_in.weight") type = GgmlType::Q4_1;
+    return true;
+  });
+  auto m = load_bytes(bytes);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), ErrorCode::kUnsupported);
+  EXPECT_NE(m.status().message().find("Q4_1"), std::string::npos) << m.status().message();
+  EXPECT_NE(m.status().message().find("Q4_K"), std::string::npos) << "lists supported types";
+}
+
+TEST(ModelLoad, UnsupportedArchitectureListsSupported) {
+  auto bytes = rewrite(
+      synthetic_bytes({}), [](auto&, auto&, auto&) { return true; },
+      [](GgufWriter& w) { w.set_string("general.architecture", "rwkv7"); });
+  auto m = load_bytes(bytes);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), ErrorCode::kUnsupported);
+  EXPECT_NE(m.status().message().find("rwkv7"), std::string::npos);
+  EXPECT_NE(m.status().message().find("granitehybrid"), std::string::npos);
+}
+
+TEST(ModelLoad, InconsistentSsmSizesAreRejected) {
+  auto bytes = rewrite(
+      synthetic_bytes({}), [](auto&, auto&, auto&) { return true; },
+      [](GgufWriter& w) { w.set_uint32("granitehybrid.ssm.time_step_rank", 7); });
+  auto m = load_bytes(bytes);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("time_step_rank 7"), std::string::npos)
+      << m.status().message();
+}
+
+}  // namespace
+}  // namespace chimera
