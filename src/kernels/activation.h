@@ -8,23 +8,20 @@
 
 #include <cstdint>
 
+#include "kernels/cpu_features.h"
+
 namespace chimera {
 
-// Which implementation an op runs. The two paths round differently (e.g. a polynomial exp and
-// FMA on AVX2), so one process must use one path for all its tokens; ops_best_path() is the
-// stable default. Tests pass a path explicitly to check each one.
-enum class OpsPath { kScalar, kAvx2 };
-
-bool ops_path_supported(OpsPath path);  // the CPU can run it (AVX2 needs AVX2 + FMA + F16C)
-OpsPath ops_best_path();                // fastest supported path, fixed for the process
-const char* ops_path_name(OpsPath path);
+// Which implementation an op runs: every op takes an Isa (kernels/cpu_features.h), default
+// active_isa(). These ops have a scalar reference and an AVX2 path; kAvx512 runs the AVX2 path.
+// The paths round differently (a polynomial exp and FMA on AVX2), so a process must use one ISA
+// for all its tokens (active_isa() is fixed per process); tests pass each ISA explicitly.
 
 // y[i] = x[i] / (1 + exp(-x[i])). x and y may alias.
-void silu(const float* x, float* y, int64_t n, OpsPath path = ops_best_path());
+void silu(const float* x, float* y, int64_t n, Isa isa = active_isa());
 
 // y[i] = silu(gate[i]) * up[i] (llama.cpp swiglu_split). Any of the arrays may alias.
-void swiglu(const float* gate, const float* up, float* y, int64_t n,
-            OpsPath path = ops_best_path());
+void swiglu(const float* gate, const float* up, float* y, int64_t n, Isa isa = active_isa());
 
 // softplus(x) = x > 20 ? x : log1p(exp(x)) — log1p for HF parity (spec 3.4 step 5). Scalar in
 // every path: it runs once per (token, head), so both paths share it bit for bit.
@@ -34,6 +31,10 @@ float softplus(float x);
 float silu_scalar(float x);
 
 namespace ops_internal {
+// The ops run their AVX2 code for kAvx2 and kAvx512, when the CPU has AVX2 + FMA + F16C.
+inline bool use_avx2(Isa isa) {
+  return isa != Isa::kScalar && isa_supported(Isa::kAvx2);
+}
 // AVX2 entry points (activation_avx2.cpp); callers go through the dispatching functions above.
 void silu_avx2(const float* x, float* y, int64_t n);
 void swiglu_avx2(const float* gate, const float* up, float* y, int64_t n);

@@ -158,7 +158,7 @@ void attention_group_scalar(const AttentionGroupTask& task, float* scratch) {
 }  // namespace ops_internal
 
 Status attention_paged(const AttentionParams& params, const AttentionBatch& batch,
-                       ThreadContext* threads, OpsPath path) {
+                       ThreadContext* threads, Isa isa) {
   CHIMERA_RETURN_IF_ERROR(check_params(params));
   CHIMERA_RETURN_IF_ERROR(check_batch(params, batch));
   if (batch.n_queries == 0) return Status::Ok();
@@ -179,7 +179,7 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
                                             &batch.seqs[batch.seq[i]],
                                             batch.n_visible[i],
                                             g};
-      if (path == OpsPath::kAvx2) {
+      if (ops_internal::use_avx2(isa)) {
         ops_internal::attention_group_avx2(task, scratch.data());
       } else {
         ops_internal::attention_group_scalar(task, scratch.data());

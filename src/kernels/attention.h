@@ -67,7 +67,7 @@ struct AttentionBatch {
 // tables, every page that will be read is non-null); on error nothing is written.
 // threads may be null (run on the caller).
 Status attention_paged(const AttentionParams& params, const AttentionBatch& batch,
-                       ThreadContext* threads, OpsPath path = ops_best_path());
+                       ThreadContext* threads, Isa isa = active_isa());
 
 // Bytes of one K (or V) page.
 int64_t kv_page_bytes(const AttentionParams& params);

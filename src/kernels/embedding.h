@@ -1,5 +1,6 @@
 // Token embedding lookup: the selected rows of token_embd, dequantized to F32 (llama.cpp
-// get_rows). Types: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K.
+// get_rows) through the gguf layer's reference dequantizers (gguf/quants.h). Types: F32, F16,
+// BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K.
 #pragma once
 
 #include <cstdint>
@@ -15,9 +16,5 @@ namespace chimera {
 // multiple of the type's block size, token id out of range (names the position and id).
 Status embedding_lookup(GgmlType type, const void* table, int64_t n_embd, int64_t n_vocab,
                         const int32_t* tokens, int64_t n_tokens, float* out, int64_t out_stride);
-
-// Dequantizes one row of n elements (n a multiple of the block size; checked by the caller).
-// Unsupported types are a CHIMERA_CHECK failure: embedding_lookup validates first.
-void dequantize_row_for_lookup(GgmlType type, const void* row, int64_t n, float* out);
 
 }  // namespace chimera

@@ -6,16 +6,16 @@
 namespace chimera {
 namespace {
 
-double sum_squares(const float* x, int64_t n, OpsPath path) {
-  if (path == OpsPath::kAvx2) return ops_internal::sum_squares_avx2(x, n);
+double sum_squares(const float* x, int64_t n, Isa isa) {
+  if (ops_internal::use_avx2(isa)) return ops_internal::sum_squares_avx2(x, n);
   double sum = 0.0;
   for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);  // as llama.cpp
   return sum;
 }
 
 // y = (x * scale) * w: two roundings, as llama.cpp's rms_norm followed by a separate mul.
-void scale_mul(const float* x, float scale, const float* w, float* y, int64_t n, OpsPath path) {
-  if (path == OpsPath::kAvx2) return ops_internal::scale_mul_avx2(x, scale, w, y, n);
+void scale_mul(const float* x, float scale, const float* w, float* y, int64_t n, Isa isa) {
+  if (ops_internal::use_avx2(isa)) return ops_internal::scale_mul_avx2(x, scale, w, y, n);
   if (w) {
     for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * w[i];
   } else {
@@ -49,36 +49,36 @@ void for_rows(ThreadContext* threads, int64_t n_rows,
 
 }  // namespace
 
-void rms_norm_row(const float* x, const float* w, float* y, int64_t n, float eps, OpsPath path) {
-  const float scale = rms_scale(sum_squares(x, n, path), n, eps);
-  scale_mul(x, scale, w, y, n, path);
+void rms_norm_row(const float* x, const float* w, float* y, int64_t n, float eps, Isa isa) {
+  const float scale = rms_scale(sum_squares(x, n, isa), n, eps);
+  scale_mul(x, scale, w, y, n, isa);
 }
 
 Status rms_norm(const float* x, int64_t x_stride, const float* w, float* y, int64_t y_stride,
-                int64_t n, int64_t n_rows, float eps, ThreadContext* threads, OpsPath path) {
+                int64_t n, int64_t n_rows, float eps, ThreadContext* threads, Isa isa) {
   CHIMERA_RETURN_IF_ERROR(check_rows("rms_norm", n, n_rows, {x_stride, y_stride}));
   for_rows(threads, n_rows, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r)
-      rms_norm_row(x + r * x_stride, w, y + r * y_stride, n, eps, path);
+      rms_norm_row(x + r * x_stride, w, y + r * y_stride, n, eps, isa);
   });
   return Status::Ok();
 }
 
 void gated_group_rms_norm_row(const float* y, const float* z, const float* w, float* out,
-                              int64_t d_in, int64_t n_group, float eps, OpsPath path) {
-  swiglu(z, y, out, d_in, path);  // silu(z) * y
+                              int64_t d_in, int64_t n_group, float eps, Isa isa) {
+  swiglu(z, y, out, d_in, isa);  // silu(z) * y
   const int64_t group = d_in / n_group;
   for (int64_t g = 0; g < n_group; ++g) {
     float* o = out + g * group;
-    const float scale = rms_scale(sum_squares(o, group, path), group, eps);
-    scale_mul(o, scale, w ? w + g * group : nullptr, o, group, path);
+    const float scale = rms_scale(sum_squares(o, group, isa), group, eps);
+    scale_mul(o, scale, w ? w + g * group : nullptr, o, group, isa);
   }
 }
 
 Status gated_group_rms_norm(const float* y, int64_t y_stride, const float* z, int64_t z_stride,
                             const float* w, float* out, int64_t out_stride, int64_t d_in,
                             int64_t n_group, int64_t n_rows, float eps, ThreadContext* threads,
-                            OpsPath path) {
+                            Isa isa) {
   CHIMERA_RETURN_IF_ERROR(
       check_rows("gated_group_rms_norm", d_in, n_rows, {y_stride, z_stride, out_stride}));
   if (n_group < 1 || d_in % n_group != 0)
@@ -87,7 +87,7 @@ Status gated_group_rms_norm(const float* y, int64_t y_stride, const float* z, in
   for_rows(threads, n_rows, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r)
       gated_group_rms_norm_row(y + r * y_stride, z + r * z_stride, w, out + r * out_stride, d_in,
-                               n_group, eps, path);
+                               n_group, eps, isa);
   });
   return Status::Ok();
 }

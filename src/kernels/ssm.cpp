@@ -92,14 +92,14 @@ void scan_head_scalar(const SsmScanArgs& a, int32_t h) {
 
 }  // namespace
 
-Status ssm_conv(const SsmConvArgs& args, ThreadContext* threads, OpsPath path) {
+Status ssm_conv(const SsmConvArgs& args, ThreadContext* threads, Isa isa) {
   CHIMERA_RETURN_IF_ERROR(check_conv(args));
   const int64_t n_blocks = (args.n_channels + 7) / 8;
   // Work is dealt in blocks of 8 channels so that a channel always lands in the same vector lane.
   auto run_blocks = [&](int64_t b, int64_t e) {
     const int32_t c0 = static_cast<int32_t>(b * 8);
     const int32_t c1 = static_cast<int32_t>(std::min<int64_t>(e * 8, args.n_channels));
-    if (path == OpsPath::kAvx2) {
+    if (ops_internal::use_avx2(isa)) {
       ops_internal::ssm_conv_avx2(args, c0, c1);
     } else {
       for (int32_t c = c0; c < c1; ++c) conv_channel_scalar(args, c);
@@ -113,11 +113,11 @@ Status ssm_conv(const SsmConvArgs& args, ThreadContext* threads, OpsPath path) {
   return Status::Ok();
 }
 
-Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, OpsPath path) {
+Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, Isa isa) {
   CHIMERA_RETURN_IF_ERROR(check_scan(args));
   auto run_heads = [&](int64_t b, int64_t e) {
     for (int64_t h = b; h < e; ++h) {
-      if (path == OpsPath::kAvx2) {
+      if (ops_internal::use_avx2(isa)) {
         ops_internal::ssm_scan_head_avx2(args, static_cast<int32_t>(h));
       } else {
         scan_head_scalar(args, static_cast<int32_t>(h));

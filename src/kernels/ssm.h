@@ -33,7 +33,7 @@ struct SsmConvArgs {
   float* out = nullptr;           // token t's C outputs at out + t*out_stride; must not overlap x
   int64_t out_stride = 0;
 };
-Status ssm_conv(const SsmConvArgs& args, ThreadContext* threads, OpsPath path = ops_best_path());
+Status ssm_conv(const SsmConvArgs& args, ThreadContext* threads, Isa isa = active_isa());
 
 // Selective scan with scalar decay per head (spec 3.4 steps 5-7). For head h, group
 // g = h / (H/G), each token t in order:
@@ -62,7 +62,7 @@ struct SsmScanArgs {
   int64_t y_stride = 0;
   float* state = nullptr;  // [H][P][N], updated in place
 };
-Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, OpsPath path = ops_best_path());
+Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, Isa isa = active_isa());
 
 namespace ops_internal {
 // Channels [c_begin, c_end) (c_begin a multiple of 8) / heads [h_begin, h_end).
