@@ -1,0 +1,33 @@
+// Activation quantization for quantized-weight matrix multiplies (spec 1.6).
+//
+// Each activation row is quantized on its own, by the same scalar code on every ISA path, so a
+// row's quantized form never depends on the batch it arrived in. Rounding is round-to-nearest-even
+// (like llama.cpp's SIMD quantizers).
+#pragma once
+
+#include <cstdint>
+
+#include "gguf/types.h"
+
+namespace chimera {
+
+// Activation block for Q8_0 / Q4_0 weights: 32 int8 values and their scale. `sum8` holds, for each
+// group of 4 consecutive values, 8 x their sum: the AVX2 Q4_0 kernel multiplies the unsigned
+// nibbles (0..15) and subtracts these to get (nibble - 8) products exactly.
+struct ActBlockQ8 {
+  int8_t qs[32];
+  int32_t sum8[8];
+  float d;  // an fp16-representable value (as llama.cpp's Q8_0), kept in float
+  float pad_;
+};
+static_assert(sizeof(ActBlockQ8) == 72);
+
+// x: n values (n % 32 == 0) -> n / 32 blocks. Same d and qs as quantize_row_q8_0_act
+// (gguf/quants.h): d = fp16(amax / 127), q = round-to-nearest-even(x * 127 / amax).
+void quantize_act_q8(const float* x, int64_t n, ActBlockQ8* out);
+
+// x: n values (n % 256 == 0) -> n / 256 Q8_K blocks, as quantize_row_q8_K (spec 1.6: d = max / -127
+// in float, q clamped to [-127, 127], bsums = sums of 16).
+void quantize_act_q8k(const float* x, int64_t n, BlockQ8_K* out);
+
+}  // namespace chimera

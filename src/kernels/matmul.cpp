@@ -1,0 +1,372 @@
+// Matmul front end (validation, activation preparation, threading over output columns) and the
+// scalar reference kernels. The scalar kernels compute each output element with a plain
+// sequential loop: slow, simple, and trivially independent of the batch.
+#include "kernels/matmul.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/act_quant.h"
+
+namespace chimera {
+namespace matmul_detail {
+
+ActFormat act_format(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q8_0:
+    case GgmlType::Q4_0:
+      return ActFormat::kQ8;
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+      return ActFormat::kQ8K;
+    default:
+      return ActFormat::kF32;
+  }
+}
+
+size_t act_row_bytes(GgmlType type, int64_t n_in) {
+  switch (act_format(type)) {
+    case ActFormat::kQ8:
+      return static_cast<size_t>(n_in / 32) * sizeof(ActBlockQ8);
+    case ActFormat::kQ8K:
+      return static_cast<size_t>(n_in / kQK_K) * sizeof(BlockQ8_K);
+    case ActFormat::kF32:
+      return 0;
+  }
+  return 0;
+}
+
+namespace {
+
+// Unpacks the 6-bit scale and min of sub-block s of a Q4_K/Q5_K super-block (spec 1.5).
+inline void k_scale_min(const uint8_t* scales, int s, int* sc, int* mn) {
+  if (s < 4) {
+    *sc = scales[s] & 63;
+    *mn = scales[s + 4] & 63;
+  } else {
+    *sc = (scales[s + 4] & 0x0F) | ((scales[s - 4] >> 6) << 4);
+    *mn = (scales[s + 4] >> 4) | ((scales[s] >> 6) << 4);
+  }
+}
+
+float dot_f32(const uint8_t* w, const uint8_t* a, int64_t n) {
+  const float* wf = reinterpret_cast<const float*>(w);
+  const float* x = reinterpret_cast<const float*>(a);
+  float acc = 0;
+  for (int64_t k = 0; k < n; ++k) acc += x[k] * wf[k];
+  return acc;
+}
+
+float dot_f16(const uint8_t* w, const uint8_t* a, int64_t n) {
+  const float* x = reinterpret_cast<const float*>(a);
+  float acc = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    uint16_t h;
+    std::memcpy(&h, w + 2 * k, 2);
+    acc += x[k] * fp16_to_f32(h);
+  }
+  return acc;
+}
+
+float dot_bf16(const uint8_t* w, const uint8_t* a, int64_t n) {
+  const float* x = reinterpret_cast<const float*>(a);
+  float acc = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    uint16_t h;
+    std::memcpy(&h, w + 2 * k, 2);
+    acc += x[k] * bf16_to_f32(h);
+  }
+  return acc;
+}
+
+float dot_q8_0(const uint8_t* w, const uint8_t* a, int64_t n) {
+  const BlockQ8_0* wb = reinterpret_cast<const BlockQ8_0*>(w);
+  const ActBlockQ8* ab = reinterpret_cast<const ActBlockQ8*>(a);
+  float acc = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int32_t sumi = 0;
+    for (int j = 0; j < 32; ++j) sumi += wb[b].qs[j] * ab[b].qs[j];
+    acc += (fp16_to_f32(wb[b].d) * ab[b].d) * static_cast<float>(sumi);
+  }
+  return acc;
+}
+
+float dot_q4_0(const uint8_t* w, const uint8_t* a, int64_t n) {
+  const BlockQ4_0* wb = reinterpret_cast<const BlockQ4_0*>(w);
+  const ActBlockQ8* ab = reinterpret_cast<const ActBlockQ8*>(a);
+  float acc = 0;
+  for (int64_t b = 0; b < n / 32; ++b) {
+    int32_t sumi = 0;
+    for (int j = 0; j < 16; ++j) {
+      sumi += ((wb[b].qs[j] & 0x0F) - 8) * ab[b].qs[j];
+      sumi += ((wb[b].qs[j] >> 4) - 8) * ab[b].qs[j + 16];
+    }
+    acc += (fp16_to_f32(wb[b].d) * ab[b].d) * static_cast<float>(sumi);
+  }
+  return acc;
+}
+
+// Q4_K and Q5_K share everything but the fifth bit.
+template <bool kFiveBit>
+float dot_q45_k(const uint8_t* w, const uint8_t* a, int64_t n) {
+  using Block = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
+  const Block* wb = reinterpret_cast<const Block*>(w);
+  const BlockQ8_K* ab = reinterpret_cast<const BlockQ8_K*>(a);
+  float acc = 0;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const Block& blk = wb[b];
+    const BlockQ8_K& act = ab[b];
+    int32_t sumi = 0, summ = 0;
+    for (int c = 0; c < 4; ++c) {
+      int sc_lo, m_lo, sc_hi, m_hi;
+      k_scale_min(blk.scales, 2 * c, &sc_lo, &m_lo);
+      k_scale_min(blk.scales, 2 * c + 1, &sc_hi, &m_hi);
+      int32_t s_lo = 0, s_hi = 0;
+      for (int l = 0; l < 32; ++l) {
+        int q_lo = blk.qs[32 * c + l] & 0x0F;
+        int q_hi = blk.qs[32 * c + l] >> 4;
+        if constexpr (kFiveBit) {
+          q_lo += ((blk.qh[l] >> (2 * c)) & 1) << 4;
+          q_hi += ((blk.qh[l] >> (2 * c + 1)) & 1) << 4;
+        }
+        s_lo += q_lo * act.qs[64 * c + l];
+        s_hi += q_hi * act.qs[64 * c + 32 + l];
+      }
+      sumi += sc_lo * s_lo + sc_hi * s_hi;
+      summ += m_lo * (act.bsums[4 * c] + act.bsums[4 * c + 1]) +
+              m_hi * (act.bsums[4 * c + 2] + act.bsums[4 * c + 3]);
+    }
+    acc += (fp16_to_f32(blk.d) * act.d) * static_cast<float>(sumi);
+    acc -= (fp16_to_f32(blk.dmin) * act.d) * static_cast<float>(summ);
+  }
+  return acc;
+}
+
+float dot_q6_k(const uint8_t* w, const uint8_t* a, int64_t n) {
+  const BlockQ6_K* wb = reinterpret_cast<const BlockQ6_K*>(w);
+  const BlockQ8_K* ab = reinterpret_cast<const BlockQ8_K*>(a);
+  float acc = 0;
+  for (int64_t b = 0; b < n / kQK_K; ++b) {
+    const BlockQ6_K& blk = wb[b];
+    const BlockQ8_K& act = ab[b];
+    int32_t sumi = 0;
+    for (int half = 0; half < 2; ++half) {
+      const uint8_t* ql = blk.ql + 64 * half;
+      const uint8_t* qh = blk.qh + 32 * half;
+      const int8_t* sc = blk.scales + 8 * half;
+      const int8_t* q8 = act.qs + 128 * half;
+      int32_t sub[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // sums per 16-value sub-block of this half
+      for (int l = 0; l < 32; ++l) {
+        const int is = l / 16;
+        const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        sub[is + 0] += q1 * q8[l];
+        sub[is + 2] += q2 * q8[l + 32];
+        sub[is + 4] += q3 * q8[l + 64];
+        sub[is + 6] += q4 * q8[l + 96];
+      }
+      for (int s = 0; s < 8; ++s) sumi += sc[s] * sub[s];
+    }
+    acc += (fp16_to_f32(blk.d) * act.d) * static_cast<float>(sumi);
+  }
+  return acc;
+}
+
+using DotFn = float (*)(const uint8_t*, const uint8_t*, int64_t);
+
+template <DotFn kDot>
+void scalar_tile(const KernelArgs& a, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const uint8_t* wrow = a.w + static_cast<size_t>(j) * a.w_row_bytes;
+    for (int64_t i = 0; i < a.m; ++i) {
+      a.y[i * a.y_stride + j] = kDot(wrow, a.act + static_cast<size_t>(i) * a.act_stride, a.n_in);
+    }
+  }
+}
+
+}  // namespace
+
+KernelFn scalar_kernel(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32:
+      return scalar_tile<dot_f32>;
+    case GgmlType::F16:
+      return scalar_tile<dot_f16>;
+    case GgmlType::BF16:
+      return scalar_tile<dot_bf16>;
+    case GgmlType::Q8_0:
+      return scalar_tile<dot_q8_0>;
+    case GgmlType::Q4_0:
+      return scalar_tile<dot_q4_0>;
+    case GgmlType::Q4_K:
+      return scalar_tile<dot_q45_k<false>>;
+    case GgmlType::Q5_K:
+      return scalar_tile<dot_q45_k<true>>;
+    case GgmlType::Q6_K:
+      return scalar_tile<dot_q6_k>;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace matmul_detail
+
+using matmul_detail::ActFormat;
+
+bool matmul_supports(GgmlType type) {
+  return matmul_detail::scalar_kernel(type) != nullptr;
+}
+
+Status validate_weights(const WeightMatrix& w) {
+  if (!matmul_supports(w.type)) {
+    return Error(ErrorCode::kUnsupported, "matmul: weight type ", type_name(w.type),
+                 " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
+  }
+  if (w.n_in <= 0 || w.n_out <= 0 || w.n_expert <= 0) {
+    return Error(ErrorCode::kInvalidArgument, "matmul: weight shape {", w.n_in, ", ", w.n_out, ", ",
+                 w.n_expert, "} has a non-positive dimension");
+  }
+  const uint32_t block = type_traits(w.type).block_size;
+  if (w.n_in % block != 0) {
+    return Error(ErrorCode::kInvalidArgument, "matmul: n_in ", w.n_in, " of a ", type_name(w.type),
+                 " weight is not a multiple of its block size ", block);
+  }
+  if (w.data == nullptr) {
+    return Error(ErrorCode::kInvalidArgument, "matmul: ", type_name(w.type), " weight {", w.n_in,
+                 ", ", w.n_out, "} has no data");
+  }
+  return Status::Ok();
+}
+
+MatmulWorkspace::MatmulWorkspace(Isa isa) : isa_(isa) {}
+
+MatmulWorkspace::~MatmulWorkspace() {
+  std::free(buf_);
+}
+
+void* MatmulWorkspace::reserve(size_t bytes) {
+  if (bytes <= capacity_ && buf_ != nullptr) return buf_;
+  const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
+  void* p = std::aligned_alloc(64, rounded);
+  CHIMERA_CHECK(p != nullptr, "matmul workspace: out of memory for ", rounded, " bytes");
+  std::free(buf_);
+  buf_ = p;
+  capacity_ = rounded;
+  return buf_;
+}
+
+namespace {
+
+// Output columns per thread chunk: a multiple of every kernel's register tile width, and large
+// enough that a chunk's weight rows are worth a scheduling step.
+constexpr int64_t kColumnGrain = 16;
+
+Status run_matmul(ThreadContext& ctx, const WeightMatrix& w, const uint8_t* wdata, const float* x,
+                  int64_t m, float* y, MatmulWorkspace& ws, int64_t x_stride, int64_t y_stride) {
+  if (m < 0) return Error(ErrorCode::kInvalidArgument, "matmul: negative row count ", m);
+  if (x_stride == 0) x_stride = w.n_in;
+  if (y_stride == 0) y_stride = w.n_out;
+  if (x_stride < w.n_in || y_stride < w.n_out) {
+    return Error(ErrorCode::kInvalidArgument, "matmul: row strides (x ", x_stride, ", y ", y_stride,
+                 ") are shorter than the rows (n_in ", w.n_in, ", n_out ", w.n_out, ")");
+  }
+  if (m == 0) return Status::Ok();
+  if (x == nullptr || y == nullptr) {
+    return Error(ErrorCode::kInvalidArgument, "matmul: null ", x == nullptr ? "input" : "output",
+                 " rows");
+  }
+  const float* x_end = x + (m - 1) * x_stride + w.n_in;
+  const float* y_end = y + (m - 1) * y_stride + w.n_out;
+  if (x < y_end && y < x_end) {
+    return Error(ErrorCode::kInvalidArgument, "matmul: input and output rows overlap");
+  }
+  matmul_detail::KernelFn kernel = nullptr;
+  switch (ws.isa()) {
+    case Isa::kScalar:
+      kernel = matmul_detail::scalar_kernel(w.type);
+      break;
+    case Isa::kAvx2:
+      if (!isa_supported(Isa::kAvx2)) {
+        return Error(ErrorCode::kUnsupported, "matmul: the AVX2 path needs AVX2+FMA+F16C, which ",
+                     "this CPU lacks (", cpu_features().ToString(), ")");
+      }
+      kernel = matmul_detail::avx2_kernel(w.type);
+      break;
+    case Isa::kAvx512:
+      return Error(ErrorCode::kUnsupported, "matmul: no AVX-512 kernels are built");
+  }
+  CHIMERA_CHECK(kernel != nullptr, "no kernel for ", type_name(w.type));
+
+  matmul_detail::KernelArgs args{};
+  args.w = wdata;
+  args.w_row_bytes = w.row_bytes();
+  args.m = m;
+  args.n_in = w.n_in;
+  args.y = y;
+  args.y_stride = y_stride;
+
+  const ActFormat fmt = matmul_detail::act_format(w.type);
+  if (fmt == ActFormat::kF32) {
+    args.act = reinterpret_cast<const uint8_t*>(x);
+    args.act_stride = static_cast<size_t>(x_stride) * sizeof(float);
+  } else {
+    // Each row is quantized on its own, so splitting rows over threads cannot change a bit.
+    const size_t row = matmul_detail::act_row_bytes(w.type, w.n_in);
+    uint8_t* act = static_cast<uint8_t*>(ws.reserve(row * static_cast<size_t>(m)));
+    auto quantize_rows = [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        void* dst = act + static_cast<size_t>(i) * row;
+        if (fmt == ActFormat::kQ8) {
+          quantize_act_q8(x + i * x_stride, w.n_in, static_cast<ActBlockQ8*>(dst));
+        } else {
+          quantize_act_q8k(x + i * x_stride, w.n_in, static_cast<BlockQ8_K*>(dst));
+        }
+      }
+    };
+    if (m >= 8) {
+      ctx.parallel_for(m, 1, quantize_rows);
+    } else {
+      quantize_rows(0, m);
+    }
+    args.act = act;
+    args.act_stride = row;
+  }
+  ctx.parallel_for(w.n_out, kColumnGrain, [&](int64_t j0, int64_t j1) { kernel(args, j0, j1); });
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status matmul(ThreadContext& ctx, const WeightMatrix& w, const float* x, int64_t m, float* y,
+              MatmulWorkspace& ws, int64_t x_stride, int64_t y_stride) {
+  CHIMERA_RETURN_IF_ERROR(validate_weights(w));
+  if (w.n_expert != 1) {
+    return Error(ErrorCode::kInvalidArgument, "matmul: weight has ", w.n_expert,
+                 " experts; use matmul_expert to pick one");
+  }
+  return run_matmul(ctx, w, static_cast<const uint8_t*>(w.data), x, m, y, ws, x_stride, y_stride);
+}
+
+Status gemv(ThreadContext& ctx, const WeightMatrix& w, const float* x, float* y,
+            MatmulWorkspace& ws) {
+  return matmul(ctx, w, x, 1, y, ws);
+}
+
+Status matmul_expert(ThreadContext& ctx, const WeightMatrix& w, int64_t expert, const float* x,
+                     int64_t m, float* y, MatmulWorkspace& ws, int64_t x_stride, int64_t y_stride) {
+  CHIMERA_RETURN_IF_ERROR(validate_weights(w));
+  if (expert < 0 || expert >= w.n_expert) {
+    return Error(ErrorCode::kInvalidArgument, "matmul_expert: expert ", expert,
+                 " is out of range [0, ", w.n_expert, ")");
+  }
+  const uint8_t* base =
+      static_cast<const uint8_t*>(w.data) + static_cast<size_t>(expert) * w.matrix_bytes();
+  return run_matmul(ctx, w, base, x, m, y, ws, x_stride, y_stride);
+}
+
+}  // namespace chimera

@@ -1,0 +1,113 @@
+// Matrix multiply Y = X · Wᵀ for every weight type chimera supports (spec 1.5), batch-invariant.
+//
+// W holds n_out rows of n_in elements (GGUF/ggml shape {n_in, n_out}, or {n_in, n_out, n_expert}
+// for MoE expert stacks); X is m rows of n_in floats, Y m rows of n_out floats.
+//
+// Exactness (shared/design/MEMORY.md section 1): each y[i][j] is computed by the same sequence of
+// floating-point operations for any m, any row position in X and any thread count. The kernels
+// tile over rows and columns in registers, but every output element has its own accumulator that
+// runs over K in one fixed order; threads split the output columns, never K. Quantized weights
+// use quantized activations (Q8 blocks of 32 for Q4_0/Q8_0, Q8_K blocks of 256 for K-quants),
+// computed from each activation row on its own. The guarantee holds per ISA path (scalar vs AVX2
+// differ in rounding); one process uses one path (active_isa()) unless a caller picks one.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "core/status.h"
+#include "core/threads.h"
+#include "gguf/types.h"
+#include "kernels/cpu_features.h"
+
+namespace chimera {
+
+// A view of a weight matrix (or a stack of n_expert matrices) in GGUF layout. Not owning.
+struct WeightMatrix {
+  GgmlType type = GgmlType::F32;
+  const void* data = nullptr;
+  int64_t n_in = 0;      // elements per row (ggml ne[0])
+  int64_t n_out = 0;     // rows per matrix (ggml ne[1])
+  int64_t n_expert = 1;  // matrices (ggml ne[2]); 1 for a plain 2-D weight
+
+  size_t row_bytes() const { return chimera::row_bytes(type, static_cast<uint64_t>(n_in)); }
+  size_t matrix_bytes() const { return row_bytes() * static_cast<size_t>(n_out); }
+};
+
+// The types matmul accepts: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K.
+bool matmul_supports(GgmlType type);
+
+// Checks type, shape (n_in a multiple of the type's block, all sizes positive) and data pointer.
+Status validate_weights(const WeightMatrix& w);
+
+// Reusable scratch memory for one caller (quantized activations), so the hot path does not
+// allocate once it has grown to the largest call. It also fixes which ISA path runs: the process
+// default (active_isa()) unless one is given (tests use this to check each path). Not thread-safe:
+// give each concurrent caller its own workspace.
+class MatmulWorkspace {
+ public:
+  explicit MatmulWorkspace(Isa isa = active_isa());
+  ~MatmulWorkspace();
+  MatmulWorkspace(const MatmulWorkspace&) = delete;
+  MatmulWorkspace& operator=(const MatmulWorkspace&) = delete;
+
+  Isa isa() const { return isa_; }
+  // A 64-byte aligned buffer of at least `bytes`; invalidates earlier pointers when it grows.
+  void* reserve(size_t bytes);
+  size_t capacity() const { return capacity_; }
+
+ private:
+  Isa isa_;
+  void* buf_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// Y[i][j] = sum_k X[i][k] * W[j][k] for i < m, j < n_out. x rows are x_stride floats apart
+// (0 = n_in), y rows y_stride floats apart (0 = n_out). W must be 2-D (n_expert == 1). m == 0 is
+// a no-op. X and Y must not overlap. Errors (bad type/shape/stride, unsupported ISA) change
+// nothing.
+Status matmul(ThreadContext& ctx, const WeightMatrix& w, const float* x, int64_t m, float* y,
+              MatmulWorkspace& ws, int64_t x_stride = 0, int64_t y_stride = 0);
+
+// The same for one activation row (decode). Shares matmul's kernels: y is bit-identical to the
+// corresponding row of a batched call.
+Status gemv(ThreadContext& ctx, const WeightMatrix& w, const float* x, float* y,
+            MatmulWorkspace& ws);
+
+// MoE: multiplies X by expert `expert` of a 3-D weight stack {n_in, n_out, n_expert}; only that
+// expert's bytes are read. Bit-identical to matmul() on the expert's 2-D slice.
+Status matmul_expert(ThreadContext& ctx, const WeightMatrix& w, int64_t expert, const float* x,
+                     int64_t m, float* y, MatmulWorkspace& ws, int64_t x_stride = 0,
+                     int64_t y_stride = 0);
+
+// ---- internal: the per-ISA kernel tables (matmul.cpp, matmul_avx2.cpp) ----
+namespace matmul_detail {
+
+// How activations are prepared for a weight type.
+enum class ActFormat { kF32, kQ8, kQ8K };
+ActFormat act_format(GgmlType type);
+// Bytes of one prepared activation row of n_in elements (0 for kF32: the rows are used in place).
+size_t act_row_bytes(GgmlType type, int64_t n_in);
+
+// Computes y[i][j] for all i < m and j in [j0, j1). `act` points to the prepared activation rows
+// (act_stride bytes apart; for kF32 these are the caller's float rows). `w` points to row 0 of
+// the matrix, w_row_bytes apart.
+struct KernelArgs {
+  const uint8_t* w;
+  size_t w_row_bytes;
+  const uint8_t* act;
+  size_t act_stride;
+  int64_t m;
+  int64_t n_in;
+  float* y;
+  int64_t y_stride;  // floats
+};
+using KernelFn = void (*)(const KernelArgs& args, int64_t j0, int64_t j1);
+
+// Kernel for a type on a path; nullptr when the type is not supported.
+KernelFn scalar_kernel(GgmlType type);
+KernelFn avx2_kernel(GgmlType type);
+
+}  // namespace matmul_detail
+}  // namespace chimera

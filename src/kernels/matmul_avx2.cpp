@@ -1,0 +1,382 @@
+// AVX2 + FMA + F16C matmul kernels.
+//
+// Every kernel is a register tile of MR activation rows x NR weight rows. Each output element owns
+// one accumulator that sees the same instructions in the same order (weight blocks in order, one
+// fixed horizontal sum at the end) whatever MR and NR are, so the tile shape, and with it M, the
+// row position and the thread split, never changes a bit of the result. Quantized types do their
+// block dot products in exact integer arithmetic (maddubs/madd) and only the per-block scaling is
+// floating point.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/act_quant.h"
+#include "kernels/matmul.h"
+
+namespace chimera::matmul_detail {
+namespace {
+
+// Rows of activations kept hot in cache while a thread walks its weight columns (prefill).
+constexpr int64_t kRowBlock = 64;
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float fp16(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+
+template <class T>
+inline const T* row_ptr(const uint8_t* base, size_t stride, int64_t index) {
+  return reinterpret_cast<const T*>(base + static_cast<size_t>(index) * stride);
+}
+
+// ---------------------------------------------------------------- F32 / F16 / BF16 weights
+struct LoadF32 {
+  using Elem = float;
+  static __m256 load8(const Elem* w) { return _mm256_loadu_ps(w); }
+  static float load1(const Elem* w) { return *w; }
+};
+struct LoadF16 {
+  using Elem = uint16_t;
+  static __m256 load8(const Elem* w) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+  }
+  static float load1(const Elem* w) { return fp16(*w); }
+};
+struct LoadBF16 {
+  using Elem = uint16_t;
+  static __m256 load8(const Elem* w) {
+    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+  }
+  static float load1(const Elem* w) {
+    const uint32_t u = static_cast<uint32_t>(*w) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+};
+
+template <class L>
+struct FloatKernel {
+  static constexpr int kMR = 4, kNR = 3, kNRGemv = 4;
+
+  template <int MR, int NR>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
+    using Elem = typename L::Elem;
+    const float* x[MR];
+    const Elem* w[NR];
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<float>(a.act, a.act_stride, i + r);
+    for (int c = 0; c < NR; ++c) w[c] = row_ptr<Elem>(a.w, a.w_row_bytes, j + c);
+    __m256 acc[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    const int64_t k8 = a.n_in & ~int64_t(7);
+    for (int64_t k = 0; k < k8; k += 8) {
+      __m256 wv[NR];
+      for (int c = 0; c < NR; ++c) wv[c] = L::load8(w[c] + k);
+      for (int r = 0; r < MR; ++r) {
+        const __m256 xv = _mm256_loadu_ps(x[r] + k);
+        for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      for (int c = 0; c < NR; ++c) {
+        __m128 s = _mm_set_ss(hsum(acc[r][c]));
+        for (int64_t k = k8; k < a.n_in; ++k) {  // ragged tail, same order for every element
+          s = _mm_fmadd_ss(_mm_set_ss(x[r][k]), _mm_set_ss(L::load1(w[c] + k)), s);
+        }
+        a.y[(i + r) * a.y_stride + j + c] = _mm_cvtss_f32(s);
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------- Q8_0 / Q4_0 weights
+template <bool kQ4>
+struct Q8Kernel {
+  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
+
+  template <int MR, int NR>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
+    using WBlock = std::conditional_t<kQ4, BlockQ4_0, BlockQ8_0>;
+    const ActBlockQ8* x[MR];
+    const WBlock* w[NR];
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<ActBlockQ8>(a.act, a.act_stride, i + r);
+    for (int c = 0; c < NR; ++c) w[c] = row_ptr<WBlock>(a.w, a.w_row_bytes, j + c);
+    __m256 acc[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const int64_t nb = a.n_in / 32;
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i wq[NR], wabs[NR];
+      __m256 dw[NR];
+      for (int c = 0; c < NR; ++c) {
+        const WBlock& blk = w[c][b];
+        dw[c] = _mm256_set1_ps(fp16(blk.d));
+        if constexpr (kQ4) {
+          // Low nibbles are values 0..15 of the block, high nibbles 16..31; kept unsigned.
+          const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+          wq[c] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low4);
+          wabs[c] = wq[c];
+        } else {
+          wq[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
+          wabs[c] = _mm256_sign_epi8(wq[c], wq[c]);
+        }
+      }
+      for (int r = 0; r < MR; ++r) {
+        const ActBlockQ8& ab = x[r][b];
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
+        const __m256 da = _mm256_set1_ps(ab.d);
+        for (int c = 0; c < NR; ++c) {
+          __m256i p;
+          if constexpr (kQ4) {
+            // sum (n - 8) a = sum n a - 8 sum a, exactly, in 32-bit lanes.
+            p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[c], av), ones16);
+            p = _mm256_sub_epi32(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.sum8)));
+          } else {
+            // Sign trick: |w| (unsigned) x (a with w's sign) = w a, with no saturation at 127.
+            p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], _mm256_sign_epi8(av, wq[c])),
+                                  ones16);
+          }
+          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw[c], da), _mm256_cvtepi32_ps(p), acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+  }
+};
+
+// ---------------------------------------------------------------- Q4_K / Q5_K weights
+// The 6-bit scales and mins of the 8 sub-blocks as bytes (spec 1.5), from the 12 packed bytes.
+inline void unpack_k_scales(const uint8_t* packed, uint8_t sc[8], uint8_t mn[8]) {
+  uint32_t u[3];
+  std::memcpy(u, packed, 12);
+  const uint32_t sc_lo = u[0] & 0x3f3f3f3f;
+  const uint32_t mn_lo = u[1] & 0x3f3f3f3f;
+  const uint32_t sc_hi = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
+  const uint32_t mn_hi = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
+  std::memcpy(sc, &sc_lo, 4);
+  std::memcpy(sc + 4, &sc_hi, 4);
+  std::memcpy(mn, &mn_lo, 4);
+  std::memcpy(mn + 4, &mn_hi, 4);
+}
+
+template <bool kFiveBit>
+struct Q45KKernel {
+  static constexpr int kMR = 2, kNR = 2, kNRGemv = 2;
+
+  template <int MR, int NR>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
+    using WBlock = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
+    const BlockQ8_K* x[MR];
+    const WBlock* w[NR];
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<BlockQ8_K>(a.act, a.act_stride, i + r);
+    for (int c = 0; c < NR; ++c) w[c] = row_ptr<WBlock>(a.w, a.w_row_bytes, j + c);
+    __m256 acc[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i bit0 = _mm256_set1_epi8(0x01);
+    const int64_t nb = a.n_in / kQK_K;
+    for (int64_t b = 0; b < nb; ++b) {
+      alignas(16) uint8_t sc[NR][8], mn[NR][8];
+      __m256i mins16[NR];  // each sub-block's min twice: pairs with the sums of 16 (bsums)
+      for (int c = 0; c < NR; ++c) {
+        unpack_k_scales(w[c][b].scales, sc[c], mn[c]);
+        const __m128i m =
+            _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn[c])));
+        mins16[c] = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
+      }
+      __m256i sumi[MR][NR];
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
+      for (int ch = 0; ch < 4; ++ch) {
+        __m256i wlo[NR], whi[NR], slo[NR], shi[NR];
+        for (int c = 0; c < NR; ++c) {
+          const WBlock& blk = w[c][b];
+          const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs + 32 * ch));
+          wlo[c] = _mm256_and_si256(q, low4);
+          whi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+          if constexpr (kFiveBit) {
+            const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh));
+            const __m128i sh_lo = _mm_cvtsi32_si128(2 * ch), sh_hi = _mm_cvtsi32_si128(2 * ch + 1);
+            wlo[c] = _mm256_or_si256(
+                wlo[c], _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_lo), bit0), 4));
+            whi[c] = _mm256_or_si256(
+                whi[c], _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_hi), bit0), 4));
+          }
+          slo[c] = _mm256_set1_epi16(sc[c][2 * ch]);
+          shi[c] = _mm256_set1_epi16(sc[c][2 * ch + 1]);
+        }
+        for (int r = 0; r < MR; ++r) {
+          const int8_t* q8 = x[r][b].qs + 64 * ch;
+          const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8));
+          const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32));
+          for (int c = 0; c < NR; ++c) {
+            const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(wlo[c], alo), slo[c]);
+            const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(whi[c], ahi), shi[c]);
+            sumi[r][c] = _mm256_add_epi32(sumi[r][c], _mm256_add_epi32(plo, phi));
+          }
+        }
+      }
+      for (int r = 0; r < MR; ++r) {
+        const BlockQ8_K& ab = x[r][b];
+        const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
+        for (int c = 0; c < NR; ++c) {
+          const float d = fp16(w[c][b].d) * ab.d;
+          const float dmin = fp16(w[c][b].dmin) * ab.d;
+          const __m256i msum = _mm256_madd_epi16(bsums, mins16[c]);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r][c]), acc[r][c]);
+          acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+  }
+};
+
+// ---------------------------------------------------------------- Q6_K weights
+struct Q6KKernel {
+  static constexpr int kMR = 2, kNR = 2, kNRGemv = 2;
+
+  template <int MR, int NR>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
+    const BlockQ8_K* x[MR];
+    const BlockQ6_K* w[NR];
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<BlockQ8_K>(a.act, a.act_stride, i + r);
+    for (int c = 0; c < NR; ++c) w[c] = row_ptr<BlockQ6_K>(a.w, a.w_row_bytes, j + c);
+    __m256 acc[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i low2 = _mm256_set1_epi8(0x03);
+    const int64_t nb = a.n_in / kQK_K;
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i sumi[MR][NR];
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
+      for (int half = 0; half < 2; ++half) {
+        for (int g = 0; g < 4; ++g) {  // 32 values: 128 half + 32 g + [0, 32)
+          __m256i wq[NR], scv[NR];
+          for (int c = 0; c < NR; ++c) {
+            const BlockQ6_K& blk = w[c][b];
+            __m256i ql = _mm256_loadu_si256(
+                reinterpret_cast<const __m256i*>(blk.ql + 64 * half + 32 * (g & 1)));
+            if (g >= 2) ql = _mm256_srli_epi16(ql, 4);
+            __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh + 32 * half));
+            qh = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), low2);
+            wq[c] = _mm256_or_si256(_mm256_and_si256(ql, low4), _mm256_slli_epi16(qh, 4));
+            const int s = 8 * half + 2 * g;  // scales of the two sub-blocks of 16
+            scv[c] =
+                _mm256_set_m128i(_mm_set1_epi16(blk.scales[s + 1]), _mm_set1_epi16(blk.scales[s]));
+          }
+          for (int r = 0; r < MR; ++r) {
+            const __m256i av = _mm256_loadu_si256(
+                reinterpret_cast<const __m256i*>(x[r][b].qs + 128 * half + 32 * g));
+            for (int c = 0; c < NR; ++c) {
+              sumi[r][c] = _mm256_add_epi32(
+                  sumi[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(wq[c], av), scv[c]));
+            }
+          }
+        }
+      }
+      for (int r = 0; r < MR; ++r) {
+        const BlockQ8_K& ab = x[r][b];
+        const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
+        for (int c = 0; c < NR; ++c) {
+          // The stored values are q + 32: subtract 32 * sum(scale * sum of 16 activations).
+          const __m256i sc16 = _mm256_cvtepi8_epi16(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[c][b].scales)));
+          const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
+          const __m256i s = _mm256_sub_epi32(sumi[r][c], corr);
+          const float d = fp16(w[c][b].d) * ab.d;
+          acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+  }
+};
+
+// ---------------------------------------------------------------- tiling driver
+using TileFn = void (*)(const KernelArgs&, int64_t, int64_t);
+
+template <class K, int MR, int NR>
+void tile_entry(const KernelArgs& a, int64_t i, int64_t j) {
+  if constexpr (MR <= K::kMR && NR <= std::max(K::kNR, K::kNRGemv)) {
+    K::template tile<MR, NR>(a, i, j);
+  }
+}
+
+template <class K>
+struct TileTable {
+  // fn[mr - 1][nr - 1]
+  static constexpr TileFn fn[4][4] = {
+      {tile_entry<K, 1, 1>, tile_entry<K, 1, 2>, tile_entry<K, 1, 3>, tile_entry<K, 1, 4>},
+      {tile_entry<K, 2, 1>, tile_entry<K, 2, 2>, tile_entry<K, 2, 3>, tile_entry<K, 2, 4>},
+      {tile_entry<K, 3, 1>, tile_entry<K, 3, 2>, tile_entry<K, 3, 3>, tile_entry<K, 3, 4>},
+      {tile_entry<K, 4, 1>, tile_entry<K, 4, 2>, tile_entry<K, 4, 3>, tile_entry<K, 4, 4>},
+  };
+};
+
+template <class K>
+void run_kernel(const KernelArgs& a, int64_t j0, int64_t j1) {
+  static_assert(K::kMR <= 4 && K::kNR <= 4 && K::kNRGemv <= 4);
+  const auto& fn = TileTable<K>::fn;
+  if (a.m == 1) {  // decode: one activation row against many weight rows
+    for (int64_t j = j0; j < j1; j += K::kNRGemv) {
+      const int nr = static_cast<int>(std::min<int64_t>(K::kNRGemv, j1 - j));
+      fn[0][nr - 1](a, 0, j);
+    }
+    return;
+  }
+  for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
+    const int64_t ie = std::min(a.m, ib + kRowBlock);
+    for (int64_t j = j0; j < j1; j += K::kNR) {
+      const int nr = static_cast<int>(std::min<int64_t>(K::kNR, j1 - j));
+      for (int64_t i = ib; i < ie; i += K::kMR) {
+        const int mr = static_cast<int>(std::min<int64_t>(K::kMR, ie - i));
+        fn[mr - 1][nr - 1](a, i, j);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+KernelFn avx2_kernel(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32:
+      return run_kernel<FloatKernel<LoadF32>>;
+    case GgmlType::F16:
+      return run_kernel<FloatKernel<LoadF16>>;
+    case GgmlType::BF16:
+      return run_kernel<FloatKernel<LoadBF16>>;
+    case GgmlType::Q8_0:
+      return run_kernel<Q8Kernel<false>>;
+    case GgmlType::Q4_0:
+      return run_kernel<Q8Kernel<true>>;
+    case GgmlType::Q4_K:
+      return run_kernel<Q45KKernel<false>>;
+    case GgmlType::Q5_K:
+      return run_kernel<Q45KKernel<true>>;
+    case GgmlType::Q6_K:
+      return run_kernel<Q6KKernel>;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace chimera::matmul_detail

@@ -1,0 +1,121 @@
+// Matmul's input validation (clear errors, nothing written) and ISA selection.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "kernels/cpu_features.h"
+#include "matmul_test_util.h"
+
+namespace chimera {
+namespace {
+
+class MatmulErrors : public testing::Test {
+ protected:
+  std::vector<uint8_t> wq = matmul_test::random_weights(GgmlType::Q8_0, 64, 4, 1);
+  std::vector<float> x = std::vector<float>(3 * 64, 0.5f);
+  std::vector<float> y = std::vector<float>(3 * 4, -3.0f);
+  ThreadContext ctx{2};
+  MatmulWorkspace ws;
+
+  void expect_error(const Status& st, ErrorCode code, const std::string& needle) {
+    EXPECT_EQ(st.code(), code) << st.ToString();
+    EXPECT_NE(st.message().find(needle), std::string::npos) << st.message();
+    for (float v : y) ASSERT_EQ(v, -3.0f) << "output changed on error";
+  }
+};
+
+TEST_F(MatmulErrors, UnsupportedType) {
+  const WeightMatrix w{GgmlType::Q4_1, wq.data(), 64, 4};
+  expect_error(matmul(ctx, w, x.data(), 3, y.data(), ws), ErrorCode::kUnsupported, "Q4_1");
+}
+
+TEST_F(MatmulErrors, RowLengthNotAMultipleOfTheBlock) {
+  const WeightMatrix w{GgmlType::Q8_0, wq.data(), 48, 4};
+  expect_error(matmul(ctx, w, x.data(), 3, y.data(), ws), ErrorCode::kInvalidArgument,
+               "not a multiple");
+}
+
+TEST_F(MatmulErrors, BadShapesPointersStrides) {
+  const WeightMatrix ok{GgmlType::Q8_0, wq.data(), 64, 4};
+  expect_error(
+      matmul(ctx, WeightMatrix{GgmlType::Q8_0, wq.data(), 64, 0}, x.data(), 3, y.data(), ws),
+      ErrorCode::kInvalidArgument, "non-positive");
+  expect_error(matmul(ctx, WeightMatrix{GgmlType::Q8_0, nullptr, 64, 4}, x.data(), 3, y.data(), ws),
+               ErrorCode::kInvalidArgument, "no data");
+  expect_error(matmul(ctx, ok, x.data(), -1, y.data(), ws), ErrorCode::kInvalidArgument,
+               "negative");
+  expect_error(matmul(ctx, ok, nullptr, 3, y.data(), ws), ErrorCode::kInvalidArgument, "null");
+  expect_error(matmul(ctx, ok, x.data(), 3, y.data(), ws, 32), ErrorCode::kInvalidArgument,
+               "stride");
+  expect_error(matmul(ctx, ok, x.data(), 3, reinterpret_cast<float*>(x.data()) + 10, ws),
+               ErrorCode::kInvalidArgument, "overlap");
+  EXPECT_TRUE(matmul(ctx, ok, x.data(), 0, y.data(), ws).ok());  // empty batch: nothing to do
+}
+
+TEST_F(MatmulErrors, ExpertChecks) {
+  const WeightMatrix stack{GgmlType::Q8_0, wq.data(), 64, 2, 2};
+  expect_error(matmul_expert(ctx, stack, 2, x.data(), 3, y.data(), ws), ErrorCode::kInvalidArgument,
+               "out of range");
+  expect_error(matmul_expert(ctx, stack, -1, x.data(), 3, y.data(), ws),
+               ErrorCode::kInvalidArgument, "out of range");
+  expect_error(matmul(ctx, stack, x.data(), 3, y.data(), ws), ErrorCode::kInvalidArgument,
+               "matmul_expert");
+}
+
+TEST(MatmulSupport, TypeList) {
+  for (GgmlType t : matmul_test::kAllTypes) EXPECT_TRUE(matmul_supports(t)) << type_name(t);
+  EXPECT_FALSE(matmul_supports(GgmlType::Q4_1));
+  EXPECT_FALSE(matmul_supports(GgmlType::Q2_K));
+}
+
+TEST(MatmulIsa, ParseAndSupport) {
+  EXPECT_EQ(*parse_isa("scalar"), Isa::kScalar);
+  EXPECT_EQ(*parse_isa("avx2"), Isa::kAvx2);
+  EXPECT_EQ(*parse_isa("avx512"), Isa::kAvx512);
+  const auto bad = parse_isa("sse9");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("sse9"), std::string::npos);
+  EXPECT_TRUE(isa_supported(Isa::kScalar));
+  // AVX2 support implies the features it needs, as reported by cpuid.
+  const CpuFeatures& f = cpu_features();
+  if (isa_supported(Isa::kAvx2)) {
+    EXPECT_TRUE(f.avx2 && f.fma && f.f16c && f.os_ymm);
+  }
+  if (f.avx512f) {
+    EXPECT_TRUE(f.os_zmm);
+  }
+  EXPECT_TRUE(isa_supported(best_isa()));
+  EXPECT_TRUE(isa_supported(active_isa()));
+  // CHIMERA_ISA, when set for this run, is honoured if the CPU can run it.
+  if (const char* env = std::getenv("CHIMERA_ISA")) {
+    auto forced = parse_isa(env);
+    if (forced.ok() && isa_supported(*forced) && *forced != Isa::kAvx512) {
+      EXPECT_EQ(active_isa(), *forced);
+    }
+  }
+}
+
+TEST(MatmulIsa, UnavailablePathIsAnError) {
+  const auto wq = matmul_test::random_weights(GgmlType::F32, 8, 2, 3);
+  std::vector<float> x(8, 1.0f), y(2, -3.0f);
+  ThreadContext ctx(1);
+  MatmulWorkspace ws(Isa::kAvx512);  // no AVX-512 kernels are built
+  const Status st =
+      matmul(ctx, WeightMatrix{GgmlType::F32, wq.data(), 8, 2}, x.data(), 1, y.data(), ws);
+  EXPECT_EQ(st.code(), ErrorCode::kUnsupported);
+  EXPECT_EQ(y[0], -3.0f);
+}
+
+TEST(MatmulWorkspace, GrowsAndKeepsAlignment) {
+  MatmulWorkspace ws(Isa::kScalar);
+  void* p = ws.reserve(100);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+  EXPECT_GE(ws.capacity(), 100u);
+  EXPECT_EQ(ws.reserve(50), p);  // no reallocation when it fits
+  void* q = ws.reserve(1 << 20);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(q) % 64, 0u);
+  EXPECT_GE(ws.capacity(), size_t(1) << 20);
+}
+
+}  // namespace
+}  // namespace chimera

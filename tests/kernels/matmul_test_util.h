@@ -1,0 +1,106 @@
+// Helpers shared by the matmul tests: random weights of every supported type (raw random bytes
+// for the quantized payload, so every bit pattern is exercised, with sane fp16 scales) and the
+// dequantized matrix from the gguf layer's scalar reference (gguf/quants.h).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "gguf/quants.h"
+#include "gguf/types.h"
+#include "kernels/matmul.h"
+
+namespace chimera::matmul_test {
+
+inline const GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,
+                                     GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K,
+                                     GgmlType::Q5_K, GgmlType::Q6_K};
+
+// The ISA paths this machine can run (scalar always).
+inline std::vector<Isa> runnable_isas() {
+  std::vector<Isa> out{Isa::kScalar};
+  if (isa_supported(Isa::kAvx2)) out.push_back(Isa::kAvx2);
+  return out;
+}
+
+inline int64_t block_size(GgmlType t) {
+  return type_traits(t).block_size;
+}
+
+inline void put_fp16(uint8_t* dst, float v) {
+  const uint16_t h = f32_to_fp16(v);
+  std::memcpy(dst, &h, 2);
+}
+
+// n_rows rows of n_in elements of type t. Block scales are positive fp16 values around `scale`
+// (a random sign for d where the format allows it), all other bytes random.
+inline std::vector<uint8_t> random_weights(GgmlType t, int64_t n_in, int64_t n_rows,
+                                           uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  const size_t rb = row_bytes(t, n_in);
+  std::vector<uint8_t> w(rb * n_rows);
+  if (t == GgmlType::F32 || t == GgmlType::F16 || t == GgmlType::BF16) {
+    for (int64_t k = 0; k < n_in * n_rows; ++k) {
+      const float v = uni(rng);
+      if (t == GgmlType::F32) {
+        std::memcpy(&w[4 * k], &v, 4);
+      } else {
+        const uint16_t h = t == GgmlType::F16 ? f32_to_fp16(v) : f32_to_bf16(v);
+        std::memcpy(&w[2 * k], &h, 2);
+      }
+    }
+    return w;
+  }
+  for (auto& b : w) b = static_cast<uint8_t>(byte(rng));
+  const size_t bs = type_traits(t).type_size;
+  for (size_t off = 0; off < w.size(); off += bs) {
+    uint8_t* blk = &w[off];
+    switch (t) {
+      case GgmlType::Q8_0:
+      case GgmlType::Q4_0:
+        put_fp16(blk, 0.02f * uni(rng));
+        break;
+      case GgmlType::Q4_K:
+      case GgmlType::Q5_K:
+        put_fp16(blk, 0.002f * (1.0f + uni(rng)));      // d
+        put_fp16(blk + 2, 0.004f * (1.0f + uni(rng)));  // dmin
+        break;
+      case GgmlType::Q6_K:
+        put_fp16(blk + offsetof(BlockQ6_K, d), 0.0005f * uni(rng));
+        break;
+      default:
+        break;
+    }
+  }
+  return w;
+}
+
+inline std::vector<float> dequantize_matrix(GgmlType t, const std::vector<uint8_t>& w, int64_t n_in,
+                                            int64_t n_rows) {
+  std::vector<float> out(n_in * n_rows);
+  const size_t rb = row_bytes(t, n_in);
+  for (int64_t j = 0; j < n_rows; ++j) {
+    const Status st = dequantize_row(t, w.data() + j * rb, out.data() + j * n_in, n_in);
+    if (!st.ok()) std::abort();
+  }
+  return out;
+}
+
+// Activations: uniform in [-1, 1], with some rows scaled up or down and an all-zero row, so the
+// activation quantizers see varied magnitudes.
+inline std::vector<float> random_activations(int64_t m, int64_t n_in, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  std::vector<float> x(m * n_in);
+  for (int64_t i = 0; i < m; ++i) {
+    const float scale = (i % 5 == 3) ? 0.0f : (i % 3 == 1 ? 40.0f : (i % 3 == 2 ? 0.01f : 1.0f));
+    for (int64_t k = 0; k < n_in; ++k) x[i * n_in + k] = scale * uni(rng);
+  }
+  return x;
+}
+
+}  // namespace chimera::matmul_test
