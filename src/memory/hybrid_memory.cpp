@@ -1,0 +1,517 @@
+// HybridMemory: construction, batch transactions, engine views, snapshot book-keeping, budgets.
+// Sequence operations: sequence_ops.cpp; save/load: state_io.cpp; accounting: accounting.cpp.
+#include "memory/hybrid_memory.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace chimera {
+
+struct HybridMemory::Txn {
+  struct SeqTxn {
+    int32_t seq = 0;
+    uint32_t old_n = 0;
+    uint32_t k = 0;  // tokens this batch appends
+    std::shared_ptr<PageList> old_pages;
+    std::vector<std::pair<uint32_t, uint32_t>> old_fill;  // (page, fill before the batch)
+    std::vector<uint32_t> slots;                          // scratch slots allocated for it
+    uint32_t final_slot = kNoSlot;
+    std::vector<std::pair<uint32_t, uint32_t>> frozen;  // (token count, slot) kept as snapshots
+    bool snapshot_end = false;
+  };
+  BatchPlan plan;
+  std::vector<SeqTxn> seqs;
+  std::vector<std::vector<std::pair<uint32_t, uint32_t>>> run_slots;  // [ubatch][run]: (src, dst)
+};
+
+Batch Replay::as_batch(bool logits_last) const {
+  Batch b;
+  for (size_t i = 0; i < tokens.size(); ++i)
+    b.add(tokens[i], pos0 + static_cast<int32_t>(i), seq, logits_last && i + 1 == tokens.size());
+  return b;
+}
+
+Result<std::unique_ptr<HybridMemory>> HybridMemory::create(const MemoryConfig& config) {
+  CHIMERA_RETURN_IF_ERROR(config.validate());
+  std::unique_ptr<HybridMemory> m(new HybridMemory(config));
+  if (m->has_recurrent_ && m->states_->slot_bytes() > config.budget_bytes)
+    return Error(ErrorCode::kOutOfMemory, "memory budget ", config.budget_bytes,
+                 " bytes is smaller than one recurrent state (", m->states_->slot_bytes(),
+                 " bytes)");
+  if (m->kv_->max_pages() == 0)
+    return Error(ErrorCode::kOutOfMemory, "memory budget ", config.budget_bytes,
+                 " bytes is smaller than one KV page (", m->kv_->page_bytes(), " bytes)");
+  return m;
+}
+
+HybridMemory::HybridMemory(const MemoryConfig& config) : cfg_(config) {
+  std::vector<uint32_t> kv_dims;
+  std::vector<uint64_t> conv, ssm;
+  for (const MemoryLayer& l : cfg_.layers) {
+    attn_index_.push_back(l.kind == LayerKind::kAttention ? static_cast<int32_t>(kv_dims.size())
+                                                          : -1);
+    rec_index_.push_back(l.kind == LayerKind::kRecurrent ? static_cast<int32_t>(conv.size()) : -1);
+    if (l.kind == LayerKind::kAttention) kv_dims.push_back(l.kv_dim);
+    if (l.kind == LayerKind::kRecurrent) {
+      conv.push_back(l.conv_floats);
+      ssm.push_back(l.ssm_floats);
+    }
+  }
+  has_recurrent_ = !conv.empty();
+  // Page capacity: as many pages as the whole budget could hold (the arenas are virtual).
+  const size_t elem = cfg_.kv_type == GgmlType::F32 ? 4 : 2;
+  uint64_t page_bytes = uint64_t{cfg_.page_size} * sizeof(int32_t);
+  for (uint32_t d : kv_dims) page_bytes += 2ull * cfg_.page_size * d * elem;
+  const uint64_t max_pages = std::min<uint64_t>(cfg_.budget_bytes / page_bytes, UINT32_MAX - 1);
+  kv_ = std::make_unique<KvPool>(kv_dims, cfg_.page_size, cfg_.kv_type,
+                                 static_cast<uint32_t>(max_pages));
+  states_ = std::make_unique<StatePool>(conv, ssm);
+  if (has_recurrent_ && states_->slot_bytes() <= cfg_.budget_bytes) {
+    zero_slot_ = states_->alloc();
+    std::memset(states_->data(zero_slot_), 0, states_->slot_bytes());
+  }
+  seqs_.resize(cfg_.max_seqs);
+  for (SeqBook& b : seqs_) {
+    b.pages = std::make_shared<PageList>(kv_.get());
+    b.slot = zero_slot_;
+    if (zero_slot_ != kNoSlot) states_->ref(zero_slot_);
+    b.k_tab.resize(kv_dims.size());
+    b.v_tab.resize(kv_dims.size());
+  }
+}
+
+HybridMemory::~HybridMemory() {
+  if (txn_) abort();
+  for (SeqBook& b : seqs_) release_seq(b);
+  while (Snapshot* s = snaps_.all().empty() ? nullptr : &snaps_.all().begin()->second)
+    erase_snapshot(*s);
+}
+
+Status HybridMemory::check_seq(int32_t seq, const char* op) const {
+  if (seq < 0 || static_cast<uint32_t>(seq) >= cfg_.max_seqs)
+    return Error(ErrorCode::kInvalidArgument, op, ": sequence id ", seq, " out of range [0, ",
+                 cfg_.max_seqs, ")");
+  return Status::Ok();
+}
+
+Status HybridMemory::check_idle(const char* op) const {
+  if (txn_)
+    return Error(ErrorCode::kInvalidArgument, op,
+                 ": a batch is in progress (commit() or abort() it first)");
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------- batch transactions
+
+Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch) {
+  CHIMERA_RETURN_IF_ERROR(check_idle("begin_batch"));
+  std::vector<int64_t> next(cfg_.max_seqs);
+  std::vector<uint32_t> lens(cfg_.max_seqs);
+  for (uint32_t s = 0; s < cfg_.max_seqs; ++s) {
+    next[s] = seqs_[s].pos_base + seqs_[s].n;
+    lens[s] = seqs_[s].n;
+  }
+  CHIMERA_RETURN_IF_ERROR(validate_batch(batch, cfg_.n_vocab, cfg_.max_seqs, next));
+
+  auto txn = std::make_unique<Txn>();
+  txn->plan = plan_ubatches(batch, cfg_.max_ubatch_tokens, lens, next,
+                            has_recurrent_ ? cfg_.snapshot_interval : 0);
+  std::vector<int32_t> of_seq(cfg_.max_seqs, -1);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const int32_t s = batch.seq[i];
+    if (of_seq[s] < 0) {
+      of_seq[s] = static_cast<int32_t>(txn->seqs.size());
+      txn->seqs.emplace_back();
+      txn->seqs.back().seq = s;
+      txn->seqs.back().old_n = seqs_[s].n;
+    }
+    ++txn->seqs[of_seq[s]].k;
+  }
+
+  // Recurrent slots, planned with per-sequence virtual ids (index into SeqTxn::slots): run j
+  // reads the state left by run j-1 and writes a scratch slot; a slot whose run ends at a
+  // snapshot point is frozen (kept), others are recycled once read.
+  const uint32_t kLive = UINT32_MAX;
+  std::vector<uint32_t> n_virtual(txn->seqs.size(), 0);
+  txn->run_slots.resize(txn->plan.ubatches.size());
+  if (has_recurrent_) {
+    std::vector<uint32_t> cur(txn->seqs.size(), kLive);
+    std::vector<std::vector<uint32_t>> recycled(txn->seqs.size());
+    std::vector<std::vector<bool>> frozen(txn->seqs.size());
+    std::vector<uint32_t> done(txn->seqs.size(), 0);
+    for (size_t u = 0; u < txn->plan.ubatches.size(); ++u) {
+      for (const SeqRun& run : txn->plan.ubatches[u].runs) {
+        const int32_t t = of_seq[run.seq];
+        Txn::SeqTxn& st = txn->seqs[t];
+        uint32_t dst;
+        if (!recycled[t].empty()) {
+          dst = recycled[t].back();
+          recycled[t].pop_back();
+        } else {
+          dst = n_virtual[t]++;
+          frozen[t].push_back(false);
+        }
+        txn->run_slots[u].emplace_back(cur[t], dst);
+        done[t] += run.n_tokens;
+        const bool last = done[t] == st.k;
+        if (run.snapshot_after && !last) {
+          frozen[t][dst] = true;
+          st.frozen.emplace_back(run.first + run.n_tokens, dst);
+        }
+        if (run.snapshot_after && last) st.snapshot_end = true;
+        if (cur[t] != kLive && !frozen[t][cur[t]]) recycled[t].push_back(cur[t]);
+        cur[t] = dst;
+        if (last) st.final_slot = dst;
+      }
+    }
+  }
+
+  // Pages: append in place into a partial last page when nobody else wrote past our rows,
+  // otherwise copy it (copy-on-write); then whole new pages.
+  const uint32_t ps = cfg_.page_size;
+  // Sequences sharing a partial page (after seq_cp) may both append in this batch: decide in
+  // order, seeing the fills the earlier ones will set.
+  std::vector<uint8_t> in_place(txn->seqs.size(), 0), cow(txn->seqs.size(), 0);
+  std::vector<std::pair<uint32_t, uint32_t>> planned_fill;  // (page, fill after this batch)
+  uint64_t new_pages = 0, new_slots = 0;
+  for (size_t t = 0; t < txn->seqs.size(); ++t) {
+    const Txn::SeqTxn& st = txn->seqs[t];
+    const SeqBook& b = seqs_[st.seq];
+    const uint32_t r = st.old_n % ps;
+    uint32_t room = 0;
+    if (r != 0) {
+      const uint32_t last = b.pages->ids().back();
+      const bool exclusive = b.pages.use_count() == 1 && kv_->refs(last) == 1;
+      uint32_t fill = kv_->fill(last);
+      for (auto [p, f] : planned_fill)
+        if (p == last) fill = f;
+      in_place[t] = exclusive || fill == r;
+      if (in_place[t]) planned_fill.emplace_back(last, r + std::min(ps - r, st.k));
+      cow[t] = !in_place[t];
+      room = ps - r;
+    }
+    new_pages += cow[t] + (st.k > room ? (st.k - room + ps - 1) / ps : 0);
+    new_slots += n_virtual[t];
+  }
+  const uint64_t need = new_pages * kv_->page_bytes() + new_slots * states_->slot_bytes();
+  if (kv_->pages_in_use() + new_pages > kv_->max_pages() || !make_room(need, cfg_.budget_bytes))
+    return Error(ErrorCode::kOutOfMemory, "batch of ", batch.size(), " tokens needs ", need,
+                 " bytes (", new_pages, " KV pages, ", new_slots, " state slots); ", used_bytes(),
+                 " of the ", cfg_.budget_bytes, "-byte budget are in use and cannot be freed");
+
+  // Apply the reservation; any allocation failure unwinds everything done so far.
+  auto alloc_page = [this]() -> Result<uint32_t> {
+    if (fail_alloc_in_ == 0) {
+      fail_alloc_in_ = -1;
+      return Error(ErrorCode::kOutOfMemory, "injected allocation failure");
+    }
+    if (fail_alloc_in_ > 0) --fail_alloc_in_;
+    return kv_->alloc();
+  };
+  Status failure;
+  for (size_t t = 0; t < txn->seqs.size() && failure.ok(); ++t) {
+    Txn::SeqTxn& st = txn->seqs[t];
+    SeqBook& b = seqs_[st.seq];
+    st.old_pages = b.pages;
+    const uint32_t r = st.old_n % ps;
+    const uint32_t room = r ? ps - r : 0;
+    const uint32_t fresh = st.k > room ? (st.k - room + ps - 1) / ps : 0;
+    if (cow[t] || fresh > 0) b.pages = b.pages->clone_prefix(b.pages->size());
+    if (r != 0) {
+      const uint32_t take = std::min(room, st.k);
+      const size_t li = b.pages->size() - 1;
+      const uint32_t last = b.pages->ids()[li];
+      if (in_place[t]) {
+        st.old_fill.emplace_back(last, kv_->fill(last));
+        kv_->set_fill(last, r + take);
+      } else {
+        Result<uint32_t> p = alloc_page();
+        if (!p.ok()) {
+          failure = p.status();
+          break;
+        }
+        kv_->copy_rows(last, *p, r);
+        kv_->set_fill(*p, r + take);
+        b.pages->replace(li, *p);
+      }
+    }
+    for (uint32_t i = 0; i < fresh; ++i) {
+      Result<uint32_t> p = alloc_page();
+      if (!p.ok()) {
+        failure = p.status();
+        break;
+      }
+      const uint32_t before = st.old_n + room + i * ps;
+      kv_->set_fill(*p, std::min(ps, st.old_n + st.k - before));
+      b.pages->push(*p);
+    }
+    if (!failure.ok()) break;
+    for (uint32_t v = 0; v < n_virtual[t]; ++v) {
+      if (fail_alloc_in_ == 0) {
+        fail_alloc_in_ = -1;
+        failure = Error(ErrorCode::kOutOfMemory, "injected allocation failure");
+        break;
+      }
+      if (fail_alloc_in_ > 0) --fail_alloc_in_;
+      st.slots.push_back(states_->alloc());
+    }
+  }
+  if (!failure.ok()) {
+    txn_ = std::move(txn);
+    abort();
+    return Error(failure.code(), "batch of ", batch.size(), " tokens: reserving memory failed (",
+                 failure.message(), "); nothing changed");
+  }
+
+  // Token ids into the page rows (the memory's copy of each token list).
+  std::vector<uint32_t> written(cfg_.max_seqs, 0);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const int32_t s = batch.seq[i];
+    SeqBook& b = seqs_[s];
+    const uint32_t idx = b.n + written[s]++;
+    kv_->tokens(b.pages->ids()[idx / ps])[idx % ps] = batch.tokens[i];
+  }
+  // Virtual slot ids -> real slots.
+  for (size_t u = 0; u < txn->run_slots.size(); ++u) {
+    for (size_t j = 0; j < txn->run_slots[u].size(); ++j) {
+      auto& [src, dst] = txn->run_slots[u][j];
+      const Txn::SeqTxn& st = txn->seqs[of_seq[txn->plan.ubatches[u].runs[j].seq]];
+      src = src == kLive ? seqs_[st.seq].slot : st.slots[src];
+      dst = st.slots[dst];
+    }
+  }
+  for (Txn::SeqTxn& st : txn->seqs) {
+    if (has_recurrent_) {
+      st.final_slot = st.slots[st.final_slot];
+      for (auto& f : st.frozen) f.second = st.slots[f.second];
+    }
+    if (has_attention()) sync_tables(seqs_[st.seq]);
+  }
+  txn_ = std::move(txn);
+  return &txn_->plan;
+}
+
+void HybridMemory::sync_tables(SeqBook& b) {
+  const std::vector<uint32_t>& ids = b.pages->ids();
+  size_t i0 = 0;
+  const size_t common = std::min(ids.size(), b.table_ids.size());
+  while (i0 < common && ids[i0] == b.table_ids[i0]) ++i0;
+  b.table_ids = ids;
+  for (uint32_t a = 0; a < kv_->n_layers(); ++a) {
+    b.k_tab[a].resize(ids.size());
+    b.v_tab[a].resize(ids.size());
+    for (size_t i = i0; i < ids.size(); ++i) {
+      b.k_tab[a][i] = kv_->k_page(a, ids[i]);
+      b.v_tab[a][i] = kv_->v_page(a, ids[i]);
+    }
+  }
+}
+
+AttentionRun HybridMemory::attention(uint32_t layer, size_t ubatch, size_t run) const {
+  CHIMERA_CHECK(txn_ && layer < attn_index_.size() && attn_index_[layer] >= 0,
+                "attention(): no batch or layer ", layer, " is not an attention layer");
+  const SeqRun& r = txn_->plan.ubatches.at(ubatch).runs.at(run);
+  const SeqBook& b = seqs_[r.seq];
+  const uint32_t a = static_cast<uint32_t>(attn_index_[layer]);
+  AttentionRun out;
+  out.k_pages = b.k_tab[a].data();
+  out.v_pages = b.v_tab[a].data();
+  out.first = r.first;
+  out.n_kv = r.first + r.n_tokens;
+  out.n_pages = pages_for(out.n_kv);
+  out.page_size = cfg_.page_size;
+  out.kv_dim = kv_->kv_dim(a);
+  out.type = cfg_.kv_type;
+  return out;
+}
+
+void* HybridMemory::k_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const {
+  CHIMERA_CHECK(txn_ && layer < attn_index_.size() && attn_index_[layer] >= 0, "k_row layer ",
+                layer);
+  const SeqRun& r = txn_->plan.ubatches.at(ubatch).runs.at(run);
+  CHIMERA_CHECK(t < r.n_tokens, "k_row token ", t, " of ", r.n_tokens);
+  return const_cast<uint8_t*>(row_ptr(true, layer, seqs_[r.seq], r.first + t));
+}
+
+void* HybridMemory::v_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const {
+  CHIMERA_CHECK(txn_ && layer < attn_index_.size() && attn_index_[layer] >= 0, "v_row layer ",
+                layer);
+  const SeqRun& r = txn_->plan.ubatches.at(ubatch).runs.at(run);
+  CHIMERA_CHECK(t < r.n_tokens, "v_row token ", t, " of ", r.n_tokens);
+  return const_cast<uint8_t*>(row_ptr(false, layer, seqs_[r.seq], r.first + t));
+}
+
+const uint8_t* HybridMemory::row_ptr(bool k, uint32_t layer, const SeqBook& b, uint32_t t) const {
+  const uint32_t a = static_cast<uint32_t>(attn_index_[layer]);
+  const uint32_t page = b.pages->ids()[t / cfg_.page_size];
+  const uint8_t* base = k ? kv_->k_page(a, page) : kv_->v_page(a, page);
+  return base + size_t{t % cfg_.page_size} * kv_->row_bytes(a);
+}
+
+RecurrentRun HybridMemory::recurrent(uint32_t layer, size_t ubatch, size_t run) const {
+  CHIMERA_CHECK(txn_ && layer < rec_index_.size() && rec_index_[layer] >= 0,
+                "recurrent(): no batch or layer ", layer, " is not a recurrent layer");
+  const auto [src, dst] = txn_->run_slots.at(ubatch).at(run);
+  const uint32_t l = static_cast<uint32_t>(rec_index_[layer]);
+  RecurrentRun out;
+  out.conv_src = states_->conv(src, l);
+  out.ssm_src = states_->ssm(src, l);
+  out.conv_dst = states_->conv(dst, l);
+  out.ssm_dst = states_->ssm(dst, l);
+  out.conv_floats = states_->conv_floats(l);
+  out.ssm_floats = states_->ssm_floats(l);
+  return out;
+}
+
+Status HybridMemory::commit() {
+  if (!txn_) return Error(ErrorCode::kInvalidArgument, "commit: no batch in progress");
+  for (Txn::SeqTxn& st : txn_->seqs) {
+    SeqBook& b = seqs_[st.seq];
+    const uint32_t new_n = st.old_n + st.k;
+    b.n = new_n;
+    if (!has_recurrent_) continue;
+    auto has_snap_at = [&](uint32_t n) {
+      return !b.snaps.empty() && snaps_.find(b.snaps.back())->n_tokens == n;
+    };
+    // Before a multi-token run (speculative verification): the pre-batch state, for free.
+    if (st.k > 1 && cfg_.snapshot_prompt_start && st.old_n > 0 && !has_snap_at(st.old_n))
+      add_snapshot(b, st.old_n, b.slot, st.old_pages, false);
+    for (auto [n_at, slot] : st.frozen) add_snapshot(b, n_at, slot, b.pages, false);
+    states_->unref(b.slot);
+    b.slot = st.final_slot;
+    if (st.snapshot_end || (st.k > 1 && cfg_.snapshot_prompt_end))
+      add_snapshot(b, new_n, b.slot, b.pages, false);
+    // The batch's allocation references: final moves to the book, the rest are dropped
+    // (frozen slots live on in their snapshots).
+    for (uint32_t s : st.slots)
+      if (s != st.final_slot) states_->unref(s);
+  }
+  txn_.reset();
+  enforce_snapshot_budget();
+  trim_slot_cache();
+  return Status::Ok();
+}
+
+void HybridMemory::abort() {
+  if (!txn_) return;
+  for (auto it = txn_->seqs.rbegin(); it != txn_->seqs.rend(); ++it) {
+    if (!it->old_pages) continue;  // reservation never reached this sequence
+    seqs_[it->seq].pages = it->old_pages;
+    for (auto [page, fill] : it->old_fill) kv_->set_fill(page, fill);
+    for (uint32_t s : it->slots) states_->unref(s);
+  }
+  txn_.reset();
+}
+
+// ---------------------------------------------------------------- snapshots and budgets
+
+uint64_t HybridMemory::add_snapshot(SeqBook& b, uint32_t n, uint32_t slot,
+                                    const std::shared_ptr<PageList>& pages, bool pinned) {
+  Snapshot& s = snaps_.create();
+  s.n_tokens = n;
+  s.pos_base = b.pos_base;
+  s.slot = slot;
+  if (slot != kNoSlot) states_->ref(slot);
+  s.pages = pages->size() == pages_for(n) ? pages : pages->clone_prefix(pages_for(n));
+  s.pins = pinned ? 1 : 0;
+  s.seq_refs = 1;
+  auto pos = std::upper_bound(b.snaps.begin(), b.snaps.end(), n, [this](uint32_t v, uint64_t id) {
+    return v < snaps_.find(id)->n_tokens;
+  });
+  b.snaps.insert(pos, s.id);
+  return s.id;
+}
+
+void HybridMemory::set_snaps(SeqBook& b, std::vector<uint64_t> snaps) {
+  for (uint64_t id : snaps) ++snaps_.find(id)->seq_refs;
+  std::vector<uint64_t> old = std::move(b.snaps);
+  b.snaps = std::move(snaps);
+  for (uint64_t id : old) unlist_snapshot(id);
+}
+
+void HybridMemory::unlist_snapshot(uint64_t id) {
+  Snapshot* s = snaps_.find(id);
+  CHIMERA_CHECK(s && s->seq_refs > 0, "unlist of snapshot ", id);
+  if (--s->seq_refs == 0 && s->pins == 0) erase_snapshot(*s);
+}
+
+void HybridMemory::erase_snapshot(Snapshot& s) {
+  const uint64_t id = s.id;
+  for (uint32_t i = 0; i < seqs_.size() && s.seq_refs > 0; ++i) {
+    auto& v = seqs_[i].snaps;
+    auto it = std::find(v.begin(), v.end(), id);
+    if (it != v.end()) {
+      v.erase(it);
+      --s.seq_refs;
+    }
+  }
+  if (s.slot != kNoSlot) states_->unref(s.slot);
+  s.pages.reset();
+  snaps_.erase(id);
+}
+
+uint64_t HybridMemory::used_bytes() const {
+  return uint64_t{kv_->pages_in_use()} * kv_->page_bytes() +
+         uint64_t{states_->slots_in_use()} * states_->slot_bytes();
+}
+
+uint64_t HybridMemory::held_bytes(bool include_pinned) const {
+  if (++mark_gen_ == 0) {  // wrapped: reset the marks
+    std::fill(page_mark_.begin(), page_mark_.end(), 0);
+    std::fill(slot_mark_.begin(), slot_mark_.end(), 0);
+    mark_gen_ = 1;
+  }
+  page_mark_.resize(kv_->ids_issued(), 0);
+  slot_mark_.resize(states_->ids_issued(), 0);
+  uint64_t pages = 0, slots = 0;
+  auto mark = [&](const PageList& list, uint32_t slot) {
+    for (uint32_t id : list.ids())
+      if (page_mark_[id] != mark_gen_) {
+        page_mark_[id] = mark_gen_;
+        ++pages;
+      }
+    if (slot != kNoSlot && slot_mark_[slot] != mark_gen_) {
+      slot_mark_[slot] = mark_gen_;
+      ++slots;
+    }
+  };
+  const PageList empty(kv_.get());
+  mark(empty, zero_slot_);
+  for (const SeqBook& b : seqs_) mark(*b.pages, b.slot);
+  if (include_pinned)
+    for (const auto& [id, s] : snaps_.all())
+      if (s.pins > 0) mark(*s.pages, s.slot);
+  return pages * kv_->page_bytes() + slots * states_->slot_bytes();
+}
+
+bool HybridMemory::make_room(uint64_t extra, uint64_t limit) {
+  if (used_bytes() + extra <= limit) return true;
+  if (held_bytes(true) + extra > limit) return false;
+  while (used_bytes() + extra > limit) {
+    Snapshot* s = snaps_.oldest_evictable();
+    CHIMERA_CHECK(s, "make_room: nothing left to evict");
+    erase_snapshot(*s);
+  }
+  return true;
+}
+
+void HybridMemory::enforce_snapshot_budget() {
+  if (snaps_.size() == 0) return;
+  const uint64_t live = held_bytes(false);
+  while (used_bytes() - live > cfg_.snapshot_budget_bytes) {
+    Snapshot* s = snaps_.oldest_evictable();
+    if (!s) break;
+    erase_snapshot(*s);
+  }
+}
+
+void HybridMemory::trim_slot_cache() {
+  // Keep released state buffers for reuse (a decode step needs fresh scratch slots), but never
+  // more than the unused part of the budget.
+  const uint64_t used = used_bytes();
+  const uint64_t spare = used < cfg_.budget_bytes ? cfg_.budget_bytes - used : 0;
+  const uint64_t sb = std::max<uint64_t>(states_->slot_bytes(), 1);
+  states_->trim_cache(static_cast<uint32_t>(std::min<uint64_t>(spare / sb, 2 * cfg_.max_seqs)));
+}
+
+}  // namespace chimera

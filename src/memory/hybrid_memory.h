@@ -1,0 +1,255 @@
+// HybridMemory: the one memory object the engine talks to, for attention-only, recurrent-only and
+// hybrid models alike (configured from the layer list, see memory_config.h). It owns the KV page
+// pool, the recurrent state pool, the snapshots and, per sequence, the book: token list (kept in
+// the pages), position base, page table, live state slot and the snapshots on its path.
+//
+// Promise (shared/design/MEMORY.md): every sequence always holds exactly the state that
+// processing its current token list from scratch would produce, bit for bit.
+//
+// ---- Engine-facing API: one decode step ----
+//
+//   Batch b;                                   // one new token for each of two sequences
+//   b.add(tok0, mem.next_pos(0), 0, true);
+//   b.add(tok1, mem.next_pos(1), 1, true);
+//   auto plan = mem.begin_batch(b);            // validate + plan + reserve everything; on error
+//   if (!plan.ok()) return plan.status();      //   nothing changed
+//   for (size_t u = 0; u < (*plan)->ubatches.size(); ++u) {
+//     const Ubatch& ub = (*plan)->ubatches[u];
+//     for (size_t r = 0; r < ub.runs.size(); ++r) {      // one run per sequence
+//       for each attention layer il:
+//         AttentionRun a = mem.attention(il, u, r);
+//         for t in 0..run.n_tokens-1: write K/V of token t to mem.k_row(il, u, r, t),
+//                                     mem.v_row(il, u, r, t)
+//         attend queries (token indices a.first .. a.n_kv-1) over a.k_pages / a.v_pages
+//       for each recurrent layer il:
+//         RecurrentRun s = mem.recurrent(il, u, r);  // read *_src, write *_dst (never aliased)
+//     }
+//     if (failed or cancelled) { mem.abort(); return error; }  // exactly the pre-batch state
+//   }
+//   CHIMERA_RETURN_IF_ERROR(mem.commit());     // new tokens and states become live
+//
+// Paged KV layout (read by kernels/attention): for one attention layer, a K page is a contiguous
+// [page_size][kv_dim] array of kv_type elements (F32/F16/BF16), V likewise; page i of a sequence
+// holds its token indices [i*page_size, (i+1)*page_size). Pages of different layers are separate
+// storage; the page table is shared across layers.
+//
+// Recurrent contract: conv_src/ssm_src hold the state before the run's first token (zeros for an
+// empty sequence); the kernel writes the state after the run's last token to conv_dst/ssm_dst.
+// src and dst never alias, src is never written; dst is scratch until commit().
+//
+// Replay: seq_rm (and seq_add when positions matter) returns a Replay: "run these tokens at these
+// positions for this sequence" (replay.as_batch()). Until the engine runs it, the sequence holds
+// exactly the kept prefix (pos_max reflects that), so the memory is consistent at every moment.
+//
+// All operations validate first and then apply: an error means nothing changed. Not thread-safe:
+// one thread drives the memory; kernels may use the returned pointers from many threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "memory/batch.h"
+#include "memory/kv_pool.h"
+#include "memory/memory_config.h"
+#include "memory/snapshot_store.h"
+#include "memory/state_pool.h"
+
+namespace chimera {
+
+// Tokens the engine must run for `seq` at positions pos0, pos0+1, ... (empty: nothing to run).
+struct Replay {
+  int32_t seq = -1;
+  int32_t pos0 = 0;
+  std::vector<int32_t> tokens;
+  bool empty() const { return tokens.empty(); }
+  Batch as_batch(bool logits_last = true) const;
+};
+
+struct ShiftOutcome {
+  bool exact = true;          // always true here: approximate shifts are not offered
+  bool needs_replay = false;  // positions matter to attention: exactness costs a replay
+  Replay replay;
+};
+
+// Token counts a sequence can be rolled back to without replay.
+struct RestorePoints {
+  bool any = false;              // attention-only model: every count 0..n_tokens
+  std::vector<uint32_t> counts;  // otherwise: 0, the snapshots on its path, and n_tokens
+};
+
+struct AttentionRun {
+  const void* const* k_pages = nullptr;  // page base pointers, n_pages of them
+  const void* const* v_pages = nullptr;
+  uint32_t n_pages = 0;
+  uint32_t first = 0;  // token index of the run's first new token
+  uint32_t n_kv = 0;   // keys visible to the run's last token: token indices [0, n_kv)
+  uint32_t page_size = 0;
+  uint32_t kv_dim = 0;
+  GgmlType type = GgmlType::F16;
+};
+
+struct RecurrentRun {
+  const float* conv_src = nullptr;
+  float* conv_dst = nullptr;
+  const float* ssm_src = nullptr;
+  float* ssm_dst = nullptr;
+  uint64_t conv_floats = 0;
+  uint64_t ssm_floats = 0;
+};
+
+struct SeqUsage {
+  int32_t seq = 0;
+  uint32_t n_tokens = 0;
+  uint32_t pages = 0;
+  uint64_t kv_bytes = 0;         // its pages, whole
+  uint64_t kv_shared_bytes = 0;  // of which shared with other holders
+  uint64_t state_bytes = 0;      // its live slot (0 when it is the shared zero state)
+  uint32_t snapshots = 0;
+};
+
+struct MemoryUsage {
+  uint64_t budget_bytes = 0, snapshot_budget_bytes = 0;
+  uint64_t kv_bytes = 0;            // every page in use
+  uint64_t state_bytes = 0;         // every slot in use (live, snapshot, zero state)
+  uint64_t live_kv_bytes = 0;       // pages held by at least one sequence
+  uint64_t live_state_bytes = 0;    // slots held by at least one sequence (or the zero state)
+  uint64_t snapshot_bytes = 0;      // pages + slots held only by snapshots
+  uint64_t cached_state_bytes = 0;  // released slot buffers kept for reuse (not in the budget)
+  uint32_t pages_in_use = 0, slots_in_use = 0, n_snapshots = 0, n_pinned_snapshots = 0;
+  std::vector<SeqUsage> seqs;  // non-empty sequences
+  uint64_t total_bytes() const { return kv_bytes + state_bytes; }
+  std::string summary() const;  // human-readable, multi-line
+};
+
+class HybridMemory {
+ public:
+  static Result<std::unique_ptr<HybridMemory>> create(const MemoryConfig& config);
+  ~HybridMemory();
+  HybridMemory(const HybridMemory&) = delete;
+  HybridMemory& operator=(const HybridMemory&) = delete;
+
+  const MemoryConfig& config() const { return cfg_; }
+  bool has_attention() const { return !attn_index_.empty(); }
+  bool has_recurrent() const { return has_recurrent_; }
+  uint32_t page_size() const { return cfg_.page_size; }
+
+  // ---- batches: transactional ----
+  // Validates, plans ragged ubatches, reserves every page and state slot for the whole batch
+  // (evicting automatic snapshots if that makes it fit). On error nothing changed. The plan stays
+  // valid until commit() or abort().
+  Result<const BatchPlan*> begin_batch(const Batch& batch);
+  bool in_batch() const { return txn_ != nullptr; }
+  // `layer` is the model layer index; it must be an attention layer (checked).
+  AttentionRun attention(uint32_t layer, size_t ubatch, size_t run) const;
+  void* k_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const;
+  void* v_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const;
+  RecurrentRun recurrent(uint32_t layer, size_t ubatch, size_t run) const;
+  // Makes the batch live and applies the snapshot policy.
+  Status commit();
+  // Returns to exactly the pre-batch state (for failures and cancellation).
+  void abort();
+
+  // ---- sequences (positions; p1 = -1 means "to the end") ----
+  // Removes positions [p0, p1) with exact semantics; see Replay. Never fails for valid ids.
+  Result<Replay> seq_rm(int32_t seq, int64_t p0, int64_t p1);
+  Status seq_cp(int32_t src, int32_t dst);  // dst becomes a copy of src, O(1) in its length
+  Status seq_keep(int32_t seq);
+  // Shifts the positions of the whole sequence by delta (a sub-range would break contiguity).
+  Result<ShiftOutcome> seq_add(int32_t seq, int64_t p0, int64_t p1, int64_t delta);
+  // Only d == 1 is supported: dividing merges positions, which no exact memory can represent.
+  Status seq_div(int32_t seq, int64_t p0, int64_t p1, int d);
+  int64_t pos_min(int32_t seq) const;   // -1 when empty
+  int64_t pos_max(int32_t seq) const;   // -1 when empty
+  int64_t next_pos(int32_t seq) const;  // where the next token of seq must go
+  uint32_t n_tokens(int32_t seq) const;
+  std::vector<int32_t> tokens(int32_t seq) const;
+  RestorePoints restorable(int32_t seq) const;
+  void clear();  // every sequence and snapshot (explicit handles become invalid)
+
+  // ---- explicit snapshots ----
+  Result<uint64_t> snapshot(int32_t seq);  // pinned until release()
+  Status restore(int32_t seq, uint64_t snapshot_id);
+  Status release(uint64_t snapshot_id);
+  // Snapshots on the sequence's path: (id, token count), ascending.
+  std::vector<std::pair<uint64_t, uint32_t>> snapshots_of(int32_t seq) const;
+
+  // ---- persistence (state_io.cpp) ----
+  Result<std::vector<uint8_t>> save() const;
+  Result<std::vector<uint8_t>> save_seq(int32_t seq) const;
+  Status load(const uint8_t* data, size_t size);                       // replaces everything
+  Status load_seq(const uint8_t* data, size_t size, int32_t dst_seq);  // replaces dst_seq
+
+  // ---- accounting (accounting.cpp) ----
+  MemoryUsage usage() const;
+
+  // ---- inspection for tests and tools ----
+  // Read-only views of a sequence's stored state (token index t < n_tokens).
+  const void* k_at(uint32_t layer, int32_t seq, uint32_t t) const;
+  const void* v_at(uint32_t layer, int32_t seq, uint32_t t) const;
+  const float* conv_state(uint32_t layer, int32_t seq) const;
+  const float* ssm_state(uint32_t layer, int32_t seq) const;
+  const float* snapshot_state(uint64_t snapshot_id) const;  // whole slot; nullptr if none
+  // A hash of everything observable (books, KV rows, states, snapshots, pool counters).
+  uint64_t fingerprint() const;
+  // Makes the n-th next page/slot allocation in begin_batch fail with kOutOfMemory (-1: off).
+  void inject_alloc_failure(int64_t n) { fail_alloc_in_ = n; }
+
+ private:
+  struct SeqBook {
+    std::shared_ptr<PageList> pages;
+    uint32_t n = 0;
+    int64_t pos_base = 0;
+    uint32_t slot = kNoSlot;
+    std::vector<uint64_t> snaps;  // on its path, ascending token count
+    // Page pointer tables for the engine, per attention layer, synced lazily to `pages`.
+    std::vector<uint32_t> table_ids;
+    std::vector<std::vector<const void*>> k_tab, v_tab;
+  };
+  struct Txn;
+
+  explicit HybridMemory(const MemoryConfig& config);
+  Status check_seq(int32_t seq, const char* op) const;
+  Status check_idle(const char* op) const;
+  uint32_t pages_for(uint32_t n) const { return (n + cfg_.page_size - 1) / cfg_.page_size; }
+  const uint8_t* row_ptr(bool k, uint32_t layer, const SeqBook& b, uint32_t t) const;
+  void sync_tables(SeqBook& b);
+  // Drops everything a sequence holds (it becomes empty, position base 0).
+  void release_seq(SeqBook& b);
+  // Sets b to hold its first n tokens with the given slot (a reference is taken) and optionally
+  // the page list of a snapshot; drops snapshots past n from its path.
+  void truncate_seq(SeqBook& b, uint32_t n, uint32_t slot, const std::shared_ptr<PageList>& pages);
+  void set_snaps(SeqBook& b, std::vector<uint64_t> snaps);  // adjusts seq_refs
+  void unlist_snapshot(uint64_t id);                        // drops one seq_ref
+  void erase_snapshot(Snapshot& s);                         // frees it, removing it from books
+  uint64_t add_snapshot(SeqBook& b, uint32_t n, uint32_t slot,
+                        const std::shared_ptr<PageList>& pages, bool pinned);
+  // Bytes pages + slots in use; bytes held by sequences (and pinned snapshots if asked).
+  uint64_t used_bytes() const;
+  uint64_t held_bytes(bool include_pinned) const;
+  // Evicts automatic snapshots (oldest first) until used_bytes() + extra <= limit. Checks first
+  // that it can succeed; returns false (changing nothing) when it cannot.
+  bool make_room(uint64_t extra, uint64_t limit);
+  void enforce_snapshot_budget();
+  void trim_slot_cache();
+  Status load_impl(const uint8_t* data, size_t size, int32_t dst_seq);  // dst_seq -1: whole
+  uint32_t restore_point(const SeqBook& b, uint32_t n, const Snapshot** snap) const;
+
+  MemoryConfig cfg_;
+  bool has_recurrent_ = false;
+  std::vector<int32_t> attn_index_;  // model layer -> attention ordinal (-1 if not attention)
+  std::vector<int32_t> rec_index_;   // model layer -> recurrent ordinal
+  std::unique_ptr<KvPool> kv_;
+  std::unique_ptr<StatePool> states_;
+  SnapshotStore snaps_;
+  uint32_t zero_slot_ = kNoSlot;  // the state of an empty sequence (all zeros), pinned
+  std::vector<SeqBook> seqs_;
+  std::unique_ptr<Txn> txn_;
+  int64_t fail_alloc_in_ = -1;
+  mutable std::vector<uint32_t> page_mark_, slot_mark_;
+  mutable uint32_t mark_gen_ = 0;
+};
+
+}  // namespace chimera

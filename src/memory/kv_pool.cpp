@@ -1,0 +1,86 @@
+#include "memory/kv_pool.h"
+
+#include <cstring>
+
+namespace chimera {
+
+KvPool::KvPool(std::vector<uint32_t> kv_dims, uint32_t page_size, GgmlType type, uint32_t max_pages)
+    : kv_dims_(std::move(kv_dims)), page_size_(page_size), type_(type), max_pages_(max_pages) {
+  const size_t elem = type == GgmlType::F32 ? 4 : 2;
+  page_bytes_ = uint64_t{page_size} * sizeof(int32_t);
+  for (uint32_t d : kv_dims_) {
+    row_bytes_.push_back(d * elem);
+    page_bytes_ += 2ull * page_size * d * elem;
+    // new[] without () leaves the bytes untouched, so unused pages never become resident.
+    k_.emplace_back(new uint8_t[size_t{max_pages} * page_size * d * elem]);
+    v_.emplace_back(new uint8_t[size_t{max_pages} * page_size * d * elem]);
+  }
+  tokens_.reset(new int32_t[size_t{max_pages} * page_size]);
+}
+
+Result<uint32_t> KvPool::alloc() {
+  uint32_t id;
+  if (!free_.empty()) {
+    id = free_.back();
+    free_.pop_back();
+  } else if (refs_.size() < max_pages_) {
+    // Book-keeping grows with use, so a huge capacity costs nothing until it is used.
+    id = static_cast<uint32_t>(refs_.size());
+    refs_.push_back(0);
+    fill_.push_back(0);
+  } else {
+    return Error(ErrorCode::kOutOfMemory, "KV pool: all ", max_pages_, " pages in use");
+  }
+  refs_[id] = 1;
+  fill_[id] = 0;
+  ++in_use_;
+  return id;
+}
+
+void KvPool::ref(uint32_t id) {
+  CHIMERA_CHECK(id < refs_.size() && refs_[id] > 0, "ref of free page ", id);
+  ++refs_[id];
+}
+
+void KvPool::unref(uint32_t id) {
+  CHIMERA_CHECK(id < refs_.size() && refs_[id] > 0, "unref of free page ", id);
+  if (--refs_[id] == 0) {
+    free_.push_back(id);
+    --in_use_;
+  }
+}
+
+void KvPool::copy_rows(uint32_t src, uint32_t dst, uint32_t n_rows) {
+  CHIMERA_CHECK(n_rows <= page_size_, "copy_rows ", n_rows);
+  std::memcpy(tokens(dst), tokens(src), n_rows * sizeof(int32_t));
+  for (uint32_t l = 0; l < n_layers(); ++l) {
+    std::memcpy(k_page(l, dst), k_page(l, src), n_rows * row_bytes_[l]);
+    std::memcpy(v_page(l, dst), v_page(l, src), n_rows * row_bytes_[l]);
+  }
+}
+
+PageList::~PageList() {
+  for (uint32_t id : ids_) pool_->unref(id);
+}
+
+std::shared_ptr<PageList> PageList::clone_prefix(size_t n) const {
+  CHIMERA_CHECK(n <= ids_.size(), "clone_prefix ", n, " of ", ids_.size());
+  auto out = std::make_shared<PageList>(pool_);
+  out->ids_.assign(ids_.begin(), ids_.begin() + n);
+  for (uint32_t id : out->ids_) pool_->ref(id);
+  return out;
+}
+
+void PageList::replace(size_t i, uint32_t id) {
+  pool_->unref(ids_[i]);
+  ids_[i] = id;
+}
+
+void PageList::truncate(size_t n) {
+  while (ids_.size() > n) {
+    pool_->unref(ids_.back());
+    ids_.pop_back();
+  }
+}
+
+}  // namespace chimera

@@ -1,0 +1,97 @@
+// KV page pool: fixed-size pages of token rows, ref-counted and shared between sequences and
+// snapshots. A page id names the same token range in every attention layer; each layer keeps its
+// own storage (page layout per layer: K = [page_size][kv_dim], V likewise, contiguous).
+// Pages also hold the token ids of their rows, so a sequence's token list lives in its pages and
+// is shared exactly like its KV (this is also how pure recurrent models keep their token lists).
+//
+// Append-only sharing: rows below a holder's length are never rewritten while that holder
+// exists. `fill` is the high-water mark of rows ever written into a page; a holder of length r
+// inside the page may append in place iff fill == r (nobody else wrote row r) or it holds the
+// page alone; otherwise the partial page is copied first (copy-on-write).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/status.h"
+#include "gguf/types.h"
+
+namespace chimera {
+
+class KvPool {
+ public:
+  // kv_dims: one entry per attention layer (in model order). max_pages: capacity.
+  KvPool(std::vector<uint32_t> kv_dims, uint32_t page_size, GgmlType type, uint32_t max_pages);
+  KvPool(const KvPool&) = delete;
+  KvPool& operator=(const KvPool&) = delete;
+
+  uint32_t page_size() const { return page_size_; }
+  uint32_t max_pages() const { return max_pages_; }
+  uint32_t pages_in_use() const { return in_use_; }
+  uint32_t n_layers() const { return static_cast<uint32_t>(kv_dims_.size()); }
+  uint32_t kv_dim(uint32_t layer) const { return kv_dims_[layer]; }
+  GgmlType type() const { return type_; }
+  size_t row_bytes(uint32_t layer) const { return row_bytes_[layer]; }
+  // Bytes one page costs: K and V rows of every layer plus token ids.
+  uint64_t page_bytes() const { return page_bytes_; }
+
+  // A fresh page with refcount 1 and fill 0; kOutOfMemory when the pool is full.
+  Result<uint32_t> alloc();
+  void ref(uint32_t id);
+  void unref(uint32_t id);  // frees at zero
+  uint32_t refs(uint32_t id) const { return refs_[id]; }
+  uint32_t ids_issued() const { return static_cast<uint32_t>(refs_.size()); }
+  uint32_t fill(uint32_t id) const { return fill_[id]; }
+  void set_fill(uint32_t id, uint32_t fill) { fill_[id] = fill; }
+
+  int32_t* tokens(uint32_t id) { return tokens_.get() + size_t{id} * page_size_; }
+  const int32_t* tokens(uint32_t id) const { return tokens_.get() + size_t{id} * page_size_; }
+  uint8_t* k_page(uint32_t layer, uint32_t id) const {
+    return k_[layer].get() + size_t{id} * page_size_ * row_bytes_[layer];
+  }
+  uint8_t* v_page(uint32_t layer, uint32_t id) const {
+    return v_[layer].get() + size_t{id} * page_size_ * row_bytes_[layer];
+  }
+  // Copies rows [0, n_rows) (tokens and K/V of every layer) from page src to page dst.
+  void copy_rows(uint32_t src, uint32_t dst, uint32_t n_rows);
+
+ private:
+  std::vector<uint32_t> kv_dims_;
+  uint32_t page_size_;
+  GgmlType type_;
+  uint32_t max_pages_;
+  std::vector<size_t> row_bytes_;
+  uint64_t page_bytes_ = 0;
+  // Arenas sized for max_pages; untouched pages cost no RAM (allocated without initialising).
+  std::vector<std::unique_ptr<uint8_t[]>> k_, v_;
+  std::unique_ptr<int32_t[]> tokens_;
+  std::vector<uint32_t> refs_, fill_;
+  std::vector<uint32_t> free_;  // released page ids, reused LIFO
+  uint32_t in_use_ = 0;
+};
+
+// A sequence's page table: page i holds tokens [i*page_size, (i+1)*page_size). Owns one reference
+// on each listed page. Shared (immutable) between holders through shared_ptr; a holder that
+// changes it first clones it when shared (see mutable_pages in HybridMemory).
+class PageList {
+ public:
+  explicit PageList(KvPool* pool) : pool_(pool) {}
+  ~PageList();
+  PageList(const PageList&) = delete;
+  PageList& operator=(const PageList&) = delete;
+
+  const std::vector<uint32_t>& ids() const { return ids_; }
+  size_t size() const { return ids_.size(); }
+  // A new list with the first n pages, each referenced once more.
+  std::shared_ptr<PageList> clone_prefix(size_t n) const;
+  void push(uint32_t id) { ids_.push_back(id); }  // takes over the caller's reference
+  void replace(size_t i, uint32_t id);            // releases the old page
+  void truncate(size_t n);                        // releases pages [n, size)
+
+ private:
+  KvPool* pool_;
+  std::vector<uint32_t> ids_;
+};
+
+}  // namespace chimera
