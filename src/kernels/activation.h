@@ -49,12 +49,14 @@ void swiglu_avx2(const float* gate, const float* up, float* y, int64_t n);
 namespace chimera::ops_internal {
 
 // exp for 8 floats: Cody-Waite range reduction to r in [-ln2/2, ln2/2] and a degree-6 polynomial
-// (relative error ~2 ulp). Inputs above 88.376 are clamped (finite result), inputs below -88.376
-// give exactly 0 (so exp(-inf) = 0); NaN propagates (max/min return their second operand).
+// (relative error ~2 ulp). Inputs above 88.376 give +inf (true overflow starts at 88.72, so the
+// band in between loses its huge finite values), inputs below -88.376 give exactly 0 (so
+// exp(-inf) = 0); NaN propagates (max/min return their second operand for NaN).
 inline __m256 exp_avx2(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.3762626647949f);
   const __m256 lo = _mm256_set1_ps(-88.3762626647949f);
   const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);  // false only for x < lo (not NaN)
+  const __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);   // x > hi (not NaN): +inf
   x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
   const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -74,7 +76,8 @@ inline __m256 exp_avx2(__m256 x) {
   const __m256i bias = _mm256_set1_epi32(127);
   const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
   const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-  return _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(p, s1), s2), keep);  // exp(x < lo) = 0
+  const __m256 e = _mm256_and_ps(_mm256_mul_ps(_mm256_mul_ps(p, s1), s2), keep);  // x < lo: 0
+  return _mm256_blendv_ps(e, _mm256_set1_ps(__builtin_inff()), over);
 }
 
 inline __m256 silu_avx2_vec(__m256 x) {

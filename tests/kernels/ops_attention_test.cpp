@@ -1,0 +1,322 @@
+// Paged attention: accuracy against a double-precision softmax reference, and the exactness
+// promise: a query's output is bit-identical alone or in a batch, at any page size, in any order,
+// with other sequences' queries mixed in, and with 1 or 2 threads; for F32 and F16 KV and each ISA.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "kernels/attention.h"
+
+namespace chimera {
+namespace {
+
+constexpr double kEps32 = 1.1920929e-7;
+
+std::vector<Isa> OpIsas() {
+  std::vector<Isa> out{Isa::kScalar};
+  if (isa_supported(Isa::kAvx2)) out.push_back(Isa::kAvx2);
+  return out;
+}
+
+// One sequence's K/V for one layer, contiguous [n_tokens][n_head_kv*head_dim]. Values are
+// multiples of 2^-10 in [-1, 1], exactly representable in F16, so the reference sees exactly
+// what the pages hold whatever the KV type.
+struct SeqKv {
+  int n_tokens = 0;
+  int row = 0;
+  std::vector<float> k, v;
+};
+
+SeqKv make_seq(int n_tokens, int row, std::mt19937& rng) {
+  std::uniform_int_distribution<int> q(-1024, 1024);
+  SeqKv s{n_tokens, row, {}, {}};
+  s.k.resize(static_cast<size_t>(n_tokens) * row);
+  s.v.resize(s.k.size());
+  for (float& x : s.k) x = q(rng) / 1024.0f;
+  for (float& x : s.v) x = q(rng) / 1024.0f;
+  return s;
+}
+
+// The sequence written into pages of the given size through kv_write_token; pages are separate
+// heap blocks, listed in the table in order.
+struct PagedSeq {
+  std::vector<std::unique_ptr<uint8_t[]>> blocks;
+  std::vector<const void*> kp, vp;
+  KvPageTable table;
+};
+
+std::unique_ptr<PagedSeq> page(const SeqKv& s, const AttentionParams& p) {
+  auto out = std::make_unique<PagedSeq>();
+  const int n_pages = (s.n_tokens + p.page_size - 1) / p.page_size;
+  const int64_t bytes = kv_page_bytes(p);
+  for (int i = 0; i < n_pages; ++i) {
+    for (auto* list : {&out->kp, &out->vp}) {
+      out->blocks.emplace_back(new uint8_t[bytes]);
+      std::memset(out->blocks.back().get(), 0xFF, bytes);  // F16 NaN / F32 NaN garbage
+      list->push_back(out->blocks.back().get());
+    }
+  }
+  for (int t = 0; t < s.n_tokens; ++t)
+    EXPECT_TRUE(kv_write_token(p, &s.k[static_cast<size_t>(t) * s.row],
+                               &s.v[static_cast<size_t>(t) * s.row],
+                               const_cast<void*>(out->kp[t / p.page_size]),
+                               const_cast<void*>(out->vp[t / p.page_size]), t % p.page_size)
+                    .ok());
+  out->table = {out->kp.data(), out->vp.data(), n_pages};
+  return out;
+}
+
+// Reference in double; also returns the error bound for the float kernel (see below).
+void reference(const AttentionParams& p, const SeqKv& s, const float* q, int n_visible,
+               std::vector<double>& out, double& tol) {
+  const int rep = p.n_head / p.n_head_kv, hd = p.head_dim;
+  out.assign(static_cast<size_t>(p.n_head) * hd, 0.0);
+  double max_score_err = 0;
+  for (int h = 0; h < p.n_head; ++h) {
+    const int g = h / rep;
+    std::vector<double> sc(n_visible);
+    double mx = -INFINITY;
+    for (int j = 0; j < n_visible; ++j) {
+      double dot = 0, abs_dot = 0;
+      for (int e = 0; e < hd; ++e) {
+        const double prod = static_cast<double>(q[h * hd + e]) * s.k[j * s.row + g * hd + e];
+        dot += prod;
+        abs_dot += std::fabs(prod);
+      }
+      sc[j] = dot * p.scale;
+      mx = std::max(mx, sc[j]);
+      // float dot of hd products: |error| <= (hd+1)·eps·Σ|q·k| (standard bound), then scaled
+      max_score_err = std::max(max_score_err, (hd + 2) * kEps32 * abs_dot * p.scale);
+    }
+    double sum = 0;
+    for (double& x : sc) sum += (x = std::exp(x - mx));
+    for (int j = 0; j < n_visible; ++j)
+      for (int e = 0; e < hd; ++e) out[h * hd + e] += sc[j] / sum * s.v[j * s.row + g * hd + e];
+  }
+  // |v| <= 1. Softmax moves by at most 2·max|Δscore| per unit of |v|; the online sums add ~32
+  // terms per block plus a rescale per block, exp costs a few ulp: (36 + 3·blocks) ulp for the
+  // sum and the accumulator each. Factor 2 of margin.
+  const int blocks = (n_visible + kAttentionKeyBlock - 1) / kAttentionKeyBlock;
+  tol = 2 * (2 * max_score_err + 2 * (36 + 3 * blocks) * kEps32);
+}
+
+struct Case {
+  int n_head, n_head_kv, head_dim, n_tokens, page_size;
+  GgmlType type;
+};
+
+const Case kCases[] = {
+    {1, 1, 1, 1, 1, GgmlType::F32},     {4, 2, 13, 70, 16, GgmlType::F16},
+    {8, 2, 64, 300, 32, GgmlType::F16}, {6, 3, 80, 97, 7, GgmlType::F32},
+    {2, 1, 128, 65, 64, GgmlType::F16}, {3, 3, 5, 33, 1000, GgmlType::F32},
+    {4, 1, 9, 40, 3, GgmlType::F16},
+};
+
+AttentionParams params_for(const Case& c) {
+  AttentionParams p;
+  p.n_head = c.n_head;
+  p.n_head_kv = c.n_head_kv;
+  p.head_dim = c.head_dim;
+  p.page_size = c.page_size;
+  p.kv_type = c.type;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  return p;
+}
+
+std::vector<float> random_queries(int n, int width, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> q(static_cast<size_t>(n) * width);
+  for (float& x : q) x = u(rng);
+  return q;
+}
+
+// All causal queries of one sequence (query t sees t+1 keys) in one batch.
+std::vector<float> run_causal(const AttentionParams& p, const SeqKv& s, const std::vector<float>& q,
+                              ThreadContext* threads, Isa isa) {
+  auto paged = page(s, p);
+  const int width = p.n_head * p.head_dim;
+  std::vector<int32_t> vis(s.n_tokens), seq(s.n_tokens, 0);
+  for (int t = 0; t < s.n_tokens; ++t) vis[t] = t + 1;
+  std::vector<float> out(q.size(), -7.0f);
+  AttentionBatch b;
+  b.n_queries = s.n_tokens;
+  b.q = q.data();
+  b.q_stride = width;
+  b.n_visible = vis.data();
+  b.seq = seq.data();
+  b.seqs = &paged->table;
+  b.n_seqs = 1;
+  b.out = out.data();
+  b.out_stride = width;
+  EXPECT_TRUE(attention_paged(p, b, threads, isa).ok());
+  return out;
+}
+
+TEST(OpsAttention, MatchesReference) {
+  std::mt19937 rng(31);
+  ThreadContext two(2);
+  for (const Case& c : kCases) {
+    const AttentionParams p = params_for(c);
+    const int width = c.n_head * c.head_dim;
+    const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng);
+    const std::vector<float> q = random_queries(c.n_tokens, width, rng);
+    for (Isa isa : OpIsas()) {
+      SCOPED_TRACE(::testing::Message() << isa_name(isa) << " H " << c.n_head << "/" << c.n_head_kv
+                                        << " hd " << c.head_dim << " T " << c.n_tokens << " page "
+                                        << c.page_size << " " << type_name(c.type));
+      const std::vector<float> out = run_causal(p, s, q, &two, isa);
+      for (int t = 0; t < c.n_tokens; ++t) {
+        std::vector<double> want;
+        double tol;
+        reference(p, s, &q[static_cast<size_t>(t) * width], t + 1, want, tol);
+        for (int e = 0; e < width; ++e)
+          ASSERT_NEAR(out[static_cast<size_t>(t) * width + e], want[e], tol)
+              << "query " << t << " element " << e;
+      }
+    }
+  }
+}
+
+// The exactness promise, bitwise.
+TEST(OpsAttention, QueryOutputIsBatchPageOrderAndThreadInvariant) {
+  std::mt19937 rng(32);
+  ThreadContext one(1), two(2);
+  for (const Case& c : kCases) {
+    const int width = c.n_head * c.head_dim;
+    const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng);
+    const SeqKv other = make_seq(c.n_tokens + 5, c.n_head_kv * c.head_dim, rng);
+    const std::vector<float> q = random_queries(c.n_tokens, width, rng);
+    for (Isa isa : OpIsas()) {
+      SCOPED_TRACE(::testing::Message() << isa_name(isa) << " hd " << c.head_dim << " T "
+                                        << c.n_tokens << " " << type_name(c.type));
+      AttentionParams p = params_for(c);
+      const std::vector<float> base = run_causal(p, s, q, &one, isa);
+      const size_t bytes = base.size() * sizeof(float);
+      for (int ps : {1, 5, 32, 33, 1000}) {  // page size must not matter
+        p.page_size = ps;
+        EXPECT_EQ(0, std::memcmp(base.data(), run_causal(p, s, q, &two, isa).data(), bytes))
+            << "page size " << ps;
+      }
+      p = params_for(c);
+      // Each query alone (decode-style), from a fresh paging with another page size.
+      AttentionParams p7 = p;
+      p7.page_size = 7;
+      auto pg = page(s, p7);
+      for (int t = 0; t < c.n_tokens; ++t) {
+        std::vector<float> out(width);
+        const int32_t vis = t + 1, seq = 0;
+        AttentionBatch b{
+            1,    &q[static_cast<size_t>(t) * width], width, &vis, &seq, &pg->table, 1, out.data(),
+            width};
+        ASSERT_TRUE(attention_paged(p7, b, nullptr, isa).ok());
+        ASSERT_EQ(0, std::memcmp(out.data(), &base[static_cast<size_t>(t) * width],
+                                 width * sizeof(float)))
+            << "query " << t << " alone";
+      }
+      // Shuffled, interleaved with another sequence's queries, computed in place (out == q).
+      auto pa = page(s, p);
+      auto pb = page(other, p);
+      const KvPageTable tables[2] = {pb->table, pa->table};
+      std::vector<int> order(c.n_tokens);
+      for (int t = 0; t < c.n_tokens; ++t) order[t] = t;
+      std::shuffle(order.begin(), order.end(), rng);
+      std::vector<float> buf;
+      std::vector<int32_t> vis, seq;
+      for (int t : order) {
+        buf.insert(buf.end(), q.begin() + static_cast<size_t>(t) * width,
+                   q.begin() + static_cast<size_t>(t + 1) * width);
+        vis.push_back(t + 1);
+        seq.push_back(1);
+        buf.insert(buf.end(), q.begin(), q.begin() + width);  // a query of the other sequence
+        vis.push_back(std::min(other.n_tokens, 3 * t + 2));
+        seq.push_back(0);
+      }
+      AttentionBatch b{static_cast<int64_t>(vis.size()),
+                       buf.data(),
+                       width,
+                       vis.data(),
+                       seq.data(),
+                       tables,
+                       2,
+                       buf.data(),
+                       width};
+      ASSERT_TRUE(attention_paged(p, b, &two, isa).ok());
+      for (size_t i = 0; i < order.size(); ++i)
+        ASSERT_EQ(0, std::memcmp(&buf[2 * i * width], &base[static_cast<size_t>(order[i]) * width],
+                                 width * sizeof(float)))
+            << "query " << order[i] << " in a mixed batch";
+    }
+  }
+}
+
+// F16 pages hold round-to-nearest-even halves of the written floats.
+TEST(OpsAttention, KvWriteRoundsToNearestEvenF16) {
+  AttentionParams p;
+  p.n_head = p.n_head_kv = 1;
+  p.head_dim = 4;
+  p.page_size = 2;
+  p.kv_type = GgmlType::F16;
+  const float k[4] = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, -2.0f, 65520.0f};
+  const float v[4] = {0.5f, 0.25f, 0.0f, -0.0f};
+  uint16_t kp[8] = {}, vp[8] = {};
+  ASSERT_TRUE(kv_write_token(p, k, v, kp, vp, 1).ok());
+  EXPECT_EQ(kp[4], 0x3C00);  // halfway between 1 and 1+2^-10: to even (1.0)
+  EXPECT_EQ(kp[5], 0x3C02);  // halfway between 1+2^-10 and 1+2^-9: to even (1+2^-9)
+  EXPECT_EQ(kp[6], 0xC000);
+  EXPECT_EQ(kp[7], 0x7C00);  // 65520 rounds up past the largest half: +inf
+  EXPECT_EQ(vp[4], 0x3800);
+  EXPECT_EQ(vp[7], 0x8000);
+  EXPECT_EQ(kp[0], 0);  // slot 0 untouched
+  EXPECT_EQ(kv_write_token(p, k, v, kp, vp, 2).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(kv_write_token(p, k, v, kp, vp, -1).code(), ErrorCode::kInvalidArgument);
+}
+
+TEST(OpsAttention, BadInputIsAnErrorAndWritesNothing) {
+  std::mt19937 rng(33);
+  const Case c{4, 2, 8, 20, 8, GgmlType::F16};
+  AttentionParams p = params_for(c);
+  const SeqKv s = make_seq(c.n_tokens, 16, rng);
+  auto pg = page(s, p);
+  std::vector<float> q = random_queries(2, 32, rng);
+  std::vector<float> out(64, 5.0f);
+  int32_t vis[2] = {3, 20};
+  int32_t seq[2] = {0, 0};
+  auto run = [&](const AttentionParams& pp) {
+    AttentionBatch b{2, q.data(), 32, vis, seq, &pg->table, 1, out.data(), 32};
+    return attention_paged(pp, b, nullptr);
+  };
+  ASSERT_TRUE(run(p).ok());
+  std::fill(out.begin(), out.end(), 5.0f);
+  vis[1] = 25;  // more keys than the 3 pages of 8 hold
+  EXPECT_EQ(run(p).code(), ErrorCode::kInvalidArgument);
+  vis[1] = 0;
+  EXPECT_EQ(run(p).code(), ErrorCode::kInvalidArgument);
+  vis[1] = 20;
+  seq[1] = 1;
+  EXPECT_EQ(run(p).code(), ErrorCode::kInvalidArgument);
+  seq[1] = 0;
+  pg->kp[2] = nullptr;  // the last page, needed by the 20-key query
+  EXPECT_EQ(run(p).code(), ErrorCode::kInvalidArgument);
+  vis[1] = 16;  // now only pages 0 and 1 are read: fine
+  EXPECT_TRUE(run(p).ok());
+  std::fill(out.begin(), out.end(), 5.0f);
+  vis[1] = 20;
+  AttentionParams bad = p;
+  bad.n_head_kv = 3;
+  EXPECT_EQ(run(bad).code(), ErrorCode::kInvalidArgument);
+  bad = p;
+  bad.kv_type = GgmlType::Q8_0;
+  EXPECT_EQ(run(bad).code(), ErrorCode::kUnsupported);
+  bad = p;
+  bad.head_dim = 0;
+  EXPECT_EQ(run(bad).code(), ErrorCode::kInvalidArgument);
+  for (float v : out) EXPECT_EQ(v, 5.0f);
+}
+
+}  // namespace
+}  // namespace chimera
