@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as e:
         print(f"convert_hf_to_gguf: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # e.g. the output directory does not exist or is not writable
+        print(f"convert_hf_to_gguf: error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {args.outfile}")
     return 0
 

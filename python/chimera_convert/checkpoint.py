@@ -60,18 +60,23 @@ def _read_safetensors_header(path: Path) -> dict[str, TensorRef]:
             raise ConversionError(f"{path}: header length {n} exceeds file size {size}")
         try:
             header = json.loads(f.read(n))
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # includes JSONDecodeError and bad UTF-8
             raise ConversionError(f"{path}: safetensors header is not valid JSON: {e}") from e
     data_start = 8 + n
     refs: dict[str, TensorRef] = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = info.get("dtype")
+        try:
+            dtype = info.get("dtype")
+            shape = tuple(int(d) for d in info["shape"])
+            b, e = (int(x) for x in info["data_offsets"])
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise ConversionError(f"{path}: malformed header entry for '{name}': {err}") from err
         if dtype not in _DTYPES:
             raise ConversionError(f"{path}: tensor '{name}' has unsupported dtype {dtype}")
-        shape = tuple(int(d) for d in info["shape"])
-        b, e = (int(x) for x in info["data_offsets"])
+        if any(d < 0 for d in shape):
+            raise ConversionError(f"{path}: tensor '{name}' has a negative dimension {shape}")
         nbytes = int(np.prod(shape, dtype=np.int64)) * _DTYPES[dtype].itemsize
         if e - b != nbytes or e < b or data_start + e > size:
             raise ConversionError(
@@ -79,6 +84,14 @@ def _read_safetensors_header(path: Path) -> dict[str, TensorRef]:
                 f"or exceed the file")
         refs[name] = TensorRef(name, path, dtype, shape, data_start + b, data_start + e)
     return refs
+
+
+def _read_json(path: Path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{path}: cannot read JSON: {e}") from e
 
 
 class Checkpoint:
@@ -89,18 +102,21 @@ class Checkpoint:
         cfg_path = self.dir / "config.json"
         if not cfg_path.is_file():
             raise ConversionError(f"{self.dir}: no config.json")
-        with open(cfg_path, encoding="utf-8") as f:
-            self.config: dict = json.load(f)
+        self.config: dict = _read_json(cfg_path)
         self.tensors: dict[str, TensorRef] = {}
         index = self.dir / "model.safetensors.index.json"
         if index.is_file():
-            with open(index, encoding="utf-8") as f:
-                files = sorted(set(json.load(f)["weight_map"].values()))
+            weight_map = _read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise ConversionError(f"{index}: no 'weight_map' object")
+            files = sorted(set(weight_map.values()))
         else:
             files = sorted(p.name for p in self.dir.glob("*.safetensors"))
         if not files:
             raise ConversionError(f"{self.dir}: no *.safetensors files (PyTorch .bin is not read)")
         for fname in files:
+            if not (self.dir / fname).is_file():
+                raise ConversionError(f"{self.dir}: listed shard '{fname}' does not exist")
             for name, ref in _read_safetensors_header(self.dir / fname).items():
                 if name in self.tensors:
                     raise ConversionError(f"{self.dir}: tensor '{name}' appears in two files")

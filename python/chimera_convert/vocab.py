@@ -66,8 +66,11 @@ def make_vocab_writer(model_dir: Path, n_vocab: int, pre_override: str | None = 
     path = model_dir / "tokenizer.json"
     if not path.is_file():
         raise ConversionError(f"{model_dir}: no tokenizer.json (only byte-level BPE is supported)")
-    with open(path, encoding="utf-8") as f:
-        tok = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            tok = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{path}: cannot read JSON: {e}") from e
     model = tok.get("model") or {}
     if model.get("type") != "BPE":
         raise ConversionError(f"{path}: model type {model.get('type')!r}, expected 'BPE'")

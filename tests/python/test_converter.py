@@ -391,6 +391,8 @@ def _rewrite(ck: Path, edit):
     ("time_step_limit", "time_step_limit"),
     ("proj_bias", "mamba_proj_bias"),
     ("no_tokenizer", "no tokenizer.json"),
+    ("bad_config", "config.json: cannot read JSON"),
+    ("bad_header", "malformed header entry for 'x'"),
 ])
 def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, case, message):
     ck = copy_checkpoint(tmp_path)
@@ -410,7 +412,10 @@ def test_bad_input_fails_clearly_and_writes_nothing(tmp_path, case, message):
         cfg["mamba_proj_bias"] = True
     elif case == "no_tokenizer":
         (ck / "tokenizer.json").unlink()
-    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.write_text(json.dumps(cfg) if case != "bad_config" else "{not json")
+    if case == "bad_header":
+        h = json.dumps({"x": {"dtype": "F32", "shape": [2]}}).encode()  # no data_offsets
+        (ck / "model-extra.safetensors").write_bytes(struct.pack("<Q", len(h)) + h)
     out = tmp_path / "out.gguf"
     with pytest.raises(ConversionError) as err:
         convert(ck, out, "f16")
@@ -432,3 +437,22 @@ def test_cli_reports_errors(tmp_path, capsys):
     assert cli_main([str(FIXTURES / CI_MODEL / "hf"), "-o", str(tmp_path / "y.gguf"),
                      "--outtype", "f32"]) == 0
     assert (tmp_path / "y.gguf").stat().st_size > 0
+
+
+def test_sharded_checkpoint_converts_identically(tmp_path):
+    ck = copy_checkpoint(tmp_path)
+    tensors = load_all(ck)
+    names = sorted(tensors)
+    (ck / "model.safetensors").unlink()
+    shards = {"model-00001-of-00002.safetensors": names[::2],
+              "model-00002-of-00002.safetensors": names[1::2]}
+    for fname, part in shards.items():
+        write_safetensors(ck / fname, {n: tensors[n] for n in part})
+    index = {"weight_map": {n: f for f, part in shards.items() for n in part}}
+    (ck / "model.safetensors.index.json").write_text(json.dumps(index))
+    out = tmp_path / "sharded.gguf"
+    convert(ck, out, "f16", model_name=CI_MODEL)
+    assert out.read_bytes() == (FIXTURES / CI_MODEL / "model-f16.gguf").read_bytes()
+    (ck / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ConversionError, match="listed shard 'model-00002-of-00002.safetensors'"):
+        convert(ck, tmp_path / "x.gguf", "f16")

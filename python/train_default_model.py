@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Trains chimera's embedded default model: a small Granite 4.0-H style hybrid on the KJV Bible.
+
+    .venv/bin/pip install -r python/requirements-fixtures.txt
+    nice -n 19 .venv/bin/python python/train_default_model.py --out models
+
+Model: transformers' GraniteMoeHybridForCausalLM, dense FFN (no experts), 6 layers of which 2 are
+attention (NoPE, GQA 4/2) and 4 are Mamba2 (8 heads x 64, state 32, 1 group), width 256, Granite
+multipliers, tied embeddings; a 2048-entry byte-level BPE (tokenizers package, llama3/dbrx
+pre-tokenizer) trained on the training split. Data: the King James Bible from the Debian package
+bible-kjv-text (`bible` command), one verse per line; blocks of 200 consecutive verses are held out
+when block_index % 20 == 7 (5% of the text, spread over the whole book) for evaluation.
+
+Reproducible: one seed fixes the tokenizer, the initial weights and the batch order; one CPU
+thread (torch.set_num_threads(1), deterministic algorithms), a fixed number of steps. A wall-clock
+guard (--max-minutes) ends training early if the machine is slower than expected; the log says so.
+
+Writes to --out: train_log.txt (config, per-step loss, held-out perplexity), hf/ (the HF
+checkpoint + tokenizer; not committed), default.gguf (F16, converted with chimera's converter),
+heldout.txt (the held-out text, for `chimera perplexity`).
+
+Held-out perplexity follows llama.cpp's llama-perplexity: the tokenized text is cut into
+non-overlapping windows of n_ctx tokens; each window is evaluated from an empty state and only the
+second half of its tokens (positions n_ctx/2 .. n_ctx-1) is scored; ppl = exp(mean NLL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "python"))
+
+from chimera_convert.vocab import LLAMA3_REGEX  # noqa: E402
+
+SPECIAL_TOKENS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|pad|>"]
+VOCAB = 2048
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|start_of_role|>' + message['role'] + '<|end_of_role|>' + message['content'] "
+    "+ '<|end_of_text|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_of_role|>assistant<|end_of_role|>' }}{%- endif %}")
+
+MODEL_CONFIG = dict(
+    vocab_size=VOCAB, hidden_size=256, num_hidden_layers=6,
+    layer_types=["mamba", "mamba", "attention", "mamba", "mamba", "attention"],
+    num_attention_heads=4, num_key_value_heads=2, intermediate_size=512,
+    shared_intermediate_size=512, num_local_experts=0, num_experts_per_tok=0,
+    mamba_n_heads=8, mamba_d_head=64, mamba_d_state=32, mamba_n_groups=1, mamba_d_conv=4,
+    mamba_expand=2, mamba_chunk_size=64, rms_norm_eps=1e-5, max_position_embeddings=4096,
+    position_embedding_type="nope", embedding_multiplier=12.0, residual_multiplier=0.25,
+    attention_multiplier=1 / 64, logits_scaling=1.0, tie_word_embeddings=True,
+    initializer_range=0.02, bos_token_id=0, eos_token_id=0, pad_token_id=3)
+
+
+def kjv_split() -> tuple[list[str], list[str]]:
+    out = subprocess.run(["bible", "-l1000", "gen1:1-rev22:21"], check=True,
+                         capture_output=True, text=True).stdout
+    verses = []
+    for line in out.splitlines():
+        parts = line.strip().split(" ", 1)
+        if len(parts) == 2 and parts[0].isdigit():
+            verses.append(parts[1])
+    train, held = [], []
+    for i in range(0, len(verses), 200):
+        (held if (i // 200) % 20 == 7 else train).extend(verses[i:i + 200])
+    return train, held
+
+
+def train_tokenizer(lines: list[str]):
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(lines, trainer=trainer)
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL_TOKENS[0],
+                                     eos_token=SPECIAL_TOKENS[0], pad_token=SPECIAL_TOKENS[3])
+    hf_tok.chat_template = CHAT_TEMPLATE
+    return hf_tok
+
+
+def save_tokenizer(hf_tok, directory: Path) -> None:
+    hf_tok.save_pretrained(directory)
+    cfg_path = directory / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["add_bos_token"] = False
+    cfg["add_eos_token"] = False
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+
+
+def encode(hf_tok, lines: list[str]) -> list[int]:
+    ids: list[int] = []
+    for chunk in range(0, len(lines), 2000):
+        text = "".join(line + "\n" for line in lines[chunk:chunk + 2000])
+        ids += hf_tok(text, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+def perplexity(model, ids, n_ctx: int) -> tuple[float, int, int]:
+    """llama-perplexity's definition; returns (ppl, scored tokens, windows)."""
+    import torch
+
+    nll, count, windows = 0.0, 0, 0
+    first = n_ctx // 2
+    with torch.no_grad():
+        for start in range(0, len(ids) - n_ctx + 1, n_ctx):
+            x = torch.tensor([ids[start:start + n_ctx]])
+            logits = model(input_ids=x, use_cache=False).logits[0].double()
+            logp = torch.log_softmax(logits[first - 1:n_ctx - 1], dim=-1)
+            tgt = x[0, first:n_ctx]
+            nll -= float(logp.gather(1, tgt[:, None]).sum())
+            count += n_ctx - first
+            windows += 1
+    return math.exp(nll / count), count, windows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="train the default model")
+    ap.add_argument("--out", default=str(REPO / "models"))
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--max-minutes", type=float, default=75.0)
+    ap.add_argument("--ppl-ctx", type=int, default=256)
+    ap.add_argument("--bench", type=int, default=0, help="only time this many steps")
+    args = ap.parse_args()
+
+    import numpy as np
+    import torch
+    import transformers
+    from transformers import GraniteMoeHybridConfig, GraniteMoeHybridForCausalLM
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    hf_dir = REPO / "build-default-model" / "hf"
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    log_lines: list[str] = []
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        log_lines.append(msg)
+
+    train_lines, held_lines = kjv_split()
+    hf_tok = train_tokenizer(train_lines)
+    train_ids = np.array(encode(hf_tok, train_lines), dtype=np.int64)
+    held_ids = encode(hf_tok, held_lines)
+    log(f"# chimera default model, trained by python/train_default_model.py")
+    log(f"seed {args.seed}, torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"1 CPU thread")
+    log(f"data: KJV (bible-kjv-text), {len(train_lines)} train verses = {len(train_ids)} tokens, "
+        f"{len(held_lines)} held-out verses = {len(held_ids)} tokens; BPE vocab {VOCAB}")
+
+    config = GraniteMoeHybridConfig(**MODEL_CONFIG)
+    config.architectures = ["GraniteMoeHybridForCausalLM"]
+    model = GraniteMoeHybridForCausalLM(config).float()
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {json.dumps(MODEL_CONFIG)}")
+    log(f"parameters: {n_params}")
+    log(f"training: steps {args.steps}, batch {args.batch} x {args.seq} tokens, AdamW lr "
+        f"{args.lr} (warmup 30, cosine to 10%), wd 0.1, grad clip 1.0")
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95))
+    gen = np.random.default_rng(args.seed)
+    steps = args.bench or args.steps
+    t0 = time.time()
+    model.train()
+    done = 0
+    for step in range(steps):
+        lr_scale = min(1.0, (step + 1) / 30) * (
+            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, args.steps))))
+        for g in opt.param_groups:
+            g["lr"] = args.lr * lr_scale
+        starts = gen.integers(0, len(train_ids) - args.seq - 1, size=args.batch)
+        x = torch.from_numpy(np.stack([train_ids[s:s + args.seq + 1] for s in starts]))
+        logits = model(input_ids=x[:, :-1], use_cache=False).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        done = step + 1
+        elapsed = time.time() - t0
+        if step % 10 == 0 or step == steps - 1:
+            log(f"step {step:4d}  loss {loss.item():.4f}  lr {args.lr * lr_scale:.2e}  "
+                f"{elapsed:7.1f}s")
+        if elapsed > args.max_minutes * 60:
+            log(f"stopped by the wall-clock guard after {done} of {steps} steps")
+            break
+    if args.bench:
+        print(f"{(time.time() - t0) / done:.2f} s/step")
+        return 0
+
+    model.eval()
+    ppl, n_scored, n_windows = perplexity(model, held_ids, args.ppl_ctx)
+    log(f"held-out perplexity (llama-perplexity definition, n_ctx {args.ppl_ctx}, "
+        f"{n_windows} windows, {n_scored} scored tokens): {ppl:.4f}")
+    prompt = hf_tok("And God said", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        g = model.generate(torch.tensor([prompt]), max_new_tokens=48, do_sample=False,
+                           use_cache=True, eos_token_id=None, pad_token_id=3)
+    log("greedy sample: " + json.dumps(hf_tok.decode(g[0].tolist())))
+
+    model.save_pretrained(hf_dir)
+    save_tokenizer(hf_tok, hf_dir)
+    (out / "heldout.txt").write_text("".join(line + "\n" for line in held_lines))
+    from convert_hf_to_gguf import convert
+    convert(hf_dir, out / "default.gguf", "f16", model_name="chimera-default-kjv")
+    log(f"wrote {out / 'default.gguf'} ({(out / 'default.gguf').stat().st_size} bytes, F16)")
+    (out / "train_log.txt").write_text("\n".join(log_lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
