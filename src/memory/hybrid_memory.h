@@ -135,6 +135,8 @@ class HybridMemory {
   bool has_attention() const { return !attn_index_.empty(); }
   bool has_recurrent() const { return has_recurrent_; }
   uint32_t page_size() const { return cfg_.page_size; }
+  // Ubatch size for the next begin_batch() (plans never change results, so this is free to tune).
+  void set_max_ubatch_tokens(uint32_t n) { cfg_.max_ubatch_tokens = n > 0 ? n : 1; }
 
   // ---- batches: transactional ----
   // Validates, plans ragged ubatches, reserves every page and state slot for the whole batch
