@@ -1,0 +1,313 @@
+// Mamba2 conv and scan: accuracy against double-precision references of spec 3.4, and the core
+// exactness promise for recurrent layers: T tokens at once == one by one carrying state == any
+// chunking, with 1 or 2 threads, bitwise for outputs and states; for each ISA.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/ssm.h"
+
+namespace chimera {
+namespace {
+
+constexpr double kEps32 = 1.1920929e-7;
+
+std::vector<Isa> OpIsas() {
+  std::vector<Isa> out{Isa::kScalar};
+  if (isa_supported(Isa::kAvx2)) out.push_back(Isa::kAvx2);
+  return out;
+}
+
+std::vector<float> rand_vec(size_t n, float lo, float hi, std::mt19937& rng) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+// ---------------------------------------------------------------- conv
+
+struct ConvData {
+  int T, C, K;
+  int64_t x_stride;
+  std::vector<float> x, w, bias, state;
+};
+
+ConvData make_conv(int T, int C, int K, bool with_bias, std::mt19937& rng) {
+  ConvData d{T, C, K, C + 3, {}, {}, {}, {}};
+  d.x = rand_vec(static_cast<size_t>(T) * d.x_stride, -2, 2, rng);
+  d.w = rand_vec(static_cast<size_t>(C) * K, -1, 1, rng);
+  if (with_bias) d.bias = rand_vec(C, -0.5f, 0.5f, rng);
+  d.state = rand_vec(static_cast<size_t>(C) * (K - 1), -2, 2, rng);
+  return d;
+}
+
+// Runs tokens [t0, t0+n) of d against `state`, writing out rows [t0, t0+n) (stride C).
+void conv_run(const ConvData& d, int t0, int n, std::vector<float>& state, std::vector<float>& out,
+              ThreadContext* threads, Isa isa) {
+  SsmConvArgs a;
+  a.n_tokens = n;
+  a.n_channels = d.C;
+  a.kernel_size = d.K;
+  a.x = d.x.data() + static_cast<int64_t>(t0) * d.x_stride;
+  a.x_stride = d.x_stride;
+  a.weight = d.w.data();
+  a.bias = d.bias.empty() ? nullptr : d.bias.data();
+  a.conv_state = state.data();
+  a.out = out.data() + static_cast<int64_t>(t0) * d.C;
+  a.out_stride = d.C;
+  ASSERT_TRUE(ssm_conv(a, threads, isa).ok());
+}
+
+TEST(OpsSsmConv, MatchesReference) {
+  std::mt19937 rng(41);
+  ThreadContext two(2);
+  for (int K : {1, 2, 4, 5}) {
+    for (int C : {1, 5, 8, 13, 37}) {
+      for (int T : {1, 2, 9}) {
+        const ConvData d = make_conv(T, C, K, C % 2 == 1, rng);
+        for (Isa isa : OpIsas()) {
+          SCOPED_TRACE(::testing::Message()
+                       << isa_name(isa) << " K " << K << " C " << C << " T " << T);
+          std::vector<float> state = d.state, out(static_cast<size_t>(T) * C);
+          conv_run(d, 0, T, state, out, &two, isa);
+          for (int c = 0; c < C; ++c) {
+            auto X = [&](int i) -> double {
+              return i < K - 1 ? d.state[c * (K - 1) + i] : d.x[(i - (K - 1)) * d.x_stride + c];
+            };
+            for (int t = 0; t < T; ++t) {
+              double v = d.bias.empty() ? 0.0 : d.bias[c], mag = std::fabs(v);
+              for (int k = 0; k < K; ++k) {
+                v += static_cast<double>(d.w[c * K + k]) * X(t + k);
+                mag += std::fabs(d.w[c * K + k] * X(t + k));
+              }
+              const double want = v / (1 + std::exp(-v));
+              // float sum of K products + bias: (K+2)·eps·Σ|terms|, SiLU's slope <= 1.1, plus the
+              // SiLU budget of 16 ulp (activation test).
+              const double tol =
+                  1.1 * (K + 2) * kEps32 * mag + 16 * kEps32 * std::fabs(want) + 1e-30;
+              ASSERT_NEAR(out[t * C + c], want, tol) << "c " << c << " t " << t;
+            }
+            for (int i = 0; i < K - 1; ++i)  // new state = last K-1 raw inputs, exact copies
+              ASSERT_EQ(state[c * (K - 1) + i], static_cast<float>(X(T + i)))
+                  << "state " << c << "," << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(OpsSsmConv, ChunkingAndThreadsAreBitwiseInvariant) {
+  std::mt19937 rng(42);
+  ThreadContext two(2);
+  for (int K : {1, 3, 4}) {
+    for (int C : {1, 13, 40, 100}) {
+      const int T = 23;
+      const ConvData d = make_conv(T, C, K, true, rng);
+      for (Isa isa : OpIsas()) {
+        SCOPED_TRACE(::testing::Message() << isa_name(isa) << " K " << K << " C " << C);
+        const size_t ob = static_cast<size_t>(T) * C * sizeof(float);
+        std::vector<float> s_all = d.state, o_all(static_cast<size_t>(T) * C);
+        conv_run(d, 0, T, s_all, o_all, nullptr, isa);
+        std::vector<float> s_one = d.state, o_one(o_all.size());
+        for (int t = 0; t < T; ++t) conv_run(d, t, 1, s_one, o_one, &two, isa);
+        EXPECT_EQ(0, std::memcmp(o_all.data(), o_one.data(), ob)) << "one by one";
+        EXPECT_EQ(0, std::memcmp(s_all.data(), s_one.data(), s_all.size() * sizeof(float)));
+        std::vector<float> s_ch = d.state, o_ch(o_all.size());
+        int t0 = 0, i = 0;
+        for (int len : {2, 5, 1, 7, 3, 5}) {
+          conv_run(d, t0, len, s_ch, o_ch, i++ % 2 ? &two : nullptr, isa);
+          t0 += len;
+        }
+        ASSERT_EQ(t0, T);
+        EXPECT_EQ(0, std::memcmp(o_all.data(), o_ch.data(), ob)) << "chunks";
+        EXPECT_EQ(0, std::memcmp(s_all.data(), s_ch.data(), s_all.size() * sizeof(float)));
+      }
+    }
+  }
+}
+
+TEST(OpsSsmConv, RejectsBadArgs) {
+  std::vector<float> x(8), w(8), st(8), out(8);
+  SsmConvArgs a{2, 4, 2, x.data(), 4, w.data(), nullptr, st.data(), out.data(), 4};
+  EXPECT_TRUE(ssm_conv(a, nullptr).ok());
+  SsmConvArgs b = a;
+  b.kernel_size = kSsmMaxConvKernel + 1;
+  EXPECT_EQ(ssm_conv(b, nullptr).code(), ErrorCode::kUnsupported);
+  b = a;
+  b.x_stride = 3;
+  EXPECT_EQ(ssm_conv(b, nullptr).code(), ErrorCode::kInvalidArgument);
+  b = a;
+  b.conv_state = nullptr;
+  EXPECT_EQ(ssm_conv(b, nullptr).code(), ErrorCode::kInvalidArgument);
+}
+
+// ---------------------------------------------------------------- scan
+
+struct ScanData {
+  int T, H, P, G, N;
+  int64_t x_stride, dt_stride, bc_stride;
+  std::vector<float> x, dt, dt_bias, A, B, C, D, state;
+};
+
+ScanData make_scan(int T, int H, int P, int G, int N, std::mt19937& rng) {
+  ScanData d{T, H, P, G, N, H * P + 2, H + 1, 2 * G * N + 5, {}, {}, {}, {}, {}, {}, {}, {}};
+  d.x = rand_vec(static_cast<size_t>(T) * d.x_stride, -2, 2, rng);
+  d.dt = rand_vec(static_cast<size_t>(T) * d.dt_stride, -6, 2, rng);
+  d.dt_bias = rand_vec(H, -1, 1, rng);
+  d.dt_bias[0] = 25.0f;  // head 0 takes softplus's x > 20 shortcut
+  d.A = rand_vec(H, -8, -0.05f, rng);
+  d.B = rand_vec(static_cast<size_t>(T) * d.bc_stride, -1, 1, rng);  // C lives at B + G*N
+  d.D = rand_vec(H, -1, 1, rng);
+  d.state = rand_vec(static_cast<size_t>(H) * P * N, -1, 1, rng);
+  return d;
+}
+
+SsmScanArgs scan_args(const ScanData& d, int t0, int n, float* y, int64_t y_stride,
+                      std::vector<float>& state) {
+  SsmScanArgs a;
+  a.n_tokens = n;
+  a.n_head = d.H;
+  a.head_dim = d.P;
+  a.n_group = d.G;
+  a.state_size = d.N;
+  a.x = d.x.data() + t0 * d.x_stride;
+  a.x_stride = d.x_stride;
+  a.dt = d.dt.data() + t0 * d.dt_stride;
+  a.dt_stride = d.dt_stride;
+  a.dt_bias = d.dt_bias.data();
+  a.A = d.A.data();
+  a.B = d.B.data() + t0 * d.bc_stride;
+  a.B_stride = d.bc_stride;
+  a.C = d.B.data() + t0 * d.bc_stride + d.G * d.N;
+  a.C_stride = d.bc_stride;
+  a.D = d.D.data();
+  a.y = y + t0 * y_stride;
+  a.y_stride = y_stride;
+  a.state = state.data();
+  return a;
+}
+
+struct ScanShape {
+  int H, P, G, N;
+};
+const ScanShape kScanShapes[] = {
+    {6, 5, 2, 13}, {4, 1, 4, 1}, {8, 16, 1, 128}, {3, 7, 1, 8}, {6, 3, 3, 20}};
+
+TEST(OpsSsmScan, MatchesReference) {
+  std::mt19937 rng(43);
+  ThreadContext two(2);
+  for (const ScanShape& s : kScanShapes) {
+    const int T = 30;
+    const ScanData d = make_scan(T, s.H, s.P, s.G, s.N, rng);
+    // Reference in double, with |.|-propagated magnitudes for the error bound.
+    std::vector<double> S(d.state.begin(), d.state.end()), Sabs(S.size());
+    for (size_t i = 0; i < S.size(); ++i) Sabs[i] = std::fabs(S[i]);
+    std::vector<double> want(static_cast<size_t>(T) * s.H * s.P), mag(want.size());
+    for (int t = 0; t < T; ++t) {
+      for (int h = 0; h < s.H; ++h) {
+        const int g = h / (s.H / s.G);
+        const double raw = static_cast<double>(d.dt[t * d.dt_stride + h]) + d.dt_bias[h];
+        const double delta = raw > 20 ? raw : std::log1p(std::exp(raw));
+        const double dA = std::exp(delta * d.A[h]);
+        for (int p = 0; p < s.P; ++p) {
+          const double xv = d.x[t * d.x_stride + h * s.P + p];
+          double y = 0, m = 0;
+          for (int n = 0; n < s.N; ++n) {
+            const size_t i = (static_cast<size_t>(h) * s.P + p) * s.N + n;
+            const double b = d.B[t * d.bc_stride + g * s.N + n];
+            const double c = d.B[t * d.bc_stride + s.G * s.N + g * s.N + n];
+            S[i] = S[i] * dA + b * xv * delta;
+            Sabs[i] = Sabs[i] * dA + std::fabs(b * xv * delta);
+            y += S[i] * c;
+            m += Sabs[i] * std::fabs(c);
+          }
+          want[(t * s.H + h) * s.P + p] = y + d.D[h] * xv;
+          mag[(t * s.H + h) * s.P + p] = m + std::fabs(d.D[h] * xv);
+        }
+      }
+    }
+    for (Isa isa : OpIsas()) {
+      SCOPED_TRACE(::testing::Message() << isa_name(isa) << " H " << s.H << " P " << s.P << " G "
+                                        << s.G << " N " << s.N);
+      std::vector<float> state = d.state, y(want.size());
+      ASSERT_TRUE(ssm_scan(scan_args(d, 0, T, y.data(), s.H * s.P, state), &two, isa).ok());
+      // Per step the carried state picks up ~3 ulp (dA from softplus/exp in float, the multiply
+      // and the add); after t steps at most ~3t ulp of the magnitude bound Sabs; the output sum
+      // adds N ulp. Factor 2 of margin: 2·(4T + N + 8)·eps·magnitude.
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(y[i], want[i], 2 * (4 * T + s.N + 8) * kEps32 * mag[i] + 1e-30) << "i " << i;
+      for (size_t i = 0; i < S.size(); ++i)
+        ASSERT_NEAR(state[i], S[i], 2 * (4 * T + 8) * kEps32 * Sabs[i] + 1e-30) << "state " << i;
+    }
+  }
+}
+
+TEST(OpsSsmScan, ChunkingThreadsAndInPlaceAreBitwiseInvariant) {
+  std::mt19937 rng(44);
+  ThreadContext two(2);
+  for (const ScanShape& s : kScanShapes) {
+    const int T = 26, HP = s.H * s.P;
+    const ScanData d = make_scan(T, s.H, s.P, s.G, s.N, rng);
+    for (Isa isa : OpIsas()) {
+      SCOPED_TRACE(::testing::Message() << isa_name(isa) << " H " << s.H << " N " << s.N);
+      const size_t yb = static_cast<size_t>(T) * HP * sizeof(float);
+      const size_t sb = d.state.size() * sizeof(float);
+      std::vector<float> s_all = d.state, y_all(static_cast<size_t>(T) * HP);
+      ASSERT_TRUE(ssm_scan(scan_args(d, 0, T, y_all.data(), HP, s_all), nullptr, isa).ok());
+      std::vector<float> s_one = d.state, y_one(y_all.size());
+      for (int t = 0; t < T; ++t)
+        ASSERT_TRUE(ssm_scan(scan_args(d, t, 1, y_one.data(), HP, s_one), &two, isa).ok());
+      EXPECT_EQ(0, std::memcmp(y_all.data(), y_one.data(), yb)) << "one by one";
+      EXPECT_EQ(0, std::memcmp(s_all.data(), s_one.data(), sb));
+      std::vector<float> s_ch = d.state, y_ch(y_all.size());
+      int t0 = 0, i = 0;
+      for (int len : {4, 1, 9, 2, 10}) {
+        ASSERT_TRUE(
+            ssm_scan(scan_args(d, t0, len, y_ch.data(), HP, s_ch), i++ % 2 ? &two : nullptr, isa)
+                .ok());
+        t0 += len;
+      }
+      ASSERT_EQ(t0, T);
+      EXPECT_EQ(0, std::memcmp(y_all.data(), y_ch.data(), yb)) << "chunks";
+      EXPECT_EQ(0, std::memcmp(s_all.data(), s_ch.data(), sb));
+      // y written over x (same stride): compare row by row.
+      ScanData dx = d;
+      std::vector<float> s_ip = d.state;
+      SsmScanArgs a = scan_args(dx, 0, T, dx.x.data(), dx.x_stride, s_ip);
+      ASSERT_TRUE(ssm_scan(a, &two, isa).ok());
+      for (int t = 0; t < T; ++t)
+        ASSERT_EQ(0, std::memcmp(&dx.x[t * dx.x_stride], &y_all[static_cast<size_t>(t) * HP],
+                                 HP * sizeof(float)))
+            << "in place, token " << t;
+    }
+  }
+}
+
+TEST(OpsSsmScan, RejectsBadArgs) {
+  std::mt19937 rng(45);
+  const ScanData d = make_scan(2, 4, 2, 2, 4, rng);
+  std::vector<float> state = d.state, y(16, 9.0f);
+  SsmScanArgs a = scan_args(d, 0, 2, y.data(), 8, state);
+  SsmScanArgs b = a;
+  b.n_group = 3;
+  EXPECT_EQ(ssm_scan(b, nullptr).code(), ErrorCode::kInvalidArgument);
+  b = a;
+  b.B_stride = 7;
+  EXPECT_EQ(ssm_scan(b, nullptr).code(), ErrorCode::kInvalidArgument);
+  b = a;
+  b.state_size = 0;
+  EXPECT_EQ(ssm_scan(b, nullptr).code(), ErrorCode::kInvalidArgument);
+  b = a;
+  b.A = nullptr;
+  EXPECT_EQ(ssm_scan(b, nullptr).code(), ErrorCode::kInvalidArgument);
+  for (float v : y) EXPECT_EQ(v, 9.0f);
+  EXPECT_EQ(0, std::memcmp(state.data(), d.state.data(), state.size() * sizeof(float)));
+}
+
+}  // namespace
+}  // namespace chimera
