@@ -1,0 +1,435 @@
+// Unit tests of the hybrid memory: page sharing and copy-on-write, state sharing, snapshot
+// policy/budget/eviction, transactions, batch validation and planning, save/load, accounting.
+// Expected states come from the fake model (fake_model.h), which derives them from token lists.
+#include <gtest/gtest.h>
+
+#include "fake_model.h"
+
+namespace chimera {
+namespace {
+
+MemoryConfig small_hybrid(uint32_t page_size = 4) {
+  MemoryConfig c;
+  c.layers = {{LayerKind::kAttention, 8, 0, 0}, {LayerKind::kRecurrent, 0, 6, 10}};
+  c.n_vocab = 100;
+  c.max_seqs = 8;
+  c.page_size = page_size;
+  c.kv_type = GgmlType::F16;
+  c.budget_bytes = 1 << 20;
+  c.snapshot_budget_bytes = 1 << 20;
+  c.snapshot_interval = 0;
+  c.snapshot_prompt_end = false;
+  c.snapshot_prompt_start = false;
+  return c;
+}
+
+std::unique_ptr<HybridMemory> make(const MemoryConfig& c) {
+  auto m = HybridMemory::create(c);
+  EXPECT_TRUE(m.ok()) << m.status().ToString();
+  return std::move(m).value();
+}
+
+// Decodes `toks` into seq (as one batch) with the fake model; returns the status.
+Status decode(HybridMemory& m, int32_t seq, const std::vector<int32_t>& toks) {
+  Batch b;
+  for (size_t i = 0; i < toks.size(); ++i)
+    b.add(toks[i], static_cast<int32_t>(m.next_pos(seq) + i), seq);
+  auto plan = m.begin_batch(b);
+  if (!plan.ok()) return plan.status();
+  std::string why;
+  if (!fake::run_batch(m, b, **plan, nullptr, &why)) return Error(ErrorCode::kInternal, why);
+  return m.commit();
+}
+
+void expect_seq(const HybridMemory& m, int32_t seq, const std::vector<int32_t>& toks,
+                int64_t base = 0) {
+  EXPECT_EQ(fake::check_seq(m, seq, toks, base), "");
+}
+
+std::vector<int32_t> iota(int n, int from = 1) {
+  std::vector<int32_t> v(n);
+  for (int i = 0; i < n; ++i) v[i] = (from + i) % 100;
+  return v;
+}
+
+TEST(KvPages, SeqCpSharesPagesAndSlot) {
+  auto m = make(small_hybrid());
+  ASSERT_TRUE(decode(*m, 0, iota(6)).ok());
+  const MemoryUsage before = m->usage();
+  EXPECT_EQ(before.pages_in_use, 2u);
+  ASSERT_TRUE(m->seq_cp(0, 1).ok());
+  const MemoryUsage after = m->usage();
+  EXPECT_EQ(after.pages_in_use, before.pages_in_use);  // nothing copied
+  EXPECT_EQ(after.slots_in_use, before.slots_in_use);
+  EXPECT_EQ(after.seqs.size(), 2u);
+  EXPECT_EQ(after.seqs[1].kv_shared_bytes, after.seqs[1].kv_bytes);
+  expect_seq(*m, 1, iota(6));
+}
+
+TEST(KvPages, PartialPageCopyOnWrite) {
+  auto m = make(small_hybrid());
+  ASSERT_TRUE(decode(*m, 0, iota(6)).ok());  // pages: [0..3], [4,5 | partial]
+  ASSERT_TRUE(m->seq_cp(0, 1).ok());
+  // The first writer appends in place (nobody wrote row 2 of the shared partial page).
+  ASSERT_TRUE(decode(*m, 1, {50}).ok());
+  EXPECT_EQ(m->usage().pages_in_use, 2u);
+  // The second writer must copy the partial page, keeping seq 1's row 2 intact.
+  ASSERT_TRUE(decode(*m, 0, {60, 61}).ok());
+  EXPECT_EQ(m->usage().pages_in_use, 3u);
+  std::vector<int32_t> a = iota(6), b = iota(6);
+  a.insert(a.end(), {60, 61});
+  b.push_back(50);
+  expect_seq(*m, 0, a);
+  expect_seq(*m, 1, b);
+  // Full pages stay shared.
+  EXPECT_EQ(m->usage().seqs[0].kv_shared_bytes, m->usage().seqs[0].kv_bytes / 2);
+}
+
+TEST(KvPages, SharedPartialPageBothAppendInOneBatch) {
+  auto m = make(small_hybrid());
+  ASSERT_TRUE(decode(*m, 0, iota(5)).ok());
+  ASSERT_TRUE(m->seq_cp(0, 1).ok());
+  Batch b;
+  b.add(70, 5, 0);
+  b.add(80, 5, 1);
+  b.add(71, 6, 0);
+  auto plan = m->begin_batch(b);
+  ASSERT_TRUE(plan.ok());
+  std::string why;
+  ASSERT_TRUE(fake::run_batch(*m, b, **plan, nullptr, &why)) << why;
+  ASSERT_TRUE(m->commit().ok());
+  std::vector<int32_t> a = iota(5), c = iota(5);
+  a.insert(a.end(), {70, 71});
+  c.push_back(80);
+  expect_seq(*m, 0, a);
+  expect_seq(*m, 1, c);
+}
+
+TEST(KvPages, TruncatedExclusivePageIsReused) {
+  auto m = make(small_hybrid());
+  ASSERT_TRUE(decode(*m, 0, iota(7)).ok());
+  auto rep = m->seq_rm(0, 5, -1);  // no snapshots: restore to 0 and replay 5 tokens
+  ASSERT_TRUE(rep.ok());
+  EXPECT_EQ(rep->tokens, iota(5));
+  EXPECT_EQ(m->n_tokens(0), 0u);
+  EXPECT_EQ(m->pos_max(0), -1);
+  ASSERT_TRUE(decode(*m, 0, rep->tokens).ok());
+  ASSERT_TRUE(decode(*m, 0, {9, 9}).ok());
+  std::vector<int32_t> want = iota(5);
+  want.insert(want.end(), {9, 9});
+  expect_seq(*m, 0, want);
+  EXPECT_EQ(m->usage().pages_in_use, 2u);
+}
+
+TEST(States, FirstWriteAfterShareGetsItsOwnSlot) {
+  auto m = make(small_hybrid());
+  ASSERT_TRUE(decode(*m, 0, iota(3)).ok());
+  ASSERT_TRUE(m->seq_cp(0, 1).ok());
+  const uint32_t slots = m->usage().slots_in_use;  // zero state + shared live slot
+  ASSERT_TRUE(decode(*m, 1, {42}).ok());
+  EXPECT_EQ(m->usage().slots_in_use, slots + 1);
+  expect_seq(*m, 0, iota(3));
+  std::vector<int32_t> b = iota(3);
+  b.push_back(42);
+  expect_seq(*m, 1, b);
+}
+
+TEST(Snapshots, IntervalAndPromptPolicyInsideOneBatch) {
+  MemoryConfig c = small_hybrid();
+  c.snapshot_interval = 16;
+  c.snapshot_prompt_end = true;
+  c.snapshot_prompt_start = true;
+  auto m = make(c);
+  m->set_max_ubatch_tokens(7);  // runs are cut at 7, 14, 16, ... and the plan must not matter
+  ASSERT_TRUE(decode(*m, 0, iota(40)).ok());
+  std::vector<uint32_t> at;
+  for (auto [id, n] : m->snapshots_of(0)) at.push_back(n);
+  EXPECT_EQ(at, (std::vector<uint32_t>{16, 32, 40}));
+  ASSERT_TRUE(decode(*m, 0, iota(5, 7)).ok());  // prompt start at 40 exists already; end at 45
+  at.clear();
+  for (auto [id, n] : m->snapshots_of(0)) at.push_back(n);
+  EXPECT_EQ(at, (std::vector<uint32_t>{16, 32, 40, 45}));
+  std::vector<int32_t> all = iota(40), more = iota(5, 7);
+  all.insert(all.end(), more.begin(), more.end());
+  expect_seq(*m, 0, all);
+  // Tail removal restores the newest snapshot at or before the cut: a bounded replay.
+  auto rep = m->seq_rm(0, 38, -1);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_EQ(m->n_tokens(0), 32u);
+  EXPECT_EQ(rep->pos0, 32);
+  EXPECT_EQ(rep->tokens, std::vector<int32_t>(all.begin() + 32, all.begin() + 38));
+  const RestorePoints rp = m->restorable(0);
+  EXPECT_FALSE(rp.any);
+  EXPECT_EQ(rp.counts, (std::vector<uint32_t>{0, 16, 32}));
+}
+
+TEST(Snapshots, BudgetEvictsOldestAutomaticKeepsExplicit) {
+  MemoryConfig c = small_hybrid();
+  c.layers = {{LayerKind::kRecurrent, 0, 6, 10}};  // 64-byte state
+  c.snapshot_interval = 2;
+  c.snapshot_budget_bytes = 3 * 64 + 3 * 4 * 4;  // about 3 states plus their token pages
+  auto m = make(c);
+  ASSERT_TRUE(decode(*m, 0, {1, 2}).ok());
+  auto pinned = m->snapshot(0);
+  ASSERT_TRUE(pinned.ok());
+  std::vector<int32_t> toks = {1, 2};
+  for (int i = 0; i < 20; ++i) {
+    toks.push_back(i % 100);
+    ASSERT_TRUE(decode(*m, 0, {i % 100}).ok());
+    EXPECT_LE(m->usage().snapshot_bytes, c.snapshot_budget_bytes);
+  }
+  std::vector<uint32_t> at;
+  for (auto [id, n] : m->snapshots_of(0)) at.push_back(n);
+  ASSERT_GE(at.size(), 2u);
+  EXPECT_EQ(at.front(), 2u);  // the explicit one survives
+  EXPECT_EQ(at.back(), 22u);  // the newest automatic ones survive
+  expect_seq(*m, 0, toks);
+  ASSERT_TRUE(m->restore(1, *pinned).ok());
+  expect_seq(*m, 1, {1, 2});
+  ASSERT_TRUE(m->release(*pinned).ok());
+  // Still on seq 0's path, so it lives on as an automatic snapshot; the handle is gone.
+  EXPECT_EQ(m->release(*pinned).code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(m->release(987654).code(), ErrorCode::kNotFound);
+}
+
+TEST(Transactions, OutOfBudgetChangesNothing) {
+  MemoryConfig c = small_hybrid();
+  c.budget_bytes = 4096;
+  auto m = make(c);
+  ASSERT_TRUE(decode(*m, 0, iota(8)).ok());
+  const uint64_t fp = m->fingerprint();
+  std::vector<int32_t> big(1000, 7);
+  Status st = decode(*m, 1, big);
+  EXPECT_EQ(st.code(), ErrorCode::kOutOfMemory) << st.ToString();
+  EXPECT_NE(st.message().find("budget"), std::string::npos) << st.message();
+  EXPECT_EQ(m->fingerprint(), fp);
+  EXPECT_FALSE(m->in_batch());
+}
+
+TEST(Transactions, AbortAndInjectedFailuresRestoreExactly) {
+  MemoryConfig c = small_hybrid();
+  c.snapshot_interval = 4;
+  auto m = make(c);
+  ASSERT_TRUE(decode(*m, 0, iota(6)).ok());
+  ASSERT_TRUE(m->seq_cp(0, 1).ok());
+  const uint64_t fp = m->fingerprint();
+  Batch b;
+  int32_t next[2] = {6, 6};
+  for (int i = 0; i < 9; ++i) b.add(i, next[i % 2]++, i % 2);
+  for (int i = 0; i < 6; ++i) b.add(i, next[0]++, 0);
+  for (int64_t inject = 0; inject < 6; ++inject) {
+    m->inject_alloc_failure(inject);
+    auto plan = m->begin_batch(b);
+    m->inject_alloc_failure(-1);
+    if (plan.ok()) {
+      m->abort();
+    } else {
+      EXPECT_EQ(plan.status().code(), ErrorCode::kOutOfMemory);
+    }
+    EXPECT_EQ(m->fingerprint(), fp) << "inject " << inject;
+  }
+  m->set_max_ubatch_tokens(3);
+  auto plan = m->begin_batch(b);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_GT((*plan)->ubatches.size(), 2u);
+  std::string why;
+  ASSERT_TRUE(fake::run_batch(*m, b, **plan, nullptr, &why, 1));  // two ubatches written
+  EXPECT_FALSE(m->seq_rm(0, 0, -1).ok());                         // no ops mid-batch
+  m->abort();
+  EXPECT_EQ(m->fingerprint(), fp);
+  expect_seq(*m, 0, iota(6));
+  expect_seq(*m, 1, iota(6));
+}
+
+TEST(Batches, ValidationNamesTheEntry) {
+  auto m = make(small_hybrid());
+  ASSERT_TRUE(decode(*m, 2, iota(3)).ok());
+  const uint64_t fp = m->fingerprint();
+  auto err = [&](const Batch& b) {
+    auto p = m->begin_batch(b);
+    EXPECT_FALSE(p.ok());
+    EXPECT_EQ(m->fingerprint(), fp);
+    return p.ok() ? std::string() : p.status().message();
+  };
+  Batch b;
+  b.add(1, 3, 2);
+  b.add(100, 4, 2);
+  EXPECT_NE(err(b).find("batch entry 1: token id 100 out of range [0, 100)"), std::string::npos);
+  b = Batch();
+  b.add(1, 0, 8);
+  EXPECT_NE(err(b).find("batch entry 0: sequence id 8 out of range"), std::string::npos);
+  b = Batch();
+  b.add(1, 4, 2);
+  EXPECT_NE(err(b).find("continues at position 3"), std::string::npos);
+  b = Batch();
+  b.add(1, 3, 2);
+  b.add(1, 5, 2);
+  EXPECT_NE(err(b).find("batch entry 1 (sequence 2): position 5, expected 4"), std::string::npos);
+  EXPECT_NE(err(Batch()).find("empty"), std::string::npos);
+}
+
+TEST(Batches, RaggedPlanAndPlanInvariance) {
+  Batch b;
+  for (int i = 0; i < 10; ++i) b.add(i, i, 0);
+  b.add(5, 0, 3);
+  for (int i = 0; i < 3; ++i) b.add(i, 7 + i, 1);
+  std::vector<uint32_t> lens(4, 0);
+  lens[1] = 7;
+  std::vector<int64_t> next = {0, 7, 0, 0};
+  const BatchPlan p = plan_ubatches(b, 8, lens, next, 0);
+  ASSERT_EQ(p.ubatches.size(), 2u);
+  ASSERT_EQ(p.ubatches[0].runs.size(), 1u);  // seq 0's 8 tokens fill the first ubatch
+  EXPECT_EQ(p.ubatches[0].runs[0].n_tokens, 8u);
+  ASSERT_EQ(p.ubatches[1].runs.size(), 3u);  // ragged: 2 + 1 + 3 tokens
+  EXPECT_EQ(p.ubatches[1].runs[0].n_tokens, 2u);
+  EXPECT_EQ(p.ubatches[1].runs[0].first, 8u);
+  EXPECT_EQ(p.ubatches[1].runs[2].seq, 1);
+  EXPECT_EQ(p.ubatches[1].runs[2].pos0, 7);
+  EXPECT_EQ(p.ubatches[1].runs[2].first, 7u);
+  // Every ubatch size gives bit-identical memory.
+  uint64_t fp0 = 0;
+  for (uint32_t ub : {1u, 3u, 8u, 512u}) {
+    MemoryConfig c = small_hybrid();
+    c.snapshot_interval = 5;
+    auto m = make(c);
+    m->set_max_ubatch_tokens(ub);
+    Batch x;
+    for (int i = 0; i < 23; ++i) x.add(i, i / 2, (i % 2) * 3);
+    auto plan = m->begin_batch(x);
+    ASSERT_TRUE(plan.ok());
+    std::string why;
+    ASSERT_TRUE(fake::run_batch(*m, x, **plan, nullptr, &why)) << why;
+    ASSERT_TRUE(m->commit().ok());
+    if (ub == 1) fp0 = m->fingerprint();
+    EXPECT_EQ(m->fingerprint(), fp0) << "ubatch " << ub;
+  }
+}
+
+TEST(SequenceOps, MiddleAndPrefixRemovalAreExact) {
+  auto m = make(small_hybrid());
+  ASSERT_TRUE(decode(*m, 0, iota(10)).ok());
+  auto rep = m->seq_rm(0, 3, 6);
+  ASSERT_TRUE(rep.ok());
+  std::vector<int32_t> kept = {1, 2, 3, 7, 8, 9, 10};
+  EXPECT_EQ(m->n_tokens(0) + rep->tokens.size(), kept.size());
+  ASSERT_TRUE(decode(*m, 0, rep->tokens).ok());
+  expect_seq(*m, 0, kept);
+  rep = m->seq_rm(0, -1, 2);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_EQ(rep->pos0, 0);
+  ASSERT_TRUE(decode(*m, 0, rep->tokens).ok());
+  expect_seq(*m, 0, {3, 7, 8, 9, 10});
+  EXPECT_FALSE(m->seq_rm(0, 4, 2).ok());
+  EXPECT_EQ(m->seq_rm(9, 0, -1).status().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST(SequenceOps, ShiftAndDivideSayWhatTheyDo) {
+  auto m = make(small_hybrid());
+  ASSERT_TRUE(decode(*m, 0, iota(5)).ok());
+  EXPECT_FALSE(m->seq_add(0, 2, -1, 3).ok());  // a sub-range would leave a gap
+  auto out = m->seq_add(0, -1, -1, 10);
+  ASSERT_TRUE(out.ok());
+  EXPECT_TRUE(out->exact);
+  EXPECT_TRUE(out->needs_replay);  // RoPE attention: recompute at the new positions
+  EXPECT_EQ(out->replay.pos0, 10);
+  ASSERT_TRUE(decode(*m, 0, out->replay.tokens).ok());
+  expect_seq(*m, 0, iota(5), 10);
+  EXPECT_EQ(m->pos_min(0), 10);
+  EXPECT_EQ(m->seq_div(0, -1, -1, 2).code(), ErrorCode::kUnsupported);
+  MemoryConfig c = small_hybrid();
+  c.positions_matter = false;  // NoPE: positions are book-keeping only
+  auto n = make(c);
+  ASSERT_TRUE(decode(*n, 0, iota(5)).ok());
+  out = n->seq_add(0, -1, -1, 7);
+  ASSERT_TRUE(out.ok());
+  EXPECT_FALSE(out->needs_replay);
+  expect_seq(*n, 0, iota(5), 7);
+}
+
+TEST(SequenceOps, AttentionOnlyRollsBackAnywhere) {
+  MemoryConfig c = small_hybrid();
+  c.layers = {{LayerKind::kAttention, 8, 0, 0}};
+  auto m = make(c);
+  ASSERT_TRUE(decode(*m, 0, iota(9)).ok());
+  EXPECT_TRUE(m->restorable(0).any);
+  auto rep = m->seq_rm(0, 5, -1);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_TRUE(rep->empty());
+  expect_seq(*m, 0, iota(5));
+  ASSERT_TRUE(m->seq_keep(0).ok());
+  m->clear();
+  EXPECT_EQ(m->usage().pages_in_use, 0u);
+}
+
+TEST(SaveLoad, RoundTripAndErrors) {
+  MemoryConfig c = small_hybrid();
+  c.snapshot_interval = 4;
+  auto m = make(c);
+  ASSERT_TRUE(decode(*m, 0, iota(11)).ok());
+  ASSERT_TRUE(decode(*m, 3, iota(2, 50)).ok());
+  auto all = m->save();
+  ASSERT_TRUE(all.ok());
+  auto one = m->save_seq(0);
+  ASSERT_TRUE(one.ok());
+  auto m2 = make(c);
+  ASSERT_TRUE(m2->load(all->data(), all->size()).ok());
+  expect_seq(*m2, 0, iota(11));
+  expect_seq(*m2, 3, iota(2, 50));
+  EXPECT_EQ(m2->snapshots_of(0).size(), m->snapshots_of(0).size());
+  ASSERT_TRUE(m2->load_seq(one->data(), one->size(), 5).ok());
+  expect_seq(*m2, 5, iota(11));
+  // Wrong scope, wrong model, corrupted bytes: clear errors, nothing changed.
+  const uint64_t fp = m2->fingerprint();
+  EXPECT_NE(m2->load(one->data(), one->size()).message().find("load_seq"), std::string::npos);
+  MemoryConfig other = c;
+  other.layers[0].kv_dim = 16;
+  auto m3 = make(other);
+  Status st = m3->load(all->data(), all->size());
+  EXPECT_EQ(st.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("another model or shape"), std::string::npos) << st.message();
+  std::vector<uint8_t> bad = *all;
+  bad[bad.size() / 2] ^= 1;
+  EXPECT_NE(m2->load(bad.data(), bad.size()).message().find("checksum"), std::string::npos);
+  EXPECT_EQ(m2->fingerprint(), fp);
+}
+
+TEST(Accounting, BytesAddUp) {
+  MemoryConfig c = small_hybrid();
+  auto m = make(c);
+  ASSERT_TRUE(decode(*m, 0, iota(6)).ok());
+  ASSERT_TRUE(m->seq_cp(0, 1).ok());
+  const MemoryUsage u = m->usage();
+  // page = 4 tokens * (4-byte id + K and V of 8 F16 elements); state = 16 floats.
+  const uint64_t page = 4 * (4 + 2 * 8 * 2), state = 16 * 4;
+  EXPECT_EQ(u.kv_bytes, 2 * page);
+  EXPECT_EQ(u.state_bytes, 2 * state);  // the zero state + one shared live state
+  EXPECT_EQ(u.live_kv_bytes, 2 * page);
+  EXPECT_EQ(u.snapshot_bytes, 0u);
+  ASSERT_EQ(u.seqs.size(), 2u);
+  EXPECT_EQ(u.seqs[0].kv_bytes, 2 * page);
+  EXPECT_EQ(u.seqs[0].state_bytes, state);
+  const std::string s = u.summary();
+  EXPECT_NE(s.find("seq 1: 6 tokens, 2 pages"), std::string::npos) << s;
+  // Truncating leaves the old pages held only by... nobody: they are freed.
+  ASSERT_TRUE(m->seq_rm(0, 0, -1).ok());
+  ASSERT_TRUE(m->seq_rm(1, 0, -1).ok());
+  EXPECT_EQ(m->usage().kv_bytes, 0u);
+  EXPECT_EQ(m->usage().state_bytes, state);
+}
+
+TEST(Config, RejectsBadLayouts) {
+  MemoryConfig c = small_hybrid();
+  c.layers[0].kv_dim = 0;
+  auto m = HybridMemory::create(c);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("layer 0"), std::string::npos);
+  c = small_hybrid();
+  c.kv_type = GgmlType::Q8_0;
+  EXPECT_EQ(HybridMemory::create(c).status().code(), ErrorCode::kUnsupported);
+  c = small_hybrid();
+  c.budget_bytes = 10;
+  EXPECT_EQ(HybridMemory::create(c).status().code(), ErrorCode::kOutOfMemory);
+}
+
+}  // namespace
+}  // namespace chimera
