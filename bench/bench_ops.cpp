@@ -1,0 +1,190 @@
+// Microbenchmarks of the non-matmul kernels. Arguments: {isa (0 scalar, 1 avx2), threads, ...}.
+// Reported as time per token (items = tokens). Shapes: attention like Granite 4.0-H small
+// (32 query heads, 8 KV heads, head_dim 128, F16 KV, pages of 64); scan like its Mamba2 layers
+// (d_in 1536 = 48 heads x 32, N 128, G 1).
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "core/threads.h"
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/norm.h"
+#include "kernels/ssm.h"
+
+namespace chimera {
+namespace {
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+bool setup_isa(benchmark::State& state, Isa* isa) {
+  *isa = state.range(0) == 0 ? Isa::kScalar : Isa::kAvx2;
+  if (!isa_supported(*isa)) {
+    state.SkipWithError("ISA not supported here");
+    return false;
+  }
+  state.SetLabel(isa_name(*isa));
+  return true;
+}
+
+// One sequence of `ctx` keys in pages; n_queries causal queries at the end of it.
+void run_attention(benchmark::State& state, int ctx, int n_queries) {
+  Isa isa;
+  if (!setup_isa(state, &isa)) return;
+  ThreadContext threads(static_cast<int>(state.range(1)));
+  AttentionParams p;
+  p.n_head = 32;
+  p.n_head_kv = 8;
+  p.head_dim = 128;
+  p.page_size = 64;
+  p.kv_type = GgmlType::F16;
+  p.scale = 0.088388f;
+  const int row = p.n_head_kv * p.head_dim;
+  const int n_pages = (ctx + p.page_size - 1) / p.page_size;
+  std::vector<std::unique_ptr<uint8_t[]>> blocks;
+  std::vector<const void*> kp, vp;
+  const std::vector<float> kv = random_floats(row, 1);
+  for (int i = 0; i < n_pages; ++i) {
+    for (auto* list : {&kp, &vp}) {
+      blocks.emplace_back(new uint8_t[kv_page_bytes(p)]);
+      list->push_back(blocks.back().get());
+    }
+    for (int s = 0; s < p.page_size; ++s)
+      if (!kv_write_token(p, kv.data(), kv.data(), const_cast<void*>(kp.back()),
+                          const_cast<void*>(vp.back()), s)
+               .ok())
+        std::abort();
+  }
+  const KvPageTable table{kp.data(), vp.data(), n_pages};
+  const int width = p.n_head * p.head_dim;
+  const std::vector<float> q = random_floats(static_cast<size_t>(n_queries) * width, 2);
+  std::vector<float> out(q.size());
+  std::vector<int32_t> vis(n_queries), seq(n_queries, 0);
+  for (int i = 0; i < n_queries; ++i) vis[i] = ctx - n_queries + 1 + i;
+  AttentionBatch b{n_queries, q.data(), width,      vis.data(), seq.data(),
+                   &table,    1,        out.data(), width};
+  for (auto _ : state) {
+    if (!attention_paged(p, b, &threads, isa).ok()) std::abort();
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * n_queries);
+}
+
+void BM_AttentionDecode(benchmark::State& state) {
+  run_attention(state, static_cast<int>(state.range(2)), 1);
+}
+BENCHMARK(BM_AttentionDecode)
+    ->ArgNames({"isa", "threads", "ctx"})
+    ->ArgsProduct({{0, 1}, {1, 2}, {512, 4096}})
+    ->Unit(benchmark::kMicrosecond);
+
+void BM_AttentionPrefill512(benchmark::State& state) {
+  run_attention(state, 512, 512);
+}
+BENCHMARK(BM_AttentionPrefill512)
+    ->ArgNames({"isa", "threads"})
+    ->ArgsProduct({{1}, {1, 2}})
+    ->Unit(benchmark::kMillisecond);
+
+void BM_SsmScan(benchmark::State& state) {
+  Isa isa;
+  if (!setup_isa(state, &isa)) return;
+  ThreadContext threads(static_cast<int>(state.range(1)));
+  const int T = static_cast<int>(state.range(2));
+  const int H = 48, P = 32, N = 128, G = 1;
+  const std::vector<float> x = random_floats(static_cast<size_t>(T) * H * P, 3);
+  const std::vector<float> dt = random_floats(static_cast<size_t>(T) * H, 4, -5, 0);
+  const std::vector<float> bc = random_floats(static_cast<size_t>(T) * 2 * G * N, 5);
+  const std::vector<float> A = random_floats(H, 6, -4, -0.5f), D = random_floats(H, 7);
+  std::vector<float> y(x.size()), st(static_cast<size_t>(H) * P * N, 0.0f);
+  SsmScanArgs a;
+  a.n_tokens = T;
+  a.n_head = H;
+  a.head_dim = P;
+  a.n_group = G;
+  a.state_size = N;
+  a.x = x.data();
+  a.x_stride = H * P;
+  a.dt = dt.data();
+  a.dt_stride = H;
+  a.A = A.data();
+  a.B = bc.data();
+  a.B_stride = 2 * G * N;
+  a.C = bc.data() + G * N;
+  a.C_stride = 2 * G * N;
+  a.D = D.data();
+  a.y = y.data();
+  a.y_stride = H * P;
+  a.state = st.data();
+  for (auto _ : state) {
+    if (!ssm_scan(a, &threads, isa).ok()) std::abort();
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(state.iterations() * T);
+}
+BENCHMARK(BM_SsmScan)
+    ->ArgNames({"isa", "threads", "T"})
+    ->ArgsProduct({{0, 1}, {1, 2}, {1, 64}})
+    ->Unit(benchmark::kMicrosecond);
+
+void BM_SsmConv(benchmark::State& state) {
+  Isa isa;
+  if (!setup_isa(state, &isa)) return;
+  ThreadContext threads(static_cast<int>(state.range(1)));
+  const int T = static_cast<int>(state.range(2));
+  const int C = 1536 + 2 * 128, K = 4;
+  const std::vector<float> x = random_floats(static_cast<size_t>(T) * C, 8);
+  const std::vector<float> w = random_floats(static_cast<size_t>(C) * K, 9);
+  const std::vector<float> bias = random_floats(C, 10);
+  std::vector<float> st(static_cast<size_t>(C) * (K - 1), 0.0f), out(x.size());
+  const SsmConvArgs a{T, C, K, x.data(), C, w.data(), bias.data(), st.data(), out.data(), C};
+  for (auto _ : state) {
+    if (!ssm_conv(a, &threads, isa).ok()) std::abort();
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * T);
+}
+BENCHMARK(BM_SsmConv)
+    ->ArgNames({"isa", "threads", "T"})
+    ->ArgsProduct({{0, 1}, {1}, {1, 64}})
+    ->Unit(benchmark::kMicrosecond);
+
+void BM_RmsNorm4096(benchmark::State& state) {
+  Isa isa;
+  if (!setup_isa(state, &isa)) return;
+  const int n = 4096;
+  const std::vector<float> x = random_floats(n, 11), w = random_floats(n, 12);
+  std::vector<float> y(n);
+  for (auto _ : state) {
+    rms_norm_row(x.data(), w.data(), y.data(), n, 1e-6f, isa);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_RmsNorm4096)->ArgNames({"isa"})->Arg(0)->Arg(1);
+
+void BM_SwiGlu8192(benchmark::State& state) {
+  Isa isa;
+  if (!setup_isa(state, &isa)) return;
+  const int n = 8192;
+  const std::vector<float> g = random_floats(n, 13, -8, 8), u = random_floats(n, 14);
+  std::vector<float> y(n);
+  for (auto _ : state) {
+    swiglu(g.data(), u.data(), y.data(), n, isa);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_SwiGlu8192)->ArgNames({"isa"})->Arg(0)->Arg(1);
+
+}  // namespace
+}  // namespace chimera
