@@ -1,0 +1,344 @@
+#include "models/forward.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/activation.h"
+#include "kernels/attention.h"
+#include "kernels/embedding.h"
+#include "kernels/moe_route.h"
+#include "kernels/norm.h"
+#include "kernels/rope.h"
+#include "kernels/ssm.h"
+
+namespace chimera {
+namespace {
+
+WeightMatrix as_matrix(Weight w) {
+  WeightMatrix m;
+  m.type = w->type;
+  m.data = w->data;
+  m.n_in = w->ne[0];
+  m.n_out = w->ne[1];
+  m.n_expert = w->ne[2];
+  return m;
+}
+
+const float* f32(Weight w) {
+  return w ? reinterpret_cast<const float*>(w->data) : nullptr;
+}
+
+float* grow(std::vector<float>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// y[r] += b for every row (bias add, row-local).
+void add_bias(float* y, int64_t rows, int64_t n, int64_t stride, Weight b) {
+  if (!b) return;
+  const float* bb = f32(b);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < n; ++i) y[r * stride + i] += bb[i];
+}
+
+}  // namespace
+
+MemoryConfig memory_config_for(const Model& model) {
+  MemoryConfig cfg;
+  const ModelHParams& hp = model.hp;
+  for (const LayerWeights& l : model.layers) {
+    MemoryLayer ml;
+    if (l.kind == MixerKind::kAttention) {
+      ml.kind = LayerKind::kAttention;
+      ml.kv_dim = l.n_head_kv * hp.head_dim;
+    } else {
+      ml.kind = LayerKind::kRecurrent;
+      ml.conv_floats = hp.conv_state_floats();
+      ml.ssm_floats = hp.ssm_state_floats();
+    }
+    cfg.layers.push_back(ml);
+  }
+  cfg.n_vocab = hp.n_vocab;
+  cfg.positions_matter = hp.use_rope;
+  return cfg;
+}
+
+ForwardPass::ForwardPass(const Model& model, ThreadContext& threads)
+    : model_(model), threads_(threads) {}
+
+Status ForwardPass::mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride,
+                       int64_t y_stride) {
+  return matmul(threads_, as_matrix(w), x, m, y, ws_, x_stride, y_stride);
+}
+
+Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const BatchPlan& plan,
+                               size_t u) {
+  const Ubatch& ub = plan.ubatches[u];
+  const ModelHParams& hp = model_.hp;
+  const int64_t T = ub.n_tokens(), D = hp.n_embd;
+  pos_.resize(T);
+  ids_.resize(T);
+  for (int64_t r = 0; r < T; ++r) {
+    ids_[r] = batch.tokens[ub.batch_index[r]];
+    pos_[r] = batch.pos[ub.batch_index[r]];
+  }
+  float* x = grow(x_, T * D);
+  const Weight emb = model_.token_embd;
+  CHIMERA_RETURN_IF_ERROR(
+      embedding_lookup(emb->type, emb->data, D, emb->ne[1], ids_.data(), T, x, D));
+  if (hp.embedding_scale != 0)
+    for (int64_t i = 0; i < T * D; ++i) x[i] *= hp.embedding_scale;
+
+  for (uint32_t il = 0; il < hp.n_layer; ++il) {
+    const LayerWeights& l = model_.layers[il];
+    float* un = grow(u_, T * D);
+    CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.attn_norm), un, D, D, T, hp.rms_eps, &threads_));
+    if (l.kind == MixerKind::kAttention) {
+      CHIMERA_RETURN_IF_ERROR(attention_layer(il, mem, ub, u));
+    } else {
+      CHIMERA_RETURN_IF_ERROR(mamba2_layer(il, mem, ub, u));
+    }
+    // Mixer output is in d_: scale the branch, then add (never scale the sum, spec 8.8).
+    float* o = d_.data();
+    if (hp.residual_scale != 0)
+      for (int64_t i = 0; i < T * D; ++i) o[i] *= hp.residual_scale;
+    for (int64_t i = 0; i < T * D; ++i) x[i] += o[i];
+    if (l.ffn_kind == FfnKind::kNone) continue;
+    CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.ffn_norm), un, D, D, T, hp.rms_eps, &threads_));
+    CHIMERA_RETURN_IF_ERROR(ffn(il, T));
+    o = d_.data();
+    if (hp.residual_scale != 0)
+      for (int64_t i = 0; i < T * D; ++i) o[i] *= hp.residual_scale;
+    for (int64_t i = 0; i < T * D; ++i) x[i] += o[i];
+  }
+  return Status::Ok();
+}
+
+Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u) {
+  const ModelHParams& hp = model_.hp;
+  const LayerWeights& l = model_.layers[il];
+  const int64_t T = ub.n_tokens(), D = hp.n_embd, hd = hp.head_dim;
+  const int64_t nq = int64_t(hp.n_head) * hd, nkv = int64_t(l.n_head_kv) * hd;
+  float* q = grow(a_, T * nq);
+  float* k = grow(b_, T * nkv);
+  float* v = grow(c_, T * nkv);
+  CHIMERA_RETURN_IF_ERROR(mm(l.attn.wq, u_.data(), T, q));
+  CHIMERA_RETURN_IF_ERROR(mm(l.attn.wk, u_.data(), T, k));
+  CHIMERA_RETURN_IF_ERROR(mm(l.attn.wv, u_.data(), T, v));
+  add_bias(q, T, nq, nq, l.attn.bq);
+  add_bias(k, T, nkv, nkv, l.attn.bk);
+  add_bias(v, T, nkv, nkv, l.attn.bv);
+  if (hp.use_rope) {
+    RopeParams rp;
+    rp.n_rot = static_cast<int32_t>(hp.n_rot);
+    rp.freq_base = hp.rope_freq_base;
+    rp.freq_scale = hp.rope_freq_scale;
+    rp.mode = hp.rope_mode;
+    rp.freq_factors = f32(model_.rope_freqs);
+    CHIMERA_RETURN_IF_ERROR(rope(q, nq, T, hp.n_head, hd, pos_.data(), rp));
+    CHIMERA_RETURN_IF_ERROR(rope(k, nkv, T, l.n_head_kv, hd, pos_.data(), rp));
+  }
+  AttentionParams ap;
+  ap.n_head = static_cast<int32_t>(hp.n_head);
+  ap.n_head_kv = static_cast<int32_t>(l.n_head_kv);
+  ap.head_dim = static_cast<int32_t>(hd);
+  ap.page_size = static_cast<int32_t>(mem.page_size());
+  ap.kv_type = mem.config().kv_type;
+  ap.scale = hp.kq_scale();
+  std::vector<KvPageTable> tables(ub.runs.size());
+  n_visible_.resize(T);
+  seq_of_.resize(T);
+  for (size_t r = 0; r < ub.runs.size(); ++r) {
+    const SeqRun& run = ub.runs[r];
+    for (uint32_t t = 0; t < run.n_tokens; ++t) {
+      const int64_t row = run.offset + t;
+      // A row pointer is a one-slot page: slot 0 of it is the token's place in its page.
+      CHIMERA_RETURN_IF_ERROR(kv_write_token(ap, k + row * nkv, v + row * nkv,
+                                             mem.k_row(il, u, r, t), mem.v_row(il, u, r, t), 0));
+    }
+    const AttentionRun ar = mem.attention(il, u, r);
+    tables[r] = {ar.k_pages, ar.v_pages, static_cast<int32_t>(ar.n_pages)};
+    for (uint32_t t = 0; t < run.n_tokens; ++t) {
+      n_visible_[run.offset + t] = static_cast<int32_t>(ar.first + t + 1);
+      seq_of_[run.offset + t] = static_cast<int32_t>(r);
+    }
+  }
+  AttentionBatch ab;
+  ab.n_queries = T;
+  ab.q = q;
+  ab.q_stride = nq;
+  ab.n_visible = n_visible_.data();
+  ab.seq = seq_of_.data();
+  ab.seqs = tables.data();
+  ab.n_seqs = static_cast<int32_t>(tables.size());
+  ab.out = q;
+  ab.out_stride = nq;
+  CHIMERA_RETURN_IF_ERROR(attention_paged(ap, ab, &threads_));
+  float* o = grow(d_, T * D);
+  CHIMERA_RETURN_IF_ERROR(mm(l.attn.wo, q, T, o));
+  add_bias(o, T, D, D, l.attn.bo);
+  return Status::Ok();
+}
+
+Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u) {
+  const ModelHParams& hp = model_.hp;
+  const Mamba2Weights& w = model_.layers[il].ssm;
+  const int64_t T = ub.n_tokens(), D = hp.n_embd, d_in = hp.ssm_inner;
+  const int64_t G = hp.ssm_groups, N = hp.ssm_state, H = hp.ssm_heads;
+  const int64_t C = hp.ssm_conv_channels(), d_proj = 2 * d_in + 2 * G * N + H;
+  float* p = grow(a_, T * d_proj);  // [z | xBC | dt] per token (spec 3.4 step 1)
+  float* xbc = grow(b_, T * C);
+  float* y = grow(c_, T * d_in);
+  CHIMERA_RETURN_IF_ERROR(mm(w.in, u_.data(), T, p));
+  for (size_t r = 0; r < ub.runs.size(); ++r) {
+    const SeqRun& run = ub.runs[r];
+    const RecurrentRun s = mem.recurrent(il, u, r);
+    std::memcpy(s.conv_dst, s.conv_src, s.conv_floats * sizeof(float));
+    std::memcpy(s.ssm_dst, s.ssm_src, s.ssm_floats * sizeof(float));
+    const float* pr = p + int64_t(run.offset) * d_proj;
+    float* xr = xbc + int64_t(run.offset) * C;
+    SsmConvArgs ca;
+    ca.n_tokens = static_cast<int32_t>(run.n_tokens);
+    ca.n_channels = static_cast<int32_t>(C);
+    ca.kernel_size = static_cast<int32_t>(hp.ssm_conv_kernel);
+    ca.x = pr + d_in;
+    ca.x_stride = d_proj;
+    ca.weight = f32(w.conv);
+    ca.bias = f32(w.conv_bias);
+    ca.conv_state = s.conv_dst;
+    ca.out = xr;
+    ca.out_stride = C;
+    CHIMERA_RETURN_IF_ERROR(ssm_conv(ca, &threads_));
+    SsmScanArgs sa;
+    sa.n_tokens = static_cast<int32_t>(run.n_tokens);
+    sa.n_head = static_cast<int32_t>(H);
+    sa.head_dim = static_cast<int32_t>(hp.ssm_head_dim());
+    sa.n_group = static_cast<int32_t>(G);
+    sa.state_size = static_cast<int32_t>(N);
+    sa.x = xr;
+    sa.x_stride = C;
+    sa.dt = pr + d_in + C;
+    sa.dt_stride = d_proj;
+    sa.dt_bias = f32(w.dt_bias);
+    sa.A = f32(w.a);
+    sa.B = xr + d_in;
+    sa.B_stride = C;
+    sa.C = xr + d_in + G * N;
+    sa.C_stride = C;
+    sa.D = f32(w.d);
+    sa.y = y + int64_t(run.offset) * d_in;
+    sa.y_stride = d_in;
+    sa.state = s.ssm_dst;
+    CHIMERA_RETURN_IF_ERROR(ssm_scan(sa, &threads_));
+  }
+  // Gate then per-group RMSNorm (spec 3.4 steps 8-9), in place.
+  CHIMERA_RETURN_IF_ERROR(gated_group_rms_norm(y, d_in, p, d_proj, f32(w.norm), y, d_in, d_in, G, T,
+                                               hp.rms_eps, &threads_));
+  return mm(w.out, y, T, grow(d_, T * D));
+}
+
+Status ForwardPass::ffn(uint32_t il, int64_t T) {
+  const ModelHParams& hp = model_.hp;
+  const FfnWeights& f = model_.layers[il].ffn;
+  const int64_t D = hp.n_embd;
+  const float* v = u_.data();
+  float* out = grow(d_, T * D);
+  auto swiglu_mlp = [&](Weight gate, Weight up, Weight down, const float* in, int64_t m,
+                        float* dst) -> Status {
+    const int64_t F = gate->ne[1];
+    float* g = grow(a_, m * F);
+    float* h = grow(b_, m * F);
+    CHIMERA_RETURN_IF_ERROR(mm(gate, in, m, g));
+    CHIMERA_RETURN_IF_ERROR(mm(up, in, m, h));
+    swiglu(g, h, g, m * F);
+    return mm(down, g, m, dst);
+  };
+  if (model_.layers[il].ffn_kind == FfnKind::kDense) {
+    const int64_t F = f.gate->ne[1];
+    float* g = grow(a_, T * F);
+    float* h = grow(b_, T * F);
+    CHIMERA_RETURN_IF_ERROR(mm(f.gate, v, T, g));
+    CHIMERA_RETURN_IF_ERROR(mm(f.up, v, T, h));
+    add_bias(g, T, F, F, f.gate_b);
+    add_bias(h, T, F, F, f.up_b);
+    swiglu(g, h, g, T * F);
+    CHIMERA_RETURN_IF_ERROR(mm(f.down, g, T, out));
+    add_bias(out, T, D, D, f.down_b);
+    return Status::Ok();
+  }
+  // MoE: softmax -> top-k -> renormalise (spec 2), experts grouped over the ubatch's tokens.
+  const int64_t E = hp.n_expert, K = hp.n_expert_used;
+  float* logits = grow(c_, T * E);
+  CHIMERA_RETURN_IF_ERROR(mm(f.router, v, T, logits));
+  std::vector<int32_t> sel(T * K);
+  route_w_.resize(T * K);
+  MoeRouteParams rp;
+  rp.n_expert = static_cast<int32_t>(E);
+  rp.n_expert_used = static_cast<int32_t>(K);
+  CHIMERA_RETURN_IF_ERROR(moe_route(rp, logits, E, T, sel.data(), route_w_.data()));
+  float* ye = grow(e_, T * K * D);  // expert output for (token, rank)
+  std::vector<int32_t> slots;
+  std::vector<float> xin, yout;
+  for (int64_t e = 0; e < E; ++e) {
+    slots.clear();
+    for (int64_t i = 0; i < T * K; ++i)
+      if (sel[i] == e) slots.push_back(static_cast<int32_t>(i));
+    if (slots.empty()) continue;
+    const int64_t m = static_cast<int64_t>(slots.size()), F = f.gate_exps->ne[1];
+    xin.resize(m * D);
+    for (int64_t j = 0; j < m; ++j) std::memcpy(&xin[j * D], v + (slots[j] / K) * D, D * 4);
+    float* g = grow(a_, m * F);
+    float* h = grow(b_, m * F);
+    yout.resize(m * D);
+    CHIMERA_RETURN_IF_ERROR(
+        matmul_expert(threads_, as_matrix(f.gate_exps), e, xin.data(), m, g, ws_));
+    CHIMERA_RETURN_IF_ERROR(
+        matmul_expert(threads_, as_matrix(f.up_exps), e, xin.data(), m, h, ws_));
+    swiglu(g, h, g, m * F);
+    CHIMERA_RETURN_IF_ERROR(
+        matmul_expert(threads_, as_matrix(f.down_exps), e, g, m, yout.data(), ws_));
+    for (int64_t j = 0; j < m; ++j) std::memcpy(ye + int64_t(slots[j]) * D, &yout[j * D], D * 4);
+  }
+  // Weighted sum in ranking order: the same operations for a token whatever its batch.
+  for (int64_t t = 0; t < T; ++t) {
+    float* o = out + t * D;
+    for (int64_t i = 0; i < D; ++i) o[i] = route_w_[t * K] * ye[(t * K) * D + i];
+    for (int64_t j = 1; j < K; ++j)
+      for (int64_t i = 0; i < D; ++i) o[i] += route_w_[t * K + j] * ye[(t * K + j) * D + i];
+  }
+  if (f.gate) {  // shared expert, added unweighted
+    std::vector<float> shared(T * D);
+    CHIMERA_RETURN_IF_ERROR(swiglu_mlp(f.gate, f.up, f.down, v, T, shared.data()));
+    for (int64_t i = 0; i < T * D; ++i) out[i] += shared[i];
+  }
+  return Status::Ok();
+}
+
+Status ForwardPass::run_head(const Batch& batch, const Ubatch& ub,
+                             const std::function<float*(int32_t)>& logits_out) {
+  const ModelHParams& hp = model_.hp;
+  const int64_t T = ub.n_tokens(), D = hp.n_embd, V = hp.n_vocab;
+  std::vector<int64_t> rows;
+  for (int64_t r = 0; r < T; ++r)
+    if (batch.logits[ub.batch_index[r]]) rows.push_back(r);
+  if (rows.empty()) return Status::Ok();
+  const int64_t n = static_cast<int64_t>(rows.size());
+  float* h = grow(a_, n * D);
+  for (int64_t i = 0; i < n; ++i) std::memcpy(h + i * D, x_.data() + rows[i] * D, D * 4);
+  CHIMERA_RETURN_IF_ERROR(
+      rms_norm(h, D, f32(model_.output_norm), h, D, D, n, hp.rms_eps, &threads_));
+  float* logits = grow(b_, n * V);
+  CHIMERA_RETURN_IF_ERROR(mm(model_.output, h, n, logits));
+  for (int64_t i = 0; i < n; ++i) {
+    float* dst = logits_out(ub.batch_index[rows[i]]);
+    const float* src = logits + i * V;
+    if (hp.logit_scale != 0) {
+      for (int64_t j = 0; j < V; ++j) dst[j] = src[j] / hp.logit_scale;  // HF divides (spec 8.8)
+    } else {
+      std::memcpy(dst, src, V * 4);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace chimera

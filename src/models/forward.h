@@ -1,0 +1,55 @@
+// The forward pass shared by every architecture: embeddings, then per layer a pre-normed
+// attention or Mamba2 mixer and an optional dense/MoE FFN (with the Granite multipliers when set),
+// then the final norm and the LM head for the rows that want logits.
+//
+// Exactness: every step is row-local (matmul, norms, activations, attention per query) or walks
+// one sequence's run in token order (conv, scan), with batch-invariant kernels; so a token's
+// logits never depend on the ubatch it was computed in.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "core/threads.h"
+#include "kernels/matmul.h"
+#include "memory/hybrid_memory.h"
+#include "models/model.h"
+
+namespace chimera {
+
+// The memory layout a model needs (layer kinds and state sizes); the caller adds budgets.
+MemoryConfig memory_config_for(const Model& model);
+
+class ForwardPass {
+ public:
+  ForwardPass(const Model& model, ThreadContext& threads);
+
+  // Runs ubatch `u` of the memory's current batch plan. For each ubatch row r whose batch entry
+  // wants logits, writes n_vocab floats to logits_out(batch entry index).
+  template <typename LogitsOut>
+  Status run(HybridMemory& mem, const Batch& batch, const BatchPlan& plan, size_t u,
+             LogitsOut&& logits_out) {
+    CHIMERA_RETURN_IF_ERROR(run_layers(mem, batch, plan, u));
+    return run_head(batch, plan.ubatches[u], [&](int32_t entry) { return logits_out(entry); });
+  }
+
+ private:
+  Status run_layers(HybridMemory& mem, const Batch& batch, const BatchPlan& plan, size_t u);
+  Status run_head(const Batch& batch, const Ubatch& ub,
+                  const std::function<float*(int32_t)>& logits_out);
+  Status attention_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
+  Status mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
+  Status ffn(uint32_t il, int64_t T);
+  Status mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride = 0,
+            int64_t y_stride = 0);
+
+  const Model& model_;
+  ThreadContext& threads_;
+  MatmulWorkspace ws_;
+  // Scratch, grown to the largest ubatch seen.
+  std::vector<float> x_, u_, a_, b_, c_, d_, e_;
+  std::vector<int32_t> pos_, ids_, n_visible_, seq_of_;
+  std::vector<float> route_w_;
+};
+
+}  // namespace chimera

@@ -1,0 +1,75 @@
+#include "runtime/context.h"
+
+namespace chimera {
+
+Context::Context(const Model& model, const ContextParams& params)
+    : model_(model), params_(params), threads_(params.n_threads), fwd_(model, threads_) {}
+
+Result<std::unique_ptr<Context>> Context::create(const Model& model, const ContextParams& params) {
+  if (params.n_threads < 1 || params.n_threads > 256)
+    return Error(ErrorCode::kInvalidArgument, "thread count ", params.n_threads,
+                 " out of range 1..256");
+  MemoryConfig cfg = memory_config_for(model);
+  cfg.max_seqs = params.max_seqs;
+  cfg.page_size = params.page_size;
+  cfg.kv_type = params.kv_type;
+  cfg.budget_bytes = params.memory_budget;
+  cfg.snapshot_budget_bytes = params.snapshot_budget;
+  cfg.snapshot_interval = params.snapshot_interval;
+  cfg.max_ubatch_tokens = params.max_ubatch;
+  std::unique_ptr<Context> ctx(new Context(model, params));
+  CHIMERA_ASSIGN_OR_RETURN(ctx->mem_, HybridMemory::create(cfg));
+  return ctx;
+}
+
+Status Context::decode(const Batch& batch) {
+  CHIMERA_ASSIGN_OR_RETURN(const BatchPlan* plan, mem_->begin_batch(batch));
+  const int64_t V = model_.hp.n_vocab;
+  logits_row_.assign(batch.size(), -1);
+  int64_t n_rows = 0;
+  for (size_t i = 0; i < batch.size(); ++i)
+    if (i < batch.logits.size() && batch.logits[i]) logits_row_[i] = n_rows++;
+  logits_.resize(n_rows * V);
+  for (size_t u = 0; u < plan->ubatches.size(); ++u) {
+    Status st;
+    if (cancel_ && cancel_->load()) {
+      st = Error(ErrorCode::kCancelled, "decode cancelled before ubatch ", u);
+    } else if (fail_ubatch_in_ == 0) {
+      st = Error(ErrorCode::kInternal, "injected compute failure in ubatch ", u);
+    } else {
+      st = fwd_.run(*mem_, batch, *plan, u,
+                    [&](int32_t entry) { return logits_.data() + logits_row_[entry] * V; });
+    }
+    if (fail_ubatch_in_ >= 0) --fail_ubatch_in_;
+    if (!st.ok()) {
+      mem_->abort();
+      logits_row_.assign(batch.size(), -1);
+      return st;
+    }
+    ++stats_.ubatches;
+  }
+  CHIMERA_RETURN_IF_ERROR(mem_->commit());
+  stats_.tokens_decoded += batch.size();
+  ++stats_.batches;
+  return Status::Ok();
+}
+
+const float* Context::logits(size_t entry) const {
+  if (entry >= logits_row_.size() || logits_row_[entry] < 0) return nullptr;
+  return logits_.data() + logits_row_[entry] * model_.hp.n_vocab;
+}
+
+Status Context::replay(const Replay& r) {
+  if (r.empty()) return Status::Ok();
+  Batch b = r.as_batch(false);
+  CHIMERA_RETURN_IF_ERROR(decode(b));
+  stats_.tokens_replayed += b.size();
+  return Status::Ok();
+}
+
+Status Context::seq_rm(int32_t seq, int64_t p0, int64_t p1) {
+  CHIMERA_ASSIGN_OR_RETURN(Replay r, mem_->seq_rm(seq, p0, p1));
+  return replay(r);
+}
+
+}  // namespace chimera

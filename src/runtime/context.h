@@ -1,0 +1,84 @@
+// Context: a model plus its hybrid memory and threads; decodes batches over many sequences.
+//
+//   auto ctx = Context::create(model, params);
+//   Batch b;  for each prompt token: b.add(tok, pos, seq, want_logits_for_last);
+//   ctx->decode(b);                    // all-or-nothing: on error the memory is as before
+//   const float* l = ctx->logits(i);   // n_vocab logits of batch entry i (if requested)
+//   ctx->seq_rm(seq, p0, -1);          // exact truncation: replays from a snapshot as needed
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "core/threads.h"
+#include "memory/hybrid_memory.h"
+#include "models/forward.h"
+#include "models/model.h"
+
+namespace chimera {
+
+struct ContextParams {
+  int n_threads = 2;
+  uint32_t max_seqs = 16;
+  uint32_t page_size = 32;              // tokens per KV page
+  GgmlType kv_type = GgmlType::F16;     // F32, F16 or BF16
+  uint64_t memory_budget = 2ull << 30;  // bytes for KV pages + recurrent states + snapshots
+  uint64_t snapshot_budget = 256ull << 20;
+  uint32_t max_ubatch = 512;         // tokens per ubatch (never changes results)
+  uint32_t snapshot_interval = 256;  // recurrent snapshots every N tokens (bounded replay)
+};
+
+struct ContextStats {
+  uint64_t tokens_decoded = 0;   // tokens run through the model, replays included
+  uint64_t tokens_replayed = 0;  // of which replays after seq_rm / seq_add
+  uint64_t batches = 0;
+  uint64_t ubatches = 0;
+};
+
+class Context {
+ public:
+  static Result<std::unique_ptr<Context>> create(const Model& model, const ContextParams& params);
+
+  const Model& model() const { return model_; }
+  HybridMemory& memory() { return *mem_; }
+  const HybridMemory& memory() const { return *mem_; }
+  ThreadContext& threads() { return threads_; }
+  int32_t n_vocab() const { return static_cast<int32_t>(model_.hp.n_vocab); }
+
+  // Decodes the batch transactionally. Logits of entries with batch.logits[i] set are kept until
+  // the next decode. Errors (invalid batch, out of memory, cancellation) leave memory unchanged.
+  Status decode(const Batch& batch);
+  // n_vocab logits of batch entry i of the last successful decode; nullptr if not requested.
+  const float* logits(size_t entry) const;
+
+  // Exact removal of positions [p0, p1) (p1 = -1: to the end), running the replay the memory
+  // asks for. If the replay itself fails, the sequence is left holding its kept prefix.
+  Status seq_rm(int32_t seq, int64_t p0, int64_t p1);
+  // Runs a Replay returned by a memory operation (no logits).
+  Status replay(const Replay& r);
+
+  // Cancellation: when the flag becomes true, the running decode stops between ubatches and
+  // returns kCancelled with the memory restored.
+  void set_cancel_flag(const std::atomic<bool>* flag) { cancel_ = flag; }
+  // Tests: make the n-th next ubatch fail with a compute error (-1: off).
+  void inject_compute_failure(int64_t n) { fail_ubatch_in_ = n; }
+
+  const ContextStats& stats() const { return stats_; }
+
+ private:
+  Context(const Model& model, const ContextParams& params);
+
+  const Model& model_;
+  ContextParams params_;
+  ThreadContext threads_;
+  std::unique_ptr<HybridMemory> mem_;
+  ForwardPass fwd_;
+  std::vector<float> logits_;
+  std::vector<int64_t> logits_row_;  // batch entry -> row in logits_ (-1: none)
+  const std::atomic<bool>* cancel_ = nullptr;
+  int64_t fail_ubatch_in_ = -1;
+  ContextStats stats_;
+};
+
+}  // namespace chimera

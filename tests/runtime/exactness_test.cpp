@@ -1,0 +1,275 @@
+// The exactness promise on real (synthetic random-weight) models: a sequence's next-token logits
+// are bit-identical however it was computed. No tolerance anywhere in this file: memcmp.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <random>
+
+#include "models/synthetic.h"
+#include "runtime/context.h"
+
+namespace chimera {
+namespace {
+
+struct Case {
+  const char* name;
+  SyntheticSpec spec;
+};
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  SyntheticSpec hybrid;  // Mamba2 + one attention layer (NoPE), dense FFN
+  hybrid.n_layer = 3;
+  out.push_back({"granitehybrid_f32", hybrid});
+  SyntheticSpec moe = hybrid;
+  moe.n_expert = 4;
+  moe.n_expert_used = 2;
+  moe.rope = true;
+  moe.weight_type = GgmlType::Q8_0;
+  out.push_back({"granitehybrid_moe_rope_q8_0", moe});
+  SyntheticSpec mamba;
+  mamba.arch = "mamba2";
+  mamba.n_layer = 2;
+  mamba.ssm_groups = 2;
+  mamba.weight_type = GgmlType::Q4_0;
+  out.push_back({"mamba2_q4_0", mamba});
+  SyntheticSpec llama;
+  llama.arch = "llama";
+  llama.n_layer = 2;
+  llama.n_embd = 256;
+  llama.weight_type = GgmlType::Q4_K;
+  out.push_back({"llama_q4_k", llama});
+  SyntheticSpec granite;
+  granite.arch = "granite";
+  granite.n_layer = 2;
+  granite.weight_type = GgmlType::F16;
+  out.push_back({"granite_f16", granite});
+  return out;
+}
+
+class Exactness : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    const Case& c = GetParam();
+    path_ = ::testing::TempDir() + "/exact_" + c.name + ".gguf";
+    Status st = write_synthetic_model(c.spec, path_);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    auto m = load_model(path_);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    model_ = std::move(*m);
+  }
+
+  ContextParams params(int threads = 1, uint32_t ubatch = 512, uint32_t snap_every = 16) const {
+    ContextParams p;
+    p.n_threads = threads;
+    p.max_ubatch = ubatch;
+    p.snapshot_interval = snap_every;
+    p.max_seqs = 20;
+    p.page_size = 16;
+    p.memory_budget = 256ull << 20;
+    return p;
+  }
+
+  std::unique_ptr<Context> make(const ContextParams& p) {
+    auto ctx = Context::create(*model_, p);
+    EXPECT_TRUE(ctx.ok()) << ctx.status().ToString();
+    return ctx.ok() ? std::move(*ctx) : nullptr;
+  }
+
+  std::vector<int32_t> tokens(size_t n, uint32_t seed) const {
+    std::mt19937 rng(seed);
+    std::vector<int32_t> t(n);
+    for (auto& x : t) x = static_cast<int32_t>(rng() % model_->hp.n_vocab);
+    return t;
+  }
+
+  std::vector<float> copy_logits(const Context& ctx, size_t entry) const {
+    const float* l = ctx.logits(entry);
+    EXPECT_NE(l, nullptr);
+    return l ? std::vector<float>(l, l + model_->hp.n_vocab) : std::vector<float>{};
+  }
+
+  // Decodes toks onto seq (continuing it) in one batch; logits of the last token.
+  std::vector<float> feed(Context& ctx, int32_t seq, const std::vector<int32_t>& toks) {
+    Batch b;
+    const int64_t p0 = ctx.memory().next_pos(seq);
+    for (size_t i = 0; i < toks.size(); ++i)
+      b.add(toks[i], static_cast<int32_t>(p0 + i), seq, i + 1 == toks.size());
+    Status st = ctx.decode(b);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    return st.ok() ? copy_logits(ctx, toks.size() - 1) : std::vector<float>{};
+  }
+
+  // The oracle: a fresh context, the whole token list in one batch, one thread.
+  std::vector<float> cold(const std::vector<int32_t>& toks) {
+    auto ctx = make(params());
+    return feed(*ctx, 0, toks);
+  }
+
+  static bool same(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && !a.empty() &&
+           std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  }
+
+  std::string path_;
+  std::unique_ptr<Model> model_;
+};
+
+TEST_P(Exactness, LogitsAreFiniteAndNotFlat) {
+  auto l = cold(tokens(20, 1));
+  ASSERT_FALSE(l.empty());
+  float lo = l[0], hi = l[0];
+  for (float v : l) {
+    ASSERT_TRUE(std::isfinite(v));
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+  }
+  EXPECT_GT(hi - lo, 1e-3f) << "a model whose logits do not vary tests nothing";
+}
+
+TEST_P(Exactness, UbatchSizesAndThreadsDoNotMatter) {
+  const auto toks = tokens(150, 2);
+  const auto ref = cold(toks);
+  for (int threads : {1, 2}) {
+    for (uint32_t ub : {1u, 7u, 64u, 512u}) {
+      auto ctx = make(params(threads, ub));
+      EXPECT_TRUE(same(feed(*ctx, 0, toks), ref)) << "threads " << threads << " ubatch " << ub;
+    }
+  }
+}
+
+TEST_P(Exactness, TokenByTokenEqualsPrefill) {
+  const auto toks = tokens(40, 3);
+  const auto ref = cold(toks);
+  auto ctx = make(params(2));
+  std::vector<float> last;
+  for (int32_t t : toks) last = feed(*ctx, 0, {t});
+  EXPECT_TRUE(same(last, ref));
+}
+
+TEST_P(Exactness, BatchWithFifteenOtherSequences) {
+  const auto target = tokens(70, 4);
+  const auto ref = cold(target);
+  for (int threads : {1, 2}) {
+    auto ctx = make(params(threads, 64));
+    // 16 sequences of different lengths, interleaved in one batch; the target is seq 7.
+    Batch b;
+    std::map<int32_t, std::vector<int32_t>> seqs;
+    for (int32_t s = 0; s < 16; ++s) seqs[s] = s == 7 ? target : tokens(5 + 9 * s, 100 + s);
+    size_t target_last = 0;
+    for (size_t i = 0; i < 160; ++i) {
+      for (auto& [s, toks] : seqs) {
+        if (i >= toks.size()) continue;
+        if (s == 7 && i + 1 == toks.size()) target_last = b.size();
+        b.add(toks[i], static_cast<int32_t>(i), s, i + 1 == toks.size());
+      }
+    }
+    ASSERT_TRUE(ctx->decode(b).ok());
+    EXPECT_TRUE(same(copy_logits(*ctx, target_last), ref)) << "threads " << threads;
+    // And the next decode step, batched across all sequences, still matches a cold run.
+    Batch step;
+    size_t target_entry = 0;
+    for (auto& [s, toks] : seqs) {
+      if (s == 7) target_entry = step.size();
+      step.add(static_cast<int32_t>(s + 1), static_cast<int32_t>(toks.size()), s, true);
+    }
+    ASSERT_TRUE(ctx->decode(step).ok());
+    auto extended = target;
+    extended.push_back(8);
+    EXPECT_TRUE(same(copy_logits(*ctx, target_entry), cold(extended)));
+  }
+}
+
+TEST_P(Exactness, TailRemovalReplaysExactly) {
+  const auto toks = tokens(100, 5);
+  auto ctx = make(params(2, 32, 16));
+  feed(*ctx, 0, toks);
+  for (int64_t cut : {99, 64, 37, 1}) {
+    ASSERT_TRUE(ctx->seq_rm(0, cut, -1).ok());
+    ASSERT_EQ(ctx->memory().n_tokens(0), static_cast<uint32_t>(cut));
+    const int32_t next = 11;
+    auto got = feed(*ctx, 0, {next});
+    std::vector<int32_t> expect(toks.begin(), toks.begin() + cut);
+    expect.push_back(next);
+    EXPECT_TRUE(same(got, cold(expect))) << "cut at " << cut;
+    ASSERT_TRUE(ctx->seq_rm(0, cut, -1).ok());
+  }
+  // Attention alone rolls back for free; a recurrent state is rebuilt from a snapshot.
+  if (model_->n_recurrent_layers() > 0)
+    EXPECT_GT(ctx->stats().tokens_replayed, 0u);
+  else
+    EXPECT_EQ(ctx->stats().tokens_replayed, 0u);
+}
+
+TEST_P(Exactness, PrefixAndMiddleRemovalEqualTheRemainingTokens) {
+  const auto toks = tokens(60, 6);
+  auto ctx = make(params(1, 512, 16));
+  feed(*ctx, 0, toks);
+  ASSERT_TRUE(ctx->seq_rm(0, 10, 25).ok());  // middle
+  std::vector<int32_t> expect(toks.begin(), toks.begin() + 10);
+  expect.insert(expect.end(), toks.begin() + 25, toks.end());
+  expect.push_back(3);
+  EXPECT_TRUE(same(feed(*ctx, 0, {3}), cold(expect)));
+  ASSERT_TRUE(ctx->seq_rm(0, 0, 20).ok());  // prefix
+  expect.erase(expect.begin(), expect.begin() + 20);
+  expect.push_back(4);
+  EXPECT_TRUE(same(feed(*ctx, 0, {4}), cold(expect)));
+}
+
+TEST_P(Exactness, SnapshotRestore) {
+  const auto a = tokens(45, 7), b = tokens(30, 8);
+  auto ctx = make(params(2, 16, 0));
+  feed(*ctx, 0, a);
+  auto snap = ctx->memory().snapshot(0);
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  feed(*ctx, 0, b);
+  ASSERT_TRUE(ctx->memory().restore(0, *snap).ok());
+  auto expect = a;
+  expect.push_back(9);
+  EXPECT_TRUE(same(feed(*ctx, 0, {9}), cold(expect)));
+  EXPECT_TRUE(ctx->memory().release(*snap).ok());
+}
+
+TEST_P(Exactness, ForkedSequencesDivergeExactly) {
+  const auto prompt = tokens(50, 9), c1 = tokens(12, 10), c2 = tokens(17, 11);
+  auto ctx = make(params(2, 64));
+  feed(*ctx, 0, prompt);
+  ASSERT_TRUE(ctx->memory().seq_cp(0, 1).ok());
+  ASSERT_TRUE(ctx->memory().seq_cp(0, 2).ok());
+  auto l1 = feed(*ctx, 1, c1);
+  auto l2 = feed(*ctx, 2, c2);
+  auto l0 = feed(*ctx, 0, {5});
+  auto e1 = prompt, e2 = prompt, e0 = prompt;
+  e1.insert(e1.end(), c1.begin(), c1.end());
+  e2.insert(e2.end(), c2.begin(), c2.end());
+  e0.push_back(5);
+  EXPECT_TRUE(same(l1, cold(e1)));
+  EXPECT_TRUE(same(l2, cold(e2)));
+  EXPECT_TRUE(same(l0, cold(e0)));
+}
+
+TEST_P(Exactness, FailedBatchLeavesNoTrace) {
+  const auto a = tokens(30, 12), b = tokens(40, 13);
+  auto ctx = make(params(1, 8));
+  feed(*ctx, 0, a);
+  const uint64_t before = ctx->memory().fingerprint();
+  ctx->inject_compute_failure(3);  // fails in the middle of the 5-ubatch batch below
+  Batch bad;
+  for (size_t i = 0; i < b.size(); ++i) bad.add(b[i], static_cast<int32_t>(a.size() + i), 0, true);
+  Status st = ctx->decode(bad);
+  EXPECT_EQ(st.code(), ErrorCode::kInternal);
+  EXPECT_EQ(ctx->memory().fingerprint(), before);
+  auto expect = a;
+  expect.push_back(6);
+  EXPECT_TRUE(same(feed(*ctx, 0, {6}), cold(expect)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, Exactness, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace chimera
