@@ -99,14 +99,20 @@ namespace ops_internal {
 
 int64_t attention_scratch_floats(const AttentionParams& p) {
   const int64_t hd_pad = padded_head_dim(p.head_dim);
-  const int64_t rep = p.n_head / p.n_head_kv;
-  return 2 * kAttentionKeyBlock * hd_pad + 2 * rep * hd_pad + kAttentionKeyBlock + 2 * rep + 8;
+  const int64_t heads = p.n_head;  // all kv heads of a query with their query heads
+  return 2 * static_cast<int64_t>(p.n_head_kv) * kAttentionKeyBlock * hd_pad + 2 * heads * hd_pad +
+         kAttentionKeyBlock + 2 * heads + 8;
 }
 
 // Scalar reference of the blocked online softmax. Per head and block: scores by a sequential
 // dot product, block max, rescale of the running sum and accumulator, then p_j in key order.
-void attention_group_scalar(const AttentionGroupTask& task, float* scratch) {
-  const AttentionParams& p = *task.params;
+namespace {
+void attention_head_group_scalar(const AttentionParams& p, const AttentionTask& task,
+                                 int32_t kv_head, float* scratch) {
+  const float* q_group =
+      task.q + static_cast<int64_t>(kv_head) * (p.n_head / p.n_head_kv) * p.head_dim;
+  float* out_group =
+      task.out + static_cast<int64_t>(kv_head) * (p.n_head / p.n_head_kv) * p.head_dim;
   const int64_t hd = p.head_dim;
   const int64_t hd_pad = padded_head_dim(p.head_dim);
   const int32_t rep = p.n_head / p.n_head_kv;
@@ -123,10 +129,10 @@ void attention_group_scalar(const AttentionGroupTask& task, float* scratch) {
   }
   for (int32_t j0 = 0; j0 < task.n_visible; j0 += kAttentionKeyBlock) {
     const int32_t nb = std::min(kAttentionKeyBlock, task.n_visible - j0);
-    gather_block_scalar(p, task.table->k_pages, task.kv_head, j0, nb, kblk);
-    gather_block_scalar(p, task.table->v_pages, task.kv_head, j0, nb, vblk);
+    gather_block_scalar(p, task.table->k_pages, kv_head, j0, nb, kblk);
+    gather_block_scalar(p, task.table->v_pages, kv_head, j0, nb, vblk);
     for (int32_t r = 0; r < rep; ++r) {
-      const float* q = task.q + r * hd;
+      const float* q = q_group + r * hd;
       float block_max = -std::numeric_limits<float>::infinity();
       for (int32_t j = 0; j < nb; ++j) {
         float dot = 0.0f;
@@ -152,7 +158,13 @@ void attention_group_scalar(const AttentionGroupTask& task, float* scratch) {
     }
   }
   for (int32_t r = 0; r < rep; ++r)
-    for (int64_t e = 0; e < hd; ++e) task.out[r * hd + e] = acc[r * hd_pad + e] / l[r];
+    for (int64_t e = 0; e < hd; ++e) out_group[r * hd + e] = acc[r * hd_pad + e] / l[r];
+}
+}  // namespace
+
+void attention_task_scalar(const AttentionTask& task, float* scratch) {
+  for (int32_t g = task.kv_begin; g < task.kv_end; ++g)
+    attention_head_group_scalar(*task.params, task, g, scratch);
 }
 
 }  // namespace ops_internal
@@ -162,27 +174,34 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
   CHIMERA_RETURN_IF_ERROR(check_params(params));
   CHIMERA_RETURN_IF_ERROR(check_batch(params, batch));
   if (batch.n_queries == 0) return Status::Ok();
-  const int32_t rep = params.n_head / params.n_head_kv;
-  const int64_t n_tasks = batch.n_queries * params.n_head_kv;
+  // Tasks are (query, range of kv heads). Many queries: one task per query (one pass over its
+  // KV rows). Few queries (decode): kv heads are split so every thread has work. Tasks are dealt
+  // round-robin: causal prefill queries grow in cost, contiguous chunks would leave one thread
+  // with the long ones. Each task owns its outputs, so neither choice is visible in the results.
+  const int nth = threads ? threads->n_threads() : 1;
+  const int64_t want_chunks =
+      (2 * static_cast<int64_t>(nth) + batch.n_queries - 1) / batch.n_queries;
+  const int32_t chunks =
+      static_cast<int32_t>(std::clamp<int64_t>(want_chunks, 1, params.n_head_kv));
+  const int64_t n_tasks = batch.n_queries * chunks;
   const int64_t scratch_floats = ops_internal::attention_scratch_floats(params);
-  // Tasks are dealt round-robin: causal prefill queries grow in cost, contiguous chunks would
-  // leave one thread with the long ones. Each task owns its outputs, so the deal is invisible.
-  auto work = [&](int ith, int nth) {
+  auto work = [&](int ith, int nth_run) {
     std::vector<float> scratch(static_cast<size_t>(scratch_floats));
-    for (int64_t t = ith; t < n_tasks; t += nth) {
-      const int64_t i = t / params.n_head_kv;
-      const int32_t g = static_cast<int32_t>(t % params.n_head_kv);
-      const int64_t head_off = static_cast<int64_t>(g) * rep * params.head_dim;
-      ops_internal::AttentionGroupTask task{&params,
-                                            batch.q + i * batch.q_stride + head_off,
-                                            batch.out + i * batch.out_stride + head_off,
-                                            &batch.seqs[batch.seq[i]],
-                                            batch.n_visible[i],
-                                            g};
+    for (int64_t t = ith; t < n_tasks; t += nth_run) {
+      const int64_t i = t / chunks;
+      const int32_t ch = static_cast<int32_t>(t % chunks);
+      ops_internal::AttentionTask task{
+          &params,
+          batch.q + i * batch.q_stride,
+          batch.out + i * batch.out_stride,
+          &batch.seqs[batch.seq[i]],
+          batch.n_visible[i],
+          static_cast<int32_t>(int64_t{ch} * params.n_head_kv / chunks),
+          static_cast<int32_t>(int64_t{ch + 1} * params.n_head_kv / chunks)};
       if (ops_internal::use_avx2(isa)) {
-        ops_internal::attention_group_avx2(task, scratch.data());
+        ops_internal::attention_task_avx2(task, scratch.data());
       } else {
-        ops_internal::attention_group_scalar(task, scratch.data());
+        ops_internal::attention_task_scalar(task, scratch.data());
       }
     }
   };

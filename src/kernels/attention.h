@@ -20,7 +20,7 @@
 //   s_j = (q_h · k_j) * scale for j < n_visible;  out_h = Σ_j softmax(s)_j v_j
 // The caller passes n_visible per query (causal: position + 1 for a plain sequence); masking
 // anything other than a prefix is not supported. Queries are already rotated (RoPE) when the
-// model uses it. Threads split (query, kv head) pairs, never the keys.
+// model uses it. Threads split (query, range of kv heads) pairs, never the keys.
 #pragma once
 
 #include <cstdint>
@@ -78,19 +78,21 @@ Status kv_write_token(const AttentionParams& params, const float* k, const float
                       void* v_page, int32_t slot);
 
 namespace ops_internal {
-// One query, one kv head: the n_head/n_head_kv query heads that share it. Internal to the
-// attention files; q and out point at the group's first head.
-struct AttentionGroupTask {
+// One query, kv heads [kv_begin, kv_end) with their n_head/n_head_kv query heads each. Internal
+// to the attention files; q and out point at the query's head 0. How kv heads are grouped into
+// tasks never changes a head's arithmetic.
+struct AttentionTask {
   const AttentionParams* params;
   const float* q;
   float* out;
   const KvPageTable* table;
   int32_t n_visible;
-  int32_t kv_head;
+  int32_t kv_begin;
+  int32_t kv_end;
 };
-int64_t attention_scratch_floats(const AttentionParams& params);
-void attention_group_scalar(const AttentionGroupTask& task, float* scratch);
-void attention_group_avx2(const AttentionGroupTask& task, float* scratch);
+int64_t attention_scratch_floats(const AttentionParams& params);  // for any kv range
+void attention_task_scalar(const AttentionTask& task, float* scratch);
+void attention_task_avx2(const AttentionTask& task, float* scratch);
 }  // namespace ops_internal
 
 }  // namespace chimera
