@@ -1,12 +1,15 @@
 // Scalar reference (de)quantization of rows for the tensor types chimera computes with. These are
 // the ground truth that SIMD kernels are compared against, so the order of every float operation
 // is part of the contract (documented per function). quants.cpp is compiled with
-// -ffp-contract=off: a fused multiply-add would change results.
+// -ffp-contract=off: a fused multiply-add would change some quantizers' results.
 //
 // Dequantization is bit-identical to the gguf Python package (gguf.quants.dequantize, numpy
-// float32). It differs from llama.cpp's C reference only where llama.cpp's build contracts
-// `d1 * q - m1` (Q4_K, Q5_K) into an FMA (-march=native with GCC's default -ffp-contract=fast);
-// the unfused result here is what llama.cpp's own scalar code means.
+// float32) and to llama.cpp's C reference. Every product in it is exact in float32: significant
+// bits are 11 for an fp16 scale, 6 for a Q4_K/Q5_K sub-block scale or min, 7 for a Q6_K int8 scale,
+// and 7/4/4/5/5 for the quant of Q8_0/Q4_0/Q4_K/Q5_K/Q6_K, so no product needs more than 23 bits
+// (Q6_K: 11 + 7 + 5), and products of fp16 subnormals stay far above float's smallest normal. The
+// only rounding is the final `d1*q - m1` of Q4_K/Q5_K, so any association order of the products,
+// and an FMA for that last step, give the same bits. SIMD kernels may rely on this.
 //
 // Quantization: F16, BF16, Q8_0 and Q4_0 are bit-identical to gguf.quants.quantize for finite
 // inputs (F16 NaNs differ: numpy keeps a signalling NaN's payload, chimera quiets it like F16C).
@@ -42,8 +45,7 @@ void dequantize_row_bf16(const uint16_t* x, float* y, int64_t n);
 void dequantize_row_q8_0(const BlockQ8_0* x, float* y, int64_t n);
 // y[j] = fp16(d) * float(nibble - 8); low nibbles are elements 0..15, high nibbles 16..31
 void dequantize_row_q4_0(const BlockQ4_0* x, float* y, int64_t n);
-// d1 = d * float(sc), m1 = dmin * float(m) (each rounded to float), then y = (d1 * float(q)) - m1
-// with both operations rounded separately.
+// y = (d * float(sc)) * float(q) - dmin * float(m): exact products, one rounding (see top).
 void dequantize_row_q4_K(const BlockQ4_K* x, float* y, int64_t n);
 void dequantize_row_q5_K(const BlockQ5_K* x, float* y, int64_t n);
 // y = (d * float(scale)) * float(q - 32)
