@@ -237,7 +237,7 @@ Status HybridMemory::restore(int32_t seq, uint64_t snapshot_id) {
   std::vector<uint64_t> keep;
   for (uint64_t id : b.snaps) {
     const Snapshot* y = snaps_.find(id);
-    if (id == snapshot_id || y->n_tokens > x->n_tokens) continue;
+    if (id == snapshot_id || y->n_tokens >= x->n_tokens) continue;  // x takes its place
     const uint32_t np = pages_for(y->n_tokens);
     if (std::equal(y->pages->ids().begin(), y->pages->ids().begin() + np, x->pages->ids().begin()))
       keep.push_back(id);

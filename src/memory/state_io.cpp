@@ -133,9 +133,13 @@ Result<std::vector<uint8_t>> HybridMemory::save_seq(int32_t seq) const {
         }
     }
     if (has_recurrent_) w2.raw(states_->data(b.slot), states_->slot_bytes());
-    w2.put<uint32_t>(static_cast<uint32_t>(b.snaps.size()));
+    std::vector<const Snapshot*> path;  // one per token count (the format wants them ascending)
     for (uint64_t id : b.snaps) {
       const Snapshot* s = snaps_.find(id);
+      if (path.empty() || path.back()->n_tokens < s->n_tokens) path.push_back(s);
+    }
+    w2.put<uint32_t>(static_cast<uint32_t>(path.size()));
+    for (const Snapshot* s : path) {
       w2.put<uint32_t>(s->n_tokens);
       if (has_recurrent_) w2.raw(states_->data(s->slot), states_->slot_bytes());
     }
