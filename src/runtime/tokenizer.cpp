@@ -259,6 +259,13 @@ Result<Tokenizer> Tokenizer::create(TokenizerData data) {
       std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
       t.byte_token[b] = t.lookup(buf);
     }
+    t.spm_split_at_words = true;
+    for (const std::string& text : t.texts) {
+      for (size_t p = text.find(kSpaceEscape, 1); p != std::string::npos;
+           p = text.find(kSpaceEscape, p + 3)) {
+        if (p < 3 || text.compare(p - 3, 3, kSpaceEscape) != 0) t.spm_split_at_words = false;
+      }
+    }
   }
 
   // Special tokens: matched longest first, then by id.

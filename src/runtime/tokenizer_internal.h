@@ -111,6 +111,8 @@ struct Tokenizer::Impl {
 
   // SPM: <0xXX> tokens (kNoToken when absent)
   std::array<TokenId, 256> byte_token{};
+  // SPM: no token has U+2581 after another character, so text may be merged word by word.
+  bool spm_split_at_words = false;
 
   // Special tokens in matching priority (longest text first, then lowest id).
   tokenizer_detail::SpecialTrie special_trie;

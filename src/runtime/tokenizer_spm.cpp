@@ -26,9 +26,9 @@ bool heap_less(const Bigram& a, const Bigram& b) {
   return a.score < b.score || (a.score == b.score && a.left > b.left);
 }
 
-}  // namespace
-
-void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>* out) const {
+// One independent segment of the text (see encode_spm).
+void encode_spm_segment(const Tokenizer::Impl& t, std::string_view text,
+                        std::vector<TokenId>* out) {
   std::vector<Symbol> syms;
   for (size_t off = 0; off < text.size();) {
     size_t n =
@@ -44,9 +44,9 @@ void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>* ou
     if (left < 0 || right < 0) return;
     const Symbol& l = syms[left];
     const Symbol& r = syms[right];
-    TokenId id = lookup(text.substr(l.offset, l.length + r.length));
+    TokenId id = t.lookup(text.substr(l.offset, l.length + r.length));
     if (id == kNoToken) return;
-    heap.push_back({scores[id], left, right, l.length + r.length});
+    heap.push_back({t.scores[id], left, right, l.length + r.length});
     std::push_heap(heap.begin(), heap.end(), heap_less);
   };
   for (size_t i = 1; i < syms.size(); ++i) try_add(int32_t(i - 1), int32_t(i));
@@ -68,7 +68,7 @@ void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>* ou
 
   for (int32_t i = 0; i != -1; i = syms[i].next) {
     std::string_view sv = text.substr(syms[i].offset, syms[i].length);
-    TokenId id = lookup(sv);
+    TokenId id = t.lookup(sv);
     if (id != kNoToken) {
       out->push_back(id);
       continue;
@@ -76,12 +76,36 @@ void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>* ou
     // Merged symbols are always vocabulary entries, so this is a single character: byte fallback.
     for (char c : sv) {
       uint8_t b = static_cast<uint8_t>(c);
-      TokenId bt = byte_token[b];
-      if (bt == kNoToken) bt = lookup(std::string_view(&c, 1));
-      if (bt == kNoToken) bt = unk;
+      TokenId bt = t.byte_token[b];
+      if (bt == kNoToken) bt = t.lookup(std::string_view(&c, 1));
+      if (bt == kNoToken) bt = t.unk;
       if (bt != kNoToken) out->push_back(bt);
     }
   }
+}
+
+}  // namespace
+
+void Tokenizer::Impl::encode_spm(std::string_view text, std::vector<TokenId>* out) const {
+  if (!spm_split_at_words) {
+    encode_spm_segment(*this, text, out);
+    return;
+  }
+  // No vocabulary entry contains a character other than U+2581 followed by U+2581, so no symbol
+  // can ever span such a boundary: the segments merge independently, with the same result as
+  // one global merge loop, and a much smaller heap on long texts.
+  constexpr std::string_view kSpace = "\xe2\x96\x81";
+  size_t start = 0;
+  size_t pos = text.find(kSpace, 1);
+  while (pos != std::string_view::npos) {
+    bool after_space = pos >= 3 && text.substr(pos - 3, 3) == kSpace;
+    if (!after_space) {
+      encode_spm_segment(*this, text.substr(start, pos - start), out);
+      start = pos;
+    }
+    pos = text.find(kSpace, pos + 3);
+  }
+  encode_spm_segment(*this, text.substr(start), out);
 }
 
 }  // namespace chimera

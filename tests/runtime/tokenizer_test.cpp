@@ -501,6 +501,19 @@ TEST(SpmTokenizer, SpacePrefixAfterSpecialTokens) {
   EXPECT_EQ(enc(no_prefix, "a"), (std::vector<TokenId>{kSpmFirst}));
 }
 
+TEST(SpmTokenizer, TokensSpanningSpacesStillMerge) {
+  // "a\u2581b" crosses a word boundary, so the word-by-word shortcut must not be used.
+  Tokenizer t = make(spm_data({{"\xe2\x96\x81", -1},
+                               {"a", -1},
+                               {"b", -1},
+                               {"a\xe2\x96\x81", -0.5f},
+                               {"a\xe2\x96\x81"
+                                "b",
+                                -0.1f}}));
+  EXPECT_EQ(enc(t, "a b"), (std::vector<TokenId>{kSpmFirst, kSpmFirst + 4}));
+  EXPECT_EQ(*t.decode(enc(t, "a b")), "a b");
+}
+
 TEST(Decode, OutOfRangeIdIsAnError) {
   Tokenizer t = make(spm_data({{"a", -1}}));
   auto r = t.decode({1, 100000});
