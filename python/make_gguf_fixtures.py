@@ -8,7 +8,10 @@ with (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K). The tensors are not a runna
 have fewer rows than the real model would, to keep the file small): they exercise the reader, the
 `chimera gguf` command and dequantization.
 
-Deterministic (fixed seed): rerunning reproduces the committed file byte for byte.
+Also writes the libFuzzer seed corpus tests/fuzz/corpus/gguf/: small valid files (every value
+type, arrays, a few tensors, custom alignment) and slightly broken variants of them.
+
+Deterministic (fixed seed): rerunning reproduces the committed files byte for byte.
     .venv/bin/python python/make_gguf_fixtures.py [--out-dir tests/fixtures/gguf]
 """
 
@@ -125,6 +128,59 @@ def make_tiny_granitehybrid(path: Path) -> None:
     w.close()
 
 
+def write_small(path: Path, alignment: int | None, with_tensors: bool) -> bytes:
+    rng = np.random.default_rng(7)
+    w = gguf.GGUFWriter(str(path), "granitehybrid")
+    if alignment is not None:
+        w.add_custom_alignment(alignment)
+    w.add_block_count(3)
+    w.add_head_count_kv([0, 2, 0])
+    w.add_key_value("t.u8", 7, gguf.GGUFValueType.UINT8)
+    w.add_key_value("t.i8", -7, gguf.GGUFValueType.INT8)
+    w.add_key_value("t.u16", 700, gguf.GGUFValueType.UINT16)
+    w.add_key_value("t.i16", -700, gguf.GGUFValueType.INT16)
+    w.add_key_value("t.i32", -70000, gguf.GGUFValueType.INT32)
+    w.add_key_value("t.u64", 2**40, gguf.GGUFValueType.UINT64)
+    w.add_key_value("t.i64", -(2**40), gguf.GGUFValueType.INT64)
+    w.add_key_value("t.f32", 0.5, gguf.GGUFValueType.FLOAT32)
+    w.add_key_value("t.f64", 0.25, gguf.GGUFValueType.FLOAT64)
+    w.add_key_value("t.b", True, gguf.GGUFValueType.BOOL)
+    w.add_key_value("t.bools", [True, False], gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.BOOL)
+    w.add_key_value("t.f32s", [1.0, 2.0], gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.FLOAT32)
+    w.add_token_list(["a", "b", "ab"])
+    if with_tensors:
+        w.add_tensor("f32", np.arange(4, dtype=np.float32))
+        w.add_tensor("f16", np.arange(6, dtype=np.float16).reshape(2, 3))
+        add_quantized(w, "q8", rng.standard_normal((1, 32)).astype(np.float32), QT.Q8_0)
+        w.add_tensor("q4k", random_kquant_rows(rng, QT.Q4_K, 1, 256), raw_dtype=QT.Q4_K)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path.read_bytes()
+
+
+def make_fuzz_corpus(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    valid = {
+        "valid_tensors": write_small(out / "valid_tensors", None, True),
+        "valid_align8": write_small(out / "valid_align8", 8, True),
+        "valid_no_tensors": write_small(out / "valid_no_tensors", None, False),
+    }
+    base = valid["valid_tensors"]
+    broken = {
+        "truncated_header": base[:20],
+        "truncated_kv": base[:200],
+        "truncated_data": base[:-200],
+        "bad_version": base[:4] + (4).to_bytes(4, "little") + base[8:],
+        "huge_kv_count": base[:16] + (2**62).to_bytes(8, "little") + base[24:],
+        "huge_tensor_count": base[:8] + (2**40).to_bytes(8, "little") + base[16:],
+        "v2": base[:4] + (2).to_bytes(4, "little") + base[8:],
+    }
+    for name, data in broken.items():
+        (out / name).write_bytes(data)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default=str(Path(__file__).resolve().parent.parent /
@@ -134,6 +190,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     make_tiny_granitehybrid(out / "tiny_granitehybrid.gguf")
     print(f"wrote {out / 'tiny_granitehybrid.gguf'}")
+    corpus = Path(__file__).resolve().parent.parent / "tests" / "fuzz" / "corpus" / "gguf"
+    make_fuzz_corpus(corpus)
+    print(f"wrote {corpus}/")
 
 
 if __name__ == "__main__":
