@@ -4,7 +4,21 @@
 
 #include "core/status.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CHIMERA_CPU_RELAX() _mm_pause()
+#else
+#define CHIMERA_CPU_RELAX() ((void)0)
+#endif
+
 namespace chimera {
+namespace {
+
+// Spin iterations before sleeping: a few tens of microseconds, longer than the gap between the
+// kernels of one decode step, far shorter than a human-visible idle period.
+constexpr int kSpinIterations = 1 << 13;
+
+}  // namespace
 
 ThreadContext::ThreadContext(int n_threads) : n_threads_(std::max(1, n_threads)) {
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
@@ -13,7 +27,8 @@ ThreadContext::ThreadContext(int n_threads) : n_threads_(std::max(1, n_threads))
 ThreadContext::~ThreadContext() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true, std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   cv_start_.notify_all();
   for (auto& t : workers_) t.join();
@@ -22,39 +37,56 @@ ThreadContext::~ThreadContext() {
 void ThreadContext::worker_loop(int ith) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int, int)>* job;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
+    uint64_t g = generation_.load(std::memory_order_acquire);
+    for (int i = 0; g == seen && i < kSpinIterations; ++i) {
+      CHIMERA_CPU_RELAX();
+      g = generation_.load(std::memory_order_acquire);
     }
-    (*job)(ith, n_threads_);
-    {
+    if (g == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_start_.wait(lock, [&] {
+        g = generation_.load(std::memory_order_acquire);
+        return g != seen;
+      });
+    }
+    seen = g;
+    if (stop_.load(std::memory_order_relaxed)) return;
+    (*job_)(ith, n_threads_);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      // The caller may be asleep on cv_done_: take the lock so the notify cannot slip between
+      // its predicate check and its wait.
       std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) cv_done_.notify_one();
+      cv_done_.notify_one();
     }
   }
 }
 
 void ThreadContext::run(const std::function<void(int, int)>& fn) {
+  CHIMERA_CHECK(!running_.exchange(true, std::memory_order_acquire),
+                "ThreadContext::run is not reentrant");
   if (n_threads_ == 1) {
     fn(0, 1);
+    running_.store(false, std::memory_order_release);
     return;
   }
+  job_ = &fn;
+  pending_.store(n_threads_ - 1, std::memory_order_relaxed);
   {
+    // Under the lock so a worker between its predicate check and its sleep cannot miss it.
     std::lock_guard<std::mutex> lock(mu_);
-    CHIMERA_CHECK(pending_ == 0, "ThreadContext::run is not reentrant");
-    job_ = &fn;
-    pending_ = n_threads_ - 1;
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
   cv_start_.notify_all();
   fn(0, n_threads_);
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_done_.wait(lock, [&] { return pending_ == 0; });
+  for (int i = 0; pending_.load(std::memory_order_acquire) != 0 && i < kSpinIterations; ++i) {
+    CHIMERA_CPU_RELAX();
+  }
+  if (pending_.load(std::memory_order_acquire) != 0) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_done_.wait(lock, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+  }
   job_ = nullptr;
+  running_.store(false, std::memory_order_release);
 }
 
 void ThreadContext::parallel_for(int64_t n, int64_t grain,

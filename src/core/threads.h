@@ -1,8 +1,13 @@
 // ThreadContext: a persistent worker pool passed explicitly to kernels (no global pools, no
 // OpenMP). Work is split over *outputs* (rows, heads, sequences), never over a reduction, so the
 // result of every element is independent of the thread count.
+//
+// Decode calls run() hundreds of times per token, each for tens of microseconds, so hand-off is
+// spin-then-wait: workers and the caller spin briefly on atomics (catching back-to-back jobs
+// without a syscall) and only then sleep on a condition variable (so an idle pool costs no CPU).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -22,7 +27,8 @@ class ThreadContext {
 
   int n_threads() const { return n_threads_; }
 
-  // Runs fn(thread_index, n_threads) on every thread and waits for all of them.
+  // Runs fn(thread_index, n_threads) on every thread and waits for all of them. Not reentrant:
+  // fn must not call run() on the same context.
   void run(const std::function<void(int ith, int nth)>& fn);
 
   // Splits [0, n) into contiguous chunks of whole `grain`-sized pieces, one per thread, and calls
@@ -37,10 +43,11 @@ class ThreadContext {
   std::mutex mu_;
   std::condition_variable cv_start_;
   std::condition_variable cv_done_;
-  const std::function<void(int, int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  const std::function<void(int, int)>* job_ = nullptr;  // published by generation_ (release)
+  std::atomic<uint64_t> generation_{0};                 // +1 per job (and once to stop)
+  std::atomic<int> pending_{0};                         // workers still running the job
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> running_{false};  // catches reentrant / concurrent run() calls
 };
 
 }  // namespace chimera

@@ -369,4 +369,19 @@ Status matmul_expert(ThreadContext& ctx, const WeightMatrix& w, int64_t expert, 
   return run_matmul(ctx, w, base, x, m, y, ws, x_stride, y_stride);
 }
 
+uint64_t memory_read_probe(const void* data, size_t bytes, Isa isa) {
+  if (isa != Isa::kScalar && isa_supported(Isa::kAvx2)) {
+    return matmul_detail::memory_read_probe_avx2(data, bytes);
+  }
+  const uint64_t* p = static_cast<const uint64_t*>(data);
+  const size_t n = bytes / 8;
+  uint64_t acc[4] = {0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    for (int k = 0; k < 4; ++k) acc[k] += p[i + k];
+  }
+  for (; i < n; ++i) acc[0] += p[i];
+  return acc[0] + acc[1] + acc[2] + acc[3];
+}
+
 }  // namespace chimera

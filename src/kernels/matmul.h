@@ -81,6 +81,11 @@ Status matmul_expert(ThreadContext& ctx, const WeightMatrix& w, int64_t expert, 
                      int64_t m, float* y, MatmulWorkspace& ws, int64_t x_stride = 0,
                      int64_t y_stride = 0);
 
+// Benchmark support (`chimera bench kernels`): reads `bytes` of `data` (64-byte aligned) with the
+// widest loads of `isa` into several independent accumulators: the memory-bandwidth roofline that
+// GEMV is measured against. Returns a value that depends on every byte, so the read stays.
+uint64_t memory_read_probe(const void* data, size_t bytes, Isa isa);
+
 // ---- internal: the per-ISA kernel tables (matmul.cpp, matmul_avx2.cpp) ----
 namespace matmul_detail {
 
@@ -108,6 +113,7 @@ using KernelFn = void (*)(const KernelArgs& args, int64_t j0, int64_t j1);
 // Kernel for a type on a path; nullptr when the type is not supported.
 KernelFn scalar_kernel(GgmlType type);
 KernelFn avx2_kernel(GgmlType type);
+uint64_t memory_read_probe_avx2(const void* data, size_t bytes);
 
 }  // namespace matmul_detail
 }  // namespace chimera

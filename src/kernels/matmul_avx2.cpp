@@ -379,4 +379,21 @@ KernelFn avx2_kernel(GgmlType type) {
   }
 }
 
+uint64_t memory_read_probe_avx2(const void* data, size_t bytes) {
+  // 8 independent 256-bit accumulators: enough loads in flight to saturate the memory system.
+  const __m256i* p = static_cast<const __m256i*>(data);
+  const size_t n = bytes / 32;
+  __m256i acc[8];
+  for (auto& a : acc) a = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) acc[k] = _mm256_add_epi64(acc[k], _mm256_load_si256(p + i + k));
+  }
+  for (; i < n; ++i) acc[0] = _mm256_add_epi64(acc[0], _mm256_loadu_si256(p + i));
+  for (int k = 1; k < 8; ++k) acc[0] = _mm256_add_epi64(acc[0], acc[k]);
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc[0]);
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+
 }  // namespace chimera::matmul_detail

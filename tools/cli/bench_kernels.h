@@ -1,0 +1,51 @@
+// `chimera bench kernels [--json] [-t N]`: kernel throughput measured in one run, so ratios are
+// meaningful on a noisy shared machine:
+//   - roofline_gbps: a vectorised streaming read of a buffer far larger than cache, all threads;
+//   - per weight type, decode-shaped GEMV (1 x 4096 by 4096 x 4096) cycling through a weight set
+//     larger than 512 MB (effective weight GB/s and its share of the roofline), and
+//     prefill-shaped GEMM (512 x 4096 by 4096 x 1024) in GFLOP/s (2*M*N*K per call).
+// JSON: {"roofline_gbps": x, "isa": ..., "threads": n,
+//        "types": {"Q8_0": {"gemv_gbps": x, "gemv_roofline_pct": x, "gemm_gflops": x, ...}, ...}}
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "gguf/types.h"
+#include "kernels/cpu_features.h"
+
+namespace chimera::cli {
+
+struct KernelBenchOptions {
+  int n_threads = 2;
+  Isa isa = active_isa();
+  std::vector<GgmlType> types;             // empty = every type matmul supports
+  uint64_t weight_set_bytes = 576u << 20;  // GEMV weight set (> 512 MB: far beyond cache)
+  int gemv_n_in = 4096, gemv_n_out = 4096;
+  int gemm_m = 512, gemm_n_in = 4096, gemm_n_out = 1024;
+  int repeats = 4;  // timed passes per measurement; the best one is kept (noise only slows down)
+};
+
+struct TypeBenchResult {
+  GgmlType type = GgmlType::F32;
+  int64_t gemv_matrices = 0;  // matrices cycled through
+  double gemv_set_mb = 0;     // their total size
+  double gemv_gbps = 0;
+  double gemv_roofline_pct = 0;
+  double gemv_us_per_matrix = 0;
+  double gemm_gflops = 0;
+  double gemm_ms = 0;
+};
+
+struct KernelBenchResult {
+  std::string isa;
+  int n_threads = 0;
+  double roofline_gbps = 0;
+  std::vector<TypeBenchResult> types;
+};
+
+Result<KernelBenchResult> run_kernel_bench(const KernelBenchOptions& options);
+
+}  // namespace chimera::cli
