@@ -30,4 +30,9 @@ void quantize_act_q8(const float* x, int64_t n, ActBlockQ8* out);
 // in float, q clamped to [-127, 127], bsums = sums of 16).
 void quantize_act_q8k(const float* x, int64_t n, BlockQ8_K* out);
 
+// AVX2 versions (act_quant_avx2.cpp): bit-identical output to the two above for every input,
+// NaN and infinity included (tested), just faster. Callers must check isa_supported(kAvx2).
+void quantize_act_q8_avx2(const float* x, int64_t n, ActBlockQ8* out);
+void quantize_act_q8k_avx2(const float* x, int64_t n, BlockQ8_K* out);
+
 }  // namespace chimera

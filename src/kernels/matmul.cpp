@@ -318,13 +318,18 @@ Status run_matmul(ThreadContext& ctx, const WeightMatrix& w, const uint8_t* wdat
     // Each row is quantized on its own, so splitting rows over threads cannot change a bit.
     const size_t row = matmul_detail::act_row_bytes(w.type, w.n_in);
     uint8_t* act = static_cast<uint8_t*>(ws.reserve(row * static_cast<size_t>(m)));
+    const bool simd = ws.isa() != Isa::kScalar;
     auto quantize_rows = [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         void* dst = act + static_cast<size_t>(i) * row;
+        // Both quantizers give identical bits; AVX2 only saves time.
+        const float* xr = x + i * x_stride;
         if (fmt == ActFormat::kQ8) {
-          quantize_act_q8(x + i * x_stride, w.n_in, static_cast<ActBlockQ8*>(dst));
+          ActBlockQ8* q = static_cast<ActBlockQ8*>(dst);
+          simd ? quantize_act_q8_avx2(xr, w.n_in, q) : quantize_act_q8(xr, w.n_in, q);
         } else {
-          quantize_act_q8k(x + i * x_stride, w.n_in, static_cast<BlockQ8_K*>(dst));
+          BlockQ8_K* q = static_cast<BlockQ8_K*>(dst);
+          simd ? quantize_act_q8k_avx2(xr, w.n_in, q) : quantize_act_q8k(xr, w.n_in, q);
         }
       }
     };

@@ -158,6 +158,31 @@ TEST(MatmulActQuant, MatchesGgufReferenceQuantizers) {
   }
 }
 
+TEST(MatmulActQuant, Avx2QuantizersAreBitIdenticalToScalar) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no AVX2 on this CPU";
+  const int64_t n = 512;
+  auto x = matmul_test::random_activations(12, n, 78);
+  // Row 6: exact ties after scaling (amax 127 -> scale 1, values k + 0.5); row 7: NaN and
+  // infinities; row 8: the largest magnitude appears with both signs (first one must win).
+  for (int64_t k = 0; k < n; ++k) x[6 * n + k] = (k % 32 == 0) ? 127.0f : (k % 7) - 3.5f;
+  x[7 * n + 5] = std::nanf("");
+  x[7 * n + 40] = INFINITY;
+  x[7 * n + 300] = -INFINITY;
+  x[8 * n + 10] = -50.0f;
+  x[8 * n + 20] = 50.0f;
+  for (int64_t i = 0; i < 12; ++i) {
+    const float* xr = x.data() + i * n;
+    std::vector<ActBlockQ8> a(n / 32), b(n / 32);
+    quantize_act_q8(xr, n, a.data());
+    quantize_act_q8_avx2(xr, n, b.data());
+    ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(ActBlockQ8))) << "row " << i;
+    std::vector<BlockQ8_K> ak(n / kQK_K), bk(n / kQK_K);
+    quantize_act_q8k(xr, n, ak.data());
+    quantize_act_q8k_avx2(xr, n, bk.data());
+    ASSERT_EQ(0, std::memcmp(ak.data(), bk.data(), ak.size() * sizeof(BlockQ8_K))) << "row " << i;
+  }
+}
+
 TEST(MatmulActQuant, NonFiniteInputDoesNotCrash) {
   std::vector<float> x(256, 1.0f);
   x[3] = std::nanf("");

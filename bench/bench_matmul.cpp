@@ -1,0 +1,160 @@
+// Matmul microbenchmarks. Arguments: weight type id, threads. Run a subset with
+// --benchmark_filter, e.g. `bench_matmul --benchmark_filter='Gemv/8/'` for Q8_0.
+//   Roofline       streaming read of 512 MiB (GB/s; the bound for the large GEMV)
+//   GemvCached     1 x 4096 by 4096 x 256: weights in cache, the kernel's compute speed (GB/s)
+//   GemvLarge      1 x 4096 by 4096 x 4096, cycling through 576 MiB of matrices (GB/s)
+//   Gemm           512 x 4096 by 4096 x 1024 (FLOP/s counter)
+//   ActQuant       activation quantization of 512 rows of 4096 (Q8 and Q8_K)
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/threads.h"
+#include "kernels/act_quant.h"
+#include "kernels/matmul.h"
+
+namespace chimera {
+namespace {
+
+constexpr uint64_t kLargeSet = 576ull << 20;
+
+struct Aligned {
+  explicit Aligned(uint64_t bytes)
+      : p(static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64))), n(bytes) {
+    std::memset(p, 0, (bytes + 63) / 64 * 64);
+  }
+  ~Aligned() { std::free(p); }
+  uint8_t* p;
+  uint64_t n;
+};
+
+// Valid blocks (finite fp16 scales), random payload, replicated over `total` bytes.
+void fill(GgmlType t, uint8_t* buf, uint64_t matrix_bytes, uint64_t total) {
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  const TypeTraits& tt = type_traits(t);
+  for (uint64_t off = 0; off + tt.type_size <= matrix_bytes; off += tt.type_size) {
+    uint8_t* blk = buf + off;
+    if (t == GgmlType::F32) {
+      const float v = uni(rng);
+      std::memcpy(blk, &v, 4);
+    } else if (t == GgmlType::F16 || t == GgmlType::BF16) {
+      const uint16_t h = t == GgmlType::F16 ? f32_to_fp16(uni(rng)) : f32_to_bf16(uni(rng));
+      std::memcpy(blk, &h, 2);
+    } else {
+      for (uint32_t k = 0; k < tt.type_size; ++k) blk[k] = static_cast<uint8_t>(rng());
+      const uint16_t d = f32_to_fp16(0.01f);
+      std::memcpy(blk + (t == GgmlType::Q6_K ? offsetof(BlockQ6_K, d) : 0), &d, 2);
+      if (t == GgmlType::Q4_K || t == GgmlType::Q5_K) std::memcpy(blk + 2, &d, 2);
+    }
+  }
+  for (uint64_t off = matrix_bytes; off + matrix_bytes <= total; off += matrix_bytes) {
+    std::memcpy(buf + off, buf, matrix_bytes);
+  }
+}
+
+std::vector<float> activations(int64_t n) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  std::vector<float> x(n);
+  for (float& v : x) v = uni(rng);
+  return x;
+}
+
+void BM_Roofline(benchmark::State& state) {
+  static Aligned buf(512ull << 20);
+  ThreadContext ctx(static_cast<int>(state.range(0)));
+  const uint64_t per = buf.n / ctx.n_threads() / 64 * 64;
+  std::vector<uint64_t> sink(ctx.n_threads());
+  for (auto _ : state) {
+    ctx.run([&](int ith, int) {
+      sink[ith] += memory_read_probe(buf.p + ith * per, per, active_isa());
+    });
+  }
+  benchmark::DoNotOptimize(sink.data());
+  state.SetBytesProcessed(state.iterations() * per * ctx.n_threads());
+}
+
+void gemv_bench(benchmark::State& state, int64_t n_out, uint64_t set_bytes) {
+  const GgmlType t = static_cast<GgmlType>(state.range(0));
+  ThreadContext ctx(static_cast<int>(state.range(1)));
+  const WeightMatrix proto{t, nullptr, 4096, n_out};
+  const uint64_t mb = proto.matrix_bytes();
+  const int64_t n_mat = std::max<int64_t>(1, set_bytes / mb);
+  Aligned buf(n_mat * mb);
+  fill(t, buf.p, mb, n_mat * mb);
+  const auto x = activations(4096);
+  std::vector<float> y(n_out);
+  MatmulWorkspace ws;
+  int64_t i = 0;
+  for (auto _ : state) {
+    WeightMatrix w = proto;
+    w.data = buf.p + (i++ % n_mat) * mb;
+    if (!gemv(ctx, w, x.data(), y.data(), ws).ok()) state.SkipWithError("gemv failed");
+  }
+  state.SetBytesProcessed(state.iterations() * mb);
+}
+
+void BM_GemvCached(benchmark::State& state) {
+  gemv_bench(state, 256, 0);
+}
+void BM_GemvLarge(benchmark::State& state) {
+  gemv_bench(state, 4096, kLargeSet);
+}
+
+void BM_Gemm(benchmark::State& state) {
+  const GgmlType t = static_cast<GgmlType>(state.range(0));
+  ThreadContext ctx(static_cast<int>(state.range(1)));
+  const int64_t m = 512, k = 4096, n = 1024;
+  const WeightMatrix proto{t, nullptr, k, n};
+  Aligned buf(proto.matrix_bytes());
+  fill(t, buf.p, buf.n, buf.n);
+  WeightMatrix w = proto;
+  w.data = buf.p;
+  const auto x = activations(m * k);
+  std::vector<float> y(m * n);
+  MatmulWorkspace ws;
+  for (auto _ : state) {
+    if (!matmul(ctx, w, x.data(), m, y.data(), ws).ok()) state.SkipWithError("matmul failed");
+  }
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * m * n * k * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+void BM_ActQuant(benchmark::State& state) {
+  const bool k_quant = state.range(0) != 0;
+  const int64_t rows = 512, n = 4096;
+  const auto x = activations(rows * n);
+  std::vector<ActBlockQ8> q8(n / 32);
+  std::vector<BlockQ8_K> q8k(n / kQK_K);
+  for (auto _ : state) {
+    for (int64_t r = 0; r < rows; ++r) {
+      if (k_quant) {
+        quantize_act_q8k(x.data() + r * n, n, q8k.data());
+      } else {
+        quantize_act_q8(x.data() + r * n, n, q8.data());
+      }
+    }
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * rows * n);
+}
+
+void type_thread_args(benchmark::internal::Benchmark* b) {
+  for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0,
+                     GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K}) {
+    for (int threads : {1, 2}) b->Args({static_cast<int64_t>(t), threads});
+  }
+}
+
+BENCHMARK(BM_Roofline)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_GemvCached)->Apply(type_thread_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GemvLarge)->Apply(type_thread_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Gemm)->Apply(type_thread_args)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ActQuant)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace chimera
