@@ -16,6 +16,7 @@
 namespace chimera {
 namespace {
 
+// The returned file points into `bytes`, which must outlive it.
 std::unique_ptr<GgufFile> parse_ok(const std::vector<uint8_t>& bytes) {
   auto f = GgufFile::from_buffer(bytes.data(), bytes.size(), "test.gguf");
   EXPECT_TRUE(f.ok()) << f.status().ToString();
@@ -86,7 +87,8 @@ TEST(GgufWriter, ArraysRoundTrip) {
   w.set_array<bool>("bools", {true, false, true});
   w.set_array<uint64_t>("empty", {});
   w.set_string_array("strs", {"a", "", "Ġthe", std::string("nul\0in", 6)});
-  auto f = parse_ok(w.to_bytes());
+  const auto bytes = w.to_bytes();  // the parsed file views these bytes: keep them alive
+  auto f = parse_ok(bytes);
   ASSERT_NE(f, nullptr);
   const GgufValue& v = f->find("i32s")->value;
   EXPECT_EQ(v.type, GgufValueType::ARRAY);
@@ -116,7 +118,8 @@ TEST(GgufWriter, ReplacingAKeyKeepsItsPlace) {
   w.set_string("b", "x");
   w.set_array<int32_t>("a", {1, 2});
   EXPECT_TRUE(w.has_key("a"));
-  auto f = parse_ok(w.to_bytes());
+  const auto bytes = w.to_bytes();  // the parsed file views these bytes: keep them alive
+  auto f = parse_ok(bytes);
   ASSERT_NE(f, nullptr);
   ASSERT_EQ(f->kvs().size(), 2u);
   EXPECT_EQ(f->kvs()[0].key, "a");
