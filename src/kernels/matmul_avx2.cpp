@@ -190,9 +190,13 @@ struct Q45KKernel {
     const int64_t nb = a.n_in / kQK_K;
     for (int64_t b = 0; b < nb; ++b) {
       alignas(16) uint8_t sc[NR][8], mn[NR][8];
+      alignas(16) int16_t sc16[NR][8];  // widened once so each use is one broadcast from memory
       __m256i mins16[NR];  // each sub-block's min twice: pairs with the sums of 16 (bsums)
       for (int c = 0; c < NR; ++c) {
         unpack_k_scales(w[c][b].scales, sc[c], mn[c]);
+        _mm_store_si128(
+            reinterpret_cast<__m128i*>(sc16[c]),
+            _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc[c]))));
         const __m128i m =
             _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn[c])));
         mins16[c] = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
@@ -215,8 +219,8 @@ struct Q45KKernel {
             whi[c] = _mm256_or_si256(
                 whi[c], _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_hi), bit0), 4));
           }
-          slo[c] = _mm256_set1_epi16(sc[c][2 * ch]);
-          shi[c] = _mm256_set1_epi16(sc[c][2 * ch + 1]);
+          slo[c] = _mm256_set1_epi16(sc16[c][2 * ch]);
+          shi[c] = _mm256_set1_epi16(sc16[c][2 * ch + 1]);
         }
         for (int r = 0; r < MR; ++r) {
           const int8_t* q8 = x[r][b].qs + 64 * ch;
