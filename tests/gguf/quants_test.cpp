@@ -14,6 +14,7 @@
 #include "gguf/types.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -47,8 +48,11 @@ __attribute__((target("f16c"))) uint16_t f16c_from_float(float f) {
 __attribute__((target("f16c"))) float f16c_to_float(uint16_t h) {
   return _cvtsh_ss(h);
 }
+// F16C is CPUID.1:ECX bit 29; it is VEX-encoded, so the OS must also enable AVX state (which
+// __builtin_cpu_supports("avx") checks). clang 14 does not know the "f16c" feature string.
 bool have_f16c() {
-  return __builtin_cpu_supports("f16c");
+  unsigned a, b, c, d;
+  return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
 }
 #else
 uint16_t f16c_from_float(float) {
