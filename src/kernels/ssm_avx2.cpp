@@ -61,7 +61,50 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
     const float* C = a.C + t * a.C_stride + g * N;
     const float* x = a.x + t * a.x_stride + h * P;
     float* y = a.y + t * a.y_stride + h * P;
-    for (int64_t p = 0; p < P; ++p) {
+    // Rows p run in pairs sharing the loads of B and C; each row keeps its own state and four
+    // partial sums (sum index = vector index mod 4), so a row's arithmetic is the same paired
+    // or alone.
+    int64_t p = 0;
+    for (; p + 2 <= P; p += 2) {
+      const float xv0 = x[p], xv1 = x[p + 1];
+      // both x values are read before y is written: y may alias x
+      const __m256 xdt0 = _mm256_set1_ps(xv0 * delta), xdt1 = _mm256_set1_ps(xv1 * delta);
+      float* s0 = S + p * N;
+      float* s1 = s0 + N;
+      __m256 u[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+      __m256 v[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+      int64_t c = 0;
+      for (; c < n_full; ++c) {
+        const __m256 b = _mm256_loadu_ps(B + 8 * c), cc = _mm256_loadu_ps(C + 8 * c);
+        const __m256 n0 = _mm256_fmadd_ps(_mm256_loadu_ps(s0 + 8 * c), vdA, _mm256_mul_ps(b, xdt0));
+        const __m256 n1 = _mm256_fmadd_ps(_mm256_loadu_ps(s1 + 8 * c), vdA, _mm256_mul_ps(b, xdt1));
+        _mm256_storeu_ps(s0 + 8 * c, n0);
+        _mm256_storeu_ps(s1 + 8 * c, n1);
+        u[c & 3] = _mm256_fmadd_ps(n0, cc, u[c & 3]);
+        v[c & 3] = _mm256_fmadd_ps(n1, cc, v[c & 3]);
+      }
+      if (ragged) {  // masked lanes: state 0, B 0, C 0 -> contribute exactly 0
+        const __m256 b = _mm256_maskload_ps(B + 8 * c, tail),
+                     cc = _mm256_maskload_ps(C + 8 * c, tail);
+        const __m256 n0 =
+            _mm256_fmadd_ps(_mm256_maskload_ps(s0 + 8 * c, tail), vdA, _mm256_mul_ps(b, xdt0));
+        const __m256 n1 =
+            _mm256_fmadd_ps(_mm256_maskload_ps(s1 + 8 * c, tail), vdA, _mm256_mul_ps(b, xdt1));
+        _mm256_maskstore_ps(s0 + 8 * c, tail, n0);
+        _mm256_maskstore_ps(s1 + 8 * c, tail, n1);
+        u[c & 3] = _mm256_fmadd_ps(n0, cc, u[c & 3]);
+        v[c & 3] = _mm256_fmadd_ps(n1, cc, v[c & 3]);
+      }
+      const float t0 =
+          hsum_avx2(_mm256_add_ps(_mm256_add_ps(u[0], u[1]), _mm256_add_ps(u[2], u[3])));
+      const float t1 =
+          hsum_avx2(_mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3])));
+      y[p] = a.D ? t0 + a.D[h] * xv0 : t0;
+      y[p + 1] = a.D ? t1 + a.D[h] * xv1 : t1;
+    }
+    for (; p < P; ++p) {
       const float xv = x[p];
       const __m256 x_dt = _mm256_set1_ps(xv * delta);
       float* s = S + p * N;
@@ -74,7 +117,7 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
         _mm256_storeu_ps(s + 8 * c, sn);
         sum[c & 3] = _mm256_fmadd_ps(sn, _mm256_loadu_ps(C + 8 * c), sum[c & 3]);
       }
-      if (ragged) {  // masked lanes: state 0, B 0, C 0 -> contribute exactly 0
+      if (ragged) {
         const __m256 sn = _mm256_fmadd_ps(_mm256_maskload_ps(s + 8 * c, tail), vdA,
                                           _mm256_mul_ps(_mm256_maskload_ps(B + 8 * c, tail), x_dt));
         _mm256_maskstore_ps(s + 8 * c, tail, sn);
