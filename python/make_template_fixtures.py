@@ -136,6 +136,7 @@ FEATURE_CASES = [
     ("sub_index", "{{ items[0] }} {{ items[-1] }} {{ 'hello'[1] }} {{ d['k'] }} {{ d.k }} {{ items.1 }}",
      {"items": ["x", "y", "z"], "d": {"k": "v"}}),
     ("sub_slices", "{{ 'abcdef'[1:3] }} {{ 'abcdef'[::-1] }} {{ 'abcdef'[::2] }} {{ [1,2,3,4][1:] }} {{ [1,2,3,4][:-1] }} {{ [1,2,3,4][-2:] }} {{ 'abc'[5:] }}|{{ [1,2,3,4,5][4:0:-2] }}", {}),
+    ("sub_slice_extreme_steps", "{{ 'abc'[::9223372036854775807] }} {{ [1, 2, 3][::-9223372036854775807] }} {{ 'abc'[-100:100] }} {{ 'abc'[10:-10:-1] }}", {}),
     ("sub_unicode_slices", "{{ s[0] }} {{ s[-1] }} {{ s[1:3] }} {{ s | length }} {{ s[::-1] }}", {"s": "日本語🎉x"}),
     ("sub_missing", "[{{ d.missing }}][{{ d['missing'] }}][{{ items[10] }}] {{ d.missing is defined }}", {"d": {"k": 1}, "items": [1]}),
     ("sub_dict_method_precedence", "{{ d.items is defined }} {{ d['items'] }} {{ d.get('items') }}", {"d": {"items": "key wins via []"}}),

@@ -209,6 +209,80 @@ TEST(Jinja, OutputSizeIsBounded) {
   EXPECT_NE(r.status().message().find("size limit"), std::string::npos);
 }
 
+TEST(Jinja, RunawayDataAndStringsAreRefused) {
+  Result<std::string> r = render(
+      "{% set ns = namespace(x=[]) %}{% for i in range(1000) %}{% set ns.x = [ns.x] %}{% endfor "
+      "%}");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("nests deeper"), std::string::npos) << r.status().message();
+
+  r = render("{% set ns = namespace() %}{% set ns.me = [ns] %}{{ ns }}");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("cannot contain itself"), std::string::npos);
+
+  r = render(
+      "{% set ns = namespace(s='xx') %}{% for i in range(100) %}{% set ns.s = ns.s ~ ns.s "
+      "%}{% endfor %}");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("64 MiB"), std::string::npos) << r.status().message();
+
+  r = render("{{ 'x' * 9223372036854775807 }}");
+  ASSERT_FALSE(r.ok());
+  r = render("{{ 'a\nb'|indent(1000000000) }}");
+  ASSERT_FALSE(r.ok());
+  r = render("{{ [1]|tojson(indent=1000000) }}");
+  ASSERT_FALSE(r.ok());
+}
+
+// Mutated real templates: parsing and rendering return a Status, never crash, and whatever they
+// render is valid UTF-8.
+TEST(Jinja, MutatedTemplatesNeverCrash) {
+  const char* names[] = {"granite-4.0-h", "llama-3.1", "qwen2.5", "mistral-v3-tools"};
+  const char* pieces[] = {"{{",     "}}",    "{%",  "%}", "{#", "-",  "(",  ")",
+                          "[",      "]",     "'",   "\"", "|",  ".",  "if", "for",
+                          "endfor", "endif", "not", "~",  "*",  "**", ",",  ":"};
+  ValueMap vars;
+  Json msgs = Json::parse(R"([{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                              {"role": "assistant", "content": "a", "tool_calls": []}])");
+  vars.set("messages", Value::from_json(msgs));
+  vars.set("add_generation_prompt", Value(true));
+  uint64_t rng = 12345;
+  auto next = [&rng](uint64_t n) {
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (rng >> 33) % n;
+  };
+  int rendered = 0, failed = 0;
+  for (const char* name : names) {
+    std::ifstream f(std::string(CHIMERA_SOURCE_DIR) + "/tests/fixtures/templates/" + name +
+                    ".jinja");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    const std::string base = ss.str();
+    ASSERT_FALSE(base.empty()) << name;
+    for (int iter = 0; iter < 150; ++iter) {
+      std::string src = base;
+      for (int m = 0; m < 3; ++m) {
+        size_t pos = next(src.size());
+        if (next(2) == 0) {
+          src.erase(pos, 1 + next(8));
+        } else {
+          src.insert(pos, pieces[next(sizeof(pieces) / sizeof(pieces[0]))]);
+        }
+      }
+      Result<Template> t = Template::parse(src);
+      Result<std::string> r = t.ok() ? t->render(vars) : Result<std::string>(t.status());
+      if (r.ok()) {
+        ++rendered;
+        EXPECT_TRUE(utf8_valid(*r));
+      } else {
+        ++failed;
+        EXPECT_FALSE(r.status().message().empty());
+      }
+    }
+  }
+  EXPECT_GT(failed, 0);  // the mutations did break templates (the test exercises error paths)
+}
+
 TEST(Jinja, InvalidUtf8TemplateIsRejected) {
   Result<Template> t = Template::parse(std::string("ok \xff\xfe"));
   ASSERT_FALSE(t.ok());

@@ -15,6 +15,14 @@ namespace chimera::jinja {
 
 namespace {
 
+// Strings a template builds are capped (a template from a GGUF file is untrusted input): a
+// clear error instead of exhausting memory.
+constexpr size_t kMaxStringBytes = 64u << 20;
+
+void check_size(size_t bytes) {
+  if (bytes > kMaxStringBytes) fail("a string built by the template exceeds 64 MiB");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Argument binding: positional then keyword arguments onto named parameters, like Python.
 
@@ -148,6 +156,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
     for (size_t i = 0; i <= cps.size(); ++i) {
       if (count < 0 || done < count) {
         out += repl;
+        check_size(out.size());
         ++done;
       }
       if (i < cps.size()) utf8_append(out, cps[i]);
@@ -161,6 +170,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
     if (hit == std::string::npos) break;
     out.append(s, pos, hit - pos);
     out += repl;
+    check_size(out.size());
     pos = hit + old.size();
     ++done;
   }
@@ -546,9 +556,15 @@ Value get_slice(const Value& obj, const Value& start_v, const Value& stop_v, con
   int64_t e = adjust(stop, n, -1);
   std::vector<int64_t> idx;
   if (step > 0) {
-    for (int64_t i = b; i < e; i += step) idx.push_back(i);
+    for (int64_t i = b; i < e; i += step) {
+      idx.push_back(i);
+      if (e - i <= step) break;  // the next step would pass the end (and might overflow)
+    }
   } else {
-    for (int64_t i = b; i > e; i += step) idx.push_back(i);
+    for (int64_t i = b; i > e; i += step) {
+      idx.push_back(i);
+      if (i - e <= -step) break;
+    }
   }
   if (obj.is_string()) {
     std::string out;
@@ -597,8 +613,10 @@ int64_t floor_div(int64_t a, int64_t b) {
 Value repeat(const Value& seq, int64_t n) {
   if (n < 0) n = 0;
   if (seq.is_string()) {
-    if (n > 0 && seq.str().size() * static_cast<uint64_t>(n) > (64u << 20))
-      fail("string repetition too large");
+    if (n > 0 &&
+        static_cast<uint64_t>(n) > kMaxStringBytes / std::max<size_t>(1, seq.str().size())) {
+      fail("a string built by the template exceeds 64 MiB");
+    }
     std::string out;
     for (int64_t i = 0; i < n; ++i) out += seq.str();
     return Value(out);
@@ -623,7 +641,12 @@ Value negate(const Value& v) {
 }
 
 Value binary_op(const std::string& op, const Value& a, const Value& b) {
-  if (op == "~") return Value(to_str(a) + to_str(b));
+  if (op == "~") {
+    std::string out = to_str(a);
+    out += to_str(b);
+    check_size(out.size());
+    return Value(std::move(out));
+  }
   if (a.is_undefined()) fail_undefined(a);
   if (b.is_undefined()) fail_undefined(b);
   bool nums = a.is_number() && b.is_number();
@@ -631,7 +654,10 @@ Value binary_op(const std::string& op, const Value& a, const Value& b) {
   if (op == "+") {
     if (ints) return Value(checked(add_ovf, a.as_int(), b.as_int()));
     if (nums) return Value(a.as_double() + b.as_double());
-    if (a.is_string() && b.is_string()) return Value(a.str() + b.str());
+    if (a.is_string() && b.is_string()) {
+      check_size(a.str().size() + b.str().size());
+      return Value(a.str() + b.str());
+    }
     if (a.is_list() && b.is_list() && a.is_tuple() == b.is_tuple()) {
       ValueList out = a.items();
       out.insert(out.end(), b.items().begin(), b.items().end());
@@ -775,7 +801,7 @@ Value filter_round(const Value& x, const CallArgs& args) {
   if (method == "common") {
     if (!x.is_float()) return Value(x.as_int());  // round(int, n) stays an int
     // Correctly rounded half-even on the exact binary value, like CPython's round().
-    char buf[512];
+    char buf[700];  // up to 309 integer digits, the point and 300 decimals
     std::snprintf(buf, sizeof(buf), "%.*f", static_cast<int>(std::clamp<int64_t>(prec, 0, 300)),
                   x.as_double());
     double r = std::strtod(buf, nullptr);
@@ -792,20 +818,37 @@ Value filter_round(const Value& x, const CallArgs& args) {
   return Value(d / p);
 }
 
+// An indentation width: a count of spaces, bounded.
+std::string spaces(const Value& width, const char* what) {
+  int64_t w = need_int(width, what);
+  if (w > 10000) fail(StrCat(what, ": indent width ", w, " is too large"));
+  return std::string(static_cast<size_t>(std::max<int64_t>(0, w)), ' ');
+}
+
 Value filter_indent(const Value& s_v, const CallArgs& args) {
   auto v =
       bind("indent", args, {{"width", Value(4)}, {"first", Value(false)}, {"blank", Value(false)}});
-  std::string ind = v[0].is_string()
-                        ? v[0].str()
-                        : std::string(std::max<int64_t>(0, need_int(v[0], "indent")), ' ');
+  std::string ind = v[0].is_string() ? v[0].str() : spaces(v[0], "indent");
   std::string s = soft_str(s_v) + "\n";
   std::vector<std::string> lines = split_lines(s);
   std::string rv;
   if (v[2].truthy()) {
-    for (size_t i = 0; i < lines.size(); ++i) rv += (i ? "\n" + ind : "") + lines[i];
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (i) {
+        rv += '\n';
+        rv += ind;
+      }
+      rv += lines[i];
+      check_size(rv.size());
+    }
   } else {
     rv = lines.empty() ? "" : lines[0];
-    for (size_t i = 1; i < lines.size(); ++i) rv += "\n" + (lines[i].empty() ? "" : ind + lines[i]);
+    for (size_t i = 1; i < lines.size(); ++i) {
+      rv += '\n';
+      if (!lines[i].empty()) rv += ind;
+      rv += lines[i];
+      check_size(rv.size());
+    }
   }
   if (v[1].truthy()) rv = ind + rv;
   return Value(rv);
@@ -822,10 +865,8 @@ Value filter_tojson(const Value& x, const CallArgs& args) {
   o.ensure_ascii = v[0].truthy();
   if (!v[1].is_none()) {
     o.pretty = true;
-    o.item_sep = ",";
-    o.indent_str = v[1].is_string()
-                       ? v[1].str()
-                       : std::string(std::max<int64_t>(0, need_int(v[1], "tojson")), ' ');
+    o.item_sep = std::string(1, ',');  // (not a literal: g++ 12 -Wrestrict false positive)
+    o.indent_str = v[1].is_string() ? v[1].str() : spaces(v[1], "tojson");
   }
   if (!v[2].is_none()) {
     if (!v[2].is_list() || v[2].items().size() != 2)
@@ -955,6 +996,7 @@ Value apply_filter(const std::string& name, const Value& x, const CallArgs& args
     bool first = true;
     for (const auto& item : iterate(x)) {
       if (!first) out += soft_str(v[0]);
+      check_size(out.size());
       first = false;
       out += soft_str(v[1].is_none() ? item : attr_path(item, need_string(v[1], "join")));
     }

@@ -1,5 +1,7 @@
 #include "runtime/jinja/template.h"
 
+#include <new>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "runtime/jinja/builtins.h"
@@ -160,6 +162,9 @@ class Interpreter {
         } else {
           Value ns = lookup(n.targets[0]);
           if (!ns.is_namespace()) fail("cannot assign attribute on non-namespace object");
+          if (contains_namespace(v, &ns.namespace_map())) fail("a namespace cannot contain itself");
+          if (v.depth() + 1 > Value::kMaxDepth)
+            fail(StrCat("data nests deeper than ", Value::kMaxDepth, " levels"));
           ns.namespace_map().set(n.attr, v);
         }
         return Flow::kNormal;
@@ -482,6 +487,10 @@ Result<std::string> Template::render(const ValueMap& variables, const RenderLimi
     return interp.run(*body_);
   } catch (const JinjaError& err) {
     return to_status(err);
+  } catch (const std::bad_alloc&) {
+    return Error(ErrorCode::kOutOfMemory, "template rendering ran out of memory");
+  } catch (const std::length_error&) {
+    return Error(ErrorCode::kOutOfMemory, "template rendering built a string or list too large");
   }
 }
 

@@ -27,6 +27,7 @@ const Value* ValueMap::find(const std::string& key) const {
 }
 
 void ValueMap::set(const std::string& key, Value value) {
+  child_depth = std::max(child_depth, value.depth());
   for (auto& [k, v] : entries) {
     if (k == key) {
       v = std::move(value);
@@ -55,8 +56,39 @@ Value Value::none() {
   return v;
 }
 
+namespace {
+
+int checked_depth(int d) {
+  if (d > Value::kMaxDepth) fail(StrCat("data nests deeper than ", Value::kMaxDepth, " levels"));
+  return d;
+}
+
+}  // namespace
+
+int Value::depth() const {
+  if (kind_ == Kind::kNamespace) return 1 + map_->child_depth;
+  return depth_;
+}
+
+bool contains_namespace(const Value& v, const ValueMap* ns) {
+  if (v.is_namespace() && &v.namespace_map() == ns) return true;
+  if (v.is_list()) {
+    for (const auto& i : v.items()) {
+      if (contains_namespace(i, ns)) return true;
+    }
+  } else if (v.is_dict() || v.is_namespace()) {
+    for (const auto& [k, i] : v.map().entries) {
+      if (contains_namespace(i, ns)) return true;
+    }
+  }
+  return false;
+}
+
 Value Value::list(ValueList items, bool tuple) {
+  int d = 0;
+  for (const auto& i : items) d = std::max(d, i.depth());
   Value v;
+  v.depth_ = checked_depth(d + 1);
   v.kind_ = Kind::kList;
   v.tuple_ = tuple;
   v.list_ = std::make_shared<const ValueList>(std::move(items));
@@ -64,7 +96,11 @@ Value Value::list(ValueList items, bool tuple) {
 }
 
 Value Value::dict(ValueMap map) {
+  int d = 0;
+  for (const auto& [k, i] : map.entries) d = std::max(d, i.depth());
+  map.child_depth = d;
   Value v;
+  v.depth_ = checked_depth(d + 1);
   v.kind_ = Kind::kDict;
   v.map_ = std::make_shared<ValueMap>(std::move(map));
   return v;
@@ -632,6 +668,7 @@ void json_value(std::string& out, const Value& v, const JsonOptions& o, int leve
         for (size_t i = 0; i < n; ++i) {
           if (i) out += o.item_sep + newline;
           json_value(out, v.items()[i], o, level + 1);
+          if (out.size() > (64u << 20)) fail("tojson output exceeds 64 MiB");
         }
       } else {
         std::vector<const std::pair<std::string, Value>*> entries;
@@ -645,6 +682,7 @@ void json_value(std::string& out, const Value& v, const JsonOptions& o, int leve
           json_string(out, entries[i]->first, o.ensure_ascii);
           out += o.key_sep;
           json_value(out, entries[i]->second, o, level + 1);
+          if (out.size() > (64u << 20)) fail("tojson output exceeds 64 MiB");
         }
       }
       if (o.pretty) {

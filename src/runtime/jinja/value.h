@@ -43,6 +43,7 @@ using ValueList = std::vector<Value>;
 // Python dict with string keys, in insertion order (templates print and tojson them in order).
 struct ValueMap {
   std::vector<std::pair<std::string, Value>> entries;
+  int child_depth = 0;  // deepest nesting among the values (kept current by set())
   const Value* find(const std::string& key) const;
   void set(const std::string& key, Value value);
 };
@@ -119,6 +120,10 @@ class Value {
   const std::string& undefined_hint() const { return s_; }
 
   bool truthy() const;
+  // Nesting depth of lists, dicts and namespaces (scalars are 0). Building data deeper than
+  // kMaxDepth fails, which bounds every recursion over values (printing, tojson, comparison).
+  int depth() const;
+  static constexpr int kMaxDepth = 256;
 
  private:
   Kind kind_ = Kind::kUndefined;
@@ -128,11 +133,14 @@ class Value {
   std::string s_;  // string, or the undefined hint
   std::shared_ptr<const ValueList> list_;
   std::shared_ptr<ValueMap> map_;
+  int depth_ = 0;  // lists and dicts; namespaces read their map's child_depth
   std::shared_ptr<const Callable> fn_;
 };
 
 // Python's type name, for error messages ("str", "NoneType", "dict", ...).
 std::string type_name(const Value& v);
+// True when `v` is, or contains, the namespace `ns` (assigning it into `ns` would make a cycle).
+bool contains_namespace(const Value& v, const ValueMap* ns);
 // Raises the UndefinedError a use of `v` deserves.
 [[noreturn]] void fail_undefined(const Value& v);
 
