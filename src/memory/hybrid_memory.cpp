@@ -341,6 +341,21 @@ void* HybridMemory::v_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t)
   return const_cast<uint8_t*>(row_ptr(false, layer, seqs_[r.seq], r.first + t));
 }
 
+KvSlot HybridMemory::kv_slot(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const {
+  CHIMERA_CHECK(txn_ && layer < attn_index_.size() && attn_index_[layer] >= 0, "kv_slot layer ",
+                layer);
+  const SeqRun& r = txn_->plan.ubatches.at(ubatch).runs.at(run);
+  CHIMERA_CHECK(t < r.n_tokens, "kv_slot token ", t, " of ", r.n_tokens);
+  const uint32_t a = static_cast<uint32_t>(attn_index_[layer]);
+  const uint32_t idx = r.first + t;
+  const uint32_t page = seqs_[r.seq].pages->ids()[idx / cfg_.page_size];
+  KvSlot out;
+  out.k_page = kv_->k_page(a, page);
+  out.v_page = kv_->v_page(a, page);
+  out.slot = static_cast<int32_t>(idx % cfg_.page_size);
+  return out;
+}
+
 const uint8_t* HybridMemory::row_ptr(bool k, uint32_t layer, const SeqBook& b, uint32_t t) const {
   const uint32_t a = static_cast<uint32_t>(attn_index_[layer]);
   const uint32_t page = b.pages->ids()[t / cfg_.page_size];

@@ -19,8 +19,9 @@
 //       for each attention layer il:
 //         AttentionRun a = mem.attention(il, u, r);
 //         for t in 0..run.n_tokens-1: write K/V of token t to mem.k_row(il, u, r, t),
-//                                     mem.v_row(il, u, r, t)
-//         attend queries (token indices a.first .. a.n_kv-1) over a.k_pages / a.v_pages
+//           mem.v_row(il, u, r, t) (or kv_write_token() into mem.kv_slot(il, u, r, t))
+//         attend queries (token indices a.first .. a.n_kv-1) over a.k_pages / a.v_pages:
+//           KvPageTable{a.k_pages, a.v_pages, a.n_pages}, n_visible = token index + 1
 //       for each recurrent layer il:
 //         RecurrentRun s = mem.recurrent(il, u, r);  // read *_src, write *_dst (never aliased)
 //     }
@@ -91,6 +92,14 @@ struct AttentionRun {
   GgmlType type = GgmlType::F16;
 };
 
+// Where token t of a run goes in one attention layer: row `slot` of k_page / v_page (the form
+// kernels/attention.h kv_write_token() takes).
+struct KvSlot {
+  void* k_page = nullptr;
+  void* v_page = nullptr;
+  int32_t slot = 0;
+};
+
 struct RecurrentRun {
   const float* conv_src = nullptr;
   float* conv_dst = nullptr;
@@ -148,6 +157,7 @@ class HybridMemory {
   AttentionRun attention(uint32_t layer, size_t ubatch, size_t run) const;
   void* k_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const;
   void* v_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const;
+  KvSlot kv_slot(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const;
   RecurrentRun recurrent(uint32_t layer, size_t ubatch, size_t run) const;
   // Makes the batch live and applies the snapshot policy.
   Status commit();

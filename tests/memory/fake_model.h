@@ -89,6 +89,12 @@ inline bool run_batch(HybridMemory& mem, const Batch& batch, const BatchPlan& pl
             const int32_t tok = batch.tokens[ub.batch_index[run.offset + t]];
             auto* k = static_cast<uint8_t*>(mem.k_row(il, u, r, t));
             auto* v = static_cast<uint8_t*>(mem.v_row(il, u, r, t));
+            const KvSlot slot = mem.kv_slot(il, u, r, t);
+            if (static_cast<uint8_t*>(slot.k_page) + slot.slot * L.kv_dim * esz != k ||
+                static_cast<uint8_t*>(slot.v_page) + slot.slot * L.kv_dim * esz != v) {
+              *why = "kv_slot disagrees with k_row/v_row";
+              return false;
+            }
             for (uint32_t j = 0; j < L.kv_dim; ++j) {
               store(cfg.kv_type, kv_value(tok, run.first + t, il, j, 0), k + j * esz);
               store(cfg.kv_type, kv_value(tok, run.first + t, il, j, 1), v + j * esz);
