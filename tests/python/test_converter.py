@@ -157,7 +157,6 @@ def test_fixture_metadata_and_tensors(name, outtype):
     assert val(f"{arch}.vocab_size") == cfg["vocab_size"]
     eps = cfg.get("rms_norm_eps", cfg.get("layer_norm_epsilon"))
     assert val(f"{arch}.attention.layer_norm_rms_epsilon") == pytest.approx(eps, rel=1e-7)
-    L = cfg["num_hidden_layers"]
     if arch == "granitehybrid":
         kinds = [k in ("attention", "full_attention") for k in cfg["layer_types"]]
         assert typ(f"{arch}.attention.head_count_kv") == ["ARRAY", "INT32"]  # pitfall 10
@@ -218,7 +217,6 @@ def test_fixture_metadata_and_tensors(name, outtype):
         expect_type = GT.F32 if (always_f32 or outtype == "f32") else GT.F16
         assert t.tensor_type == expect_type, tname
     assert len(r.tensors) == len(want)
-    _ = L
 
 
 # ------------------------------------------------------------------------------------------------
