@@ -218,7 +218,8 @@ Result<uint64_t> HybridMemory::snapshot(int32_t seq) {
   SeqBook& b = seqs_[seq];
   if (!b.snaps.empty()) {
     Snapshot* last = snaps_.find(b.snaps.back());
-    if (last->n_tokens == b.n) {  // already have this exact state: pin it
+    // Already have this exact state (same tokens and position base): pin it.
+    if (last->n_tokens == b.n && last->pos_base == b.pos_base) {
       ++last->pins;
       return last->id;
     }
