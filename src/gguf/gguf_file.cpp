@@ -10,7 +10,6 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
-#include <unordered_set>
 
 namespace chimera {
 
@@ -191,6 +190,17 @@ class Cursor {
     return Status::Ok();
   }
 
+  // Fast path for hot loops (token arrays): false, consuming nothing, when the string does not
+  // fit; the caller then calls read_string to build the error message.
+  bool try_read_string(std::string_view& out) {
+    if (remaining() < 8) return false;
+    const uint64_t len = load_le<uint64_t>(base_ + pos_);
+    if (len > remaining() - 8) return false;
+    out = std::string_view(reinterpret_cast<const char*>(base_ + pos_ + 8), len);
+    pos_ += 8 + len;
+    return true;
+  }
+
   Status read_string(std::string_view& out, std::string_view field) {
     const uint64_t at = pos_;
     uint64_t len = 0;
@@ -336,8 +346,7 @@ Status GgufFile::parse() {
 
   // ---- metadata ----
   kvs_.reserve(n_kv);
-  std::unordered_set<std::string_view> seen_keys;
-  seen_keys.reserve(n_kv);
+  kv_index_.reserve(n_kv);
   for (uint64_t k = 0; k < n_kv; ++k) {
     GgufKV kv;
     kv.file_offset = c.pos();
@@ -345,7 +354,7 @@ Status GgufFile::parse() {
     CHIMERA_RETURN_IF_ERROR(c.read_string(key, StrCat("key of metadata record #", k)));
     if (key.empty())
       return c.error(kv.file_offset, StrCat("metadata record #", k, " has an empty key"));
-    if (!seen_keys.insert(key).second)
+    if (!kv_index_.emplace(key, kvs_.size()).second)
       return c.error(kv.file_offset, StrCat("duplicate metadata key '", key, "'"));
     kv.key = std::string(key);
     const std::string what = StrCat("metadata '", kv.key, "'");
@@ -375,7 +384,8 @@ Status GgufFile::parse() {
                                           c.remaining(), " bytes left in the file"));
         v.strs.resize(v.count);
         for (uint64_t e = 0; e < v.count; ++e)
-          CHIMERA_RETURN_IF_ERROR(c.read_string(v.strs[e], StrCat(what, " element ", e)));
+          if (!c.try_read_string(v.strs[e]))
+            CHIMERA_RETURN_IF_ERROR(c.read_string(v.strs[e], StrCat(what, " element ", e)));
       } else {
         const uint64_t esize = gguf_value_type_size(v.elem_type);
         if (v.count > c.remaining() / esize)
@@ -409,8 +419,7 @@ Status GgufFile::parse() {
 
   // ---- tensor infos ----
   tensors_.reserve(n_tensors);
-  std::unordered_set<std::string_view> seen_names;
-  seen_names.reserve(n_tensors);
+  tensor_index_.reserve(n_tensors);
   std::vector<uint64_t> info_offsets;  // record starts, for messages about data placement
   info_offsets.reserve(n_tensors);
   for (uint64_t t = 0; t < n_tensors; ++t) {
@@ -423,7 +432,7 @@ Status GgufFile::parse() {
     if (name.size() > kMaxNameLength)
       return c.error(at, StrCat("tensor #", t, " name is ", name.size(), " bytes long (at most ",
                                 kMaxNameLength, " allowed)"));
-    if (!seen_names.insert(name).second)
+    if (!tensor_index_.emplace(name, tensors_.size()).second)
       return c.error(at, StrCat("duplicate tensor name '", name, "'"));
     ti.name = std::string(name);
     const std::string what = StrCat("tensor '", ti.name, "'");
@@ -501,15 +510,13 @@ Status GgufFile::parse() {
 }
 
 const GgufKV* GgufFile::find(std::string_view key) const {
-  for (const GgufKV& kv : kvs_)
-    if (kv.key == key) return &kv;
-  return nullptr;
+  auto it = kv_index_.find(key);
+  return it == kv_index_.end() ? nullptr : &kvs_[it->second];
 }
 
 const GgufTensorInfo* GgufFile::find_tensor(std::string_view name) const {
-  for (const GgufTensorInfo& t : tensors_)
-    if (t.name == name) return &t;
-  return nullptr;
+  auto it = tensor_index_.find(name);
+  return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
 }
 
 std::string_view GgufFile::architecture() const {

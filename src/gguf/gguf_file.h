@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "core/status.h"
@@ -16,8 +17,19 @@
 namespace chimera {
 
 enum class GgufValueType : uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6, BOOL = 7,
-  STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
 };
 const char* gguf_value_type_name(GgufValueType t);
 // Inverse of gguf_value_type_name ("UINT32" -> UINT32); nullopt for anything else.
@@ -32,7 +44,7 @@ bool gguf_value_type_is_integer(GgufValueType t);
 struct GgufValue {
   GgufValueType type = GgufValueType::UINT8;
   GgufValueType elem_type = GgufValueType::UINT8;  // for ARRAY
-  uint64_t count = 0;                               // for ARRAY: number of elements
+  uint64_t count = 0;                              // for ARRAY: number of elements
   // Scalars: integers in i/u (both filled when representable), floats in f, bool in b.
   int64_t i = 0;
   uint64_t u = 0;
@@ -89,8 +101,8 @@ class GgufFile {
   const GgufTensorInfo* find_tensor(std::string_view name) const;
 
   // Typed accessors. Integer keys are accepted at any integer width (and BOOL for integers) as
-  // long as the value fits T; floats accept FLOAT32/FLOAT64; errors name the key and the type found.
-  // T in: bool, int8..int64, uint8..uint64, float, double, std::string, std::string_view.
+  // long as the value fits T; floats accept FLOAT32/FLOAT64; errors name the key and the type
+  // found. T in: bool, int8..int64, uint8..uint64, float, double, std::string, std::string_view.
   template <typename T>
   Result<T> get(std::string_view key) const;
   // std::nullopt when the key is absent; an error when present with an unusable type.
@@ -121,6 +133,9 @@ class GgufFile {
   uint64_t data_offset_ = 0;
   std::vector<GgufKV> kvs_;
   std::vector<GgufTensorInfo> tensors_;
+  // name -> index; the views point into the file's bytes, which live as long as this object.
+  std::unordered_map<std::string_view, size_t> kv_index_;
+  std::unordered_map<std::string_view, size_t> tensor_index_;
 };
 
 }  // namespace chimera
