@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <utility>
 
 #include "cmd_bench.h"
 #include "core/threads.h"
@@ -21,6 +23,37 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// CPU seconds used by the whole process (all threads, spinning included).
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+// One timed pass: wall seconds, and CPU seconds per thread. On a shared, oversubscribed machine
+// the wall time includes time our threads waited for a core; bytes / (CPU seconds per thread)
+// estimates the speed the threads reach while they run.
+struct Timing {
+  double wall = 1e30;
+  double cpu_per_thread = 1e30;
+};
+
+template <class F>
+Timing time_best(int repeats, int n_threads, F&& body) {
+  Timing best;
+  for (int rep = 0; rep <= repeats; ++rep) {  // rep 0 warms up
+    const double c0 = process_cpu_seconds();
+    const auto t0 = Clock::now();
+    body();
+    const double wall = seconds_since(t0);
+    const double cpu = (process_cpu_seconds() - c0) / n_threads;
+    if (rep == 0) continue;
+    best.wall = std::min(best.wall, wall);
+    best.cpu_per_thread = std::min(best.cpu_per_thread, cpu);
+  }
+  return best;
 }
 
 struct FreeDeleter {
@@ -68,27 +101,25 @@ void fill_weights(GgmlType t, uint8_t* buf, uint64_t matrix_bytes, uint64_t tota
   }
 }
 
-double measure_roofline(ThreadContext& ctx, const uint8_t* buf, uint64_t bytes, Isa isa,
-                        int repeats) {
+// Returns {wall GB/s, CPU-time GB/s}.
+std::pair<double, double> measure_roofline(ThreadContext& ctx, const uint8_t* buf, uint64_t bytes,
+                                           Isa isa, int repeats) {
   const int nth = ctx.n_threads();
   const uint64_t per_thread = bytes / nth / 64 * 64;
   std::vector<uint64_t> sink(nth);
-  double best = 0;
-  for (int rep = 0; rep <= repeats; ++rep) {  // rep 0 warms up
-    const auto t0 = Clock::now();
+  const Timing t = time_best(repeats, nth, [&] {
     ctx.run([&](int ith, int) {
       sink[ith] += memory_read_probe(buf + ith * per_thread, per_thread, isa);
     });
-    const double s = seconds_since(t0);
-    if (rep > 0) best = std::max(best, per_thread * nth / s / 1e9);
-  }
+  });
   volatile uint64_t keep = sink[0];
   (void)keep;
-  return best;
+  const double total = static_cast<double>(per_thread) * nth;
+  return {total / t.wall / 1e9, total / t.cpu_per_thread / 1e9};
 }
 
 Status bench_type(ThreadContext& ctx, const KernelBenchOptions& o, GgmlType t, uint8_t* buf,
-                  double roofline, TypeBenchResult* out) {
+                  std::pair<double, double> roofline, TypeBenchResult* out) {
   out->type = t;
   MatmulWorkspace ws(o.isa);
   // GEMV: cycle through enough matrices that the set exceeds the buffer-sized budget.
@@ -101,33 +132,34 @@ Status bench_type(ThreadContext& ctx, const KernelBenchOptions& o, GgmlType t, u
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
   for (float& v : x) v = uni(rng);
   std::vector<float> y(std::max(o.gemv_n_out, o.gemm_n_out) * static_cast<size_t>(o.gemm_m));
-  double best = 1e30;
-  for (int rep = 0; rep <= o.repeats; ++rep) {
-    const auto t0 = Clock::now();
-    for (int64_t i = 0; i < n_mat; ++i) {
+  Status st = Status::Ok();
+  const Timing tv = time_best(o.repeats, ctx.n_threads(), [&] {
+    for (int64_t i = 0; i < n_mat && st.ok(); ++i) {
       WeightMatrix w = proto;
       w.data = buf + i * mbytes;
-      CHIMERA_RETURN_IF_ERROR(gemv(ctx, w, x.data(), y.data(), ws));
+      st = gemv(ctx, w, x.data(), y.data(), ws);
     }
-    if (rep > 0) best = std::min(best, seconds_since(t0));
-  }
+  });
+  CHIMERA_RETURN_IF_ERROR(st);
+  const double set_bytes = static_cast<double>(n_mat) * mbytes;
   out->gemv_matrices = n_mat;
-  out->gemv_set_mb = n_mat * mbytes / 1048576.0;
-  out->gemv_gbps = n_mat * mbytes / best / 1e9;
-  out->gemv_roofline_pct = roofline > 0 ? 100 * out->gemv_gbps / roofline : 0;
-  out->gemv_us_per_matrix = best / n_mat * 1e6;
+  out->gemv_set_mb = set_bytes / 1048576.0;
+  out->gemv_gbps = set_bytes / tv.wall / 1e9;
+  out->gemv_roofline_pct = roofline.first > 0 ? 100 * out->gemv_gbps / roofline.first : 0;
+  out->gemv_cpu_gbps = set_bytes / tv.cpu_per_thread / 1e9;
+  out->gemv_cpu_roofline_pct = roofline.second > 0 ? 100 * out->gemv_cpu_gbps / roofline.second : 0;
+  out->gemv_us_per_matrix = tv.wall / n_mat * 1e6;
 
   // GEMM: one prefill-shaped call, weights from the (already filled) buffer.
   const WeightMatrix wg{t, buf, o.gemm_n_in, o.gemm_n_out};
-  double best_gemm = 1e30;
-  const int gemm_reps = std::max(1, o.repeats / 2);
-  for (int rep = 0; rep <= gemm_reps; ++rep) {
-    const auto t0 = Clock::now();
-    CHIMERA_RETURN_IF_ERROR(matmul(ctx, wg, x.data(), o.gemm_m, y.data(), ws));
-    if (rep > 0) best_gemm = std::min(best_gemm, seconds_since(t0));
-  }
-  out->gemm_ms = best_gemm * 1e3;
-  out->gemm_gflops = 2.0 * o.gemm_m * o.gemm_n_in * o.gemm_n_out / best_gemm / 1e9;
+  const Timing tg = time_best(std::max(1, o.repeats / 2), ctx.n_threads(), [&] {
+    if (st.ok()) st = matmul(ctx, wg, x.data(), o.gemm_m, y.data(), ws);
+  });
+  CHIMERA_RETURN_IF_ERROR(st);
+  const double flops = 2.0 * o.gemm_m * o.gemm_n_in * o.gemm_n_out;
+  out->gemm_ms = tg.wall * 1e3;
+  out->gemm_gflops = flops / tg.wall / 1e9;
+  out->gemm_cpu_gflops = flops / tg.cpu_per_thread / 1e9;
   return Status::Ok();
 }
 
@@ -158,10 +190,12 @@ Result<KernelBenchResult> run_kernel_bench(const KernelBenchOptions& o) {
   KernelBenchResult r;
   r.isa = isa_name(o.isa);
   r.n_threads = o.n_threads;
-  r.roofline_gbps = measure_roofline(ctx, buf.get(), o.weight_set_bytes, o.isa, o.repeats);
+  const auto roofline = measure_roofline(ctx, buf.get(), o.weight_set_bytes, o.isa, o.repeats);
+  r.roofline_gbps = roofline.first;
+  r.roofline_cpu_gbps = roofline.second;
   for (GgmlType t : types) {
     TypeBenchResult tr;
-    CHIMERA_RETURN_IF_ERROR(bench_type(ctx, o, t, buf.get(), r.roofline_gbps, &tr));
+    CHIMERA_RETURN_IF_ERROR(bench_type(ctx, o, t, buf.get(), roofline, &tr));
     r.types.push_back(tr);
   }
   return r;
@@ -221,11 +255,15 @@ int bench_kernels_main(int argc, char** argv) {
     j["threads"] = r->n_threads;
     j["cpu_features"] = cpu_features().ToString();
     j["roofline_gbps"] = r->roofline_gbps;
+    j["roofline_cpu_gbps"] = r->roofline_cpu_gbps;
     j["gemv_shape"] = {o.gemv_n_in, o.gemv_n_out};
     j["gemm_shape"] = {o.gemm_m, o.gemm_n_in, o.gemm_n_out};
     for (const auto& t : r->types) {
       j["types"][type_name(t.type)] = {{"gemv_gbps", t.gemv_gbps},
                                        {"gemv_roofline_pct", t.gemv_roofline_pct},
+                                       {"gemv_cpu_gbps", t.gemv_cpu_gbps},
+                                       {"gemv_cpu_roofline_pct", t.gemv_cpu_roofline_pct},
+                                       {"gemm_cpu_gflops", t.gemm_cpu_gflops},
                                        {"gemv_us_per_matrix", t.gemv_us_per_matrix},
                                        {"gemv_matrices", t.gemv_matrices},
                                        {"gemv_set_mb", t.gemv_set_mb},
@@ -235,16 +273,20 @@ int bench_kernels_main(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("isa %s, %d threads; roofline (streaming read): %.1f GB/s\n", r->isa.c_str(),
-              r->n_threads, r->roofline_gbps);
+  std::printf(
+      "isa %s, %d threads; roofline (streaming read): %.1f GB/s wall, %.1f GB/s per CPU time\n",
+      r->isa.c_str(), r->n_threads, r->roofline_gbps, r->roofline_cpu_gbps);
   std::printf("GEMV 1x%d . %dx%d (set of %.0f MiB);  GEMM %dx%d . %dx%d\n", o.gemv_n_in,
               o.gemv_n_in, o.gemv_n_out, r->types.empty() ? 0.0 : r->types[0].gemv_set_mb, o.gemm_m,
               o.gemm_n_in, o.gemm_n_in, o.gemm_n_out);
-  std::printf("%-6s %10s %10s %12s %12s\n", "type", "GEMV GB/s", "% roofline", "us/matrix",
-              "GEMM GFLOP/s");
+  std::printf(
+      "(cpu columns: bytes or FLOPs per CPU second per thread, robust to a busy machine)\n");
+  std::printf("%-6s %10s %8s %10s %8s %10s %10s %10s\n", "type", "GEMV GB/s", "% roof", "cpu GB/s",
+              "% roof", "us/matrix", "GEMM GF/s", "cpu GF/s");
   for (const auto& t : r->types) {
-    std::printf("%-6s %10.2f %9.1f%% %12.1f %12.1f\n", type_name(t.type), t.gemv_gbps,
-                t.gemv_roofline_pct, t.gemv_us_per_matrix, t.gemm_gflops);
+    std::printf("%-6s %10.2f %7.1f%% %10.2f %7.1f%% %10.1f %10.1f %10.1f\n", type_name(t.type),
+                t.gemv_gbps, t.gemv_roofline_pct, t.gemv_cpu_gbps, t.gemv_cpu_roofline_pct,
+                t.gemv_us_per_matrix, t.gemm_gflops, t.gemm_cpu_gflops);
   }
   return 0;
 }

@@ -4,7 +4,9 @@
 //   - per weight type, decode-shaped GEMV (1 x 4096 by 4096 x 4096) cycling through a weight set
 //     larger than 512 MB (effective weight GB/s and its share of the roofline), and
 //     prefill-shaped GEMM (512 x 4096 by 4096 x 1024) in GFLOP/s (2*M*N*K per call).
-// JSON: {"roofline_gbps": x, "isa": ..., "threads": n,
+// Each figure is also given per CPU second per thread ("cpu" keys): on a shared, oversubscribed
+// machine wall time includes waiting for a core, CPU time does not.
+// JSON: {"roofline_gbps": x, "roofline_cpu_gbps": x, "isa": ..., "threads": n,
 //        "types": {"Q8_0": {"gemv_gbps": x, "gemv_roofline_pct": x, "gemm_gflops": x, ...}, ...}}
 #pragma once
 
@@ -34,8 +36,11 @@ struct TypeBenchResult {
   double gemv_set_mb = 0;     // their total size
   double gemv_gbps = 0;
   double gemv_roofline_pct = 0;
+  double gemv_cpu_gbps = 0;  // per CPU second per thread (see bench_kernels.cpp)
+  double gemv_cpu_roofline_pct = 0;
   double gemv_us_per_matrix = 0;
   double gemm_gflops = 0;
+  double gemm_cpu_gflops = 0;
   double gemm_ms = 0;
 };
 
@@ -43,6 +48,7 @@ struct KernelBenchResult {
   std::string isa;
   int n_threads = 0;
   double roofline_gbps = 0;
+  double roofline_cpu_gbps = 0;  // bytes per CPU second per thread
   std::vector<TypeBenchResult> types;
 };
 
