@@ -1,0 +1,132 @@
+// `chimera run`: generate text from a prompt, streamed. `chimera chat`: an interactive
+// multi-turn chat through the model's chat template that reuses the conversation's memory, so
+// each turn processes only its new tokens.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "command.h"
+#include "model_options.h"
+
+namespace chimera::cli {
+namespace {
+
+void progress_bar(int64_t done, int64_t total) {
+  if (total < 64) return;  // short prompts finish before a bar helps
+  const int width = 30, filled = static_cast<int>(width * done / std::max<int64_t>(1, total));
+  std::fprintf(stderr, "\rprompt [%.*s%*s] %lld/%lld", filled,
+               "==============================", width - filled, "", static_cast<long long>(done),
+               static_cast<long long>(total));
+  if (done == total) std::fprintf(stderr, "\r%*s\r", width + 40, "");
+}
+
+void print_summary(const Context& ctx, const GenerateResult& r) {
+  const MemoryUsage u = ctx.memory().usage();
+  std::fprintf(stderr,
+               "\n\nprompt: %lld tokens processed (%lld reused) in %.2f s (%.1f tok/s)\n"
+               "generation: %zu tokens in %.2f s (%.1f tok/s), stopped by %s\n"
+               "memory: KV pages %s, recurrent states %s, snapshots %s (budget %s)\n",
+               static_cast<long long>(r.n_prompt_processed),
+               static_cast<long long>(r.n_prompt_reused), r.prompt_seconds,
+               r.prompt_seconds > 0 ? r.n_prompt_processed / r.prompt_seconds : 0.0,
+               r.tokens.size(), r.gen_seconds,
+               r.gen_seconds > 0 ? r.tokens.size() / r.gen_seconds : 0.0, stop_reason_name(r.stop),
+               human_bytes(u.live_kv_bytes).c_str(), human_bytes(u.live_state_bytes).c_str(),
+               human_bytes(u.snapshot_bytes).c_str(), human_bytes(u.budget_bytes).c_str());
+}
+
+int run_run(int argc, char** argv) {
+  CLI::App app{"Generate text from a prompt, streamed to stdout.", "chimera run"};
+  ModelOptions mo;
+  SamplingOptions so;
+  std::string prompt;
+  bool no_special = false;
+  mo.add_to(app);
+  so.add_to(app);
+  app.add_option("-p,--prompt", prompt, "the prompt text")->required();
+  app.add_flag("--no-parse-special", no_special,
+               "treat control-token text in the prompt (<|...|>) as plain text");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  auto lm = load_for_inference(mo, true);
+  if (!lm.ok()) return report_error("run", lm.status());
+  auto ids = lm->tokenizer->encode(prompt, {.add_special = true, .parse_special = !no_special});
+  if (!ids.ok()) return report_error("run", ids.status());
+  Sampler sampler(so.p);
+  std::fputs(prompt.c_str(), stdout);
+  std::fflush(stdout);
+  GenerateCallbacks cb;
+  if (!mo.quiet) cb.on_prompt_progress = progress_bar;
+  cb.on_text = [](const std::string& s) {
+    std::fputs(s.c_str(), stdout);
+    std::fflush(stdout);
+    return true;
+  };
+  auto r = generate(*lm->ctx, *lm->tokenizer, 0, *ids, so.generate_params(mo.n_ctx), sampler, cb);
+  if (!r.ok()) return report_error("run", r.status());
+  std::fputs("\n", stdout);
+  if (!mo.quiet) print_summary(*lm->ctx, *r);
+  return 0;
+}
+
+int run_chat(int argc, char** argv) {
+  CLI::App app{
+      "Interactive chat through the model's chat template. Each line on stdin is one user turn "
+      "(/exit or end of input quits). Only the new tokens of each turn are processed: the "
+      "conversation stays in memory between turns.",
+      "chimera chat"};
+  ModelOptions mo;
+  SamplingOptions so;
+  std::string system;
+  mo.add_to(app);
+  so.add_to(app);
+  so.n_predict = 256;
+  app.add_option("--system", system, "a system message opening the conversation");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  auto lm = load_for_inference(mo, true);
+  if (!lm.ok()) return report_error("chat", lm.status());
+  ChatSession chat(*lm->ctx, *lm->tokenizer, chat_template_of(*lm->model->file));
+  if (!system.empty()) chat.add_system(system);
+  Sampler sampler(so.p);
+  const bool tty = isatty(STDIN_FILENO);
+  std::string line;
+  for (int turn = 1;; ++turn) {
+    if (tty) std::fputs("\n> ", stdout), std::fflush(stdout);
+    if (!std::getline(std::cin, line) || line == "/exit") break;
+    if (line.empty()) continue;
+    GenerateCallbacks cb;
+    cb.on_text = [](const std::string& s) {
+      std::fputs(s.c_str(), stdout);
+      std::fflush(stdout);
+      return true;
+    };
+    auto r = chat.turn(line, so.generate_params(mo.n_ctx), sampler, cb);
+    if (!r.ok()) {
+      report_error("chat", r.status());
+      continue;  // the conversation is unchanged; the user may try again
+    }
+    std::fputs("\n", stdout);
+    if (!mo.quiet)
+      std::fprintf(stderr,
+                   "[turn %d: %lld new prompt tokens processed, %lld reused from memory; %zu "
+                   "generated, %.1f tok/s]\n",
+                   turn, static_cast<long long>(r->n_prompt_processed),
+                   static_cast<long long>(r->n_prompt_reused), r->tokens.size(),
+                   r->gen_seconds > 0 ? r->tokens.size() / r->gen_seconds : 0.0);
+  }
+  return 0;
+}
+
+const Registrar kRun({"run", "generate text from a prompt (streamed)", run_run});
+const Registrar kChat({"chat", "interactive multi-turn chat with the model's template", run_chat});
+
+}  // namespace
+}  // namespace chimera::cli

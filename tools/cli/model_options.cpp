@@ -1,0 +1,137 @@
+#include "model_options.h"
+
+#include <chrono>
+#include <cstdio>
+
+#include "kernels/cpu_features.h"
+
+namespace chimera::cli {
+
+void ModelOptions::add_to(CLI::App& app) {
+  app.add_option("-m,--model", model_path, "model file (GGUF)")->required();
+  app.add_option("-t,--threads", n_threads, "CPU threads (default 2)")->check(CLI::Range(1, 256));
+  app.add_option("-c,--ctx-size", n_ctx,
+                 "max tokens per sequence: prompt + generated (default 4096)")
+      ->check(CLI::Range(1u, 1u << 24));
+  app.add_option("--mem", mem,
+                 "memory budget for KV pages, recurrent states and snapshots, e.g. 512M, 2G "
+                 "(default 2G)");
+  app.add_option("--kv-type", kv_type, "KV cache element type: f16 (default), bf16 or f32");
+  app.add_option("--ubatch", ubatch, "max tokens per compute step (never changes results)")
+      ->check(CLI::Range(1u, 1u << 16));
+  app.add_option("--snapshot-every", snapshot_every,
+                 "keep a recurrent-state snapshot every N tokens, bounding replays (0: off)");
+  app.add_flag("-q,--quiet", quiet, "no progress or summary on stderr");
+}
+
+Result<ContextParams> ModelOptions::context_params() const {
+  ContextParams p;
+  p.n_threads = n_threads;
+  CHIMERA_ASSIGN_OR_RETURN(p.memory_budget, parse_bytes(mem));
+  p.snapshot_budget = p.memory_budget / 4;
+  if (kv_type == "f16")
+    p.kv_type = GgmlType::F16;
+  else if (kv_type == "bf16")
+    p.kv_type = GgmlType::BF16;
+  else if (kv_type == "f32")
+    p.kv_type = GgmlType::F32;
+  else
+    return Error(ErrorCode::kInvalidArgument, "--kv-type '", kv_type, "': use f16, bf16 or f32");
+  p.max_ubatch = ubatch;
+  p.snapshot_interval = snapshot_every;
+  return p;
+}
+
+void SamplingOptions::add_to(CLI::App& app) {
+  app.add_option("-n,--n-predict", n_predict, "max tokens to generate (-1: until end of text)");
+  app.add_option("--temp", p.temperature, "temperature; 0 = greedy (default 0.8)");
+  app.add_option("--top-k", p.top_k, "keep the k most likely tokens; 0 = off (default 40)");
+  app.add_option("--top-p", p.top_p, "nucleus sampling; 1 = off (default 0.95)");
+  app.add_option("--min-p", p.min_p, "drop tokens below min-p x the best; 0 = off (default 0.05)");
+  app.add_option("--repeat-penalty", p.repeat_penalty, "penalise repeated tokens; 1 = off");
+  app.add_option("--repeat-last-n", p.repeat_last_n, "tokens the penalties look back (64)");
+  app.add_option("--presence-penalty", p.presence_penalty, "subtract from seen tokens (0)");
+  app.add_option("--frequency-penalty", p.frequency_penalty, "subtract per occurrence (0)");
+  app.add_option("-s,--seed", p.seed, "random seed: same seed, same output");
+  app.add_option("--stop", stop, "stop when this text appears (repeatable)");
+  app.add_flag("--ignore-eos", ignore_eos, "keep generating after end-of-text tokens");
+}
+
+GenerateParams SamplingOptions::generate_params(uint32_t n_ctx) const {
+  GenerateParams g;
+  g.sampling = p;
+  g.n_predict = n_predict;
+  g.stop = stop;
+  g.ignore_eos = ignore_eos;
+  g.n_ctx = n_ctx;
+  return g;
+}
+
+Result<uint64_t> parse_bytes(const std::string& s) {
+  if (s.empty()) return Error(ErrorCode::kInvalidArgument, "empty size");
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (...) {
+    return Error(ErrorCode::kInvalidArgument, "size '", s, "' is not a number (e.g. 512M, 2G)");
+  }
+  std::string unit = s.substr(used);
+  double mul = 1;
+  if (unit == "K" || unit == "k" || unit == "KiB")
+    mul = 1024.0;
+  else if (unit == "M" || unit == "MiB")
+    mul = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GiB")
+    mul = 1024.0 * 1024 * 1024;
+  else if (!unit.empty())
+    return Error(ErrorCode::kInvalidArgument, "size '", s, "': unknown unit");
+  if (v <= 0) return Error(ErrorCode::kInvalidArgument, "size '", s, "' must be positive");
+  return static_cast<uint64_t>(v * mul);
+}
+
+std::string human_bytes(uint64_t b) {
+  char buf[32];
+  if (b >= (1ull << 30))
+    std::snprintf(buf, sizeof buf, "%.2f GiB", b / double(1ull << 30));
+  else if (b >= (1ull << 20))
+    std::snprintf(buf, sizeof buf, "%.2f MiB", b / double(1ull << 20));
+  else if (b >= 1024)
+    std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  else
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  return buf;
+}
+
+int report_error(const char* command, const Status& st) {
+  std::fprintf(stderr, "chimera %s: %s\n", command, st.ToString().c_str());
+  return 1;
+}
+
+Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_tokenizer) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!opts.quiet) std::fprintf(stderr, "loading %s ...", opts.model_path.c_str());
+  LoadedModel lm;
+  CHIMERA_ASSIGN_OR_RETURN(lm.model, load_model(opts.model_path));
+  if (lm.model->file->find("tokenizer.ggml.tokens")) {
+    auto tok = Tokenizer::from_gguf(*lm.model->file);
+    if (!tok.ok() && need_tokenizer) return tok.status();
+    if (tok.ok()) lm.tokenizer = std::make_unique<Tokenizer>(std::move(tok).value());
+  } else if (need_tokenizer) {
+    return Error(ErrorCode::kNotFound, opts.model_path,
+                 ": no vocabulary (tokenizer.ggml.tokens); use token ids instead");
+  }
+  CHIMERA_ASSIGN_OR_RETURN(ContextParams cp, opts.context_params());
+  CHIMERA_ASSIGN_OR_RETURN(lm.ctx, Context::create(*lm.model, cp));
+  if (!opts.quiet) {
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "\rloaded %s in %.0f ms: %s, %s, %d threads, %s\n",
+                 opts.model_path.c_str(), ms, lm.model->describe().c_str(),
+                 human_bytes(lm.model->file->file_size()).c_str(), opts.n_threads,
+                 isa_name(active_isa()));
+  }
+  return lm;
+}
+
+}  // namespace chimera::cli

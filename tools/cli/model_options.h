@@ -1,0 +1,52 @@
+// Flags shared by the commands that run a model (run, chat, logits, perplexity, bench), in the
+// spirit of llama.cpp's: -m, -t, -c, --mem, --kv-type, --ubatch, --snapshot-every.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "runtime/context.h"
+#include "runtime/generate.h"
+#include "runtime/tokenizer.h"
+
+namespace chimera::cli {
+
+struct ModelOptions {
+  std::string model_path;
+  int n_threads = 2;
+  uint32_t n_ctx = 4096;
+  std::string mem = "2G";
+  std::string kv_type = "f16";
+  uint32_t ubatch = 512;
+  uint32_t snapshot_every = 256;
+  bool quiet = false;
+
+  void add_to(CLI::App& app);
+  Result<ContextParams> context_params() const;
+};
+
+struct SamplingOptions {
+  SamplingParams p;
+  int32_t n_predict = 128;
+  std::vector<std::string> stop;
+  bool ignore_eos = false;
+  void add_to(CLI::App& app);
+  GenerateParams generate_params(uint32_t n_ctx) const;
+};
+
+struct LoadedModel {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;  // null when the file has no vocabulary
+  std::unique_ptr<Context> ctx;
+};
+
+// Opens the model (printing a progress line unless quiet), its tokenizer and a context.
+Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_tokenizer);
+
+// "512M", "2G", "1048576" -> bytes.
+Result<uint64_t> parse_bytes(const std::string& s);
+std::string human_bytes(uint64_t bytes);
+int report_error(const char* command, const Status& st);
+
+}  // namespace chimera::cli
