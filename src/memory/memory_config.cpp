@@ -19,7 +19,7 @@ uint64_t checksum64(const void* data, size_t n, uint64_t h) {
     h = mix(h ^ w) * 0x9e3779b97f4a7c15ull;
   }
   uint64_t tail = 0;
-  std::memcpy(&tail, p + i, n - i);
+  if (n > i) std::memcpy(&tail, p + i, n - i);  // p may be null when n == 0
   return mix(h ^ tail ^ (static_cast<uint64_t>(n) << 56));
 }
 
