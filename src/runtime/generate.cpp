@@ -131,7 +131,7 @@ Result<std::vector<TokenId>> ChatSession::render_prompt() const {
 
 Result<GenerateResult> ChatSession::turn(const std::string& user, const GenerateParams& params,
                                          Sampler& sampler, const GenerateCallbacks& cb) {
-  messages_.push_back({"user", user, {}});
+  add_message("user", user);
   auto prompt = render_prompt();
   if (!prompt.ok()) {
     messages_.pop_back();
@@ -142,7 +142,7 @@ Result<GenerateResult> ChatSession::turn(const std::string& user, const Generate
     messages_.pop_back();
     return res.status();
   }
-  messages_.push_back({"assistant", res->text, {}});
+  add_message("assistant", res->text);
   return res;
 }
 

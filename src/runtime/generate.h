@@ -55,7 +55,7 @@ class ChatSession {
   void add_system(const std::string& text) { add_message("system", text); }
   // Appends a message as is (e.g. to rebuild a conversation).
   void add_message(const std::string& role, const std::string& text) {
-    messages_.push_back({role, text, {}});
+    messages_.push_back({role, text, nlohmann::ordered_json::object()});
   }
   // Adds the user message, generates the assistant reply and appends it to the conversation.
   Result<GenerateResult> turn(const std::string& user, const GenerateParams& params,
