@@ -165,6 +165,15 @@ Status bench_type(ThreadContext& ctx, const KernelBenchOptions& o, GgmlType t, u
 
 }  // namespace
 
+Result<double> streaming_read_gbps(int n_threads, uint64_t bytes) {
+  if (n_threads < 1 || n_threads > 256)
+    return Error(ErrorCode::kInvalidArgument, "roofline: thread count ", n_threads,
+                 " out of range");
+  CHIMERA_ASSIGN_OR_RETURN(Buffer buf, allocate(bytes));
+  ThreadContext ctx(n_threads);
+  return measure_roofline(ctx, buf.get(), bytes, active_isa(), 3).first;
+}
+
 Result<KernelBenchResult> run_kernel_bench(const KernelBenchOptions& o) {
   if (o.n_threads < 1 || o.n_threads > 256) {
     return Error(ErrorCode::kInvalidArgument, "bench kernels: thread count ", o.n_threads,

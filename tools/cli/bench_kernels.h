@@ -54,4 +54,8 @@ struct KernelBenchResult {
 
 Result<KernelBenchResult> run_kernel_bench(const KernelBenchOptions& options);
 
+// The streaming-read roofline alone (wall-clock GB/s over a buffer far larger than cache, all
+// threads), for other benchmarks to report their share of it.
+Result<double> streaming_read_gbps(int n_threads, uint64_t bytes = 512ull << 20);
+
 }  // namespace chimera::cli

@@ -10,8 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "bench_kernels.h"
 #include "cmd_bench.h"
-#include "kernels/matmul.h"
 #include "model_options.h"
 
 namespace chimera::cli {
@@ -34,25 +34,6 @@ uint64_t bytes_per_token(const Model& m) {
     total += b;
   }
   return total;
-}
-
-double measure_roofline(int n_threads) {
-  const uint64_t bytes = 512ull << 20;
-  std::vector<uint8_t> buf(bytes, 1);
-  ThreadContext ctx(n_threads);
-  const uint64_t per = bytes / n_threads / 64 * 64;
-  std::vector<uint64_t> sink(n_threads);
-  double best = 0;
-  for (int rep = 0; rep < 4; ++rep) {
-    const auto t0 = Clock::now();
-    ctx.run([&](int ith, int) {
-      sink[ith] += memory_read_probe(buf.data() + ith * per, per, active_isa());
-    });
-    if (rep > 0) best = std::max(best, per * n_threads / since(t0) / 1e9);
-  }
-  volatile uint64_t keep = sink[0];
-  (void)keep;
-  return best;
 }
 
 struct Stat {
@@ -117,7 +98,9 @@ int bench_model_main(int argc, char** argv) {
       if (r > 0) tg.push_back(n_gen / since(t0));
     }
   }
-  const double roofline = measure_roofline(mo.n_threads);
+  auto roofline_r = streaming_read_gbps(mo.n_threads);
+  if (!roofline_r.ok()) return report_error("bench", roofline_r.status());
+  const double roofline = *roofline_r;
   const uint64_t bpt = bytes_per_token(*lm->model);
   const Stat pps = pp.empty() ? Stat{} : stat(pp), tgs = tg.empty() ? Stat{} : stat(tg);
   const double gbps = tgs.mean * bpt / 1e9;
