@@ -69,6 +69,7 @@ int run_run(int argc, char** argv) {
   auto r = generate(*lm->ctx, *lm->tokenizer, 0, *ids, so.generate_params(mo.n_ctx), sampler, cb);
   if (!r.ok()) return report_error("run", r.status());
   std::fputs("\n", stdout);
+  std::fflush(stdout);  // before the summary on stderr
   if (!mo.quiet) print_summary(*lm->ctx, *r);
   return 0;
 }
@@ -114,6 +115,7 @@ int run_chat(int argc, char** argv) {
       continue;  // the conversation is unchanged; the user may try again
     }
     std::fputs("\n", stdout);
+    std::fflush(stdout);  // before the summary on stderr
     if (!mo.quiet)
       std::fprintf(stderr,
                    "[turn %d: %lld new prompt tokens processed, %lld reused from memory; %zu "
