@@ -243,6 +243,8 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
   const int64_t D = hp.n_embd;
   const float* v = u_.data();
   float* out = grow(d_, T * D);
+  // SwiGLU MLP over m rows: the dense FFN, or the MoE shared expert (which has no biases, so
+  // the bias adds are no-ops there).
   auto swiglu_mlp = [&](Weight gate, Weight up, Weight down, const float* in, int64_t m,
                         float* dst) -> Status {
     const int64_t F = gate->ne[1];
@@ -250,22 +252,15 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     float* h = grow(b_, m * F);
     CHIMERA_RETURN_IF_ERROR(mm(gate, in, m, g));
     CHIMERA_RETURN_IF_ERROR(mm(up, in, m, h));
+    add_bias(g, m, F, F, f.gate_b);
+    add_bias(h, m, F, F, f.up_b);
     swiglu(g, h, g, m * F);
-    return mm(down, g, m, dst);
-  };
-  if (model_.layers[il].ffn_kind == FfnKind::kDense) {
-    const int64_t F = f.gate->ne[1];
-    float* g = grow(a_, T * F);
-    float* h = grow(b_, T * F);
-    CHIMERA_RETURN_IF_ERROR(mm(f.gate, v, T, g));
-    CHIMERA_RETURN_IF_ERROR(mm(f.up, v, T, h));
-    add_bias(g, T, F, F, f.gate_b);
-    add_bias(h, T, F, F, f.up_b);
-    swiglu(g, h, g, T * F);
-    CHIMERA_RETURN_IF_ERROR(mm(f.down, g, T, out));
-    add_bias(out, T, D, D, f.down_b);
+    CHIMERA_RETURN_IF_ERROR(mm(down, g, m, dst));
+    add_bias(dst, m, D, D, f.down_b);
     return Status::Ok();
-  }
+  };
+  if (model_.layers[il].ffn_kind == FfnKind::kDense)
+    return swiglu_mlp(f.gate, f.up, f.down, v, T, out);
   // MoE: softmax -> top-k -> renormalise (spec 2), experts grouped over the ubatch's tokens.
   const int64_t E = hp.n_expert, K = hp.n_expert_used;
   float* logits = grow(c_, T * E);
