@@ -89,6 +89,14 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
   if (hp.embedding_scale != 0)
     for (int64_t i = 0; i < T * D; ++i) x[i] *= hp.embedding_scale;
 
+  // A branch's output (in d_) joins the residual stream: scale the branch, then add (never
+  // scale the sum, spec 8.8).
+  auto add_branch = [&] {
+    float* o = d_.data();
+    if (hp.residual_scale != 0)
+      for (int64_t i = 0; i < T * D; ++i) o[i] *= hp.residual_scale;
+    for (int64_t i = 0; i < T * D; ++i) x[i] += o[i];
+  };
   for (uint32_t il = 0; il < hp.n_layer; ++il) {
     const LayerWeights& l = model_.layers[il];
     float* un = grow(u_, T * D);
@@ -98,18 +106,11 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
     } else {
       CHIMERA_RETURN_IF_ERROR(mamba2_layer(il, mem, ub, u));
     }
-    // Mixer output is in d_: scale the branch, then add (never scale the sum, spec 8.8).
-    float* o = d_.data();
-    if (hp.residual_scale != 0)
-      for (int64_t i = 0; i < T * D; ++i) o[i] *= hp.residual_scale;
-    for (int64_t i = 0; i < T * D; ++i) x[i] += o[i];
+    add_branch();
     if (l.ffn_kind == FfnKind::kNone) continue;
     CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.ffn_norm), un, D, D, T, hp.rms_eps, &threads_));
     CHIMERA_RETURN_IF_ERROR(ffn(il, T));
-    o = d_.data();
-    if (hp.residual_scale != 0)
-      for (int64_t i = 0; i < T * D; ++i) o[i] *= hp.residual_scale;
-    for (int64_t i = 0; i < T * D; ++i) x[i] += o[i];
+    add_branch();
   }
   return Status::Ok();
 }
