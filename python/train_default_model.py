@@ -15,9 +15,9 @@ Reproducible: one seed fixes the tokenizer, the initial weights and the batch or
 thread (torch.set_num_threads(1), deterministic algorithms), a fixed number of steps. A wall-clock
 guard (--max-minutes) ends training early if the machine is slower than expected; the log says so.
 
-Writes to --out: train_log.txt (config, per-step loss, held-out perplexity), hf/ (the HF
-checkpoint + tokenizer; not committed), default.gguf (F16, converted with chimera's converter),
-heldout.txt (the held-out text, for `chimera perplexity`).
+Writes to --out: train_log.txt (config, per-step loss, held-out perplexity), default.gguf (F16,
+converted with chimera's converter), heldout.txt (the held-out text, for `chimera perplexity`).
+The HF checkpoint + tokenizer go to --hf-dir (default build-default-model/hf/, not committed).
 
 Held-out perplexity follows llama.cpp's llama-perplexity: the tokenized text is cut into
 non-overlapping windows of n_ctx tokens; each window is evaluated from an empty state and only the
@@ -131,6 +131,8 @@ def perplexity(model, ids, n_ctx: int) -> tuple[float, int, int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description="train the default model")
     ap.add_argument("--out", default=str(REPO / "models"))
+    ap.add_argument("--hf-dir", default=str(REPO / "build-default-model" / "hf"),
+                    help="where the HF checkpoint + tokenizer are written (not committed)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=8)
@@ -151,7 +153,7 @@ def main() -> int:
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    hf_dir = REPO / "build-default-model" / "hf"
+    hf_dir = Path(args.hf_dir)
     hf_dir.mkdir(parents=True, exist_ok=True)
     log_lines: list[str] = []
 
