@@ -36,6 +36,17 @@ inline const T* row_ptr(const uint8_t* base, size_t stride, int64_t index) {
   return reinterpret_cast<const T*>(base + static_cast<size_t>(index) * stride);
 }
 
+// Decode reads each weight row once, and a row is only a few KB: too short a stream for the
+// hardware prefetcher to ramp up. A GEMV tile therefore prefetches the next tile's rows (they
+// follow this tile's in memory) at the same relative position, one tile ahead. `next` is the
+// start of the next tile; step k of the loop covers bytes [k * kBytes, (k + 1) * kBytes).
+template <size_t kBytes>
+inline void prefetch_ahead(const uint8_t* next, int64_t k) {
+  const uint8_t* p = next + static_cast<size_t>(k) * kBytes;
+  for (size_t o = 0; o < kBytes; o += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
 // ---------------------------------------------------------------- F32 / F16 / BF16 weights
 struct LoadF32 {
   using Elem = float;
@@ -78,7 +89,9 @@ struct FloatKernel {
     for (int r = 0; r < MR; ++r)
       for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
     const int64_t k8 = a.n_in & ~int64_t(7);
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
     for (int64_t k = 0; k < k8; k += 8) {
+      if constexpr (MR == 1) prefetch_ahead<NR * 8 * sizeof(Elem)>(next, k / 8);
       __m256 wv[NR];
       for (int c = 0; c < NR; ++c) wv[c] = L::load8(w[c] + k);
       for (int r = 0; r < MR; ++r) {
@@ -116,7 +129,9 @@ struct Q8Kernel {
     const __m256i ones16 = _mm256_set1_epi16(1);
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     const int64_t nb = a.n_in / 32;
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
     for (int64_t b = 0; b < nb; ++b) {
+      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(WBlock)>(next, b);
       __m256i wq[NR], wabs[NR];
       __m256 dw[NR];
       for (int c = 0; c < NR; ++c) {
@@ -157,23 +172,43 @@ struct Q8Kernel {
 };
 
 // ---------------------------------------------------------------- Q4_K / Q5_K weights
-// The 6-bit scales and mins of the 8 sub-blocks as bytes (spec 1.5), from the 12 packed bytes.
-inline void unpack_k_scales(const uint8_t* packed, uint8_t sc[8], uint8_t mn[8]) {
+// The 6-bit scales and mins of the 8 sub-blocks (spec 1.5), from the 12 packed bytes, as one
+// vector: bytes 0..7 the scales, bytes 8..15 the mins. The unpacking runs in scalar registers
+// (free integer ports while the vector units multiply) and never goes through memory, so no load
+// waits on a partial store.
+inline __m128i unpack_k_scales(const uint8_t* packed) {
   uint32_t u[3];
   std::memcpy(u, packed, 12);
   const uint32_t sc_lo = u[0] & 0x3f3f3f3f;
   const uint32_t mn_lo = u[1] & 0x3f3f3f3f;
   const uint32_t sc_hi = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
   const uint32_t mn_hi = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
-  std::memcpy(sc, &sc_lo, 4);
-  std::memcpy(sc + 4, &sc_hi, 4);
-  std::memcpy(mn, &mn_lo, 4);
-  std::memcpy(mn + 4, &mn_hi, 4);
+  return _mm_set_epi32(static_cast<int>(mn_hi), static_cast<int>(mn_lo), static_cast<int>(sc_hi),
+                       static_cast<int>(sc_lo));
+}
+
+// vpshufb masks that broadcast 16-bit lane s of a register to all 16 lanes (per 128-bit half).
+alignas(32) constexpr uint8_t kBroadcast16[8][32] = {
+#define CHIMERA_B16(s)                                                                            \
+  {                                                                                               \
+    2 * s, 2 * s + 1, 2 * s, 2 * s + 1, 2 * s, 2 * s + 1, 2 * s, 2 * s + 1, 2 * s, 2 * s + 1,     \
+        2 * s, 2 * s + 1, 2 * s, 2 * s + 1, 2 * s, 2 * s + 1, 2 * s, 2 * s + 1, 2 * s, 2 * s + 1, \
+        2 * s, 2 * s + 1, 2 * s, 2 * s + 1, 2 * s, 2 * s + 1, 2 * s, 2 * s + 1, 2 * s, 2 * s + 1, \
+        2 * s, 2 * s + 1                                                                          \
+  }
+    CHIMERA_B16(0), CHIMERA_B16(1), CHIMERA_B16(2), CHIMERA_B16(3),
+    CHIMERA_B16(4), CHIMERA_B16(5), CHIMERA_B16(6), CHIMERA_B16(7),
+#undef CHIMERA_B16
+};
+
+inline __m256i broadcast16(__m256i v, int s) {
+  return _mm256_shuffle_epi8(v,
+                             _mm256_load_si256(reinterpret_cast<const __m256i*>(kBroadcast16[s])));
 }
 
 template <bool kFiveBit>
 struct Q45KKernel {
-  static constexpr int kMR = 2, kNR = 2, kNRGemv = 2;
+  static constexpr int kMR = 2, kNR = 2, kNRGemv = 4;
 
   template <int MR, int NR>
   static void tile(const KernelArgs& a, int64_t i, int64_t j) {
@@ -187,25 +222,25 @@ struct Q45KKernel {
       for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     const __m256i bit0 = _mm256_set1_epi8(0x01);
+    // Each min twice, next to each other: pairs with the activation sums of 16 (bsums).
+    const __m128i dup_mins =
+        _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     const int64_t nb = a.n_in / kQK_K;
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
     for (int64_t b = 0; b < nb; ++b) {
-      alignas(16) uint8_t sc[NR][8], mn[NR][8];
-      alignas(16) int16_t sc16[NR][8];  // widened once so each use is one broadcast from memory
-      __m256i mins16[NR];  // each sub-block's min twice: pairs with the sums of 16 (bsums)
+      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(WBlock)>(next, b);
+      __m256i scales[NR];  // the 8 scales as int16, in both 128-bit halves
+      __m256i mins16[NR];
       for (int c = 0; c < NR; ++c) {
-        unpack_k_scales(w[c][b].scales, sc[c], mn[c]);
-        _mm_store_si128(
-            reinterpret_cast<__m128i*>(sc16[c]),
-            _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc[c]))));
-        const __m128i m =
-            _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn[c])));
-        mins16[c] = _mm256_set_m128i(_mm_unpackhi_epi16(m, m), _mm_unpacklo_epi16(m, m));
+        const __m128i sm = unpack_k_scales(w[c][b].scales);
+        scales[c] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+        mins16[c] = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup_mins));
       }
       __m256i sumi[MR][NR];
       for (int r = 0; r < MR; ++r)
         for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
       for (int ch = 0; ch < 4; ++ch) {
-        __m256i wlo[NR], whi[NR], slo[NR], shi[NR];
+        __m256i wlo[NR], whi[NR];
         for (int c = 0; c < NR; ++c) {
           const WBlock& blk = w[c][b];
           const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs + 32 * ch));
@@ -219,16 +254,16 @@ struct Q45KKernel {
             whi[c] = _mm256_or_si256(
                 whi[c], _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_hi), bit0), 4));
           }
-          slo[c] = _mm256_set1_epi16(sc16[c][2 * ch]);
-          shi[c] = _mm256_set1_epi16(sc16[c][2 * ch + 1]);
         }
         for (int r = 0; r < MR; ++r) {
           const int8_t* q8 = x[r][b].qs + 64 * ch;
           const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8));
           const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32));
           for (int c = 0; c < NR; ++c) {
-            const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(wlo[c], alo), slo[c]);
-            const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(whi[c], ahi), shi[c]);
+            const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(wlo[c], alo),
+                                                  broadcast16(scales[c], 2 * ch));
+            const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(whi[c], ahi),
+                                                  broadcast16(scales[c], 2 * ch + 1));
             sumi[r][c] = _mm256_add_epi32(sumi[r][c], _mm256_add_epi32(plo, phi));
           }
         }
@@ -266,7 +301,9 @@ struct Q6KKernel {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     const __m256i low2 = _mm256_set1_epi8(0x03);
     const int64_t nb = a.n_in / kQK_K;
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
     for (int64_t b = 0; b < nb; ++b) {
+      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(BlockQ6_K)>(next, b);
       __m256i sumi[MR][NR];
       for (int r = 0; r < MR; ++r)
         for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
