@@ -36,6 +36,25 @@ void quantize_act_q8(const float* x, int64_t n, ActBlockQ8* out) {
   }
 }
 
+void pair_act_q8(const ActBlockQ8* blocks, int64_t n_blocks, ActPairQ8* out) {
+  for (int64_t p = 0; p < (n_blocks + 1) / 2; ++p) {
+    ActPairQ8& pair = out[p];
+    for (int h = 0; h < 2; ++h) {
+      const int64_t b = 2 * p + h;
+      const bool present = b < n_blocks;
+      for (int k = 0; k < 16; ++k) {
+        pair.lo[16 * h + k] = present ? blocks[b].qs[k] : 0;
+        pair.hi[16 * h + k] = present ? blocks[b].qs[16 + k] : 0;
+      }
+      for (int m = 0; m < 4; ++m) {
+        // sum8[g] is 8 x the sum of values 4g..4g+3.
+        pair.sum8[4 * h + m] = present ? blocks[b].sum8[m] + blocks[b].sum8[4 + m] : 0;
+        pair.d[4 * h + m] = present ? blocks[b].d : 0.0f;
+      }
+    }
+  }
+}
+
 void quantize_act_q8k(const float* x, int64_t n, BlockQ8_K* out) {
   for (int64_t b = 0; b < n / kQK_K; ++b) {
     const float* xb = x + b * kQK_K;

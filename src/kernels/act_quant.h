@@ -22,6 +22,22 @@ struct ActBlockQ8 {
 };
 static_assert(sizeof(ActBlockQ8) == 72);
 
+// The AVX2 Q4_0 kernel's activation layout: two consecutive Q8 blocks (b0, b1) arranged so that
+// one 256-bit register of unpacked nibbles from both weight blocks multiplies them directly:
+// low nibbles hold values 0..15 of a block, high nibbles values 16..31. For an odd block count
+// the last pair's b1 is all zero (scale 0).
+struct ActPairQ8 {
+  int8_t lo[32];    // b0 values 0..15, b1 values 0..15
+  int8_t hi[32];    // b0 values 16..31, b1 values 16..31
+  int32_t sum8[8];  // lane m < 4: 8 x sum of b0 values 4m..4m+3 and 16+4m..16+4m+3; m >= 4: b1
+  float d[8];       // b0's scale in lanes 0..3, b1's in lanes 4..7
+};
+static_assert(sizeof(ActPairQ8) == 128);
+
+// Rearranges n_blocks Q8 blocks into (n_blocks + 1) / 2 pairs. Values and scales are copied, so
+// the pair form multiplies to the same integers as the blocks.
+void pair_act_q8(const ActBlockQ8* blocks, int64_t n_blocks, ActPairQ8* out);
+
 // x: n values (n % 32 == 0) -> n / 32 blocks. Same d and qs as quantize_row_q8_0_act
 // (gguf/quants.h): d = fp16(amax / 127), q = round-to-nearest-even(x * 127 / amax).
 void quantize_act_q8(const float* x, int64_t n, ActBlockQ8* out);

@@ -39,6 +39,15 @@ size_t act_row_bytes(GgmlType type, int64_t n_in) {
   return 0;
 }
 
+bool act_paired(GgmlType type, Isa isa) {
+  return type == GgmlType::Q4_0 && isa == Isa::kAvx2;
+}
+
+size_t prepared_row_bytes(GgmlType type, Isa isa, int64_t n_in) {
+  if (act_paired(type, isa)) return static_cast<size_t>((n_in / 32 + 1) / 2) * sizeof(ActPairQ8);
+  return act_row_bytes(type, n_in);
+}
+
 namespace {
 
 // Unpacks the 6-bit scale and min of sub-block s of a Q4_K/Q5_K super-block (spec 1.5).
@@ -316,15 +325,27 @@ Status run_matmul(ThreadContext& ctx, const WeightMatrix& w, const uint8_t* wdat
     args.act_stride = static_cast<size_t>(x_stride) * sizeof(float);
   } else {
     // Each row is quantized on its own, so splitting rows over threads cannot change a bit.
-    const size_t row = matmul_detail::act_row_bytes(w.type, w.n_in);
+    const size_t row = matmul_detail::prepared_row_bytes(w.type, ws.isa(), w.n_in);
     uint8_t* act = static_cast<uint8_t*>(ws.reserve(row * static_cast<size_t>(m)));
     const bool simd = ws.isa() != Isa::kScalar;
+    const bool paired = matmul_detail::act_paired(w.type, ws.isa());
     auto quantize_rows = [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         void* dst = act + static_cast<size_t>(i) * row;
         // Both quantizers give identical bits; AVX2 only saves time.
         const float* xr = x + i * x_stride;
-        if (fmt == ActFormat::kQ8) {
+        if (fmt == ActFormat::kQ8 && paired) {
+          // Two blocks at a time through a small buffer, so no second row-sized scratch.
+          ActPairQ8* pairs = static_cast<ActPairQ8*>(dst);
+          ActBlockQ8 two[2];
+          const int64_t nb = w.n_in / 32;
+          for (int64_t b = 0; b < nb; b += 2) {
+            const int64_t cnt = std::min<int64_t>(2, nb - b);
+            simd ? quantize_act_q8_avx2(xr + 32 * b, 32 * cnt, two)
+                 : quantize_act_q8(xr + 32 * b, 32 * cnt, two);
+            pair_act_q8(two, cnt, pairs + b / 2);
+          }
+        } else if (fmt == ActFormat::kQ8) {
           ActBlockQ8* q = static_cast<ActBlockQ8*>(dst);
           simd ? quantize_act_q8_avx2(xr, w.n_in, q) : quantize_act_q8(xr, w.n_in, q);
         } else {

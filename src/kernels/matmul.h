@@ -94,6 +94,10 @@ enum class ActFormat { kF32, kQ8, kQ8K };
 ActFormat act_format(GgmlType type);
 // Bytes of one prepared activation row of n_in elements (0 for kF32: the rows are used in place).
 size_t act_row_bytes(GgmlType type, int64_t n_in);
+// Whether a path's kernel for `type` wants its Q8 activation blocks rearranged in pairs
+// (ActPairQ8): the AVX2 Q4_0 kernel. The quantized values are the same either way.
+bool act_paired(GgmlType type, Isa isa);
+size_t prepared_row_bytes(GgmlType type, Isa isa, int64_t n_in);
 
 // Computes y[i][j] for all i < m and j in [j0, j1). `act` points to the prepared activation rows
 // (act_stride bytes apart; for kF32 these are the caller's float rows). `w` points to row 0 of

@@ -111,57 +111,98 @@ struct FloatKernel {
   }
 };
 
-// ---------------------------------------------------------------- Q8_0 / Q4_0 weights
-template <bool kQ4>
-struct Q8Kernel {
+// ---------------------------------------------------------------- Q8_0 weights
+struct Q80Kernel {
   static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
 
   template <int MR, int NR>
   static void tile(const KernelArgs& a, int64_t i, int64_t j) {
-    using WBlock = std::conditional_t<kQ4, BlockQ4_0, BlockQ8_0>;
     const ActBlockQ8* x[MR];
-    const WBlock* w[NR];
+    const BlockQ8_0* w[NR];
     for (int r = 0; r < MR; ++r) x[r] = row_ptr<ActBlockQ8>(a.act, a.act_stride, i + r);
-    for (int c = 0; c < NR; ++c) w[c] = row_ptr<WBlock>(a.w, a.w_row_bytes, j + c);
+    for (int c = 0; c < NR; ++c) w[c] = row_ptr<BlockQ8_0>(a.w, a.w_row_bytes, j + c);
     __m256 acc[MR][NR];
     for (int r = 0; r < MR; ++r)
       for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
     const __m256i ones16 = _mm256_set1_epi16(1);
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
     const int64_t nb = a.n_in / 32;
     const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
     for (int64_t b = 0; b < nb; ++b) {
-      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(WBlock)>(next, b);
+      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(BlockQ8_0)>(next, b);
       __m256i wq[NR], wabs[NR];
       __m256 dw[NR];
       for (int c = 0; c < NR; ++c) {
-        const WBlock& blk = w[c][b];
+        const BlockQ8_0& blk = w[c][b];
         dw[c] = _mm256_set1_ps(fp16(blk.d));
-        if constexpr (kQ4) {
-          // Low nibbles are values 0..15 of the block, high nibbles 16..31; kept unsigned.
-          const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
-          wq[c] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low4);
-          wabs[c] = wq[c];
-        } else {
-          wq[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
-          wabs[c] = _mm256_sign_epi8(wq[c], wq[c]);
-        }
+        wq[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
+        wabs[c] = _mm256_sign_epi8(wq[c], wq[c]);
       }
       for (int r = 0; r < MR; ++r) {
         const ActBlockQ8& ab = x[r][b];
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
         const __m256 da = _mm256_set1_ps(ab.d);
         for (int c = 0; c < NR; ++c) {
-          __m256i p;
-          if constexpr (kQ4) {
-            // sum (n - 8) a = sum n a - 8 sum a, exactly, in 32-bit lanes.
-            p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[c], av), ones16);
-            p = _mm256_sub_epi32(p, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.sum8)));
-          } else {
-            // Sign trick: |w| (unsigned) x (a with w's sign) = w a, with no saturation at 127.
-            p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], _mm256_sign_epi8(av, wq[c])),
-                                  ones16);
-          }
+          // Sign trick: |w| (unsigned) x (a with w's sign) = w a, with no saturation at 127.
+          const __m256i p =
+              _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], _mm256_sign_epi8(av, wq[c])), ones16);
+          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw[c], da), _mm256_cvtepi32_ps(p), acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+  }
+};
+
+// ---------------------------------------------------------------- Q4_0 weights
+// Two weight blocks per step: their 16 packed bytes side by side in one register give the low
+// nibbles (values 0..15 of each block) and the high nibbles (values 16..31), which multiply the
+// paired activations (ActPairQ8) directly. The two unsigned products are summed in 16 bits (at most
+// 4 x 15 x 127), widened, the 8 x sums of the activations subtracted (exactly sum (n - 8) a), and
+// each half scaled by its own block's scales: half the float work of one block per step.
+struct Q40Kernel {
+  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
+
+  template <int MR, int NR>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
+    const ActPairQ8* x[MR];
+    const BlockQ4_0* w[NR];
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<ActPairQ8>(a.act, a.act_stride, i + r);
+    for (int c = 0; c < NR; ++c) w[c] = row_ptr<BlockQ4_0>(a.w, a.w_row_bytes, j + c);
+    __m256 acc[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i halves = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const int64_t nb = a.n_in / 32;
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
+    for (int64_t b = 0; b < nb; b += 2) {
+      if constexpr (MR == 1) prefetch_ahead<2 * NR * sizeof(BlockQ4_0)>(next, b / 2);
+      const bool pair = b + 1 < nb;  // else the last block alone; its partner scale is 0
+      __m256i wlo[NR], whi[NR];
+      __m256 dw[NR];
+      for (int c = 0; c < NR; ++c) {
+        const BlockQ4_0* blk = w[c] + b;
+        const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[0].qs));
+        const __m128i q1 = pair ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[1].qs))
+                                : _mm_setzero_si128();
+        const __m256i q = _mm256_set_m128i(q1, q0);
+        wlo[c] = _mm256_and_si256(q, low4);
+        whi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        const __m128i h = _mm_insert_epi16(_mm_cvtsi32_si128(blk[0].d), pair ? blk[1].d : 0, 1);
+        dw[c] = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(h)), halves);
+      }
+      for (int r = 0; r < MR; ++r) {
+        const ActPairQ8& ap = x[r][b / 2];
+        const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap.lo));
+        const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap.hi));
+        const __m256i sum8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap.sum8));
+        const __m256 da = _mm256_loadu_ps(ap.d);
+        for (int c = 0; c < NR; ++c) {
+          const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(wlo[c], alo),
+                                               _mm256_maddubs_epi16(whi[c], ahi));
+          const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(p16, ones16), sum8);
           acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw[c], da), _mm256_cvtepi32_ps(p), acc[r][c]);
         }
       }
@@ -406,9 +447,9 @@ KernelFn avx2_kernel(GgmlType type) {
     case GgmlType::BF16:
       return run_kernel<FloatKernel<LoadBF16>>;
     case GgmlType::Q8_0:
-      return run_kernel<Q8Kernel<false>>;
+      return run_kernel<Q80Kernel>;
     case GgmlType::Q4_0:
-      return run_kernel<Q8Kernel<true>>;
+      return run_kernel<Q40Kernel>;
     case GgmlType::Q4_K:
       return run_kernel<Q45KKernel<false>>;
     case GgmlType::Q5_K:

@@ -53,15 +53,17 @@ void conv_channel_scalar(const SsmConvArgs& a, int32_t c) {
   const int32_t K = a.kernel_size;
   const float* w = a.weight + static_cast<int64_t>(c) * K;
   float* st = a.conv_state + static_cast<int64_t>(c) * (K - 1);
-  // X(i): i < K-1 from the state, else token i-(K-1).
-  auto X = [&](int64_t i) { return i < K - 1 ? st[i] : a.x[(i - (K - 1)) * a.x_stride + c]; };
+  const float* in = a.conv_state_in ? a.conv_state_in + static_cast<int64_t>(c) * (K - 1) : st;
+  // X(i): i < K-1 from the incoming state, else token i-(K-1).
+  auto X = [&](int64_t i) { return i < K - 1 ? in[i] : a.x[(i - (K - 1)) * a.x_stride + c]; };
   const float b = a.bias ? a.bias[c] : 0.0f;
   for (int64_t t = 0; t < a.n_tokens; ++t) {
     float sum = 0.0f;
     for (int32_t k = 0; k < K; ++k) sum += w[k] * X(t + k);
     a.out[t * a.out_stride + c] = silu_scalar(sum + b);
   }
-  // New state = X(T .. T+K-2); X(T+i) with T+i < K-1 reads st[T+i], not yet overwritten.
+  // New state = X(T .. T+K-2); X(T+i) with T+i < K-1 reads in[T+i], not yet overwritten when
+  // in == st (i ascending, T+i > i).
   for (int32_t i = 0; i < K - 1; ++i) st[i] = X(a.n_tokens + i);
 }
 
@@ -69,7 +71,10 @@ void scan_head_scalar(const SsmScanArgs& a, int32_t h) {
   const int64_t P = a.head_dim, N = a.state_size;
   const int32_t g = h / (a.n_head / a.n_group);
   float* S = a.state + static_cast<int64_t>(h) * P * N;
+  const float* S_in = a.state_in ? a.state_in + static_cast<int64_t>(h) * P * N : S;
+  if (a.n_tokens == 0 && S_in != S) std::copy(S_in, S_in + P * N, S);
   for (int64_t t = 0; t < a.n_tokens; ++t) {
+    const float* prev = t == 0 ? S_in : S;  // token 0 reads the incoming state
     const float delta = softplus(a.dt[t * a.dt_stride + h] + (a.dt_bias ? a.dt_bias[h] : 0.0f));
     const float dA = std::exp(delta * a.A[h]);
     const float* B = a.B + t * a.B_stride + g * N;
@@ -80,9 +85,10 @@ void scan_head_scalar(const SsmScanArgs& a, int32_t h) {
       const float xv = x[p];
       const float x_dt = xv * delta;
       float* s = S + p * N;
+      const float* s_prev = prev + p * N;
       float sum = 0.0f;
       for (int64_t n = 0; n < N; ++n) {
-        s[n] = s[n] * dA + B[n] * x_dt;
+        s[n] = s_prev[n] * dA + B[n] * x_dt;
         sum += s[n] * C[n];
       }
       y[p] = a.D ? sum + a.D[h] * xv : sum;

@@ -32,6 +32,10 @@ struct SsmConvArgs {
                                   // inputs, oldest first; updated in place
   float* out = nullptr;           // token t's C outputs at out + t*out_stride; must not overlap x
   int64_t out_stride = 0;
+  // Optional: the incoming state, when it lives elsewhere (a snapshot-safe copy-on-write slot):
+  // read from here, the result written to conv_state, so no copy is made first. Same layout;
+  // either conv_state itself or not overlapping it.
+  const float* conv_state_in = nullptr;
 };
 Status ssm_conv(const SsmConvArgs& args, ThreadContext* threads, Isa isa = active_isa());
 
@@ -61,6 +65,9 @@ struct SsmScanArgs {
   float* y = nullptr;        // token t: H*P at y + t*y_stride; may be x itself (same stride)
   int64_t y_stride = 0;
   float* state = nullptr;  // [H][P][N], updated in place
+  // Optional: the incoming state, read from here and the result written to `state` (see
+  // SsmConvArgs::conv_state_in). Either `state` itself or not overlapping it.
+  const float* state_in = nullptr;
 };
 Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, Isa isa = active_isa());
 

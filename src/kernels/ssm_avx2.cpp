@@ -21,9 +21,10 @@ void ssm_conv_avx2(const SsmConvArgs& a, int32_t c_begin, int32_t c_end) {
         lane[i] = i < nc ? a.weight[static_cast<int64_t>(c0 + i) * K + k] : 0.0f;
       w[k] = _mm256_load_ps(lane);
     }
+    const float* in = a.conv_state_in ? a.conv_state_in : a.conv_state;
     for (int32_t k = 0; k < K - 1; ++k) {
       for (int32_t i = 0; i < 8; ++i)
-        lane[i] = i < nc ? a.conv_state[static_cast<int64_t>(c0 + i) * (K - 1) + k] : 0.0f;
+        lane[i] = i < nc ? in[static_cast<int64_t>(c0 + i) * (K - 1) + k] : 0.0f;
       hist[k] = _mm256_load_ps(lane);
     }
     const __m256 bias = a.bias ? _mm256_maskload_ps(a.bias + c0, mask) : _mm256_setzero_ps();
@@ -52,7 +53,10 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
   const __m256i tail = tail_mask_avx2(N % 8);
   const int32_t g = h / (a.n_head / a.n_group);
   float* S = a.state + static_cast<int64_t>(h) * P * N;
+  const float* S_in = a.state_in ? a.state_in + static_cast<int64_t>(h) * P * N : S;
+  if (a.n_tokens == 0 && S_in != S) std::copy(S_in, S_in + P * N, S);
   for (int64_t t = 0; t < a.n_tokens; ++t) {
+    const float* prev = t == 0 ? S_in : S;  // token 0 reads the incoming state
     // delta and dA in scalar libm arithmetic, identical to the scalar path.
     const float delta = softplus(a.dt[t * a.dt_stride + h] + (a.dt_bias ? a.dt_bias[h] : 0.0f));
     const float dA = std::exp(delta * a.A[h]);
@@ -71,6 +75,8 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
       const __m256 xdt0 = _mm256_set1_ps(xv0 * delta), xdt1 = _mm256_set1_ps(xv1 * delta);
       float* s0 = S + p * N;
       float* s1 = s0 + N;
+      const float* r0 = prev + p * N;
+      const float* r1 = r0 + N;
       __m256 u[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                      _mm256_setzero_ps()};
       __m256 v[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
@@ -78,8 +84,8 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
       int64_t c = 0;
       for (; c < n_full; ++c) {
         const __m256 b = _mm256_loadu_ps(B + 8 * c), cc = _mm256_loadu_ps(C + 8 * c);
-        const __m256 n0 = _mm256_fmadd_ps(_mm256_loadu_ps(s0 + 8 * c), vdA, _mm256_mul_ps(b, xdt0));
-        const __m256 n1 = _mm256_fmadd_ps(_mm256_loadu_ps(s1 + 8 * c), vdA, _mm256_mul_ps(b, xdt1));
+        const __m256 n0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + 8 * c), vdA, _mm256_mul_ps(b, xdt0));
+        const __m256 n1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + 8 * c), vdA, _mm256_mul_ps(b, xdt1));
         _mm256_storeu_ps(s0 + 8 * c, n0);
         _mm256_storeu_ps(s1 + 8 * c, n1);
         u[c & 3] = _mm256_fmadd_ps(n0, cc, u[c & 3]);
@@ -89,9 +95,9 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
         const __m256 b = _mm256_maskload_ps(B + 8 * c, tail),
                      cc = _mm256_maskload_ps(C + 8 * c, tail);
         const __m256 n0 =
-            _mm256_fmadd_ps(_mm256_maskload_ps(s0 + 8 * c, tail), vdA, _mm256_mul_ps(b, xdt0));
+            _mm256_fmadd_ps(_mm256_maskload_ps(r0 + 8 * c, tail), vdA, _mm256_mul_ps(b, xdt0));
         const __m256 n1 =
-            _mm256_fmadd_ps(_mm256_maskload_ps(s1 + 8 * c, tail), vdA, _mm256_mul_ps(b, xdt1));
+            _mm256_fmadd_ps(_mm256_maskload_ps(r1 + 8 * c, tail), vdA, _mm256_mul_ps(b, xdt1));
         _mm256_maskstore_ps(s0 + 8 * c, tail, n0);
         _mm256_maskstore_ps(s1 + 8 * c, tail, n1);
         u[c & 3] = _mm256_fmadd_ps(n0, cc, u[c & 3]);
@@ -108,17 +114,18 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
       const float xv = x[p];
       const __m256 x_dt = _mm256_set1_ps(xv * delta);
       float* s = S + p * N;
+      const float* r = prev + p * N;
       __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                        _mm256_setzero_ps()};
       int64_t c = 0;
       for (; c < n_full; ++c) {
-        const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(s + 8 * c), vdA,
+        const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(r + 8 * c), vdA,
                                           _mm256_mul_ps(_mm256_loadu_ps(B + 8 * c), x_dt));
         _mm256_storeu_ps(s + 8 * c, sn);
         sum[c & 3] = _mm256_fmadd_ps(sn, _mm256_loadu_ps(C + 8 * c), sum[c & 3]);
       }
       if (ragged) {
-        const __m256 sn = _mm256_fmadd_ps(_mm256_maskload_ps(s + 8 * c, tail), vdA,
+        const __m256 sn = _mm256_fmadd_ps(_mm256_maskload_ps(r + 8 * c, tail), vdA,
                                           _mm256_mul_ps(_mm256_maskload_ps(B + 8 * c, tail), x_dt));
         _mm256_maskstore_ps(s + 8 * c, tail, sn);
         sum[c & 3] = _mm256_fmadd_ps(sn, _mm256_maskload_ps(C + 8 * c, tail), sum[c & 3]);

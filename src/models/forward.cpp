@@ -194,8 +194,7 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
   for (size_t r = 0; r < ub.runs.size(); ++r) {
     const SeqRun& run = ub.runs[r];
     const RecurrentRun s = mem.recurrent(il, u, r);
-    std::memcpy(s.conv_dst, s.conv_src, s.conv_floats * sizeof(float));
-    std::memcpy(s.ssm_dst, s.ssm_src, s.ssm_floats * sizeof(float));
+    // The kernels read the incoming state from src and write dst: no copy first.
     const float* pr = p + int64_t(run.offset) * d_proj;
     float* xr = xbc + int64_t(run.offset) * C;
     SsmConvArgs ca;
@@ -207,6 +206,7 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     ca.weight = f32(w.conv);
     ca.bias = f32(w.conv_bias);
     ca.conv_state = s.conv_dst;
+    ca.conv_state_in = s.conv_src;
     ca.out = xr;
     ca.out_stride = C;
     CHIMERA_RETURN_IF_ERROR(ssm_conv(ca, &threads_));
@@ -230,6 +230,7 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     sa.y = y + int64_t(run.offset) * d_in;
     sa.y_stride = d_in;
     sa.state = s.ssm_dst;
+    sa.state_in = s.ssm_src;
     CHIMERA_RETURN_IF_ERROR(ssm_scan(sa, &threads_));
   }
   // Gate then per-group RMSNorm (spec 3.4 steps 8-9), in place.

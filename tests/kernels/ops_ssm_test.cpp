@@ -3,6 +3,7 @@
 // chunking, with 1 or 2 threads, bitwise for outputs and states; for each ISA.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -132,6 +133,44 @@ TEST(OpsSsmConv, ChunkingAndThreadsAreBitwiseInvariant) {
         ASSERT_EQ(t0, T);
         EXPECT_EQ(0, std::memcmp(o_all.data(), o_ch.data(), ob)) << "chunks";
         EXPECT_TRUE(same_bits(s_all, s_ch));
+      }
+    }
+  }
+}
+
+// Reading the incoming state from a separate buffer (conv_state_in) gives the same outputs and
+// new state as updating in place, leaves the source untouched, and T = 0 just copies it.
+TEST(OpsSsmConv, SeparateIncomingStateMatchesInPlace) {
+  std::mt19937 rng(46);
+  ThreadContext two(2);
+  for (int K : {1, 2, 4}) {
+    for (int C : {5, 40}) {
+      for (int T : {0, 1, 7}) {
+        const ConvData d = make_conv(T, C, K, true, rng);
+        for (Isa isa : OpIsas()) {
+          SCOPED_TRACE(::testing::Message()
+                       << isa_name(isa) << " K " << K << " C " << C << " T " << T);
+          std::vector<float> s_ip = d.state, o_ip(static_cast<size_t>(T) * C + 1);
+          conv_run(d, 0, T, s_ip, o_ip, &two, isa);
+          const std::vector<float> src = d.state;
+          std::vector<float> dst(d.state.size(), -7.0f), o_sep(o_ip.size());
+          SsmConvArgs a;
+          a.n_tokens = T;
+          a.n_channels = C;
+          a.kernel_size = K;
+          a.x = d.x.data();
+          a.x_stride = d.x_stride;
+          a.weight = d.w.data();
+          a.bias = d.bias.data();
+          a.conv_state = dst.data();
+          a.conv_state_in = src.data();
+          a.out = o_sep.data();
+          a.out_stride = C;
+          ASSERT_TRUE(ssm_conv(a, &two, isa).ok());
+          EXPECT_TRUE(same_bits(o_ip, o_sep));
+          EXPECT_TRUE(same_bits(s_ip, dst));
+          EXPECT_TRUE(same_bits(src, d.state)) << "the incoming state was written";
+        }
       }
     }
   }
@@ -290,6 +329,34 @@ TEST(OpsSsmScan, ChunkingThreadsAndInPlaceAreBitwiseInvariant) {
         ASSERT_EQ(0, std::memcmp(&dx.x[t * dx.x_stride], &y_all[static_cast<size_t>(t) * HP],
                                  HP * sizeof(float)))
             << "in place, token " << t;
+    }
+  }
+}
+
+// state_in: same outputs and state as in place, source untouched, T = 0 copies.
+TEST(OpsSsmScan, SeparateIncomingStateMatchesInPlace) {
+  std::mt19937 rng(47);
+  ThreadContext two(2);
+  for (const ScanShape& s : kScanShapes) {
+    for (int T : {0, 1, 5}) {
+      const int HP = s.H * s.P;
+      const ScanData d = make_scan(std::max(T, 1), s.H, s.P, s.G, s.N, rng);
+      for (Isa isa : OpIsas()) {
+        SCOPED_TRACE(::testing::Message()
+                     << isa_name(isa) << " H " << s.H << " N " << s.N << " T " << T);
+        std::vector<float> s_ip = d.state, y_ip(static_cast<size_t>(std::max(T, 1)) * HP);
+        ASSERT_TRUE(ssm_scan(scan_args(d, 0, T, y_ip.data(), HP, s_ip), &two, isa).ok());
+        const std::vector<float> src = d.state;
+        std::vector<float> dst(d.state.size(), -7.0f), y_sep(y_ip.size());
+        SsmScanArgs a = scan_args(d, 0, T, y_sep.data(), HP, dst);
+        a.state_in = src.data();
+        ASSERT_TRUE(ssm_scan(a, &two, isa).ok());
+        if (T > 0) {
+          EXPECT_TRUE(same_bits(y_ip, y_sep));
+        }
+        EXPECT_TRUE(same_bits(s_ip, dst));
+        EXPECT_TRUE(same_bits(src, d.state)) << "the incoming state was written";
+      }
     }
   }
 }
