@@ -163,6 +163,52 @@ struct Q80Kernel {
 struct Q40Kernel {
   static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
 
+  struct Unpacked {
+    __m256i lo, hi;  // nibbles 0..15 / 16..31 of both blocks, unsigned
+    __m256 d;        // block 0's scale x4, block 1's x4
+  };
+
+  // kPair false: the last block of an odd count alone (partner nibbles and scale 0).
+  template <bool kPair>
+  static Unpacked unpack(const BlockQ4_0* blk) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[0].qs));
+    const __m128i q1 =
+        kPair ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[1].qs)) : _mm_setzero_si128();
+    const __m256i q = _mm256_set_m128i(q1, q0);
+    const __m128i h = _mm_insert_epi16(_mm_cvtsi32_si128(blk[0].d), kPair ? blk[1].d : 0, 1);
+    const __m256i halves = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    return {_mm256_and_si256(q, low4), _mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
+            _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(h)), halves)};
+  }
+
+  static void dot(const Unpacked& w, const ActPairQ8& ap, __m256& acc) {
+    const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap.lo));
+    const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap.hi));
+    const __m256i p16 =
+        _mm256_add_epi16(_mm256_maddubs_epi16(w.lo, alo), _mm256_maddubs_epi16(w.hi, ahi));
+    const __m256i p =
+        _mm256_sub_epi32(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)),
+                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap.sum8)));
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(w.d, _mm256_loadu_ps(ap.d)), _mm256_cvtepi32_ps(p), acc);
+  }
+
+  // One step (two blocks) of every element of the tile. Decode (MR == 1) finishes one column
+  // before unpacking the next, which keeps the accumulators in registers; both orders apply the
+  // same operations to each element.
+  template <int MR, int NR, bool kPair>
+  static void step(const ActPairQ8* const (&x)[MR], const BlockQ4_0* const (&w)[NR], int64_t b,
+                   __m256 (&acc)[MR][NR]) {
+    if constexpr (MR == 1) {
+      for (int c = 0; c < NR; ++c) dot(unpack<kPair>(w[c] + b), x[0][b / 2], acc[0][c]);
+    } else {
+      Unpacked u[NR];
+      for (int c = 0; c < NR; ++c) u[c] = unpack<kPair>(w[c] + b);
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) dot(u[c], x[r][b / 2], acc[r][c]);
+    }
+  }
+
   template <int MR, int NR>
   static void tile(const KernelArgs& a, int64_t i, int64_t j) {
     const ActPairQ8* x[MR];
@@ -172,41 +218,14 @@ struct Q40Kernel {
     __m256 acc[MR][NR];
     for (int r = 0; r < MR; ++r)
       for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
-    const __m256i ones16 = _mm256_set1_epi16(1);
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    const __m256i halves = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const int64_t nb = a.n_in / 32;
     const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
-    for (int64_t b = 0; b < nb; b += 2) {
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
       if constexpr (MR == 1) prefetch_ahead<2 * NR * sizeof(BlockQ4_0)>(next, b / 2);
-      const bool pair = b + 1 < nb;  // else the last block alone; its partner scale is 0
-      __m256i wlo[NR], whi[NR];
-      __m256 dw[NR];
-      for (int c = 0; c < NR; ++c) {
-        const BlockQ4_0* blk = w[c] + b;
-        const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[0].qs));
-        const __m128i q1 = pair ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[1].qs))
-                                : _mm_setzero_si128();
-        const __m256i q = _mm256_set_m128i(q1, q0);
-        wlo[c] = _mm256_and_si256(q, low4);
-        whi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-        const __m128i h = _mm_insert_epi16(_mm_cvtsi32_si128(blk[0].d), pair ? blk[1].d : 0, 1);
-        dw[c] = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(h)), halves);
-      }
-      for (int r = 0; r < MR; ++r) {
-        const ActPairQ8& ap = x[r][b / 2];
-        const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap.lo));
-        const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap.hi));
-        const __m256i sum8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ap.sum8));
-        const __m256 da = _mm256_loadu_ps(ap.d);
-        for (int c = 0; c < NR; ++c) {
-          const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(wlo[c], alo),
-                                               _mm256_maddubs_epi16(whi[c], ahi));
-          const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(p16, ones16), sum8);
-          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw[c], da), _mm256_cvtepi32_ps(p), acc[r][c]);
-        }
-      }
+      step<MR, NR, true>(x, w, b, acc);
     }
+    if (b < nb) step<MR, NR, false>(x, w, b, acc);
     for (int r = 0; r < MR; ++r)
       for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
   }
@@ -250,10 +269,60 @@ inline __m256i broadcast16(__m256i v, int s) {
 template <bool kFiveBit>
 struct Q45KKernel {
   static constexpr int kMR = 2, kNR = 2, kNRGemv = 4;
+  using WBlock = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
+
+  struct Scales {
+    __m256i sc;      // the 8 scales as int16, in both 128-bit halves
+    __m256i mins16;  // each min twice, next to each other: pairs with the sums of 16 (bsums)
+  };
+  static Scales scales_of(const WBlock& blk) {
+    const __m128i dup_mins =
+        _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const __m128i sm = unpack_k_scales(blk.scales);
+    return {_mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)),
+            _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup_mins))};
+  }
+
+  // The unsigned values of chunk ch (sub-blocks 2ch and 2ch + 1, 32 values each).
+  static void chunk(const WBlock& blk, int ch, __m256i* lo, __m256i* hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs + 32 * ch));
+    *lo = _mm256_and_si256(q, low4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    if constexpr (kFiveBit) {
+      const __m256i bit0 = _mm256_set1_epi8(0x01);
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh));
+      const __m128i sh_lo = _mm_cvtsi32_si128(2 * ch), sh_hi = _mm_cvtsi32_si128(2 * ch + 1);
+      *lo = _mm256_or_si256(
+          *lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_lo), bit0), 4));
+      *hi = _mm256_or_si256(
+          *hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_hi), bit0), 4));
+    }
+  }
+
+  // Sum over chunk ch of scale x value x activation, in 8 int32 lanes (exact).
+  static __m256i chunk_dot(__m256i lo, __m256i hi, const Scales& s, int ch, const int8_t* q8) {
+    const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 64 * ch));
+    const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 64 * ch + 32));
+    const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, alo), broadcast16(s.sc, 2 * ch));
+    const __m256i phi =
+        _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ahi), broadcast16(s.sc, 2 * ch + 1));
+    return _mm256_add_epi32(plo, phi);
+  }
+
+  // The block's float contribution: d * sum - dmin * (mins . activation sums).
+  static void finish(const WBlock& blk, const Scales& s, const BlockQ8_K& ab, __m256i sumi,
+                     __m256& acc) {
+    const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
+    const float d = fp16(blk.d) * ab.d;
+    const float dmin = fp16(blk.dmin) * ab.d;
+    const __m256i msum = _mm256_madd_epi16(bsums, s.mins16);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), acc);
+  }
 
   template <int MR, int NR>
   static void tile(const KernelArgs& a, int64_t i, int64_t j) {
-    using WBlock = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
     const BlockQ8_K* x[MR];
     const WBlock* w[NR];
     for (int r = 0; r < MR; ++r) x[r] = row_ptr<BlockQ8_K>(a.act, a.act_stride, i + r);
@@ -261,65 +330,41 @@ struct Q45KKernel {
     __m256 acc[MR][NR];
     for (int r = 0; r < MR; ++r)
       for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    const __m256i bit0 = _mm256_set1_epi8(0x01);
-    // Each min twice, next to each other: pairs with the activation sums of 16 (bsums).
-    const __m128i dup_mins =
-        _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     const int64_t nb = a.n_in / kQK_K;
     const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
     for (int64_t b = 0; b < nb; ++b) {
-      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(WBlock)>(next, b);
-      __m256i scales[NR];  // the 8 scales as int16, in both 128-bit halves
-      __m256i mins16[NR];
-      for (int c = 0; c < NR; ++c) {
-        const __m128i sm = unpack_k_scales(w[c][b].scales);
-        scales[c] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-        mins16[c] = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup_mins));
+      if constexpr (MR == 1) {
+        // Decode: one column's super-block at a time keeps everything in registers. The integer
+        // sums are exact, so their order does not matter; the float steps are finish()'s.
+        prefetch_ahead<NR * sizeof(WBlock)>(next, b);
+        for (int c = 0; c < NR; ++c) {
+          const WBlock& blk = w[c][b];
+          const Scales s = scales_of(blk);
+          __m256i sumi = _mm256_setzero_si256();
+          for (int ch = 0; ch < 4; ++ch) {
+            __m256i lo, hi;
+            chunk(blk, ch, &lo, &hi);
+            sumi = _mm256_add_epi32(sumi, chunk_dot(lo, hi, s, ch, x[0][b].qs));
+          }
+          finish(blk, s, x[0][b], sumi, acc[0][c]);
+        }
+        continue;
       }
+      Scales s[NR];
+      for (int c = 0; c < NR; ++c) s[c] = scales_of(w[c][b]);
       __m256i sumi[MR][NR];
       for (int r = 0; r < MR; ++r)
         for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
       for (int ch = 0; ch < 4; ++ch) {
-        __m256i wlo[NR], whi[NR];
-        for (int c = 0; c < NR; ++c) {
-          const WBlock& blk = w[c][b];
-          const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs + 32 * ch));
-          wlo[c] = _mm256_and_si256(q, low4);
-          whi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-          if constexpr (kFiveBit) {
-            const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh));
-            const __m128i sh_lo = _mm_cvtsi32_si128(2 * ch), sh_hi = _mm_cvtsi32_si128(2 * ch + 1);
-            wlo[c] = _mm256_or_si256(
-                wlo[c], _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_lo), bit0), 4));
-            whi[c] = _mm256_or_si256(
-                whi[c], _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_hi), bit0), 4));
-          }
-        }
-        for (int r = 0; r < MR; ++r) {
-          const int8_t* q8 = x[r][b].qs + 64 * ch;
-          const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8));
-          const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32));
-          for (int c = 0; c < NR; ++c) {
-            const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(wlo[c], alo),
-                                                  broadcast16(scales[c], 2 * ch));
-            const __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(whi[c], ahi),
-                                                  broadcast16(scales[c], 2 * ch + 1));
-            sumi[r][c] = _mm256_add_epi32(sumi[r][c], _mm256_add_epi32(plo, phi));
-          }
-        }
+        __m256i lo[NR], hi[NR];
+        for (int c = 0; c < NR; ++c) chunk(w[c][b], ch, &lo[c], &hi[c]);
+        for (int r = 0; r < MR; ++r)
+          for (int c = 0; c < NR; ++c)
+            sumi[r][c] =
+                _mm256_add_epi32(sumi[r][c], chunk_dot(lo[c], hi[c], s[c], ch, x[r][b].qs));
       }
-      for (int r = 0; r < MR; ++r) {
-        const BlockQ8_K& ab = x[r][b];
-        const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
-        for (int c = 0; c < NR; ++c) {
-          const float d = fp16(w[c][b].d) * ab.d;
-          const float dmin = fp16(w[c][b].dmin) * ab.d;
-          const __m256i msum = _mm256_madd_epi16(bsums, mins16[c]);
-          acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[r][c]), acc[r][c]);
-          acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), acc[r][c]);
-        }
-      }
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) finish(w[c][b], s[c], x[r][b], sumi[r][c], acc[r][c]);
     }
     for (int r = 0; r < MR; ++r)
       for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
@@ -327,8 +372,74 @@ struct Q45KKernel {
 };
 
 // ---------------------------------------------------------------- Q6_K weights
+// vpshufb masks for group g of a Q6_K half: the low 128 bits (values 0..15 of the group) take
+// int16 scale 2g, the high 128 bits (values 16..31) scale 2g + 1.
+alignas(32) constexpr uint8_t kQ6Scale[4][32] = {
+#define CHIMERA_Q6S(g)                                                                          \
+  {                                                                                             \
+    4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1,   \
+        4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g, 4 * g + 1, 4 * g + 2, 4 * g + 3, 4 * g + 2,  \
+        4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, \
+        4 * g + 3, 4 * g + 2, 4 * g + 3, 4 * g + 2, 4 * g + 3                                   \
+  }
+    CHIMERA_Q6S(0),
+    CHIMERA_Q6S(1),
+    CHIMERA_Q6S(2),
+    CHIMERA_Q6S(3),
+#undef CHIMERA_Q6S
+};
+
+// Bits 2g, 2g+1 of each qh byte moved to bits 4, 5 (the value's high bits). 16-bit shifts are
+// fine: the mask drops whatever crossed from the neighbouring byte. g is a constant once the
+// caller's loop is unrolled, so the switch folds away.
+inline __m256i q6_high_bits(__m256i qh, int g) {
+  const __m256i m = _mm256_set1_epi8(0x30);
+  switch (g) {
+    case 0:
+      return _mm256_and_si256(_mm256_slli_epi16(qh, 4), m);
+    case 1:
+      return _mm256_and_si256(_mm256_slli_epi16(qh, 2), m);
+    case 2:
+      return _mm256_and_si256(qh, m);
+    default:
+      return _mm256_and_si256(_mm256_srli_epi16(qh, 2), m);
+  }
+}
+
 struct Q6KKernel {
-  static constexpr int kMR = 2, kNR = 2, kNRGemv = 2;
+  static constexpr int kMR = 2, kNR = 2, kNRGemv = 4;
+
+  // Half h's 8 sub-block scales as int16, in both 128-bit halves.
+  static __m256i half_scales(const BlockQ6_K& blk, int half) {
+    return _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.scales + 8 * half))));
+  }
+  static __m256i half_qh(const BlockQ6_K& blk, int half) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh + 32 * half));
+  }
+  // Group g of a half: values 128 half + 32 g + [0, 32), stored as q + 32 (0..63).
+  static __m256i group_values(const BlockQ6_K& blk, int half, int g, __m256i qh) {
+    __m256i ql =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * half + 32 * (g & 1)));
+    if (g >= 2) ql = _mm256_srli_epi16(ql, 4);
+    return _mm256_or_si256(_mm256_and_si256(ql, _mm256_set1_epi8(0x0F)), q6_high_bits(qh, g));
+  }
+  static __m256i group_dot(__m256i wq, __m256i scales, int half, int g, const BlockQ8_K& ab) {
+    const __m256i av =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs + 128 * half + 32 * g));
+    const __m256i scv = _mm256_shuffle_epi8(
+        scales, _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ6Scale[g])));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wq, av), scv);
+  }
+  static void finish(const BlockQ6_K& blk, const BlockQ8_K& ab, __m256i sumi, __m256& acc) {
+    // The stored values are q + 32: subtract 32 * sum(scale * sum of 16 activations).
+    const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
+    const __m256i sc16 =
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
+    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
+    const float d = fp16(blk.d) * ab.d;
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, corr)), acc);
+  }
 
   template <int MR, int NR>
   static void tile(const KernelArgs& a, int64_t i, int64_t j) {
@@ -339,53 +450,44 @@ struct Q6KKernel {
     __m256 acc[MR][NR];
     for (int r = 0; r < MR; ++r)
       for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    const __m256i low2 = _mm256_set1_epi8(0x03);
     const int64_t nb = a.n_in / kQK_K;
     const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
     for (int64_t b = 0; b < nb; ++b) {
-      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(BlockQ6_K)>(next, b);
+      if constexpr (MR == 1) {
+        // Decode: one column's super-block at a time (integer sums exact in any order).
+        prefetch_ahead<NR * sizeof(BlockQ6_K)>(next, b);
+        for (int c = 0; c < NR; ++c) {
+          const BlockQ6_K& blk = w[c][b];
+          __m256i sumi = _mm256_setzero_si256();
+          for (int half = 0; half < 2; ++half) {
+            const __m256i qh = half_qh(blk, half), sc = half_scales(blk, half);
+            for (int g = 0; g < 4; ++g)
+              sumi = _mm256_add_epi32(
+                  sumi, group_dot(group_values(blk, half, g, qh), sc, half, g, x[0][b]));
+          }
+          finish(blk, x[0][b], sumi, acc[0][c]);
+        }
+        continue;
+      }
       __m256i sumi[MR][NR];
       for (int r = 0; r < MR; ++r)
         for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
       for (int half = 0; half < 2; ++half) {
-        for (int g = 0; g < 4; ++g) {  // 32 values: 128 half + 32 g + [0, 32)
-          __m256i wq[NR], scv[NR];
-          for (int c = 0; c < NR; ++c) {
-            const BlockQ6_K& blk = w[c][b];
-            __m256i ql = _mm256_loadu_si256(
-                reinterpret_cast<const __m256i*>(blk.ql + 64 * half + 32 * (g & 1)));
-            if (g >= 2) ql = _mm256_srli_epi16(ql, 4);
-            __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh + 32 * half));
-            qh = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), low2);
-            wq[c] = _mm256_or_si256(_mm256_and_si256(ql, low4), _mm256_slli_epi16(qh, 4));
-            const int s = 8 * half + 2 * g;  // scales of the two sub-blocks of 16
-            scv[c] =
-                _mm256_set_m128i(_mm_set1_epi16(blk.scales[s + 1]), _mm_set1_epi16(blk.scales[s]));
-          }
-          for (int r = 0; r < MR; ++r) {
-            const __m256i av = _mm256_loadu_si256(
-                reinterpret_cast<const __m256i*>(x[r][b].qs + 128 * half + 32 * g));
-            for (int c = 0; c < NR; ++c) {
-              sumi[r][c] = _mm256_add_epi32(
-                  sumi[r][c], _mm256_madd_epi16(_mm256_maddubs_epi16(wq[c], av), scv[c]));
-            }
-          }
-        }
-      }
-      for (int r = 0; r < MR; ++r) {
-        const BlockQ8_K& ab = x[r][b];
-        const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
+        __m256i qh[NR], sc[NR];
         for (int c = 0; c < NR; ++c) {
-          // The stored values are q + 32: subtract 32 * sum(scale * sum of 16 activations).
-          const __m256i sc16 = _mm256_cvtepi8_epi16(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[c][b].scales)));
-          const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
-          const __m256i s = _mm256_sub_epi32(sumi[r][c], corr);
-          const float d = fp16(w[c][b].d) * ab.d;
-          acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[r][c]);
+          qh[c] = half_qh(w[c][b], half);
+          sc[c] = half_scales(w[c][b], half);
+        }
+        for (int g = 0; g < 4; ++g) {
+          __m256i wq[NR];
+          for (int c = 0; c < NR; ++c) wq[c] = group_values(w[c][b], half, g, qh[c]);
+          for (int r = 0; r < MR; ++r)
+            for (int c = 0; c < NR; ++c)
+              sumi[r][c] = _mm256_add_epi32(sumi[r][c], group_dot(wq[c], sc[c], half, g, x[r][b]));
         }
       }
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) finish(w[c][b], x[r][b], sumi[r][c], acc[r][c]);
     }
     for (int r = 0; r < MR; ++r)
       for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
