@@ -564,13 +564,17 @@ KernelFn avx2_kernel(GgmlType type) {
 }
 
 uint64_t memory_read_probe_avx2(const void* data, size_t bytes) {
-  // 8 independent 256-bit accumulators: enough loads in flight to saturate the memory system.
+  // 8 independent 256-bit accumulators and a software prefetch 2 KB ahead (as the GEMV kernels
+  // do; it measured 5-15% faster than the hardware prefetcher alone here): the best streaming
+  // read we know how to do, so that GEMV is not measured against an easy bar.
   const __m256i* p = static_cast<const __m256i*>(data);
   const size_t n = bytes / 32;
   __m256i acc[8];
   for (auto& a : acc) a = _mm256_setzero_si256();
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
+    const char* ahead = reinterpret_cast<const char*>(p + i) + 2048;
+    for (int l = 0; l < 4; ++l) _mm_prefetch(ahead + 64 * l, _MM_HINT_T0);
     for (int k = 0; k < 8; ++k) acc[k] = _mm256_add_epi64(acc[k], _mm256_load_si256(p + i + k));
   }
   for (; i < n; ++i) acc[0] = _mm256_add_epi64(acc[0], _mm256_loadu_si256(p + i));
