@@ -1,9 +1,15 @@
-// AVX2 blocked online-softmax attention for one (query, kv head) group. The arithmetic of a key's
-// score, of the block sum and of the accumulator is fixed by the key block and head_dim only:
-// every key gets its own accumulator chain (four keys run side by side for ILP, a lone key runs
-// the same chain), the exp is vectorised over the whole padded block with padding lanes = 0.
+// AVX2 blocked online-softmax attention for one (query, kv head range) task.
+//
+// The keys and values are read straight from the pages (F16 converted in registers) and shared
+// by up to four query heads of the same kv head, so each KV row is read once per task. The
+// arithmetic of each (query head, key) score, of the block softmax and of each accumulator
+// element is fixed by the key block and head_dim only: every score is its own FMA chain over
+// head_dim followed by one fixed horizontal sum, every accumulator element is scaled by alpha and
+// then takes p_j v_j in key order. How keys and heads are grouped for instruction-level
+// parallelism never changes a bit.
 #include <algorithm>
 #include <limits>
+#include <vector>
 
 #include "kernels/attention.h"
 
@@ -12,153 +18,259 @@ namespace {
 
 constexpr int32_t kKB = kAttentionKeyBlock;
 static_assert(kKB % 8 == 0, "the block exp/sum runs on whole vectors");
+constexpr int kMaxHeads = 4;  // query heads sharing one pass over a kv head's keys
 
-// Keys [j0, j0+nb) of kv heads [g0, g0+ng) into dst[g][j][hd_pad], zero-padded: each key's row
-// segment is read once, contiguously.
-void gather_block_avx2(const AttentionParams& p, const void* const* pages, int32_t g0, int32_t ng,
-                       int32_t j0, int32_t nb, int64_t hd_pad, float* dst) {
-  const int64_t row = static_cast<int64_t>(p.n_head_kv) * p.head_dim;
-  const int32_t hd = p.head_dim;
-  for (int32_t j = 0; j < nb; ++j) {
-    const int32_t key = j0 + j;
-    const int64_t off = (key % p.page_size) * row + static_cast<int64_t>(g0) * hd;
-    for (int32_t g = 0; g < ng; ++g) {
-      float* d = dst + (static_cast<int64_t>(g) * kKB + j) * hd_pad;
-      int32_t e = 0;
-      if (p.kv_type == GgmlType::F16) {
-        const uint16_t* src = static_cast<const uint16_t*>(pages[key / p.page_size]) + off +
-                              static_cast<int64_t>(g) * hd;
-        for (; e + 8 <= hd; e += 8)
-          _mm256_storeu_ps(
-              d + e, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + e))));
-        for (; e < hd; ++e) d[e] = fp16_to_f32(src[e]);  // exact, same values as F16C
-      } else {
-        const float* src = static_cast<const float*>(pages[key / p.page_size]) + off +
-                           static_cast<int64_t>(g) * hd;
-        for (; e + 8 <= hd; e += 8) _mm256_storeu_ps(d + e, _mm256_loadu_ps(src + e));
-        for (; e < hd; ++e) d[e] = src[e];
+// 8 elements of a KV row as floats; the _tail variants read only n < 8 and zero the rest (so no
+// read past a row, and padding lanes contribute exactly 0).
+inline __m256 load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256 load8(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+inline __m256 load_tail(const uint16_t* p, int64_t n) {
+  alignas(16) uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::copy(p, p + n, tmp);
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp)));
+}
+inline __m256 load_tail(const float* p, int64_t n) {
+  return _mm256_maskload_ps(p, tail_mask_avx2(n));
+}
+
+// Element e-block c of a row: full vectors below n_full, the ragged tail at n_full.
+template <class Elem>
+inline __m256 load_vec(const Elem* row, int64_t c, int64_t n_full, int64_t rem) {
+  return c < n_full ? load8(row + 8 * c) : load_tail(row + 8 * c, rem);
+}
+
+// One task: query heads of kv heads [kv_begin, kv_end). Key blocks are the outer loop, so each
+// block's rows are read once, contiguously across the task's kv heads; every head keeps its own
+// running max, sum and accumulator across blocks.
+template <class Elem>
+struct Task {
+  const AttentionParams& p;
+  const AttentionTask& task;
+  int64_t hd, hd_pad, nvec, n_full, rem;
+  int64_t seg_bytes;  // bytes of the task's kv heads in one KV row
+
+  // Pointers to keys [j0, j0 + nb) at kv head kv_begin in the K and V pages.
+  void rows(int32_t j0, int32_t nb, const Elem** krow, const Elem** vrow) const {
+    const int64_t row = static_cast<int64_t>(p.n_head_kv) * p.head_dim;
+    int32_t page = j0 / p.page_size, slot = j0 % p.page_size;
+    for (int32_t j = 0; j < nb; ++j) {
+      const int64_t off = slot * row + static_cast<int64_t>(task.kv_begin) * hd;
+      krow[j] = static_cast<const Elem*>(task.table->k_pages[page]) + off;
+      vrow[j] = static_cast<const Elem*>(task.table->v_pages[page]) + off;
+      if (++slot == p.page_size) {
+        slot = 0;
+        ++page;
       }
-      for (; e < hd_pad; ++e) d[e] = 0.0f;
     }
   }
+
+  // The task's part of a KV row is a slice of the full row (all kv heads), so consecutive keys
+  // are strided: the next block is prefetched a key at a time alongside the current block's
+  // scores (a burst of the whole block would overflow the miss buffers).
+  void prefetch_key(const Elem* krow, const Elem* vrow) const {
+    for (int64_t o = 0; o < seg_bytes; o += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(krow) + o, _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(vrow) + o, _MM_HINT_T1);
+    }
+  }
+
+  // s[h][j] = (q_h . k_j) * scale for the block's keys (rows at element offset `off`), two keys
+  // at a time; prefetches keys [0, nb_next) of the next block when pf_k is not null.
+  template <int H>
+  void scores(float* const* q, const Elem* const* krow, int64_t off, int32_t nb, float (*s)[kKB],
+              const Elem* const* pf_k, const Elem* const* pf_v, int32_t nb_next) const {
+    const float* qh[H];  // local copies: the compiler keeps them in registers
+    for (int h = 0; h < H; ++h) qh[h] = q[h];
+    int32_t j = 0;
+    for (; j + 2 <= nb; j += 2) {
+      if (pf_k) {
+        if (j < nb_next) prefetch_key(pf_k[j], pf_v[j]);
+        if (j + 1 < nb_next) prefetch_key(pf_k[j + 1], pf_v[j + 1]);
+      }
+      __m256 a0[H], a1[H];
+      for (int h = 0; h < H; ++h) a0[h] = a1[h] = _mm256_setzero_ps();
+      const Elem* k0p = krow[j] + off;
+      const Elem* k1p = krow[j + 1] + off;
+      for (int64_t c = 0; c < nvec; ++c) {
+        const __m256 k0 = load_vec(k0p, c, n_full, rem);
+        const __m256 k1 = load_vec(k1p, c, n_full, rem);
+        for (int h = 0; h < H; ++h) {
+          const __m256 qv = _mm256_loadu_ps(qh[h] + 8 * c);
+          a0[h] = _mm256_fmadd_ps(qv, k0, a0[h]);
+          a1[h] = _mm256_fmadd_ps(qv, k1, a1[h]);
+        }
+      }
+      for (int h = 0; h < H; ++h) {
+        s[h][j] = hsum_avx2(a0[h]) * p.scale;
+        s[h][j + 1] = hsum_avx2(a1[h]) * p.scale;
+      }
+    }
+    if (j < nb) {
+      if (pf_k && j < nb_next) prefetch_key(pf_k[j], pf_v[j]);
+      __m256 a0[H];
+      for (int h = 0; h < H; ++h) a0[h] = _mm256_setzero_ps();
+      const Elem* k0p = krow[j] + off;
+      for (int64_t c = 0; c < nvec; ++c) {
+        const __m256 k0 = load_vec(k0p, c, n_full, rem);
+        for (int h = 0; h < H; ++h)
+          a0[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + 8 * c), k0, a0[h]);
+      }
+      for (int h = 0; h < H; ++h) s[h][j] = hsum_avx2(a0[h]) * p.scale;
+    }
+    for (int h = 0; h < H; ++h)
+      for (int32_t jj = nb; jj < kKB; ++jj) s[h][jj] = -std::numeric_limits<float>::infinity();
+  }
+
+  // Online-softmax step of one head: s becomes the block's p_j; returns alpha.
+  static float softmax_step(float* s, float* m, float* l) {
+    __m256 vmax = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    for (int32_t c = 0; c < kKB / 8; ++c) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + 8 * c));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, vmax);
+    float block_max = lanes[0];
+    for (int i = 1; i < 8; ++i) block_max = std::max(block_max, lanes[i]);
+    const float new_max = std::max(*m, block_max);
+    const float alpha = _mm256_cvtss_f32(exp_avx2(_mm256_set1_ps(*m - new_max)));
+    const __m256 vnew_max = _mm256_set1_ps(new_max);
+    __m256 vsum = _mm256_setzero_ps();
+    for (int32_t c = 0; c < kKB / 8; ++c) {  // padding scores are -inf: exp gives exactly 0
+      const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + 8 * c), vnew_max));
+      _mm256_storeu_ps(s + 8 * c, e);
+      vsum = _mm256_add_ps(vsum, e);
+    }
+    *l = *l * alpha + hsum_avx2(vsum);
+    *m = new_max;
+    return alpha;
+  }
+
+  // acc_h = acc_h * alpha_h + sum_j p_hj v_j, two vectors of head_dim at a time.
+  template <int H>
+  void accumulate(float* const* acc, const float* alpha, const float (*s)[kKB],
+                  const Elem* const* vrow, int64_t off, int32_t nb) const {
+    for (int64_t c = 0; c < nvec; c += 2) {
+      const bool two = c + 1 < nvec;
+      __m256 v0[H], v1[H];
+      for (int h = 0; h < H; ++h) {
+        const __m256 va = _mm256_set1_ps(alpha[h]);
+        v0[h] = _mm256_mul_ps(_mm256_loadu_ps(acc[h] + 8 * c), va);
+        v1[h] = two ? _mm256_mul_ps(_mm256_loadu_ps(acc[h] + 8 * c + 8), va) : v0[h];
+      }
+      for (int32_t j = 0; j < nb; ++j) {
+        const __m256 r0 = load_vec(vrow[j] + off, c, n_full, rem);
+        if (two) {
+          const __m256 r1 = load_vec(vrow[j] + off, c + 1, n_full, rem);
+          for (int h = 0; h < H; ++h) {
+            const __m256 w = _mm256_set1_ps(s[h][j]);
+            v0[h] = _mm256_fmadd_ps(w, r0, v0[h]);
+            v1[h] = _mm256_fmadd_ps(w, r1, v1[h]);
+          }
+        } else {
+          for (int h = 0; h < H; ++h) v0[h] = _mm256_fmadd_ps(_mm256_set1_ps(s[h][j]), r0, v0[h]);
+        }
+      }
+      for (int h = 0; h < H; ++h) {
+        _mm256_storeu_ps(acc[h] + 8 * c, v0[h]);
+        if (two) _mm256_storeu_ps(acc[h] + 8 * c + 8, v1[h]);
+      }
+    }
+  }
+
+  // One key block for H query heads starting at task head index r (kv head (kv_begin*rep + r) /
+  // rep); q/acc/m/l are the task's per-head arrays.
+  template <int H>
+  void block(int32_t r, float* const* q, float* const* acc, float* m, float* l,
+             const Elem* const* krow, const Elem* const* vrow, int32_t nb, const Elem* const* pf_k,
+             const Elem* const* pf_v, int32_t nb_next) const {
+    const int32_t rep = p.n_head / p.n_head_kv;
+    const int64_t off = static_cast<int64_t>(r / rep) * hd;  // kv head within the task's slice
+    alignas(32) float s[H][kKB];
+    float alpha[H];
+    scores<H>(q + r, krow, off, nb, s, pf_k, pf_v, nb_next);
+    for (int h = 0; h < H; ++h) alpha[h] = softmax_step(s[h], &m[r + h], &l[r + h]);
+    accumulate<H>(acc + r, alpha, s, vrow, off, nb);
+  }
+
+  // scratch: per task head a padded query row and an accumulator row, then m and l.
+  void run(float* scratch) const {
+    const int32_t rep = p.n_head / p.n_head_kv;
+    const int32_t nh = (task.kv_end - task.kv_begin) * rep;
+    const int32_t h_first = task.kv_begin * rep;  // query head of task head 0
+    std::vector<float*> q(nh), acc(nh);
+    float* m = scratch + 2 * nh * hd_pad;
+    float* l = m + nh;
+    for (int32_t r = 0; r < nh; ++r) {
+      q[r] = scratch + 2 * r * hd_pad;
+      acc[r] = q[r] + hd_pad;
+      const float* src = task.q + static_cast<int64_t>(h_first + r) * hd;
+      std::copy(src, src + hd, q[r]);
+      std::fill(q[r] + hd, q[r] + hd_pad, 0.0f);
+      std::fill(acc[r], acc[r] + hd_pad, 0.0f);
+      m[r] = -std::numeric_limits<float>::infinity();
+      l[r] = 0.0f;
+    }
+    const Elem* krow[2][kKB];
+    const Elem* vrow[2][kKB];
+    rows(0, std::min(kKB, task.n_visible), krow[0], vrow[0]);
+    for (int32_t j0 = 0, b = 0; j0 < task.n_visible; j0 += kKB, b ^= 1) {
+      const int32_t nb = std::min(kKB, task.n_visible - j0);
+      const int32_t nb_next = std::clamp(task.n_visible - j0 - kKB, 0, kKB);
+      if (nb_next > 0) rows(j0 + kKB, nb_next, krow[b ^ 1], vrow[b ^ 1]);
+      for (int32_t g = 0; g < task.kv_end - task.kv_begin; ++g) {
+        for (int32_t r0 = 0; r0 < rep; r0 += kMaxHeads) {
+          const int32_t r = g * rep + r0;
+          // The first head group of the block prefetches the next block's rows.
+          const bool pf = g == 0 && r0 == 0;
+          const Elem* const* pk = pf ? krow[b ^ 1] : nullptr;
+          const Elem* const* pv = pf ? vrow[b ^ 1] : nullptr;
+          switch (std::min(kMaxHeads, rep - r0)) {
+            case 1:
+              block<1>(r, q.data(), acc.data(), m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              break;
+            case 2:
+              block<2>(r, q.data(), acc.data(), m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              break;
+            case 3:
+              block<3>(r, q.data(), acc.data(), m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              break;
+            default:
+              block<4>(r, q.data(), acc.data(), m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              break;
+          }
+        }
+      }
+    }
+    for (int32_t r = 0; r < nh; ++r) {
+      const __m256 vl = _mm256_set1_ps(l[r]);
+      float* o = task.out + static_cast<int64_t>(h_first + r) * hd;
+      int64_t e = 0;
+      for (; e + 8 <= hd; e += 8)
+        _mm256_storeu_ps(o + e, _mm256_div_ps(_mm256_loadu_ps(acc[r] + e), vl));
+      for (; e < hd; ++e) o[e] = acc[r][e] / l[r];  // IEEE division: same as the vector lanes
+    }
+  }
+};
+
+template <class Elem>
+void run_task(const AttentionTask& task, float* scratch) {
+  const AttentionParams& p = *task.params;
+  const int64_t hd = p.head_dim;
+  const int64_t hd_pad = (hd + 7) / 8 * 8;
+  const int64_t seg = static_cast<int64_t>(task.kv_end - task.kv_begin) * hd * sizeof(Elem);
+  const Task<Elem> t{p, task, hd, hd_pad, hd_pad / 8, hd / 8, hd % 8, seg};
+  t.run(scratch);
 }
 
 }  // namespace
 
 void attention_task_avx2(const AttentionTask& task, float* scratch) {
-  const AttentionParams& p = *task.params;
-  const int64_t hd = p.head_dim;
-  const int64_t hd_pad = (hd + 7) / 8 * 8;
-  const int64_t nvec = hd_pad / 8;
-  const int32_t rep = p.n_head / p.n_head_kv;
-  const int32_t ng = task.kv_end - task.kv_begin;
-  const int32_t nh = ng * rep;  // query heads of this task, from head kv_begin*rep on
-  float* kblk = scratch;
-  float* vblk = kblk + ng * kKB * hd_pad;
-  float* qpad = vblk + ng * kKB * hd_pad;
-  float* acc = qpad + nh * hd_pad;
-  float* s = acc + nh * hd_pad;
-  float* m = s + kKB;
-  float* l = m + nh;
-  const float* q_task = task.q + static_cast<int64_t>(task.kv_begin) * rep * hd;
-  float* out_task = task.out + static_cast<int64_t>(task.kv_begin) * rep * hd;
-  for (int32_t r = 0; r < nh; ++r) {
-    std::copy(q_task + r * hd, q_task + (r + 1) * hd, qpad + r * hd_pad);
-    std::fill(qpad + r * hd_pad + hd, qpad + (r + 1) * hd_pad, 0.0f);
-    std::fill(acc + r * hd_pad, acc + (r + 1) * hd_pad, 0.0f);
-    m[r] = -std::numeric_limits<float>::infinity();
-    l[r] = 0.0f;
-  }
-  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int32_t j0 = 0; j0 < task.n_visible; j0 += kKB) {
-    const int32_t nb = std::min(kKB, task.n_visible - j0);
-    gather_block_avx2(p, task.table->k_pages, task.kv_begin, ng, j0, nb, hd_pad, kblk);
-    gather_block_avx2(p, task.table->v_pages, task.kv_begin, ng, j0, nb, hd_pad, vblk);
-    for (int32_t r = 0; r < nh; ++r) {
-      const float* q = qpad + r * hd_pad;
-      const float* kg = kblk + (r / rep) * kKB * hd_pad;  // this head's kv head
-      const float* vg = vblk + (r / rep) * kKB * hd_pad;
-      int32_t j = 0;
-      for (; j + 4 <= nb; j += 4) {
-        const float* k0 = kg + j * hd_pad;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        for (int64_t c = 0; c < nvec; ++c) {
-          const __m256 qv = _mm256_loadu_ps(q + 8 * c);
-          a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 8 * c), a0);
-          a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + hd_pad + 8 * c), a1);
-          a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * hd_pad + 8 * c), a2);
-          a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * hd_pad + 8 * c), a3);
-        }
-        s[j] = hsum_avx2(a0) * p.scale;
-        s[j + 1] = hsum_avx2(a1) * p.scale;
-        s[j + 2] = hsum_avx2(a2) * p.scale;
-        s[j + 3] = hsum_avx2(a3) * p.scale;
-      }
-      for (; j < nb; ++j) {
-        const float* k0 = kg + j * hd_pad;
-        __m256 a0 = _mm256_setzero_ps();
-        for (int64_t c = 0; c < nvec; ++c)
-          a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c), _mm256_loadu_ps(k0 + 8 * c), a0);
-        s[j] = hsum_avx2(a0) * p.scale;
-      }
-      for (; j < kKB; ++j) s[j] = -std::numeric_limits<float>::infinity();
-
-      __m256 vmax = neg_inf;
-      for (int32_t c = 0; c < kKB / 8; ++c) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + 8 * c));
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, vmax);
-      float block_max = lanes[0];
-      for (int i = 1; i < 8; ++i) block_max = std::max(block_max, lanes[i]);
-      const float new_max = std::max(m[r], block_max);
-      const float alpha = _mm256_cvtss_f32(exp_avx2(_mm256_set1_ps(m[r] - new_max)));
-      const __m256 vnew_max = _mm256_set1_ps(new_max);
-      __m256 vsum = _mm256_setzero_ps();
-      for (int32_t c = 0; c < kKB / 8; ++c) {  // padding scores are -inf: exp gives exactly 0
-        const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + 8 * c), vnew_max));
-        _mm256_storeu_ps(s + 8 * c, e);
-        vsum = _mm256_add_ps(vsum, e);
-      }
-      l[r] = l[r] * alpha + hsum_avx2(vsum);
-      const __m256 valpha = _mm256_set1_ps(alpha);
-      float* a = acc + r * hd_pad;
-      // Four independent accumulator chains over head_dim; per element the same ops in the
-      // same order (scale by alpha, then p_j·v_j for j in key order) however they are grouped.
-      int64_t c = 0;
-      for (; c + 4 <= nvec; c += 4) {
-        __m256 v0 = _mm256_mul_ps(_mm256_loadu_ps(a + 8 * c), valpha);
-        __m256 v1 = _mm256_mul_ps(_mm256_loadu_ps(a + 8 * c + 8), valpha);
-        __m256 v2 = _mm256_mul_ps(_mm256_loadu_ps(a + 8 * c + 16), valpha);
-        __m256 v3 = _mm256_mul_ps(_mm256_loadu_ps(a + 8 * c + 24), valpha);
-        for (int32_t jj = 0; jj < nb; ++jj) {
-          const __m256 w = _mm256_set1_ps(s[jj]);
-          const float* vr = vg + jj * hd_pad + 8 * c;
-          v0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr), v0);
-          v1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 8), v1);
-          v2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 16), v2);
-          v3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + 24), v3);
-        }
-        _mm256_storeu_ps(a + 8 * c, v0);
-        _mm256_storeu_ps(a + 8 * c + 8, v1);
-        _mm256_storeu_ps(a + 8 * c + 16, v2);
-        _mm256_storeu_ps(a + 8 * c + 24, v3);
-      }
-      for (; c < nvec; ++c) {
-        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(a + 8 * c), valpha);
-        for (int32_t jj = 0; jj < nb; ++jj)
-          v = _mm256_fmadd_ps(_mm256_set1_ps(s[jj]), _mm256_loadu_ps(vg + jj * hd_pad + 8 * c), v);
-        _mm256_storeu_ps(a + 8 * c, v);
-      }
-      m[r] = new_max;
-    }
-  }
-  for (int32_t r = 0; r < nh; ++r) {
-    const __m256 vl = _mm256_set1_ps(l[r]);
-    float* o = out_task + r * hd;
-    const float* a = acc + r * hd_pad;
-    int64_t e = 0;
-    for (; e + 8 <= hd; e += 8) _mm256_storeu_ps(o + e, _mm256_div_ps(_mm256_loadu_ps(a + e), vl));
-    for (; e < hd; ++e) o[e] = a[e] / l[r];  // IEEE division: same as the vector lanes
+  if (task.params->kv_type == GgmlType::F16) {
+    run_task<uint16_t>(task, scratch);
+  } else {
+    run_task<float>(task, scratch);
   }
 }
 

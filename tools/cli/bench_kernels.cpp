@@ -14,7 +14,9 @@
 
 #include "cmd_bench.h"
 #include "core/threads.h"
+#include "kernels/attention.h"
 #include "kernels/matmul.h"
+#include "kernels/ssm.h"
 
 namespace chimera::cli {
 namespace {
@@ -163,6 +165,109 @@ Status bench_type(ThreadContext& ctx, const KernelBenchOptions& o, GgmlType t, u
   return Status::Ok();
 }
 
+std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+// Seconds per call of the Mamba2 scan over T tokens (Granite 4.0-H small's layer shape).
+Result<double> time_scan(ThreadContext& ctx, Isa isa, int T, int repeats) {
+  const int H = 48, P = 32, N = 128, G = 1;
+  const std::vector<float> x = random_floats(static_cast<size_t>(T) * H * P, 3);
+  const std::vector<float> dt = random_floats(static_cast<size_t>(T) * H, 4, -5, 0);
+  const std::vector<float> bc = random_floats(static_cast<size_t>(T) * 2 * G * N, 5);
+  const std::vector<float> A = random_floats(H, 6, -4, -0.5f), D = random_floats(H, 7);
+  std::vector<float> y(x.size()), st(static_cast<size_t>(H) * P * N, 0.0f);
+  SsmScanArgs a;
+  a.n_tokens = T;
+  a.n_head = H;
+  a.head_dim = P;
+  a.n_group = G;
+  a.state_size = N;
+  a.x = x.data();
+  a.x_stride = H * P;
+  a.dt = dt.data();
+  a.dt_stride = H;
+  a.A = A.data();
+  a.B = bc.data();
+  a.B_stride = 2 * G * N;
+  a.C = bc.data() + G * N;
+  a.C_stride = 2 * G * N;
+  a.D = D.data();
+  a.y = y.data();
+  a.y_stride = H * P;
+  a.state = st.data();
+  Status st_run = Status::Ok();
+  const int calls = T == 1 ? 200 : 2;
+  const Timing t = time_best(repeats, ctx.n_threads(), [&] {
+    for (int i = 0; i < calls && st_run.ok(); ++i) st_run = ssm_scan(a, &ctx, isa);
+  });
+  CHIMERA_RETURN_IF_ERROR(st_run);
+  return t.wall / calls;
+}
+
+// Seconds per call of paged attention: n_queries causal queries at the end of ctx keys.
+Result<double> time_attention(ThreadContext& ctx, Isa isa, int n_ctx, int n_queries, int repeats,
+                              int64_t* kv_bytes_read) {
+  AttentionParams p;
+  p.n_head = 32;
+  p.n_head_kv = 8;
+  p.head_dim = 128;
+  p.page_size = 64;
+  p.kv_type = GgmlType::F16;
+  p.scale = 0.088388f;
+  const int row = p.n_head_kv * p.head_dim;
+  const int n_pages = (n_ctx + p.page_size - 1) / p.page_size;
+  std::vector<std::vector<uint8_t>> pages(2 * static_cast<size_t>(n_pages));
+  std::vector<const void*> kp, vp;
+  const std::vector<float> k = random_floats(row, 1), v = random_floats(row, 2);
+  for (int i = 0; i < n_pages; ++i) {
+    pages[2 * i].resize(kv_page_bytes(p));
+    pages[2 * i + 1].resize(kv_page_bytes(p));
+    kp.push_back(pages[2 * i].data());
+    vp.push_back(pages[2 * i + 1].data());
+    for (int s = 0; s < p.page_size; ++s) {
+      CHIMERA_RETURN_IF_ERROR(
+          kv_write_token(p, k.data(), v.data(), pages[2 * i].data(), pages[2 * i + 1].data(), s));
+    }
+  }
+  const KvPageTable table{kp.data(), vp.data(), n_pages};
+  const int width = p.n_head * p.head_dim;
+  const std::vector<float> q = random_floats(static_cast<size_t>(n_queries) * width, 8);
+  std::vector<float> out(q.size());
+  std::vector<int32_t> vis(n_queries), seq(n_queries, 0);
+  for (int i = 0; i < n_queries; ++i) vis[i] = n_ctx - n_queries + 1 + i;
+  const AttentionBatch b{n_queries, q.data(), width,      vis.data(), seq.data(),
+                         &table,    1,        out.data(), width};
+  Status st_run = Status::Ok();
+  const int calls = n_queries == 1 ? 20 : 1;
+  const Timing t = time_best(repeats, ctx.n_threads(), [&] {
+    for (int i = 0; i < calls && st_run.ok(); ++i) st_run = attention_paged(p, b, &ctx, isa);
+  });
+  CHIMERA_RETURN_IF_ERROR(st_run);
+  *kv_bytes_read = 2ll * n_ctx * row * 2;  // K and V rows of F16 for one decode query
+  return t.wall / calls;
+}
+
+Status bench_ops(ThreadContext& ctx, const KernelBenchOptions& o, OpsBenchResult* r) {
+  CHIMERA_ASSIGN_OR_RETURN(const double scan1, time_scan(ctx, o.isa, 1, o.repeats));
+  CHIMERA_ASSIGN_OR_RETURN(const double scan_p, time_scan(ctx, o.isa, r->prefill_tokens, 1));
+  int64_t kv_bytes = 0, unused = 0;
+  CHIMERA_ASSIGN_OR_RETURN(const double att1,
+                           time_attention(ctx, o.isa, r->attention_ctx, 1, o.repeats, &kv_bytes));
+  CHIMERA_ASSIGN_OR_RETURN(const double att_p, time_attention(ctx, o.isa, r->prefill_tokens,
+                                                              r->prefill_tokens, 1, &unused));
+  r->scan_decode_us = scan1 * 1e6;
+  r->scan_prefill_us = scan_p * 1e6 / r->prefill_tokens;
+  r->attention_decode_us = att1 * 1e6;
+  r->attention_decode_kv_gbps = kv_bytes / att1 / 1e9;
+  r->attention_prefill_us = att_p * 1e6 / r->prefill_tokens;
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<double> streaming_read_gbps(int n_threads, uint64_t bytes) {
@@ -207,6 +312,7 @@ Result<KernelBenchResult> run_kernel_bench(const KernelBenchOptions& o) {
     CHIMERA_RETURN_IF_ERROR(bench_type(ctx, o, t, buf.get(), roofline, &tr));
     r.types.push_back(tr);
   }
+  if (o.ops) CHIMERA_RETURN_IF_ERROR(bench_ops(ctx, o, &r.ops));
   const auto after = measure_roofline(ctx, buf.get(), o.weight_set_bytes, o.isa, o.repeats);
   roofline = {std::max(roofline.first, after.first), std::max(roofline.second, after.second)};
   for (TypeBenchResult& tr : r.types) {
@@ -228,6 +334,8 @@ int bench_kernels_main(int argc, char** argv) {
   bool json_out = false;
   std::string isa_str, types_str;
   app.add_flag("--json", json_out, "print JSON instead of a table");
+  bool no_ops = false;
+  app.add_flag("--no-ops", no_ops, "skip the scan and attention measurements");
   app.add_option("-t,--threads", o.n_threads, "threads (default: all hardware threads)");
   app.add_option("--isa", isa_str, "kernel path: scalar | avx2 (default: the active one)");
   app.add_option("--types", types_str, "comma-separated weight types (default: all)");
@@ -261,6 +369,7 @@ int bench_kernels_main(int argc, char** argv) {
       o.types.push_back(*t);
     }
   }
+  o.ops = !no_ops;
   auto r = run_kernel_bench(o);
   if (!r.ok()) {
     std::fprintf(stderr, "chimera bench kernels: %s\n", r.status().ToString().c_str());
@@ -287,6 +396,14 @@ int bench_kernels_main(int argc, char** argv) {
                                        {"gemm_gflops", t.gemm_gflops},
                                        {"gemm_ms", t.gemm_ms}};
     }
+    if (o.ops) {
+      j["ops"] = {{"scan_decode_us_per_token", r->ops.scan_decode_us},
+                  {"scan_prefill_us_per_token", r->ops.scan_prefill_us},
+                  {"attention_ctx", r->ops.attention_ctx},
+                  {"attention_decode_us_per_token", r->ops.attention_decode_us},
+                  {"attention_decode_kv_gbps", r->ops.attention_decode_kv_gbps},
+                  {"attention_prefill_us_per_token", r->ops.attention_prefill_us}};
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -304,6 +421,18 @@ int bench_kernels_main(int argc, char** argv) {
     std::printf("%-6s %10.2f %7.1f%% %10.2f %7.1f%% %10.1f %10.1f %10.1f\n", type_name(t.type),
                 t.gemv_gbps, t.gemv_roofline_pct, t.gemv_cpu_gbps, t.gemv_cpu_roofline_pct,
                 t.gemv_us_per_matrix, t.gemm_gflops, t.gemm_cpu_gflops);
+  }
+  if (o.ops) {
+    const OpsBenchResult& p = r->ops;
+    std::printf(
+        "Mamba2 scan (48 heads x 32 x state 128): %.1f us/token decode, %.1f us/token prefill "
+        "%d\n",
+        p.scan_decode_us, p.scan_prefill_us, p.prefill_tokens);
+    std::printf(
+        "attention (32 q / 8 kv heads x 128, F16 KV): decode at ctx %d %.1f us/token (KV read "
+        "%.1f GB/s), prefill %d %.1f us/token\n",
+        p.attention_ctx, p.attention_decode_us, p.attention_decode_kv_gbps, p.prefill_tokens,
+        p.attention_prefill_us);
   }
   return 0;
 }
