@@ -245,24 +245,30 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
   const int64_t D = hp.n_embd;
   const float* v = u_.data();
   float* out = grow(d_, T * D);
-  // SwiGLU MLP over m rows: the dense FFN, or the MoE shared expert (which has no biases, so
-  // the bias adds are no-ops there).
-  auto swiglu_mlp = [&](Weight gate, Weight up, Weight down, const float* in, int64_t m,
-                        float* dst) -> Status {
-    const int64_t F = gate->ne[1];
+  // SwiGLU MLP over m rows with F hidden units; mul(k, in, rows, out) multiplies by the gate
+  // (k = 0), up (1) or down (2) matrix, so the dense FFN, the MoE shared expert and each routed
+  // expert share the sequence. The dense FFN's biases apply where present (the shared expert has
+  // none, so there they are no-ops); routed experts have no biases.
+  auto swiglu_mlp = [&](auto&& mul, int64_t F, const float* in, int64_t m, float* dst,
+                        bool biases) -> Status {
     float* g = grow(a_, m * F);
     float* h = grow(b_, m * F);
-    CHIMERA_RETURN_IF_ERROR(mm(gate, in, m, g));
-    CHIMERA_RETURN_IF_ERROR(mm(up, in, m, h));
-    add_bias(g, m, F, F, f.gate_b);
-    add_bias(h, m, F, F, f.up_b);
+    CHIMERA_RETURN_IF_ERROR(mul(0, in, m, g));
+    CHIMERA_RETURN_IF_ERROR(mul(1, in, m, h));
+    if (biases) {
+      add_bias(g, m, F, F, f.gate_b);
+      add_bias(h, m, F, F, f.up_b);
+    }
     swiglu(g, h, g, m * F);
-    CHIMERA_RETURN_IF_ERROR(mm(down, g, m, dst));
-    add_bias(dst, m, D, D, f.down_b);
+    CHIMERA_RETURN_IF_ERROR(mul(2, g, m, dst));
+    if (biases) add_bias(dst, m, D, D, f.down_b);
     return Status::Ok();
   };
+  auto dense = [&](int k, const float* in, int64_t m, float* y) {
+    return mm(k == 0 ? f.gate : k == 1 ? f.up : f.down, in, m, y);
+  };
   if (model_.layers[il].ffn_kind == FfnKind::kDense)
-    return swiglu_mlp(f.gate, f.up, f.down, v, T, out);
+    return swiglu_mlp(dense, f.gate->ne[1], v, T, out, true);
   // MoE: softmax -> top-k -> renormalise (spec 2), experts grouped over the ubatch's tokens.
   const int64_t E = hp.n_expert, K = hp.n_expert_used;
   float* logits = grow(c_, T * E);
@@ -284,16 +290,12 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     const int64_t m = static_cast<int64_t>(slots.size()), F = f.gate_exps->ne[1];
     xin.resize(m * D);
     for (int64_t j = 0; j < m; ++j) std::memcpy(&xin[j * D], v + (slots[j] / K) * D, D * 4);
-    float* g = grow(a_, m * F);
-    float* h = grow(b_, m * F);
     yout.resize(m * D);
-    CHIMERA_RETURN_IF_ERROR(
-        matmul_expert(threads_, as_matrix(f.gate_exps), e, xin.data(), m, g, ws_));
-    CHIMERA_RETURN_IF_ERROR(
-        matmul_expert(threads_, as_matrix(f.up_exps), e, xin.data(), m, h, ws_));
-    swiglu(g, h, g, m * F);
-    CHIMERA_RETURN_IF_ERROR(
-        matmul_expert(threads_, as_matrix(f.down_exps), e, g, m, yout.data(), ws_));
+    auto expert = [&](int k, const float* in, int64_t rows, float* y) {
+      const Weight w = k == 0 ? f.gate_exps : k == 1 ? f.up_exps : f.down_exps;
+      return matmul_expert(threads_, as_matrix(w), e, in, rows, y, ws_);
+    };
+    CHIMERA_RETURN_IF_ERROR(swiglu_mlp(expert, F, xin.data(), m, yout.data(), false));
     for (int64_t j = 0; j < m; ++j) std::memcpy(ye + int64_t(slots[j]) * D, &yout[j * D], D * 4);
   }
   // Weighted sum in ranking order: the same operations for a token whatever its batch.
@@ -305,7 +307,7 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
   }
   if (f.gate) {  // shared expert, added unweighted
     std::vector<float> shared(T * D);
-    CHIMERA_RETURN_IF_ERROR(swiglu_mlp(f.gate, f.up, f.down, v, T, shared.data()));
+    CHIMERA_RETURN_IF_ERROR(swiglu_mlp(dense, f.gate->ne[1], v, T, shared.data(), true));
     for (int64_t i = 0; i < T * D; ++i) out[i] += shared[i];
   }
   return Status::Ok();
