@@ -10,8 +10,8 @@ you made yourself (llama-tokenize, llama-simple, llama-perplexity) and at chimer
 
 For the model (and for each --quantize type, a copy made by `chimera quantize`) it reports:
   * load: what llama.cpp's loader prints (architecture, parameter count, vocabulary);
-  * tokenizer: llama-tokenize vs `chimera tokenize` on lines of the text file and on odd strings
-    (unicode, digits, runs of spaces, control characters); must be identical;
+  * tokenizer: llama-tokenize vs `chimera tokenize` on lines of the text file, the whole file and
+    odd strings (unicode, digits, runs of spaces, control-token text); must be identical;
   * generation: llama-simple (greedy) vs `chimera run --temp 0` from one prompt; must be identical
     text (both engines round differently, so on a larger model a near-tie could flip; on the
     default model the top-1 margins are far larger than the rounding differences);
@@ -87,7 +87,7 @@ def check_tokenizer(args, model: Path, tmp: Path) -> tuple[bool, list[str]]:
     picks = [lines[i] for i in sorted({0, 1, len(lines) // 2, len(lines) - 1}) if lines]
     cases = [(f"text line {i + 1}", s) for i, s in enumerate(picks)]
     cases += [(f"odd string {i + 1}", s) for i, s in enumerate(ODD_STRINGS)]
-    cases.append(("first 4 KB of the text", Path(args.text).read_text(encoding="utf-8")[:4096]))
+    cases.append(("the whole text file", Path(args.text).read_text(encoding="utf-8")))
     report, ok = [], True
     for label, s in cases:
         f = tmp / "tok.txt"
