@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "gguf/byte_level.h"
 #include "gguf/quants.h"
 
 namespace chimera {
@@ -126,11 +127,33 @@ Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
     w.set_uint32(key("expert_used_count"), s.n_expert_used);
     w.set_uint32(key("expert_shared_feed_forward_length"), s.n_ff);
   }
-  // A byte-level vocabulary so the file is self-describing (ids only matter to the tests).
-  std::vector<std::string> tokens(s.n_vocab);
-  for (uint32_t i = 0; i < s.n_vocab; ++i) tokens[i] = StrCat("<t", i, ">");
+  // A valid byte-level BPE vocabulary, so that other engines (llama.cpp) load the file too: the
+  // 256 byte tokens, then tokens made by merging two bytes (merge rank = order), and
+  // <|endoftext|> last (bos and eos) when there is room. Ids only matter to the tests.
+  const auto& b2u = gpt2_byte_to_unicode();
+  std::vector<std::string> tokens(s.n_vocab), merges;
+  for (uint32_t i = 0; i < s.n_vocab; ++i) {
+    if (i < 256) {
+      tokens[i] = b2u[i];
+    } else if (i + 1 == s.n_vocab) {
+      tokens[i] = "<|endoftext|>";
+    } else if (i - 256 < 65536) {
+      const std::string& a = b2u[(i - 256) / 256];
+      const std::string& c = b2u[(i - 256) % 256];
+      tokens[i] = a + c;
+      merges.push_back(a + " " + c);
+    } else {
+      tokens[i] = StrCat("<t", i, ">");
+    }
+  }
   w.set_string("tokenizer.ggml.model", "gpt2");
+  w.set_string("tokenizer.ggml.pre", "gpt-2");
   w.set_string_array("tokenizer.ggml.tokens", tokens);
+  w.set_string_array("tokenizer.ggml.merges", merges);
+  if (s.n_vocab > 256) {
+    w.set_uint32("tokenizer.ggml.bos_token_id", s.n_vocab - 1);
+    w.set_uint32("tokenizer.ggml.eos_token_id", s.n_vocab - 1);
+  }
 
   Builder b(s, w);
   const float in_scale = 1.0f / std::sqrt(static_cast<float>(D));

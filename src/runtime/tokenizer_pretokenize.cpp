@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "gguf/byte_level.h"
 #include "runtime/tokenizer_internal.h"
 
 namespace chimera {
@@ -240,53 +241,14 @@ Status RegexSplitter::split(std::string_view text, std::vector<Span>* pieces) co
   return Status::Ok();
 }
 
-// ---- byte-level mapping ----
-
-namespace {
-
-struct ByteMaps {
-  std::array<std::string, 256> to_unicode;
-  std::array<int32_t, 324> from_unicode;  // code points 0..323 cover every image
-};
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += char(cp);
-  } else if (cp < 0x800) {
-    out += char(0xC0 | (cp >> 6));
-    out += char(0x80 | (cp & 0x3F));
-  } else {
-    out += char(0xE0 | (cp >> 12));
-    out += char(0x80 | ((cp >> 6) & 0x3F));
-    out += char(0x80 | (cp & 0x3F));
-  }
-}
-
-const ByteMaps& byte_maps() {
-  static const ByteMaps maps = [] {
-    ByteMaps m;
-    m.from_unicode.fill(-1);
-    // Printable bytes map to themselves; the others to 256, 257, ... in byte order (GPT-2).
-    uint32_t next = 256;
-    for (uint32_t b = 0; b < 256; ++b) {
-      bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-      uint32_t cp = printable ? b : next++;
-      append_utf8(m.to_unicode[b], cp);
-      m.from_unicode[cp] = int32_t(b);
-    }
-    return m;
-  }();
-  return maps;
-}
-
-}  // namespace
+// ---- byte-level mapping (gguf/byte_level.h) ----
 
 const std::array<std::string, 256>& byte_to_unicode() {
-  return byte_maps().to_unicode;
+  return gpt2_byte_to_unicode();
 }
 
 int unicode_to_byte(uint32_t cp) {
-  return cp < byte_maps().from_unicode.size() ? byte_maps().from_unicode[cp] : -1;
+  return gpt2_unicode_to_byte(cp);
 }
 
 }  // namespace tokenizer_detail
