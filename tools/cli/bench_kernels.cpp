@@ -120,42 +120,50 @@ std::pair<double, double> measure_roofline(ThreadContext& ctx, const uint8_t* bu
   return {total / t.wall / 1e9, total / t.cpu_per_thread / 1e9};
 }
 
-Status bench_type(ThreadContext& ctx, const KernelBenchOptions& o, GgmlType t, uint8_t* buf,
-                  std::pair<double, double> roofline, TypeBenchResult* out) {
-  out->type = t;
-  MatmulWorkspace ws(o.isa);
-  // GEMV: cycle through enough matrices that the set exceeds the buffer-sized budget.
-  const WeightMatrix proto{t, nullptr, o.gemv_n_in, o.gemv_n_out};
-  const uint64_t mbytes = proto.matrix_bytes();
-  const int64_t n_mat = std::max<int64_t>(1, static_cast<int64_t>(o.weight_set_bytes / mbytes));
-  fill_weights(t, buf, mbytes, n_mat * mbytes);
-  std::vector<float> x(std::max(o.gemv_n_in, o.gemm_n_in) * static_cast<size_t>(o.gemm_m));
-  std::mt19937 rng(11);
-  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-  for (float& v : x) v = uni(rng);
-  std::vector<float> y(std::max(o.gemv_n_out, o.gemm_n_out) * static_cast<size_t>(o.gemm_m));
+// One type's GEMV over the weight set: n_mat matrices of the type, cycled through once per pass.
+struct GemvSet {
+  GgmlType type;
+  WeightMatrix proto;
+  uint64_t matrix_bytes;
+  int64_t n_mat;
+  std::vector<uint8_t> prototype;  // one matrix of valid blocks, copied over the set per round
+};
+
+GemvSet make_gemv_set(const KernelBenchOptions& o, GgmlType t) {
+  GemvSet g{t, WeightMatrix{t, nullptr, o.gemv_n_in, o.gemv_n_out}, 0, 0, {}};
+  g.matrix_bytes = g.proto.matrix_bytes();
+  g.n_mat = std::max<int64_t>(1, static_cast<int64_t>(o.weight_set_bytes / g.matrix_bytes));
+  g.prototype.resize(g.matrix_bytes);
+  fill_weights(t, g.prototype.data(), g.matrix_bytes, g.matrix_bytes);
+  return g;
+}
+
+void load_set(const GemvSet& g, uint8_t* buf) {
+  for (int64_t i = 0; i < g.n_mat; ++i)
+    std::memcpy(buf + i * g.matrix_bytes, g.prototype.data(), g.matrix_bytes);
+}
+
+Result<Timing> time_gemv(ThreadContext& ctx, const GemvSet& g, const uint8_t* buf, const float* x,
+                         float* y, MatmulWorkspace& ws) {
   Status st = Status::Ok();
-  const Timing tv = time_best(o.repeats, ctx.n_threads(), [&] {
-    for (int64_t i = 0; i < n_mat && st.ok(); ++i) {
-      WeightMatrix w = proto;
-      w.data = buf + i * mbytes;
-      st = gemv(ctx, w, x.data(), y.data(), ws);
+  const Timing t = time_best(1, ctx.n_threads(), [&] {
+    for (int64_t i = 0; i < g.n_mat && st.ok(); ++i) {
+      WeightMatrix w = g.proto;
+      w.data = buf + i * g.matrix_bytes;
+      st = gemv(ctx, w, x, y, ws);
     }
   });
   CHIMERA_RETURN_IF_ERROR(st);
-  const double set_bytes = static_cast<double>(n_mat) * mbytes;
-  out->gemv_matrices = n_mat;
-  out->gemv_set_mb = set_bytes / 1048576.0;
-  out->gemv_gbps = set_bytes / tv.wall / 1e9;
-  out->gemv_roofline_pct = roofline.first > 0 ? 100 * out->gemv_gbps / roofline.first : 0;
-  out->gemv_cpu_gbps = set_bytes / tv.cpu_per_thread / 1e9;
-  out->gemv_cpu_roofline_pct = roofline.second > 0 ? 100 * out->gemv_cpu_gbps / roofline.second : 0;
-  out->gemv_us_per_matrix = tv.wall / n_mat * 1e6;
+  return t;
+}
 
-  // GEMM: one prefill-shaped call, weights from the (already filled) buffer.
+// The prefill-shaped GEMM of one type; its weights are the start of the loaded set.
+Status time_gemm(ThreadContext& ctx, const KernelBenchOptions& o, GgmlType t, const uint8_t* buf,
+                 const float* x, float* y, MatmulWorkspace& ws, TypeBenchResult* out) {
+  Status st = Status::Ok();
   const WeightMatrix wg{t, buf, o.gemm_n_in, o.gemm_n_out};
   const Timing tg = time_best(std::max(1, o.repeats / 2), ctx.n_threads(), [&] {
-    if (st.ok()) st = matmul(ctx, wg, x.data(), o.gemm_m, y.data(), ws);
+    if (st.ok()) st = matmul(ctx, wg, x, o.gemm_m, y, ws);
   });
   CHIMERA_RETURN_IF_ERROR(st);
   const double flops = 2.0 * o.gemm_m * o.gemm_n_in * o.gemm_n_out;
@@ -304,21 +312,50 @@ Result<KernelBenchResult> run_kernel_bench(const KernelBenchOptions& o) {
   KernelBenchResult r;
   r.isa = isa_name(o.isa);
   r.n_threads = o.n_threads;
-  // The roofline is measured before and after the matmuls and the higher reading kept, so a
-  // quiet moment anywhere in the run raises the bar rather than lowering it.
-  auto roofline = measure_roofline(ctx, buf.get(), o.weight_set_bytes, o.isa, o.repeats);
-  for (GgmlType t : types) {
+  // Interleaved rounds: each round reads the roofline once and every type's GEMV set once, and
+  // the best of the rounds is kept for each, so a noisy spell on this shared machine hits all
+  // of them alike instead of whichever ran at that moment.
+  std::vector<GemvSet> sets;
+  for (GgmlType t : types) sets.push_back(make_gemv_set(o, t));
+  std::vector<float> x(std::max(o.gemv_n_in, o.gemm_n_in) * static_cast<size_t>(o.gemm_m));
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  for (float& v : x) v = uni(rng);
+  std::vector<float> y(std::max(o.gemv_n_out, o.gemm_n_out) * static_cast<size_t>(o.gemm_m));
+  MatmulWorkspace ws(o.isa);
+  std::pair<double, double> roofline{0, 0};
+  std::vector<Timing> best(sets.size());
+  for (int round = 0; round < o.repeats; ++round) {
+    const auto rf = measure_roofline(ctx, buf.get(), o.weight_set_bytes, o.isa, 1);
+    roofline = {std::max(roofline.first, rf.first), std::max(roofline.second, rf.second)};
+    for (size_t k = 0; k < sets.size(); ++k) {
+      load_set(sets[k], buf.get());
+      CHIMERA_ASSIGN_OR_RETURN(const Timing t,
+                               time_gemv(ctx, sets[k], buf.get(), x.data(), y.data(), ws));
+      best[k].wall = std::min(best[k].wall, t.wall);
+      best[k].cpu_per_thread = std::min(best[k].cpu_per_thread, t.cpu_per_thread);
+    }
+  }
+  for (size_t k = 0; k < sets.size(); ++k) {
+    const GemvSet& g = sets[k];
     TypeBenchResult tr;
-    CHIMERA_RETURN_IF_ERROR(bench_type(ctx, o, t, buf.get(), roofline, &tr));
+    tr.type = g.type;
+    const double set_bytes = static_cast<double>(g.n_mat) * g.matrix_bytes;
+    tr.gemv_matrices = g.n_mat;
+    tr.gemv_set_mb = set_bytes / 1048576.0;
+    tr.gemv_gbps = set_bytes / best[k].wall / 1e9;
+    tr.gemv_cpu_gbps = set_bytes / best[k].cpu_per_thread / 1e9;
+    tr.gemv_us_per_matrix = best[k].wall / g.n_mat * 1e6;
+    tr.gemv_roofline_pct = 100 * tr.gemv_gbps / roofline.first;
+    tr.gemv_cpu_roofline_pct = 100 * tr.gemv_cpu_gbps / roofline.second;
+    // GEMM weights: the first rows of the type's prototype (same row length).
+    CHIMERA_CHECK(o.gemm_n_in == o.gemv_n_in && o.gemm_n_out <= o.gemv_n_out,
+                  "GEMM shape must fit in the GEMV prototype");
+    load_set(g, buf.get());
+    CHIMERA_RETURN_IF_ERROR(time_gemm(ctx, o, g.type, buf.get(), x.data(), y.data(), ws, &tr));
     r.types.push_back(tr);
   }
   if (o.ops) CHIMERA_RETURN_IF_ERROR(bench_ops(ctx, o, &r.ops));
-  const auto after = measure_roofline(ctx, buf.get(), o.weight_set_bytes, o.isa, o.repeats);
-  roofline = {std::max(roofline.first, after.first), std::max(roofline.second, after.second)};
-  for (TypeBenchResult& tr : r.types) {
-    tr.gemv_roofline_pct = roofline.first > 0 ? 100 * tr.gemv_gbps / roofline.first : 0;
-    tr.gemv_cpu_roofline_pct = roofline.second > 0 ? 100 * tr.gemv_cpu_gbps / roofline.second : 0;
-  }
   r.roofline_gbps = roofline.first;
   r.roofline_cpu_gbps = roofline.second;
   return r;
@@ -339,7 +376,9 @@ int bench_kernels_main(int argc, char** argv) {
   app.add_option("-t,--threads", o.n_threads, "threads (default: all hardware threads)");
   app.add_option("--isa", isa_str, "kernel path: scalar | avx2 (default: the active one)");
   app.add_option("--types", types_str, "comma-separated weight types (default: all)");
-  app.add_option("--repeats", o.repeats, "timed passes per measurement (best is kept)")
+  app.add_option(
+         "--repeats", o.repeats,
+         "rounds; each reads the roofline and every GEMV weight set once, the best round is kept")
       ->check(CLI::Range(1, 100));
   app.add_option("--set-mb", o.weight_set_bytes, "GEMV weight set size in MiB (default 576)")
       ->transform([](std::string s) { return std::to_string(std::stoull(s) << 20); });

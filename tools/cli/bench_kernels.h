@@ -35,7 +35,9 @@ struct KernelBenchOptions {
   int gemv_n_in = 4096, gemv_n_out = 4096;
   int gemm_m = 512, gemm_n_in = 4096, gemm_n_out = 1024;
   bool ops = true;  // also the scan and attention
-  int repeats = 4;  // timed passes per measurement; the best one is kept (noise only slows down)
+  // Rounds: each measures the roofline and every type's GEMV set once (interleaved, so noise
+  // hits all alike); the best of each is kept (noise only slows down).
+  int repeats = 4;
 };
 
 struct TypeBenchResult {
