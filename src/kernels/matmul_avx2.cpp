@@ -268,7 +268,7 @@ inline __m256i broadcast16(__m256i v, int s) {
 
 template <bool kFiveBit>
 struct Q45KKernel {
-  static constexpr int kMR = 2, kNR = 2, kNRGemv = 4;
+  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
   using WBlock = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
 
   struct Scales {
@@ -407,7 +407,7 @@ inline __m256i q6_high_bits(__m256i qh, int g) {
 }
 
 struct Q6KKernel {
-  static constexpr int kMR = 2, kNR = 2, kNRGemv = 4;
+  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
 
   // Half h's 8 sub-block scales as int16, in both 128-bit halves.
   static __m256i half_scales(const BlockQ6_K& blk, int half) {
