@@ -13,6 +13,7 @@
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/norm.h"
+#include "kernels/op_workloads.h"
 #include "kernels/ssm.h"
 
 namespace chimera {
@@ -41,40 +42,11 @@ void run_attention(benchmark::State& state, int ctx, int n_queries) {
   Isa isa;
   if (!setup_isa(state, &isa)) return;
   ThreadContext threads(static_cast<int>(state.range(1)));
-  AttentionParams p;
-  p.n_head = 32;
-  p.n_head_kv = 8;
-  p.head_dim = 128;
-  p.page_size = 64;
-  p.kv_type = GgmlType::F16;
-  p.scale = 0.088388f;
-  const int row = p.n_head_kv * p.head_dim;
-  const int n_pages = (ctx + p.page_size - 1) / p.page_size;
-  std::vector<std::unique_ptr<uint8_t[]>> blocks;
-  std::vector<const void*> kp, vp;
-  const std::vector<float> kv = random_floats(row, 1);
-  for (int i = 0; i < n_pages; ++i) {
-    for (auto* list : {&kp, &vp}) {
-      blocks.emplace_back(new uint8_t[kv_page_bytes(p)]);
-      list->push_back(blocks.back().get());
-    }
-    for (int s = 0; s < p.page_size; ++s)
-      if (!kv_write_token(p, kv.data(), kv.data(), const_cast<void*>(kp.back()),
-                          const_cast<void*>(vp.back()), s)
-               .ok())
-        std::abort();
-  }
-  const KvPageTable table{kp.data(), vp.data(), n_pages};
-  const int width = p.n_head * p.head_dim;
-  const std::vector<float> q = random_floats(static_cast<size_t>(n_queries) * width, 2);
-  std::vector<float> out(q.size());
-  std::vector<int32_t> vis(n_queries), seq(n_queries, 0);
-  for (int i = 0; i < n_queries; ++i) vis[i] = ctx - n_queries + 1 + i;
-  AttentionBatch b{n_queries, q.data(), width,      vis.data(), seq.data(),
-                   &table,    1,        out.data(), width};
+  auto w = make_attention_workload(ctx, n_queries);
+  if (!w.ok()) std::abort();
   for (auto _ : state) {
-    if (!attention_paged(p, b, &threads, isa).ok()) std::abort();
-    benchmark::DoNotOptimize(out.data());
+    if (!attention_paged((*w)->params, (*w)->batch, &threads, isa).ok()) std::abort();
+    benchmark::DoNotOptimize((*w)->out.data());
   }
   state.SetItemsProcessed(state.iterations() * n_queries);
 }
@@ -100,34 +72,11 @@ void BM_SsmScan(benchmark::State& state) {
   if (!setup_isa(state, &isa)) return;
   ThreadContext threads(static_cast<int>(state.range(1)));
   const int T = static_cast<int>(state.range(2));
-  const int H = 48, P = 32, N = 128, G = 1;
-  const std::vector<float> x = random_floats(static_cast<size_t>(T) * H * P, 3);
-  const std::vector<float> dt = random_floats(static_cast<size_t>(T) * H, 4, -5, 0);
-  const std::vector<float> bc = random_floats(static_cast<size_t>(T) * 2 * G * N, 5);
-  const std::vector<float> A = random_floats(H, 6, -4, -0.5f), D = random_floats(H, 7);
-  std::vector<float> y(x.size()), st(static_cast<size_t>(H) * P * N, 0.0f);
-  SsmScanArgs a;
-  a.n_tokens = T;
-  a.n_head = H;
-  a.head_dim = P;
-  a.n_group = G;
-  a.state_size = N;
-  a.x = x.data();
-  a.x_stride = H * P;
-  a.dt = dt.data();
-  a.dt_stride = H;
-  a.A = A.data();
-  a.B = bc.data();
-  a.B_stride = 2 * G * N;
-  a.C = bc.data() + G * N;
-  a.C_stride = 2 * G * N;
-  a.D = D.data();
-  a.y = y.data();
-  a.y_stride = H * P;
-  a.state = st.data();
+  const std::unique_ptr<ScanWorkload> w = make_scan_workload(T);
+  const SsmScanArgs& a = w->args;
   for (auto _ : state) {
     if (!ssm_scan(a, &threads, isa).ok()) std::abort();
-    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(w->y.data());
   }
   state.SetItemsProcessed(state.iterations() * T);
 }

@@ -14,9 +14,8 @@
 
 #include "cmd_bench.h"
 #include "core/threads.h"
-#include "kernels/attention.h"
 #include "kernels/matmul.h"
-#include "kernels/ssm.h"
+#include "kernels/op_workloads.h"
 
 namespace chimera::cli {
 namespace {
@@ -173,90 +172,31 @@ Status time_gemm(ThreadContext& ctx, const KernelBenchOptions& o, GgmlType t, co
   return Status::Ok();
 }
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(rng);
-  return v;
-}
-
 // Seconds per call of the Mamba2 scan over T tokens (Granite 4.0-H small's layer shape).
 Result<double> time_scan(ThreadContext& ctx, Isa isa, int T, int repeats) {
-  const int H = 48, P = 32, N = 128, G = 1;
-  const std::vector<float> x = random_floats(static_cast<size_t>(T) * H * P, 3);
-  const std::vector<float> dt = random_floats(static_cast<size_t>(T) * H, 4, -5, 0);
-  const std::vector<float> bc = random_floats(static_cast<size_t>(T) * 2 * G * N, 5);
-  const std::vector<float> A = random_floats(H, 6, -4, -0.5f), D = random_floats(H, 7);
-  std::vector<float> y(x.size()), st(static_cast<size_t>(H) * P * N, 0.0f);
-  SsmScanArgs a;
-  a.n_tokens = T;
-  a.n_head = H;
-  a.head_dim = P;
-  a.n_group = G;
-  a.state_size = N;
-  a.x = x.data();
-  a.x_stride = H * P;
-  a.dt = dt.data();
-  a.dt_stride = H;
-  a.A = A.data();
-  a.B = bc.data();
-  a.B_stride = 2 * G * N;
-  a.C = bc.data() + G * N;
-  a.C_stride = 2 * G * N;
-  a.D = D.data();
-  a.y = y.data();
-  a.y_stride = H * P;
-  a.state = st.data();
+  const std::unique_ptr<ScanWorkload> w = make_scan_workload(T);
   Status st_run = Status::Ok();
   const int calls = T == 1 ? 200 : 2;
   const Timing t = time_best(repeats, ctx.n_threads(), [&] {
-    for (int i = 0; i < calls && st_run.ok(); ++i) st_run = ssm_scan(a, &ctx, isa);
+    for (int i = 0; i < calls && st_run.ok(); ++i) st_run = ssm_scan(w->args, &ctx, isa);
   });
   CHIMERA_RETURN_IF_ERROR(st_run);
   return t.wall / calls;
 }
 
-// Seconds per call of paged attention: n_queries causal queries at the end of ctx keys.
+// Seconds per call of paged attention: n_queries causal queries at the end of n_ctx keys.
 Result<double> time_attention(ThreadContext& ctx, Isa isa, int n_ctx, int n_queries, int repeats,
                               int64_t* kv_bytes_read) {
-  AttentionParams p;
-  p.n_head = 32;
-  p.n_head_kv = 8;
-  p.head_dim = 128;
-  p.page_size = 64;
-  p.kv_type = GgmlType::F16;
-  p.scale = 0.088388f;
-  const int row = p.n_head_kv * p.head_dim;
-  const int n_pages = (n_ctx + p.page_size - 1) / p.page_size;
-  std::vector<std::vector<uint8_t>> pages(2 * static_cast<size_t>(n_pages));
-  std::vector<const void*> kp, vp;
-  const std::vector<float> k = random_floats(row, 1), v = random_floats(row, 2);
-  for (int i = 0; i < n_pages; ++i) {
-    pages[2 * i].resize(kv_page_bytes(p));
-    pages[2 * i + 1].resize(kv_page_bytes(p));
-    kp.push_back(pages[2 * i].data());
-    vp.push_back(pages[2 * i + 1].data());
-    for (int s = 0; s < p.page_size; ++s) {
-      CHIMERA_RETURN_IF_ERROR(
-          kv_write_token(p, k.data(), v.data(), pages[2 * i].data(), pages[2 * i + 1].data(), s));
-    }
-  }
-  const KvPageTable table{kp.data(), vp.data(), n_pages};
-  const int width = p.n_head * p.head_dim;
-  const std::vector<float> q = random_floats(static_cast<size_t>(n_queries) * width, 8);
-  std::vector<float> out(q.size());
-  std::vector<int32_t> vis(n_queries), seq(n_queries, 0);
-  for (int i = 0; i < n_queries; ++i) vis[i] = n_ctx - n_queries + 1 + i;
-  const AttentionBatch b{n_queries, q.data(), width,      vis.data(), seq.data(),
-                         &table,    1,        out.data(), width};
+  CHIMERA_ASSIGN_OR_RETURN(const std::unique_ptr<AttentionWorkload> w,
+                           make_attention_workload(n_ctx, n_queries));
   Status st_run = Status::Ok();
   const int calls = n_queries == 1 ? 20 : 1;
   const Timing t = time_best(repeats, ctx.n_threads(), [&] {
-    for (int i = 0; i < calls && st_run.ok(); ++i) st_run = attention_paged(p, b, &ctx, isa);
+    for (int i = 0; i < calls && st_run.ok(); ++i)
+      st_run = attention_paged(w->params, w->batch, &ctx, isa);
   });
   CHIMERA_RETURN_IF_ERROR(st_run);
-  *kv_bytes_read = 2ll * n_ctx * row * 2;  // K and V rows of F16 for one decode query
+  *kv_bytes_read = w->kv_bytes_per_query;
   return t.wall / calls;
 }
 

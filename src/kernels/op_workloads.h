@@ -1,0 +1,37 @@
+// Benchmark workloads for the non-matmul kernels, shaped like Granite 4.0-H small's layers, so
+// `chimera bench kernels` and the Google Benchmark binaries (bench/bench_ops.cpp) measure the
+// same thing. Each workload owns its buffers and the argument structs that point into them.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/status.h"
+#include "kernels/attention.h"
+#include "kernels/ssm.h"
+
+namespace chimera {
+
+// The Mamba2 scan over T tokens: 48 heads x 32, state 128, one group; random inputs, zero state.
+struct ScanWorkload {
+  std::vector<float> x, dt, bc, A, D, y, state;
+  SsmScanArgs args;
+};
+std::unique_ptr<ScanWorkload> make_scan_workload(int n_tokens);
+
+// One sequence of n_ctx keys (32 query heads, 8 KV heads of 128, F16 KV in pages of 64) and
+// n_queries causal queries at its end.
+struct AttentionWorkload {
+  AttentionParams params;
+  std::vector<std::vector<uint8_t>> pages;
+  std::vector<const void*> k_pages, v_pages;
+  KvPageTable table;
+  std::vector<float> q, out;
+  std::vector<int32_t> n_visible, seq;
+  AttentionBatch batch;
+  int64_t kv_bytes_per_query = 0;  // K and V bytes the last query reads
+};
+Result<std::unique_ptr<AttentionWorkload>> make_attention_workload(int n_ctx, int n_queries);
+
+}  // namespace chimera
