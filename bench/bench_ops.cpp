@@ -19,14 +19,6 @@
 namespace chimera {
 namespace {
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (float& x : v) x = u(rng);
-  return v;
-}
-
 bool setup_isa(benchmark::State& state, Isa* isa) {
   *isa = state.range(0) == 0 ? Isa::kScalar : Isa::kAvx2;
   if (!isa_supported(*isa)) {

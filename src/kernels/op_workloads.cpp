@@ -3,17 +3,14 @@
 #include <random>
 
 namespace chimera {
-namespace {
 
-std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+std::vector<float> random_floats(size_t n, uint32_t seed, float lo, float hi) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(lo, hi);
   std::vector<float> v(n);
   for (float& x : v) x = u(rng);
   return v;
 }
-
-}  // namespace
 
 std::unique_ptr<ScanWorkload> make_scan_workload(int n_tokens) {
   const int T = n_tokens, H = 48, P = 32, N = 128, G = 1;

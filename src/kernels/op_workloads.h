@@ -13,6 +13,9 @@
 
 namespace chimera {
 
+// n uniform floats in [lo, hi) from a seeded generator: benchmark inputs.
+std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f);
+
 // The Mamba2 scan over T tokens: 48 heads x 32, state 128, one group; random inputs, zero state.
 struct ScanWorkload {
   std::vector<float> x, dt, bc, A, D, y, state;
