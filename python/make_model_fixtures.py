@@ -41,7 +41,6 @@ import argparse
 import json
 import math
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -50,21 +49,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
-from chimera_convert.vocab import LLAMA3_REGEX  # noqa: E402
+from chimera_convert.bpe_training import (  # noqa: E402
+    kjv_verses, save_tokenizer, train_tokenizer)
 from convert_hf_to_gguf import convert  # noqa: E402
 
 N_VOCAB = 384  # HF vocab_size: tokenizer defines TOKENIZER_SIZE ids, the rest become [PAD{i}]
 TOKENIZER_SIZE = 376
-SPECIAL_TOKENS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|pad|>"]
 EOT_ID, PAD_ID = 0, 3
 CI_CHECKPOINT = "granitehybrid-moe"  # the one HF checkpoint committed, for tests/python
-CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|start_of_role|>' + message['role'] + '<|end_of_role|>' + message['content'] "
-    "+ '<|end_of_text|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_of_role|>assistant<|end_of_role|>' }}{%- endif %}")
-
 D = 64  # hidden size of every fixture
 
 
@@ -128,53 +120,6 @@ def models() -> dict[str, dict]:
 # text and tokenizer
 
 
-def kjv_verses() -> list[str]:
-    try:
-        out = subprocess.run(["bible", "-l1000", "gen1:1-rev22:21"], check=True,
-                             capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        sys.exit(f"needs the KJV text: apt-get install bible-kjv-text ({e})")
-    verses = []
-    for line in out.splitlines():
-        parts = line.strip().split(" ", 1)
-        if len(parts) == 2 and parts[0].isdigit():
-            verses.append(parts[1])
-    return verses
-
-
-def train_tokenizer(verses: list[str]):
-    from tokenizers import Regex, Tokenizer, decoders, models as tmodels, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(tmodels.BPE())
-    # Granite 4.0's pre-tokenizer: the llama3 regex, then bytes -> GPT-2 unicode (pre `dbrx`)
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_SIZE, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(verses, trainer=trainer)
-    assert tok.get_vocab_size() == TOKENIZER_SIZE, tok.get_vocab_size()
-    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3]
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL_TOKENS[0],
-                                     eos_token=SPECIAL_TOKENS[0], pad_token=SPECIAL_TOKENS[3])
-    hf_tok.chat_template = CHAT_TEMPLATE
-    return hf_tok
-
-
-def save_tokenizer(hf_tok, directory: Path) -> None:
-    hf_tok.save_pretrained(directory)
-    cfg_path = directory / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["add_bos_token"] = False  # like Granite 4.0: no BOS is prepended
-    cfg["add_eos_token"] = False
-    if "chat_template" not in cfg and not (directory / "chat_template.jinja").exists():
-        cfg["chat_template"] = CHAT_TEMPLATE
-    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
-
-
 # --------------------------------------------------------------------------------------------------
 # models
 
@@ -230,7 +175,7 @@ def build_and_save(name: str, spec: dict, hf_tok, directory: Path):
     gen = torch.Generator().manual_seed(spec["seed"])
     init_weights(model, gen)
     model.save_pretrained(directory)
-    save_tokenizer(hf_tok, directory)
+    save_tokenizer(hf_tok, directory, template_in_config=True)
     # reference from the checkpoint as saved, so converter input and reference cannot drift
     model = cls.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager").eval()
     check_gated_norm(model, spec)
@@ -340,7 +285,7 @@ def main() -> int:
     out_root, work = Path(args.out), Path(args.work)
     out_root.mkdir(parents=True, exist_ok=True)
     verses = kjv_verses()
-    hf_tok = train_tokenizer(verses)
+    hf_tok = train_tokenizer(verses, TOKENIZER_SIZE)
     prompt = hf_tok("And God said", add_special_tokens=False)["input_ids"]
 
     for name, spec in models().items():

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,17 +36,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "python"))
 
-from chimera_convert.vocab import LLAMA3_REGEX  # noqa: E402
+from chimera_convert.bpe_training import (  # noqa: E402
+    kjv_verses, save_tokenizer, train_tokenizer)
 
-SPECIAL_TOKENS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|pad|>"]
 VOCAB = 2048
-CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|start_of_role|>' + message['role'] + '<|end_of_role|>' + message['content'] "
-    "+ '<|end_of_text|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|start_of_role|>assistant<|end_of_role|>' }}{%- endif %}")
-
 MODEL_CONFIG = dict(
     vocab_size=VOCAB, hidden_size=256, num_hidden_layers=6,
     layer_types=["mamba", "mamba", "attention", "mamba", "mamba", "attention"],
@@ -61,45 +53,11 @@ MODEL_CONFIG = dict(
 
 
 def kjv_split() -> tuple[list[str], list[str]]:
-    out = subprocess.run(["bible", "-l1000", "gen1:1-rev22:21"], check=True,
-                         capture_output=True, text=True).stdout
-    verses = []
-    for line in out.splitlines():
-        parts = line.strip().split(" ", 1)
-        if len(parts) == 2 and parts[0].isdigit():
-            verses.append(parts[1])
+    verses = kjv_verses()
     train, held = [], []
     for i in range(0, len(verses), 200):
         (held if (i // 200) % 20 == 7 else train).extend(verses[i:i + 200])
     return train, held
-
-
-def train_tokenizer(lines: list[str]):
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(lines, trainer=trainer)
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL_TOKENS[0],
-                                     eos_token=SPECIAL_TOKENS[0], pad_token=SPECIAL_TOKENS[3])
-    hf_tok.chat_template = CHAT_TEMPLATE
-    return hf_tok
-
-
-def save_tokenizer(hf_tok, directory: Path) -> None:
-    hf_tok.save_pretrained(directory)
-    cfg_path = directory / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["add_bos_token"] = False
-    cfg["add_eos_token"] = False
-    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
 
 def encode(hf_tok, lines: list[str]) -> list[int]:
@@ -162,7 +120,7 @@ def main() -> int:
         log_lines.append(msg)
 
     train_lines, held_lines = kjv_split()
-    hf_tok = train_tokenizer(train_lines)
+    hf_tok = train_tokenizer(train_lines, VOCAB)
     train_ids = np.array(encode(hf_tok, train_lines), dtype=np.int64)
     held_ids = encode(hf_tok, held_lines)
     log(f"# chimera default model, trained by python/train_default_model.py")
