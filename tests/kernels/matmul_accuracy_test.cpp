@@ -129,6 +129,35 @@ TEST(MatmulAccuracy, LargeInnerDimension) {
   }
 }
 
+// The AVX2 Q4_0 kernel's paired layout holds exactly the blocks' values, sums and scales, in the
+// documented places; an odd block count leaves the last pair's second half zero.
+TEST(MatmulActQuant, PairedBlocksHoldTheBlocksValues) {
+  for (int64_t nb : {1, 2, 5, 8}) {
+    const auto x = matmul_test::random_activations(1, nb * 32, 80 + static_cast<uint32_t>(nb));
+    std::vector<ActBlockQ8> blocks(nb);
+    quantize_act_q8(x.data(), nb * 32, blocks.data());
+    std::vector<ActPairQ8> pairs((nb + 1) / 2);
+    pair_act_q8(blocks.data(), nb, pairs.data());
+    for (int64_t b = 0; b < 2 * static_cast<int64_t>(pairs.size()); ++b) {
+      const ActPairQ8& p = pairs[b / 2];
+      const int h = static_cast<int>(b % 2);
+      for (int k = 0; k < 32; ++k) {
+        const int8_t got = k < 16 ? p.lo[16 * h + k] : p.hi[16 * h + k - 16];
+        ASSERT_EQ(got, b < nb ? blocks[b].qs[k] : 0) << "nb " << nb << " block " << b;
+      }
+      for (int m = 0; m < 4; ++m) {
+        int want = 0;
+        if (b < nb) {
+          for (int k : {4 * m, 4 * m + 1, 4 * m + 2, 4 * m + 3})
+            want += 8 * (blocks[b].qs[k] + blocks[b].qs[16 + k]);
+        }
+        ASSERT_EQ(p.sum8[4 * h + m], want) << "nb " << nb << " block " << b;
+        ASSERT_EQ(p.d[4 * h + m], b < nb ? blocks[b].d : 0.0f);
+      }
+    }
+  }
+}
+
 TEST(MatmulActQuant, MatchesGgufReferenceQuantizers) {
   const int64_t n = 1024;
   const auto x = matmul_test::random_activations(6, n, 77);
