@@ -15,6 +15,7 @@
 #include "core/threads.h"
 #include "kernels/act_quant.h"
 #include "kernels/matmul.h"
+#include "kernels/op_workloads.h"
 
 namespace chimera {
 namespace {
@@ -30,31 +31,6 @@ struct Aligned {
   uint8_t* p;
   uint64_t n;
 };
-
-// Valid blocks (finite fp16 scales), random payload, replicated over `total` bytes.
-void fill(GgmlType t, uint8_t* buf, uint64_t matrix_bytes, uint64_t total) {
-  std::mt19937 rng(3);
-  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-  const TypeTraits& tt = type_traits(t);
-  for (uint64_t off = 0; off + tt.type_size <= matrix_bytes; off += tt.type_size) {
-    uint8_t* blk = buf + off;
-    if (t == GgmlType::F32) {
-      const float v = uni(rng);
-      std::memcpy(blk, &v, 4);
-    } else if (t == GgmlType::F16 || t == GgmlType::BF16) {
-      const uint16_t h = t == GgmlType::F16 ? f32_to_fp16(uni(rng)) : f32_to_bf16(uni(rng));
-      std::memcpy(blk, &h, 2);
-    } else {
-      for (uint32_t k = 0; k < tt.type_size; ++k) blk[k] = static_cast<uint8_t>(rng());
-      const uint16_t d = f32_to_fp16(0.01f);
-      std::memcpy(blk + (t == GgmlType::Q6_K ? offsetof(BlockQ6_K, d) : 0), &d, 2);
-      if (t == GgmlType::Q4_K || t == GgmlType::Q5_K) std::memcpy(blk + 2, &d, 2);
-    }
-  }
-  for (uint64_t off = matrix_bytes; off + matrix_bytes <= total; off += matrix_bytes) {
-    std::memcpy(buf + off, buf, matrix_bytes);
-  }
-}
 
 std::vector<float> activations(int64_t n) {
   std::mt19937 rng(5);
@@ -85,7 +61,7 @@ void gemv_bench(benchmark::State& state, int64_t n_out, uint64_t set_bytes) {
   const uint64_t mb = proto.matrix_bytes();
   const int64_t n_mat = std::max<int64_t>(1, set_bytes / mb);
   Aligned buf(n_mat * mb);
-  fill(t, buf.p, mb, n_mat * mb);
+  fill_random_weights(t, buf.p, mb, n_mat * mb);
   const auto x = activations(4096);
   std::vector<float> y(n_out);
   MatmulWorkspace ws;
@@ -111,7 +87,7 @@ void BM_Gemm(benchmark::State& state) {
   const int64_t m = 512, k = 4096, n = 1024;
   const WeightMatrix proto{t, nullptr, k, n};
   Aligned buf(proto.matrix_bytes());
-  fill(t, buf.p, buf.n, buf.n);
+  fill_random_weights(t, buf.p, buf.n, buf.n);
   WeightMatrix w = proto;
   w.data = buf.p;
   const auto x = activations(m * k);

@@ -1,5 +1,7 @@
 #include "kernels/op_workloads.h"
 
+#include <cstddef>
+#include <cstring>
 #include <random>
 
 namespace chimera {
@@ -10,6 +12,34 @@ std::vector<float> random_floats(size_t n, uint32_t seed, float lo, float hi) {
   std::vector<float> v(n);
   for (float& x : v) x = u(rng);
   return v;
+}
+
+void fill_random_weights(GgmlType t, uint8_t* buf, uint64_t matrix_bytes, uint64_t total_bytes) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  const TypeTraits& tt = type_traits(t);
+  for (uint64_t off = 0; off + tt.type_size <= matrix_bytes; off += tt.type_size) {
+    uint8_t* blk = buf + off;
+    if (t == GgmlType::F32) {
+      const float v = uni(rng);
+      std::memcpy(blk, &v, 4);
+      continue;
+    }
+    if (t == GgmlType::F16 || t == GgmlType::BF16) {
+      const uint16_t h = t == GgmlType::F16 ? f32_to_fp16(uni(rng)) : f32_to_bf16(uni(rng));
+      std::memcpy(blk, &h, 2);
+      continue;
+    }
+    for (uint32_t k = 0; k < tt.type_size; ++k) blk[k] = static_cast<uint8_t>(byte(rng));
+    const uint16_t d = f32_to_fp16(0.01f * (1.5f + uni(rng)));
+    const size_t d_off = t == GgmlType::Q6_K ? offsetof(BlockQ6_K, d) : 0;
+    std::memcpy(blk + d_off, &d, 2);
+    if (t == GgmlType::Q4_K || t == GgmlType::Q5_K) std::memcpy(blk + 2, &d, 2);  // dmin
+  }
+  for (uint64_t off = matrix_bytes; off + matrix_bytes <= total_bytes; off += matrix_bytes) {
+    std::memcpy(buf + off, buf, matrix_bytes);
+  }
 }
 
 std::unique_ptr<ScanWorkload> make_scan_workload(int n_tokens) {

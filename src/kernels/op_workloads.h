@@ -16,6 +16,11 @@ namespace chimera {
 // n uniform floats in [lo, hi) from a seeded generator: benchmark inputs.
 std::vector<float> random_floats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f);
 
+// Weight matrices of type t for matmul benchmarks: one matrix of valid blocks (random payload,
+// finite fp16 scales around 0.01) in buf[0, matrix_bytes), copied over the rest of total_bytes.
+// The content does not matter for speed, only that it is finite and varied.
+void fill_random_weights(GgmlType t, uint8_t* buf, uint64_t matrix_bytes, uint64_t total_bytes);
+
 // The Mamba2 scan over T tokens: 48 heads x 32, state 128, one group; random inputs, zero state.
 struct ScanWorkload {
   std::vector<float> x, dt, bc, A, D, y, state;

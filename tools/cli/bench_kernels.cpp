@@ -72,36 +72,6 @@ Result<Buffer> allocate(uint64_t bytes) {
   return Buffer(static_cast<uint8_t*>(p));
 }
 
-// One matrix of valid blocks of type t (random payload, fp16 scales around 0.01), copied over
-// the whole buffer: the content does not matter for speed, only that it is finite and varied.
-void fill_weights(GgmlType t, uint8_t* buf, uint64_t matrix_bytes, uint64_t total_bytes) {
-  std::mt19937 rng(7);
-  std::uniform_int_distribution<int> byte(0, 255);
-  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-  const TypeTraits& tt = type_traits(t);
-  for (uint64_t off = 0; off + tt.type_size <= matrix_bytes; off += tt.type_size) {
-    uint8_t* blk = buf + off;
-    if (t == GgmlType::F32) {
-      const float v = uni(rng);
-      std::memcpy(blk, &v, 4);
-      continue;
-    }
-    if (t == GgmlType::F16 || t == GgmlType::BF16) {
-      const uint16_t h = t == GgmlType::F16 ? f32_to_fp16(uni(rng)) : f32_to_bf16(uni(rng));
-      std::memcpy(blk, &h, 2);
-      continue;
-    }
-    for (uint32_t k = 0; k < tt.type_size; ++k) blk[k] = static_cast<uint8_t>(byte(rng));
-    const uint16_t d = f32_to_fp16(0.01f * (1.5f + uni(rng)));
-    const size_t d_off = t == GgmlType::Q6_K ? offsetof(BlockQ6_K, d) : 0;
-    std::memcpy(blk + d_off, &d, 2);
-    if (t == GgmlType::Q4_K || t == GgmlType::Q5_K) std::memcpy(blk + 2, &d, 2);  // dmin
-  }
-  for (uint64_t off = matrix_bytes; off + matrix_bytes <= total_bytes; off += matrix_bytes) {
-    std::memcpy(buf + off, buf, matrix_bytes);
-  }
-}
-
 // Returns {wall GB/s, CPU-time GB/s}.
 std::pair<double, double> measure_roofline(ThreadContext& ctx, const uint8_t* buf, uint64_t bytes,
                                            Isa isa, int repeats) {
@@ -133,7 +103,7 @@ GemvSet make_gemv_set(const KernelBenchOptions& o, GgmlType t) {
   g.matrix_bytes = g.proto.matrix_bytes();
   g.n_mat = std::max<int64_t>(1, static_cast<int64_t>(o.weight_set_bytes / g.matrix_bytes));
   g.prototype.resize(g.matrix_bytes);
-  fill_weights(t, g.prototype.data(), g.matrix_bytes, g.matrix_bytes);
+  fill_random_weights(t, g.prototype.data(), g.matrix_bytes, g.matrix_bytes);
   return g;
 }
 
