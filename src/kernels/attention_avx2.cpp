@@ -9,7 +9,6 @@
 // parallelism never changes a bit.
 #include <algorithm>
 #include <limits>
-#include <vector>
 
 #include "kernels/attention.h"
 
@@ -179,19 +178,29 @@ struct Task {
     }
   }
 
+  // Task head r's padded query row and accumulator row in the scratch buffer.
+  float* q_row(float* scratch, int32_t r) const { return scratch + 2 * r * hd_pad; }
+  float* acc_row(float* scratch, int32_t r) const { return q_row(scratch, r) + hd_pad; }
+
   // One key block for H query heads starting at task head index r (kv head (kv_begin*rep + r) /
-  // rep); q/acc/m/l are the task's per-head arrays.
+  // rep); m/l are the task's per-head running max and sum.
   template <int H>
-  void block(int32_t r, float* const* q, float* const* acc, float* m, float* l,
-             const Elem* const* krow, const Elem* const* vrow, int32_t nb, const Elem* const* pf_k,
-             const Elem* const* pf_v, int32_t nb_next) const {
+  void block(int32_t r, float* scratch, float* m, float* l, const Elem* const* krow,
+             const Elem* const* vrow, int32_t nb, const Elem* const* pf_k, const Elem* const* pf_v,
+             int32_t nb_next) const {
     const int32_t rep = p.n_head / p.n_head_kv;
     const int64_t off = static_cast<int64_t>(r / rep) * hd;  // kv head within the task's slice
+    float* q[H];
+    float* acc[H];
+    for (int h = 0; h < H; ++h) {
+      q[h] = q_row(scratch, r + h);
+      acc[h] = acc_row(scratch, r + h);
+    }
     alignas(32) float s[H][kKB];
     float alpha[H];
-    scores<H>(q + r, krow, off, nb, s, pf_k, pf_v, nb_next);
+    scores<H>(q, krow, off, nb, s, pf_k, pf_v, nb_next);
     for (int h = 0; h < H; ++h) alpha[h] = softmax_step(s[h], &m[r + h], &l[r + h]);
-    accumulate<H>(acc + r, alpha, s, vrow, off, nb);
+    accumulate<H>(acc, alpha, s, vrow, off, nb);
   }
 
   // scratch: per task head a padded query row and an accumulator row, then m and l.
@@ -199,16 +208,14 @@ struct Task {
     const int32_t rep = p.n_head / p.n_head_kv;
     const int32_t nh = (task.kv_end - task.kv_begin) * rep;
     const int32_t h_first = task.kv_begin * rep;  // query head of task head 0
-    std::vector<float*> q(nh), acc(nh);
     float* m = scratch + 2 * nh * hd_pad;
     float* l = m + nh;
     for (int32_t r = 0; r < nh; ++r) {
-      q[r] = scratch + 2 * r * hd_pad;
-      acc[r] = q[r] + hd_pad;
+      float* q = q_row(scratch, r);
       const float* src = task.q + static_cast<int64_t>(h_first + r) * hd;
-      std::copy(src, src + hd, q[r]);
-      std::fill(q[r] + hd, q[r] + hd_pad, 0.0f);
-      std::fill(acc[r], acc[r] + hd_pad, 0.0f);
+      std::copy(src, src + hd, q);
+      std::fill(q + hd, q + hd_pad, 0.0f);
+      std::fill(acc_row(scratch, r), acc_row(scratch, r) + hd_pad, 0.0f);
       m[r] = -std::numeric_limits<float>::infinity();
       l[r] = 0.0f;
     }
@@ -228,16 +235,16 @@ struct Task {
           const Elem* const* pv = pf ? vrow[b ^ 1] : nullptr;
           switch (std::min(kMaxHeads, rep - r0)) {
             case 1:
-              block<1>(r, q.data(), acc.data(), m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              block<1>(r, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
               break;
             case 2:
-              block<2>(r, q.data(), acc.data(), m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              block<2>(r, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
               break;
             case 3:
-              block<3>(r, q.data(), acc.data(), m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              block<3>(r, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
               break;
             default:
-              block<4>(r, q.data(), acc.data(), m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              block<4>(r, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
               break;
           }
         }
@@ -245,11 +252,12 @@ struct Task {
     }
     for (int32_t r = 0; r < nh; ++r) {
       const __m256 vl = _mm256_set1_ps(l[r]);
+      const float* acc = acc_row(scratch, r);
       float* o = task.out + static_cast<int64_t>(h_first + r) * hd;
       int64_t e = 0;
       for (; e + 8 <= hd; e += 8)
-        _mm256_storeu_ps(o + e, _mm256_div_ps(_mm256_loadu_ps(acc[r] + e), vl));
-      for (; e < hd; ++e) o[e] = acc[r][e] / l[r];  // IEEE division: same as the vector lanes
+        _mm256_storeu_ps(o + e, _mm256_div_ps(_mm256_loadu_ps(acc + e), vl));
+      for (; e < hd; ++e) o[e] = acc[e] / l[r];  // IEEE division: same as the vector lanes
     }
   }
 };
