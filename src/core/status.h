@@ -20,6 +20,7 @@ enum class ErrorCode {
   kUnsupported,      // well-formed but not supported (architecture, tensor type)
   kOutOfMemory,      // a memory budget or allocation ran out
   kCancelled,
+  kUnavailable,      // temporarily refused (a full queue); the caller may retry later
   kInternal,
 };
 
