@@ -61,6 +61,10 @@ void conv_channel_scalar(const SsmConvArgs& a, int32_t c) {
     float sum = 0.0f;
     for (int32_t k = 0; k < K; ++k) sum += w[k] * X(t + k);
     a.out[t * a.out_stride + c] = silu_scalar(sum + b);
+    if (a.conv_state_steps && t + 1 < a.n_tokens) {  // the state after token t
+      float* step = a.conv_state_steps[t] + static_cast<int64_t>(c) * (K - 1);
+      for (int32_t i = 0; i < K - 1; ++i) step[i] = X(t + 1 + i);
+    }
   }
   // New state = X(T .. T+K-2); X(T+i) with T+i < K-1 reads in[T+i], not yet overwritten when
   // in == st (i ascending, T+i > i).
@@ -70,11 +74,15 @@ void conv_channel_scalar(const SsmConvArgs& a, int32_t c) {
 void scan_head_scalar(const SsmScanArgs& a, int32_t h) {
   const int64_t P = a.head_dim, N = a.state_size;
   const int32_t g = h / (a.n_head / a.n_group);
-  float* S = a.state + static_cast<int64_t>(h) * P * N;
-  const float* S_in = a.state_in ? a.state_in + static_cast<int64_t>(h) * P * N : S;
-  if (a.n_tokens == 0 && S_in != S) std::copy(S_in, S_in + P * N, S);
+  float* S_last = a.state + static_cast<int64_t>(h) * P * N;
+  const float* S_in = a.state_in ? a.state_in + static_cast<int64_t>(h) * P * N : S_last;
+  if (a.n_tokens == 0 && S_in != S_last) std::copy(S_in, S_in + P * N, S_last);
+  const float* prev = S_in;  // token 0 reads the incoming state
   for (int64_t t = 0; t < a.n_tokens; ++t) {
-    const float* prev = t == 0 ? S_in : S;  // token 0 reads the incoming state
+    // Where the state after token t goes: its step buffer, or `state` for the last token.
+    float* S = a.state_steps && t + 1 < a.n_tokens
+                   ? a.state_steps[t] + static_cast<int64_t>(h) * P * N
+                   : S_last;
     const float delta = softplus(a.dt[t * a.dt_stride + h] + (a.dt_bias ? a.dt_bias[h] : 0.0f));
     const float dA = std::exp(delta * a.A[h]);
     const float* B = a.B + t * a.B_stride + g * N;
@@ -93,6 +101,7 @@ void scan_head_scalar(const SsmScanArgs& a, int32_t h) {
       }
       y[p] = a.D ? sum + a.D[h] * xv : sum;
     }
+    prev = S;
   }
 }
 

@@ -36,6 +36,11 @@ struct SsmConvArgs {
   // read from here, the result written to conv_state, so no copy is made first. Same layout;
   // either conv_state itself or not overlapping it.
   const float* conv_state_in = nullptr;
+  // Optional (speculative verification): n_tokens - 1 pointers; the state after token t < T-1 is
+  // written to conv_state_steps[t] (same layout), the state after the last token to conv_state as
+  // always. Each holds exactly what a run of tokens 0..t alone would leave in conv_state. None
+  // may overlap another or the incoming state.
+  float* const* conv_state_steps = nullptr;
 };
 Status ssm_conv(const SsmConvArgs& args, ThreadContext* threads, Isa isa = active_isa());
 
@@ -68,6 +73,9 @@ struct SsmScanArgs {
   // Optional: the incoming state, read from here and the result written to `state` (see
   // SsmConvArgs::conv_state_in). Either `state` itself or not overlapping it.
   const float* state_in = nullptr;
+  // Optional: per-token states, as SsmConvArgs::conv_state_steps. The scan then runs token t from
+  // the state after token t-1 wherever it lives, so the arithmetic is the same as without.
+  float* const* state_steps = nullptr;
 };
 Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, Isa isa = active_isa());
 

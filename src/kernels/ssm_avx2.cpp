@@ -37,6 +37,14 @@ void ssm_conv_avx2(const SsmConvArgs& a, int32_t c_begin, int32_t c_end) {
       if (K > 1) hist[K - 2] = xv;
       _mm256_maskstore_ps(a.out + t * a.out_stride + c0, mask,
                           silu_avx2_vec(_mm256_add_ps(acc, bias)));
+      if (a.conv_state_steps && t + 1 < a.n_tokens) {  // the state after token t
+        float* step = a.conv_state_steps[t];
+        for (int32_t k = 0; k < K - 1; ++k) {
+          _mm256_store_ps(lane, hist[k]);
+          for (int32_t i = 0; i < nc; ++i)
+            step[static_cast<int64_t>(c0 + i) * (K - 1) + k] = lane[i];
+        }
+      }
     }
     for (int32_t k = 0; k < K - 1; ++k) {
       _mm256_store_ps(lane, hist[k]);
@@ -52,11 +60,15 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
   const bool ragged = N % 8 != 0;
   const __m256i tail = tail_mask_avx2(N % 8);
   const int32_t g = h / (a.n_head / a.n_group);
-  float* S = a.state + static_cast<int64_t>(h) * P * N;
-  const float* S_in = a.state_in ? a.state_in + static_cast<int64_t>(h) * P * N : S;
-  if (a.n_tokens == 0 && S_in != S) std::copy(S_in, S_in + P * N, S);
+  float* S_last = a.state + static_cast<int64_t>(h) * P * N;
+  const float* S_in = a.state_in ? a.state_in + static_cast<int64_t>(h) * P * N : S_last;
+  if (a.n_tokens == 0 && S_in != S_last) std::copy(S_in, S_in + P * N, S_last);
+  const float* prev = S_in;  // token 0 reads the incoming state
   for (int64_t t = 0; t < a.n_tokens; ++t) {
-    const float* prev = t == 0 ? S_in : S;  // token 0 reads the incoming state
+    // Where the state after token t goes: its step buffer, or `state` for the last token.
+    float* S = a.state_steps && t + 1 < a.n_tokens
+                   ? a.state_steps[t] + static_cast<int64_t>(h) * P * N
+                   : S_last;
     // delta and dA in scalar libm arithmetic, identical to the scalar path.
     const float delta = softplus(a.dt[t * a.dt_stride + h] + (a.dt_bias ? a.dt_bias[h] : 0.0f));
     const float dA = std::exp(delta * a.A[h]);
@@ -134,6 +146,7 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
           hsum_avx2(_mm256_add_ps(_mm256_add_ps(sum[0], sum[1]), _mm256_add_ps(sum[2], sum[3])));
       y[p] = a.D ? total + a.D[h] * xv : total;
     }
+    prev = S;
   }
 }
 

@@ -18,10 +18,13 @@ struct HybridMemory::Txn {
     uint32_t final_slot = kNoSlot;
     std::vector<std::pair<uint32_t, uint32_t>> frozen;  // (token count, slot) kept as snapshots
     bool snapshot_end = false;
+    // Per-token states (speculative verification): slots[i] holds the state after batch token i.
+    bool steps = false;
   };
   BatchPlan plan;
   std::vector<SeqTxn> seqs;
   std::vector<std::vector<std::pair<uint32_t, uint32_t>>> run_slots;  // [ubatch][run]: (src, dst)
+  std::vector<std::vector<std::vector<uint32_t>>> run_steps;  // [ubatch][run]: step slots
 };
 
 Batch Replay::as_batch(bool logits_last) const {
@@ -103,8 +106,10 @@ Status HybridMemory::check_idle(const char* op) const {
 
 // ---------------------------------------------------------------- batch transactions
 
-Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch) {
+Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch,
+                                                   const std::vector<int32_t>& step_seqs) {
   CHIMERA_RETURN_IF_ERROR(check_idle("begin_batch"));
+  for (int32_t s : step_seqs) CHIMERA_RETURN_IF_ERROR(check_seq(s, "begin_batch (step_seqs)"));
   std::vector<int64_t> next(cfg_.max_seqs);
   std::vector<uint32_t> lens(cfg_.max_seqs);
   for (uint32_t s = 0; s < cfg_.max_seqs; ++s) {
@@ -127,6 +132,12 @@ Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch) {
     }
     ++txn->seqs[of_seq[s]].k;
   }
+  for (int32_t s : step_seqs) {
+    if (of_seq[s] < 0)
+      return Error(ErrorCode::kInvalidArgument, "begin_batch: per-token states asked for sequence ",
+                   s, ", which has no token in the batch");
+    txn->seqs[of_seq[s]].steps = true;
+  }
 
   // Recurrent slots, planned with per-sequence virtual ids (index into SeqTxn::slots): run j
   // reads the state left by run j-1 and writes a scratch slot; a slot whose run ends at a
@@ -134,15 +145,29 @@ Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch) {
   const uint32_t kLive = UINT32_MAX;
   std::vector<uint32_t> n_virtual(txn->seqs.size(), 0);
   txn->run_slots.resize(txn->plan.ubatches.size());
+  txn->run_steps.resize(txn->plan.ubatches.size());
+  for (size_t u = 0; u < txn->plan.ubatches.size(); ++u)
+    txn->run_steps[u].resize(txn->plan.ubatches[u].runs.size());
   if (has_recurrent_) {
     std::vector<uint32_t> cur(txn->seqs.size(), kLive);
     std::vector<std::vector<uint32_t>> recycled(txn->seqs.size());
     std::vector<std::vector<bool>> frozen(txn->seqs.size());
     std::vector<uint32_t> done(txn->seqs.size(), 0);
     for (size_t u = 0; u < txn->plan.ubatches.size(); ++u) {
-      for (const SeqRun& run : txn->plan.ubatches[u].runs) {
+      for (size_t j = 0; j < txn->plan.ubatches[u].runs.size(); ++j) {
+        const SeqRun& run = txn->plan.ubatches[u].runs[j];
         const int32_t t = of_seq[run.seq];
         Txn::SeqTxn& st = txn->seqs[t];
+        if (st.steps) {
+          // One virtual slot per batch token: token i's state lands in slot i; nothing recycled.
+          n_virtual[t] = st.k;
+          const uint32_t a = done[t];
+          txn->run_slots[u].emplace_back(a == 0 ? kLive : a - 1, a + run.n_tokens - 1);
+          for (uint32_t i = a; i + 1 < a + run.n_tokens; ++i) txn->run_steps[u][j].push_back(i);
+          done[t] += run.n_tokens;
+          if (run.snapshot_after) st.frozen.emplace_back(run.first + run.n_tokens, done[t] - 1);
+          continue;
+        }
         uint32_t dst;
         if (!recycled[t].empty()) {
           dst = recycled[t].back();
@@ -278,10 +303,11 @@ Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch) {
       const Txn::SeqTxn& st = txn->seqs[of_seq[txn->plan.ubatches[u].runs[j].seq]];
       src = src == kLive ? seqs_[st.seq].slot : st.slots[src];
       dst = st.slots[dst];
+      for (uint32_t& v : txn->run_steps[u][j]) v = st.slots[v];
     }
   }
   for (Txn::SeqTxn& st : txn->seqs) {
-    if (has_recurrent_) {
+    if (has_recurrent_ && !st.steps) {
       st.final_slot = st.slots[st.final_slot];
       for (auto& f : st.frozen) f.second = st.slots[f.second];
     }
@@ -375,27 +401,73 @@ RecurrentRun HybridMemory::recurrent(uint32_t layer, size_t ubatch, size_t run) 
   out.ssm_dst = states_->ssm(dst, l);
   out.conv_floats = states_->conv_floats(l);
   out.ssm_floats = states_->ssm_floats(l);
+  const std::vector<uint32_t>& steps = txn_->run_steps.at(ubatch).at(run);
+  out.n_steps = static_cast<uint32_t>(steps.size());
+  out.pool = states_.get();
+  out.step_slots = steps.data();
+  out.layer = l;
   return out;
 }
 
-Status HybridMemory::commit() {
+Status HybridMemory::commit(const std::vector<SeqKeep>& keep) {
   if (!txn_) return Error(ErrorCode::kInvalidArgument, "commit: no batch in progress");
-  for (Txn::SeqTxn& st : txn_->seqs) {
+  // Validate the whole list first: on error the batch stays open and nothing changed.
+  std::vector<uint32_t> kept(txn_->seqs.size());
+  std::vector<uint8_t> listed(txn_->seqs.size(), 0);
+  for (size_t t = 0; t < txn_->seqs.size(); ++t) kept[t] = txn_->seqs[t].k;
+  for (const SeqKeep& sk : keep) {
+    size_t t = 0;
+    while (t < txn_->seqs.size() && txn_->seqs[t].seq != sk.seq) ++t;
+    if (t == txn_->seqs.size())
+      return Error(ErrorCode::kInvalidArgument, "commit: sequence ", sk.seq,
+                   " has no token in the batch");
+    const Txn::SeqTxn& st = txn_->seqs[t];
+    if (listed[t]) return Error(ErrorCode::kInvalidArgument, "commit: sequence ", sk.seq, " twice");
+    if (sk.n > st.k)
+      return Error(ErrorCode::kInvalidArgument, "commit: keep ", sk.n, " tokens of sequence ",
+                   sk.seq, ", which has ", st.k, " in the batch");
+    if (has_recurrent_ && !st.steps && sk.n != 0 && sk.n != st.k)
+      return Error(ErrorCode::kInvalidArgument, "commit: keep ", sk.n, " of ", st.k,
+                   " tokens of sequence ", sk.seq,
+                   ": a partial commit needs per-token states (begin_batch step_seqs)");
+    listed[t] = 1;
+    kept[t] = sk.n;
+  }
+  for (size_t t = 0; t < txn_->seqs.size(); ++t) {
+    Txn::SeqTxn& st = txn_->seqs[t];
     SeqBook& b = seqs_[st.seq];
-    const uint32_t new_n = st.old_n + st.k;
+    if (kept[t] == 0) {  // nothing kept: exactly the pre-batch state, as abort() for this one
+      b.pages = st.old_pages;
+      for (auto [page, fill] : st.old_fill) kv_->set_fill(page, fill);
+      for (uint32_t s : st.slots) states_->unref(s);
+      continue;
+    }
+    const uint32_t new_n = st.old_n + kept[t];
+    if (kept[t] < st.k) drop_tail(b, st.old_n, new_n, st.old_fill);
     b.n = new_n;
     if (!has_recurrent_) continue;
-    auto has_snap_at = [&](uint32_t n) {
-      return !b.snaps.empty() && snaps_.find(b.snaps.back())->n_tokens == n;
-    };
-    // Before a multi-token run (speculative verification): the pre-batch state, for free.
-    if (st.k > 1 && cfg_.snapshot_prompt_start && st.old_n > 0 && !has_snap_at(st.old_n))
-      add_snapshot(b, st.old_n, b.slot, st.old_pages, false);
-    for (auto [n_at, slot] : st.frozen) add_snapshot(b, n_at, slot, b.pages, false);
-    states_->unref(b.slot);
-    b.slot = st.final_slot;
-    if (st.snapshot_end || (st.k > 1 && cfg_.snapshot_prompt_end))
-      add_snapshot(b, new_n, b.slot, b.pages, false);
+    if (st.steps) {
+      // Speculative verification: the state after the last kept token becomes live; no prompt
+      // snapshots (the rollback they would serve is what this commit just did).
+      for (auto [n_at, slot] : st.frozen)
+        if (n_at <= new_n) add_snapshot(b, n_at, st.slots[slot], b.pages, false);
+      st.final_slot = st.slots[kept[t] - 1];
+      states_->unref(b.slot);
+      b.slot = st.final_slot;
+    } else {
+      auto has_snap_at = [&](uint32_t n) {
+        return !b.snaps.empty() && snaps_.find(b.snaps.back())->n_tokens == n;
+      };
+      // Before a multi-token run (a prompt, or verification without per-token states): the
+      // pre-batch state, for free.
+      if (st.k > 1 && cfg_.snapshot_prompt_start && st.old_n > 0 && !has_snap_at(st.old_n))
+        add_snapshot(b, st.old_n, b.slot, st.old_pages, false);
+      for (auto [n_at, slot] : st.frozen) add_snapshot(b, n_at, slot, b.pages, false);
+      states_->unref(b.slot);
+      b.slot = st.final_slot;
+      if (st.snapshot_end || (st.k > 1 && cfg_.snapshot_prompt_end))
+        add_snapshot(b, new_n, b.slot, b.pages, false);
+    }
     // The batch's allocation references: final moves to the book, the rest are dropped
     // (frozen slots live on in their snapshots).
     for (uint32_t s : st.slots)
@@ -405,6 +477,27 @@ Status HybridMemory::commit() {
   enforce_snapshot_budget();
   trim_slot_cache();
   return Status::Ok();
+}
+
+void HybridMemory::drop_tail(SeqBook& b, uint32_t old_n, uint32_t new_n,
+                             const std::vector<std::pair<uint32_t, uint32_t>>& old_fill) {
+  const uint32_t ps = cfg_.page_size;
+  const uint32_t np = pages_for(new_n);
+  if (b.pages->size() > np) {
+    // Pages past the kept rows came with this batch, in a list this batch cloned.
+    CHIMERA_CHECK(b.pages.use_count() == 1, "drop_tail: shared page list");
+    b.pages->truncate(np);
+  }
+  // Rows of the new last page past new_n were written by this batch only and are nobody's now:
+  // lower the page's high-water mark to what holders have, so appending may reuse them.
+  const uint32_t r = new_n % ps;
+  if (r != 0 && np - 1 >= old_n / ps) {
+    const uint32_t last = b.pages->ids().back();
+    uint32_t before = 0;
+    for (auto [page, fill] : old_fill)
+      if (page == last) before = fill;
+    kv_->set_fill(last, std::max(before, r));
+  }
 }
 
 void HybridMemory::abort() {

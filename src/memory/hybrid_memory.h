@@ -29,6 +29,13 @@
 //   }
 //   CHIMERA_RETURN_IF_ERROR(mem.commit());     // new tokens and states become live
 //
+// Speculative verification ("commit up to token j of this run"): begin_batch(b, {s}) keeps, for
+// sequence s, the recurrent state after EVERY token of the batch in scratch slots (the run's
+// step buffers, RecurrentRun::conv_step/ssm_step). commit({{s, j + 1}}) then keeps only the first
+// j + 1 of s's batch tokens: the state after token j becomes live, KV rows past it are dropped,
+// the other scratch slots are released. No replay; the result is bit-identical to having decoded
+// only those tokens. Other sequences of the batch commit all their tokens.
+//
 // Paged KV layout (read by kernels/attention): for one attention layer, a K page is a contiguous
 // [page_size][kv_dim] array of kv_type elements (F32/F16/BF16), V likewise; page i of a sequence
 // holds its token indices [i*page_size, (i+1)*page_size). Pages of different layers are separate
@@ -107,6 +114,21 @@ struct RecurrentRun {
   float* ssm_dst = nullptr;
   uint64_t conv_floats = 0;
   uint64_t ssm_floats = 0;
+  // Sequences begun with per-token states: n_steps = n_tokens - 1 buffers; the state after token
+  // t < n_steps of the run goes to conv_step(t) / ssm_step(t) (never aliasing src, dst or each
+  // other), the state after the last token to *_dst as always. 0 otherwise.
+  uint32_t n_steps = 0;
+  float* conv_step(uint32_t t) const { return pool->conv(step_slots[t], layer); }
+  float* ssm_step(uint32_t t) const { return pool->ssm(step_slots[t], layer); }
+  const StatePool* pool = nullptr;
+  const uint32_t* step_slots = nullptr;
+  uint32_t layer = 0;  // recurrent ordinal in the pool
+};
+
+// commit(): keep the first n of this batch's tokens of sequence seq (0 <= n <= its count).
+struct SeqKeep {
+  int32_t seq = 0;
+  uint32_t n = 0;
 };
 
 struct SeqUsage {
@@ -150,8 +172,10 @@ class HybridMemory {
   // ---- batches: transactional ----
   // Validates, plans ragged ubatches, reserves every page and state slot for the whole batch
   // (evicting automatic snapshots if that makes it fit). On error nothing changed. The plan stays
-  // valid until commit() or abort().
-  Result<const BatchPlan*> begin_batch(const Batch& batch);
+  // valid until commit() or abort(). Sequences in step_seqs keep the state after every token
+  // (one scratch slot per token) so that commit() may keep a prefix of their tokens.
+  Result<const BatchPlan*> begin_batch(const Batch& batch,
+                                       const std::vector<int32_t>& step_seqs = {});
   bool in_batch() const { return txn_ != nullptr; }
   // `layer` is the model layer index; it must be an attention layer (checked).
   AttentionRun attention(uint32_t layer, size_t ubatch, size_t run) const;
@@ -160,7 +184,12 @@ class HybridMemory {
   KvSlot kv_slot(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const;
   RecurrentRun recurrent(uint32_t layer, size_t ubatch, size_t run) const;
   // Makes the batch live and applies the snapshot policy.
-  Status commit();
+  Status commit() { return commit(std::vector<SeqKeep>{}); }
+  // Same, keeping only a prefix of the listed sequences' batch tokens (others keep all). A prefix
+  // shorter than the whole run and longer than 0 needs the sequence in begin_batch's step_seqs
+  // when the model has recurrent layers. On error (bad list) nothing changed and the batch is
+  // still open.
+  Status commit(const std::vector<SeqKeep>& keep);
   // Returns to exactly the pre-batch state (for failures and cancellation).
   void abort();
 
@@ -233,6 +262,10 @@ class HybridMemory {
   // Sets b to hold its first n tokens with the given slot (a reference is taken) and optionally
   // the page list of a snapshot; drops snapshots past n from its path.
   void truncate_seq(SeqBook& b, uint32_t n, uint32_t slot, const std::shared_ptr<PageList>& pages);
+  // Commit of a prefix: drops the pages and lowers the fill past new_n (old_fill: pages written
+  // in place by the batch, with their fill before it).
+  void drop_tail(SeqBook& b, uint32_t old_n, uint32_t new_n,
+                 const std::vector<std::pair<uint32_t, uint32_t>>& old_fill);
   void set_snaps(SeqBook& b, std::vector<uint64_t> snaps);  // adjusts seq_refs
   void unlist_snapshot(uint64_t id);                        // drops one seq_ref
   void erase_snapshot(Snapshot& s);                         // frees it, removing it from books

@@ -176,6 +176,51 @@ TEST(OpsSsmConv, SeparateIncomingStateMatchesInPlace) {
   }
 }
 
+// Per-token states (speculative verification): with conv_state_steps, a run of T tokens leaves
+// the state after token t in step t, bit for bit the state a run of tokens 0..t alone leaves; the
+// outputs and the final state are those of the plain run.
+TEST(OpsSsmConv, PerTokenStatesMatchShorterRuns) {
+  std::mt19937 rng(48);
+  ThreadContext two(2);
+  for (int K : {1, 2, 4}) {
+    for (int C : {5, 40}) {
+      const int T = 9;
+      const ConvData d = make_conv(T, C, K, true, rng);
+      for (Isa isa : OpIsas()) {
+        SCOPED_TRACE(::testing::Message() << isa_name(isa) << " K " << K << " C " << C);
+        std::vector<float> s_plain = d.state, o_plain(static_cast<size_t>(T) * C);
+        conv_run(d, 0, T, s_plain, o_plain, &two, isa);
+        const std::vector<float> src = d.state;
+        std::vector<std::vector<float>> steps(T - 1, std::vector<float>(d.state.size(), -3.0f));
+        std::vector<float*> ptrs;
+        for (auto& v : steps) ptrs.push_back(v.data());
+        std::vector<float> dst(d.state.size(), -7.0f), o(o_plain.size());
+        SsmConvArgs a;
+        a.n_tokens = T;
+        a.n_channels = C;
+        a.kernel_size = K;
+        a.x = d.x.data();
+        a.x_stride = d.x_stride;
+        a.weight = d.w.data();
+        a.bias = d.bias.data();
+        a.conv_state = dst.data();
+        a.conv_state_in = src.data();
+        a.conv_state_steps = ptrs.data();
+        a.out = o.data();
+        a.out_stride = C;
+        ASSERT_TRUE(ssm_conv(a, &two, isa).ok());
+        EXPECT_TRUE(same_bits(o_plain, o));
+        EXPECT_TRUE(same_bits(s_plain, dst));
+        for (int t = 0; t + 1 < T; ++t) {
+          std::vector<float> s_short = d.state, o_short(o_plain.size());
+          conv_run(d, 0, t + 1, s_short, o_short, nullptr, isa);
+          EXPECT_TRUE(same_bits(s_short, steps[t])) << "state after token " << t;
+        }
+      }
+    }
+  }
+}
+
 TEST(OpsSsmConv, RejectsBadArgs) {
   std::vector<float> x(8), w(8), st(8), out(8);
   SsmConvArgs a{2, 4, 2, x.data(), 4, w.data(), nullptr, st.data(), out.data(), 4};
@@ -356,6 +401,42 @@ TEST(OpsSsmScan, SeparateIncomingStateMatchesInPlace) {
         }
         EXPECT_TRUE(same_bits(s_ip, dst));
         EXPECT_TRUE(same_bits(src, d.state)) << "the incoming state was written";
+      }
+    }
+  }
+}
+
+// Per-token states: state_steps[t] holds bit for bit what a run of tokens 0..t leaves.
+TEST(OpsSsmScan, PerTokenStatesMatchShorterRuns) {
+  std::mt19937 rng(49);
+  ThreadContext two(2);
+  for (const ScanShape& s : kScanShapes) {
+    const int T = 7, HP = s.H * s.P;
+    const ScanData d = make_scan(T, s.H, s.P, s.G, s.N, rng);
+    for (Isa isa : OpIsas()) {
+      for (bool in_place : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << isa_name(isa) << " H " << s.H << " N " << s.N
+                                          << (in_place ? " in place" : " separate source"));
+        std::vector<float> s_plain = d.state, y_plain(static_cast<size_t>(T) * HP);
+        ASSERT_TRUE(ssm_scan(scan_args(d, 0, T, y_plain.data(), HP, s_plain), &two, isa).ok());
+        std::vector<std::vector<float>> steps(T - 1, std::vector<float>(d.state.size(), -3.0f));
+        std::vector<float*> ptrs;
+        for (auto& v : steps) ptrs.push_back(v.data());
+        const std::vector<float> src = d.state;
+        std::vector<float> dst = in_place ? d.state : std::vector<float>(d.state.size(), -7.0f);
+        std::vector<float> y(y_plain.size());
+        SsmScanArgs a = scan_args(d, 0, T, y.data(), HP, dst);
+        if (!in_place) a.state_in = src.data();
+        a.state_steps = ptrs.data();
+        ASSERT_TRUE(ssm_scan(a, &two, isa).ok());
+        EXPECT_TRUE(same_bits(y_plain, y));
+        EXPECT_TRUE(same_bits(s_plain, dst));
+        for (int t = 0; t + 1 < T; ++t) {
+          std::vector<float> s_short = d.state, y_short(y_plain.size());
+          ASSERT_TRUE(
+              ssm_scan(scan_args(d, 0, t + 1, y_short.data(), HP, s_short), nullptr, isa).ok());
+          EXPECT_TRUE(same_bits(s_short, steps[t])) << "state after token " << t;
+        }
       }
     }
   }

@@ -130,9 +130,17 @@ inline bool run_batch(HybridMemory& mem, const Batch& batch, const BatchPlan& pl
             *why = "recurrent src aliases dst";
             return false;
           }
+          if (s.n_steps != 0 && s.n_steps + 1 != run.n_tokens) {
+            *why = "per-token state buffers: " + std::to_string(s.n_steps) + " for a run of " +
+                   std::to_string(run.n_tokens);
+            return false;
+          }
           uint64_t h = decode_hash(s.conv_src);
-          for (uint32_t t = 0; t < run.n_tokens; ++t)
+          for (uint32_t t = 0; t < run.n_tokens; ++t) {
             h = step(h, batch.tokens[ub.batch_index[run.offset + t]], run.first + t);
+            if (t < s.n_steps)  // speculative verification: the state after every token
+              write_state(h, il, s.conv_step(t), s.conv_floats, s.ssm_step(t), s.ssm_floats);
+          }
           write_state(h, il, s.conv_dst, s.conv_floats, s.ssm_dst, s.ssm_floats);
         }
       }

@@ -73,12 +73,14 @@ class RandomOps {
 
   // Submits `batch` (expected tokens per sequence in `after`), possibly failing on purpose.
   // Returns "" on success or expected failure.
-  std::string submit(const Batch& batch, int mode) {
+  // step_seqs / keep: speculative verification (per-token states, commit of a prefix).
+  std::string submit(const Batch& batch, int mode, const std::vector<int32_t>& step_seqs = {},
+                     const std::vector<SeqKeep>& keep = {}) {
     ++batches_;
     const uint64_t fp = mem_.fingerprint();
     const uint32_t n_snaps = mem_.usage().n_snapshots;
     if (mode == 2) mem_.inject_alloc_failure(rnd(4));
-    auto plan = mem_.begin_batch(batch);
+    auto plan = mem_.begin_batch(batch, step_seqs);
     mem_.inject_alloc_failure(-1);
     auto unchanged = [&](const char* what) -> std::string {
       // Reserving may evict automatic snapshots to make room; only then may the hash differ.
@@ -102,11 +104,68 @@ class RandomOps {
       mem_.abort();
       return unchanged("abort");
     }
-    Status st = mem_.commit();
+    if (mem_.has_recurrent() && rnd(4) == 0) {
+      // A partial keep of a sequence without per-token states is refused; the batch stays open.
+      for (int32_t s : touched_) {
+        const uint32_t k = static_cast<uint32_t>(expect[s].size() - ref_[s].tokens.size());
+        if (k < 2 || std::find(step_seqs.begin(), step_seqs.end(), s) != step_seqs.end()) continue;
+        if (mem_.commit({{s, k - 1}}).ok()) return "partial commit without per-token states";
+        if (!mem_.in_batch()) return "refused commit closed the batch";
+        break;
+      }
+    }
+    Status st = mem_.commit(keep);
     if (!st.ok()) return "commit: " + st.ToString();
-    for (int32_t s : touched_) ref_[s].tokens = expect[s];
+    std::vector<uint8_t> done(mem_.config().max_seqs, 0);
+    for (int32_t s : touched_) {
+      if (done[s]++) continue;  // touched_ lists a sequence once per batch entry
+      const size_t old_n = ref_[s].tokens.size();
+      ref_[s].tokens = expect[s];
+      for (const SeqKeep& k : keep)
+        if (k.seq == s) ref_[s].tokens.resize(old_n + k.n);
+    }
     tokens_decoded_ += batch.size();
     return "";
+  }
+
+  // Speculative verification: some sequences run 1..17 tokens with per-token states and keep a
+  // random prefix of them (0 to all); others in the same batch decode one token or a chunk.
+  std::string op_spec_batch() {
+    const uint32_t n_seq = 1 + rnd(std::min<uint32_t>(active_, 4));
+    std::vector<int32_t> seqs, step_seqs;
+    for (uint32_t k = 0; k < n_seq; ++k) {
+      int32_t s = pick_seq();
+      if (std::find(seqs.begin(), seqs.end(), s) == seqs.end()) seqs.push_back(s);
+    }
+    std::vector<int32_t> order;
+    std::vector<uint32_t> len(mem_.config().max_seqs, 0);
+    for (int32_t s : seqs) {
+      const bool spec = rnd(3) != 0;
+      len[s] = spec ? 1 + rnd(17) : rnd(3) == 0 ? 1 + rnd(20) : 1;
+      if (ref_[s].tokens.size() + len[s] > max_len_) len[s] = 1;
+      if (spec) step_seqs.push_back(s);
+      order.insert(order.end(), len[s], s);
+    }
+    std::shuffle(order.begin(), order.end(), rng_);
+    Batch b;
+    std::vector<int64_t> next(mem_.config().max_seqs);
+    for (int32_t s : seqs) next[s] = ref_[s].pos_base + static_cast<int64_t>(ref_[s].tokens.size());
+    for (int32_t s : order)
+      b.add(static_cast<int32_t>(rnd(mem_.config().n_vocab)), static_cast<int32_t>(next[s]++), s);
+    std::vector<SeqKeep> keep;
+    for (int32_t s : step_seqs) keep.push_back({s, rnd(4) == 0 ? len[s] : rnd(len[s] + 1)});
+    // Attention alone rolls back for free: a prefix may be kept without per-token states.
+    if (!mem_.has_recurrent())
+      for (int32_t s : seqs)
+        if (std::find(step_seqs.begin(), step_seqs.end(), s) == step_seqs.end() && rnd(2))
+          keep.push_back({s, rnd(len[s] + 1)});
+    mem_.set_max_ubatch_tokens(rnd(2) ? 512 : 1 + rnd(8));
+    const uint32_t m = rnd(20);
+    const int mode = m == 0 ? 1 : m == 1 ? 2 : 0;
+    last_op_ = mode == 1   ? "spec batch+abort"
+               : mode == 2 ? "spec batch+alloc failure"
+                           : "spec batch";
+    return submit(b, mode, step_seqs, keep);
   }
 
   std::string op_batch() {
@@ -352,7 +411,8 @@ class RandomOps {
 
   std::string step() {
     const uint32_t r = rnd(100);
-    if (r < 45) return op_batch();
+    if (r < 33) return op_batch();
+    if (r < 45) return op_spec_batch();
     if (r < 48) return op_invalid_batch();
     if (r < 60) return op_rm();
     if (r < 68) return op_cp();
