@@ -24,7 +24,7 @@ struct HybridMemory::Txn {
   BatchPlan plan;
   std::vector<SeqTxn> seqs;
   std::vector<std::vector<std::pair<uint32_t, uint32_t>>> run_slots;  // [ubatch][run]: (src, dst)
-  std::vector<std::vector<std::vector<uint32_t>>> run_steps;  // [ubatch][run]: step slots
+  std::vector<std::vector<std::vector<uint32_t>>> run_steps;          // [ubatch][run]: step slots
 };
 
 Batch Replay::as_batch(bool logits_last) const {
