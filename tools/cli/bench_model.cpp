@@ -106,7 +106,7 @@ int bench_model_main(int argc, char** argv) {
   const double gbps = tgs.mean * bpt / 1e9;
   if (json) {
     nlohmann::json j;
-    j["model"] = mo.model_path;
+    j["model"] = lm->path;
     j["description"] = lm->model->describe();
     j["file_bytes"] = lm->model->file->file_size();
     j["threads"] = mo.n_threads;
@@ -126,7 +126,7 @@ int bench_model_main(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("model: %s (%s), loaded in %.0f ms\n", mo.model_path.c_str(),
+  std::printf("model: %s (%s), loaded in %.0f ms\n", lm->path.c_str(),
               lm->model->describe().c_str(), load_s * 1e3);
   std::printf("threads %d, isa %s, %d repetitions\n\n", mo.n_threads, isa_name(active_isa()), reps);
   std::printf("| %-8s | %16s |\n|----------|------------------|\n", "test", "tokens/s");

@@ -3,8 +3,13 @@
 // each turn processes only its new tokens.
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "command.h"
 #include "model_options.h"
@@ -19,6 +24,30 @@ void progress_bar(int64_t done, int64_t total) {
                "==============================", width - filled, "", static_cast<long long>(done),
                static_cast<long long>(total));
   if (done == total) std::fprintf(stderr, "\r%*s\r", width + 40, "");
+}
+
+// The prompt of `run -f FILE` ("-": stdin). One trailing newline, which editors add, is dropped.
+Result<std::string> read_prompt_file(const std::string& path) {
+  std::ostringstream ss;
+  if (path == "-") {
+    ss << std::cin.rdbuf();
+  } else {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      return Error(ErrorCode::kInvalidArgument, "prompt file '", path, "' is a directory");
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+      return Error(ErrorCode::kIo, "cannot read prompt file '", path, "': ", std::strerror(errno));
+    ss << in.rdbuf();
+    if (in.bad())
+      return Error(ErrorCode::kIo, "error reading prompt file '", path,
+                   "': ", std::strerror(errno));
+  }
+  std::string text = ss.str();
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  if (text.empty()) return Error(ErrorCode::kInvalidArgument, "prompt file '", path, "' is empty");
+  return text;
 }
 
 void print_summary(const Context& ctx, const GenerateResult& r) {
@@ -40,17 +69,29 @@ int run_run(int argc, char** argv) {
   CLI::App app{"Generate text from a prompt, streamed to stdout.", "chimera run"};
   ModelOptions mo;
   SamplingOptions so;
-  std::string prompt;
+  std::string prompt, prompt_file;
   bool no_special = false;
   mo.add_to(app);
   so.add_to(app);
-  app.add_option("-p,--prompt", prompt, "the prompt text")->required();
+  auto* p_opt = app.add_option("-p,--prompt", prompt, "the prompt text");
+  auto* f_opt = app.add_option("-f,--file", prompt_file,
+                               "read the prompt from a file (- for stdin); instead of -p");
+  p_opt->excludes(f_opt);
   app.add_flag("--no-parse-special", no_special,
                "treat control-token text in the prompt (<|...|>) as plain text");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+  if (p_opt->count() == 0 && f_opt->count() == 0) {
+    std::fprintf(stderr, "chimera run: give a prompt with -p TEXT or -f FILE (see --help)\n");
+    return 2;
+  }
+  if (f_opt->count()) {
+    auto text = read_prompt_file(prompt_file);
+    if (!text.ok()) return report_error("run", text.status());
+    prompt = std::move(text).value();
   }
   auto lm = load_for_inference(mo, true);
   if (!lm.ok()) return report_error("run", lm.status());

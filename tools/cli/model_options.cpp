@@ -1,14 +1,23 @@
 #include "model_options.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
 
 #include "kernels/cpu_features.h"
 
 namespace chimera::cli {
 
 void ModelOptions::add_to(CLI::App& app) {
-  app.add_option("-m,--model", model_path, "model file (GGUF)")->required();
+  app.add_option(
+      "-m,--model", model_path,
+      "model file (GGUF); default: the bundled default model ($CHIMERA_MODEL overrides)");
   app.add_option("-t,--threads", n_threads, "CPU threads (default 2)")->check(CLI::Range(1, 256));
   app.add_option("-c,--ctx-size", n_ctx,
                  "max tokens per sequence: prompt + generated (default 4096)")
@@ -108,17 +117,47 @@ int report_error(const char* command, const Status& st) {
   return 1;
 }
 
+Result<std::string> default_model_path() {
+  namespace fs = std::filesystem;
+  if (const char* env = std::getenv("CHIMERA_MODEL"); env && *env) {
+    std::error_code ec;
+    if (!fs::is_regular_file(env, ec))
+      return Error(ErrorCode::kNotFound, "CHIMERA_MODEL='", env, "': no such model file");
+    return std::string(env);
+  }
+  std::vector<fs::path> candidates;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    candidates.push_back(exe.parent_path() / CHIMERA_INSTALL_DATA_REL / "models" / "default.gguf");
+  }
+  candidates.push_back(fs::path(CHIMERA_SOURCE_DIR) / "models" / "default.gguf");
+  std::string tried;
+  for (const fs::path& c : candidates) {
+    const fs::path p = c.lexically_normal();
+    if (fs::is_regular_file(p, ec)) return p.string();
+    tried += (tried.empty() ? "" : ", ") + p.string();
+  }
+  return Error(ErrorCode::kNotFound, "no model given (-m) and no default model at ", tried,
+               "; pass -m MODEL.gguf or set CHIMERA_MODEL");
+}
+
 Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_tokenizer) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (!opts.quiet) std::fprintf(stderr, "loading %s ...", opts.model_path.c_str());
+  std::string path = opts.model_path;
+  if (path.empty()) {
+    CHIMERA_ASSIGN_OR_RETURN(path, default_model_path());
+  }
+  if (!opts.quiet) std::fprintf(stderr, "loading %s ...", path.c_str());
   LoadedModel lm;
-  CHIMERA_ASSIGN_OR_RETURN(lm.model, load_model(opts.model_path));
+  lm.path = path;
+  CHIMERA_ASSIGN_OR_RETURN(lm.model, load_model(path));
   if (lm.model->file->find("tokenizer.ggml.tokens")) {
     auto tok = Tokenizer::from_gguf(*lm.model->file);
     if (!tok.ok() && need_tokenizer) return tok.status();
     if (tok.ok()) lm.tokenizer = std::make_unique<Tokenizer>(std::move(tok).value());
   } else if (need_tokenizer) {
-    return Error(ErrorCode::kNotFound, opts.model_path,
+    return Error(ErrorCode::kNotFound, path,
                  ": no vocabulary (tokenizer.ggml.tokens); use token ids instead");
   }
   CHIMERA_ASSIGN_OR_RETURN(ContextParams cp, opts.context_params());
@@ -126,10 +165,9 @@ Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_token
   if (!opts.quiet) {
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "\rloaded %s in %.0f ms: %s, %s, %d threads, %s\n",
-                 opts.model_path.c_str(), ms, lm.model->describe().c_str(),
-                 human_bytes(lm.model->file->file_size()).c_str(), opts.n_threads,
-                 isa_name(active_isa()));
+    std::fprintf(stderr, "\rloaded %s in %.0f ms: %s, %s, %d threads, %s\n", path.c_str(), ms,
+                 lm.model->describe().c_str(), human_bytes(lm.model->file->file_size()).c_str(),
+                 opts.n_threads, isa_name(active_isa()));
   }
   return lm;
 }

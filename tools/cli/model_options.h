@@ -36,13 +36,20 @@ struct SamplingOptions {
 };
 
 struct LoadedModel {
+  std::string path;  // the file loaded: -m, or the default model
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;  // null when the file has no vocabulary
   std::unique_ptr<Context> ctx;
 };
 
-// Opens the model (printing a progress line unless quiet), its tokenizer and a context.
+// Opens the model (printing a progress line unless quiet), its tokenizer and a context. With no
+// -m, the default model (default_model_path()).
 Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_tokenizer);
+
+// The model used when no -m is given, first found of: $CHIMERA_MODEL; <bin>/../share/chimera/
+// models/default.gguf next to the running binary (what `cmake --install` lays out); the source
+// tree's models/default.gguf (a binary run from its build folder). kNotFound lists the places.
+Result<std::string> default_model_path();
 
 // "512M", "2G", "1048576" -> bytes.
 Result<uint64_t> parse_bytes(const std::string& s);
