@@ -1,0 +1,25 @@
+# Turns the web UI's files into one C++ source (cmake -P, run by the build whenever a file
+# changes), so the binary serves exactly what is in this folder and no copy is kept by hand.
+#   cmake -DOUT=webui_assets.cpp -DDIR=<folder> -DFILES="index.html,style.css,app.js" -P embed_files.cmake
+string(REPLACE "," ";" files "${FILES}")
+set(src "// Generated from tools/server/webui by embed_files.cmake at build time. Do not edit.\n")
+string(APPEND src "#include <cstddef>\n\nnamespace chimera::webui::embedded {\n\n")
+set(table "")
+set(i 0)
+foreach(name IN LISTS files)
+  file(READ "${DIR}/${name}" hex HEX)
+  string(LENGTH "${hex}" hex_len)
+  math(EXPR size "${hex_len} / 2")
+  # 0x.. bytes, 24 per line; the trailing 0 makes the array a valid C string too.
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(REGEX REPLACE "((0x..,){24})" "\\1\n" bytes "${bytes}")
+  string(APPEND src "// ${name}\nconst unsigned char kFile${i}[] = {\n${bytes}0x00};\n\n")
+  string(APPEND table "    {\"${name}\", kFile${i}, ${size}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND src "struct File {\n  const char* name;\n  const unsigned char* data;\n  std::size_t size;\n};\n")
+string(APPEND src "extern const File kFiles[] = {\n${table}};\nextern const std::size_t kFileCount = ${i};\n\n")
+string(APPEND src "}  // namespace chimera::webui::embedded\n")
+file(WRITE "${OUT}.tmp" "${src}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUT}.tmp")
