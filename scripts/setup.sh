@@ -10,6 +10,7 @@ DEBIAN_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libpcre2-dev
   python3 python3-venv python3-pip
+  chromium chromium-driver           # browser tests of the chat page (tests/python/test_webui_browser.py)
 )
 
 need_install=0
