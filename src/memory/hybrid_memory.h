@@ -168,6 +168,9 @@ class HybridMemory {
   uint32_t page_size() const { return cfg_.page_size; }
   // Ubatch size for the next begin_batch() (plans never change results, so this is free to tune).
   void set_max_ubatch_tokens(uint32_t n) { cfg_.max_ubatch_tokens = n > 0 ? n : 1; }
+  // The cap on bytes held only by automatic snapshots; lowering it evicts them (oldest first)
+  // right away unless a batch is in progress.
+  void set_snapshot_budget(uint64_t bytes);
 
   // ---- batches: transactional ----
   // Validates, plans ragged ubatches, reserves every page and state slot for the whole batch
@@ -214,6 +217,9 @@ class HybridMemory {
   Result<uint64_t> snapshot(int32_t seq);  // pinned until release()
   Status restore(int32_t seq, uint64_t snapshot_id);
   Status release(uint64_t snapshot_id);
+  // One more explicit handle on an existing snapshot (e.g. an automatic one a load brought back,
+  // or one a second owner wants kept); each pin needs its own release().
+  Status pin(uint64_t snapshot_id);
   // Snapshots on the sequence's path: (id, token count), ascending.
   std::vector<std::pair<uint64_t, uint32_t>> snapshots_of(int32_t seq) const;
 

@@ -268,6 +268,18 @@ Status HybridMemory::release(uint64_t snapshot_id) {
   return Status::Ok();
 }
 
+Status HybridMemory::pin(uint64_t snapshot_id) {
+  Snapshot* s = snaps_.find(snapshot_id);
+  if (!s) return Error(ErrorCode::kNotFound, "pin: no snapshot ", snapshot_id);
+  ++s->pins;
+  return Status::Ok();
+}
+
+void HybridMemory::set_snapshot_budget(uint64_t bytes) {
+  cfg_.snapshot_budget_bytes = bytes;
+  if (!txn_) enforce_snapshot_budget();
+}
+
 std::vector<std::pair<uint64_t, uint32_t>> HybridMemory::snapshots_of(int32_t seq) const {
   std::vector<std::pair<uint64_t, uint32_t>> out;
   if (!check_seq(seq, "snapshots_of").ok()) return out;

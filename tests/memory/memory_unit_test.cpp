@@ -192,6 +192,41 @@ TEST(Snapshots, BudgetEvictsOldestAutomaticKeepsExplicit) {
   EXPECT_EQ(m->release(987654).code(), ErrorCode::kNotFound);
 }
 
+TEST(Snapshots, PinKeepsAnAutomaticSnapshotUntilEveryHandleIsReleased) {
+  MemoryConfig c = small_hybrid();
+  c.snapshot_interval = 4;
+  auto m = make(c);
+  const std::vector<int32_t> toks = iota(10);
+  ASSERT_TRUE(decode(*m, 0, toks).ok());
+  auto snaps = m->snapshots_of(0);
+  ASSERT_EQ(snaps.size(), 2u);  // automatic, at 4 and 8
+  const uint64_t id = snaps[0].first;
+  ASSERT_TRUE(m->pin(id).ok());
+  ASSERT_TRUE(m->pin(id).ok());
+  EXPECT_EQ(m->pin(987654).code(), ErrorCode::kNotFound);
+  // A budget of zero evicts every automatic snapshot at once, but not the pinned one.
+  m->set_snapshot_budget(0);
+  snaps = m->snapshots_of(0);
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0], std::make_pair(id, 4u));
+  EXPECT_EQ(m->usage().n_pinned_snapshots, 1u);
+  // Rolling back lands exactly on it (no replay), and the state is the one of its tokens.
+  ASSERT_TRUE(m->seq_cp(0, 1).ok());
+  auto rep = m->seq_rm(1, 6, -1);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_EQ(rep->tokens, std::vector<int32_t>(toks.begin() + 4, toks.begin() + 6));
+  ASSERT_TRUE(m->seq_rm(1, 4, -1).ok());
+  expect_seq(*m, 1, std::vector<int32_t>(toks.begin(), toks.begin() + 4));
+  // Off every path and released twice: gone.
+  ASSERT_TRUE(m->seq_rm(0, 0, -1).ok());
+  ASSERT_TRUE(m->seq_rm(1, 0, -1).ok());
+  ASSERT_TRUE(m->release(id).ok());
+  EXPECT_EQ(m->usage().n_snapshots, 1u);
+  ASSERT_TRUE(m->release(id).ok());
+  EXPECT_EQ(m->usage().n_snapshots, 0u);
+  EXPECT_EQ(m->release(id).code(), ErrorCode::kNotFound);
+}
+
 TEST(Transactions, OutOfBudgetChangesNothing) {
   MemoryConfig c = small_hybrid();
   c.budget_bytes = 4096;
