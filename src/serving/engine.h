@@ -33,10 +33,10 @@ struct RequestParams {
   // where later requests tend to diverge, so the prefix cache keeps snapshots there.
   std::vector<uint32_t> boundaries;
   SamplingParams sampling;  // temperature <= 0: greedy; seed fixed per request
-  int32_t max_tokens = -1;  // < 0: until end of generation or the context is full
+  int32_t max_tokens = -1;  // < 0: until end of generation or the context is full; 0: invalid
   std::vector<std::string> stop;
-  int n = 1;                 // choices, forked from one processed prompt (seq_cp)
-  int top_logprobs = -1;     // < 0: no logprobs; 0..20: logprob of the token plus the top N
+  int n = 1;              // 1..16 choices, forked from one processed prompt (seq_cp)
+  int top_logprobs = -1;  // < 0: no logprobs; 0..20: logprob of the token plus the top N
   bool ignore_eos = false;
   double timeout_s = 600.0;  // wall-clock limit from admission; then finish_reason "timeout"
   std::string id;            // for logs
@@ -78,11 +78,18 @@ struct CacheReport {
   std::string reason;   // "", "diverged at token 812 (message 5)", "snapshot evicted", ...
 };
 
+// Events of one request, in order: kDelta events (any choice, interleaved; each choice's last
+// delta carries its finish_reason), then exactly one kDone (after every choice finished) or one
+// kError (its batch failed to decode: no kDone follows; deltas already sent stay valid).
+// finish_reason: "stop" (end-of-generation token, unless ignore_eos, or a stop string; neither is
+// in the text), "length" (max_tokens, or the context is full), "timeout", "cancelled" (cancel()
+// or stop()). Usage.completion_tokens counts every sampled token, the end-of-generation token and
+// a stop string's tokens included.
 struct Event {
   enum class Kind { kDelta, kDone, kError };
   Kind kind = Kind::kDelta;
-  int choice = 0;  // kDelta: which choice
-  std::string text;  // kDelta: text safe to show (stop strings held back)
+  int choice = 0;    // kDelta: which choice
+  std::string text;  // kDelta: text safe to show (stop strings held back); may be empty
   std::vector<TokenLogprob> logprobs;  // kDelta: one per token in this delta, when asked
   // kDelta: set on a choice's last delta: "stop", "length", "timeout", "cancelled".
   std::optional<std::string> finish_reason;
@@ -91,6 +98,10 @@ struct Event {
   CacheReport cache;
   Status error;  // kError
 };
+
+// The seed choice i of a request samples with: choice 0 uses params.sampling.seed itself, choice
+// i uses seed + i, so choice i of an n-choice request equals a 1-choice request with that seed.
+uint64_t choice_seed(uint64_t seed, int choice);
 
 class RequestHandle {
  public:
@@ -102,9 +113,9 @@ class RequestHandle {
 };
 
 struct EngineConfig {
-  uint32_t n_parallel = 4;         // requests decoding at once (each choice is a sequence)
-  uint32_t n_ctx = 4096;           // max tokens per sequence (prompt + generated)
-  uint32_t queue_capacity = 64;    // waiting requests beyond which submit() says kUnavailable
+  uint32_t n_parallel = 4;           // requests decoding at once (each choice is a sequence)
+  uint32_t n_ctx = 4096;             // max tokens per sequence (prompt + generated)
+  uint32_t queue_capacity = 64;      // waiting requests beyond which submit() says kUnavailable
   uint32_t step_token_budget = 512;  // tokens per engine step (decode tokens + prompt chunks)
   uint64_t cache_mem = 1ull << 30;   // bytes the prefix cache may keep after requests finish
   uint32_t snapshot_every = 1024;    // extra snapshots along long prompts (bounded replay)
@@ -136,7 +147,9 @@ class Engine {
  public:
   virtual ~Engine() = default;
   // Loads cfg.cache_file if set (a corrupt or foreign file: warning, empty cache) and starts the
-  // engine thread. `model` and `tokenizer` must outlive the engine.
+  // engine thread. `model` and `tokenizer` must outlive the engine. The engine sets
+  // ctx_params.max_seqs (n_parallel * 16 running + 64 cached sequences) and turns the memory's
+  // automatic snapshots off (the prefix cache places its own).
   static Result<std::unique_ptr<Engine>> create(const Model& model, const Tokenizer& tokenizer,
                                                 const ContextParams& ctx_params,
                                                 const EngineConfig& cfg);
@@ -147,7 +160,11 @@ class Engine {
   // cache file (temporary file, then rename), joins the thread. Idempotent.
   virtual void stop() = 0;
   virtual MetricsSnapshot metrics() const = 0;
-  // The prefix cache for its endpoint: entries, tokens, bytes, hits, snapshots per entry.
+  // The prefix cache for its endpoint (refreshed every engine step):
+  //   {"n_entries", "tokens", "bytes", "budget_bytes", "hits", "snapshots", "snapshot_bytes",
+  //    "tree_nodes", "memory_bytes", "memory_baseline_bytes",
+  //    "entries": [{"id", "tokens", "bytes", "hits", "last_use", "messages",
+  //                 "snapshots": [token counts]}]}
   virtual nlohmann::json cache_info() const = 0;
   virtual const EngineConfig& config() const = 0;
 };

@@ -1,0 +1,596 @@
+#include "serving/prefix_cache.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+namespace chimera::serving {
+
+// ---------------------------------------------------------------- radix tree
+
+struct RadixTree::Node {
+  std::vector<TokenId> edge;
+  std::map<TokenId, std::unique_ptr<Node>> kids;
+  std::set<uint64_t> ids;
+};
+
+RadixTree::RadixTree() : root_(std::make_unique<Node>()) {}
+RadixTree::~RadixTree() = default;
+
+void RadixTree::insert(const std::vector<TokenId>& tokens, uint64_t id) {
+  Node* n = root_.get();
+  n->ids.insert(id);
+  size_t i = 0;
+  while (i < tokens.size()) {
+    auto it = n->kids.find(tokens[i]);
+    if (it == n->kids.end()) {
+      auto leaf = std::make_unique<Node>();
+      leaf->edge.assign(tokens.begin() + i, tokens.end());
+      leaf->ids.insert(id);
+      n->kids.emplace(tokens[i], std::move(leaf));
+      return;
+    }
+    Node* c = it->second.get();
+    size_t k = 0;
+    while (k < c->edge.size() && i + k < tokens.size() && c->edge[k] == tokens[i + k]) ++k;
+    if (k < c->edge.size()) {  // split the edge at k
+      auto mid = std::make_unique<Node>();
+      mid->edge.assign(c->edge.begin(), c->edge.begin() + k);
+      mid->ids = c->ids;
+      std::unique_ptr<Node> old = std::move(it->second);
+      old->edge.erase(old->edge.begin(), old->edge.begin() + k);
+      mid->kids.emplace(old->edge[0], std::move(old));
+      it->second = std::move(mid);
+      c = it->second.get();
+    }
+    c->ids.insert(id);
+    n = c;
+    i += k;
+  }
+}
+
+void RadixTree::erase(const std::vector<TokenId>& tokens, uint64_t id) {
+  Node* n = root_.get();
+  n->ids.erase(id);
+  size_t i = 0;
+  while (i < tokens.size()) {
+    auto it = n->kids.find(tokens[i]);
+    if (it == n->kids.end()) return;
+    Node* c = it->second.get();
+    c->ids.erase(id);
+    if (c->ids.empty()) {  // nobody passes here any more
+      n->kids.erase(it);
+      return;
+    }
+    i += c->edge.size();
+    n = c;
+  }
+}
+
+std::map<uint64_t, size_t> RadixTree::match(const std::vector<TokenId>& tokens) const {
+  std::map<uint64_t, size_t> out;
+  const Node* n = root_.get();
+  for (uint64_t id : n->ids) out[id] = 0;
+  size_t i = 0;
+  while (i < tokens.size()) {
+    auto it = n->kids.find(tokens[i]);
+    if (it == n->kids.end()) break;
+    const Node* c = it->second.get();
+    size_t k = 0;
+    while (k < c->edge.size() && i + k < tokens.size() && c->edge[k] == tokens[i + k]) ++k;
+    i += k;
+    for (uint64_t id : c->ids) out[id] = i;
+    if (k < c->edge.size()) break;
+    n = c;
+  }
+  return out;
+}
+
+size_t RadixTree::nodes() const {
+  size_t count = 0;
+  std::vector<const Node*> stack = {root_.get()};
+  while (!stack.empty()) {
+    const Node* n = stack.back();
+    stack.pop_back();
+    ++count;
+    for (const auto& [t, c] : n->kids) stack.push_back(c.get());
+  }
+  return count;
+}
+
+// ---------------------------------------------------------------- the cache
+
+namespace {
+
+constexpr size_t kMaxTombstones = 64;
+
+size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
+  size_t k = 0;
+  while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
+  return k;
+}
+
+// 1-based index of the message holding token `at`, from the message end counts.
+size_t message_of(const std::vector<uint32_t>& boundaries, size_t at) {
+  return static_cast<size_t>(std::upper_bound(boundaries.begin(), boundaries.end(), at) -
+                             boundaries.begin()) +
+         1;
+}
+
+}  // namespace
+
+PrefixCache::PrefixCache(HybridMemory& mem, const EngineConfig& cfg) : mem_(mem), cfg_(cfg) {
+  baseline_bytes_ = mem_.usage().total_bytes();
+}
+
+PrefixCache::~PrefixCache() = default;
+
+uint64_t PrefixCache::slot_bytes() const {
+  uint64_t floats = 0;
+  for (const MemoryLayer& l : mem_.config().layers) floats += l.conv_floats + l.ssm_floats;
+  return floats * sizeof(float);
+}
+
+uint64_t PrefixCache::tokens() const {
+  uint64_t n = 0;
+  for (const auto& [id, e] : entries_) n += e.tokens.size();
+  return n;
+}
+
+PrefixCache::Attach PrefixCache::attach(const std::vector<TokenId>& prompt,
+                                        const std::vector<uint32_t>& boundaries, int32_t dst) {
+  Attach out;
+  ++clock_;
+  const size_t P = prompt.size();
+  const std::map<uint64_t, size_t> lcp = tree_.match(prompt);
+  size_t matched = 0;
+  for (const auto& [id, l] : lcp) matched = std::max(matched, l);
+  // The best entry: the one whose state, rolled back to at most P - 1 tokens (the last prompt
+  // token always runs, for its logits), keeps the most tokens without compute.
+  uint64_t best = 0;
+  size_t best_rp = 0;
+  uint64_t best_snap = 0;
+  for (const auto& [id, l] : lcp) {
+    const Entry& e = entries_.at(id);
+    const size_t t = std::min(l, P - 1);
+    size_t rp = 0;
+    uint64_t snap = 0;
+    if (t == e.tokens.size() || !mem_.has_recurrent()) {
+      rp = t;  // the whole entry, or attention alone (any prefix of it is exact)
+    } else {
+      for (auto [sid, n] : mem_.snapshots_of(e.seq))
+        if (n <= t && n >= rp) {
+          rp = n;
+          snap = sid;
+        }
+    }
+    if (rp > best_rp || (rp == best_rp && rp > 0 && e.last_use > entries_.at(best).last_use)) {
+      best = id;
+      best_rp = rp;
+      best_snap = snap;
+    }
+  }
+  out.report.matched = static_cast<int64_t>(std::min(matched, P));
+  if (best_rp > 0) {
+    Entry& e = entries_.at(best);
+    Status st = mem_.seq_cp(e.seq, dst);
+    CHIMERA_CHECK(st.ok(), "prefix cache fork: ", st.ToString());
+    if (best_rp < e.tokens.size()) {
+      auto rep = mem_.seq_rm(dst, static_cast<int64_t>(best_rp), -1);
+      CHIMERA_CHECK(rep.ok() && rep->empty(), "prefix cache rollback to a snapshot replays");
+    }
+    CHIMERA_CHECK(mem_.n_tokens(dst) == best_rp, "prefix cache fork holds ", mem_.n_tokens(dst),
+                  " tokens, expected ", best_rp);
+    e.last_use = clock_;
+    ++e.hits;
+    ++hits_;
+    if (best_snap) snaps_[best_snap].last_use = clock_;
+    out.held = best_rp;
+  }
+  out.report.reused = static_cast<int64_t>(out.held);
+  // Why it matched less than it could have.
+  size_t tomb = 0;
+  for (const auto& t : tombstones_) tomb = std::max(tomb, common_prefix(t, prompt));
+  const size_t reachable = std::min(matched, P - 1);
+  std::vector<std::string> why;
+  if (tomb > matched && tomb > out.held)
+    why.push_back("entry evicted (it held " + std::to_string(std::min(tomb, P)) +
+                  " tokens of this prompt)");
+  if (matched < P && !entries_.empty() && tomb <= matched) {
+    std::string d = "diverged at token " + std::to_string(matched);
+    if (!boundaries.empty())
+      d += " (message " + std::to_string(message_of(boundaries, matched)) + ")";
+    why.push_back(d);
+  }
+  if (out.held < reachable) {
+    const Entry* e = best ? &entries_.at(best) : nullptr;
+    bool evicted = false;
+    if (e)
+      for (uint32_t n : e->evicted_snaps) evicted = evicted || (n > out.held && n <= reachable);
+    const std::string replayed = "replayed " + std::to_string(reachable - out.held) +
+                                 " tokens from token " + std::to_string(out.held);
+    why.push_back(evicted ? "snapshot evicted: " + replayed : replayed);
+  }
+  for (size_t i = 0; i < why.size(); ++i) out.report.reason += (i ? "; " : "") + why[i];
+  return out;
+}
+
+void PrefixCache::own_snapshot(Entry& e, uint64_t id) {
+  if (std::find(e.snaps.begin(), e.snaps.end(), id) != e.snaps.end()) return;
+  e.snaps.push_back(id);
+  ++snaps_.at(id).owners;
+}
+
+void PrefixCache::disown_snapshot(uint64_t id) {
+  auto it = snaps_.find(id);
+  CHIMERA_CHECK(it != snaps_.end() && it->second.owners > 0, "disown of snapshot ", id);
+  if (--it->second.owners == 0) {
+    (void)mem_.release(id);
+    snaps_.erase(it);
+  }
+}
+
+uint64_t PrefixCache::add_entry(int32_t seq, std::vector<uint32_t> boundaries,
+                                std::vector<uint64_t> pinned) {
+  Entry e;
+  e.id = next_id_++;
+  e.seq = seq;
+  e.tokens = mem_.tokens(seq);
+  e.boundaries = std::move(boundaries);
+  e.last_use = ++clock_;
+  std::set<uint64_t> on_path;
+  for (auto [sid, n] : mem_.snapshots_of(seq)) on_path.insert(sid);
+  // Snapshots pinned for this sequence: one pin each, which the cache now holds.
+  for (uint64_t sid : pinned) {
+    auto it = snaps_.find(sid);
+    if (it != snaps_.end()) {
+      (void)mem_.release(sid);  // the cache already holds a pin on it
+    } else {
+      SnapInfo si;
+      for (auto [id2, n] : mem_.snapshots_of(seq))
+        if (id2 == sid) si.n_tokens = n;
+      si.boundary = std::binary_search(e.boundaries.begin(), e.boundaries.end(), si.n_tokens);
+      si.last_use = e.last_use;
+      snaps_[sid] = si;
+    }
+  }
+  const uint64_t id = e.id;
+  Entry& ref = entries_[id] = std::move(e);
+  // It owns every cache snapshot on its path (inherited from the entry it was forked from, or
+  // pinned for it).
+  for (uint64_t sid : on_path)
+    if (snaps_.count(sid)) own_snapshot(ref, sid);
+  for (uint64_t sid : pinned)
+    if (snaps_.count(sid) && snaps_.at(sid).owners == 0) {
+      // Pinned for it but no longer on its path (cannot happen: pins keep them); drop it.
+      snaps_.erase(sid);
+      (void)mem_.release(sid);
+    }
+  tree_.insert(ref.tokens, id);
+  return id;
+}
+
+void PrefixCache::park(const std::vector<int32_t>& seqs, std::vector<uint64_t> snaps,
+                       const std::vector<uint32_t>& boundaries, std::vector<int32_t>& free_seqs) {
+  std::vector<uint64_t> pinned = std::move(snaps);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int32_t seq = seqs[i];
+    if (mem_.n_tokens(seq) == 0 || cfg_.cache_mem == 0) {
+      (void)mem_.seq_rm(seq, 0, -1);
+      free_seqs.push_back(seq);
+      continue;
+    }
+    // The first sequence takes the request's pins; the others own them through the cache.
+    const uint64_t id = add_entry(seq, boundaries, i == 0 ? pinned : std::vector<uint64_t>{});
+    if (i == 0) pinned.clear();
+    Entry& e = entries_.at(id);
+    std::set<uint64_t> path;
+    for (auto [sid, n] : mem_.snapshots_of(seq)) path.insert(sid);
+    // Entries this one makes redundant: a prefix of it whose snapshots it also holds.
+    const std::map<uint64_t, size_t> lcp = tree_.match(e.tokens);
+    for (const auto& [other, l] : lcp) {
+      if (other == id) continue;
+      Entry& o = entries_.at(other);
+      bool covered = true;
+      for (uint64_t sid : o.snaps) covered = covered && path.count(sid) > 0;
+      if (!covered) continue;
+      if (l == o.tokens.size()) {
+        for (uint64_t sid : o.snaps) own_snapshot(e, sid);
+        e.hits += o.hits;
+        remove_entry(other, &free_seqs, false);
+      }
+    }
+    // Or this one is redundant: a prefix of another entry that holds its snapshots.
+    for (const auto& [other, l] : tree_.match(e.tokens)) {
+      if (other == id || l != e.tokens.size()) continue;
+      Entry& o = entries_.at(other);
+      if (o.tokens.size() < e.tokens.size()) continue;
+      std::set<uint64_t> opath;
+      for (auto [sid, n] : mem_.snapshots_of(o.seq)) opath.insert(sid);
+      bool covered = true;
+      for (uint64_t sid : e.snaps) covered = covered && opath.count(sid) > 0;
+      if (!covered) continue;
+      for (uint64_t sid : e.snaps) own_snapshot(o, sid);
+      o.last_use = std::max(o.last_use, e.last_use);
+      remove_entry(id, &free_seqs, false);
+      break;
+    }
+  }
+  for (uint64_t sid : pinned) (void)mem_.release(sid);  // no sequence kept them
+}
+
+void PrefixCache::remove_entry(uint64_t id, std::vector<int32_t>* free_seqs, bool tombstone) {
+  auto it = entries_.find(id);
+  CHIMERA_CHECK(it != entries_.end(), "remove of cache entry ", id);
+  Entry& e = it->second;
+  tree_.erase(e.tokens, id);
+  (void)mem_.seq_rm(e.seq, 0, -1);
+  if (free_seqs) free_seqs->push_back(e.seq);
+  for (uint64_t sid : e.snaps) disown_snapshot(sid);
+  if (tombstone) {
+    tombstones_.push_back(std::move(e.tokens));
+    if (tombstones_.size() > kMaxTombstones) tombstones_.pop_front();
+  }
+  entries_.erase(it);
+}
+
+uint64_t PrefixCache::entry_bytes(const Entry& e, const MemoryUsage& u) const {
+  for (const SeqUsage& q : u.seqs)
+    if (q.seq == e.seq) return q.kv_bytes - q.kv_shared_bytes + q.state_bytes;
+  return 0;
+}
+
+bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
+  if (entries_.empty()) return false;
+  const MemoryUsage u = mem_.usage();
+  const uint64_t sb = std::max<uint64_t>(slot_bytes(), 1);
+  // Candidates: (is_entry, id, compute saved per byte, last use).
+  struct Cand {
+    bool entry;
+    uint64_t id;
+    double eff;
+    uint64_t last;
+  };
+  std::vector<Cand> cands;
+  for (const auto& [id, e] : entries_) {
+    const double bytes = static_cast<double>(std::max<uint64_t>(entry_bytes(e, u), 1));
+    cands.push_back({true, id, static_cast<double>(e.tokens.size()) / bytes, e.last_use});
+  }
+  if (!need_seq) {
+    for (const auto& [sid, s] : snaps_) {
+      // The replay it spares: tokens back to the previous snapshot of an owner's path.
+      uint32_t prev = 0;
+      uint64_t last = s.last_use;
+      for (const auto& [id, e] : entries_) {
+        if (std::find(e.snaps.begin(), e.snaps.end(), sid) == e.snaps.end()) continue;
+        last = std::max(last, e.last_use);
+        for (uint64_t o : e.snaps) {
+          const uint32_t n = snaps_.at(o).n_tokens;
+          if (n < s.n_tokens) prev = std::max(prev, n);
+        }
+      }
+      const double saved = static_cast<double>(s.n_tokens - prev) * (s.boundary ? 2.0 : 1.0);
+      cands.push_back({false, sid, saved / static_cast<double>(sb), last});
+    }
+  }
+  double max_eff = 0;
+  uint64_t min_last = UINT64_MAX, max_last = 0;
+  for (const Cand& c : cands) {
+    max_eff = std::max(max_eff, c.eff);
+    min_last = std::min(min_last, c.last);
+    max_last = std::max(max_last, c.last);
+  }
+  const Cand* victim = nullptr;
+  double victim_score = 0;
+  for (const Cand& c : cands) {
+    const double rec = max_last > min_last ? static_cast<double>(c.last - min_last) /
+                                                 static_cast<double>(max_last - min_last)
+                                           : 1.0;
+    const double eff = max_eff > 0 ? c.eff / max_eff : 0.0;
+    const double score = rec + eff;
+    if (!victim || score < victim_score) {
+      victim = &c;
+      victim_score = score;
+    }
+  }
+  if (victim->entry) {
+    remove_entry(victim->id, &free_seqs, true);
+  } else {
+    const uint64_t sid = victim->id;
+    const uint32_t n = snaps_.at(sid).n_tokens;
+    for (auto& [id, e] : entries_) {
+      auto it = std::find(e.snaps.begin(), e.snaps.end(), sid);
+      if (it == e.snaps.end()) continue;
+      e.snaps.erase(it);
+      e.evicted_snaps.push_back(n);
+    }
+    snaps_.erase(sid);
+    (void)mem_.release(sid);
+  }
+  return true;
+}
+
+uint64_t PrefixCache::bytes(const std::vector<int32_t>& running) const {
+  const MemoryUsage u = mem_.usage();
+  uint64_t total = u.total_bytes() > baseline_bytes_ ? u.total_bytes() - baseline_bytes_ : 0;
+  for (const SeqUsage& q : u.seqs)
+    if (std::find(running.begin(), running.end(), q.seq) != running.end()) {
+      const uint64_t own = q.kv_bytes - q.kv_shared_bytes + q.state_bytes;
+      total = total > own ? total - own : 0;
+    }
+  return total;
+}
+
+nlohmann::json PrefixCache::info(const std::vector<int32_t>& running) const {
+  const MemoryUsage u = mem_.usage();
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& [id, e] : entries_) {
+    nlohmann::json snaps = nlohmann::json::array();
+    for (uint64_t sid : e.snaps) snaps.push_back(snaps_.at(sid).n_tokens);
+    std::sort(snaps.begin(), snaps.end());
+    list.push_back({{"id", id},
+                    {"tokens", e.tokens.size()},
+                    {"bytes", entry_bytes(e, u)},
+                    {"hits", e.hits},
+                    {"last_use", e.last_use},
+                    {"messages", e.boundaries.size()},
+                    {"snapshots", snaps}});
+  }
+  return {{"n_entries", entries_.size()},
+          {"tokens", tokens()},
+          {"bytes", bytes(running)},
+          {"budget_bytes", cfg_.cache_mem},
+          {"hits", hits_},
+          {"snapshots", snaps_.size()},
+          {"snapshot_bytes", snaps_.size() * slot_bytes()},
+          {"tree_nodes", tree_.nodes()},
+          {"entries", list}};
+}
+
+// ---------------------------------------------------------------- persistence
+// File (little-endian): magic "CHIMPCAC", u32 version, u64 memory layout fingerprint,
+// u32 n_entries; per entry: u64 hits, u32 n_boundaries, u32 boundaries[], u32 n_snapshots,
+// u32 snapshot token counts[], u64 state bytes, the memory's save_seq() of its sequence;
+// then u64 checksum64 of everything before it.
+
+namespace {
+
+constexpr char kCacheMagic[8] = {'C', 'H', 'I', 'M', 'P', 'C', 'A', 'C'};
+constexpr uint32_t kCacheVersion = 1;
+
+template <typename T>
+void put(std::vector<uint8_t>& out, T v) {
+  const auto* b = reinterpret_cast<const uint8_t*>(&v);
+  out.insert(out.end(), b, b + sizeof(T));
+}
+
+class Cursor {
+ public:
+  Cursor(const uint8_t* p, size_t n) : p_(p), n_(n) {}
+  template <typename T>
+  bool get(T* v) {
+    if (n_ - off_ < sizeof(T)) return false;
+    std::memcpy(v, p_ + off_, sizeof(T));
+    off_ += sizeof(T);
+    return true;
+  }
+  const uint8_t* take(uint64_t n) {
+    if (n > n_ - off_) return nullptr;
+    const uint8_t* at = p_ + off_;
+    off_ += n;
+    return at;
+  }
+  size_t left() const { return n_ - off_; }
+
+ private:
+  const uint8_t* p_;
+  size_t n_;
+  size_t off_ = 0;
+};
+
+}  // namespace
+
+Status PrefixCache::save_file(const std::string& path) const {
+  std::vector<uint8_t> out(kCacheMagic, kCacheMagic + 8);
+  put<uint32_t>(out, kCacheVersion);
+  put<uint64_t>(out, mem_.config().layout_fingerprint());
+  put<uint32_t>(out, static_cast<uint32_t>(entries_.size()));
+  for (const auto& [id, e] : entries_) {
+    put<uint64_t>(out, e.hits);
+    put<uint32_t>(out, static_cast<uint32_t>(e.boundaries.size()));
+    for (uint32_t b : e.boundaries) put<uint32_t>(out, b);
+    std::vector<uint32_t> at;
+    for (uint64_t sid : e.snaps) at.push_back(snaps_.at(sid).n_tokens);
+    std::sort(at.begin(), at.end());
+    put<uint32_t>(out, static_cast<uint32_t>(at.size()));
+    for (uint32_t n : at) put<uint32_t>(out, n);
+    CHIMERA_ASSIGN_OR_RETURN(std::vector<uint8_t> blob, mem_.save_seq(e.seq));
+    put<uint64_t>(out, blob.size());
+    out.insert(out.end(), blob.begin(), blob.end());
+  }
+  put<uint64_t>(out, checksum64(out.data(), out.size()));
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) return Error(ErrorCode::kIo, "cannot write ", tmp);
+    f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
+    f.flush();
+    if (!f) return Error(ErrorCode::kIo, "write to ", tmp, " failed");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    return Error(ErrorCode::kIo, "cannot rename ", tmp, " to ", path);
+  }
+  return Status::Ok();
+}
+
+Status PrefixCache::load_file(const std::string& path, std::vector<int32_t>& free_seqs) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Error(ErrorCode::kNotFound, "cannot open ", path);
+  std::vector<uint8_t> data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto bad = [&](const std::string& why) { return Error(ErrorCode::kFormat, path, ": ", why); };
+  if (data.size() < 8 + 4 + 8 + 4 + 8 || std::memcmp(data.data(), kCacheMagic, 8) != 0)
+    return bad("not a chimera prefix cache file");
+  uint64_t sum;
+  std::memcpy(&sum, data.data() + data.size() - 8, 8);
+  Cursor r(data.data() + 8, data.size() - 16);
+  uint32_t version, n_entries;
+  uint64_t layout;
+  (void)r.get(&version);
+  if (version != kCacheVersion)
+    return bad("version " + std::to_string(version) + ", this build reads version " +
+               std::to_string(kCacheVersion));
+  if (checksum64(data.data(), data.size() - 8) != sum) return bad("checksum mismatch");
+  (void)r.get(&layout);
+  if (layout != mem_.config().layout_fingerprint())
+    return bad("made for another model (memory layout differs)");
+  (void)r.get(&n_entries);
+  struct Parsed {
+    uint64_t hits;
+    std::vector<uint32_t> boundaries, snaps;
+    const uint8_t* blob;
+    uint64_t size;
+  };
+  std::vector<Parsed> parsed;
+  for (uint32_t i = 0; i < n_entries; ++i) {
+    Parsed p;
+    uint32_t nb, ns;
+    if (!r.get(&p.hits) || !r.get(&nb) || nb > r.left() / 4) return bad("entry truncated");
+    p.boundaries.resize(nb);
+    for (uint32_t& b : p.boundaries) (void)r.get(&b);
+    if (!r.get(&ns) || ns > r.left() / 4) return bad("entry truncated");
+    p.snaps.resize(ns);
+    for (uint32_t& s : p.snaps) (void)r.get(&s);
+    if (!r.get(&p.size) || !(p.blob = r.take(p.size))) return bad("entry state truncated");
+    parsed.push_back(std::move(p));
+  }
+  if (r.left() != 0) return bad("trailing bytes");
+  if (parsed.size() > free_seqs.size())
+    return bad(std::to_string(parsed.size()) + " entries, room for " +
+               std::to_string(free_seqs.size()));
+  // Loaded snapshots arrive automatic; keep them all until the wanted ones are pinned.
+  const uint64_t snap_budget = mem_.config().snapshot_budget_bytes;
+  mem_.set_snapshot_budget(UINT64_MAX);
+  Status st;
+  for (const Parsed& p : parsed) {
+    const int32_t seq = free_seqs.back();
+    st = mem_.load_seq(p.blob, p.size, seq);
+    if (!st.ok()) break;
+    free_seqs.pop_back();
+    std::vector<uint64_t> pins;
+    for (auto [sid, n] : mem_.snapshots_of(seq))
+      if (std::binary_search(p.snaps.begin(), p.snaps.end(), n) && mem_.pin(sid).ok())
+        pins.push_back(sid);
+    const uint64_t id = add_entry(seq, p.boundaries, pins);
+    entries_.at(id).hits = p.hits;
+  }
+  if (!st.ok()) {
+    while (!entries_.empty()) remove_entry(entries_.begin()->first, &free_seqs, false);
+  }
+  mem_.set_snapshot_budget(snap_budget);
+  if (!st.ok()) return Error(st.code(), path, ": ", st.message());
+  return Status::Ok();
+}
+
+}  // namespace chimera::serving

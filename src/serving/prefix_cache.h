@@ -1,0 +1,121 @@
+// The prefix cache: finished sequences stay parked in the memory (as sequences: their pages,
+// their live state) and are indexed by a radix tree over their token lists, across all requests
+// and conversations. A new request forks the cached sequence that lets it skip the most work
+// (seq_cp, O(1)) and rolls it back exactly to a snapshot (so it replays nothing it need not) and
+// processes only the rest. Snapshots are explicit memory snapshots pinned by the cache, placed by
+// the engine at message boundaries and every snapshot_every tokens, and thinned by value.
+//
+// Eviction (Marconi-like): every cached entry and every snapshot is a candidate, scored by the
+// compute it saves per byte it holds plus its recency; the lowest goes first. What running
+// requests hold is theirs (shared pages and states are ref-counted in the memory), so eviction
+// never changes a running sequence.
+//
+// Engine-thread only.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "memory/hybrid_memory.h"
+#include "serving/engine.h"
+
+namespace chimera::serving {
+
+// A radix tree over token lists: each node holds a run of tokens (its edge) and the ids of the
+// entries whose token lists pass through or end at it.
+class RadixTree {
+ public:
+  RadixTree();
+  ~RadixTree();
+  void insert(const std::vector<TokenId>& tokens, uint64_t id);
+  void erase(const std::vector<TokenId>& tokens, uint64_t id);
+  // For every entry sharing a prefix with `tokens`: the length of the shared prefix. Walks only
+  // the path of `tokens`.
+  std::map<uint64_t, size_t> match(const std::vector<TokenId>& tokens) const;
+  size_t nodes() const;
+
+ private:
+  struct Node;
+  std::unique_ptr<Node> root_;
+};
+
+class PrefixCache {
+ public:
+  PrefixCache(HybridMemory& mem, const EngineConfig& cfg);
+  ~PrefixCache();
+
+  struct Attach {
+    size_t held = 0;     // prompt tokens the destination sequence holds now
+    CacheReport report;  // matched: tokens found (before rollback); reused == held
+  };
+  // Puts the best cached prefix of `prompt` into the empty sequence `dst`, rolled back exactly
+  // to a state it can hold without compute (always leaving at least the last prompt token to
+  // run, for its logits).
+  Attach attach(const std::vector<TokenId>& prompt, const std::vector<uint32_t>& boundaries,
+                int32_t dst);
+  // Takes finished sequences (with the snapshots pinned for them, one pin each) into the cache;
+  // sequences it does not keep go back to `free_seqs`. `running` are the sequences still in use.
+  void park(const std::vector<int32_t>& seqs, std::vector<uint64_t> snaps,
+            const std::vector<uint32_t>& boundaries, std::vector<int32_t>& free_seqs);
+  // Evicts the least valuable entry or snapshot (only entries when `need_seq`: they free a
+  // sequence id); false when nothing is left to evict.
+  bool evict_one(std::vector<int32_t>& free_seqs, bool need_seq);
+
+  // Bytes the cache holds: the memory in use beyond the baseline, less what the given running
+  // sequences hold alone.
+  uint64_t bytes(const std::vector<int32_t>& running) const;
+  uint64_t entries() const { return entries_.size(); }
+  uint64_t tokens() const;
+  uint64_t hits() const { return hits_; }
+  nlohmann::json info(const std::vector<int32_t>& running) const;
+
+  // Versioned, checksummed; written to PATH.tmp, then renamed.
+  Status save_file(const std::string& path) const;
+  // All or nothing: on any error the cache stays empty (and the memory as it was).
+  Status load_file(const std::string& path, std::vector<int32_t>& free_seqs);
+
+ private:
+  struct Entry {
+    uint64_t id = 0;
+    int32_t seq = -1;
+    std::vector<TokenId> tokens;
+    std::vector<uint32_t> boundaries;
+    std::vector<uint64_t> snaps;          // cache-pinned snapshots it owns (on its path)
+    std::vector<uint32_t> evicted_snaps;  // where snapshots of it were thinned away
+    uint64_t last_use = 0;
+    uint64_t hits = 0;
+  };
+  struct SnapInfo {
+    uint32_t n_tokens = 0;
+    uint32_t owners = 0;  // entries listing it; the cache holds one memory pin while > 0
+    bool boundary = false;
+    uint64_t last_use = 0;
+  };
+
+  uint64_t add_entry(int32_t seq, std::vector<uint32_t> boundaries, std::vector<uint64_t> snaps);
+  void own_snapshot(Entry& e, uint64_t id);
+  void disown_snapshot(uint64_t id);
+  void remove_entry(uint64_t id, std::vector<int32_t>* free_seqs, bool tombstone);
+  uint64_t slot_bytes() const;
+  uint64_t entry_bytes(const Entry& e, const MemoryUsage& u) const;
+
+  HybridMemory& mem_;
+  EngineConfig cfg_;
+  RadixTree tree_;
+  std::map<uint64_t, Entry> entries_;
+  std::map<uint64_t, SnapInfo> snaps_;
+  std::deque<std::vector<TokenId>> tombstones_;  // token lists of evicted entries (diagnostics)
+  uint64_t baseline_bytes_ = 0;
+  uint64_t next_id_ = 1;
+  uint64_t clock_ = 0;
+  uint64_t hits_ = 0;
+};
+
+}  // namespace chimera::serving

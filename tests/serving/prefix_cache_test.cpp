@@ -1,0 +1,356 @@
+// The prefix cache: the radix tree against brute force; exact reuse (cold vs cache hit, bitwise
+// tokens and logprobs) with cached_tokens computed from the token lists; save/load restarts;
+// corrupt files; eviction under a small budget.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include "serving/prefix_cache.h"
+#include "serving_test_util.h"
+
+namespace chimera::serving {
+namespace {
+
+using testutil::Fixture;
+using testutil::Outcome;
+
+size_t lcp(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
+  size_t k = 0;
+  while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
+  return k;
+}
+
+TEST(RadixTree, MatchesBruteForce) {
+  std::mt19937 rng(7);
+  RadixTree tree;
+  std::map<uint64_t, std::vector<TokenId>> lists;
+  uint64_t next = 1;
+  for (int round = 0; round < 400; ++round) {
+    const int op = static_cast<int>(rng() % 3);
+    if (op < 2 || lists.empty()) {  // insert a list sharing a random prefix with another
+      std::vector<TokenId> t;
+      if (!lists.empty() && rng() % 4 != 0) {
+        auto it = lists.begin();
+        std::advance(it, rng() % lists.size());
+        t.assign(it->second.begin(), it->second.begin() + rng() % (it->second.size() + 1));
+      }
+      const size_t extra = rng() % 6;
+      for (size_t i = 0; i < extra; ++i) t.push_back(static_cast<TokenId>(rng() % 3));
+      tree.insert(t, next);
+      lists[next++] = t;
+    } else {
+      auto it = lists.begin();
+      std::advance(it, rng() % lists.size());
+      tree.erase(it->second, it->first);
+      lists.erase(it);
+    }
+    std::vector<TokenId> q;
+    const size_t len = rng() % 10;
+    for (size_t i = 0; i < len; ++i) q.push_back(static_cast<TokenId>(rng() % 3));
+    const auto got = tree.match(q);
+    ASSERT_EQ(got.size(), lists.size()) << "round " << round;
+    for (const auto& [id, t] : lists) {
+      ASSERT_TRUE(got.count(id));
+      EXPECT_EQ(got.at(id), lcp(t, q)) << "round " << round << " entry " << id;
+    }
+  }
+}
+
+// A chat rendered from token runs: message i ends at boundaries[i].
+struct Chat {
+  std::vector<TokenId> tokens;
+  std::vector<uint32_t> boundaries;
+  void add(const std::vector<TokenId>& msg) {
+    tokens.insert(tokens.end(), msg.begin(), msg.end());
+    boundaries.push_back(static_cast<uint32_t>(tokens.size()));
+  }
+};
+
+class CacheTest : public ::testing::Test {
+ protected:
+  EngineConfig cfg(uint64_t cache_mem = 32ull << 20) {
+    EngineConfig c = f.config();
+    c.cache_mem = cache_mem;
+    c.snapshot_every = 4096;  // snapshots at message boundaries only: exact expectations
+    return c;
+  }
+  RequestParams req(const Chat& c, uint64_t seed = 5) {
+    RequestParams p;
+    p.prompt = c.tokens;
+    p.prompt.insert(p.prompt.end(), gen_.begin(), gen_.end());  // the generation prompt
+    p.boundaries = c.boundaries;
+    p.max_tokens = 8;
+    p.sampling = f.hot_sampling(seed);
+    p.ignore_eos = true;
+    p.top_logprobs = 2;
+    return p;
+  }
+  // The same request on an engine that keeps nothing: the cold reference.
+  void expect_cold_equal(const RequestParams& p, const Outcome& hit, const std::string& what) {
+    Outcome cold = f.run(*cold_, p);
+    EXPECT_EQ(cold.usage.cached_tokens, 0);
+    testutil::expect_same(cold, hit, what);
+  }
+  std::vector<TokenId> msg(const std::string& s) { return f.encode(s); }
+
+  void SetUp() override {
+    cold_ = f.engine(cfg(0));
+    gen_ = msg("<|assistant|>");
+  }
+
+  Fixture f;
+  std::unique_ptr<Engine> cold_;
+  std::vector<TokenId> gen_;
+};
+
+TEST_F(CacheTest, ScriptedTurnsReuseExactlyWhatTheTokenListsPredict) {
+  auto engine = f.engine(cfg());
+  const std::vector<TokenId> sys = msg("You are a helpful assistant. Answer from the Bible.");
+  const std::vector<TokenId> u1 = msg(" In the beginning God created the heaven and the earth");
+  std::vector<TokenId> u3 = msg(" In the beginning God created the heaven and the water");
+  std::vector<TokenId> u4 = msg(" In the end God created the heaven and the earth");
+  const size_t S = sys.size();
+  auto turn = [&](const std::vector<TokenId>& u) {
+    Chat c;
+    c.add(sys);
+    c.add(u);
+    return req(c);
+  };
+  // 1: cold. 2: repeats 1: rolls back to the end of the user message (the boundary snapshot),
+  // replaying only the generation prompt. 3: last word changed; 4: an early word changed: both
+  // roll back to the end of the system message.
+  const RequestParams r1 = turn(u1), r2 = turn(u1), r3 = turn(u3), r4 = turn(u4);
+  const int64_t want[] = {0, static_cast<int64_t>(S + u1.size()), static_cast<int64_t>(S),
+                          static_cast<int64_t>(S)};
+  const RequestParams* rs[] = {&r1, &r2, &r3, &r4};
+  ASSERT_GT(lcp(u1, u3), 2u);
+  for (int i = 0; i < 4; ++i) {
+    Outcome o = f.run(*engine, *rs[i]);
+    EXPECT_EQ(o.usage.cached_tokens, want[i]) << "request " << i + 1 << ": " << o.cache.reason;
+    EXPECT_EQ(o.timings.prompt_reused, want[i]);
+    const int64_t matched = i == 0   ? 0
+                            : i == 1 ? static_cast<int64_t>(r1.prompt.size())
+                                     : static_cast<int64_t>(lcp(r1.prompt, rs[i]->prompt));
+    EXPECT_EQ(o.cache.matched, matched) << "request " << i + 1;
+    EXPECT_EQ(o.timings.prompt_processed, static_cast<int64_t>(rs[i]->prompt.size()) -
+                                              std::min<int64_t>(matched, rs[i]->prompt.size()));
+    if (i >= 2) {
+      EXPECT_NE(o.cache.reason.find("diverged at token " + std::to_string(matched)),
+                std::string::npos)
+          << o.cache.reason;
+      EXPECT_NE(o.cache.reason.find("(message 2)"), std::string::npos) << o.cache.reason;
+    }
+    expect_cold_equal(*rs[i], o, "request " + std::to_string(i + 1));
+  }
+}
+
+TEST_F(CacheTest, AppendRegenerateEditAndSwitchAreExact) {
+  auto engine = f.engine(cfg());
+  Chat a;
+  a.add(msg("System: be brief."));
+  a.add(msg(" Who made the light?"));
+  Chat b;
+  b.add(msg("System: answer in verse."));
+  b.add(msg(" What is on the waters?"));
+  Outcome a1 = f.run(*engine, req(a));
+  Outcome b1 = f.run(*engine, req(b));
+  expect_cold_equal(req(a), a1, "a1");
+  // Append: the answer (as generated) and a new user message follow.
+  Chat a2 = a;
+  std::vector<TokenId> answer = gen_;
+  answer.insert(answer.end(), a1.choices[0].tokens.begin(), a1.choices[0].tokens.end());
+  a2.add(answer);
+  a2.add(msg(" And then?"));
+  const RequestParams ra2 = req(a2);
+  Outcome o = f.run(*engine, ra2);
+  // The cached entry holds a's prompt and the answer but its last token (never decoded).
+  const int64_t entry_a = static_cast<int64_t>(req(a).prompt.size() + 8 - 1);
+  EXPECT_EQ(o.usage.cached_tokens, entry_a) << o.cache.reason;
+  expect_cold_equal(ra2, o, "append");
+  // Switch to b and back to a: both still cached.
+  Chat b2 = b;
+  std::vector<TokenId> banswer = gen_;
+  banswer.insert(banswer.end(), b1.choices[0].tokens.begin(), b1.choices[0].tokens.end());
+  b2.add(banswer);
+  b2.add(msg(" More."));
+  o = f.run(*engine, req(b2));
+  EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(req(b).prompt.size() + 7));
+  expect_cold_equal(req(b2), o, "switch to b");
+  // Regenerate a2's answer with another seed: back to the end of its last user message.
+  RequestParams regen = req(a2, 99);
+  o = f.run(*engine, regen);
+  EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(a2.boundaries.back())) << o.cache.reason;
+  expect_cold_equal(regen, o, "regenerate");
+  // Edit the first user message of a2: back to the end of the system message.
+  Chat edit;
+  edit.add(msg("System: be brief."));
+  edit.add(msg(" Who made the darkness?"));
+  o = f.run(*engine, req(edit));
+  EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(edit.boundaries[0])) << o.cache.reason;
+  expect_cold_equal(req(edit), o, "edit");
+  const nlohmann::json info = engine->cache_info();
+  EXPECT_GE(info["n_entries"].get<int>(), 2);
+  EXPECT_GT(info["hits"].get<int>(), 0);
+  EXPECT_GE(engine->metrics().cache_hits, 4u);
+}
+
+TEST_F(CacheTest, SaveAndLoadKeepTheWarmCacheExactly) {
+  const std::string path = ::testing::TempDir() + "/chimera_prefix_cache_test.bin";
+  std::remove(path.c_str());
+  EngineConfig c = cfg();
+  c.cache_file = path;
+  Chat a;
+  a.add(msg("System: be brief."));
+  a.add(msg(" Who made the light?"));
+  Outcome first;
+  {
+    auto engine = f.engine(c);
+    first = f.run(*engine, req(a));
+    engine->stop();
+  }
+  Chat a2 = a;
+  std::vector<TokenId> answer = gen_;
+  answer.insert(answer.end(), first.choices[0].tokens.begin(), first.choices[0].tokens.end());
+  a2.add(answer);
+  a2.add(msg(" And then?"));
+  Outcome before_restart;
+  {
+    auto engine = f.engine(c);
+    EXPECT_EQ(engine->cache_info()["n_entries"].get<int>(), 1);
+    before_restart = f.run(*engine, req(a2));
+    EXPECT_EQ(before_restart.usage.cached_tokens, static_cast<int64_t>(req(a).prompt.size() + 7));
+    // The boundary snapshots came back too: an edit of the user message rolls back to them.
+    Chat edit;
+    edit.add(msg("System: be brief."));
+    edit.add(msg(" Who made the sea?"));
+    Outcome e = f.run(*engine, req(edit));
+    EXPECT_EQ(e.usage.cached_tokens, static_cast<int64_t>(edit.boundaries[0])) << e.cache.reason;
+    expect_cold_equal(req(edit), e, "edit after restart");
+  }
+  expect_cold_equal(req(a2), before_restart, "append after restart");
+  // A third start reads the file the second one wrote.
+  auto engine = f.engine(c);
+  EXPECT_GE(engine->cache_info()["n_entries"].get<int>(), 1);
+  Outcome again = f.run(*engine, req(a2));
+  EXPECT_GT(again.usage.cached_tokens, 0);
+  testutil::expect_same(before_restart, again, "same request after two restarts");
+  std::remove(path.c_str());
+}
+
+TEST_F(CacheTest, CorruptOrForeignFileGivesAnEmptyCache) {
+  const std::string path = ::testing::TempDir() + "/chimera_prefix_cache_corrupt.bin";
+  EngineConfig c = cfg();
+  c.cache_file = path;
+  Chat a;
+  a.add(msg("System: be brief."));
+  a.add(msg(" Who made the light?"));
+  {
+    auto engine = f.engine(c);
+    f.run(*engine, req(a));
+  }  // the destructor stops and saves
+  std::vector<char> bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ASSERT_GT(bytes.size(), 100u);
+  auto write = [&](const std::vector<char>& b) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(b.data(), static_cast<std::streamsize>(b.size()));
+  };
+  std::vector<std::vector<char>> broken;
+  broken.push_back(bytes);
+  broken.back()[bytes.size() / 2] ^= 0x40;  // a flipped bit
+  broken.push_back(std::vector<char>(bytes.begin(), bytes.begin() + bytes.size() / 3));
+  broken.push_back(std::vector<char>{'n', 'o', 't', ' ', 'a', ' ', 'c', 'a', 'c', 'h', 'e'});
+  broken.push_back(bytes);
+  broken.back()[8] = 7;  // another version
+  for (size_t i = 0; i < broken.size(); ++i) {
+    write(broken[i]);
+    auto engine = f.engine(c);
+    ASSERT_NE(engine, nullptr);
+    EXPECT_EQ(engine->cache_info()["n_entries"].get<int>(), 0) << "case " << i;
+    Outcome o = f.run(*engine, req(a));
+    EXPECT_EQ(o.usage.cached_tokens, 0);
+    expect_cold_equal(req(a), o, "after a broken file");
+    engine->stop();
+  }
+  // A file for another model (the MoE fixture) is refused the same way.
+  Fixture moe("granitehybrid-moe");
+  write(bytes);
+  auto other = Engine::create(*moe.model, *moe.tok, moe.ctx_params(), c);
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ((*other)->cache_info()["n_entries"].get<int>(), 0);
+  (*other)->stop();
+  std::remove(path.c_str());
+}
+
+TEST_F(CacheTest, EvictionKeepsTheBudget) {
+  // Room for a few conversations, not all ten.
+  auto probe = f.engine(cfg());
+  Chat first;
+  first.add(msg("System: conversation 0."));
+  first.add(msg(" Tell me about the flood and the ark."));
+  f.run(*probe, req(first));
+  const uint64_t one = probe->metrics().cache_bytes;
+  ASSERT_GT(one, 0u);
+  probe->stop();
+  const uint64_t budget = one * 3;
+  auto engine = f.engine(cfg(budget));
+  const uint64_t baseline = engine->metrics().memory_bytes;
+  std::vector<RequestParams> reqs;
+  for (int i = 0; i < 10; ++i) {
+    Chat c;
+    c.add(msg("System: conversation " + std::to_string(i) + "."));
+    c.add(msg(" Tell me about the flood and the ark."));
+    reqs.push_back(req(c));
+    Outcome o = f.run(*engine, reqs.back());
+    const MetricsSnapshot m = engine->metrics();
+    EXPECT_LE(m.cache_bytes, budget) << "after conversation " << i;
+    EXPECT_EQ(m.memory_bytes, baseline + m.cache_bytes) << "idle: only cache entries are left";
+    expect_cold_equal(reqs.back(), o, "conversation " + std::to_string(i));
+  }
+  EXPECT_GT(engine->metrics().cache_evictions, 0u);
+  EXPECT_LT(engine->cache_info()["n_entries"].get<int>(), 10);
+  // The newest conversation is still cached, the oldest is gone and says so.
+  Outcome last = f.run(*engine, reqs.back());
+  EXPECT_GT(last.usage.cached_tokens, 0);
+  Outcome oldest = f.run(*engine, reqs.front());
+  EXPECT_NE(oldest.cache.reason.find("evicted"), std::string::npos) << oldest.cache.reason;
+  expect_cold_equal(reqs.front(), oldest, "evicted conversation");
+}
+
+TEST_F(CacheTest, CancelledRequestLeavesOnlyCacheEntries) {
+  auto engine = f.engine(cfg());
+  const uint64_t baseline = engine->metrics().memory_bytes;
+  Chat a;
+  a.add(msg("System: be brief."));
+  a.add(msg(" Who made the light?"));
+  RequestParams p = req(a);
+  p.max_tokens = -1;
+  auto h = engine->submit(p);
+  ASSERT_TRUE(h.ok());
+  for (int deltas = 0; deltas < 3;) {
+    auto ev = (*h)->next(std::chrono::milliseconds(5000));
+    ASSERT_TRUE(ev.has_value());
+    deltas += ev->kind == Event::Kind::kDelta;
+  }
+  (*h)->cancel();
+  Outcome out = testutil::collect(**h);
+  EXPECT_EQ(out.choices[0].finish, "cancelled");
+  for (int i = 0; i < 200 && engine->metrics().requests_running > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  const MetricsSnapshot m = engine->metrics();
+  EXPECT_EQ(m.requests_running, 0u);
+  EXPECT_EQ(m.memory_bytes, baseline + m.cache_bytes);
+  EXPECT_LE(m.cache_bytes, cfg().cache_mem);
+  // Its prompt stayed cached.
+  Outcome again = f.run(*engine, req(a));
+  EXPECT_GT(again.usage.cached_tokens, 0);
+  expect_cold_equal(req(a), again, "after a cancelled run");
+}
+
+}  // namespace
+}  // namespace chimera::serving
