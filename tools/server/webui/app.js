@@ -439,7 +439,7 @@
     Object.assign(node, { content: '', error: null, stopped: false, stats: null, pending: true });
     chat.updated = Date.now();
     renderAll();
-    let usage = null, timings = null, finish = null, tFirst = null;
+    let usage = null, timings = null, cache = null, finish = null, tFirst = null;
     const t0 = performance.now();
     let body;
     try {
@@ -464,6 +464,7 @@
           }
           if (chunk.usage) usage = chunk.usage;
           if (chunk.timings) timings = chunk.timings;
+          if (chunk.cache) cache = chunk.cache;
         });
       } catch (e) {
         if (e.name === 'AbortError') {
@@ -477,6 +478,9 @@
     node.pending = false;
     node.finish = finish;
     node.stats = summarize(usage, timings, t0, tFirst, performance.now());
+    // Why the server's prefix cache matched less than it could have ("diverged at token 812
+    // (message 5)", "snapshot evicted"), when it says.
+    if (cache && typeof cache.reason === 'string' && cache.reason) node.stats.cache_reason = cache.reason;
     if (state.gen && state.gen.nodeId === node.id) state.gen = null;
     chat.updated = Date.now();
     saveChats();
@@ -735,6 +739,7 @@
     if (s.replayed) add('replayed', `${s.replayed} replayed`, 'tokens re-run to roll a recurrent state back exactly');
     if (s.ttft_ms != null) add('ttft', `${formatMs(s.ttft_ms)} to first token`, 'time to first token');
     if (s.tps != null) add('tps', `${s.tps.toFixed(1)} tok/s`, `${s.generated} tokens generated`);
+    if (s.cache_reason) add('cache', s.cache_reason, 'why the prefix cache did not match more of the prompt');
     if (!parts.length) return null;
     return el('span', { class: 'stats' }, ...parts);
   }
