@@ -543,7 +543,6 @@
     state.editingId = null;
     const parent = chat.nodes[node.parent];
     const user = addChild(chat, parent, 'user', text.replace(/\s+$/, ''));
-    if (parent.role === 'root' && chat.title === titleFrom(node.content)) chat.title = titleFrom(text);
     generate(chat, addChild(chat, user, 'assistant', ''));
   }
 
