@@ -8,7 +8,7 @@ DEBIAN_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ccache
   clang libclang-rt-14-dev          # sanitizer and libFuzzer builds
   libgtest-dev libgmock-dev libbenchmark-dev
-  nlohmann-json3-dev libcli11-dev libpcre2-dev
+  nlohmann-json3-dev libcli11-dev libpcre2-dev libcpp-httplib-dev
   python3 python3-venv python3-pip
   chromium chromium-driver           # browser tests of the chat page (tests/python/test_webui_browser.py)
 )
