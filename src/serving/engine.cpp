@@ -11,6 +11,7 @@
 #include <mutex>
 #include <thread>
 
+#include "serving/engine_testing.h"
 #include "serving/prefix_cache.h"
 
 namespace chimera::serving {
@@ -125,7 +126,8 @@ struct Active {
   Clock::time_point t_submit, t_admit;
   bool got_first_token = false;
   std::vector<Choice> choices;
-  size_t held = 0;  // prompt tokens held by choices[0].seq
+  size_t held = 0;   // prompt tokens held by choices[0].seq
+  size_t held0 = 0;  // ... when it was admitted (what the prefix cache gave)
   bool prompting = true;
   std::vector<uint32_t> snap_points;  // ascending token counts at which to pin a snapshot
   std::vector<uint64_t> snaps;        // pinned here, handed to the prefix cache at the end
@@ -163,6 +165,8 @@ class EngineImpl : public Engine {
     p.snapshot_budget = 0;
     CHIMERA_ASSIGN_OR_RETURN(ctx_, Context::create(model_, p));
     baseline_bytes_ = ctx_->memory().usage().total_bytes();
+    for (const MemoryLayer& l : ctx_->memory().config().layers)
+      slot_bytes_ += (l.conv_floats + l.ssm_floats) * sizeof(float);
     for (int32_t s = static_cast<int32_t>(p.max_seqs) - 1; s >= 0; --s) free_seqs_.push_back(s);
     cache_ = std::make_unique<PrefixCache>(ctx_->memory(), cfg_);
     if (!cfg_.cache_file.empty()) {
@@ -195,7 +199,7 @@ class EngineImpl : public Engine {
     if (params.max_tokens == 0)
       return Error(ErrorCode::kInvalidArgument,
                    "max_tokens: must be at least 1 (or < 0: no limit)");
-    if (params.n < 1 || params.n > kMaxChoices)
+    if (params.n < 1 || params.n > static_cast<int>(kMaxChoices))
       return Error(ErrorCode::kInvalidArgument, "n: ", params.n, " is outside 1..", kMaxChoices);
     if (params.top_logprobs > 20)
       return Error(ErrorCode::kInvalidArgument, "top_logprobs: ", params.top_logprobs,
@@ -250,6 +254,9 @@ class EngineImpl : public Engine {
 
   const EngineConfig& config() const override { return cfg_; }
 
+  std::atomic<int64_t> inject_failure_{-1};  // tests: see engine_testing.h
+  std::atomic<int64_t> step_delay_us_{0};
+
  private:
   static constexpr uint32_t kMaxChoices = 16;
   static constexpr uint32_t kMaxParked = 64;
@@ -291,6 +298,8 @@ class EngineImpl : public Engine {
   }
 
   void step() {
+    if (const int64_t us = step_delay_us_.load(); us > 0)
+      std::this_thread::sleep_for(std::chrono::microseconds(us));
     admit();
     const Clock::time_point now = Clock::now();
     for (auto& a : running_) {
@@ -313,6 +322,7 @@ class EngineImpl : public Engine {
       send_done();
       return;
     }
+    if (const int64_t n = inject_failure_.exchange(-1); n >= 0) ctx_->inject_compute_failure(n);
     Status st = ctx_->decode(batch);
     if (st.code() == ErrorCode::kOutOfMemory) {
       // Cached entries give way to running requests.
@@ -419,9 +429,12 @@ class EngineImpl : public Engine {
     a.timings.prompt_processed = static_cast<int64_t>(P) - std::max<int64_t>(hit_end, a.held);
     // Snapshot points past what is held: message boundaries and every snapshot_every tokens
     // (never the prompt's full length: a later identical prompt still runs its last token).
-    for (uint32_t b : a.p.boundaries)
-      if (b > a.held && b < P) a.snap_points.push_back(b);
-    if (cfg_.snapshot_every > 0)
+    // Attention alone rolls back to any token without one.
+    a.held0 = a.held;
+    if (ctx_->memory().has_recurrent())
+      for (uint32_t b : a.p.boundaries)
+        if (b > a.held && b < P) a.snap_points.push_back(b);
+    if (cfg_.snapshot_every > 0 && ctx_->memory().has_recurrent())
       for (size_t k = (a.held / cfg_.snapshot_every + 1) * cfg_.snapshot_every; k < P;
            k += cfg_.snapshot_every)
         a.snap_points.push_back(static_cast<uint32_t>(k));
@@ -538,7 +551,10 @@ class EngineImpl : public Engine {
         if (std::binary_search(a.snap_points.begin(), a.snap_points.end(),
                                static_cast<uint32_t>(a.held))) {
           auto id = mem.snapshot(a.choices[0].seq);
-          if (id.ok()) a.snaps.push_back(*id);
+          if (id.ok()) {
+            a.snaps.push_back(*id);
+            thin_request_snapshots(a);
+          }
         }
         if (a.held == a.p.prompt.size()) {
           a.prompting = false;
@@ -556,6 +572,36 @@ class EngineImpl : public Engine {
       bool all_done = true;
       for (const Choice& c : a.choices) all_done = all_done && c.done;
       if (all_done) finish_done(a);
+    }
+  }
+
+  // Each pinned snapshot keeps one recurrent state alive (tens of MB on real models) while the
+  // request runs: past its share of the cache budget, drop the one whose loss adds the least
+  // replay (the smallest gap to the previous one), keeping the last two, where regenerations and
+  // edits of the last message diverge.
+  void thin_request_snapshots(Active& a) {
+    const uint64_t share = std::max<uint64_t>(
+        2 * slot_bytes_, cfg_.cache_mem / (2 * static_cast<uint64_t>(cfg_.n_parallel)));
+    HybridMemory& mem = ctx_->memory();
+    while (a.snaps.size() > 2 && a.snaps.size() * slot_bytes_ > share) {
+      std::vector<uint32_t> at;
+      for (uint64_t id : a.snaps) {
+        uint32_t n = 0;
+        for (auto [sid, k] : mem.snapshots_of(a.choices[0].seq))
+          if (sid == id) n = k;
+        at.push_back(n);
+      }
+      size_t victim = 0;
+      uint32_t best_gap = UINT32_MAX;
+      for (size_t i = 0; i + 2 < a.snaps.size(); ++i) {
+        const uint32_t prev = i == 0 ? static_cast<uint32_t>(a.held0) : at[i - 1];
+        if (at[i] - prev < best_gap) {
+          best_gap = at[i] - prev;
+          victim = i;
+        }
+      }
+      (void)mem.release(a.snaps[victim]);
+      a.snaps.erase(a.snaps.begin() + static_cast<std::ptrdiff_t>(victim));
     }
   }
 
@@ -722,6 +768,7 @@ class EngineImpl : public Engine {
   std::unique_ptr<Context> ctx_;
   std::unique_ptr<PrefixCache> cache_;
   uint64_t baseline_bytes_ = 0;
+  uint64_t slot_bytes_ = 0;  // one recurrent state (what a snapshot keeps alive)
   std::vector<int32_t> free_seqs_;
   std::vector<std::unique_ptr<Active>> running_;
   std::vector<std::pair<std::shared_ptr<Handle>, Event>> done_;
@@ -739,6 +786,14 @@ class EngineImpl : public Engine {
 };
 
 }  // namespace
+
+void test_hooks::inject_decode_failure(Engine& engine, int64_t n) {
+  dynamic_cast<EngineImpl&>(engine).inject_failure_.store(n);
+}
+
+void test_hooks::set_step_delay(Engine& engine, std::chrono::microseconds delay) {
+  dynamic_cast<EngineImpl&>(engine).step_delay_us_.store(delay.count());
+}
 
 Result<std::unique_ptr<Engine>> Engine::create(const Model& model, const Tokenizer& tokenizer,
                                                const ContextParams& ctx_params,

@@ -7,6 +7,7 @@
 
 #include "runtime/generate.h"
 #include "serving/engine.h"
+#include "serving/engine_testing.h"
 #include "serving_test_util.h"
 
 namespace chimera::serving {
@@ -101,6 +102,8 @@ TEST(Engine, NChoicesEqualSeparateSeededRuns) {
     testutil::expect_same_logprobs(one.choices[0], both.choices[i]);
   }
   EXPECT_NE(both.choices[0].tokens, both.choices[1].tokens);  // distinct seeds show
+  EXPECT_EQ(choice_seed(77, 0), 77u);  // the documented rule: choice i samples with seed + i
+  EXPECT_EQ(choice_seed(77, 1), 78u);
   EXPECT_EQ(both.usage.completion_tokens, 28);
 }
 
@@ -142,6 +145,7 @@ TEST(Engine, FullQueueIsUnavailable) {
   cfg.n_parallel = 1;
   cfg.queue_capacity = 2;
   auto engine = f.engine(cfg);
+  test_hooks::set_step_delay(*engine, std::chrono::milliseconds(2));
   std::vector<std::shared_ptr<RequestHandle>> hs;
   int unavailable = 0;
   for (int i = 0; i < 12; ++i) {
@@ -162,6 +166,7 @@ TEST(Engine, CancelFreesTheSequence) {
   cfg.cache_mem = 0;  // nothing kept: memory must return to the baseline
   auto engine = f.engine(cfg);
   const uint64_t baseline = engine->metrics().memory_bytes;
+  test_hooks::set_step_delay(*engine, std::chrono::milliseconds(2));  // 4096 tokens: 8 s
   RequestParams p = f.request("And God said", -1);
   auto h = engine->submit(p);
   ASSERT_TRUE(h.ok());
@@ -206,6 +211,7 @@ TEST(Engine, MetricsCountTokensAndLatencies) {
 TEST(Engine, StopCancelsEverything) {
   Fixture f;
   auto engine = f.engine();
+  test_hooks::set_step_delay(*engine, std::chrono::milliseconds(2));
   auto h = engine->submit(f.request("And God said", -1));
   ASSERT_TRUE(h.ok());
   engine->stop();
@@ -214,6 +220,96 @@ TEST(Engine, StopCancelsEverything) {
   EXPECT_EQ(out.choices[0].finish, "cancelled");
   EXPECT_EQ(engine->submit(f.request("x", 2)).status().code(), ErrorCode::kCancelled);
   engine->stop();  // idempotent
+}
+
+}  // namespace
+}  // namespace chimera::serving
+
+namespace chimera::serving {
+namespace {
+
+using testutil::collect;
+using testutil::Fixture;
+using testutil::Outcome;
+
+TEST(Engine, FailedDecodeFailsOnlyTheRequestsInItsBatch) {
+  Fixture f;
+  EngineConfig cfg = f.config();
+  cfg.n_parallel = 1;  // the second request waits outside the failing batch
+  auto engine = f.engine(cfg);
+  const uint64_t baseline = engine->metrics().memory_bytes;
+  test_hooks::set_step_delay(*engine, std::chrono::milliseconds(2));
+  auto a = engine->submit(f.request("And God said", -1));
+  ASSERT_TRUE(a.ok());
+  for (int deltas = 0; deltas < 2;) {
+    auto ev = (*a)->next(std::chrono::milliseconds(5000));
+    ASSERT_TRUE(ev.has_value());
+    deltas += ev->kind == Event::Kind::kDelta;
+  }
+  test_hooks::inject_decode_failure(*engine, 0);
+  RequestParams pb = f.request("Let there be light", 10);
+  pb.sampling = f.hot_sampling(3);
+  auto b = engine->submit(pb);
+  ASSERT_TRUE(b.ok());
+  Outcome oa = collect(**a);
+  EXPECT_FALSE(oa.ok);
+  EXPECT_EQ(oa.error.code(), ErrorCode::kInternal) << oa.error.ToString();
+  Outcome ob = collect(**b);
+  ASSERT_TRUE(ob.ok) << ob.error.ToString();
+  auto cold = f.engine();
+  testutil::expect_same(f.run(*cold, pb), ob, "the request outside the failed batch");
+  const MetricsSnapshot m = engine->metrics();
+  EXPECT_EQ(m.requests_failed, 1u);
+  EXPECT_EQ(m.memory_bytes, baseline + m.cache_bytes);
+}
+
+TEST(Engine, LongPromptDoesNotStallDecoding) {
+  Fixture f;
+  EngineConfig cfg = f.config();
+  cfg.step_token_budget = 8;
+  auto engine = f.engine(cfg);
+  RequestParams longp = f.request("In the beginning God created the heaven and the earth.", 4);
+  while (longp.prompt.size() < 600)
+    longp.prompt.insert(longp.prompt.end(), longp.prompt.begin(), longp.prompt.begin() + 13);
+  RequestParams shortp = f.request("And God said", 20);
+  auto hl = engine->submit(longp);
+  auto hs = engine->submit(shortp);
+  ASSERT_TRUE(hl.ok() && hs.ok());
+  Outcome os = collect(**hs);
+  Outcome ol = collect(**hl);
+  ASSERT_TRUE(os.ok && ol.ok);
+  // Both were admitted in the same step; the short one decoded all its tokens while the long
+  // prompt was still being processed a few tokens per step.
+  EXPECT_LT(os.timings.prompt_ms + os.timings.predicted_ms, ol.timings.prompt_ms);
+  EXPECT_EQ(ol.timings.prompt_processed, static_cast<int64_t>(longp.prompt.size()));
+}
+
+// Attention-only and recurrent-only models take the same paths: cache hits stay exact.
+TEST(Engine, CacheHitsAreExactOnAttentionAndRecurrentModels) {
+  for (const char* dir : {"llama", "mamba2", "granitehybrid-moe"}) {
+    SCOPED_TRACE(dir);
+    Fixture f(dir);
+    EngineConfig keep = f.config(), none = f.config();
+    keep.snapshot_every = 8;
+    none.cache_mem = 0;
+    auto engine = f.engine(keep);
+    auto cold = f.engine(none);
+    RequestParams p1 = f.request("In the beginning God created the heaven", 6);
+    p1.sampling = f.hot_sampling(11);
+    p1.top_logprobs = 3;
+    Outcome o1 = f.run(*engine, p1);
+    RequestParams p2 = p1;  // append
+    p2.prompt.insert(p2.prompt.end(), o1.choices[0].tokens.begin(), o1.choices[0].tokens.end());
+    const std::vector<TokenId> more = f.encode(" and the earth");
+    p2.prompt.insert(p2.prompt.end(), more.begin(), more.end());
+    RequestParams p3 = p1;  // an edit near the end
+    p3.prompt.back() = p3.prompt.back() == 7 ? 8 : 7;
+    for (const RequestParams* p : {&p2, &p3, &p1}) {
+      Outcome hit = f.run(*engine, *p);
+      EXPECT_GT(hit.usage.cached_tokens, 0);
+      testutil::expect_same(f.run(*cold, *p), hit, "hit vs cold");
+    }
+  }
 }
 
 }  // namespace

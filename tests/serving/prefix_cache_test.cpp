@@ -7,6 +7,7 @@
 #include <fstream>
 #include <random>
 
+#include "serving/engine_testing.h"
 #include "serving/prefix_cache.h"
 #include "serving_test_util.h"
 
@@ -330,6 +331,7 @@ TEST_F(CacheTest, CancelledRequestLeavesOnlyCacheEntries) {
   a.add(msg(" Who made the light?"));
   RequestParams p = req(a);
   p.max_tokens = -1;
+  test_hooks::set_step_delay(*engine, std::chrono::milliseconds(2));
   auto h = engine->submit(p);
   ASSERT_TRUE(h.ok());
   for (int deltas = 0; deltas < 3;) {
