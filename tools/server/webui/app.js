@@ -732,12 +732,12 @@
     const parts = [];
     const add = (key, text, title) => parts.push(el('span', { class: 'stat', data: { stat: key }, title, text }));
     if (node.stopped) add('stopped', 'stopped', 'you stopped this reply; the server cancelled it');
-    if (node.finish === 'length') add('length', 'max tokens', 'the reply hit the max-tokens setting');
     if (s.reused != null) add('reused', `${s.reused} reused`, 'prompt tokens taken from the server\'s prefix cache');
     if (s.processed != null) add('processed', `${s.processed} processed`, 'new prompt tokens the model ran');
     if (s.replayed) add('replayed', `${s.replayed} replayed`, 'tokens re-run to roll a recurrent state back exactly');
     if (s.ttft_ms != null) add('ttft', `${formatMs(s.ttft_ms)} to first token`, 'time to first token');
     if (s.tps != null) add('tps', `${s.tps.toFixed(1)} tok/s`, `${s.generated} tokens generated`);
+    if (node.finish === 'length') add('length', 'max tokens', 'the reply hit the max-tokens setting');
     if (s.cache_reason) add('cache', s.cache_reason, 'why the prefix cache did not match more of the prompt');
     if (!parts.length) return null;
     return el('span', { class: 'stats' }, ...parts);
