@@ -12,6 +12,7 @@
 #include "api_response.h"
 #include "chat_prompt.h"
 #include "runtime/chat_template.h"
+#include "webui/webui.h"
 
 namespace chimera::server {
 
@@ -351,6 +352,7 @@ void HttpServer::Impl::setup_routes() {
   http.Get("/v1/models", models);
   http.Get("/models", models);
 
+  webui::mount(http);  // GET /: the chat page (tools/server/webui)
   http.Get("/health", [json_reply](const httplib::Request&, httplib::Response& res) {
     json_reply(res, {{"status", "ok"}});
   });
@@ -407,7 +409,7 @@ void HttpServer::Impl::setup_routes() {
 
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     // The health check and the web page (issue 16: it asks for the key itself) stay open.
-    if (req.path == "/health" || req.path == "/" || authorized(req))
+    if (req.path == "/health" || webui::find_asset(req.path) || authorized(req))
       return httplib::Server::HandlerResponse::Unhandled;
     ApiError e = server_error(401,
                               req.has_header("Authorization")
