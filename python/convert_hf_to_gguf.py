@@ -4,7 +4,9 @@
     python/convert_hf_to_gguf.py HF_DIR -o OUT.gguf [--outtype f32|f16|bf16] [--vocab-pre NAME]
 
 Supported: GraniteMoeHybridForCausalLM (-> granitehybrid; dense FFN or MoE + shared expert),
-Mamba2ForCausalLM (-> mamba2), LlamaForCausalLM (-> llama), GraniteForCausalLM (-> granite).
+Mamba2ForCausalLM (-> mamba2), LlamaForCausalLM (-> llama), GraniteForCausalLM (-> granite),
+Qwen3NextForCausalLM (-> qwen3next), Qwen3_5ForCausalLM (-> qwen35), Qwen3_5MoeForCausalLM
+(-> qwen35moe; the text-only checkpoints, no MTP layers).
 Reads config.json, *.safetensors (F32/F16/BF16, sharded or not) and a byte-level BPE
 tokenizer.json (+ tokenizer_config.json), and writes keys, tensor names, shapes and types the way
 llama.cpp's converter does (see /work/shared/spec/ARCHITECTURES.md and python/chimera_convert/), so

@@ -71,7 +71,35 @@ def models() -> dict[str, dict]:
     llama = dict(vocab_size=N_VOCAB, hidden_size=D, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=96, num_hidden_layers=4, rms_norm_eps=1e-5,
                  max_position_embeddings=512)
+    # Qwen3-Next / Qwen3.5: 3 gated-DeltaNet layers + 1 gated attention layer; 2 key heads shared
+    # by 4 value heads (so the head maps and qwen35's value-head reordering matter), head size 32
+    # with a quarter rotated (n_rot 8)
+    qwen = dict(vocab_size=N_VOCAB, hidden_size=D, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=32, rms_norm_eps=1e-6, max_position_embeddings=512, num_hidden_layers=4,
+                layer_types=["linear_attention"] * 3 + ["full_attention"],
+                linear_conv_kernel_dim=4, linear_key_head_dim=16, linear_value_head_dim=16,
+                linear_num_key_heads=2, linear_num_value_heads=4, tie_word_embeddings=False)
+    qwen35_rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                   "mrope_section": [2, 1, 1]}
+    qwen_moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                    shared_expert_intermediate_size=48)
     return {
+        "qwen35": dict(
+            cls="Qwen3_5ForCausalLM", seed=107, config=dict(
+                **qwen, intermediate_size=96, rope_parameters=qwen35_rope),
+            notes="Qwen3.5 dense: gated DeltaNet (value heads reordered to tiled order by the "
+                  "converter) + gated attention with q/k norm and partial NEOX RoPE"),
+        "qwen35moe": dict(
+            cls="Qwen3_5MoeForCausalLM", seed=108, config=dict(
+                **qwen, **qwen_moe, rope_parameters=qwen35_rope),
+            notes="Qwen3.5-MoE: 4 experts, top-2, renormalised, sigmoid-gated shared expert"),
+        "qwen3next": dict(
+            cls="Qwen3NextForCausalLM", seed=109, config=dict(
+                **qwen, **qwen_moe, intermediate_size=96, norm_topk_prob=True,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                 "partial_rotary_factor": 0.25}),
+            notes="Qwen3-Next: fused in_proj_qkvz/in_proj_ba, grouped value heads, MoE with a "
+                  "sigmoid-gated shared expert"),
         "granitehybrid-dense": dict(
             cls="GraniteMoeHybridForCausalLM", seed=101, config=dict(
                 **granite4, **mamba, num_hidden_layers=5,
@@ -124,7 +152,7 @@ def models() -> dict[str, dict]:
 # models
 
 
-def init_weights(model, gen) -> None:
+def init_weights(model, gen, zero_centered_norms: bool = False) -> None:
     """Non-trivial random weights: HF's init leaves norms at 1, D at 1 and many projections tiny,
     which makes logits nearly flat and would hide mistakes. Scales keep activations O(1)."""
     import torch
@@ -138,13 +166,20 @@ def init_weights(model, gen) -> None:
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
             s = tuple(p.shape)
-            if name.endswith("A_log"):
+            if name.endswith("A_log") and zero_centered_norms:
+                # DeltaNet: A in [0.05, 1], so the state remembers a few tokens (with A ~ 16 it
+                # holds only the current one and q.k cancellations dominate the output)
+                p.copy_(torch.log(0.05 + 0.95 * rand(s)))
+            elif name.endswith("A_log"):
                 p.copy_(torch.log(1 + 15 * rand(s)))  # A in -[1, 16]
             elif name.endswith("dt_bias"):
                 dt = torch.exp(math.log(1e-3) + rand(s) * (math.log(1e-1) - math.log(1e-3)))
                 p.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus of dt
             elif name.endswith(".D"):
                 p.copy_(0.5 + rand(s))
+            elif p.ndim == 1 and "norm" in name and zero_centered_norms and \
+                    "linear_attn.norm" not in name:
+                p.copy_(0.8 * rand(s) - 0.4)  # HF multiplies by 1 + w: scales in [0.6, 1.4]
             elif p.ndim == 1 and "norm" in name:
                 p.copy_(0.6 + 0.8 * rand(s))
             elif "conv1d.weight" in name:
@@ -173,7 +208,7 @@ def build_and_save(name: str, spec: dict, hf_tok, directory: Path):
     torch.manual_seed(spec["seed"])
     model = cls(cfg).float().eval()
     gen = torch.Generator().manual_seed(spec["seed"])
-    init_weights(model, gen)
+    init_weights(model, gen, zero_centered_norms=spec["cls"].startswith("Qwen3"))
     model.save_pretrained(directory)
     save_tokenizer(hf_tok, directory, template_in_config=True)
     # reference from the checkpoint as saved, so converter input and reference cannot drift
@@ -310,7 +345,10 @@ def main() -> int:
             "hf_architecture": spec["cls"],
             "gguf_architecture": {"GraniteMoeHybridForCausalLM": "granitehybrid",
                                   "Mamba2ForCausalLM": "mamba2", "LlamaForCausalLM": "llama",
-                                  "GraniteForCausalLM": "granite"}[spec["cls"]],
+                                  "GraniteForCausalLM": "granite",
+                                  "Qwen3_5ForCausalLM": "qwen35",
+                                  "Qwen3_5MoeForCausalLM": "qwen35moe",
+                                  "Qwen3NextForCausalLM": "qwen3next"}[spec["cls"]],
             "n_vocab": N_VOCAB,
             "config": config,
             "gguf": {"f32": "model-f32.gguf", "f16": "model-f16.gguf"},

@@ -11,6 +11,7 @@ DEBIAN_PACKAGES=(
   nlohmann-json3-dev libcli11-dev libpcre2-dev libcpp-httplib-dev
   python3 python3-venv python3-pip
   chromium chromium-driver           # browser tests of the chat page (tests/python/test_webui_browser.py)
+  bible-kjv                         # KJV text for the fixture tokenizers (python/make_*fixtures.py)
 )
 
 need_install=0

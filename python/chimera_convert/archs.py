@@ -425,3 +425,217 @@ PLANNERS = {
     "Mamba2ForCausalLM": plan_mamba2,
     "GraniteMoeHybridForCausalLM": plan_granitehybrid,
 }
+
+
+# --------------------------------------------------------------------------------------------------
+# Qwen3-Next (Qwen3NextForCausalLM -> qwen3next), Qwen3.5 (Qwen3_5ForCausalLM -> qwen35) and
+# Qwen3.5-MoE (Qwen3_5MoeForCausalLM -> qwen35moe): gated DeltaNet + gated attention (spec 6.5).
+# The transforms are llama.cpp's: every RMSNorm weight except the DeltaNet output norm gets +1
+# (HF normalises with 1 + w); A_log -> -exp(A_log); conv1d squeezed to {K, C}; qwen3next's
+# per-key-head interleaved in_proj_qkvz split into attn_qkv = [q all | k all | v all] and
+# attn_gate = z (value heads keep HF's grouped order), in_proj_ba kept as ssm_ba; for qwen35* the
+# value heads are reordered from grouped (by key head) to tiled order wherever they appear
+# (v rows of in_proj_qkv and conv1d, in_proj_z, in_proj_a/b, A_log, dt_bias, out_proj columns).
+
+
+def reorder_v_heads(w: np.ndarray, axis: int, n_k: int, per_k: int, head_dim: int) -> np.ndarray:
+    """Grouped [k0v0 .. k0v{r-1}, k1v0, ..] -> tiled [k0v0, k1v0, .., k0v1, k1v1, ..] along axis."""
+    axis %= w.ndim
+    shape = w.shape
+    split = w.reshape(*shape[:axis], n_k, per_k, head_dim, *shape[axis + 1:])
+    return np.ascontiguousarray(np.swapaxes(split, axis, axis + 1)).reshape(shape)
+
+
+def _qwen_layer_kinds(b: Builder, L: int) -> tuple[list[str], int]:
+    types = b.cfg("layer_types")
+    interval = b.cfg("full_attention_interval")
+    if types is None:
+        interval = int(interval or 4)
+        types = ["linear_attention" if (i + 1) % interval else "full_attention" for i in range(L)]
+    if len(types) != L or any(t not in ("linear_attention", "full_attention") for t in types):
+        b.fail(f"layer_types must list {L} entries of 'linear_attention'/'full_attention': {types}")
+    if interval is None:  # derive it: llama.cpp's loader only knows an interval
+        full = [i for i, t in enumerate(types) if t == "full_attention"]
+        interval = full[0] + 1 if full else L + 1
+    interval = int(interval)
+    expect = ["linear_attention" if (i + 1) % interval else "full_attention" for i in range(L)]
+    if types != expect:
+        b.fail(f"layer_types {types} is not 'every {interval}th layer is full attention', the only "
+               f"pattern a GGUF full_attention_interval can express")
+    return types, interval
+
+
+def plan_qwen_hybrid(ckpt: Checkpoint, arch: str) -> Plan:
+    b = Builder(ckpt, arch)
+    D = int(b.cfg("hidden_size", required=True))
+    L = int(b.cfg("num_hidden_layers", required=True))
+    V = int(b.cfg("vocab_size", required=True))
+    n_head = int(b.cfg("num_attention_heads", required=True))
+    n_kv = int(b.cfg("num_key_value_heads", n_head))
+    d_h = int(b.cfg("head_dim", D // n_head))
+    eps = float(b.cfg("rms_norm_eps", 1e-6))
+    K = int(b.cfg("linear_conv_kernel_dim", required=True))
+    S = int(b.cfg("linear_key_head_dim", required=True))
+    Sv = int(b.cfg("linear_value_head_dim", required=True))
+    Hk = int(b.cfg("linear_num_key_heads", required=True))
+    Hv = int(b.cfg("linear_num_value_heads", required=True))
+    if S != Sv:
+        b.fail(f"linear_key_head_dim {S} != linear_value_head_dim {Sv} (llama.cpp assumes equal)")
+    if Hv % Hk:
+        b.fail(f"linear_num_value_heads {Hv} is not a multiple of linear_num_key_heads {Hk}")
+    if n_head % n_kv:
+        b.fail(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_kv}")
+    if b.cfg("attention_bias", False):
+        b.fail("attention_bias = true is not supported")
+    if b.cfg("hidden_act", "silu") != "silu":
+        b.fail(f"hidden_act '{b.cfg('hidden_act')}' is not supported (SwiGLU needs silu)")
+    rope = b.cfg("rope_parameters") or b.cfg("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        b.fail(f"RoPE scaling type '{rope.get('rope_type')}' is not supported by this converter")
+    theta = float(rope.get("rope_theta", b.cfg("rope_theta", 10000.0)))
+    partial = float(rope.get("partial_rotary_factor", b.cfg("partial_rotary_factor", 0.25)))
+    types, interval = _qwen_layer_kinds(b, L)
+    moe = arch != "qwen35"
+    E = int(b.cfg("num_experts", 0)) if moe else 0
+    if moe:
+        if E <= 0:
+            b.fail("num_experts must be > 0 (dense checkpoints are not supported for this arch)")
+        if b.cfg("mlp_only_layers") or int(b.cfg("decoder_sparse_step", 1)) != 1:
+            b.fail("mlp_only_layers / decoder_sparse_step != 1 (dense layers in an MoE model) are "
+                   "not supported")
+        if not b.cfg("norm_topk_prob", True):
+            b.fail("norm_topk_prob = false: llama.cpp's qwen3next always renormalises the top-k")
+        k_used = int(b.cfg("num_experts_per_tok", required=True))
+        F_e = int(b.cfg("moe_intermediate_size", required=True))
+        F_s = int(b.cfg("shared_expert_intermediate_size", 0))
+    F = int(b.cfg("intermediate_size", 0))
+
+    _common_keys(b, L, D, V)
+    p = b.plan
+    p.key("add_context_length", int(b.cfg("max_position_embeddings", 4096)))
+    if F:
+        p.key("add_feed_forward_length", F)
+    p.key("add_head_count", n_head)
+    p.key("add_head_count_kv", n_kv)
+    p.key("add_rope_freq_base", theta)
+    p.key("add_layer_norm_rms_eps", eps)
+    p.key("add_key_length", d_h)
+    p.key("add_value_length", d_h)
+    if moe:
+        p.key("add_expert_count", E)
+        p.key("add_expert_used_count", k_used)
+        p.key("add_expert_feed_forward_length", F_e)
+        if F_s:
+            p.key("add_expert_shared_feed_forward_length", F_s)
+    p.key("add_ssm_conv_kernel", K)
+    p.key("add_ssm_state_size", S)
+    p.key("add_ssm_group_count", Hk)
+    p.key("add_ssm_time_step_rank", Hv)
+    p.key("add_ssm_inner_size", Sv * Hv)
+    p.key("add_full_attention_interval", interval)
+    p.key("add_rope_dimension_count", int(d_h * partial))
+    if arch != "qwen3next":  # multi-section RoPE sections, padded to 4 (text: all equal)
+        sections = list(rope.get("mrope_section", [11, 11, 10]))
+        p.key("add_rope_dimension_sections", sections + [0] * (4 - len(sections)))
+
+    plus1 = lambda w: w + np.float32(1)  # noqa: E731
+    tiled = arch != "qwen3next" and Hk != Hv
+    r = Hv // Hk
+
+    def vre(axis: int, head_dim: int):
+        if not tiled:
+            return None
+        return lambda w: reorder_v_heads(w, axis, Hk, r, head_dim)
+
+    b.add("token_embd.weight", "model.embed_tokens.weight", (V, D))
+    b.add("output_norm.weight", "model.norm.weight", (D,), plus1)
+    if b.cfg("tie_word_embeddings", False):
+        if b.has("lm_head.weight"):
+            b.ignore("lm_head.weight")
+    else:
+        b.add("output.weight", "lm_head.weight", (V, D))
+    key_dim, val_dim = Hk * S, Hv * S
+    conv_dim = 2 * key_dim + val_dim
+    for i in range(L):
+        pre = f"model.layers.{i}."
+        b.add(f"blk.{i}.attn_norm.weight", pre + "input_layernorm.weight", (D,), plus1)
+        b.add(f"blk.{i}.post_attention_norm.weight", pre + "post_attention_layernorm.weight", (D,),
+              plus1)
+        if types[i] == "full_attention":
+            at = pre + "self_attn."
+            b.add(f"blk.{i}.attn_q.weight", at + "q_proj.weight", (2 * n_head * d_h, D))
+            b.add(f"blk.{i}.attn_k.weight", at + "k_proj.weight", (n_kv * d_h, D))
+            b.add(f"blk.{i}.attn_v.weight", at + "v_proj.weight", (n_kv * d_h, D))
+            b.add(f"blk.{i}.attn_output.weight", at + "o_proj.weight", (D, n_head * d_h))
+            b.add(f"blk.{i}.attn_q_norm.weight", at + "q_norm.weight", (d_h,), plus1)
+            b.add(f"blk.{i}.attn_k_norm.weight", at + "k_norm.weight", (d_h,), plus1)
+        else:
+            la = pre + "linear_attn."
+            if arch == "qwen3next":
+                ref = b.take(la + "in_proj_qkvz.weight", (2 * key_dim + 2 * val_dim, D))
+
+                def split_qkvz(part, ref=ref):
+                    w = ref.load().reshape(Hk, 2 * S + 2 * r * S, D)
+                    q, k, v, z = np.split(w, [S, 2 * S, 2 * S + r * S], axis=1)
+                    if part == "z":
+                        return np.ascontiguousarray(z.reshape(val_dim, D))
+                    return np.ascontiguousarray(np.concatenate(
+                        [q.reshape(key_dim, D), k.reshape(key_dim, D), v.reshape(val_dim, D)]))
+                b.plan.tensor(f"blk.{i}.attn_qkv.weight", (conv_dim, D),
+                              lambda f=split_qkvz: f("qkv"), la + "in_proj_qkvz.weight (q, k, v)")
+                b.plan.tensor(f"blk.{i}.attn_gate.weight", (val_dim, D),
+                              lambda f=split_qkvz: f("z"), la + "in_proj_qkvz.weight (z)")
+                b.add(f"blk.{i}.ssm_ba.weight", la + "in_proj_ba.weight", (2 * Hv, D))
+            else:
+                def qkv_t(w):
+                    if not tiled:
+                        return w
+                    return np.concatenate([w[:2 * key_dim],
+                                           reorder_v_heads(w[2 * key_dim:], 0, Hk, r, S)])
+                b.add(f"blk.{i}.attn_qkv.weight", la + "in_proj_qkv.weight", (conv_dim, D), qkv_t)
+                b.add(f"blk.{i}.attn_gate.weight", la + "in_proj_z.weight", (val_dim, D), vre(0, S))
+                b.add(f"blk.{i}.ssm_beta.weight", la + "in_proj_b.weight", (Hv, D), vre(0, 1))
+                b.add(f"blk.{i}.ssm_alpha.weight", la + "in_proj_a.weight", (Hv, D), vre(0, 1))
+
+            def conv_t(w):
+                w = w.reshape(conv_dim, K)
+                if tiled:
+                    w = np.concatenate([w[:2 * key_dim],
+                                        reorder_v_heads(w[2 * key_dim:], 0, Hk, r, S)])
+                return w
+            b.add(f"blk.{i}.ssm_conv1d.weight", la + "conv1d.weight", (conv_dim, 1, K), conv_t,
+                  out_shape=(conv_dim, K))
+            re1 = vre(0, 1)
+            b.add(f"blk.{i}.ssm_a", la + "A_log", (Hv,),
+                  (lambda a, re1=re1: neg_exp(re1(a) if re1 else a)))
+            b.add(f"blk.{i}.ssm_dt.bias", la + "dt_bias", (Hv,), re1)
+            b.add(f"blk.{i}.ssm_norm.weight", la + "norm.weight", (S,))
+            b.add(f"blk.{i}.ssm_out.weight", la + "out_proj.weight", (D, val_dim), vre(1, S))
+        ml = pre + "mlp."
+        if not moe:
+            b.add(f"blk.{i}.ffn_gate.weight", ml + "gate_proj.weight", (F, D))
+            b.add(f"blk.{i}.ffn_up.weight", ml + "up_proj.weight", (F, D))
+            b.add(f"blk.{i}.ffn_down.weight", ml + "down_proj.weight", (D, F))
+            continue
+        b.add(f"blk.{i}.ffn_gate_inp.weight", ml + "gate.weight", (E, D))
+        for hf, gg, shape in (("gate_proj", "ffn_gate_exps", (F_e, D)),
+                              ("up_proj", "ffn_up_exps", (F_e, D)),
+                              ("down_proj", "ffn_down_exps", (D, F_e))):
+            refs = [b.take(f"{ml}experts.{e}.{hf}.weight", shape) for e in range(E)]
+            b.plan.tensor(f"blk.{i}.{gg}.weight", (E, *shape),
+                          lambda refs=refs: np.stack([x.load() for x in refs]),
+                          f"{ml}experts.*.{hf}.weight")
+        if F_s:
+            sh = ml + "shared_expert."
+            b.add(f"blk.{i}.ffn_gate_shexp.weight", sh + "gate_proj.weight", (F_s, D))
+            b.add(f"blk.{i}.ffn_up_shexp.weight", sh + "up_proj.weight", (F_s, D))
+            b.add(f"blk.{i}.ffn_down_shexp.weight", sh + "down_proj.weight", (D, F_s))
+            b.add(f"blk.{i}.ffn_gate_inp_shexp.weight", ml + "shared_expert_gate.weight", (1, D))
+    return b.finish()
+
+
+PLANNERS.update({
+    "Qwen3NextForCausalLM": lambda c: plan_qwen_hybrid(c, "qwen3next"),
+    "Qwen3_5ForCausalLM": lambda c: plan_qwen_hybrid(c, "qwen35"),
+    "Qwen3_5MoeForCausalLM": lambda c: plan_qwen_hybrid(c, "qwen35moe"),
+})

@@ -1,6 +1,7 @@
 #include "models/forward.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "kernels/activation.h"
@@ -10,6 +11,7 @@
 #include "kernels/norm.h"
 #include "kernels/rope.h"
 #include "kernels/ssm.h"
+#include "models/forward_internal.h"
 
 namespace chimera {
 namespace {
@@ -24,14 +26,8 @@ WeightMatrix as_matrix(Weight w) {
   return m;
 }
 
-const float* f32(Weight w) {
-  return w ? reinterpret_cast<const float*>(w->data) : nullptr;
-}
-
-float* grow(std::vector<float>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
-}
+using forward_internal::f32;
+using forward_internal::grow;
 
 // y[r] += b for every row (bias add, row-local).
 void add_bias(float* y, int64_t rows, int64_t n, int64_t stride, Weight b) {
@@ -103,6 +99,8 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
     CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.attn_norm), un, D, D, T, hp.rms_eps, &threads_));
     if (l.kind == MixerKind::kAttention) {
       CHIMERA_RETURN_IF_ERROR(attention_layer(il, mem, ub, u));
+    } else if (l.kind == MixerKind::kDeltaNet) {
+      CHIMERA_RETURN_IF_ERROR(delta_net_layer(il, mem, ub, u));
     } else {
       CHIMERA_RETURN_IF_ERROR(mamba2_layer(il, mem, ub, u));
     }
@@ -123,12 +121,28 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
   float* q = grow(a_, T * nq);
   float* k = grow(b_, T * nkv);
   float* v = grow(c_, T * nkv);
-  CHIMERA_RETURN_IF_ERROR(mm(l.attn.wq, u_.data(), T, q));
+  // Gated attention: wq yields per head [q | gate]; q is copied out, the gate stays in e_.
+  const bool gated = l.attn.output_gate;
+  float* qg = gated ? grow(e_, T * 2 * nq) : nullptr;
+  if (gated) {
+    CHIMERA_RETURN_IF_ERROR(mm(l.attn.wq, u_.data(), T, qg));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < hp.n_head; ++h)
+        std::memcpy(q + t * nq + h * hd, qg + t * 2 * nq + h * 2 * hd, hd * 4);
+  } else {
+    CHIMERA_RETURN_IF_ERROR(mm(l.attn.wq, u_.data(), T, q));
+  }
   CHIMERA_RETURN_IF_ERROR(mm(l.attn.wk, u_.data(), T, k));
   CHIMERA_RETURN_IF_ERROR(mm(l.attn.wv, u_.data(), T, v));
   add_bias(q, T, nq, nq, l.attn.bq);
   add_bias(k, T, nkv, nkv, l.attn.bk);
   add_bias(v, T, nkv, nkv, l.attn.bv);
+  if (l.attn.q_norm)  // per-head RMSNorm, every head a row of hd
+    CHIMERA_RETURN_IF_ERROR(
+        rms_norm(q, hd, f32(l.attn.q_norm), q, hd, hd, T * hp.n_head, hp.rms_eps, &threads_));
+  if (l.attn.k_norm)
+    CHIMERA_RETURN_IF_ERROR(
+        rms_norm(k, hd, f32(l.attn.k_norm), k, hd, hd, T * l.n_head_kv, hp.rms_eps, &threads_));
   if (hp.use_rope) {
     RopeParams rp;
     rp.n_rot = static_cast<int32_t>(hp.n_rot);
@@ -175,6 +189,13 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
   ab.out = q;
   ab.out_stride = nq;
   CHIMERA_RETURN_IF_ERROR(attention_paged(ap, ab, &threads_));
+  if (gated)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < hp.n_head; ++h) {
+        const float* g = qg + t * 2 * nq + h * 2 * hd + hd;
+        float* a = q + t * nq + h * hd;
+        for (int64_t i = 0; i < hd; ++i) a[i] *= 1.0f / (1.0f + std::exp(-g[i]));
+      }
   float* o = grow(d_, T * D);
   CHIMERA_RETURN_IF_ERROR(mm(l.attn.wo, q, T, o));
   add_bias(o, T, D, D, l.attn.bo);
@@ -305,9 +326,17 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     for (int64_t j = 1; j < K; ++j)
       for (int64_t i = 0; i < D; ++i) o[i] += route_w_[t * K + j] * ye[(t * K + j) * D + i];
   }
-  if (f.gate) {  // shared expert, added unweighted
+  if (f.gate) {  // shared expert: added unweighted, or scaled by sigmoid(shexp_gate . v)
     std::vector<float> shared(T * D);
     CHIMERA_RETURN_IF_ERROR(swiglu_mlp(dense, f.gate->ne[1], v, T, shared.data(), true));
+    if (f.shexp_gate) {
+      std::vector<float> g(T);
+      CHIMERA_RETURN_IF_ERROR(mm(f.shexp_gate, v, T, g.data()));
+      for (int64_t t = 0; t < T; ++t) {
+        const float s = 1.0f / (1.0f + std::exp(-g[t]));
+        for (int64_t i = 0; i < D; ++i) shared[t * D + i] *= s;
+      }
+    }
     for (int64_t i = 0; i < T * D; ++i) out[i] += shared[i];
   }
   return Status::Ok();

@@ -1,6 +1,7 @@
 // The forward pass shared by every architecture: embeddings, then per layer a pre-normed
-// attention or Mamba2 mixer and an optional dense/MoE FFN (with the Granite multipliers when set),
-// then the final norm and the LM head for the rows that want logits.
+// attention, Mamba2 or gated-DeltaNet mixer (forward_delta_net.cpp) and an optional dense/MoE FFN
+// (with the Granite multipliers when set), then the final norm and the LM head for the rows that
+// want logits.
 //
 // Exactness: every step is row-local (matmul, norms, activations, attention per query) or walks
 // one sequence's run in token order (conv, scan), with batch-invariant kernels; so a token's
@@ -39,6 +40,7 @@ class ForwardPass {
                   const std::function<float*(int32_t)>& logits_out);
   Status attention_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
+  Status delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status ffn(uint32_t il, int64_t T);
   Status mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride = 0,
             int64_t y_stride = 0);
@@ -47,7 +49,7 @@ class ForwardPass {
   ThreadContext& threads_;
   MatmulWorkspace ws_;
   // Scratch, grown to the largest ubatch seen.
-  std::vector<float> x_, u_, a_, b_, c_, d_, e_;
+  std::vector<float> x_, u_, a_, b_, c_, d_, e_, f_;
   std::vector<int32_t> pos_, ids_, n_visible_, seq_of_;
   std::vector<float> route_w_;
 };

@@ -196,4 +196,91 @@ void bind_ffn(Model& m, uint32_t il, TensorBinder& tb) {
   tb.require_f32(l.ffn.router);
 }
 
+Status load_delta_net_hparams(Model& m, const ArchKeys& keys) {
+  ModelHParams& hp = m.hp;
+  CHIMERA_RETURN_IF_ERROR(load_ssm_hparams(m, keys));
+  if (hp.ssm_heads % hp.ssm_groups || hp.ssm_inner != hp.ssm_heads * hp.ssm_state)
+    return Error(ErrorCode::kFormat, m.file->path(),
+                 ": DeltaNet sizes inconsistent: ", "time_step_rank (value heads) ", hp.ssm_heads,
+                 " must be a multiple of ", "group_count (key heads) ", hp.ssm_groups,
+                 " and inner_size ", hp.ssm_inner, " must equal value heads x state_size ",
+                 hp.ssm_state);
+  CHIMERA_ASSIGN_OR_RETURN(uint32_t interval, keys.get_or<uint32_t>("full_attention_interval", 4));
+  if (interval == 0)
+    return Error(ErrorCode::kFormat, m.file->path(), ": full_attention_interval is 0");
+  for (uint32_t il = 0; il < hp.n_layer; ++il)
+    m.layers[il].kind = (il + 1) % interval ? MixerKind::kDeltaNet : MixerKind::kAttention;
+  return Status::Ok();
+}
+
+void bind_gated_attention(Model& m, uint32_t il, TensorBinder& tb) {
+  const ModelHParams& hp = m.hp;
+  LayerWeights& l = m.layers[il];
+  const int64_t D = hp.n_embd, hd = hp.head_dim, q = int64_t(hp.n_head) * hd,
+                kv = int64_t(l.n_head_kv) * hd;
+  l.kind = MixerKind::kAttention;
+  l.attn.output_gate = true;
+  l.attn.wq = tb.require(blk(il, "attn_q.weight"), {D, 2 * q});
+  l.attn.wk = tb.require(blk(il, "attn_k.weight"), {D, kv});
+  l.attn.wv = tb.require(blk(il, "attn_v.weight"), {D, kv});
+  l.attn.wo = tb.require(blk(il, "attn_output.weight"), {q, D});
+  l.attn.q_norm = tb.require(blk(il, "attn_q_norm.weight"), {hd});
+  l.attn.k_norm = tb.require(blk(il, "attn_k_norm.weight"), {hd});
+  tb.require_f32(l.attn.q_norm);
+  tb.require_f32(l.attn.k_norm);
+}
+
+void bind_delta_net(Model& m, uint32_t il, TensorBinder& tb, bool fused_ba) {
+  const ModelHParams& hp = m.hp;
+  LayerWeights& l = m.layers[il];
+  DeltaNetWeights& w = l.delta;
+  const int64_t D = hp.n_embd, d_in = hp.ssm_inner, Hv = hp.ssm_heads;
+  const int64_t C = hp.ssm_conv_channels();
+  l.kind = MixerKind::kDeltaNet;
+  w.qkv = tb.require(blk(il, "attn_qkv.weight"), {D, C});
+  w.gate = tb.require(blk(il, "attn_gate.weight"), {D, d_in});
+  if (fused_ba) {
+    w.ba = tb.require(blk(il, "ssm_ba.weight"), {D, 2 * Hv});
+  } else {
+    w.beta = tb.require(blk(il, "ssm_beta.weight"), {D, Hv});
+    w.alpha = tb.require(blk(il, "ssm_alpha.weight"), {D, Hv});
+  }
+  w.conv = tb.require(blk(il, "ssm_conv1d.weight"), {hp.ssm_conv_kernel, C});
+  w.dt_bias = tb.require(blk(il, "ssm_dt.bias"), {Hv});
+  w.a = tb.require(blk(il, "ssm_a"), {Hv});
+  w.norm = tb.require(blk(il, "ssm_norm.weight"), {hp.ssm_state});
+  w.out = tb.require(blk(il, "ssm_out.weight"), {d_in, D});
+  for (Weight x : {w.conv, w.dt_bias, w.a, w.norm}) tb.require_f32(x);
+}
+
+void bind_qwen_ffn(Model& m, uint32_t il, TensorBinder& tb) {
+  const ModelHParams& hp = m.hp;
+  LayerWeights& l = m.layers[il];
+  const int64_t D = hp.n_embd;
+  l.ffn_norm = tb.require(blk(il, "post_attention_norm.weight"), {D});
+  if (hp.n_expert == 0) {
+    l.ffn_kind = FfnKind::kDense;
+    l.ffn.gate = tb.require(blk(il, "ffn_gate.weight"), {D, kAnyDim});
+    const int64_t F = l.ffn.gate ? l.ffn.gate->ne[1] : 0;
+    l.ffn.up = tb.require(blk(il, "ffn_up.weight"), {D, F});
+    l.ffn.down = tb.require(blk(il, "ffn_down.weight"), {F, D});
+    return;
+  }
+  const int64_t E = hp.n_expert;
+  l.ffn_kind = FfnKind::kMoe;
+  l.ffn.router = tb.require(blk(il, "ffn_gate_inp.weight"), {D, E});
+  l.ffn.gate_exps = tb.require(blk(il, "ffn_gate_exps.weight"), {D, kAnyDim, E});
+  const int64_t F = l.ffn.gate_exps ? l.ffn.gate_exps->ne[1] : 0;
+  l.ffn.up_exps = tb.require(blk(il, "ffn_up_exps.weight"), {D, F, E});
+  l.ffn.down_exps = tb.require(blk(il, "ffn_down_exps.weight"), {F, D, E});
+  l.ffn.gate = tb.optional(blk(il, "ffn_gate_shexp.weight"), {D, kAnyDim});
+  if (l.ffn.gate) {
+    const int64_t Fs = l.ffn.gate->ne[1];
+    l.ffn.up = tb.require(blk(il, "ffn_up_shexp.weight"), {D, Fs});
+    l.ffn.down = tb.require(blk(il, "ffn_down_shexp.weight"), {Fs, D});
+    l.ffn.shexp_gate = tb.require(blk(il, "ffn_gate_inp_shexp.weight"), {D});
+  }
+  tb.require_f32(l.ffn.router);
+}
+
 }  // namespace chimera

@@ -59,6 +59,16 @@ Status load_ssm_hparams(Model& m, const ArchKeys& keys);
 Status load_granite_multipliers(Model& m, const ArchKeys& keys);
 
 void bind_attention(Model& m, uint32_t il, TensorBinder& tb);
+
+// Qwen3-Next / Qwen3.5 family (qwen3next.cpp, qwen35.cpp): gated DeltaNet sizes from the ssm.*
+// keys and the layer kinds from full_attention_interval (every interval-th layer is attention).
+Status load_delta_net_hparams(Model& m, const ArchKeys& keys);
+// Gated attention: fused q+gate projection, per-head q/k RMSNorm (RoPE mode set by the caller).
+void bind_gated_attention(Model& m, uint32_t il, TensorBinder& tb);
+// DeltaNet mixer; `fused_ba` selects qwen3next's ssm_ba over qwen35's ssm_beta + ssm_alpha.
+void bind_delta_net(Model& m, uint32_t il, TensorBinder& tb, bool fused_ba);
+// Qwen FFN after post_attention_norm: dense, or MoE + sigmoid-gated shared expert.
+void bind_qwen_ffn(Model& m, uint32_t il, TensorBinder& tb);
 void bind_mamba2(Model& m, uint32_t il, TensorBinder& tb, bool conv_bias_required);
 // Dense SwiGLU FFN, or MoE (+ shared expert when present) when m.hp.n_expert > 0.
 void bind_ffn(Model& m, uint32_t il, TensorBinder& tb);

@@ -1,6 +1,7 @@
 // A loaded model: hyper-parameters and views of its weights inside the memory-mapped GGUF.
-// Architectures fill one uniform description (layers of attention or Mamba2 mixers, each followed
-// by an optional dense or MoE FFN); one forward pass (forward.cpp) runs them all.
+// Architectures fill one uniform description (layers of attention, Mamba2 or gated-DeltaNet
+// mixers, each followed by an optional dense or MoE FFN); one forward pass (forward*.cpp) runs
+// them all.
 #pragma once
 
 #include <memory>
@@ -13,7 +14,7 @@
 
 namespace chimera {
 
-enum class MixerKind { kAttention, kMamba2 };
+enum class MixerKind { kAttention, kMamba2, kDeltaNet };
 enum class FfnKind { kNone, kDense, kMoe };
 
 // A weight tensor inside the mapping (never copied). null when the optional tensor is absent.
@@ -22,6 +23,24 @@ using Weight = const GgufTensorInfo*;
 struct AttentionWeights {
   Weight wq = nullptr, wk = nullptr, wv = nullptr, wo = nullptr;
   Weight bq = nullptr, bk = nullptr, bv = nullptr, bo = nullptr;
+  Weight q_norm = nullptr, k_norm = nullptr;  // {head_dim}: per-head RMSNorm before RoPE
+  // Qwen3-Next/3.5: wq yields per head [q (head_dim) | gate (head_dim)]; the attention output is
+  // multiplied by sigmoid(gate) before wo.
+  bool output_gate = false;
+};
+
+// Gated DeltaNet (spec 6.5). S = ssm_state, Hk = ssm_groups, Hv = ssm_heads, d_in = Hv*S.
+struct DeltaNetWeights {
+  Weight qkv = nullptr;      // {D, 2*Hk*S + d_in}: [q all heads | k | v]
+  Weight gate = nullptr;     // {D, d_in}: z
+  Weight beta = nullptr;     // {D, Hv} (qwen35)
+  Weight alpha = nullptr;    // {D, Hv} (qwen35)
+  Weight ba = nullptr;       // {D, 2*Hv} (qwen3next): per key head [b x Hv/Hk | a x Hv/Hk]
+  Weight conv = nullptr;     // {K, 2*Hk*S + d_in} F32
+  Weight dt_bias = nullptr;  // {Hv}
+  Weight a = nullptr;        // {Hv}: already -exp(A_log)
+  Weight norm = nullptr;     // {S}
+  Weight out = nullptr;      // {d_in, D}
 };
 
 struct Mamba2Weights {
@@ -40,6 +59,7 @@ struct FfnWeights {
   Weight gate_b = nullptr, up_b = nullptr, down_b = nullptr;
   Weight router = nullptr;                                             // {D, E}
   Weight gate_exps = nullptr, up_exps = nullptr, down_exps = nullptr;  // {D, F, E}, {F, D, E}
+  Weight shexp_gate = nullptr;  // {D}: the shared expert is scaled by sigmoid(shexp_gate . v)
 };
 
 struct LayerWeights {
@@ -48,6 +68,7 @@ struct LayerWeights {
   Weight attn_norm = nullptr;
   AttentionWeights attn;
   Mamba2Weights ssm;
+  DeltaNetWeights delta;
   FfnKind ffn_kind = FfnKind::kNone;
   Weight ffn_norm = nullptr;
   FfnWeights ffn;
@@ -73,6 +94,8 @@ struct ModelHParams {
   float attention_scale = 0;  // 0: 1/sqrt(head_dim)
   // Mamba2
   uint32_t ssm_conv_kernel = 0, ssm_inner = 0, ssm_state = 0, ssm_heads = 0, ssm_groups = 0;
+  // Gated DeltaNet: value head h reads key head h % Hk (qwen35 files) instead of h / (Hv/Hk).
+  bool delta_tiled_heads = false;
   // MoE
   uint32_t n_expert = 0, n_expert_used = 0;
 

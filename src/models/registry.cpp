@@ -6,6 +6,9 @@ Status load_granitehybrid(Model& m);
 Status load_mamba2(Model& m);
 Status load_llama(Model& m);
 Status load_granite(Model& m);
+Status load_qwen35(Model& m);
+Status load_qwen35moe(Model& m);
+Status load_qwen3next(Model& m);
 
 const std::vector<ArchLoader>& arch_registry() {
   static const std::vector<ArchLoader> archs = {
@@ -13,6 +16,9 @@ const std::vector<ArchLoader>& arch_registry() {
       {"mamba2", load_mamba2},
       {"llama", load_llama},
       {"granite", load_granite},
+      {"qwen35", load_qwen35},
+      {"qwen35moe", load_qwen35moe},
+      {"qwen3next", load_qwen3next},
   };
   return archs;
 }

@@ -15,6 +15,7 @@ namespace {
 struct Case {
   const char* name;
   SyntheticSpec spec;
+  const char* fixture = nullptr;  // a tests/fixtures/models GGUF instead of a synthetic model
 };
 void PrintTo(const Case& c, std::ostream* os) {
   *os << c.name;
@@ -48,6 +49,10 @@ std::vector<Case> cases() {
   granite.n_layer = 2;
   granite.weight_type = GgmlType::F16;
   out.push_back({"granite_f16", granite});
+  // Gated-DeltaNet hybrids: the transformers-made fixtures (3 DeltaNet + 1 gated attention layer)
+  out.push_back({"qwen35_f16", {}, "qwen35/model-f16.gguf"});
+  out.push_back({"qwen35moe_f32", {}, "qwen35moe/model-f32.gguf"});
+  out.push_back({"qwen3next_f16", {}, "qwen3next/model-f16.gguf"});
   return out;
 }
 
@@ -55,9 +60,13 @@ class Exactness : public ::testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
     const Case& c = GetParam();
-    path_ = ::testing::TempDir() + "/exact_" + c.name + ".gguf";
-    Status st = write_synthetic_model(c.spec, path_);
-    ASSERT_TRUE(st.ok()) << st.ToString();
+    if (c.fixture) {
+      path_ = std::string(CHIMERA_SOURCE_DIR) + "/tests/fixtures/models/" + c.fixture;
+    } else {
+      path_ = ::testing::TempDir() + "/exact_" + c.name + ".gguf";
+      Status st = write_synthetic_model(c.spec, path_);
+      ASSERT_TRUE(st.ok()) << st.ToString();
+    }
     auto m = load_model(path_);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     model_ = std::move(*m);
