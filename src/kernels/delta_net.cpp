@@ -93,11 +93,14 @@ Status delta_net(const DeltaNetArgs& args, ThreadContext* threads, Isa isa) {
     float* k = q + S;
     float* o = k + S;
     for (int64_t h = b; h < e; ++h) {
-      float* cur = args.state + h * S * S;
-      const float* in = args.state_in ? args.state_in + h * S * S : cur;
-      if (args.n_tokens == 0 && in != cur) std::copy(in, in + S * S, cur);
+      float* last = args.state + h * S * S;
+      const float* in = args.state_in ? args.state_in + h * S * S : last;
+      if (args.n_tokens == 0 && in != last) std::copy(in, in + S * S, last);
+      const float* prev = in;  // token 0 reads the incoming state
       for (int64_t t = 0; t < args.n_tokens; ++t) {
-        const float* prev = t == 0 ? in : cur;  // token 0 reads the incoming state
+        // The state after token t: its step buffer, or `state` for the last token.
+        float* cur =
+            args.state_steps && t + 1 < args.n_tokens ? args.state_steps[t] + h * S * S : last;
         float decay, beta;
         ops_internal::delta_net_token_inputs(args, t, static_cast<int32_t>(h), q, k, &decay, &beta);
         const float* v = args.v + t * args.qkv_stride + h * S;
@@ -111,6 +114,7 @@ Status delta_net(const DeltaNetArgs& args, ThreadContext* threads, Isa isa) {
         const float* z = args.z + t * args.z_stride + h * S;
         silu(z, o, S, isa);
         for (int64_t j = 0; j < S; ++j) y[j] *= o[j];
+        prev = cur;
       }
     }
   };

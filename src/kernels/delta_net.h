@@ -55,6 +55,10 @@ struct DeltaNetArgs {
   // Optional incoming state (a copy-on-write slot): read from here, the result written to
   // `state`. Either `state` itself or not overlapping it.
   const float* state_in = nullptr;
+  // Optional (speculative verification, as SsmConvArgs::conv_state_steps): n_tokens - 1
+  // pointers; the state after token t < T-1 is written to state_steps[t] (same layout), the state
+  // after the last token to `state`. None may overlap another or the incoming state.
+  float* const* state_steps = nullptr;
 };
 Status delta_net(const DeltaNetArgs& args, ThreadContext* threads, Isa isa = active_isa());
 

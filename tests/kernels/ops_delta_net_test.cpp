@@ -55,7 +55,8 @@ Problem make_problem(int T, int Hk, int Hv, int S, DeltaNetHeadMap map, std::mt1
 
 // Tokens [t0, t0+n) of p against `state`; outputs rows [t0, t0+n) of out (stride Hv*S).
 Status run(const Problem& p, int t0, int n, std::vector<float>& state, std::vector<float>& out,
-           ThreadContext* threads, Isa isa, const float* state_in = nullptr) {
+           ThreadContext* threads, Isa isa, const float* state_in = nullptr,
+           float* const* state_steps = nullptr) {
   DeltaNetArgs a;
   a.n_tokens = n;
   a.n_k_heads = p.Hk;
@@ -81,6 +82,7 @@ Status run(const Problem& p, int t0, int n, std::vector<float>& state, std::vect
   a.out_stride = p.Hv * p.S;
   a.state = state.data();
   a.state_in = state_in;
+  a.state_steps = state_steps;
   return delta_net(a, threads, isa);
 }
 
@@ -198,6 +200,28 @@ TEST(OpsDeltaNet, ChunkingThreadsAndIncomingStateAreBitwiseInvariant) {
     ASSERT_EQ(t, p.T);
     EXPECT_TRUE(same_bits(s_all, cur));
     EXPECT_TRUE(same_bits(o_all, oc));
+  }
+}
+
+TEST(OpsDeltaNet, PerTokenStatesEqualShorterRuns) {
+  // state_steps[t] must hold exactly what a run of tokens 0..t alone leaves in `state`.
+  std::mt19937 rng(11);
+  ThreadContext two(2);
+  const Problem p = make_problem(6, 2, 4, 16, DeltaNetHeadMap::kGrouped, rng);
+  const size_t n = p.state.size();
+  for (Isa isa : OpIsas()) {
+    SCOPED_TRACE(isa_name(isa));
+    std::vector<std::vector<float>> steps(p.T - 1, std::vector<float>(n, -3.0f));
+    std::vector<float*> ptrs;
+    for (auto& s : steps) ptrs.push_back(s.data());
+    std::vector<float> last(n), out(size_t(p.T) * p.Hv * p.S);
+    ASSERT_TRUE(run(p, 0, p.T, last, out, &two, isa, p.state.data(), ptrs.data()).ok());
+    for (int t = 0; t < p.T; ++t) {
+      std::vector<float> s = p.state, o(out.size());
+      ASSERT_TRUE(run(p, 0, t + 1, s, o, nullptr, isa).ok());
+      EXPECT_TRUE(same_bits(s, t + 1 < p.T ? steps[t] : last)) << "after token " << t;
+      EXPECT_EQ(0, std::memcmp(o.data(), out.data(), size_t(t + 1) * p.Hv * p.S * 4));
+    }
   }
 }
 
