@@ -384,6 +384,7 @@
       const res = await fetch('v1/models', { headers: headers() });
       if (res.status === 401) {
         setStatus('locked', 'API key needed');
+        ui.modelName.textContent = 'locked: API key needed';
         openKeyDialog();
         return;
       }
@@ -882,6 +883,7 @@
       localStorage.setItem(STORE.settings, JSON.stringify(state.settings));
       openSettings();
     });
+    $('settings-key').addEventListener('click', () => { ui.settingsDialog.close(); openKeyDialog(); });
     $('key-form').addEventListener('submit', saveKey);
     $('key-cancel').addEventListener('click', () => ui.keyDialog.close());
     $('key-forget').addEventListener('click', () => {
