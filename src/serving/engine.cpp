@@ -131,6 +131,7 @@ struct Active {
   bool prompting = true;
   std::vector<uint32_t> snap_points;  // ascending token counts at which to pin a snapshot
   std::vector<uint64_t> snaps;        // pinned here, handed to the prefix cache at the end
+  std::vector<uint32_t> thinned;      // snapshot points dropped to stay in budget
   int64_t chunk_end = 0;              // this step's prompt chunk ends here (0: none)
   int64_t replay_end = 0;             // prompt tokens below this were found in the cache
   int64_t chunk_entry = -1;           // batch entry of the chunk's last token
@@ -326,7 +327,7 @@ class EngineImpl : public Engine {
     Status st = ctx_->decode(batch);
     if (st.code() == ErrorCode::kOutOfMemory) {
       // Cached entries give way to running requests.
-      while (!st.ok() && cache_->evict_one(free_seqs_, /*for_memory=*/true)) {
+      while (!st.ok() && cache_->evict_one(free_seqs_, /*need_seq=*/false)) {
         count_eviction();
         st = ctx_->decode(batch);
       }
@@ -353,7 +354,7 @@ class EngineImpl : public Engine {
 
   bool take_seqs(std::vector<int32_t>& out, size_t n) {
     while (free_seqs_.size() < n)
-      if (!cache_->evict_one(free_seqs_, /*for_memory=*/false))
+      if (!cache_->evict_one(free_seqs_, /*need_seq=*/true))
         return false;
       else
         count_eviction();
@@ -602,6 +603,8 @@ class EngineImpl : public Engine {
       }
       (void)mem.release(a.snaps[victim]);
       a.snaps.erase(a.snaps.begin() + static_cast<std::ptrdiff_t>(victim));
+      a.thinned.push_back(at[victim]);
+      count_eviction();
     }
   }
 
@@ -721,7 +724,7 @@ class EngineImpl : public Engine {
       }
       std::vector<int32_t> seqs;
       for (const Choice& c : a.choices) seqs.push_back(c.seq);
-      cache_->park(seqs, std::move(a.snaps), a.p.boundaries, free_seqs_);
+      cache_->park(seqs, std::move(a.snaps), a.thinned, a.p.boundaries, free_seqs_);
       if (a.done_event) done_.emplace_back(a.h, std::move(*a.done_event));
       it = running_.erase(it);
       std::lock_guard<std::mutex> lock(metrics_mu_);
@@ -731,7 +734,8 @@ class EngineImpl : public Engine {
 
   void enforce_cache_budget() {
     // What running requests hold is theirs; the cache gives way down to its budget.
-    while (cache_->bytes(running_seqs()) > cfg_.cache_mem && cache_->evict_one(free_seqs_, false))
+    while (cache_->bytes(running_seqs()) > cfg_.cache_mem &&
+           cache_->evict_one(free_seqs_, /*need_seq=*/false))
       count_eviction();
   }
 

@@ -148,11 +148,14 @@ PrefixCache::Attach PrefixCache::attach(const std::vector<TokenId>& prompt,
   for (const auto& [id, l] : lcp) matched = std::max(matched, l);
   // The best entry: the one whose state, rolled back to at most P - 1 tokens (the last prompt
   // token always runs, for its logits), keeps the most tokens without compute.
-  uint64_t best = 0;
+  uint64_t best = 0, deepest = 0;
   size_t best_rp = 0;
   uint64_t best_snap = 0;
   for (const auto& [id, l] : lcp) {
     const Entry& e = entries_.at(id);
+    if (!deepest || l > lcp.at(deepest) ||
+        (l == lcp.at(deepest) && e.last_use > entries_.at(deepest).last_use))
+      deepest = id;
     const size_t t = std::min(l, P - 1);
     size_t rp = 0;
     uint64_t snap = 0;
@@ -204,7 +207,8 @@ PrefixCache::Attach PrefixCache::attach(const std::vector<TokenId>& prompt,
     why.push_back(d);
   }
   if (out.held < reachable) {
-    const Entry* e = best ? &entries_.at(best) : nullptr;
+    const uint64_t which = best ? best : deepest;
+    const Entry* e = which ? &entries_.at(which) : nullptr;
     bool evicted = false;
     if (e)
       for (uint32_t n : e->evicted_snaps) evicted = evicted || (n > out.held && n <= reachable);
@@ -272,6 +276,7 @@ uint64_t PrefixCache::add_entry(int32_t seq, std::vector<uint32_t> boundaries,
 }
 
 void PrefixCache::park(const std::vector<int32_t>& seqs, std::vector<uint64_t> snaps,
+                       const std::vector<uint32_t>& thinned,
                        const std::vector<uint32_t>& boundaries, std::vector<int32_t>& free_seqs) {
   std::vector<uint64_t> pinned = std::move(snaps);
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -285,6 +290,7 @@ void PrefixCache::park(const std::vector<int32_t>& seqs, std::vector<uint64_t> s
     const uint64_t id = add_entry(seq, boundaries, i == 0 ? pinned : std::vector<uint64_t>{});
     if (i == 0) pinned.clear();
     Entry& e = entries_.at(id);
+    e.evicted_snaps = thinned;
     std::set<uint64_t> path;
     for (auto [sid, n] : mem_.snapshots_of(seq)) path.insert(sid);
     // Entries this one makes redundant: a prefix of it whose snapshots it also holds.

@@ -60,10 +60,12 @@ class PrefixCache {
   // run, for its logits).
   Attach attach(const std::vector<TokenId>& prompt, const std::vector<uint32_t>& boundaries,
                 int32_t dst);
-  // Takes finished sequences (with the snapshots pinned for them, one pin each) into the cache;
-  // sequences it does not keep go back to `free_seqs`. `running` are the sequences still in use.
+  // Takes finished sequences (with the snapshots pinned for them, one pin each; `thinned`: the
+  // points whose snapshots were dropped for the budget) into the cache; sequences it does not
+  // keep go back to `free_seqs`.
   void park(const std::vector<int32_t>& seqs, std::vector<uint64_t> snaps,
-            const std::vector<uint32_t>& boundaries, std::vector<int32_t>& free_seqs);
+            const std::vector<uint32_t>& thinned, const std::vector<uint32_t>& boundaries,
+            std::vector<int32_t>& free_seqs);
   // Evicts the least valuable entry or snapshot (only entries when `need_seq`: they free a
   // sequence id); false when nothing is left to evict.
   bool evict_one(std::vector<int32_t>& free_seqs, bool need_seq);

@@ -356,3 +356,83 @@ TEST_F(CacheTest, CancelledRequestLeavesOnlyCacheEntries) {
 
 }  // namespace
 }  // namespace chimera::serving
+
+namespace chimera::serving {
+namespace {
+
+using testutil::Fixture;
+using testutil::Outcome;
+
+TEST(CacheThinning, SnapshotsGiveWayFirstAndTheReportSaysSo) {
+  Fixture f;
+  EngineConfig c = f.config();
+  c.snapshot_every = 4096;
+  c.n_parallel = 1;
+  auto words = [&](int i) { return f.encode(" verse " + std::to_string(i) + " of the psalm,"); };
+  RequestParams p;
+  std::vector<std::vector<TokenId>> msgs;
+  for (int i = 0; i < 10; ++i) {
+    msgs.push_back(words(i));
+    p.prompt.insert(p.prompt.end(), msgs.back().begin(), msgs.back().end());
+    p.boundaries.push_back(static_cast<uint32_t>(p.prompt.size()));
+  }
+  const std::vector<TokenId> gen = f.encode(" answer:");
+  p.prompt.insert(p.prompt.end(), gen.begin(), gen.end());
+  p.max_tokens = 4;
+  p.sampling.temperature = 0;
+  p.ignore_eos = true;
+  p.top_logprobs = 1;
+  // Measure: everything kept.
+  uint64_t full = 0, slot = 0;
+  {
+    auto probe = f.engine(c);
+    f.run(*probe, p);
+    const nlohmann::json info = probe->cache_info();
+    ASSERT_EQ(info["snapshots"].get<uint64_t>(), 10u);
+    full = info["bytes"].get<uint64_t>();
+    slot = info["snapshot_bytes"].get<uint64_t>() / 10;
+  }
+  ASSERT_GT(slot, 0u);
+  c.cache_mem = full - 3 * slot;
+  auto engine = f.engine(c);
+  f.run(*engine, p);
+  const nlohmann::json info = engine->cache_info();
+  EXPECT_LE(info["bytes"].get<uint64_t>(), c.cache_mem);
+  ASSERT_EQ(info["n_entries"].get<int>(), 1);  // the entry saves more per byte: it stays
+  std::vector<uint32_t> kept = info["entries"][0]["snapshots"].get<std::vector<uint32_t>>();
+  EXPECT_LE(kept.size(), 7u);
+  EXPECT_GT(engine->metrics().cache_evictions, 0u);
+  // Edit the message right after a thinned boundary: the rollback lands on the nearest kept one.
+  size_t m = 0;
+  while (m < 10 && std::count(kept.begin(), kept.end(), p.boundaries[m])) ++m;
+  ASSERT_LT(m, 10u);
+  RequestParams edit = p;
+  edit.prompt[p.boundaries[m]] = edit.prompt[p.boundaries[m]] == 5 ? 6 : 5;
+  uint32_t expect = 0;
+  for (uint32_t k : kept)
+    if (k <= p.boundaries[m]) expect = std::max(expect, k);
+  Outcome o = f.run(*engine, edit);
+  EXPECT_EQ(o.usage.cached_tokens, expect);
+  EXPECT_NE(o.cache.reason.find("snapshot evicted"), std::string::npos)
+      << o.cache.reason << " kept " << testing::PrintToString(kept) << " edit at " << p.boundaries[m];
+  EngineConfig none = f.config();
+  none.cache_mem = 0;
+  auto cold = f.engine(none);
+  testutil::expect_same(f.run(*cold, edit), o, "edit after thinning");
+}
+
+TEST(Engine, TimeoutEndsTheRequest) {
+  Fixture f;
+  auto engine = f.engine();
+  test_hooks::set_step_delay(*engine, std::chrono::milliseconds(2));
+  RequestParams p = f.request("And God said", -1);
+  p.timeout_s = 0.05;
+  Outcome o = f.run(*engine, p);
+  ASSERT_EQ(o.choices.size(), 1u);
+  EXPECT_EQ(o.choices[0].finish, "timeout");
+  EXPECT_GT(o.usage.completion_tokens, 0);
+  EXPECT_LT(o.usage.completion_tokens, 200);
+}
+
+}  // namespace
+}  // namespace chimera::serving
