@@ -25,6 +25,9 @@ from . import ConversionError
 GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# Qwen3.5: combining marks join words and leave the punctuation class (llama.cpp `qwen35`)
+QWEN35_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
+                r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
                r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -56,6 +59,8 @@ def detect_pre(tok: dict, where: str) -> str:
                 return "llama-bpe" if ignore_merges else "dbrx"
             if regex == QWEN2_REGEX and not ignore_merges:
                 return "qwen2"
+            if regex == QWEN35_REGEX and not ignore_merges:
+                return "qwen35"
     raise ConversionError(
         f"{where}: pre-tokenizer {json.dumps(pre)[:300]} is not one this converter recognises; "
         f"pass --vocab-pre NAME with the llama.cpp pre-tokenizer name whose regex it uses")

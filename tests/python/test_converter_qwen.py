@@ -218,3 +218,18 @@ def test_committed_qwen_fixture_metadata(name):
     assert f[f"{arch}.full_attention_interval"] == 4
     assert f[f"{arch}.rope.dimension_count"] == int(cfg["head_dim"] * 0.25)
     assert ref["versions"]["transformers"].startswith("5.")
+
+
+@pytest.mark.parametrize("pattern, pre", [
+    (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
+     r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+", "qwen35"),
+    (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+", "qwen2"),
+])
+def test_qwen_pre_tokenizers_are_recognised(pattern, pre):
+    from chimera_convert.vocab import detect_pre
+    tok = {"model": {"type": "BPE"}, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+         "use_regex": False}]}}
+    assert detect_pre(tok, "tokenizer.json") == pre
