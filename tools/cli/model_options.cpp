@@ -142,7 +142,8 @@ Result<std::string> default_model_path() {
                "; pass -m MODEL.gguf or set CHIMERA_MODEL");
 }
 
-Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_tokenizer) {
+Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_tokenizer,
+                                       bool create_context) {
   const auto t0 = std::chrono::steady_clock::now();
   std::string path = opts.model_path;
   if (path.empty()) {
@@ -161,7 +162,9 @@ Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_token
                  ": no vocabulary (tokenizer.ggml.tokens); use token ids instead");
   }
   CHIMERA_ASSIGN_OR_RETURN(ContextParams cp, opts.context_params());
-  CHIMERA_ASSIGN_OR_RETURN(lm.ctx, Context::create(*lm.model, cp));
+  if (create_context) {
+    CHIMERA_ASSIGN_OR_RETURN(lm.ctx, Context::create(*lm.model, cp));
+  }
   if (!opts.quiet) {
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

@@ -42,9 +42,11 @@ struct LoadedModel {
   std::unique_ptr<Context> ctx;
 };
 
-// Opens the model (printing a progress line unless quiet), its tokenizer and a context. With no
-// -m, the default model (default_model_path()).
-Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_tokenizer);
+// Opens the model (printing a progress line unless quiet), its tokenizer and (unless
+// `create_context` is false: the server's engine makes its own) a context. With no -m, the
+// default model (default_model_path()).
+Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_tokenizer,
+                                       bool create_context = true);
 
 // The model used when no -m is given, first found of: $CHIMERA_MODEL; <bin>/../share/chimera/
 // models/default.gguf next to the running binary (what `cmake --install` lays out); the source

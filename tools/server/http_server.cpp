@@ -129,9 +129,6 @@ std::optional<ApiError> HttpServer::Impl::prepare(const GenerationRequest& g,
                                                   PreparedRequest& out) {
   const serving::EngineConfig& ec = engine.config();
   if (prompt.empty()) return invalid_field(chat ? "messages" : "prompt", "the prompt is empty");
-  if (static_cast<uint32_t>(g.n) > ec.n_parallel)
-    return invalid_field("n", StrCat("'n' is ", g.n, " but this server runs at most ",
-                                     ec.n_parallel, " sequences at once (-np)"));
   // The prompt plus the tokens asked for must fit one sequence; with no max_tokens, at least one
   // generated token must.
   const int64_t n_prompt = static_cast<int64_t>(prompt.size());
@@ -219,7 +216,7 @@ void HttpServer::Impl::respond_stream(std::shared_ptr<serving::RequestHandle> h,
         const bool logprobs_on = st->p.params.top_logprobs >= 0;
         // A chunk carrying a finish_reason is held until the next event, so that the stream's
         // last one can also carry the request's timings.
-        std::optional<json> held;
+        json held;  // null: none
         for (;;) {
           auto ev = st->handle->next(kPollInterval);
           if (!ev) {
@@ -243,11 +240,11 @@ void HttpServer::Impl::respond_stream(std::shared_ptr<serving::RequestHandle> h,
               chunk["choices"][0]["logprobs"] =
                   logprobs_json(ev->logprobs, false, tok, st->text_bytes[ev->choice]);
             st->text_bytes[ev->choice] += ev->text.size();
-            if (held && !write(sse_event(*held))) {
+            if (!held.is_null() && !write(sse_event(held))) {
               st->handle->cancel();
               return false;
             }
-            held.reset();
+            held = nullptr;
             if (ev->finish_reason) {
               held = std::move(chunk);
             } else if (!write(sse_event(chunk))) {
@@ -258,13 +255,13 @@ void HttpServer::Impl::respond_stream(std::shared_ptr<serving::RequestHandle> h,
           }
           std::string tail;
           if (ev->kind == serving::Event::Kind::kError) {
-            if (held) tail += sse_event(*held);
+            if (!held.is_null()) tail += sse_event(held);
             tail += sse_event(error_body(engine_error(ev->error)));
           } else {
-            if (held) {
-              (*held)["timings"] = timings_json(ev->timings);
-              (*held)["cache"] = cache_report_json(ev->cache);
-              tail += sse_event(*held);
+            if (!held.is_null()) {
+              held["timings"] = timings_json(ev->timings);
+              held["cache"] = cache_report_json(ev->cache);
+              tail += sse_event(held);
             }
             if (st->p.include_usage) tail += sse_event(usage_chunk(st->p.meta, *ev));
           }
@@ -408,7 +405,7 @@ void HttpServer::Impl::setup_routes() {
   });
 
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    // The health check and the web page (issue 16: it asks for the key itself) stay open.
+    // The health check and the chat page (it asks for the key itself) stay open.
     if (req.path == "/health" || webui::find_asset(req.path) || authorized(req))
       return httplib::Server::HandlerResponse::Unhandled;
     ApiError e = server_error(401,
