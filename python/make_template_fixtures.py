@@ -32,6 +32,11 @@ TEMPLATES = {
     "llama-3.1": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
     "llama-3.2": {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"},
     "qwen2.5": {"bos_token": "", "eos_token": "<|im_end|>"},
+    # Qwen3.5's template (thinking on by default, enable_thinking=false closes an empty think
+    # block, reasoning kept only after the last user query, XML tool calls): written for this
+    # repository following the Qwen3.5 chat template as published in public copies (e.g.
+    # llama-cpp-python forks' Qwen35ChatHandler), without Qwen3.6's later preserve_thinking switch
+    "qwen3.5": {"bos_token": "", "eos_token": "<|im_end|>"},
     "chatml": {"bos_token": "", "eos_token": "<|im_end|>"},
     "mistral-v3-tools": {"bos_token": "<s>", "eos_token": "</s>"},
     "mixtral-v0.1": {"bos_token": "<s>", "eos_token": "</s>"},
@@ -99,6 +104,17 @@ CONVERSATIONS = [
         {"role": "user", "content": "Weather in Oslo?"}]},
     {"name": "date_string", "vars": {"date_string": "01 Jan 2030"}, "messages": [
         {"role": "user", "content": "What day is it?"}]},
+    # thinking switches and reasoning history (Qwen3.5; other templates ignore these fields)
+    {"name": "thinking_off", "vars": {"enable_thinking": False}, "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+2?"}]},
+    {"name": "thinking_on", "vars": {"enable_thinking": True}, "messages": [
+        {"role": "user", "content": "What is 2+2?"}]},
+    {"name": "reasoning_history", "messages": [
+        {"role": "user", "content": "What is 2+2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "  Add them.\n"},
+        {"role": "user", "content": "And 3+3?"},
+        {"role": "assistant", "content": "<think>\nAdd again.\n</think>\n\n6"}]},
 ]
 
 FEATURE_CASES = [

@@ -119,8 +119,8 @@ TEST(ChatTemplate, FixturesCoverTheRequiredFamilies) {
   for (const auto& c : load_cases()) {
     if (c.expected.contains("output")) ++renders[c.expected["template"].get<std::string>()];
   }
-  for (const char* name :
-       {"granite-4.0-h", "llama-3.1", "llama-3.2", "qwen2.5", "chatml", "mistral-v3-tools"}) {
+  for (const char* name : {"granite-4.0-h", "llama-3.1", "llama-3.2", "qwen2.5", "qwen3.5",
+                           "chatml", "mistral-v3-tools"}) {
     EXPECT_GE(renders[name], 10) << name;
   }
 }
