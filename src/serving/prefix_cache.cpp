@@ -104,6 +104,10 @@ size_t RadixTree::nodes() const {
 namespace {
 
 constexpr size_t kMaxTombstones = 64;
+// Priors for the value of a snapshot against a whole entry (which a continuation reuses whole):
+// the share of requests that diverge at a message boundary (edit, regenerate) or elsewhere.
+constexpr double kBoundaryDivergence = 0.25;
+constexpr double kIntervalDivergence = 0.1;
 
 size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
   size_t k = 0;
@@ -376,7 +380,10 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
           if (n < s.n_tokens) prev = std::max(prev, n);
         }
       }
-      const double saved = static_cast<double>(s.n_tokens - prev) * (s.boundary ? 2.0 : 1.0);
+      // Expected saving: the replay it spares, times how often a request diverges right there
+      // (a conversation is continued far more often than a message is edited or regenerated).
+      const double saved = static_cast<double>(s.n_tokens - prev) *
+                           (s.boundary ? kBoundaryDivergence : kIntervalDivergence);
       cands.push_back({false, sid, saved / static_cast<double>(sb), last});
     }
   }
@@ -394,7 +401,10 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
                                                  static_cast<double>(max_last - min_last)
                                            : 1.0;
     const double eff = max_eff > 0 ? c.eff / max_eff : 0.0;
-    const double score = rec + eff;
+    // Compute saved per byte first, recency at half weight: a whole conversation (an entry)
+    // outranks recent snapshots, which only shorten replays, so cyclic use of many
+    // conversations (round-robin) keeps them all while snapshots are thinned.
+    const double score = eff + 0.5 * rec;
     if (!victim || score < victim_score) {
       victim = &c;
       victim_score = score;

@@ -6,9 +6,11 @@
 // the engine at message boundaries and every snapshot_every tokens, and thinned by value.
 //
 // Eviction (Marconi-like): every cached entry and every snapshot is a candidate, scored by the
-// compute it saves per byte it holds plus its recency; the lowest goes first. What running
-// requests hold is theirs (shared pages and states are ref-counted in the memory), so eviction
-// never changes a running sequence.
+// compute it is expected to save per byte it holds (an entry: its whole prefix, which a
+// continuation reuses; a snapshot: the replay it spares, weighted by how often requests diverge
+// there) plus half-weighted recency; the lowest goes first. So snapshots are thinned before whole
+// conversations are dropped. What running requests hold is theirs (shared pages and states are
+// ref-counted in the memory), so eviction never changes a running sequence.
 //
 // Engine-thread only.
 #pragma once

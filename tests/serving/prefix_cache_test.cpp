@@ -414,11 +414,74 @@ TEST(CacheThinning, SnapshotsGiveWayFirstAndTheReportSaysSo) {
   Outcome o = f.run(*engine, edit);
   EXPECT_EQ(o.usage.cached_tokens, expect);
   EXPECT_NE(o.cache.reason.find("snapshot evicted"), std::string::npos)
-      << o.cache.reason << " kept " << testing::PrintToString(kept) << " edit at " << p.boundaries[m];
+      << o.cache.reason << " kept " << testing::PrintToString(kept) << " edit at "
+      << p.boundaries[m];
   EngineConfig none = f.config();
   none.cache_mem = 0;
   auto cold = f.engine(none);
   testutil::expect_same(f.run(*cold, edit), o, "edit after thinning");
+}
+
+// Many conversations used in turn (the worst case for plain LRU): under a budget that holds
+// every conversation but few snapshots, the snapshots give way and every next turn forks its
+// whole conversation.
+TEST(CacheThinning, RoundRobinConversationsAllStayCached) {
+  Fixture f;
+  EngineConfig c = f.config();
+  c.snapshot_every = 4096;
+  const int kConvs = 6;
+  std::vector<RequestParams> first(kConvs);
+  for (int i = 0; i < kConvs; ++i) {
+    RequestParams& p = first[i];
+    for (int m = 0; m < 4; ++m) {
+      const auto t =
+          f.encode(" conversation " + std::to_string(i) + " message " + std::to_string(m) + ".");
+      p.prompt.insert(p.prompt.end(), t.begin(), t.end());
+      p.boundaries.push_back(static_cast<uint32_t>(p.prompt.size()));
+    }
+    p.max_tokens = 5;
+    p.sampling = f.hot_sampling(i);
+    p.ignore_eos = true;
+    p.top_logprobs = 1;
+  }
+  uint64_t full = 0, slot = 0, snaps = 0;
+  {
+    auto probe = f.engine(c);
+    for (const auto& p : first) f.run(*probe, p);
+    const nlohmann::json info = probe->cache_info();
+    ASSERT_EQ(info["n_entries"].get<int>(), kConvs);
+    full = info["bytes"].get<uint64_t>();
+    snaps = info["snapshots"].get<uint64_t>();
+    slot = info["snapshot_bytes"].get<uint64_t>() / snaps;
+  }
+  ASSERT_GE(snaps, 12u);
+  c.cache_mem = full - (snaps - 3) * slot;
+  auto engine = f.engine(c);
+  auto cold = f.engine([&] {
+    EngineConfig n = f.config();
+    n.cache_mem = 0;
+    return n;
+  }());
+  std::vector<Outcome> out;
+  for (const auto& p : first) out.push_back(f.run(*engine, p));
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < kConvs; ++i) {
+      RequestParams next = first[i];
+      next.prompt.insert(next.prompt.end(), out[i].choices[0].tokens.begin(),
+                         out[i].choices[0].tokens.end());
+      const auto t = f.encode(" and then " + std::to_string(round) + "?");
+      next.prompt.insert(next.prompt.end(), t.begin(), t.end());
+      next.boundaries.push_back(static_cast<uint32_t>(next.prompt.size()));
+      const int64_t entry = static_cast<int64_t>(first[i].prompt.size() + 4);
+      Outcome o = f.run(*engine, next);
+      EXPECT_EQ(o.usage.cached_tokens, entry) << "conversation " << i << ": " << o.cache.reason;
+      EXPECT_LE(engine->metrics().cache_bytes, c.cache_mem);
+      testutil::expect_same(f.run(*cold, next), o, "conversation " + std::to_string(i));
+      first[i] = next;
+      out[i] = o;
+    }
+  }
+  EXPECT_GT(engine->metrics().cache_evictions, 0u);
 }
 
 TEST(Engine, TimeoutEndsTheRequest) {
