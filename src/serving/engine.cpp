@@ -435,6 +435,10 @@ class EngineImpl : public Engine {
     if (ctx_->memory().has_recurrent())
       for (uint32_t b : a.p.boundaries)
         if (b > a.held && b < P) a.snap_points.push_back(b);
+    // Without message boundaries (a completion), the prompt's last token but one: where the
+    // same prompt again (a retry, another seed) resumes.
+    if (a.p.boundaries.empty() && P >= 2 && P - 1 > a.held && ctx_->memory().has_recurrent())
+      a.snap_points.push_back(static_cast<uint32_t>(P - 1));
     if (cfg_.snapshot_every > 0 && ctx_->memory().has_recurrent())
       for (size_t k = (a.held / cfg_.snapshot_every + 1) * cfg_.snapshot_every; k < P;
            k += cfg_.snapshot_every)

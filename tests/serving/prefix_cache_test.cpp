@@ -484,6 +484,23 @@ TEST(CacheThinning, RoundRobinConversationsAllStayCached) {
   EXPECT_GT(engine->metrics().cache_evictions, 0u);
 }
 
+TEST(CacheThinning, ACompletionAgainResumesAtItsLastTokenButOne) {
+  Fixture f;
+  EngineConfig c = f.config();
+  auto engine = f.engine(c);
+  RequestParams p = f.request("In the beginning God created the heaven and the earth", 6);
+  p.sampling = f.hot_sampling(1);
+  f.run(*engine, p);
+  p.sampling.seed = 2;
+  Outcome again = f.run(*engine, p);
+  EXPECT_EQ(again.usage.cached_tokens, static_cast<int64_t>(p.prompt.size() - 1))
+      << again.cache.reason;
+  EngineConfig none = f.config();
+  none.cache_mem = 0;
+  auto cold = f.engine(none);
+  testutil::expect_same(f.run(*cold, p), again, "same prompt, another seed");
+}
+
 TEST(Engine, TimeoutEndsTheRequest) {
   Fixture f;
   auto engine = f.engine();
