@@ -253,6 +253,7 @@ def test_stop_cancels_the_request_on_the_server(browser, server: Server) -> None
     wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".msg-assistant .content .caret"),
          "the answer to start streaming")
     wait(browser, lambda d: server.running() >= 1, "the server to count the request as running")
+    screenshot(browser, "wide-streaming")
     browser.find_element(By.ID, "stop").click()
     t0 = time.time()
     wait(browser, lambda d: server.running() == 0, "the running-request gauge to drop", timeout=5)
