@@ -18,12 +18,17 @@ constexpr int kSeqs = 8;
 class RandomOpsOnModel : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    SyntheticSpec s;
-    s.arch = GetParam();
-    s.n_layer = 3;
-    s.rope = true;  // granitehybrid with RoPE: shifting positions must replay
-    path_ = ::testing::TempDir() + "/random_ops_" + s.arch + ".gguf";
-    ASSERT_TRUE(write_synthetic_model(s, path_).ok());
+    const std::string param = GetParam();
+    if (param.rfind("fixture:", 0) == 0) {  // a transformers-made model fixture
+      path_ = std::string(CHIMERA_SOURCE_DIR) + "/tests/fixtures/models/" + param.substr(8);
+    } else {
+      SyntheticSpec s;
+      s.arch = param;
+      s.n_layer = 3;
+      s.rope = true;  // granitehybrid with RoPE: shifting positions must replay
+      path_ = ::testing::TempDir() + "/random_ops_" + s.arch + ".gguf";
+      ASSERT_TRUE(write_synthetic_model(s, path_).ok());
+    }
     auto m = load_model(path_);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
     model_ = std::move(*m);
@@ -154,7 +159,11 @@ TEST_P(RandomOpsOnModel, EveryStepMatchesAColdRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, RandomOpsOnModel,
-                         ::testing::Values("granitehybrid", "mamba2", "llama"));
+                         ::testing::Values("granitehybrid", "mamba2", "llama",
+                                           // gated-DeltaNet hybrids (qwen35: tiled value heads,
+                                           // qwen3next: grouped heads + MoE)
+                                           "fixture:qwen35/model-f16.gguf",
+                                           "fixture:qwen3next/model-f16.gguf"));
 
 }  // namespace
 }  // namespace chimera
