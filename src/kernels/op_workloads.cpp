@@ -42,6 +42,41 @@ void fill_random_weights(GgmlType t, uint8_t* buf, uint64_t matrix_bytes, uint64
   }
 }
 
+std::unique_ptr<DeltaNetWorkload> make_delta_net_workload(int n_tokens) {
+  const int T = n_tokens, Hk = 16, Hv = 16, S = 128;
+  const int64_t C = int64_t(2 * Hk + Hv) * S;
+  auto w = std::make_unique<DeltaNetWorkload>();
+  w->qkv = random_floats(static_cast<size_t>(T) * C, 11);
+  w->ab = random_floats(static_cast<size_t>(T) * 2 * Hv, 12, -3, 3);
+  w->z = random_floats(static_cast<size_t>(T) * Hv * S, 13);
+  w->dt_bias = random_floats(Hv, 14);
+  w->A = random_floats(Hv, 15, -4, -0.5f);
+  w->norm = random_floats(S, 16, 0.5f, 1.5f);
+  w->out.resize(static_cast<size_t>(T) * Hv * S);
+  w->state.assign(static_cast<size_t>(Hv) * S * S, 0.0f);
+  DeltaNetArgs& a = w->args;
+  a.n_tokens = T;
+  a.n_k_heads = Hk;
+  a.n_v_heads = Hv;
+  a.head_dim = S;
+  a.q = w->qkv.data();
+  a.k = a.q + Hk * S;
+  a.v = a.q + 2 * Hk * S;
+  a.qkv_stride = C;
+  a.beta = w->ab.data();
+  a.alpha = a.beta + Hv;
+  a.ab_stride = 2 * Hv;
+  a.dt_bias = w->dt_bias.data();
+  a.A = w->A.data();
+  a.z = w->z.data();
+  a.z_stride = Hv * S;
+  a.norm_weight = w->norm.data();
+  a.out = w->out.data();
+  a.out_stride = Hv * S;
+  a.state = w->state.data();
+  return w;
+}
+
 std::unique_ptr<ScanWorkload> make_scan_workload(int n_tokens) {
   const int T = n_tokens, H = 48, P = 32, N = 128, G = 1;
   auto w = std::make_unique<ScanWorkload>();

@@ -9,6 +9,7 @@
 
 #include "core/status.h"
 #include "kernels/attention.h"
+#include "kernels/delta_net.h"
 #include "kernels/ssm.h"
 
 namespace chimera {
@@ -27,6 +28,14 @@ struct ScanWorkload {
   SsmScanArgs args;
 };
 std::unique_ptr<ScanWorkload> make_scan_workload(int n_tokens);
+
+// The gated-DeltaNet recurrence over T tokens (delta_net, after the conv): 16 key and 16 value
+// heads of 128 (a small Qwen3.5's linear-attention layer); random inputs, zero state.
+struct DeltaNetWorkload {
+  std::vector<float> qkv, ab, z, dt_bias, A, norm, out, state;
+  DeltaNetArgs args;
+};
+std::unique_ptr<DeltaNetWorkload> make_delta_net_workload(int n_tokens);
 
 // One sequence of n_ctx keys (32 query heads, 8 KV heads of 128, F16 KV in pages of 64) and
 // n_queries causal queries at its end.

@@ -154,6 +154,18 @@ Result<double> time_scan(ThreadContext& ctx, Isa isa, int T, int repeats) {
   return t.wall / calls;
 }
 
+// Seconds per call of the gated-DeltaNet recurrence over T tokens (16 k / 16 v heads x 128).
+Result<double> time_delta_net(ThreadContext& ctx, Isa isa, int T, int repeats) {
+  const std::unique_ptr<DeltaNetWorkload> w = make_delta_net_workload(T);
+  Status st_run = Status::Ok();
+  const int calls = T == 1 ? 200 : 2;
+  const Timing t = time_best(repeats, ctx.n_threads(), [&] {
+    for (int i = 0; i < calls && st_run.ok(); ++i) st_run = delta_net(w->args, &ctx, isa);
+  });
+  CHIMERA_RETURN_IF_ERROR(st_run);
+  return t.wall / calls;
+}
+
 // Seconds per call of paged attention: n_queries causal queries at the end of n_ctx keys.
 Result<double> time_attention(ThreadContext& ctx, Isa isa, int n_ctx, int n_queries, int repeats,
                               int64_t* kv_bytes_read) {
@@ -173,6 +185,8 @@ Result<double> time_attention(ThreadContext& ctx, Isa isa, int n_ctx, int n_quer
 Status bench_ops(ThreadContext& ctx, const KernelBenchOptions& o, OpsBenchResult* r) {
   CHIMERA_ASSIGN_OR_RETURN(const double scan1, time_scan(ctx, o.isa, 1, o.repeats));
   CHIMERA_ASSIGN_OR_RETURN(const double scan_p, time_scan(ctx, o.isa, r->prefill_tokens, 1));
+  CHIMERA_ASSIGN_OR_RETURN(const double delta1, time_delta_net(ctx, o.isa, 1, o.repeats));
+  CHIMERA_ASSIGN_OR_RETURN(const double delta_p, time_delta_net(ctx, o.isa, r->prefill_tokens, 1));
   int64_t kv_bytes = 0, unused = 0;
   CHIMERA_ASSIGN_OR_RETURN(const double att1,
                            time_attention(ctx, o.isa, r->attention_ctx, 1, o.repeats, &kv_bytes));
@@ -180,6 +194,8 @@ Status bench_ops(ThreadContext& ctx, const KernelBenchOptions& o, OpsBenchResult
                                                               r->prefill_tokens, 1, &unused));
   r->scan_decode_us = scan1 * 1e6;
   r->scan_prefill_us = scan_p * 1e6 / r->prefill_tokens;
+  r->delta_net_decode_us = delta1 * 1e6;
+  r->delta_net_prefill_us = delta_p * 1e6 / r->prefill_tokens;
   r->attention_decode_us = att1 * 1e6;
   r->attention_decode_kv_gbps = kv_bytes / att1 / 1e9;
   r->attention_prefill_us = att_p * 1e6 / r->prefill_tokens;
@@ -348,6 +364,8 @@ int bench_kernels_main(int argc, char** argv) {
     if (o.ops) {
       j["ops"] = {{"scan_decode_us_per_token", r->ops.scan_decode_us},
                   {"scan_prefill_us_per_token", r->ops.scan_prefill_us},
+                  {"delta_net_decode_us_per_token", r->ops.delta_net_decode_us},
+                  {"delta_net_prefill_us_per_token", r->ops.delta_net_prefill_us},
                   {"attention_ctx", r->ops.attention_ctx},
                   {"attention_decode_us_per_token", r->ops.attention_decode_us},
                   {"attention_decode_kv_gbps", r->ops.attention_decode_kv_gbps},
@@ -377,6 +395,10 @@ int bench_kernels_main(int argc, char** argv) {
         "Mamba2 scan (48 heads x 32 x state 128): %.1f us/token decode, %.1f us/token prefill "
         "%d\n",
         p.scan_decode_us, p.scan_prefill_us, p.prefill_tokens);
+    std::printf(
+        "gated DeltaNet (16 k / 16 v heads x 128): %.1f us/token decode, %.1f us/token prefill "
+        "%d\n",
+        p.delta_net_decode_us, p.delta_net_prefill_us, p.prefill_tokens);
     std::printf(
         "attention (32 q / 8 kv heads x 128, F16 KV): decode at ctx %d %.1f us/token (KV read "
         "%.1f GB/s), prefill %d %.1f us/token\n",

@@ -13,6 +13,7 @@
 // JSON: {"roofline_gbps": x, "roofline_cpu_gbps": x, "isa": ..., "threads": n,
 //        "types": {"Q8_0": {"gemv_gbps": x, "gemv_roofline_pct": x, "gemm_gflops": x, ...}, ...},
 //        "ops": {"scan_decode_us_per_token": x, "scan_prefill_us_per_token": x,
+//                "delta_net_decode_us_per_token": x, "delta_net_prefill_us_per_token": x,
 //                "attention_decode_us_per_token": x, "attention_decode_kv_gbps": x,
 //                "attention_prefill_us_per_token": x}}
 #pragma once
@@ -55,7 +56,8 @@ struct TypeBenchResult {
 };
 
 struct OpsBenchResult {
-  double scan_decode_us = 0, scan_prefill_us = 0;  // per token
+  double scan_decode_us = 0, scan_prefill_us = 0;            // per token
+  double delta_net_decode_us = 0, delta_net_prefill_us = 0;  // per token
   double attention_decode_us = 0, attention_decode_kv_gbps = 0, attention_prefill_us = 0;
   int attention_ctx = 4096, prefill_tokens = 512;
 };
