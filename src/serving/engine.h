@@ -75,7 +75,11 @@ struct Timings {
 struct CacheReport {
   int64_t matched = 0;  // prompt tokens found in the cache (before rollback)
   int64_t reused = 0;   // tokens kept without compute (matched minus replayed)
-  std::string reason;   // "", "diverged at token 812 (message 5)", "snapshot evicted", ...
+  // Why it matched or reused less than the whole prompt: "" (cold, or everything reused) or
+  // parts joined by "; ": "entry evicted (it held N tokens of this prompt)", "diverged at token
+  // N (message K)" (K: 1-based, from the request's boundaries), "replayed N tokens from token
+  // M" (no snapshot nearer), "snapshot evicted: replayed N tokens from token M".
+  std::string reason;
 };
 
 // Events of one request, in order: kDelta events (any choice, interleaved; each choice's last
