@@ -19,3 +19,25 @@ def test_load(chimera_bin):
     assert summary["n_failures"] == 0
     # The mix really happened: completions, cancellations and refusals.
     assert summary["completed"] > 0 and summary["cancelled"] > 0 and summary["http_400"] > 0
+
+
+def test_bench_serve_smoke(chimera_bin):
+    """python/bench_serve.py runs every scenario against chimera (tiny sizes) and reports the
+    numbers it promises, read from the server's usage / timings."""
+    sys.path.insert(0, str(REPO / "python"))
+    from serve_util import ServeProcess
+
+    with ServeProcess(chimera_bin, "-np", "2", "-c", "1024", "--mem", "512M", "--cache-mem",
+                      "128M", "-q") as s:
+        proc = subprocess.run([sys.executable, str(REPO / "python" / "bench_serve.py"), "--url",
+                               s.url, "--smoke"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    totals = {r["scenario"]: r["total"] for r in rows if "total" in r}
+    assert set(totals) == {"append", "regenerate", "edit", "switch", "shared", "agent", "all"}
+    turns = [r for r in rows if "turn" in r]
+    for r in turns:
+        assert r["prompt_tokens"] == r["cached_tokens"] + r["processed"] + r["replayed"], r
+        assert r["ttft_s"] > 0 and r["completion_tokens"] >= 1
+    # Regenerating the last answer reuses the append chat's prompt.
+    assert totals["regenerate"]["cached_tokens"] > 0
