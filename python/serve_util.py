@@ -81,6 +81,10 @@ class ServeProcess:
     def __enter__(self) -> "ServeProcess":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        code = self.stop()
+        output = self.output()
         os.unlink(self.log.name)
+        # A server that crashed or failed to stop cleanly fails the test that used it.
+        if code != 0 and exc_type is None:
+            raise AssertionError(f"chimera serve exited {code}:\n{output[-4000:]}")

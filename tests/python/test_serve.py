@@ -413,3 +413,44 @@ def test_output_is_identical_alone_concurrent_cached_and_after_restart(chimera_b
         after = [run_request(s.base_url, spec) for spec in REQUESTS]
         assert [t for t, _ in after] == [t for t, _ in cold]
         assert all(cached > 0 for _, cached in after), "the cache file was not loaded"
+
+
+# ---------------------------------------------------------------------------------- lifecycle
+
+
+def test_full_queue_is_a_503(chimera_bin):
+    with ServeProcess(chimera_bin, "-np", "1", "--queue", "1", "-c", "1024", "--mem", "256M",
+                      "--cache-mem", "64M", "-q") as s:
+        body = {"messages": msgs(PROMPTS[0]), "max_tokens": 40, "ignore_eos": True}
+
+        def post(_):
+            return requests.post(s.base_url + "/chat/completions", json=body, timeout=120)
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(post, range(8)))
+        codes = sorted(r.status_code for r in responses)
+        assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+        busy = next(r for r in responses if r.status_code == 503)
+        assert busy.json()["error"]["code"] == "queue_full"
+        assert busy.headers["Retry-After"] == "1"
+
+
+def test_sigint_ends_streams_and_exits_cleanly(chimera_bin, tmp_path):
+    cache_file = tmp_path / "c.bin"
+    s = ServeProcess(chimera_bin, *SERVER_ARGS, "--cache-file", str(cache_file))
+    try:
+        r = requests.post(s.base_url + "/chat/completions", stream=True, timeout=60, json={
+            "messages": msgs(PROMPTS[7]), "stream": True, "max_tokens": 900, "ignore_eos": True})
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith(b"data: "))
+        s.proc.send_signal(2)  # SIGINT
+        rest = [line for line in lines if line.startswith(b"data: ")]
+        assert rest[-1] == b"data: [DONE]"
+        finishes = [json.loads(x[6:])["choices"][0]["finish_reason"] for x in rest[:-1]
+                    if json.loads(x[6:])["choices"]]
+        assert finishes[-1] == "cancelled"
+        assert s.proc.wait(timeout=30) == 0
+        assert cache_file.is_file()  # the cache was saved on the way out
+        assert "stopping" in s.output()
+    finally:
+        s.kill()
