@@ -230,6 +230,15 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     ca.conv_state_in = s.conv_src;
     ca.out = xr;
     ca.out_stride = C;
+    // Speculative verification: the kernels also leave the state after every token in the
+    // memory's step buffers.
+    conv_steps_.resize(s.n_steps);
+    ssm_steps_.resize(s.n_steps);
+    for (uint32_t t = 0; t < s.n_steps; ++t) {
+      conv_steps_[t] = s.conv_step(t);
+      ssm_steps_[t] = s.ssm_step(t);
+    }
+    if (s.n_steps > 0) ca.conv_state_steps = conv_steps_.data();
     CHIMERA_RETURN_IF_ERROR(ssm_conv(ca, &threads_));
     SsmScanArgs sa;
     sa.n_tokens = static_cast<int32_t>(run.n_tokens);
@@ -252,6 +261,7 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     sa.y_stride = d_in;
     sa.state = s.ssm_dst;
     sa.state_in = s.ssm_src;
+    if (s.n_steps > 0) sa.state_steps = ssm_steps_.data();
     CHIMERA_RETURN_IF_ERROR(ssm_scan(sa, &threads_));
   }
   // Gate then per-group RMSNorm (spec 3.4 steps 8-9), in place.

@@ -52,6 +52,7 @@ class ForwardPass {
   std::vector<float> x_, u_, a_, b_, c_, d_, e_, f_;
   std::vector<int32_t> pos_, ids_, n_visible_, seq_of_;
   std::vector<float> route_w_;
+  std::vector<float*> conv_steps_, ssm_steps_;  // per-token state buffers of the current run
 };
 
 }  // namespace chimera

@@ -1,5 +1,7 @@
 #include "runtime/context.h"
 
+#include <algorithm>
+
 namespace chimera {
 
 Context::Context(const Model& model, const ContextParams& params)
@@ -23,7 +25,38 @@ Result<std::unique_ptr<Context>> Context::create(const Model& model, const Conte
 }
 
 Status Context::decode(const Batch& batch) {
-  CHIMERA_ASSIGN_OR_RETURN(const BatchPlan* plan, mem_->begin_batch(batch));
+  CHIMERA_RETURN_IF_ERROR(run(batch, {}));
+  CHIMERA_RETURN_IF_ERROR(mem_->commit());
+  stats_.tokens_decoded += batch.size();
+  ++stats_.batches;
+  return Status::Ok();
+}
+
+Status Context::decode_open(const Batch& batch, const std::vector<int32_t>& step_seqs) {
+  CHIMERA_RETURN_IF_ERROR(run(batch, step_seqs));
+  open_size_ = batch.size();
+  return Status::Ok();
+}
+
+Status Context::accept(const std::vector<SeqKeep>& keep) {
+  if (!mem_->in_batch()) return Error(ErrorCode::kInvalidArgument, "accept: no open batch");
+  CHIMERA_RETURN_IF_ERROR(mem_->commit(keep));
+  uint64_t kept = open_size_;
+  for (const SeqKeep& k : keep) kept -= open_count(k.seq) - k.n;
+  stats_.tokens_decoded += open_size_;
+  stats_.tokens_dropped += open_size_ - kept;
+  ++stats_.batches;
+  return Status::Ok();
+}
+
+void Context::reject() {
+  mem_->abort();
+  logits_row_.clear();
+}
+
+Status Context::run(const Batch& batch, const std::vector<int32_t>& step_seqs) {
+  CHIMERA_ASSIGN_OR_RETURN(const BatchPlan* plan, mem_->begin_batch(batch, step_seqs));
+  open_seq_.assign(batch.seq.begin(), batch.seq.end());
   const int64_t V = model_.hp.n_vocab;
   logits_row_.assign(batch.size(), -1);
   int64_t n_rows = 0;
@@ -48,10 +81,11 @@ Status Context::decode(const Batch& batch) {
     }
     ++stats_.ubatches;
   }
-  CHIMERA_RETURN_IF_ERROR(mem_->commit());
-  stats_.tokens_decoded += batch.size();
-  ++stats_.batches;
   return Status::Ok();
+}
+
+uint64_t Context::open_count(int32_t seq) const {
+  return static_cast<uint64_t>(std::count(open_seq_.begin(), open_seq_.end(), seq));
 }
 
 const float* Context::logits(size_t entry) const {

@@ -34,6 +34,7 @@ struct ContextStats {
   uint64_t tokens_replayed = 0;  // of which replays after seq_rm / seq_add
   uint64_t batches = 0;
   uint64_t ubatches = 0;
+  uint64_t tokens_dropped = 0;  // verified but not kept (rejected draft tokens)
 };
 
 class Context {
@@ -52,6 +53,16 @@ class Context {
   // n_vocab logits of batch entry i of the last successful decode; nullptr if not requested.
   const float* logits(size_t entry) const;
 
+  // Speculative verification: decodes like decode(), but the sequences in step_seqs keep the
+  // state after every token and the batch stays open, its logits readable, until accept() keeps
+  // a prefix of those sequences' tokens (the others keep all of theirs) or reject() drops the
+  // whole batch. No other operation may run in between. No replay: the memory then holds
+  // exactly what decoding only the kept tokens would have left, bit for bit.
+  Status decode_open(const Batch& batch, const std::vector<int32_t>& step_seqs);
+  Status accept(const std::vector<SeqKeep>& keep);
+  void reject();
+  bool batch_open() const { return mem_->in_batch(); }
+
   // Exact removal of positions [p0, p1) (p1 = -1: to the end), running the replay the memory
   // asks for. If the replay itself fails, the sequence is left holding its kept prefix.
   Status seq_rm(int32_t seq, int64_t p0, int64_t p1);
@@ -68,6 +79,8 @@ class Context {
 
  private:
   Context(const Model& model, const ContextParams& params);
+  // Begins the batch and runs every ubatch; on error the memory is as before.
+  Status run(const Batch& batch, const std::vector<int32_t>& step_seqs);
 
   const Model& model_;
   ContextParams params_;
@@ -76,6 +89,9 @@ class Context {
   ForwardPass fwd_;
   std::vector<float> logits_;
   std::vector<int64_t> logits_row_;  // batch entry -> row in logits_ (-1: none)
+  std::vector<int32_t> open_seq_;    // sequence of each entry of the last batch run
+  size_t open_size_ = 0;
+  uint64_t open_count(int32_t seq) const;
   const std::atomic<bool>* cancel_ = nullptr;
   int64_t fail_ubatch_in_ = -1;
   ContextStats stats_;

@@ -277,6 +277,88 @@ TEST_P(Exactness, FailedBatchLeavesNoTrace) {
   EXPECT_TRUE(same(feed(*ctx, 0, {6}), cold(expect)));
 }
 
+// Speculative verification ("commit up to token j of this run"): a batch where two sequences
+// verify runs of drafted tokens with per-token states and a third decodes normally; keeping a
+// prefix of each run leaves every sequence bit for bit where a cold run over its kept token list
+// would, with no replay. Every verified position's logits equal a cold run's too.
+TEST_P(Exactness, SpeculativeCommitKeepsAPrefixExactly) {
+  const auto a = tokens(30, 20), b = tokens(21, 21), c = tokens(25, 22);
+  const auto da = tokens(17, 23), db = tokens(6, 24), dc = tokens(4, 25);
+  struct Keep {
+    uint32_t ub, a, b;
+  };
+  for (Keep k : {Keep{5, 1, 6}, Keep{512, 9, 3}, Keep{3, 17, 1}, Keep{512, 4, 0}}) {
+    const uint32_t ub = k.ub;
+    {
+      SCOPED_TRACE(::testing::Message() << "ubatch " << ub << " keep " << k.a << ", " << k.b);
+      auto ctx = make(params(2, ub, 8));
+      feed(*ctx, 0, a);
+      feed(*ctx, 1, b);
+      feed(*ctx, 2, c);
+      Batch v;  // interleaved: seq 0 and 1 verify, seq 2 decodes a chunk
+      for (size_t i = 0; i < da.size(); ++i) {
+        v.add(da[i], static_cast<int32_t>(a.size() + i), 0, true);
+        if (i < db.size()) v.add(db[i], static_cast<int32_t>(b.size() + i), 1, true);
+        if (i < dc.size()) v.add(dc[i], static_cast<int32_t>(c.size() + i), 2, i + 1 == dc.size());
+      }
+      ASSERT_TRUE(ctx->decode_open(v, {0, 1}).ok());
+      // Logits of seq 0's verified positions: those of cold runs over each prefix.
+      for (size_t i : {size_t{0}, size_t{k.a + 1u}, da.size() - 1}) {
+        if (i >= da.size() || (ub != 512 && i != 0)) continue;
+        size_t entry = 0, seen = 0;
+        for (; entry < v.size(); ++entry)
+          if (v.seq[entry] == 0 && seen++ == i) break;
+        auto expect = a;
+        expect.insert(expect.end(), da.begin(), da.begin() + i + 1);
+        const float* l = ctx->logits(entry);
+        ASSERT_NE(l, nullptr);
+        EXPECT_TRUE(same(std::vector<float>(l, l + model_->hp.n_vocab), cold(expect)))
+            << "verified position " << i;
+      }
+      // A partial keep of the sequence without per-token states is refused on recurrent models.
+      if (model_->n_recurrent_layers() > 0) {
+        EXPECT_FALSE(ctx->accept({{2, 2}}).ok());
+      }
+      ASSERT_TRUE(ctx->accept({{0, k.a}, {1, k.b}}).ok());
+      EXPECT_EQ(ctx->stats().tokens_replayed, 0u);
+      auto ea = a, eb = b, ec = c;
+      ea.insert(ea.end(), da.begin(), da.begin() + k.a);
+      eb.insert(eb.end(), db.begin(), db.begin() + k.b);
+      ec.insert(ec.end(), dc.begin(), dc.end());
+      EXPECT_EQ(ctx->memory().tokens(0), ea);
+      EXPECT_EQ(ctx->memory().tokens(1), eb);
+      EXPECT_EQ(ctx->memory().tokens(2), ec);
+      for (auto [seq, expect] : {std::pair{0, ea}, std::pair{1, eb}, std::pair{2, ec}}) {
+        expect.push_back(13);
+        EXPECT_TRUE(same(feed(*ctx, seq, {13}), cold(expect))) << "seq " << seq;
+      }
+    }
+  }
+}
+
+// A verification batch that is rejected, or fails in a ubatch, leaves the memory as it was.
+TEST_P(Exactness, SpeculativeRejectAndFailureLeaveNoTrace) {
+  const auto a = tokens(33, 26), d = tokens(12, 27);
+  auto ctx = make(params(1, 4, 8));
+  feed(*ctx, 0, a);
+  const uint64_t before = ctx->memory().fingerprint();
+  Batch v;
+  for (size_t i = 0; i < d.size(); ++i) v.add(d[i], static_cast<int32_t>(a.size() + i), 0, true);
+  ASSERT_TRUE(ctx->decode_open(v, {0}).ok());
+  ctx->reject();
+  EXPECT_EQ(ctx->memory().fingerprint(), before);
+  ctx->inject_compute_failure(2);
+  EXPECT_EQ(ctx->decode_open(v, {0}).code(), ErrorCode::kInternal);
+  EXPECT_FALSE(ctx->batch_open());
+  EXPECT_EQ(ctx->memory().fingerprint(), before);
+  ASSERT_TRUE(ctx->decode_open(v, {0}).ok());
+  ASSERT_TRUE(ctx->accept({{0, 0}}).ok());  // nothing kept: the pre-batch state
+  EXPECT_EQ(ctx->memory().fingerprint(), before);
+  auto expect = a;
+  expect.push_back(6);
+  EXPECT_TRUE(same(feed(*ctx, 0, {6}), cold(expect)));
+}
+
 INSTANTIATE_TEST_SUITE_P(Models, Exactness, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return std::string(info.param.name); });
 
