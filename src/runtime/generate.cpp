@@ -74,34 +74,118 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
 
   StopStringMatcher stops(params.stop);
   StreamDecoder stream(tok, false);
-  const float* logits = ctx.logits(last_entry);
-  for (int32_t n = 0; params.n_predict < 0 || n < params.n_predict; ++n) {
-    if (mem.n_tokens(seq) >= params.n_ctx) {
-      res.stop = StopReason::kContext;
-      break;
-    }
+  std::vector<TokenId> history;  // the sequence's whole token list, for drafters
+  if (params.drafter) history = prompt;
+  // Samples the token at the next position from `logits` and emits it; false when generation
+  // stops there (the reason is in res.stop). The sampler sees exactly the calls it would
+  // without speculation, in the same order.
+  auto emit = [&](const float* logits, TokenId* out) -> Result<bool> {
     const TokenId next = sampler.sample(logits, ctx.n_vocab());
     sampler.accept(next);
+    *out = next;
     if (!params.ignore_eos && tok.is_eog(next)) {
       res.stop = StopReason::kEos;
-      break;
+      return false;
     }
     res.tokens.push_back(next);
+    if (params.logprobs) res.logprobs.push_back(token_logprob(logits, ctx.n_vocab(), next));
     CHIMERA_ASSIGN_OR_RETURN(std::string piece, stream.push(next));
     std::string shown = stops.feed(piece);
     res.text += shown;
     if (cb.on_text && !shown.empty() && !cb.on_text(shown)) {
       res.stop = StopReason::kCallback;
-      break;
+      return false;
     }
     if (stops.stopped()) {
       res.stop = StopReason::kStopString;
-      break;
+      return false;
+    }
+    return true;
+  };
+  auto out_of_room = [&](uint32_t held) {
+    if (held < params.n_ctx) return false;
+    res.stop = StopReason::kContext;
+    return true;
+  };
+  auto length_done = [&] {
+    return params.n_predict >= 0 && static_cast<int64_t>(res.tokens.size()) >= params.n_predict;
+  };
+  SpecController control(params.spec);
+  // Each step runs the pending token (sampled, emitted, not yet in memory) plus any drafted
+  // tokens, then samples position after position until a sample differs from the draft: that
+  // sample is the next pending token, and the memory keeps exactly the tokens before it.
+  TokenId pending = kNoToken;
+  bool go = params.n_predict != 0 && !out_of_room(mem.n_tokens(seq));
+  if (go) {
+    CHIMERA_ASSIGN_OR_RETURN(go, emit(ctx.logits(last_entry), &pending));
+  }
+  while (go) {
+    const double step_t0 = now_seconds();
+    const uint32_t held = mem.n_tokens(seq);
+    std::vector<TokenId> drafts;
+    if (params.drafter && !length_done()) {
+      history.push_back(pending);
+      // Positions that can still be sampled: the remaining length and the context bound them.
+      int64_t k = control.draft_len();
+      if (params.n_predict >= 0)
+        k = std::min<int64_t>(k, params.n_predict - static_cast<int64_t>(res.tokens.size()));
+      k = std::min<int64_t>(k, static_cast<int64_t>(params.n_ctx) - held - 1);
+      if (k > 0) {
+        CHIMERA_ASSIGN_OR_RETURN(drafts,
+                                 params.drafter->draft(seq, history, static_cast<int32_t>(k)));
+        if (static_cast<int64_t>(drafts.size()) > k) drafts.resize(k);
+        if (static_cast<int32_t>(drafts.size()) < std::max(1, params.spec.draft_min))
+          drafts.clear();
+      }
     }
     Batch b;
-    b.add(next, static_cast<int32_t>(mem.next_pos(seq)), seq, true);
-    CHIMERA_RETURN_IF_ERROR(ctx.decode(b));
-    logits = ctx.logits(0);
+    b.add(pending, static_cast<int32_t>(mem.next_pos(seq)), seq, true);
+    for (size_t i = 0; i < drafts.size(); ++i)
+      b.add(drafts[i], static_cast<int32_t>(mem.next_pos(seq) + 1 + i), seq, true);
+    if (drafts.empty()) {
+      CHIMERA_RETURN_IF_ERROR(ctx.decode(b));
+    } else {
+      CHIMERA_RETURN_IF_ERROR(ctx.decode_open(b, {seq}));
+    }
+    // Position i (1-based) is sampled from entry i-1's logits, as a plain step would have after
+    // decoding i tokens.
+    uint32_t keep = 1;
+    Status failure;
+    for (uint32_t i = 1;; ++i) {
+      keep = i;
+      if (length_done() || out_of_room(held + i)) {
+        go = false;
+        break;
+      }
+      TokenId next = kNoToken;
+      auto more = emit(ctx.logits(i - 1), &next);
+      if (!more.ok()) {
+        failure = more.status();
+        go = false;
+        break;
+      }
+      if (!*more) {
+        go = false;
+        break;
+      }
+      if (i <= drafts.size() && next == drafts[i - 1]) {
+        if (params.drafter) history.push_back(next);
+        continue;
+      }
+      pending = next;
+      break;
+    }
+    if (!drafts.empty()) {
+      if (!failure.ok()) {
+        ctx.reject();
+        return failure;
+      }
+      CHIMERA_RETURN_IF_ERROR(ctx.accept({{seq, keep}}));
+      res.spec.record(static_cast<int32_t>(drafts.size()), static_cast<int32_t>(keep - 1));
+    }
+    CHIMERA_RETURN_IF_ERROR(failure);
+    control.record(static_cast<int32_t>(drafts.size()), static_cast<int32_t>(keep - 1),
+                   now_seconds() - step_t0);
   }
   if (res.stop != StopReason::kStopString) {
     std::string rest = stops.feed(stream.flush());

@@ -10,6 +10,7 @@
 
 #include "runtime/chat_template.h"
 #include "runtime/context.h"
+#include "runtime/drafter.h"
 #include "runtime/sampling.h"
 #include "runtime/tokenizer.h"
 
@@ -22,6 +23,11 @@ struct GenerateParams {
   bool ignore_eos = false;
   uint32_t n_ctx = 4096;       // max tokens of the sequence (prompt + generated)
   int32_t prompt_chunk = 512;  // prompt tokens per decode call (progress granularity)
+  bool logprobs = false;       // fill GenerateResult::logprobs
+  // Speculative decoding when set: the drafter proposes, the model verifies in one batch. The
+  // output (tokens, text, logprobs) is byte-identical to generation without it.
+  Drafter* drafter = nullptr;
+  SpecParams spec;
 };
 
 enum class StopReason { kLength, kEos, kStopString, kContext, kCallback };
@@ -34,6 +40,8 @@ struct GenerateResult {
   int64_t n_prompt_reused = 0;     // prompt tokens found already in memory
   double prompt_seconds = 0, gen_seconds = 0;
   StopReason stop = StopReason::kLength;
+  std::vector<float> logprobs;  // per generated token (GenerateParams::logprobs)
+  SpecStats spec;               // drafted / accepted tokens (speculative decoding)
 };
 
 struct GenerateCallbacks {

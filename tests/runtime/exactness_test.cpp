@@ -291,7 +291,7 @@ TEST_P(Exactness, SpeculativeCommitKeepsAPrefixExactly) {
     const uint32_t ub = k.ub;
     {
       SCOPED_TRACE(::testing::Message() << "ubatch " << ub << " keep " << k.a << ", " << k.b);
-      auto ctx = make(params(2, ub, 8));
+      auto ctx = make(params(1, ub, 8));
       feed(*ctx, 0, a);
       feed(*ctx, 1, b);
       feed(*ctx, 2, c);

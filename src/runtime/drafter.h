@@ -1,0 +1,131 @@
+// Speculative decoding: drafters propose the next few tokens of a sequence cheaply; the target
+// model verifies them in one batch (Context::decode_open with per-token states) and the memory
+// keeps exactly the accepted prefix, with no replay (MEMORY.md section 8).
+//
+// Exactness: the target samples every position with the sampler state and random draws it would
+// have used without drafting, and a draft token is accepted only when it equals that sample; so
+// the output is byte-identical with and without speculation, for greedy and seeded sampling.
+// Drafters only change speed.
+//
+//   NgramDrafter    prompt lookup: continues the latest earlier occurrence of the sequence's
+//                   last n tokens in its own token list (no second model);
+//   ModelDrafter    a small draft model with the same vocabulary, drafting greedily; its memory
+//                   rolls back replay-free too (O(1) snapshots after each drafted token).
+// SpecController picks the draft length per step and pauses speculation when it does not pay.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "runtime/context.h"
+#include "runtime/tokenizer.h"
+
+namespace chimera {
+
+class Drafter {
+ public:
+  virtual ~Drafter() = default;
+  virtual std::string name() const = 0;
+  // Up to max_tokens tokens continuing `history`, the whole token list of sequence `seq` (prompt
+  // and generated; its last token is the one about to be verified). May propose none.
+  virtual Result<std::vector<TokenId>> draft(int32_t seq, const std::vector<TokenId>& history,
+                                             int32_t max_tokens) = 0;
+  // The sequence is finished or reused for another request: drop what is kept for it.
+  virtual void forget(int32_t seq) {}
+};
+
+struct NgramParams {
+  int32_t n_max = 4;  // longest suffix looked up first
+  int32_t n_min = 2;  // shortest suffix tried
+};
+
+class NgramDrafter : public Drafter {
+ public:
+  explicit NgramDrafter(const NgramParams& p = {}) : p_(p) {}
+  std::string name() const override { return "ngram"; }
+  Result<std::vector<TokenId>> draft(int32_t seq, const std::vector<TokenId>& history,
+                                     int32_t max_tokens) override;
+
+ private:
+  NgramParams p_;
+};
+
+struct DraftModelParams {
+  float p_min = 0.75f;  // stop drafting when the draft model's top probability falls below
+  ContextParams context;
+};
+
+// Fails with a message naming the first difference when the two models' vocabularies differ
+// (size, or any token's text); tokenizers may be null (then only the sizes are compared).
+Status check_same_vocabulary(const Model& target, const Tokenizer* target_tok, const Model& draft,
+                             const Tokenizer* draft_tok);
+
+class ModelDrafter : public Drafter {
+ public:
+  // The draft model must outlive the drafter; the vocabularies are checked here.
+  static Result<std::unique_ptr<ModelDrafter>> create(const Model& target,
+                                                      const Tokenizer* target_tok,
+                                                      const Model& draft,
+                                                      const Tokenizer* draft_tok,
+                                                      const DraftModelParams& params);
+  ~ModelDrafter() override;
+  std::string name() const override { return "draft model"; }
+  Result<std::vector<TokenId>> draft(int32_t seq, const std::vector<TokenId>& history,
+                                     int32_t max_tokens) override;
+  void forget(int32_t seq) override;
+  Context& context() { return *ctx_; }
+
+ private:
+  ModelDrafter(std::unique_ptr<Context> ctx, const DraftModelParams& p);
+  void release_marks(int32_t seq);
+  // Makes the draft memory hold history[0, n) exactly: restores a mark, else an exact seq_rm.
+  Status rewind(int32_t seq, uint32_t n);
+
+  std::unique_ptr<Context> ctx_;
+  DraftModelParams p_;
+  // Per sequence: pinned snapshots (token count, id) taken while drafting, the rollback points.
+  std::vector<std::vector<std::pair<uint32_t, uint64_t>>> marks_;
+};
+
+struct SpecParams {
+  int32_t draft_max = 8;  // K: most tokens drafted per step
+  int32_t draft_min = 0;  // fewer drafted tokens than this: decode the step without verification
+  // Adapt: shorten/lengthen the draft with acceptance, and pause speculation while its measured
+  // time per token is worse than plain decoding's. Off: always draft_max (tests).
+  bool adaptive = true;
+};
+
+// Drafted/accepted counts, in total and per draft position.
+struct SpecStats {
+  int64_t steps = 0;  // verification steps
+  int64_t drafted = 0, accepted = 0;
+  std::vector<int64_t> drafted_at, accepted_at;
+  void record(int32_t n_drafted, int32_t n_accepted);
+  double acceptance() const { return drafted > 0 ? double(accepted) / double(drafted) : 0.0; }
+};
+
+class SpecController {
+ public:
+  explicit SpecController(const SpecParams& p);
+  // Tokens to draft for the next step (0: decode plainly).
+  int32_t draft_len();
+  // After a step: drafted/accepted counts (0, 0 for a plain step) and its wall time, drafting
+  // included.
+  void record(int32_t drafted, int32_t accepted, double seconds);
+  bool paused() const { return pause_left_ > 0; }
+
+ private:
+  SpecParams p_;
+  int32_t k_;
+  double plain_tok_ = 0, spec_tok_ = 0;  // EMAs of seconds per emitted token (0: none yet)
+  int32_t pause_left_ = 2;               // a few plain steps first, to measure them
+  int32_t cooldown_ = 8;
+};
+
+// log p(token) under the softmax of `logits` (double precision).
+float token_logprob(const float* logits, int32_t n_vocab, TokenId token);
+
+}  // namespace chimera

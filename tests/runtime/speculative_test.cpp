@@ -1,0 +1,351 @@
+// Speculative decoding is exact: on every fixture architecture, with the n-gram drafter and a
+// draft model (the fixture's F16 copy drafting for its F32 target), for draft lengths 1..16,
+// greedy and seeded sampling, the generated tokens, text and logprobs are byte-identical to
+// generation without speculation, and the target's memory ends holding the same token list
+// without a single replayed token. Also in batches where some sequences speculate and others
+// do not.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "models/synthetic.h"
+#include "runtime/generate.h"
+
+namespace chimera {
+namespace {
+
+const std::string kFixtures = std::string(CHIMERA_SOURCE_DIR) + "/tests/fixtures/models/";
+
+struct Loaded {
+  std::unique_ptr<Model> target, draft;
+  std::unique_ptr<Tokenizer> tok, draft_tok;
+};
+
+Loaded load(const std::string& arch) {
+  Loaded l;
+  auto t = load_model(kFixtures + arch + "/model-f32.gguf");
+  EXPECT_TRUE(t.ok()) << t.status().ToString();
+  auto d = load_model(kFixtures + arch + "/model-f16.gguf");
+  EXPECT_TRUE(d.ok()) << d.status().ToString();
+  if (!t.ok() || !d.ok()) return l;
+  l.target = std::move(*t);
+  l.draft = std::move(*d);
+  l.tok = std::make_unique<Tokenizer>(std::move(Tokenizer::from_gguf(*l.target->file).value()));
+  l.draft_tok =
+      std::make_unique<Tokenizer>(std::move(Tokenizer::from_gguf(*l.draft->file).value()));
+  return l;
+}
+
+ContextParams ctx_params() {
+  ContextParams p;
+  p.n_threads = 1;  // tiny models: a second thread only adds synchronisation
+  p.memory_budget = 64ull << 20;
+  p.snapshot_interval = 16;
+  p.page_size = 16;
+  p.max_seqs = 4;
+  return p;
+}
+
+GenerateParams gen_params(bool seeded, int n) {
+  GenerateParams g;
+  g.n_predict = n;
+  g.ignore_eos = true;  // random weights: keep the length fixed
+  g.logprobs = true;
+  if (seeded) {
+    g.sampling.temperature = 3.0f;  // wide enough that draws differ from greedy choices
+    g.sampling.top_k = 0;
+    g.sampling.top_p = 1.0f;
+    g.sampling.min_p = 0.0f;
+    g.sampling.repeat_penalty = 1.1f;
+    g.sampling.seed = 77;
+  } else {
+    g.sampling.temperature = 0;
+  }
+  g.spec.adaptive = false;  // exactly draft_max every step: deterministic coverage
+  return g;
+}
+
+struct Outcome {
+  GenerateResult r;
+  std::vector<int32_t> memory_tokens;
+  uint64_t replayed = 0, dropped = 0;
+};
+
+Outcome run(const Loaded& l, const std::vector<TokenId>& prompt, const GenerateParams& g) {
+  Outcome o;
+  auto ctx = Context::create(*l.target, ctx_params());
+  EXPECT_TRUE(ctx.ok());
+  Sampler sampler(g.sampling);
+  auto r = generate(**ctx, *l.tok, 1, prompt, g, sampler);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  if (!r.ok()) return o;
+  o.r = std::move(*r);
+  o.memory_tokens = (*ctx)->memory().tokens(1);
+  o.replayed = (*ctx)->stats().tokens_replayed;
+  o.dropped = (*ctx)->stats().tokens_dropped;
+  return o;
+}
+
+void expect_same(const Outcome& want, const Outcome& got, const std::string& what) {
+  EXPECT_EQ(want.r.tokens, got.r.tokens) << what;
+  EXPECT_EQ(want.r.text, got.r.text) << what;
+  ASSERT_EQ(want.r.logprobs.size(), got.r.logprobs.size()) << what;
+  EXPECT_EQ(0, std::memcmp(want.r.logprobs.data(), got.r.logprobs.data(),
+                           want.r.logprobs.size() * sizeof(float)))
+      << what << ": logprobs differ";
+  EXPECT_EQ(want.r.stop, got.r.stop) << what;
+  EXPECT_EQ(want.memory_tokens, got.memory_tokens) << what << ": memory";
+  EXPECT_EQ(got.replayed, 0u) << what << ": rollback replayed tokens";
+}
+
+class Speculative : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Speculative, OutputIsByteIdenticalForEveryDraftLength) {
+  const Loaded l = load(GetParam());
+  ASSERT_TRUE(l.target && l.draft);
+  auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
+  ASSERT_TRUE(prompt.ok());
+  auto drafter = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
+                                      {.p_min = 0.0f, .context = ctx_params()});
+  ASSERT_TRUE(drafter.ok()) << drafter.status().ToString();
+  NgramDrafter ngram({.n_max = 3, .n_min = 1});
+  int64_t rejected = 0;
+  for (bool seeded : {false, true}) {
+    const GenerateParams base = gen_params(seeded, 40);
+    const Outcome want = run(l, *prompt, base);
+    ASSERT_EQ(want.r.tokens.size(), 40u);
+    int64_t drafted = 0, accepted = 0, ngram_drafted = 0, ngram_accepted = 0;
+    for (int32_t k = 1; k <= 16; ++k) {
+      // Every length with the draft model; the n-gram drafter on every length greedily and on
+      // a spread of lengths when sampling (its drafts are rarely accepted there).
+      for (Drafter* d : {static_cast<Drafter*>(drafter->get()), static_cast<Drafter*>(&ngram)}) {
+        if (d == &ngram && seeded && k % 5 != 1) continue;
+        GenerateParams g = base;
+        g.drafter = d;
+        g.spec.draft_max = k;
+        const Outcome got = run(l, *prompt, g);
+        expect_same(want, got,
+                    std::string(seeded ? "seeded" : "greedy") + ", " + d->name() + ", K " +
+                        std::to_string(k));
+        EXPECT_EQ(got.r.spec.drafted - got.r.spec.accepted, static_cast<int64_t>(got.dropped));
+        if (d == &ngram) {
+          ngram_drafted += got.r.spec.drafted;
+          ngram_accepted += got.r.spec.accepted;
+        } else {
+          drafted += got.r.spec.drafted;
+          accepted += got.r.spec.accepted;
+        }
+      }
+    }
+    // The checks above must have exercised verification: drafts were made and accepted (greedy:
+    // the F16 copy of the target mostly agrees with it).
+    EXPECT_GT(drafted, 100);
+    EXPECT_GT(accepted, 0);
+    if (!seeded) {
+      EXPECT_GT(accepted, drafted / 2) << "a draft model equal to the target up to F16 rounding";
+      EXPECT_GT(ngram_drafted, 0);
+    }
+    rejected += drafted - accepted + ngram_drafted - ngram_accepted;
+  }
+  EXPECT_GT(rejected, 0) << "no draft was ever rejected: the rollback went untested";
+}
+
+// Stops inside a verified run: the context bound, a stop string, the length; the output and the
+// memory are those of plain generation.
+TEST_P(Speculative, StopsInsideAVerifiedRunAreExact) {
+  const Loaded l = load(GetParam());
+  ASSERT_TRUE(l.target && l.draft);
+  auto prompt = l.tok->encode("In the beginning God created");
+  ASSERT_TRUE(prompt.ok());
+  auto drafter = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
+                                      {.p_min = 0.0f, .context = ctx_params()});
+  ASSERT_TRUE(drafter.ok());
+  GenerateParams ctx_bound = gen_params(false, -1);
+  ctx_bound.n_ctx = static_cast<uint32_t>(prompt->size()) + 21;
+  GenerateParams by_length = gen_params(false, 23);
+  const Outcome longer = run(l, *prompt, gen_params(false, 30));
+  GenerateParams by_stop = gen_params(false, 30);
+  by_stop.stop = {longer.r.text.substr(longer.r.text.size() / 2, 3)};
+  for (const GenerateParams& base : {ctx_bound, by_length, by_stop}) {
+    const Outcome want = run(l, *prompt, base);
+    for (int32_t k : {3, 7, 16}) {
+      GenerateParams g = base;
+      g.drafter = drafter->get();
+      g.spec.draft_max = k;
+      expect_same(
+          want, run(l, *prompt, g),
+          std::string("stop ") + stop_reason_name(want.r.stop) + ", K " + std::to_string(k));
+    }
+  }
+}
+
+// The adaptive controller (the default) changes only speed, never the output.
+TEST_P(Speculative, AdaptiveDraftLengthIsExact) {
+  const Loaded l = load(GetParam());
+  ASSERT_TRUE(l.target);
+  auto prompt = l.tok->encode("And the earth was without form, and void");
+  ASSERT_TRUE(prompt.ok());
+  NgramDrafter ngram;
+  for (bool seeded : {false, true}) {
+    GenerateParams base = gen_params(seeded, 64);
+    const Outcome want = run(l, *prompt, base);
+    GenerateParams g = base;
+    g.drafter = &ngram;
+    g.spec.adaptive = true;
+    expect_same(want, run(l, *prompt, g), seeded ? "seeded" : "greedy");
+  }
+}
+
+// One continuous batch per step over four sequences: 0 speculates with the draft model, 2 with
+// n-grams, 1 and 3 decode plainly; each sequence's tokens equal its own plain generation.
+TEST_P(Speculative, MixedBatchOfSpeculatingAndPlainSequences) {
+  const Loaded l = load(GetParam());
+  ASSERT_TRUE(l.target && l.draft);
+  const char* texts[4] = {"And God said", "In the beginning", "And the evening and the morning",
+                          "Let there be light"};
+  auto drafter = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
+                                      {.p_min = 0.0f, .context = ctx_params()});
+  ASSERT_TRUE(drafter.ok());
+  NgramDrafter ngram({.n_max = 3, .n_min = 1});
+  Drafter* drafters[4] = {drafter->get(), nullptr, &ngram, nullptr};
+  const int n = 30;
+  for (bool seeded : {false, true}) {
+    const GenerateParams g = gen_params(seeded, n);
+    struct Seq {
+      std::vector<TokenId> history, out;
+      std::unique_ptr<Sampler> sampler;
+      TokenId pending = kNoToken;
+    };
+    std::vector<Seq> seqs(4);
+    std::vector<Outcome> want(4);
+    auto ctx = Context::create(*l.target, ctx_params());
+    ASSERT_TRUE(ctx.ok());
+    Batch prompts;
+    std::vector<size_t> last(4);
+    for (int32_t s = 0; s < 4; ++s) {
+      auto p = l.tok->encode(texts[s]);
+      ASSERT_TRUE(p.ok());
+      want[s] = run(l, *p, g);
+      seqs[s].history = *p;
+      seqs[s].sampler = std::make_unique<Sampler>(g.sampling);
+      for (size_t i = 0; i < p->size(); ++i) {
+        prompts.add((*p)[i], static_cast<int32_t>(i), s, i + 1 == p->size());
+        seqs[s].sampler->accept((*p)[i]);
+      }
+      last[s] = prompts.size() - 1;
+    }
+    ASSERT_TRUE((*ctx)->decode(prompts).ok());
+    for (int32_t s = 0; s < 4; ++s) {
+      seqs[s].pending = seqs[s].sampler->sample((*ctx)->logits(last[s]), (*ctx)->n_vocab());
+      seqs[s].sampler->accept(seqs[s].pending);
+      seqs[s].out.push_back(seqs[s].pending);
+    }
+    int64_t drafted = 0;
+    for (int step = 0; step < 2 * n; ++step) {
+      Batch b;
+      std::vector<int32_t> step_seqs;
+      std::vector<std::vector<TokenId>> drafts(4);
+      std::vector<size_t> first(4, SIZE_MAX);  // the sequence's first entry; MAX: not in it
+      for (int32_t s = 0; s < 4; ++s) {
+        Seq& q = seqs[s];
+        if (q.out.size() >= static_cast<size_t>(n)) continue;
+        q.history.push_back(q.pending);
+        if (drafters[s]) {
+          auto d = drafters[s]->draft(s, q.history, 1 + (step + s) % 9);
+          ASSERT_TRUE(d.ok()) << d.status().ToString();
+          drafts[s] = *d;
+        }
+        if (!drafts[s].empty()) step_seqs.push_back(s);
+        drafted += static_cast<int64_t>(drafts[s].size());
+        first[s] = b.size();
+        const int32_t p0 = static_cast<int32_t>((*ctx)->memory().next_pos(s));
+        b.add(q.pending, p0, s, true);
+        for (size_t i = 0; i < drafts[s].size(); ++i)
+          b.add(drafts[s][i], p0 + 1 + static_cast<int32_t>(i), s, true);
+      }
+      if (b.size() == 0) break;
+      ASSERT_TRUE((*ctx)->decode_open(b, step_seqs).ok());
+      std::vector<SeqKeep> keep;
+      for (int32_t s = 0; s < 4; ++s) {
+        Seq& q = seqs[s];
+        if (first[s] == SIZE_MAX) continue;
+        uint32_t i = 1;
+        for (;; ++i) {
+          if (q.out.size() >= static_cast<size_t>(n)) break;
+          const TokenId t = q.sampler->sample((*ctx)->logits(first[s] + i - 1), (*ctx)->n_vocab());
+          q.sampler->accept(t);
+          q.out.push_back(t);
+          if (i <= drafts[s].size() && t == drafts[s][i - 1]) {
+            q.history.push_back(t);
+            continue;
+          }
+          q.pending = t;
+          break;
+        }
+        if (!drafts[s].empty()) keep.push_back({s, i});
+      }
+      ASSERT_TRUE((*ctx)->accept(keep).ok());
+    }
+    for (int32_t s = 0; s < 4; ++s)
+      EXPECT_EQ(seqs[s].out, want[s].r.tokens) << "sequence " << s << (seeded ? " seeded" : "");
+    EXPECT_GT(drafted, 0);
+    EXPECT_EQ((*ctx)->stats().tokens_replayed, 0u);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, Speculative,
+                         ::testing::Values("llama", "granite", "mamba2", "mamba2-g2",
+                                           "granitehybrid-dense", "granitehybrid-moe"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& c : n)
+                             if (c == '-') c = '_';
+                           return n;
+                         });
+
+TEST(SpeculativeDrafters, NgramContinuesTheLatestOccurrence) {
+  NgramDrafter d({.n_max = 3, .n_min = 1});
+  // "... 5 6 7 8 9 ... 5 6 7 1 2 ... 6 7" -> latest "6 7" is followed by "1 2 ..."
+  const std::vector<TokenId> h = {5, 6, 7, 8, 9, 4, 5, 6, 7, 1, 2, 3, 6, 7};
+  auto out = d.draft(0, h, 4);
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ(*out, (std::vector<TokenId>{1, 2, 3, 6}));
+  auto none = d.draft(0, {1, 2, 3}, 4);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+  auto capped = d.draft(0, {1, 2, 1}, 4);  // continuation runs into the end of the history
+  EXPECT_EQ(*capped, (std::vector<TokenId>{2, 1}));
+}
+
+TEST(SpeculativeDrafters, DraftModelWithAnotherVocabularyIsRefused) {
+  auto a = load_model(kFixtures + "llama/model-f32.gguf");
+  ASSERT_TRUE(a.ok());
+  SyntheticSpec spec;  // a random model whose vocabulary differs
+  const std::string path = ::testing::TempDir() + "/spec_other_vocab.gguf";
+  ASSERT_TRUE(write_synthetic_model(spec, path).ok());
+  auto b = load_model(path);
+  ASSERT_TRUE(b.ok());
+  auto drafter = ModelDrafter::create(**a, nullptr, **b, nullptr, {});
+  ASSERT_FALSE(drafter.ok());
+  EXPECT_EQ(drafter.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(drafter.status().message().find("vocabulary"), std::string::npos)
+      << drafter.status().message();
+}
+
+TEST(SpeculativeDrafters, ControllerPausesWhenSpeculationIsSlower) {
+  SpecController c({.draft_max = 8, .draft_min = 0, .adaptive = true});
+  EXPECT_EQ(c.draft_len(), 0);  // measures plain steps first
+  c.record(0, 0, 0.010);
+  EXPECT_EQ(c.draft_len(), 0);
+  c.record(0, 0, 0.010);
+  EXPECT_EQ(c.draft_len(), 8);
+  c.record(8, 0, 0.020);  // 20 ms for one token: slower than plain
+  EXPECT_TRUE(c.paused());
+  int plain = 0;
+  while (c.draft_len() == 0 && plain < 100) ++plain, c.record(0, 0, 0.010);
+  EXPECT_EQ(plain, 8);
+  EXPECT_EQ(c.draft_len(), 7);  // shortened after the rejection, then resumed
+}
+
+}  // namespace
+}  // namespace chimera
