@@ -55,6 +55,14 @@ Status ForwardPass::delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch
     ca.conv_state_in = s.conv_src;
     ca.out = xc + off * C;
     ca.out_stride = C;
+    // Speculative verification: the state after every token into the memory's step buffers.
+    conv_steps_.resize(s.n_steps);
+    ssm_steps_.resize(s.n_steps);
+    for (uint32_t t = 0; t < s.n_steps; ++t) {
+      conv_steps_[t] = s.conv_step(t);
+      ssm_steps_[t] = s.ssm_step(t);
+    }
+    if (s.n_steps > 0) ca.conv_state_steps = conv_steps_.data();
     CHIMERA_RETURN_IF_ERROR(ssm_conv(ca, &threads_));
     DeltaNetArgs da;
     da.n_tokens = static_cast<int32_t>(run.n_tokens);
@@ -80,6 +88,7 @@ Status ForwardPass::delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch
     da.out_stride = d_in;
     da.state = s.ssm_dst;
     da.state_in = s.ssm_src;
+    if (s.n_steps > 0) da.state_steps = ssm_steps_.data();
     CHIMERA_RETURN_IF_ERROR(delta_net(da, &threads_));
   }
   return mm(w.out, y, T, grow(d_, T * D));
