@@ -152,6 +152,20 @@ def test_seed_reproducibility(client):
     assert a != c
 
 
+def test_sampling_fields_reach_the_sampler(client):
+    greedy = chat_text(client, PROMPTS[0], max_tokens=24).choices[0].message.content
+    # Each truncation alone leaves only the most likely token: sampling at temperature 1 then
+    # gives the greedy text, whatever the seed.
+    for kw in (dict(top_k=1), dict(top_p=1e-6, top_k=0), dict(min_p=1.0, top_k=0)):
+        r = chat_text(client, PROMPTS[0], max_tokens=24, temperature=1.0, seed=99, **kw)
+        assert r.choices[0].message.content == greedy, kw
+    # Penalties change what greedy decoding picks (this model repeats itself a lot).
+    for kw in (dict(frequency_penalty=2.0), dict(presence_penalty=2.0),
+               dict(repeat_penalty=3.0)):
+        r = chat_text(client, PROMPTS[0], max_tokens=24, **kw)
+        assert r.choices[0].message.content != greedy, kw
+
+
 def test_logprobs(client):
     r = chat_text(client, PROMPTS[5], max_tokens=8, logprobs=True, top_logprobs=3)
     content = r.choices[0].logprobs.content
