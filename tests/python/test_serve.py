@@ -130,6 +130,23 @@ def test_n2_forks_choices_seeded_like_single_requests(client):
     assert first != second  # different seeds, different samples
 
 
+def test_n2_streaming(client):
+    kw = dict(max_tokens=8, temperature=0.9, seed=555)
+    whole = chat_text(client, PROMPTS[2], n=2, **kw)
+    texts, roles, finishes = ["", ""], [[], []], [[], []]
+    for chunk in client.chat.completions.create(model="default", messages=msgs(PROMPTS[2]), n=2,
+                                                stream=True, **kw):
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            roles[c.index].append(c.delta.role)
+            finishes[c.index].append(c.finish_reason)
+    assert texts == [c.message.content for c in whole.choices]
+    for i in range(2):
+        assert roles[i][0] == "assistant" and not any(roles[i][1:])
+        assert finishes[i][-1] == whole.choices[i].finish_reason
+        assert not any(finishes[i][:-1])
+
+
 def test_stop_strings(client):
     full = chat_text(client, PROMPTS[3], max_tokens=24).choices[0].message.content
     words = full.split(" ")
