@@ -48,6 +48,61 @@ Stat stat(const std::vector<double>& v) {
   return s;
 }
 
+// Speculative decoding against plain decoding, interleaved per repetition (r == 0 warms up):
+// greedy generation of n_gen tokens from a text prompt, timed from the first generated token.
+struct SpecBench {
+  std::vector<double> plain, spec;  // tokens/s
+  SpecStats stats;
+  bool identical = true;
+  std::string drafter;
+};
+
+Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, const SpecOptions& so,
+                                    const std::string& text, int n_gen, int reps) {
+  if (!lm.tokenizer)
+    return Error(ErrorCode::kInvalidArgument,
+                 "speculative benchmark: the model has no vocabulary to encode the prompt with");
+  CHIMERA_ASSIGN_OR_RETURN(LoadedDrafter dr, load_drafter(so, mo, lm));
+  CHIMERA_ASSIGN_OR_RETURN(std::vector<TokenId> prompt, lm.tokenizer->encode(text));
+  SpecBench out;
+  out.drafter = dr.describe();
+  GenerateParams g;
+  g.sampling.temperature = 0;
+  g.n_predict = n_gen;
+  g.ignore_eos = true;
+  g.n_ctx = mo.n_ctx;
+  Context& ctx = *lm.ctx;
+  for (int r = 0; r <= reps; ++r) {
+    ctx.memory().clear();
+    Sampler s1(g.sampling);
+    CHIMERA_ASSIGN_OR_RETURN(GenerateResult plain, generate(ctx, *lm.tokenizer, 0, prompt, g, s1));
+    ctx.memory().clear();
+    dr.drafter->forget(0);
+    GenerateParams gs = g;
+    gs.drafter = dr.drafter.get();
+    gs.spec = so.params();
+    Sampler s2(g.sampling);
+    CHIMERA_ASSIGN_OR_RETURN(GenerateResult spec, generate(ctx, *lm.tokenizer, 0, prompt, gs, s2));
+    out.identical = out.identical && plain.tokens == spec.tokens;
+    if (r == 0) continue;
+    out.plain.push_back(plain.tokens.size() / plain.gen_seconds);
+    out.spec.push_back(spec.tokens.size() / spec.gen_seconds);
+    const SpecStats& st = spec.spec;
+    out.stats.steps += st.steps;
+    out.stats.drafted += st.drafted;
+    out.stats.accepted += st.accepted;
+    if (out.stats.drafted_at.size() < st.drafted_at.size()) {
+      out.stats.drafted_at.resize(st.drafted_at.size(), 0);
+      out.stats.accepted_at.resize(st.drafted_at.size(), 0);
+    }
+    for (size_t i = 0; i < st.drafted_at.size(); ++i) {
+      out.stats.drafted_at[i] += st.drafted_at[i];
+      out.stats.accepted_at[i] += st.accepted_at[i];
+    }
+  }
+  return out;
+}
+
 int bench_model_main(int argc, char** argv) {
   CLI::App app{"Prompt processing (pp) and decode (tg) speed of a model, like llama-bench.",
                "chimera bench"};
@@ -60,6 +115,11 @@ int bench_model_main(int argc, char** argv) {
   app.add_option("-r,--repetitions", reps, "repetitions of each test (default 3)")
       ->check(CLI::Range(1, 100));
   app.add_flag("--json", json, "print one JSON object");
+  SpecOptions spec_opts;
+  std::string spec_prompt = "And God said";
+  spec_opts.add_to(app);
+  app.add_option("--spec-prompt", spec_prompt,
+                 "with --draft/--spec: the prompt of the speculative test (greedy, -n tokens)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -98,6 +158,12 @@ int bench_model_main(int argc, char** argv) {
       if (r > 0) tg.push_back(n_gen / since(t0));
     }
   }
+  SpecBench sb;
+  if (spec_opts.enabled() && n_gen > 0) {
+    auto r = bench_speculative(*lm, mo, spec_opts, spec_prompt, n_gen, reps);
+    if (!r.ok()) return report_error("bench", r.status());
+    sb = std::move(*r);
+  }
   auto roofline_r = streaming_read_gbps(mo.n_threads);
   if (!roofline_r.ok()) return report_error("bench", roofline_r.status());
   const double roofline = *roofline_r;
@@ -123,6 +189,26 @@ int bench_model_main(int argc, char** argv) {
     j["tg_gbps"] = gbps;
     j["roofline_gbps"] = roofline;
     j["tg_roofline_pct"] = roofline > 0 ? 100 * gbps / roofline : 0;
+    if (!sb.plain.empty()) {
+      nlohmann::json sj;
+      sj["drafter"] = sb.drafter;
+      sj["draft_max"] = spec_opts.draft_max;
+      sj["adaptive"] = !spec_opts.fixed;
+      sj["prompt"] = spec_prompt;
+      sj["plain_tokens_per_s"] = stat(sb.plain).mean;
+      sj["plain_tokens_per_s_sd"] = stat(sb.plain).sd;
+      sj["spec_tokens_per_s"] = stat(sb.spec).mean;
+      sj["spec_tokens_per_s_sd"] = stat(sb.spec).sd;
+      sj["speedup"] = stat(sb.spec).mean / stat(sb.plain).mean;
+      sj["drafted"] = sb.stats.drafted;
+      sj["accepted"] = sb.stats.accepted;
+      sj["acceptance"] = sb.stats.acceptance();
+      sj["verifications"] = sb.stats.steps;
+      sj["drafted_by_position"] = sb.stats.drafted_at;
+      sj["accepted_by_position"] = sb.stats.accepted_at;
+      sj["output_identical"] = sb.identical;
+      j["speculative"] = sj;
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -132,6 +218,25 @@ int bench_model_main(int argc, char** argv) {
   std::printf("| %-8s | %16s |\n|----------|------------------|\n", "test", "tokens/s");
   if (n_prompt > 0) std::printf("| pp%-6d | %8.2f ± %5.2f |\n", n_prompt, pps.mean, pps.sd);
   if (n_gen > 0) std::printf("| tg%-6d | %8.2f ± %5.2f |\n", n_gen, tgs.mean, tgs.sd);
+  if (!sb.plain.empty()) {
+    const Stat p = stat(sb.plain), q = stat(sb.spec);
+    std::printf("\nspeculative decoding (%s, draft-max %d%s), greedy, prompt \"%s\":\n",
+                sb.drafter.c_str(), spec_opts.draft_max, spec_opts.fixed ? ", fixed" : ", adaptive",
+                spec_prompt.c_str());
+    std::printf("| %-8s | %16s |\n|----------|------------------|\n", "test", "tokens/s");
+    std::printf("| plain    | %8.2f ± %5.2f |\n| spec     | %8.2f ± %5.2f |\n", p.mean, p.sd,
+                q.mean, q.sd);
+    std::printf("speed-up %.2fx; acceptance %.1f%% (%lld of %lld drafted, %lld verifications)%s\n",
+                q.mean / p.mean, 100 * sb.stats.acceptance(),
+                static_cast<long long>(sb.stats.accepted), static_cast<long long>(sb.stats.drafted),
+                static_cast<long long>(sb.stats.steps),
+                sb.identical ? "; output identical" : "; OUTPUT DIFFERS (bug)");
+    std::printf("acceptance by draft position:");
+    for (size_t i = 0; i < sb.stats.drafted_at.size(); ++i)
+      std::printf(" %.0f%%",
+                  100.0 * sb.stats.accepted_at[i] / std::max<int64_t>(1, sb.stats.drafted_at[i]));
+    std::printf("\n");
+  }
   if (n_gen > 0)
     std::printf(
         "\ndecode reads %s of weights per token: %.1f GB/s = %.0f%% of the %.1f GB/s "

@@ -50,6 +50,14 @@ Result<std::string> read_prompt_file(const std::string& path) {
   return text;
 }
 
+// One line on speculative decoding's drafts (nothing when none were made).
+void print_spec(const SpecStats& s) {
+  if (s.drafted == 0) return;
+  std::fprintf(stderr, "speculative: %lld drafted, %lld accepted (%.1f%%) in %lld verifications\n",
+               static_cast<long long>(s.drafted), static_cast<long long>(s.accepted),
+               100.0 * s.acceptance(), static_cast<long long>(s.steps));
+}
+
 void print_summary(const Context& ctx, const GenerateResult& r) {
   const MemoryUsage u = ctx.memory().usage();
   std::fprintf(stderr,
@@ -69,10 +77,12 @@ int run_run(int argc, char** argv) {
   CLI::App app{"Generate text from a prompt, streamed to stdout.", "chimera run"};
   ModelOptions mo;
   SamplingOptions so;
+  SpecOptions spec;
   std::string prompt, prompt_file;
   bool no_special = false;
   mo.add_to(app);
   so.add_to(app);
+  spec.add_to(app);
   auto* p_opt = app.add_option("-p,--prompt", prompt, "the prompt text");
   auto* f_opt = app.add_option("-f,--file", prompt_file,
                                "read the prompt from a file (- for stdin); instead of -p");
@@ -95,6 +105,8 @@ int run_run(int argc, char** argv) {
   }
   auto lm = load_for_inference(mo, true);
   if (!lm.ok()) return report_error("run", lm.status());
+  auto dr = load_drafter(spec, mo, *lm);
+  if (!dr.ok()) return report_error("run", dr.status());
   auto ids = lm->tokenizer->encode(prompt, {.add_special = true, .parse_special = !no_special});
   if (!ids.ok()) return report_error("run", ids.status());
   Sampler sampler(so.p);
@@ -107,11 +119,15 @@ int run_run(int argc, char** argv) {
     std::fflush(stdout);
     return true;
   };
-  auto r = generate(*lm->ctx, *lm->tokenizer, 0, *ids, so.generate_params(mo.n_ctx), sampler, cb);
+  GenerateParams gp = so.generate_params(mo.n_ctx);
+  gp.drafter = dr->drafter.get();
+  gp.spec = spec.params();
+  auto r = generate(*lm->ctx, *lm->tokenizer, 0, *ids, gp, sampler, cb);
   if (!r.ok()) return report_error("run", r.status());
   std::fputs("\n", stdout);
   std::fflush(stdout);  // before the summary on stderr
   if (!mo.quiet) print_summary(*lm->ctx, *r);
+  if (!mo.quiet) print_spec(r->spec);
   return 0;
 }
 
@@ -123,9 +139,11 @@ int run_chat(int argc, char** argv) {
       "chimera chat"};
   ModelOptions mo;
   SamplingOptions so;
+  SpecOptions spec;
   std::string system;
   mo.add_to(app);
   so.add_to(app);
+  spec.add_to(app);
   so.n_predict = 256;
   app.add_option("--system", system, "a system message opening the conversation");
   try {
@@ -135,6 +153,8 @@ int run_chat(int argc, char** argv) {
   }
   auto lm = load_for_inference(mo, true);
   if (!lm.ok()) return report_error("chat", lm.status());
+  auto dr = load_drafter(spec, mo, *lm);
+  if (!dr.ok()) return report_error("chat", dr.status());
   ChatSession chat(*lm->ctx, *lm->tokenizer, chat_template_of(*lm->model->file));
   if (!system.empty()) chat.add_system(system);
   Sampler sampler(so.p);
@@ -150,7 +170,10 @@ int run_chat(int argc, char** argv) {
       std::fflush(stdout);
       return true;
     };
-    auto r = chat.turn(line, so.generate_params(mo.n_ctx), sampler, cb);
+    GenerateParams gp = so.generate_params(mo.n_ctx);
+    gp.drafter = dr->drafter.get();
+    gp.spec = spec.params();
+    auto r = chat.turn(line, gp, sampler, cb);
     if (!r.ok()) {
       report_error("chat", r.status());
       continue;  // the conversation is unchanged; the user may try again
@@ -164,6 +187,7 @@ int run_chat(int argc, char** argv) {
                    turn, static_cast<long long>(r->n_prompt_processed),
                    static_cast<long long>(r->n_prompt_reused), r->tokens.size(),
                    r->gen_seconds > 0 ? r->tokens.size() / r->gen_seconds : 0.0);
+    if (!mo.quiet) print_spec(r->spec);
   }
   return 0;
 }

@@ -76,6 +76,63 @@ GenerateParams SamplingOptions::generate_params(uint32_t n_ctx) const {
   return g;
 }
 
+void SpecOptions::add_to(CLI::App& app) {
+  app.add_option("--draft", draft_path,
+                 "speculative decoding with this draft model (same vocabulary); the output is "
+                 "identical, only faster");
+  app.add_option("--spec", spec, "speculative decoding without a draft model: ngram")
+      ->check(CLI::IsMember({"ngram"}));
+  app.add_option("--draft-max", draft_max, "most tokens drafted per step (default 8)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--draft-min", draft_min,
+                 "decode without verification when fewer are drafted (default 0)")
+      ->check(CLI::Range(0, 64));
+  app.add_option("--draft-p-min", draft_p_min,
+                 "stop drafting when the draft model's top probability is below (default 0.75)")
+      ->check(CLI::Range(0.0f, 1.0f));
+  app.add_flag("--draft-fixed", fixed,
+               "always draft --draft-max tokens (default: adapt the length, pause when slower)");
+}
+
+SpecParams SpecOptions::params() const {
+  SpecParams p;
+  p.draft_max = draft_max;
+  p.draft_min = draft_min;
+  p.adaptive = !fixed;
+  return p;
+}
+
+std::string LoadedDrafter::describe() const {
+  if (!drafter) return "off";
+  return model ? "draft model " + model->describe() : drafter->name();
+}
+
+Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo,
+                                   const LoadedModel& target) {
+  LoadedDrafter d;
+  if (!so.draft_path.empty() && !so.spec.empty())
+    return Error(ErrorCode::kInvalidArgument, "--draft and --spec ", so.spec,
+                 " exclude each other: pick one drafter");
+  if (so.spec == "ngram") {
+    d.drafter = std::make_unique<NgramDrafter>();
+    return d;
+  }
+  if (so.draft_path.empty()) return d;
+  CHIMERA_ASSIGN_OR_RETURN(d.model, load_model(so.draft_path));
+  if (d.model->file->find("tokenizer.ggml.tokens")) {
+    CHIMERA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::from_gguf(*d.model->file));
+    d.tokenizer = std::make_unique<Tokenizer>(std::move(tok));
+  }
+  DraftModelParams dp;
+  dp.p_min = so.draft_p_min;
+  CHIMERA_ASSIGN_OR_RETURN(dp.context, mo.context_params());
+  auto md =
+      ModelDrafter::create(*target.model, target.tokenizer.get(), *d.model, d.tokenizer.get(), dp);
+  if (!md.ok()) return Error(md.status().code(), so.draft_path, ": ", md.status().message());
+  d.drafter = std::move(*md);
+  return d;
+}
+
 Result<uint64_t> parse_bytes(const std::string& s) {
   if (s.empty()) return Error(ErrorCode::kInvalidArgument, "empty size");
   size_t used = 0;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "runtime/context.h"
+#include "runtime/drafter.h"
 #include "runtime/generate.h"
 #include "runtime/tokenizer.h"
 
@@ -34,6 +35,32 @@ struct SamplingOptions {
   void add_to(CLI::App& app);
   GenerateParams generate_params(uint32_t n_ctx) const;
 };
+
+// Speculative decoding: --draft MODEL or --spec ngram, --draft-max/--draft-min/--draft-p-min.
+struct SpecOptions {
+  std::string draft_path;
+  std::string spec;  // "ngram" or empty
+  int32_t draft_max = 8;
+  int32_t draft_min = 0;
+  float draft_p_min = 0.75f;
+  bool fixed = false;  // no adaptation of the draft length
+  void add_to(CLI::App& app);
+  bool enabled() const { return !draft_path.empty() || !spec.empty(); }
+  SpecParams params() const;
+};
+
+struct LoadedModel;
+
+// The drafter the options ask for (null when none): a draft model is loaded and its vocabulary
+// checked against the target's.
+struct LoadedDrafter {
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Drafter> drafter;
+  std::string describe() const;
+};
+Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo,
+                                   const LoadedModel& target);
 
 struct LoadedModel {
   std::string path;  // the file loaded: -m, or the default model

@@ -1,0 +1,60 @@
+"""Speculative decoding from the command line: `chimera run/chat --spec ngram | --draft MODEL`
+print exactly what they print without it; a draft model with another vocabulary is a clear
+error; `chimera bench --spec/--draft` reports both speeds, the acceptance and identical output."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODEL = REPO_ROOT / "models" / "default.gguf"
+OTHER_VOCAB = REPO_ROOT / "tests" / "fixtures" / "models" / "llama" / "model-f32.gguf"
+
+
+@pytest.mark.parametrize("sampling", [["--temp", "0"], ["--temp", "0.9", "-s", "11"]])
+@pytest.mark.parametrize("spec", [["--spec", "ngram"], ["--draft", str(MODEL)],
+                                  ["--spec", "ngram", "--draft-max", "3", "--draft-fixed"]])
+def test_run_output_is_identical(chimera, sampling: list[str], spec: list[str]) -> None:
+    args = ["run", "-m", MODEL, "-p", "And God said", "-n", "48", "-t", "1", *sampling]
+    plain = chimera.run(*args, "-q").stdout
+    proc = chimera.run(*args, *spec)
+    assert proc.stdout == plain
+    if "--draft" in spec or sampling[1] == "0":  # n-grams rarely recur in sampled text
+        assert "speculative:" in proc.stderr  # drafts were made and verified
+
+
+def test_chat_output_is_identical(chimera_bin: Path) -> None:
+    def chat(*extra: str) -> str:
+        proc = subprocess.run(
+            [str(chimera_bin), "chat", "-m", str(MODEL), "-n", "24", "--temp", "0", "-q", "-t", "1",
+             *extra], input="And God said\nLet there be light\n", capture_output=True, text=True,
+            timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert chat("--spec", "ngram") == chat()
+
+
+def test_draft_with_another_vocabulary_is_refused(chimera) -> None:
+    proc = chimera.run("run", "-m", MODEL, "-p", "x", "--draft", OTHER_VOCAB, check=False)
+    assert proc.returncode != 0
+    assert "vocabulary" in proc.stderr and str(OTHER_VOCAB) in proc.stderr
+    assert proc.stdout == ""  # refused before generating anything
+    both = chimera.run("run", "-m", MODEL, "-p", "x", "--draft", MODEL, "--spec", "ngram",
+                       check=False)
+    assert both.returncode != 0 and "exclude each other" in both.stderr
+
+
+def test_bench_reports_speculation(chimera) -> None:
+    j = chimera.json("bench", "-m", MODEL, "-p", "0", "-n", "24", "-r", "1", "-t", "1",
+                     "--spec", "ngram", "--draft-fixed", "--json")
+    s = j["speculative"]
+    assert s["drafter"] == "ngram" and s["output_identical"] is True
+    assert s["plain_tokens_per_s"] > 0 and s["spec_tokens_per_s"] > 0
+    assert s["drafted"] > 0 and 0 <= s["accepted"] <= s["drafted"]
+    assert s["acceptance"] == pytest.approx(s["accepted"] / s["drafted"])
+    assert sum(s["drafted_by_position"]) == s["drafted"]
+    assert sum(s["accepted_by_position"]) == s["accepted"]
