@@ -71,12 +71,142 @@ std::string blk_name(uint32_t il, const char* name) {
 
 }  // namespace
 
+namespace {
+
+// A valid byte-level BPE vocabulary, so that other engines (llama.cpp) load the file too: the
+// 256 byte tokens, then tokens made by merging two bytes (merge rank = order), and
+// <|endoftext|> last (bos and eos) when there is room. Ids only matter to the tests.
+void write_vocabulary(const SyntheticSpec& s, GgufWriter& w) {
+  const auto& b2u = gpt2_byte_to_unicode();
+  std::vector<std::string> tokens(s.n_vocab), merges;
+  for (uint32_t i = 0; i < s.n_vocab; ++i) {
+    if (i < 256) {
+      tokens[i] = b2u[i];
+    } else if (i + 1 == s.n_vocab) {
+      tokens[i] = "<|endoftext|>";
+    } else if (i - 256 < 65536) {
+      const std::string& a = b2u[(i - 256) / 256];
+      const std::string& c = b2u[(i - 256) % 256];
+      tokens[i] = a + c;
+      merges.push_back(a + " " + c);
+    } else {
+      tokens[i] = StrCat("<t", i, ">");
+    }
+  }
+  w.set_string("tokenizer.ggml.model", "gpt2");
+  w.set_string("tokenizer.ggml.pre", "gpt-2");
+  w.set_string_array("tokenizer.ggml.tokens", tokens);
+  w.set_string_array("tokenizer.ggml.merges", merges);
+  if (s.n_vocab > 256) {
+    w.set_uint32("tokenizer.ggml.bos_token_id", s.n_vocab - 1);
+    w.set_uint32("tokenizer.ggml.eos_token_id", s.n_vocab - 1);
+  }
+}
+
+// Qwen3.5 / Qwen3-Next: gated DeltaNet layers with every 4th layer gated attention (spec 6.5).
+Status build_qwen_hybrid(const SyntheticSpec& s, GgufWriter& w) {
+  const std::string& a = s.arch;
+  const bool moe = a != "qwen35", next = a == "qwen3next";
+  const uint32_t D = s.n_embd, hd = s.head_dim ? s.head_dim : D / std::max(1u, s.n_head);
+  const uint32_t S = s.ssm_state, Hk = s.ssm_groups, Hv = s.ssm_heads, d_in = Hv * S;
+  const uint32_t C = 2 * Hk * S + d_in;
+  if (s.n_head == 0 || s.n_head_kv == 0 || s.n_head % s.n_head_kv || hd % 4 || Hk == 0 || Hv % Hk ||
+      (moe && (s.n_expert == 0 || s.n_expert_used == 0)))
+    return Error(ErrorCode::kInvalidArgument, "synthetic model: inconsistent sizes for ", a);
+  auto key = [&](const char* k) { return a + "." + k; };
+  w.set_string("general.architecture", a);
+  w.set_string("general.name", "chimera synthetic " + a);
+  w.set_uint32(key("block_count"), s.n_layer);
+  w.set_uint32(key("context_length"), 262144);
+  w.set_uint32(key("embedding_length"), D);
+  w.set_uint32(key("feed_forward_length"), s.n_ff);
+  w.set_float32(key("attention.layer_norm_rms_epsilon"), 1e-6f);
+  w.set_uint32(key("vocab_size"), s.n_vocab);
+  w.set_uint32(key("attention.head_count"), s.n_head);
+  w.set_uint32(key("attention.head_count_kv"), s.n_head_kv);
+  w.set_uint32(key("attention.key_length"), hd);
+  w.set_uint32(key("attention.value_length"), hd);
+  w.set_uint32(key("rope.dimension_count"), hd / 4);
+  w.set_float32(key("rope.freq_base"), 10000000.0f);
+  if (!next) {
+    const int32_t q = static_cast<int32_t>(hd / 8);  // sections of hd/4 rotated dims / 2 pairs
+    w.set_array(key("rope.dimension_sections"), std::vector<int32_t>{q - q / 2, q / 2, 0, 0});
+  }
+  w.set_uint32(key("ssm.conv_kernel"), s.conv_kernel);
+  w.set_uint32(key("ssm.state_size"), S);
+  w.set_uint32(key("ssm.group_count"), Hk);
+  w.set_uint32(key("ssm.time_step_rank"), Hv);
+  w.set_uint32(key("ssm.inner_size"), d_in);
+  w.set_uint32(key("full_attention_interval"), 4);
+  if (moe) {
+    w.set_uint32(key("expert_count"), s.n_expert);
+    w.set_uint32(key("expert_used_count"), s.n_expert_used);
+    w.set_uint32(key("expert_feed_forward_length"), s.n_ff);
+    w.set_uint32(key("expert_shared_feed_forward_length"), s.n_ff);
+  }
+  Builder b(s, w);
+  const float in_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const float down_scale = 1.0f / std::sqrt(static_cast<float>(s.n_ff));
+  b.matrix("token_embd.weight", {D, s.n_vocab}, 1.0f);
+  b.vec("output_norm.weight", {D}, 1.0f, 0.2f);
+  if (!s.tied_embeddings) b.matrix("output.weight", {D, s.n_vocab}, in_scale);
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    b.vec(blk_name(il, "attn_norm.weight"), {D}, 1.0f, 0.2f);
+    b.vec(blk_name(il, "post_attention_norm.weight"), {D}, 1.0f, 0.2f);
+    if ((il + 1) % 4 == 0) {
+      const uint32_t q = s.n_head * hd, kv = s.n_head_kv * hd;
+      b.matrix(blk_name(il, "attn_q.weight"), {D, 2 * q}, in_scale);
+      b.matrix(blk_name(il, "attn_k.weight"), {D, kv}, in_scale);
+      b.matrix(blk_name(il, "attn_v.weight"), {D, kv}, in_scale);
+      b.matrix(blk_name(il, "attn_output.weight"), {q, D}, 1.0f / std::sqrt(float(q)));
+      b.vec(blk_name(il, "attn_q_norm.weight"), {hd}, 1.0f, 0.2f);
+      b.vec(blk_name(il, "attn_k_norm.weight"), {hd}, 1.0f, 0.2f);
+    } else {
+      b.matrix(blk_name(il, "attn_qkv.weight"), {D, C}, in_scale);
+      b.matrix(blk_name(il, "attn_gate.weight"), {D, d_in}, in_scale);
+      if (next) {
+        b.matrix(blk_name(il, "ssm_ba.weight"), {D, 2 * Hv}, in_scale);
+      } else {
+        b.matrix(blk_name(il, "ssm_beta.weight"), {D, Hv}, in_scale);
+        b.matrix(blk_name(il, "ssm_alpha.weight"), {D, Hv}, in_scale);
+      }
+      b.vec(blk_name(il, "ssm_conv1d.weight"), {s.conv_kernel, C}, 0.0f, 0.5f);
+      b.vec(blk_name(il, "ssm_dt.bias"), {Hv}, 0.0f, 1.0f);
+      b.vec(blk_name(il, "ssm_a"), {Hv}, -0.5f, 0.45f);  // A in [0.05, 0.95]: slow decay
+      b.vec(blk_name(il, "ssm_norm.weight"), {S}, 1.0f, 0.2f);
+      b.matrix(blk_name(il, "ssm_out.weight"), {d_in, D}, 1.0f / std::sqrt(float(d_in)));
+    }
+    if (!moe) {
+      b.matrix(blk_name(il, "ffn_gate.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_up.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_down.weight"), {s.n_ff, D}, down_scale);
+      continue;
+    }
+    b.vec(blk_name(il, "ffn_gate_inp.weight"), {D, s.n_expert}, 0.0f, in_scale * 3);
+    b.matrix(blk_name(il, "ffn_gate_exps.weight"), {D, s.n_ff, s.n_expert}, in_scale);
+    b.matrix(blk_name(il, "ffn_up_exps.weight"), {D, s.n_ff, s.n_expert}, in_scale);
+    b.matrix(blk_name(il, "ffn_down_exps.weight"), {s.n_ff, D, s.n_expert}, down_scale);
+    b.matrix(blk_name(il, "ffn_gate_shexp.weight"), {D, s.n_ff}, in_scale);
+    b.matrix(blk_name(il, "ffn_up_shexp.weight"), {D, s.n_ff}, in_scale);
+    b.matrix(blk_name(il, "ffn_down_shexp.weight"), {s.n_ff, D}, down_scale);
+    b.vec(blk_name(il, "ffn_gate_inp_shexp.weight"), {D}, 0.0f, in_scale * 3);
+  }
+  return b.status();
+}
+
+}  // namespace
+
 Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
   const std::string& a = s.arch;
+  const bool qwen = a == "qwen35" || a == "qwen35moe" || a == "qwen3next";
   const bool hybrid = a == "granitehybrid", mamba = a == "mamba2";
   const bool llama_like = a == "llama" || a == "granite";
-  if (!hybrid && !mamba && !llama_like)
+  if (!hybrid && !mamba && !llama_like && !qwen)
     return Error(ErrorCode::kUnsupported, "synthetic model: unknown architecture '", a, "'");
+  if (qwen) {
+    write_vocabulary(s, w);
+    return build_qwen_hybrid(s, w);
+  }
   if (s.n_embd % s.n_head || s.n_head % std::max(1u, s.n_head_kv) || s.ssm_heads == 0 ||
       (2 * s.n_embd) % s.ssm_heads || s.ssm_heads % s.ssm_groups)
     return Error(ErrorCode::kInvalidArgument, "synthetic model: inconsistent sizes");
@@ -127,33 +257,7 @@ Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
     w.set_uint32(key("expert_used_count"), s.n_expert_used);
     w.set_uint32(key("expert_shared_feed_forward_length"), s.n_ff);
   }
-  // A valid byte-level BPE vocabulary, so that other engines (llama.cpp) load the file too: the
-  // 256 byte tokens, then tokens made by merging two bytes (merge rank = order), and
-  // <|endoftext|> last (bos and eos) when there is room. Ids only matter to the tests.
-  const auto& b2u = gpt2_byte_to_unicode();
-  std::vector<std::string> tokens(s.n_vocab), merges;
-  for (uint32_t i = 0; i < s.n_vocab; ++i) {
-    if (i < 256) {
-      tokens[i] = b2u[i];
-    } else if (i + 1 == s.n_vocab) {
-      tokens[i] = "<|endoftext|>";
-    } else if (i - 256 < 65536) {
-      const std::string& a = b2u[(i - 256) / 256];
-      const std::string& c = b2u[(i - 256) % 256];
-      tokens[i] = a + c;
-      merges.push_back(a + " " + c);
-    } else {
-      tokens[i] = StrCat("<t", i, ">");
-    }
-  }
-  w.set_string("tokenizer.ggml.model", "gpt2");
-  w.set_string("tokenizer.ggml.pre", "gpt-2");
-  w.set_string_array("tokenizer.ggml.tokens", tokens);
-  w.set_string_array("tokenizer.ggml.merges", merges);
-  if (s.n_vocab > 256) {
-    w.set_uint32("tokenizer.ggml.bos_token_id", s.n_vocab - 1);
-    w.set_uint32("tokenizer.ggml.eos_token_id", s.n_vocab - 1);
-  }
+  write_vocabulary(s, w);
 
   Builder b(s, w);
   const float in_scale = 1.0f / std::sqrt(static_cast<float>(D));

@@ -13,18 +13,22 @@
 namespace chimera {
 
 struct SyntheticSpec {
-  std::string arch = "granitehybrid";  // granitehybrid, mamba2, llama, granite
+  // granitehybrid, mamba2, llama, granite, qwen35, qwen35moe, qwen3next
+  std::string arch = "granitehybrid";
   uint32_t n_layer = 4;
   std::vector<uint32_t> attention_layers = {1};  // granitehybrid: which layers are attention
   uint32_t n_embd = 64;
   uint32_t n_vocab = 256;
   uint32_t n_head = 4;
   uint32_t n_head_kv = 2;
+  uint32_t head_dim = 0;  // 0: n_embd / n_head (the qwen archs allow any size)
   uint32_t n_ff = 128;
   uint32_t n_expert = 0;  // > 0: MoE FFN with a shared expert of width n_ff
   uint32_t n_expert_used = 0;
+  // Mamba2: N, H (inner size 2 * n_embd), G. Qwen DeltaNet: head size S, value heads Hv, key
+  // heads Hk (inner size Hv * S); every 4th layer is gated attention.
   uint32_t ssm_state = 16;
-  uint32_t ssm_heads = 8;  // inner size is 2 * n_embd
+  uint32_t ssm_heads = 8;
   uint32_t ssm_groups = 1;
   uint32_t conv_kernel = 4;
   bool rope = false;  // granitehybrid: NoPE unless set; llama/granite always use RoPE

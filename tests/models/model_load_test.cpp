@@ -2,6 +2,7 @@
 
 #include <functional>
 
+#include "models/forward.h"
 #include "models/model.h"
 #include "models/synthetic.h"
 
@@ -162,6 +163,79 @@ TEST(ModelLoad, InconsistentSsmSizesAreRejected) {
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("time_step_rank 7"), std::string::npos)
       << m.status().message();
+}
+
+TEST(ModelLoad, QwenDeltaNetHybridsLoad) {
+  for (const char* arch : {"qwen35", "qwen35moe", "qwen3next"}) {
+    SCOPED_TRACE(arch);
+    SyntheticSpec spec;
+    spec.arch = arch;
+    spec.n_layer = 8;
+    spec.head_dim = 32;
+    spec.ssm_state = 16;
+    spec.ssm_groups = 2;
+    spec.ssm_heads = 6;
+    if (std::string(arch) != "qwen35") {
+      spec.n_expert = 4;
+      spec.n_expert_used = 2;
+    }
+    auto m = load_bytes(synthetic_bytes(spec));
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    const Model& model = **m;
+    // every 4th layer is gated attention
+    for (uint32_t il = 0; il < 8; ++il) {
+      const LayerWeights& l = model.layers[il];
+      EXPECT_EQ(l.kind, (il + 1) % 4 ? MixerKind::kDeltaNet : MixerKind::kAttention) << il;
+      EXPECT_EQ(l.ffn_kind, spec.n_expert ? FfnKind::kMoe : FfnKind::kDense);
+      if (l.kind == MixerKind::kAttention) {
+        EXPECT_TRUE(l.attn.output_gate);
+        EXPECT_NE(l.attn.q_norm, nullptr);
+      } else {
+        EXPECT_EQ(l.delta.ba != nullptr, std::string(arch) == "qwen3next");
+      }
+      if (spec.n_expert) EXPECT_NE(l.ffn.shexp_gate, nullptr);
+    }
+    EXPECT_EQ(model.hp.delta_tiled_heads, std::string(arch) != "qwen3next");
+    EXPECT_EQ(model.hp.rope_mode, RopeMode::kNeox);
+    EXPECT_EQ(model.hp.n_rot, 8u) << "a quarter of the head";
+    EXPECT_EQ(model.hp.head_dim, 32u);
+    const MemoryConfig mc = memory_config_for(model);
+    EXPECT_EQ(mc.layers[0].kind, LayerKind::kRecurrent);
+    EXPECT_EQ(mc.layers[0].conv_floats, 3u * (2 * 2 * 16 + 6 * 16));
+    EXPECT_EQ(mc.layers[0].ssm_floats, 6u * 16 * 16);
+    EXPECT_EQ(mc.layers[3].kind, LayerKind::kAttention);
+    EXPECT_EQ(mc.layers[3].kv_dim, spec.n_head_kv * 32u);
+  }
+}
+
+TEST(ModelLoad, QwenBadDeltaNetInputsAreClearErrors) {
+  SyntheticSpec spec;
+  spec.arch = "qwen35";
+  const std::vector<uint8_t> good = synthetic_bytes(spec);
+  // value heads not a multiple of key heads
+  auto m = load_bytes(rewrite(
+      good, [](auto&, auto&, auto&) { return true; },
+      [](GgufWriter& w) { w.set_uint32("qwen35.ssm.group_count", 3); }));
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("group_count"), std::string::npos) << m.status().message();
+  // a missing DeltaNet tensor is named
+  m = load_bytes(rewrite(
+      good,
+      [](const GgufTensorInfo& t, auto&, auto&) { return t.name != "blk.1.ssm_alpha.weight"; },
+      nullptr));
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("blk.1.ssm_alpha.weight"), std::string::npos)
+      << m.status().message();
+  // ssm_a must be F32 (the kernel reads it as floats)
+  m = load_bytes(rewrite(
+      good,
+      [](const GgufTensorInfo& t, auto&, GgmlType& type) {
+        if (t.name == "blk.0.ssm_a") type = GgmlType::F16;
+        return true;
+      },
+      nullptr));
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("blk.0.ssm_a"), std::string::npos) << m.status().message();
 }
 
 }  // namespace

@@ -15,10 +15,15 @@ int run_synthetic(int argc, char** argv) {
   std::string out, preset = "tiny", type = "F16";
   app.add_option("-o,--output", out, "output GGUF file")->required();
   app.add_option("--preset", preset,
-                 "tiny (64 wide, 4 layers) or granite4h-small (768 wide, 32 layers of which 4 "
+                 "tiny (64 wide, 4 layers), granite4h-small (768 wide, 32 layers of which 4 "
                  "attention, FFN 2048, Mamba2 48 heads x state 128, vocabulary 50257, ~300M "
-                 "parameters)");
-  app.add_option("--arch", s.arch, "granitehybrid (default), mamba2, llama or granite");
+                 "parameters) or qwen35-0.8b (Qwen3.5-0.8B's shape: 1024 wide, 24 layers of "
+                 "which 6 gated attention with 8 q / 2 kv heads of 256, 18 gated DeltaNet with "
+                 "16 k / 16 v heads of 128, FFN 3584, vocabulary 248320, tied; sets --arch "
+                 "qwen35)");
+  app.add_option("--arch", s.arch,
+                 "granitehybrid (default), mamba2, llama, granite, qwen35, qwen35moe or "
+                 "qwen3next (tiny qwen MoE archs get 4 experts, 2 used)");
   app.add_option("--type", type,
                  "type of the weight matrices: F32, F16 (default), BF16, Q8_0, "
                  "Q4_0, Q4_K, Q5_K, Q6_K");
@@ -35,6 +40,10 @@ int run_synthetic(int argc, char** argv) {
     return 1;
   }
   s.weight_type = *t;
+  if ((s.arch == "qwen35moe" || s.arch == "qwen3next") && s.n_expert == 0) {
+    s.n_expert = 4;
+    s.n_expert_used = 2;
+  }
   if (preset == "granite4h-small") {
     s.n_layer = 32;
     s.attention_layers = {5, 13, 21, 29};
@@ -46,6 +55,18 @@ int run_synthetic(int argc, char** argv) {
     s.ssm_heads = 48;
     s.ssm_state = 128;
     s.ssm_groups = 1;
+  } else if (preset == "qwen35-0.8b") {
+    s.arch = "qwen35";
+    s.n_layer = 24;
+    s.n_embd = 1024;
+    s.n_vocab = 248320;
+    s.n_head = 8;
+    s.n_head_kv = 2;
+    s.head_dim = 256;
+    s.n_ff = 3584;
+    s.ssm_state = 128;
+    s.ssm_groups = 16;
+    s.ssm_heads = 16;
   } else if (preset != "tiny") {
     std::fprintf(stderr, "chimera synthetic: unknown preset '%s'\n", preset.c_str());
     return 1;
