@@ -49,22 +49,21 @@ std::vector<Case> cases() {
   granite.n_layer = 2;
   granite.weight_type = GgmlType::F16;
   out.push_back({"granite_f16", granite});
-  SyntheticSpec qwen;  // gated DeltaNet + gated attention, MoE, K-quant weights
+  SyntheticSpec qwen;  // gated DeltaNet + gated attention, MoE, quantized weights
   qwen.arch = "qwen35moe";
-  qwen.n_embd = 256;
   qwen.n_head = 4;
   qwen.n_head_kv = 2;
-  qwen.head_dim = 64;
-  qwen.n_ff = 256;
+  qwen.head_dim = 32;
+  qwen.n_ff = 64;
   qwen.n_expert = 4;
   qwen.n_expert_used = 2;
-  qwen.ssm_state = 32;
+  qwen.ssm_state = 16;
   qwen.ssm_groups = 2;
-  qwen.ssm_heads = 8;  // 4 value heads per key head; inner size 256
-  qwen.weight_type = GgmlType::Q4_K;
-  out.push_back({"qwen35moe_q4_k", qwen});
+  qwen.ssm_heads = 8;  // 4 value heads per key head
+  qwen.weight_type = GgmlType::Q8_0;
+  out.push_back({"qwen35moe_q8_0", qwen});
   // Gated-DeltaNet hybrids: the transformers-made fixtures (3 DeltaNet + 1 gated attention layer;
-  // qwen35moe is covered by the synthetic K-quant case above)
+  // qwen35moe is covered by the synthetic Q8_0 case above)
   out.push_back({"qwen35_f16", {}, "qwen35/model-f16.gguf"});
   out.push_back({"qwen3next_f16", {}, "qwen3next/model-f16.gguf"});
   return out;
