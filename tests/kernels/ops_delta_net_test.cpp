@@ -138,7 +138,8 @@ TEST(OpsDeltaNet, MatchesFloat64Reference) {
   struct Shape {
     int Hk, Hv, S;
   };
-  for (const Shape sh : {Shape{1, 1, 8}, Shape{2, 4, 16}, Shape{2, 6, 13}, Shape{1, 3, 32}}) {
+  for (const Shape sh :
+       {Shape{1, 1, 8}, Shape{2, 4, 16}, Shape{2, 6, 13}, Shape{1, 3, 32}, Shape{2, 2, 44}}) {
     for (DeltaNetHeadMap map : {DeltaNetHeadMap::kGrouped, DeltaNetHeadMap::kTiled}) {
       const Problem p = make_problem(9, sh.Hk, sh.Hv, sh.S, map, rng);
       std::vector<double> M(p.state.begin(), p.state.end()), ref;
@@ -177,7 +178,8 @@ TEST(OpsDeltaNet, HeadMapsDiffer) {
 TEST(OpsDeltaNet, ChunkingThreadsAndIncomingStateAreBitwiseInvariant) {
   std::mt19937 rng(9);
   ThreadContext two(2);
-  const Problem p = make_problem(13, 2, 4, 24, DeltaNetHeadMap::kTiled, rng);
+  // S = 40: one four-block group and one single block per row in the AVX2 path
+  const Problem p = make_problem(13, 2, 4, 40, DeltaNetHeadMap::kTiled, rng);
   for (Isa isa : OpIsas()) {
     SCOPED_TRACE(isa_name(isa));
     std::vector<float> s_all = p.state, o_all(size_t(p.T) * p.Hv * p.S);
