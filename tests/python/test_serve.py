@@ -485,3 +485,10 @@ def test_sigint_ends_streams_and_exits_cleanly(chimera_bin, tmp_path):
         assert "stopping" in s.output()
     finally:
         s.kill()
+
+
+def test_a_port_in_use_is_an_error(server, chimera):
+    port = server.url.rsplit(":", 1)[1]
+    proc = chimera.run("serve", "--port", port, "-q", check=False, timeout=60)
+    assert proc.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr

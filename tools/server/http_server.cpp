@@ -466,6 +466,12 @@ HttpServer::HttpServer(serving::Engine& engine, const Tokenizer& tokenizer, Serv
   s.http.set_payload_max_length(s.cfg.max_body_bytes);
   s.http.set_keep_alive_max_count(1000);
   s.http.set_tcp_nodelay(true);
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would let a second server
+  // start on a port already in use and silently share its connections.
+  s.http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof yes);
+  });
   s.setup_routes();
 }
 
