@@ -26,12 +26,38 @@ struct TargetRow {
 // file_type values are llama_ftype (gguf.LlamaFileType). A pure K-quant file is recorded as the
 // "_S" variant, the closest llama.cpp name for "mostly this type".
 constexpr TargetRow kTargets[] = {
-    {"F32", GgmlType::F32, false, 0},     {"F16", GgmlType::F16, false, 1},
-    {"BF16", GgmlType::BF16, false, 32},  {"Q8_0", GgmlType::Q8_0, false, 7},
-    {"Q4_0", GgmlType::Q4_0, false, 2},   {"Q4_K", GgmlType::Q4_K, false, 14},
-    {"Q5_K", GgmlType::Q5_K, false, 16},  {"Q6_K", GgmlType::Q6_K, false, 18},
-    {"Q4_K_M", GgmlType::Q4_K, true, 15},
+    {"F32", GgmlType::F32, false, 0},        {"F16", GgmlType::F16, false, 1},
+    {"BF16", GgmlType::BF16, false, 32},     {"Q8_0", GgmlType::Q8_0, false, 7},
+    {"Q4_0", GgmlType::Q4_0, false, 2},      {"Q4_K", GgmlType::Q4_K, false, 14},
+    {"Q5_K", GgmlType::Q5_K, false, 16},     {"Q6_K", GgmlType::Q6_K, false, 18},
+    {"Q4_K_M", GgmlType::Q4_K, true, 15},    {"Q4_1", GgmlType::Q4_1, false, 3},
+    {"Q5_0", GgmlType::Q5_0, false, 8},      {"Q5_1", GgmlType::Q5_1, false, 9},
+    {"IQ4_NL", GgmlType::IQ4_NL, false, 25}, {"IQ4_XS", GgmlType::IQ4_XS, false, 30},
 };
+
+// llama.cpp's fallback (llama-quant.cpp, tensor_type_fallback) for a row length that is not a
+// multiple of the wanted type's block: a 256-block type gives way to the 32-block type of about
+// the same bits per weight; F16 when even that does not fit.
+GgmlType fallback_type(GgmlType want, int64_t ne0) {
+  GgmlType t = GgmlType::F16;
+  switch (want) {
+    case GgmlType::Q4_K:
+      t = GgmlType::Q5_0;
+      break;
+    case GgmlType::Q5_K:
+      t = GgmlType::Q5_1;
+      break;
+    case GgmlType::Q6_K:
+      t = GgmlType::Q8_0;
+      break;
+    case GgmlType::IQ4_XS:
+      t = GgmlType::IQ4_NL;
+      break;
+    default:
+      break;
+  }
+  return ne0 % type_traits(t).block_size == 0 ? t : GgmlType::F16;
+}
 
 bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
@@ -148,7 +174,7 @@ Result<QuantizeTarget> parse_quantize_target(std::string_view name) {
 }
 
 const char* quantize_target_names() {
-  return "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q4_K_M";
+  return "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS, Q4_K_M";
 }
 
 bool stays_f32(std::string_view name, uint32_t n_dims) {
@@ -175,8 +201,7 @@ TensorChoice choose_tensor_type(const QuantizeTarget& target, std::string_view n
   }
   const int64_t block = type_traits(want).block_size;
   if (ne0 % block != 0) {
-    const GgmlType fallback =
-        (block == kQK_K && ne0 % kQK8_0 == 0) ? GgmlType::Q8_0 : GgmlType::F16;
+    const GgmlType fallback = fallback_type(want, ne0);
     note = StrCat("ne0 = ", ne0, " is not a multiple of ", block, ": ", type_name(fallback),
                   " instead of ", type_name(want));
     want = fallback;
@@ -283,18 +308,23 @@ Status convert_tensor(const GgufTensorInfo& t, GgmlType to, ThreadContext& threa
   return Status::Ok();
 }
 
+Status copy_metadata(const GgufFile& file, GgufWriter& w) {
+  for (const GgufKV& kv : file.kvs()) {
+    if (kv.key == "general.alignment") {
+      CHIMERA_RETURN_IF_ERROR(w.set_alignment(static_cast<uint32_t>(file.alignment())));
+    } else {
+      CHIMERA_RETURN_IF_ERROR(copy_kv(kv, w));
+    }
+  }
+  return Status::Ok();
+}
+
 Result<QuantizeSummary> quantize_model(const std::string& in_path, const std::string& out_path,
                                        const QuantizeTarget& target, ThreadContext& threads,
                                        const std::function<void(const std::string&)>& log) {
   CHIMERA_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::open(in_path));
   GgufWriter w;
-  for (const GgufKV& kv : file->kvs()) {
-    if (kv.key == "general.alignment") {
-      CHIMERA_RETURN_IF_ERROR(w.set_alignment(static_cast<uint32_t>(file->alignment())));
-    } else {
-      CHIMERA_RETURN_IF_ERROR(copy_kv(kv, w));
-    }
-  }
+  CHIMERA_RETURN_IF_ERROR(copy_metadata(*file, w));
   w.set_uint32("general.file_type", target.file_type);
   if (!is_float_type(target.base))
     w.set_uint32("general.quantization_version", kQuantizationVersion);

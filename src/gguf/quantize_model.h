@@ -4,10 +4,13 @@
 // Policy (spec 1.7): tensors that llama.cpp keeps in F32 stay F32 whatever the target: 1-D
 // tensors, norms, ffn_gate_inp(_shexp), ssm_conv1d, shortconv.conv, and every tensor whose name
 // does not end in ".weight" (ssm_a, ssm_d, biases). Everything else gets the target type; a tensor
-// whose row length ne0 is not a multiple of the target's block size falls back to Q8_0 (K-quants,
-// when ne0 % 32 == 0) or F16, and the plan says so. Q4_K_M raises output.weight, and attn_v /
-// ffn_down in the first and last eighth of their layers and every third layer between, to Q6_K
-// (the same mix as llama.cpp's Q4_K_M).
+// whose row length ne0 is not a multiple of the type's block size falls back as llama.cpp's do
+// (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL; F16 when ne0 is not a multiple of
+// 32 either), and the plan says so. Q4_K_M raises output.weight, and attn_v / ffn_down in the
+// first and last eighth of their layers and every third layer between, to Q6_K (the same mix as
+// llama.cpp's Q4_K_M); the fallback applies after that choice. The other targets are "pure": Q4_1,
+// Q5_0, Q5_1, IQ4_NL and IQ4_XS files hold that type in every quantized tensor (llama.cpp's
+// IQ4 mixes, which move some tensors to Q5_K/Q6_K, are not reproduced).
 #pragma once
 
 #include <cstdint>
@@ -19,6 +22,7 @@
 #include "core/status.h"
 #include "core/threads.h"
 #include "gguf/gguf_file.h"
+#include "gguf/gguf_writer.h"
 #include "gguf/types.h"
 
 namespace chimera {
@@ -30,7 +34,8 @@ struct QuantizeTarget {
   uint32_t file_type;  // general.file_type (llama_ftype): 0 F32, 1 F16, 2 Q4_0, 7 Q8_0, ...
 };
 
-// "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, Q4_K_M" (case-insensitive).
+// "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K, Q6_K, IQ4_XS, Q4_K_M"
+// (case-insensitive).
 Result<QuantizeTarget> parse_quantize_target(std::string_view name);
 const char* quantize_target_names();
 
@@ -59,6 +64,9 @@ std::vector<TensorPlan> plan_quantization(const GgufFile& file, const QuantizeTa
 // type chimera cannot read or a value that cannot be represented (NaN, infinity, overflow).
 Status convert_tensor(const GgufTensorInfo& t, GgmlType to, ThreadContext& threads,
                       std::vector<uint8_t>* out);
+
+// Copies every metadata key of `file` to `w` (general.alignment as the writer's alignment).
+Status copy_metadata(const GgufFile& file, GgufWriter& w);
 
 struct QuantizeSummary {
   uint64_t tensors = 0, converted = 0;

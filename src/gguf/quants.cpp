@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace chimera {
 namespace {
@@ -39,6 +40,15 @@ float signed_absmax(const float* x, int n) {
     }
   }
   return max;
+}
+
+// Nibble j (< 16: low nibble of qs[j], else high nibble of qs[j - 16]) of a 32-block.
+inline int nibble(const uint8_t* qs, int j) {
+  return j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
+}
+// Q5's fifth bit of element j.
+inline int fifth_bit(const uint8_t* qh, int j) {
+  return ((qh[j / 8] >> (j % 8)) & 1) << 4;
 }
 
 // ---- K-quant searches ----
@@ -235,6 +245,54 @@ void dequantize_row_q4_0(const BlockQ4_0* x, float* y, int64_t n) {
   }
 }
 
+void dequantize_row_q4_1(const BlockQ4_1* x, float* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK4_1, "dequantize_row_q4_1");
+  for (int64_t b = 0; b < nb; ++b, y += kQK4_1) {
+    const float d = fp16_to_f32(x[b].d);
+    const float m = fp16_to_f32(x[b].m);
+    for (int j = 0; j < kQK4_1; ++j) y[j] = d * static_cast<float>(nibble(x[b].qs, j)) + m;
+  }
+}
+
+void dequantize_row_q5_0(const BlockQ5_0* x, float* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK5_0, "dequantize_row_q5_0");
+  for (int64_t b = 0; b < nb; ++b, y += kQK5_0) {
+    const float d = fp16_to_f32(x[b].d);
+    for (int j = 0; j < kQK5_0; ++j)
+      y[j] = d * static_cast<float>((nibble(x[b].qs, j) | fifth_bit(x[b].qh, j)) - 16);
+  }
+}
+
+void dequantize_row_q5_1(const BlockQ5_1* x, float* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK5_1, "dequantize_row_q5_1");
+  for (int64_t b = 0; b < nb; ++b, y += kQK5_1) {
+    const float d = fp16_to_f32(x[b].d);
+    const float m = fp16_to_f32(x[b].m);
+    for (int j = 0; j < kQK5_1; ++j)
+      y[j] = d * static_cast<float>(nibble(x[b].qs, j) | fifth_bit(x[b].qh, j)) + m;
+  }
+}
+
+void dequantize_row_iq4_nl(const BlockIQ4_NL* x, float* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK4_NL, "dequantize_row_iq4_nl");
+  for (int64_t b = 0; b < nb; ++b, y += kQK4_NL) {
+    const float d = fp16_to_f32(x[b].d);
+    for (int j = 0; j < kQK4_NL; ++j) y[j] = d * static_cast<float>(kIQ4Values[nibble(x[b].qs, j)]);
+  }
+}
+
+void dequantize_row_iq4_xs(const BlockIQ4_XS* x, float* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK_K, "dequantize_row_iq4_xs");
+  for (int64_t b = 0; b < nb; ++b) {
+    const float d = fp16_to_f32(x[b].d);
+    for (int ib = 0; ib < kQK_K / 32; ++ib, y += 32) {
+      const float dl = d * static_cast<float>(iq4_xs_scale(x[b], ib));
+      for (int j = 0; j < 32; ++j)
+        y[j] = dl * static_cast<float>(kIQ4Values[nibble(x[b].qs + 16 * ib, j)]);
+    }
+  }
+}
+
 void dequantize_row_q4_K(const BlockQ4_K* x, float* y, int64_t n) {
   const int64_t nb = checked_blocks(n, kQK_K, "dequantize_row_q4_K");
   for (int64_t b = 0; b < nb; ++b) {
@@ -370,6 +428,173 @@ void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n) {
   }
 }
 
+namespace {
+
+// Q4_1 / Q5_1: d = (max - min) / nmax, id = 1 / d (0 when d is 0), q = min(nmax, trunc((x - min)
+// * id + 0.5)); d and min stored as fp16 (the levels use the unrounded float values).
+void quantize_affine_block(const float* x, int nmax, uint16_t* d_out, uint16_t* m_out, uint8_t* q) {
+  float min = std::numeric_limits<float>::max(), max = -std::numeric_limits<float>::max();
+  for (int j = 0; j < 32; ++j) {
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
+  }
+  const float d = (max - min) / static_cast<float>(nmax);
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  *d_out = f32_to_fp16(d);
+  *m_out = f32_to_fp16(min);
+  for (int j = 0; j < 32; ++j) {
+    const float scaled = (x[j] - min) * id;  // rounded on its own, as numpy does: no FMA
+    q[j] = static_cast<uint8_t>(clamp_float_to_int(std::trunc(scaled + 0.5f), 0, nmax, 0));
+  }
+}
+
+// Packs 32 levels (0..31) into Q5 low nibbles and fifth bits.
+void pack_q5(const uint8_t* q, uint8_t* qs, uint8_t* qh) {
+  std::memset(qh, 0, 4);
+  for (int j = 0; j < 16; ++j)
+    qs[j] = static_cast<uint8_t>((q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4));
+  for (int j = 0; j < 32; ++j) qh[j / 8] |= static_cast<uint8_t>((q[j] >> 4) << (j % 8));
+}
+
+// ---- IQ4 (non-linear grid) searches ----
+
+// The grid index whose value is nearest to v (ties to the upper index; values beyond the ends go
+// to the end indices). The comparison `v - lo < hi - v` is done in float, as the reference does.
+int nearest_iq4_index(float v) {
+  if (v <= kIQ4Values[0]) return 0;
+  if (v >= kIQ4Values[15]) return 15;
+  int lo = 0, hi = 15;
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (v < kIQ4Values[mid]) {
+      hi = mid;
+    } else {
+      lo = mid;
+    }
+  }
+  return v - static_cast<float>(kIQ4Values[lo]) < static_cast<float>(kIQ4Values[hi]) - v ? lo : hi;
+}
+
+// Scale of one group of 32 values on the IQ4 grid, weights x^2: starts from the scale mapping
+// the largest-magnitude value onto -127, takes its least-squares scale (Σ w q x / Σ w q^2), then
+// tries 15 grid densities (iscale = (k - 127) / max, k = -7..7) and keeps the one maximising
+// (Σ w q x)^2 / Σ w q^2. Returns 0 for an all-(near-)zero group.
+float fit_iq4_group(const float* x) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < 32; ++j) {
+    const float a = std::fabs(x[j]);
+    if (a > amax) {
+      amax = a;
+      max = x[j];
+    }
+  }
+  if (amax < kGroupMaxEps) return 0.0f;
+  auto sums = [&](float iscale, float* sum_qx, float* sum_q2) {
+    *sum_qx = 0;
+    *sum_q2 = 0;
+    for (int j = 0; j < 32; ++j) {
+      const float q = kIQ4Values[nearest_iq4_index(iscale * x[j])];
+      const float w = x[j] * x[j];
+      *sum_qx += w * q * x[j];
+      *sum_q2 += w * q * q;
+    }
+  };
+  const float d0 = -max / static_cast<float>(kIQ4Values[0]);
+  float sum_qx, sum_q2;
+  sums(1.0f / d0, &sum_qx, &sum_q2);
+  float d = sum_qx / sum_q2;
+  float best = d * sum_qx;
+  for (int k = -7; k <= 7; ++k) {
+    sums(static_cast<float>(k + kIQ4Values[0]) / max, &sum_qx, &sum_q2);
+    if (sum_q2 > 0 && sum_qx * sum_qx > best * sum_q2) {
+      d = sum_qx / sum_q2;
+      best = d * sum_qx;
+    }
+  }
+  return d;
+}
+
+// 32 grid indices for x at step `scale` (0 maps everything to the index nearest 0), packed.
+void pack_iq4_group(const float* x, float scale, uint8_t* qs) {
+  const float id = scale != 0 ? 1.0f / scale : 0.0f;
+  uint8_t L[32];
+  for (int j = 0; j < 32; ++j) L[j] = static_cast<uint8_t>(nearest_iq4_index(id * x[j]));
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<uint8_t>(L[j] | (L[j + 16] << 4));
+}
+
+}  // namespace
+
+void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK4_1, "quantize_row_q4_1");
+  for (int64_t b = 0; b < nb; ++b, x += kQK4_1) {
+    uint8_t q[32];
+    quantize_affine_block(x, 15, &y[b].d, &y[b].m, q);
+    for (int j = 0; j < 16; ++j) y[b].qs[j] = static_cast<uint8_t>(q[j] | (q[j + 16] << 4));
+  }
+}
+
+void quantize_row_q5_0(const float* x, BlockQ5_0* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK5_0, "quantize_row_q5_0");
+  for (int64_t b = 0; b < nb; ++b, x += kQK5_0) {
+    const float max = signed_absmax(x, kQK5_0);
+    const float d = max / -16.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    y[b].d = f32_to_fp16(d);
+    uint8_t q[32];
+    for (int j = 0; j < 32; ++j) {
+      const float scaled = x[j] * id;  // no FMA, as numpy
+      q[j] = static_cast<uint8_t>(clamp_float_to_int(std::trunc(scaled + 16.5f), 0, 31, 16));
+    }
+    pack_q5(q, y[b].qs, y[b].qh);
+  }
+}
+
+void quantize_row_q5_1(const float* x, BlockQ5_1* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK5_1, "quantize_row_q5_1");
+  for (int64_t b = 0; b < nb; ++b, x += kQK5_1) {
+    uint8_t q[32];
+    quantize_affine_block(x, 31, &y[b].d, &y[b].m, q);
+    pack_q5(q, y[b].qs, y[b].qh);
+  }
+}
+
+void quantize_row_iq4_nl(const float* x, BlockIQ4_NL* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK4_NL, "quantize_row_iq4_nl");
+  for (int64_t b = 0; b < nb; ++b, x += kQK4_NL) {
+    const float scale = fit_iq4_group(x);
+    y[b].d = f32_to_fp16(scale);
+    pack_iq4_group(x, scale, y[b].qs);  // levels against the unrounded scale
+  }
+}
+
+void quantize_row_iq4_xs(const float* x, BlockIQ4_XS* y, int64_t n) {
+  const int64_t nb = checked_blocks(n, kQK_K, "quantize_row_iq4_xs");
+  for (int64_t b = 0; b < nb; ++b, x += kQK_K) {
+    float scales[8];
+    float max_scale = 0, amax_scale = 0;
+    for (int ib = 0; ib < 8; ++ib) {
+      scales[ib] = fit_iq4_group(x + 32 * ib);
+      if (std::fabs(scales[ib]) > amax_scale) {
+        amax_scale = std::fabs(scales[ib]);
+        max_scale = scales[ib];
+      }
+    }
+    // Sub-block scales as 6-bit multiples (-32..31) of d, the largest-magnitude one at -32.
+    const float d = -max_scale / 32.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    y[b].d = f32_to_fp16(d);
+    y[b].scales_h = 0;
+    std::memset(y[b].scales_l, 0, sizeof(y[b].scales_l));
+    for (int ib = 0; ib < 8; ++ib) {
+      const int l = clamp_int(nearest_int(id * scales[ib]), -32, 31);
+      pack_iq4_group(x + 32 * ib, d * static_cast<float>(l), y[b].qs + 16 * ib);
+      const int stored = l + 32;
+      y[b].scales_l[ib / 2] |= static_cast<uint8_t>((stored & 0x0F) << (4 * (ib % 2)));
+      y[b].scales_h |= static_cast<uint16_t>((stored >> 4) << (2 * ib));
+    }
+  }
+}
+
 void quantize_row_q4_K(const float* x, BlockQ4_K* y, int64_t n) {
   const int64_t nb = checked_blocks(n, kQK_K, "quantize_row_q4_K");
   uint8_t L[kQK_K];
@@ -474,6 +699,11 @@ bool can_dequantize(GgmlType type) {
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+    case GgmlType::IQ4_NL:
+    case GgmlType::IQ4_XS:
       return true;
     default:
       return false;
@@ -529,6 +759,21 @@ Status dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
     case GgmlType::Q6_K:
       dequantize_row_q6_K(static_cast<const BlockQ6_K*>(src), dst, n);
       break;
+    case GgmlType::Q4_1:
+      dequantize_row_q4_1(static_cast<const BlockQ4_1*>(src), dst, n);
+      break;
+    case GgmlType::Q5_0:
+      dequantize_row_q5_0(static_cast<const BlockQ5_0*>(src), dst, n);
+      break;
+    case GgmlType::Q5_1:
+      dequantize_row_q5_1(static_cast<const BlockQ5_1*>(src), dst, n);
+      break;
+    case GgmlType::IQ4_NL:
+      dequantize_row_iq4_nl(static_cast<const BlockIQ4_NL*>(src), dst, n);
+      break;
+    case GgmlType::IQ4_XS:
+      dequantize_row_iq4_xs(static_cast<const BlockIQ4_XS*>(src), dst, n);
+      break;
     default:
       CHIMERA_CHECK(false, "dequantize_row: type ", type_name(type), " passed check_row");
   }
@@ -561,6 +806,21 @@ Status quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
       break;
     case GgmlType::Q6_K:
       quantize_row_q6_K(src, static_cast<BlockQ6_K*>(dst), n);
+      break;
+    case GgmlType::Q4_1:
+      quantize_row_q4_1(src, static_cast<BlockQ4_1*>(dst), n);
+      break;
+    case GgmlType::Q5_0:
+      quantize_row_q5_0(src, static_cast<BlockQ5_0*>(dst), n);
+      break;
+    case GgmlType::Q5_1:
+      quantize_row_q5_1(src, static_cast<BlockQ5_1*>(dst), n);
+      break;
+    case GgmlType::IQ4_NL:
+      quantize_row_iq4_nl(src, static_cast<BlockIQ4_NL*>(dst), n);
+      break;
+    case GgmlType::IQ4_XS:
+      quantize_row_iq4_xs(src, static_cast<BlockIQ4_XS*>(dst), n);
       break;
     default:
       CHIMERA_CHECK(false, "quantize_row: type ", type_name(type), " passed check_row");

@@ -32,7 +32,7 @@ const TypeTraits* type_traits(uint32_t id);
 const TypeTraits& type_traits(GgmlType t);
 inline const char* type_name(GgmlType t) { return type_traits(t).name; }
 std::optional<GgmlType> type_from_name(std::string_view name);  // case-insensitive
-// "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K": for error messages.
+// "F32, F16, BF16, Q8_0, Q4_0, Q4_1, ...": the supported types, for error messages.
 const char* supported_type_names();
 
 // Bytes of a row of n elements; n must be a multiple of the block size (checked by callers).
@@ -55,6 +55,10 @@ uint16_t f32_to_bf16(float f);  // round to nearest even, NaN kept quiet (as ggm
 // ---- block layouts ----
 constexpr int kQK4_0 = 32;
 constexpr int kQK8_0 = 32;
+constexpr int kQK4_1 = 32;
+constexpr int kQK5_0 = 32;
+constexpr int kQK5_1 = 32;
+constexpr int kQK4_NL = 32;
 constexpr int kQK_K = 256;
 constexpr int kKScaleSize = 12;
 
@@ -65,6 +69,40 @@ struct BlockQ4_0 {
 struct BlockQ8_0 {
   uint16_t d;
   int8_t qs[kQK8_0];
+};
+// Q4_1, Q5_0, Q5_1: element j < 16 is the low nibble of qs[j], element j + 16 its high nibble;
+// Q5's fifth bit of element j is bit j of qh (little-endian 32 bits).
+struct BlockQ4_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qs[kQK4_1 / 2];
+};
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[kQK5_0 / 2];
+};
+struct BlockQ5_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[kQK5_1 / 2];
+};
+// IQ4_NL / IQ4_XS: 4-bit indices into kIQ4Values (a non-uniform grid), nibbles as Q4_0.
+inline constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1,    13,   25,  38,  53,  69,  89,  113};
+struct BlockIQ4_NL {
+  uint16_t d;
+  uint8_t qs[kQK4_NL / 2];
+};
+// Eight sub-blocks of 32, each with a 6-bit scale ls (stored + 32): low 4 bits in scales_l
+// (sub-block 2k in the low nibble of byte k, 2k+1 in the high one), high 2 bits at bits 2ib, 2ib+1
+// of scales_h. Sub-block ib's 32 values are qs[16ib .. 16ib + 15], nibbles as Q4_0.
+struct BlockIQ4_XS {
+  uint16_t d;
+  uint16_t scales_h;
+  uint8_t scales_l[kQK_K / 64];
+  uint8_t qs[kQK_K / 2];
 };
 struct BlockQ4_K {
   uint16_t d;
@@ -94,6 +132,11 @@ struct BlockQ8_K {
 
 static_assert(sizeof(BlockQ4_0) == 18);
 static_assert(sizeof(BlockQ8_0) == 34);
+static_assert(sizeof(BlockQ4_1) == 20);
+static_assert(sizeof(BlockQ5_0) == 22);
+static_assert(sizeof(BlockQ5_1) == 24);
+static_assert(sizeof(BlockIQ4_NL) == 18);
+static_assert(sizeof(BlockIQ4_XS) == 136);
 static_assert(sizeof(BlockQ4_K) == 144);
 static_assert(sizeof(BlockQ5_K) == 176);
 static_assert(sizeof(BlockQ6_K) == 210);

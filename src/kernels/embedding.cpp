@@ -8,7 +8,7 @@ Status embedding_lookup(GgmlType type, const void* table, int64_t n_embd, int64_
                         const int32_t* tokens, int64_t n_tokens, float* out, int64_t out_stride) {
   if (!can_dequantize(type))
     return Error(ErrorCode::kUnsupported, "embedding_lookup: tensor type ", type_name(type),
-                 " (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
+                 " (supported: ", supported_type_names(), ")");
   const int64_t block = type_traits(type).block_size;
   if (n_embd < 1 || n_embd % block != 0)
     return Error(ErrorCode::kInvalidArgument, "embedding_lookup: n_embd ", n_embd,

@@ -1,6 +1,6 @@
 // Token embedding lookup: the selected rows of token_embd, dequantized to F32 (llama.cpp
-// get_rows) through the gguf layer's reference dequantizers (gguf/quants.h). Types: F32, F16,
-// BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K.
+// get_rows) through the gguf layer's reference dequantizers (gguf/quants.h). Types: every type
+// matmul supports (supported_type_names()).
 #pragma once
 
 #include <cstdint>

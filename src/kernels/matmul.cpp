@@ -17,10 +17,15 @@ ActFormat act_format(GgmlType type) {
   switch (type) {
     case GgmlType::Q8_0:
     case GgmlType::Q4_0:
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+    case GgmlType::IQ4_NL:
       return ActFormat::kQ8;
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K:
+    case GgmlType::IQ4_XS:
       return ActFormat::kQ8K;
     default:
       return ActFormat::kF32;
@@ -186,18 +191,6 @@ float dot_q6_k(const uint8_t* w, const uint8_t* a, int64_t n) {
   return acc;
 }
 
-using DotFn = float (*)(const uint8_t*, const uint8_t*, int64_t);
-
-template <DotFn kDot>
-void scalar_tile(const KernelArgs& a, int64_t j0, int64_t j1) {
-  for (int64_t j = j0; j < j1; ++j) {
-    const uint8_t* wrow = a.w + static_cast<size_t>(j) * a.w_row_bytes;
-    for (int64_t i = 0; i < a.m; ++i) {
-      a.y[i * a.y_stride + j] = kDot(wrow, a.act + static_cast<size_t>(i) * a.act_stride, a.n_in);
-    }
-  }
-}
-
 }  // namespace
 
 KernelFn scalar_kernel(GgmlType type) {
@@ -219,7 +212,7 @@ KernelFn scalar_kernel(GgmlType type) {
     case GgmlType::Q6_K:
       return scalar_tile<dot_q6_k>;
     default:
-      return nullptr;
+      return scalar_kernel_q4_1_q5_iq4(type);
   }
 }
 
@@ -234,7 +227,7 @@ bool matmul_supports(GgmlType type) {
 Status validate_weights(const WeightMatrix& w) {
   if (!matmul_supports(w.type)) {
     return Error(ErrorCode::kUnsupported, "matmul: weight type ", type_name(w.type),
-                 " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
+                 " is not supported (supported: ", supported_type_names(), ")");
   }
   if (w.n_in <= 0 || w.n_out <= 0 || w.n_expert <= 0) {
     return Error(ErrorCode::kInvalidArgument, "matmul: weight shape {", w.n_in, ", ", w.n_out, ", ",

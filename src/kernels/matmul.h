@@ -7,7 +7,8 @@
 // floating-point operations for any m, any row position in X and any thread count. The kernels
 // tile over rows and columns in registers, but every output element has its own accumulator that
 // runs over K in one fixed order; threads split the output columns, never K. Quantized weights
-// use quantized activations (Q8 blocks of 32 for Q4_0/Q8_0, Q8_K blocks of 256 for K-quants),
+// use quantized activations (Q8 blocks of 32 for the 32-blocks Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL,
+// Q8_K blocks of 256 for K-quants and IQ4_XS),
 // computed from each activation row on its own. The guarantee holds per ISA path (scalar vs AVX2
 // differ in rounding); one process uses one path (active_isa()) unless a caller picks one.
 #pragma once
@@ -35,7 +36,8 @@ struct WeightMatrix {
   size_t matrix_bytes() const { return row_bytes() * static_cast<size_t>(n_out); }
 };
 
-// The types matmul accepts: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K.
+// The types matmul accepts: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K, Q5_K,
+// Q6_K, IQ4_XS.
 bool matmul_supports(GgmlType type);
 
 // Checks type, shape (n_in a multiple of the type's block, all sizes positive) and data pointer.
@@ -117,6 +119,22 @@ using KernelFn = void (*)(const KernelArgs& args, int64_t j0, int64_t j1);
 // Kernel for a type on a path; nullptr when the type is not supported.
 KernelFn scalar_kernel(GgmlType type);
 KernelFn avx2_kernel(GgmlType type);
+// The same for Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS (matmul_q4_1_q5_iq4*.cpp); nullptr otherwise.
+KernelFn scalar_kernel_q4_1_q5_iq4(GgmlType type);
+KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type);
+
+// The scalar path: each output element is one sequential loop over K (`kDot` of a weight row and
+// a prepared activation row), trivially independent of the batch.
+using DotFn = float (*)(const uint8_t* w_row, const uint8_t* act_row, int64_t n_in);
+template <DotFn kDot>
+void scalar_tile(const KernelArgs& a, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const uint8_t* wrow = a.w + static_cast<size_t>(j) * a.w_row_bytes;
+    for (int64_t i = 0; i < a.m; ++i) {
+      a.y[i * a.y_stride + j] = kDot(wrow, a.act + static_cast<size_t>(i) * a.act_stride, a.n_in);
+    }
+  }
+}
 uint64_t memory_read_probe_avx2(const void* data, size_t bytes);
 
 }  // namespace matmul_detail

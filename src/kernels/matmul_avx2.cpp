@@ -488,7 +488,7 @@ KernelFn avx2_kernel(GgmlType type) {
     case GgmlType::Q6_K:
       return run_kernel<Q6KKernel>;
     default:
-      return nullptr;
+      return avx2_kernel_q4_1_q5_iq4(type);
   }
 }
 

@@ -35,6 +35,13 @@ TEST(QuantizePolicy, ParsesTargets) {
   EXPECT_EQ(target("Q8_0").file_type, 7u);
   EXPECT_EQ(target("bf16").file_type, 32u);
   EXPECT_EQ(target("F32").file_type, 0u);
+  // llama_ftype values (gguf.LlamaFileType.MOSTLY_*).
+  EXPECT_EQ(target("Q4_1").file_type, 3u);
+  EXPECT_EQ(target("Q5_0").file_type, 8u);
+  EXPECT_EQ(target("q5_1").file_type, 9u);
+  EXPECT_EQ(target("IQ4_NL").file_type, 25u);
+  EXPECT_EQ(target("iq4_xs").base, GgmlType::IQ4_XS);
+  EXPECT_EQ(target("IQ4_XS").file_type, 30u);
   Result<QuantizeTarget> bad = parse_quantize_target("Q3_K");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), ErrorCode::kInvalidArgument);
@@ -62,11 +69,32 @@ TEST(QuantizePolicy, FallbacksWhenRowsDoNotFitTheBlock) {
   TensorChoice c = choose_tensor_type(target("Q4_K"), "blk.0.attn_q.weight", 2, 768, 0, 0);
   EXPECT_EQ(c.type, GgmlType::Q4_K);
   EXPECT_TRUE(c.note.empty());
+  // llama.cpp's fallbacks for rows that are a multiple of 32 but not of 256.
   c = choose_tensor_type(target("Q4_K"), "blk.0.ffn_down.weight", 2, 96, 0, 0);
-  EXPECT_EQ(c.type, GgmlType::Q8_0);
+  EXPECT_EQ(c.type, GgmlType::Q5_0);
   EXPECT_NE(c.note.find("96"), std::string::npos) << c.note;
+  EXPECT_EQ(choose_tensor_type(target("Q5_K"), "blk.0.attn_q.weight", 2, 96, 0, 0).type,
+            GgmlType::Q5_1);
+  EXPECT_EQ(choose_tensor_type(target("Q6_K"), "blk.0.attn_q.weight", 2, 96, 0, 0).type,
+            GgmlType::Q8_0);
+  EXPECT_EQ(choose_tensor_type(target("IQ4_XS"), "blk.0.attn_q.weight", 2, 96, 0, 0).type,
+            GgmlType::IQ4_NL);
+  EXPECT_EQ(choose_tensor_type(target("IQ4_XS"), "blk.0.attn_q.weight", 2, 512, 0, 0).type,
+            GgmlType::IQ4_XS);
+  // Q4_K_M: a Q6_K choice (output) falls back to Q8_0, a Q4_K one to Q5_0.
+  EXPECT_EQ(choose_tensor_type(target("Q4_K_M"), "output.weight", 2, 96, 0, 0).type,
+            GgmlType::Q8_0);
+  EXPECT_EQ(choose_tensor_type(target("Q4_K_M"), "blk.0.attn_q.weight", 2, 96, 0, 0).type,
+            GgmlType::Q5_0);
+  // Not a multiple of 32 either: F16.
   c = choose_tensor_type(target("Q6_K"), "blk.0.ffn_down.weight", 2, 100, 0, 0);
   EXPECT_EQ(c.type, GgmlType::F16);
+  EXPECT_EQ(choose_tensor_type(target("IQ4_XS"), "blk.0.attn_q.weight", 2, 100, 0, 0).type,
+            GgmlType::F16);
+  EXPECT_EQ(choose_tensor_type(target("Q5_0"), "blk.0.attn_q.weight", 2, 100, 0, 0).type,
+            GgmlType::F16);
+  EXPECT_EQ(choose_tensor_type(target("Q5_1"), "blk.0.attn_q.weight", 2, 96, 0, 0).type,
+            GgmlType::Q5_1);
   c = choose_tensor_type(target("Q8_0"), "blk.0.ffn_down.weight", 2, 100, 0, 0);
   EXPECT_EQ(c.type, GgmlType::F16);
   EXPECT_NE(c.note.find("Q8_0"), std::string::npos) << c.note;
@@ -147,10 +175,10 @@ SourceModel write_source_model(const std::string& path) {
   m.tensors.push_back(make_tensor("blk.0.odd.weight", GgmlType::F32, {100, 3}, rng));
   m.tensors.push_back(make_tensor("blk.0.pre_quantized.weight", GgmlType::Q8_0, {256, 4}, rng));
   m.tensors.push_back(make_tensor("output.weight", GgmlType::F32, {256, 64}, rng));
-  SourceTensor q41{"blk.0.legacy.weight", GgmlType::Q4_1, {32, 2}, {}, {}};
-  q41.bytes.resize(2 * 20);
-  for (size_t i = 0; i < q41.bytes.size(); ++i) q41.bytes[i] = static_cast<uint8_t>(i * 7);
-  m.tensors.push_back(q41);
+  SourceTensor q81{"blk.0.legacy.weight", GgmlType::Q8_1, {32, 2}, {}, {}};
+  q81.bytes.resize(2 * 40);
+  for (size_t i = 0; i < q81.bytes.size(); ++i) q81.bytes[i] = static_cast<uint8_t>(i * 7);
+  m.tensors.push_back(q81);
 
   GgufWriter w;
   w.set_string("general.architecture", "granitehybrid");
@@ -170,15 +198,22 @@ SourceModel write_source_model(const std::string& path) {
 // The type the policy must give each source tensor (spelled out here, independently of the
 // policy code, from spec 1.7 and the fallback rules).
 GgmlType expected_type(const std::string& target_name, const std::string& name, GgmlType base) {
-  if (name == "blk.0.legacy.weight") return GgmlType::Q4_1;  // unreadable type: kept as is
+  if (name == "blk.0.legacy.weight") return GgmlType::Q8_1;  // unreadable type: kept as is
   if (target_name == "F32") return GgmlType::F32;
   const bool keep_f32 = name.find("norm") != std::string::npos ||
                         name.find("ssm_conv1d") != std::string::npos || name == "blk.0.ssm_a" ||
                         name == "blk.2.ssm_a";
   if (keep_f32) return GgmlType::F32;
   if (name == "blk.0.odd.weight") return base == GgmlType::BF16 ? base : GgmlType::F16;
-  const bool k = base == GgmlType::Q4_K || base == GgmlType::Q5_K || base == GgmlType::Q6_K;
-  if (name.find("ffn_down") != std::string::npos && k) return GgmlType::Q8_0;  // ne0 = 96
+  if (name.find("ffn_down") != std::string::npos) {  // ne0 = 96: llama.cpp's fallbacks
+    if (target_name == "Q4_K_M")  // ranks 2 and 3 of 4 want Q6_K (see below), 0 and 1 Q4_K
+      return name == "blk.2.ffn_down.weight" || name == "blk.3.ffn_down.weight" ? GgmlType::Q8_0
+                                                                                : GgmlType::Q5_0;
+    if (base == GgmlType::Q4_K) return GgmlType::Q5_0;
+    if (base == GgmlType::Q5_K) return GgmlType::Q5_1;
+    if (base == GgmlType::Q6_K) return GgmlType::Q8_0;
+    if (base == GgmlType::IQ4_XS) return GgmlType::IQ4_NL;
+  }
   if (target_name == "Q4_K_M") {
     if (name == "output.weight") return GgmlType::Q6_K;
     // attn_v exists in layers 1 and 3: ranks 0 and 1 of 2; 2/8 = 0 so only rank >= 7*2/8 = 1
@@ -196,6 +231,9 @@ GgmlType expected_type(const std::string& target_name, const std::string& name, 
 //   Q4_K: range/15 (32)  -> 2 * 4.2/15/3.46 ~ 0.16;      Q5_K: range/31 -> ~0.08
 //   Q6_K: amax/32 (16)   -> 2 * 2.0/32/3.46 ~ 0.04;      F16: 2^-11 / sqrt(3) * 2 ~ 6e-4
 //   BF16: 2^-8 / sqrt(3) * 2 ~ 5e-3 (2^-8: bf16's half-ulp relative).
+//   Q4_1: range/15 (32) as Q4_K ~ 0.16;                  Q5_0: amax/16 -> ~0.08;  Q5_1 ~ 0.08
+//   IQ4_NL/XS: amax/127 times a mean grid gap of 16 -> 2 * 2.1*16/127/3.46 ~ 0.15, plus the 6-bit
+//   sub-block scales of IQ4_XS -> 0.16 for both.
 double allowed_rel_rms(GgmlType t) {
   switch (t) {
     case GgmlType::Q8_0:
@@ -203,7 +241,13 @@ double allowed_rel_rms(GgmlType t) {
     case GgmlType::Q4_0:
       return 0.16;
     case GgmlType::Q4_K:
+    case GgmlType::Q4_1:
+    case GgmlType::IQ4_NL:
+    case GgmlType::IQ4_XS:
       return 0.16;
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+      return 0.08;
     case GgmlType::Q5_K:
       return 0.08;
     case GgmlType::Q6_K:
@@ -237,8 +281,8 @@ SourceModel* QuantizeModelTest::model_ = nullptr;
 
 TEST_F(QuantizeModelTest, EveryTargetGivesTheRightTypesAndCloseValues) {
   ThreadContext threads(2);
-  for (const char* name :
-       {"Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "F16", "BF16", "F32"}) {
+  for (const char* name : {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "Q4_K", "Q5_K", "Q6_K",
+                           "IQ4_XS", "Q4_K_M", "F16", "BF16", "F32"}) {
     SCOPED_TRACE(name);
     const QuantizeTarget tgt = target(name);
     const std::string out = temp_path(StrCat("out_", name, ".gguf"));
@@ -274,7 +318,7 @@ TEST_F(QuantizeModelTest, EveryTargetGivesTheRightTypesAndCloseValues) {
       EXPECT_EQ(t.type, expected_type(name, src.name, tgt.base)) << type_name(t.type);
       EXPECT_EQ(t.n_dims, src.ne.size());
       for (size_t d = 0; d < src.ne.size(); ++d) EXPECT_EQ(t.ne[d], src.ne[d]);
-      if (src.type == GgmlType::Q4_1 || t.type == src.type) {  // untouched bytes
+      if (src.type == GgmlType::Q8_1 || t.type == src.type) {  // untouched bytes
         ASSERT_EQ(t.nbytes, src.bytes.size());
         EXPECT_EQ(std::memcmp(t.data, src.bytes.data(), t.nbytes), 0);
         continue;

@@ -210,6 +210,78 @@ void fill_k_scales(uint8_t* s) {
   s[5] |= 3u << 6;  // m high bits 11
 }
 
+TEST(Layout, Q4_1AndQ5_1AddTheMin) {
+  BlockQ4_1 a{};
+  a.d = 0x4000;    // 2.0
+  a.m = 0xbc00;    // -1.0
+  a.qs[0] = 0xF3;  // element 0: 3, element 16: 15
+  float y[32];
+  dequantize_row_q4_1(&a, y, 32);
+  EXPECT_EQ(y[0], 5.0f);
+  EXPECT_EQ(y[16], 29.0f);
+  EXPECT_EQ(y[1], -1.0f);
+  BlockQ5_1 b{};
+  b.d = 0x3c00;    // 1.0
+  b.m = 0x3800;    // 0.5
+  b.qs[2] = 0x41;  // element 2: 1, element 18: 4
+  b.qh[0] = 0x04;  // bit 2: element 2 gets +16
+  b.qh[2] = 0x04;  // bit 18: element 18 gets +16
+  b.qh[3] = 0x80;  // bit 31: element 31 = 16
+  dequantize_row_q5_1(&b, y, 32);
+  EXPECT_EQ(y[2], 17.5f);
+  EXPECT_EQ(y[18], 20.5f);
+  EXPECT_EQ(y[31], 16.5f);
+  EXPECT_EQ(y[3], 0.5f);
+}
+
+TEST(Layout, Q5_0IsSignedAroundSixteen) {
+  BlockQ5_0 b{};
+  b.d = 0x3800;  // 0.5
+  for (int j = 0; j < 16; ++j) b.qs[j] = 0x00;
+  b.qh[0] = 0x01;  // element 0: 16 -> 0
+  b.qs[5] = 0xF0;  // element 5: 0 -> -16; element 21: 15 -> -1
+  b.qh[2] = 0x20;  // bit 21: element 21: 31 -> 15
+  float y[32];
+  dequantize_row_q5_0(&b, y, 32);
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_EQ(y[5], -8.0f);
+  EXPECT_EQ(y[21], 7.5f);
+  EXPECT_EQ(y[1], -8.0f);
+}
+
+TEST(Layout, IQ4GridAndSubBlockScales) {
+  BlockIQ4_NL n{};
+  n.d = 0x3c00;    // 1.0
+  n.qs[0] = 0xF0;  // element 0: index 0 (-127), element 16: index 15 (113)
+  n.qs[1] = 0x78;  // element 1: index 8 (1), element 17: index 7 (-10)
+  float y[256];
+  dequantize_row_iq4_nl(&n, y, 32);
+  EXPECT_EQ(y[0], -127.0f);
+  EXPECT_EQ(y[16], 113.0f);
+  EXPECT_EQ(y[1], 1.0f);
+  EXPECT_EQ(y[17], -10.0f);
+  EXPECT_EQ(y[2], -127.0f);
+  BlockIQ4_XS x{};
+  x.d = 0x3800;  // 0.5
+  // Sub-block 0: ls 33 (-> 1): low 4 bits 1, high bits 2. Sub-block 1: ls 0 (-> -32).
+  // Sub-block 7: ls 63 (-> 31): low 15 in the high nibble of scales_l[3], high 3 at bits 14-15.
+  x.scales_l[0] = 0x01;
+  x.scales_l[3] = 0xF0;
+  x.scales_h = static_cast<uint16_t>((2 << 0) | (3 << 14));
+  for (auto& q : x.qs) q = 0x88;  // index 8: value 1
+  x.qs[16 * 7 + 3] = 0x0F;        // sub-block 7: element 3 -> 113, element 19 -> -127
+  dequantize_row_iq4_xs(&x, y, 256);
+  EXPECT_EQ(iq4_xs_scale(x, 0), 1);
+  EXPECT_EQ(iq4_xs_scale(x, 1), -32);
+  EXPECT_EQ(iq4_xs_scale(x, 7), 31);
+  EXPECT_EQ(y[0], 0.5f);
+  EXPECT_EQ(y[32], -16.0f);
+  EXPECT_EQ(y[224 + 3], 0.5f * 31 * 113);
+  EXPECT_EQ(y[224 + 19], 0.5f * 31 * -127);
+  EXPECT_EQ(y[224], 15.5f);
+  EXPECT_EQ(y[64], 0.5f * (0 - 32));  // sub-block 2: ls 0
+}
+
 TEST(Layout, KScaleMinUnpacking) {
   uint8_t s[12];
   fill_k_scales(s);
@@ -281,9 +353,9 @@ TEST(Generic, UnsupportedTypesAreNamed) {
   uint8_t src[64] = {};
   float dst[32];
   std::fill(dst, dst + 32, 123.0f);
-  Status st = dequantize_row(GgmlType::Q4_1, src, dst, 32);
+  Status st = dequantize_row(GgmlType::Q8_1, src, dst, 32);
   EXPECT_EQ(st.code(), ErrorCode::kUnsupported);
-  EXPECT_NE(st.message().find("Q4_1"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("Q8_1"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("Q6_K"), std::string::npos) << st.message();  // lists supported
   st = quantize_row(GgmlType::IQ2_XXS, dst, src, 256);
   EXPECT_EQ(st.code(), ErrorCode::kUnsupported);

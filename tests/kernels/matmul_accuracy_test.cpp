@@ -41,18 +41,38 @@ std::vector<float> effective_activations(GgmlType t, const std::vector<float>& x
   return out;
 }
 
-// Dequantized weights with every quantized value set to zero: -dmin*m per element for Q4_K/Q5_K
-// (the size of the min term the kernel subtracts), zero for the others.
+// Dequantized weights with every quantized value set to zero: -dmin*m per element for Q4_K/Q5_K,
+// m for Q4_1/Q5_1 (the size of the min term the kernel adds separately), zero for the others.
 std::vector<float> min_offsets(GgmlType t, std::vector<uint8_t> w, int64_t n_in, int64_t n_out) {
-  if (t != GgmlType::Q4_K && t != GgmlType::Q5_K) return std::vector<float>(n_in * n_out, 0.0f);
+  size_t qh_off = 0, qh_size = 0, qs_off = 0, qs_size = 0;
+  switch (t) {
+    case GgmlType::Q4_K:
+      qs_off = offsetof(BlockQ4_K, qs);
+      qs_size = sizeof(BlockQ4_K::qs);
+      break;
+    case GgmlType::Q5_K:
+      qh_off = offsetof(BlockQ5_K, qh);
+      qh_size = sizeof(BlockQ5_K::qh);
+      qs_off = offsetof(BlockQ5_K, qs);
+      qs_size = sizeof(BlockQ5_K::qs);
+      break;
+    case GgmlType::Q4_1:
+      qs_off = offsetof(BlockQ4_1, qs);
+      qs_size = sizeof(BlockQ4_1::qs);
+      break;
+    case GgmlType::Q5_1:
+      qh_off = offsetof(BlockQ5_1, qh);
+      qh_size = sizeof(BlockQ5_1::qh);
+      qs_off = offsetof(BlockQ5_1, qs);
+      qs_size = sizeof(BlockQ5_1::qs);
+      break;
+    default:
+      return std::vector<float>(n_in * n_out, 0.0f);
+  }
   const size_t bs = type_traits(t).type_size;
   for (size_t off = 0; off < w.size(); off += bs) {
-    if (t == GgmlType::Q4_K) {
-      std::memset(w.data() + off + offsetof(BlockQ4_K, qs), 0, sizeof(BlockQ4_K::qs));
-    } else {
-      std::memset(w.data() + off + offsetof(BlockQ5_K, qh), 0, sizeof(BlockQ5_K::qh));
-      std::memset(w.data() + off + offsetof(BlockQ5_K, qs), 0, sizeof(BlockQ5_K::qs));
-    }
+    std::memset(w.data() + off + qh_off, 0, qh_size);
+    std::memset(w.data() + off + qs_off, 0, qs_size);
   }
   return matmul_test::dequantize_matrix(t, w, n_in, n_out);
 }
@@ -61,8 +81,9 @@ std::vector<float> min_offsets(GgmlType t, std::vector<uint8_t> w, int64_t n_in,
 // rounding (block scale product d_w*d_a, int->float is exact below 2^24) and add terms with one
 // rounding each: at most n_in (F32/F16/BF16) or 2 per block plus the horizontal sum (quantized)
 // sequential steps. The classic bound for a sum of n rounded steps is n*u*sum|terms| (u = 2^-24);
-// we use 2u per step to cover the product roundings. For Q4_K/Q5_K the kernel adds the scale
-// term and the min term separately, so their magnitudes count separately: |d*sc*q| <= |w| + |off|.
+// we use 2u per step to cover the product roundings. For Q4_K/Q5_K/Q4_1/Q5_1 the kernel adds the
+// scale term and the min term separately, so their magnitudes count separately:
+// |d*sc*q| <= |w| + |off|.
 double rounding_tolerance(GgmlType t, int64_t n_in, double abs_sum) {
   const double u = std::ldexp(1.0, -24);
   const int64_t bs = matmul_test::block_size(t);

@@ -1,6 +1,6 @@
 // The exactness promise for matmul: a row's outputs are bit-identical whether it is computed
 // alone (GEMV entry point, one thread) or inside a batch of any size, at any position, with one
-// or two threads, through the GEMM entry point, on each ISA path separately.
+// to four threads, through the GEMM entry point, on each ISA path separately.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -36,7 +36,7 @@ TEST_P(MatmulInvariance, RowAloneEqualsRowInAnyBatch) {
   // n_in: two super-blocks for K-quants (enough to exercise block accumulation), 17 blocks for
   // 32-blocks (an odd count: the Q4_0 kernel's half-empty last pair), 3 * 32 + 5 for element
   // types (a ragged tail). n_out = 70: not a multiple of any tile or thread chunk, so the
-  // 2-thread split and the tile edges land on different columns.
+  // thread splits and the tile edges land on different columns.
   const int64_t bs = matmul_test::block_size(t);
   const int64_t n_in = bs == 1 ? 101 : bs == 32 ? 17 * 32 : 2 * std::max<int64_t>(bs, 256);
   const int64_t n_out = 70;
@@ -45,24 +45,25 @@ TEST_P(MatmulInvariance, RowAloneEqualsRowInAnyBatch) {
   const auto x = matmul_test::random_activations(pool, n_in, 4343);
   const WeightMatrix w{t, wbytes.data(), n_in, n_out};
   MatmulWorkspace ws(isa);
-  ThreadContext one(1), two(2);
+  ThreadContext one(1), two(2), three(3), four(4);
 
   // Each pool row alone: the GEMV entry point on one thread.
   std::vector<float> alone(pool * n_out);
   for (int64_t p = 0; p < pool; ++p) {
     ASSERT_TRUE(gemv(one, w, x.data() + p * n_in, alone.data() + p * n_out, ws).ok());
   }
-  // GEMV on two threads.
-  {
+  // GEMV on two to four threads.
+  for (ThreadContext* ctx : {&two, &three, &four}) {
     std::vector<float> y(n_out);
-    ASSERT_TRUE(gemv(two, w, x.data() + 7 * n_in, y.data(), ws).ok());
-    ASSERT_EQ(0, std::memcmp(y.data(), alone.data() + 7 * n_out, n_out * sizeof(float)));
+    ASSERT_TRUE(gemv(*ctx, w, x.data() + 7 * n_in, y.data(), ws).ok());
+    ASSERT_EQ(0, std::memcmp(y.data(), alone.data() + 7 * n_out, n_out * sizeof(float)))
+        << "threads=" << ctx->n_threads();
   }
   // Batches of sampled sizes, rows drawn from the pool at a size-dependent offset so each row
   // appears at several positions.
   const int64_t sizes[] = {2, 3, 4, 5, 7, 8, 9, 16, 31, 33, 64, 65, 127, 200, 512};
   for (int64_t m : sizes) {
-    for (ThreadContext* ctx : {&one, &two}) {
+    for (ThreadContext* ctx : {&one, &two, &three, &four}) {
       const int64_t offset = (m * 37 + ctx->n_threads()) % pool;
       std::vector<float> xb(m * n_in);
       for (int64_t i = 0; i < m; ++i) {

@@ -14,9 +14,10 @@
 
 namespace chimera::matmul_test {
 
-inline const GgmlType kAllTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,
-                                     GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K,
-                                     GgmlType::Q5_K, GgmlType::Q6_K};
+inline const GgmlType kAllTypes[] = {
+    GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,  GgmlType::Q8_0,   GgmlType::Q4_0,
+    GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,  GgmlType::IQ4_NL, GgmlType::Q4_K,
+    GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS};
 
 // The ISA paths this machine can run (scalar always).
 inline std::vector<Isa> runnable_isas() {
@@ -62,7 +63,17 @@ inline std::vector<uint8_t> random_weights(GgmlType t, int64_t n_in, int64_t n_r
     switch (t) {
       case GgmlType::Q8_0:
       case GgmlType::Q4_0:
+      case GgmlType::Q5_0:
+      case GgmlType::IQ4_NL:
         put_fp16(blk, 0.02f * uni(rng));
+        break;
+      case GgmlType::Q4_1:
+      case GgmlType::Q5_1:
+        put_fp16(blk, 0.002f * (1.0f + uni(rng)));  // d
+        put_fp16(blk + 2, 0.03f * uni(rng));        // m
+        break;
+      case GgmlType::IQ4_XS:
+        put_fp16(blk, 0.0005f * uni(rng));  // d; the 6-bit sub-block scales stay random
         break;
       case GgmlType::Q4_K:
       case GgmlType::Q5_K:

@@ -192,7 +192,7 @@ TEST(OpsEmbedding, BadInputIsAnErrorAndWritesNothing) {
   const int32_t ok[1] = {0};
   EXPECT_EQ(embedding_lookup(GgmlType::Q4_K, table.data(), 32, 4, ok, 1, out.data(), 32).code(),
             ErrorCode::kInvalidArgument);  // 32 is not a multiple of 256
-  EXPECT_EQ(embedding_lookup(GgmlType::Q4_1, table.data(), 32, 4, ok, 1, out.data(), 32).code(),
+  EXPECT_EQ(embedding_lookup(GgmlType::Q8_1, table.data(), 32, 4, ok, 1, out.data(), 32).code(),
             ErrorCode::kUnsupported);
   EXPECT_EQ(embedding_lookup(GgmlType::F32, table.data(), 32, 4, ok, 1, out.data(), 16).code(),
             ErrorCode::kInvalidArgument);

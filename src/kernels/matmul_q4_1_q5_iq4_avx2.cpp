@@ -1,0 +1,253 @@
+// AVX2 kernels for Q4_1, Q5_0, Q5_1, IQ4_NL (Q8 activation blocks of 32) and IQ4_XS (Q8_K blocks
+// of 256). Same structure and promise as matmul_avx2.cpp (see matmul_avx2_tiles.h): per weight
+// block the dot product is exact integer arithmetic (maddubs/madd), and each output element's
+// accumulator sees the same float steps in block order whatever the tile shape.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "gguf/quants.h"
+#include "kernels/act_quant.h"
+#include "kernels/matmul.h"
+#include "kernels/matmul_avx2_tiles.h"
+
+namespace chimera::matmul_detail {
+namespace {
+
+using namespace avx2;  // hsum, fp16, row_ptr, prefetch_ahead, run_kernel
+
+// The 32 nibbles of a 32-block in element order (low nibbles are elements 0..15, high nibbles
+// 16..31), unsigned.
+inline __m256i unpack_nibbles(const uint8_t* qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+}
+
+// Byte j is 0x10 when bit j of the block's 32-bit qh is set (element j's fifth bit), else 0.
+inline __m256i fifth_bits(const uint8_t* qh) {
+  uint32_t bits;
+  std::memcpy(&bits, qh, 4);
+  // Byte j takes qh byte j / 8 (shuffles stay within 128-bit halves; both hold all four bytes).
+  const __m256i spread =
+      _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                          _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+  const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+  return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
+// The IQ4 grid values of 32 nibbles (signed int8).
+inline __m256i iq4_lookup(__m256i nibbles) {
+  const __m256i table =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values)));
+  return _mm256_shuffle_epi8(table, nibbles);
+}
+
+// ---------------------------------------------------------------- 32-blocks with Q8 activations
+// kMin: the block adds m * sum(a) (Q4_1, Q5_1). kOffset16: the stored levels are q + 16 (Q5_0),
+// so 16 * sum(a) is subtracted in integers. kSigned: values are signed (IQ4_NL), multiplied with
+// the sign trick.
+struct Q41Traits {
+  using Block = BlockQ4_1;
+  static constexpr bool kMin = true, kOffset16 = false, kSigned = false;
+  static __m256i values(const Block& b) { return unpack_nibbles(b.qs); }
+};
+struct Q51Traits {
+  using Block = BlockQ5_1;
+  static constexpr bool kMin = true, kOffset16 = false, kSigned = false;
+  static __m256i values(const Block& b) {
+    return _mm256_or_si256(unpack_nibbles(b.qs), fifth_bits(b.qh));
+  }
+};
+struct Q50Traits {
+  using Block = BlockQ5_0;
+  static constexpr bool kMin = false, kOffset16 = true, kSigned = false;
+  static __m256i values(const Block& b) {
+    return _mm256_or_si256(unpack_nibbles(b.qs), fifth_bits(b.qh));
+  }
+};
+struct IQ4NLTraits {
+  using Block = BlockIQ4_NL;
+  static constexpr bool kMin = false, kOffset16 = false, kSigned = true;
+  static __m256i values(const Block& b) { return iq4_lookup(unpack_nibbles(b.qs)); }
+};
+
+template <class T>
+struct Block32Kernel {
+  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
+  using Block = typename T::Block;
+
+  struct Unpacked {
+    __m256i v;     // the values (unsigned levels, or signed grid values for kSigned)
+    __m256i vabs;  // kSigned: their magnitudes
+    __m256 d, m;   // scale and (kMin) min
+  };
+  static Unpacked unpack(const Block& blk) {
+    Unpacked u;
+    u.v = T::values(blk);
+    if constexpr (T::kSigned) u.vabs = _mm256_sign_epi8(u.v, u.v);
+    u.d = _mm256_set1_ps(fp16(blk.d));
+    if constexpr (T::kMin) u.m = _mm256_set1_ps(fp16(blk.m));
+    return u;
+  }
+
+  template <int MR, int NR>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
+    const ActBlockQ8* x[MR];
+    const Block* w[NR];
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<ActBlockQ8>(a.act, a.act_stride, i + r);
+    for (int c = 0; c < NR; ++c) w[c] = row_ptr<Block>(a.w, a.w_row_bytes, j + c);
+    __m256 acc[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const int64_t nb = a.n_in / 32;
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(Block)>(next, b);
+      Unpacked u[NR];
+      for (int c = 0; c < NR; ++c) u[c] = unpack(w[c][b]);
+      for (int r = 0; r < MR; ++r) {
+        const ActBlockQ8& ab = x[r][b];
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
+        const __m256 da = _mm256_set1_ps(ab.d);
+        // sum8 lanes are 8 x the sums of the same groups of 4 values as the madd lanes below.
+        __m256i sum8 = _mm256_setzero_si256();
+        if constexpr (T::kMin || T::kOffset16)
+          sum8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.sum8));
+        for (int c = 0; c < NR; ++c) {
+          __m256i p;
+          if constexpr (T::kSigned) {
+            p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c].vabs, _mm256_sign_epi8(av, u[c].v)),
+                                  ones16);
+          } else {
+            p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c].v, av), ones16);
+          }
+          if constexpr (T::kOffset16) p = _mm256_sub_epi32(p, _mm256_slli_epi32(sum8, 1));
+          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c].d, da), _mm256_cvtepi32_ps(p), acc[r][c]);
+          if constexpr (T::kMin) {
+            acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c].m, da),
+                                        _mm256_cvtepi32_ps(_mm256_srai_epi32(sum8, 3)), acc[r][c]);
+          }
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+  }
+};
+
+// ---------------------------------------------------------------- IQ4_XS with Q8_K activations
+struct IQ4XSKernel {
+  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
+
+  // The 8 sub-block scales (ls - 32) as int16, in both 128-bit halves.
+  static __m256i scales_of(const BlockIQ4_XS& b) {
+    uint32_t sl;
+    std::memcpy(&sl, b.scales_l, 4);
+    // 16-bit lanes b0, b0, b1, b1, b2, b2, b3, b3 (bytes of scales_l); even lanes keep the low
+    // nibble (x16, >> 4, mask), odd lanes the high nibble (>> 4).
+    __m128i lo =
+        _mm_shuffle_epi8(_mm_cvtsi32_si128(static_cast<int>(sl)),
+                         _mm_setr_epi8(0, -1, 0, -1, 1, -1, 1, -1, 2, -1, 2, -1, 3, -1, 3, -1));
+    lo = _mm_and_si128(
+        _mm_srli_epi16(_mm_mullo_epi16(lo, _mm_setr_epi16(16, 1, 16, 1, 16, 1, 16, 1)), 4),
+        _mm_set1_epi16(0x0F));
+    // Lane ib: bits 2ib, 2ib + 1 of scales_h shifted to the top of the lane, then down to 0..3.
+    __m128i hi = _mm_mullo_epi16(
+        _mm_set1_epi16(static_cast<short>(b.scales_h)),
+        _mm_setr_epi16(1 << 14, 1 << 12, 1 << 10, 1 << 8, 1 << 6, 1 << 4, 1 << 2, 1));
+    hi = _mm_srli_epi16(hi, 14);
+    const __m128i ls = _mm_sub_epi16(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi16(32));
+    return _mm256_broadcastsi128_si256(ls);
+  }
+
+  // Sub-block ib: its grid values and their magnitudes.
+  static void values(const BlockIQ4_XS& b, int ib, __m256i* v, __m256i* vabs) {
+    *v = iq4_lookup(unpack_nibbles(b.qs + 16 * ib));
+    *vabs = _mm256_sign_epi8(*v, *v);
+  }
+
+  // scale_ib x (values . activations) of sub-block ib, in 8 int32 lanes (exact).
+  static __m256i sub_dot(__m256i v, __m256i vabs, __m256i scales, int ib, const int8_t* q8) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32 * ib));
+    const __m256i scale = _mm256_shuffle_epi8(
+        scales, _mm256_set1_epi16(static_cast<short>(((2 * ib + 1) << 8) | (2 * ib))));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(vabs, _mm256_sign_epi8(av, v)), scale);
+  }
+
+  static void finish(const BlockIQ4_XS& b, const BlockQ8_K& ab, __m256i sumi, __m256& acc) {
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(b.d) * ab.d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+
+  template <int MR, int NR>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
+    const BlockQ8_K* x[MR];
+    const BlockIQ4_XS* w[NR];
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<BlockQ8_K>(a.act, a.act_stride, i + r);
+    for (int c = 0; c < NR; ++c) w[c] = row_ptr<BlockIQ4_XS>(a.w, a.w_row_bytes, j + c);
+    __m256 acc[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    const int64_t nb = a.n_in / kQK_K;
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+      if constexpr (MR == 1) {
+        // Decode: one column's super-block at a time keeps everything in registers. The integer
+        // sums are exact, so their order does not matter; the float step is finish()'s.
+        prefetch_ahead<NR * sizeof(BlockIQ4_XS)>(next, b);
+        for (int c = 0; c < NR; ++c) {
+          const BlockIQ4_XS& blk = w[c][b];
+          const __m256i sc = scales_of(blk);
+          __m256i sumi = _mm256_setzero_si256();
+          for (int ib = 0; ib < 8; ++ib) {
+            __m256i v, vabs;
+            values(blk, ib, &v, &vabs);
+            sumi = _mm256_add_epi32(sumi, sub_dot(v, vabs, sc, ib, x[0][b].qs));
+          }
+          finish(blk, x[0][b], sumi, acc[0][c]);
+        }
+        continue;
+      }
+      __m256i sc[NR];
+      for (int c = 0; c < NR; ++c) sc[c] = scales_of(w[c][b]);
+      __m256i sumi[MR][NR];
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
+      for (int ib = 0; ib < 8; ++ib) {
+        __m256i v[NR], vabs[NR];
+        for (int c = 0; c < NR; ++c) values(w[c][b], ib, &v[c], &vabs[c]);
+        for (int r = 0; r < MR; ++r)
+          for (int c = 0; c < NR; ++c)
+            sumi[r][c] =
+                _mm256_add_epi32(sumi[r][c], sub_dot(v[c], vabs[c], sc[c], ib, x[r][b].qs));
+      }
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) finish(w[c][b], x[r][b], sumi[r][c], acc[r][c]);
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+  }
+};
+
+}  // namespace
+
+KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_1:
+      return run_kernel<Block32Kernel<Q41Traits>>;
+    case GgmlType::Q5_0:
+      return run_kernel<Block32Kernel<Q50Traits>>;
+    case GgmlType::Q5_1:
+      return run_kernel<Block32Kernel<Q51Traits>>;
+    case GgmlType::IQ4_NL:
+      return run_kernel<Block32Kernel<IQ4NLTraits>>;
+    case GgmlType::IQ4_XS:
+      return run_kernel<IQ4XSKernel>;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace chimera::matmul_detail
