@@ -35,7 +35,9 @@ void fill_random_weights(GgmlType t, uint8_t* buf, uint64_t matrix_bytes, uint64
     const uint16_t d = f32_to_fp16(0.01f * (1.5f + uni(rng)));
     const size_t d_off = t == GgmlType::Q6_K ? offsetof(BlockQ6_K, d) : 0;
     std::memcpy(blk + d_off, &d, 2);
-    if (t == GgmlType::Q4_K || t == GgmlType::Q5_K) std::memcpy(blk + 2, &d, 2);  // dmin
+    // dmin of Q4_K/Q5_K, m of Q4_1/Q5_1 (random bytes there could be NaN or infinite)
+    if (t == GgmlType::Q4_K || t == GgmlType::Q5_K || t == GgmlType::Q4_1 || t == GgmlType::Q5_1)
+      std::memcpy(blk + 2, &d, 2);
   }
   for (uint64_t off = matrix_bytes; off + matrix_bytes <= total_bytes; off += matrix_bytes) {
     std::memcpy(buf + off, buf, matrix_bytes);

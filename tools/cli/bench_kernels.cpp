@@ -223,8 +223,9 @@ Result<KernelBenchResult> run_kernel_bench(const KernelBenchOptions& o) {
   }
   std::vector<GgmlType> types = o.types;
   if (types.empty()) {
-    types = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
-             GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+    types = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16,  GgmlType::Q8_0,   GgmlType::Q4_0,
+             GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,  GgmlType::IQ4_NL, GgmlType::Q4_K,
+             GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS};
   }
   // Room for the largest weight set (a whole number of matrices) and the GEMM weights.
   uint64_t buf_bytes = o.weight_set_bytes;

@@ -25,8 +25,7 @@ int run_synthetic(int argc, char** argv) {
                  "granitehybrid (default), mamba2, llama, granite, qwen35, qwen35moe or "
                  "qwen3next (tiny qwen MoE archs get 4 experts, 2 used)");
   app.add_option("--type", type,
-                 "type of the weight matrices: F32, F16 (default), BF16, Q8_0, "
-                 "Q4_0, Q4_K, Q5_K, Q6_K");
+                 StrCat("type of the weight matrices (default F16): ", supported_type_names()));
   app.add_option("--seed", s.seed, "random seed");
   try {
     app.parse(argc, argv);
