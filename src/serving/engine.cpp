@@ -118,6 +118,12 @@ struct Choice {
   bool done = false;
   Clock::time_point last_token;
   int64_t batch_entry = -1;
+  // Speculative decoding: the sequence's token list (prompt + generated, the pending token
+  // once it is in a batch), this step's drafted tokens, the draft length control.
+  std::vector<TokenId> history;
+  std::vector<TokenId> drafts;
+  std::unique_ptr<SpecController> spec;
+  Clock::time_point step_t0;
 };
 
 struct Active {
@@ -324,14 +330,19 @@ class EngineImpl : public Engine {
       return;
     }
     if (const int64_t n = inject_failure_.exchange(-1); n >= 0) ctx_->inject_compute_failure(n);
-    Status st = ctx_->decode(batch);
+    const std::vector<int32_t> spec_seqs = verifying();
+    auto decode = [&] {
+      return spec_seqs.empty() ? ctx_->decode(batch) : ctx_->decode_open(batch, spec_seqs);
+    };
+    Status st = decode();
     if (st.code() == ErrorCode::kOutOfMemory) {
       // Cached entries give way to running requests.
       while (!st.ok() && cache_->evict_one(free_seqs_, /*need_seq=*/false)) {
         count_eviction();
-        st = ctx_->decode(batch);
+        st = decode();
       }
     }
+    if (st.ok() && !spec_seqs.empty()) st = verify();
     if (!st.ok()) {
       fail_batch(batch, st);
     } else {
@@ -418,6 +429,12 @@ class EngineImpl : public Engine {
       for (TokenId t : prompt) c.sampler->accept(t);
       c.stream = std::make_unique<StreamDecoder>(tok_, false);
       c.stops = std::make_unique<StopStringMatcher>(a.p.stop);
+      if (cfg_.drafter && a.p.draft_max != 0) {
+        SpecParams sp2 = cfg_.spec;
+        if (a.p.draft_max > 0) sp2.draft_max = a.p.draft_max;
+        c.spec = std::make_unique<SpecController>(sp2);
+        c.history = prompt;
+      }
     }
     // The prefix cache puts the longest cached prefix into the first choice's sequence.
     PrefixCache::Attach at = cache_->attach(prompt, a.p.boundaries, a.choices[0].seq);
@@ -460,9 +477,14 @@ class EngineImpl : public Engine {
       a->chunk_entry = -1;
       for (Choice& c : a->choices) {
         c.batch_entry = -1;
+        c.drafts.clear();
         if (a->prompting || c.done || c.next_token < 0) continue;
         c.batch_entry = static_cast<int64_t>(b.size());
-        b.add(c.next_token, static_cast<int32_t>(mem.next_pos(c.seq)), c.seq, true);
+        const int32_t pos = static_cast<int32_t>(mem.next_pos(c.seq));
+        b.add(c.next_token, pos, c.seq, true);
+        if (c.spec) draft(*a, c);
+        for (size_t i = 0; i < c.drafts.size(); ++i)
+          b.add(c.drafts[i], pos + 1 + static_cast<int32_t>(i), c.seq, true);
       }
     }
     // Prompt chunks share what is left of the budget, round-robin from a rotating start.
@@ -504,6 +526,78 @@ class EngineImpl : public Engine {
       a.chunk_end = end;
       a.chunk_entry = static_cast<int64_t>(b.size()) - 1;
     }
+  }
+
+  // Speculative decoding: drafts for the choice's pending token, as many as can still be
+  // sampled (max_tokens, the context). A drafter error only means no drafts.
+  void draft(const Active& a, Choice& c) {
+    c.step_t0 = Clock::now();
+    c.history.push_back(c.next_token);
+    int64_t k = c.spec->draft_len();
+    if (a.p.max_tokens >= 0) k = std::min<int64_t>(k, a.p.max_tokens - c.n_generated);
+    k = std::min<int64_t>(k, static_cast<int64_t>(cfg_.n_ctx) - 2 -
+                                 static_cast<int64_t>(ctx_->memory().n_tokens(c.seq)));
+    if (k <= 0) return;
+    auto d = cfg_.drafter->draft(c.seq, c.history, static_cast<int32_t>(k));
+    if (!d.ok()) return;
+    c.drafts = std::move(*d);
+    if (static_cast<int64_t>(c.drafts.size()) > k) c.drafts.resize(k);
+    if (static_cast<int32_t>(c.drafts.size()) < std::max(1, cfg_.spec.draft_min)) c.drafts.clear();
+  }
+
+  // Sequences verifying drafts in this batch.
+  std::vector<int32_t> verifying() const {
+    std::vector<int32_t> out;
+    for (const auto& a : running_)
+      for (const Choice& c : a->choices)
+        if (c.batch_entry >= 0 && !c.drafts.empty()) out.push_back(c.seq);
+    return out;
+  }
+
+  // Samples the verified positions of each speculating choice in order, exactly as plain steps
+  // would have, until a sample differs from the draft (it becomes the pending token) or the
+  // choice finishes; the memory keeps the tokens before it. Runs before anything else touches
+  // the memory (the batch is still open).
+  Status verify() {
+    std::vector<SeqKeep> keep;
+    for (auto& ap : running_) {
+      Active& a = *ap;
+      for (Choice& c : a.choices) {
+        if (c.batch_entry < 0 || c.drafts.empty()) continue;
+        const uint32_t held = ctx_->memory().n_tokens(c.seq);
+        uint32_t i = 1;
+        for (;; ++i) {
+          on_logits(a, c, ctx_->logits(static_cast<size_t>(c.batch_entry) + i - 1), held + i);
+          if (c.done || i > c.drafts.size() || c.next_token != c.drafts[i - 1]) break;
+          c.history.push_back(c.next_token);
+        }
+        keep.push_back({c.seq, i});
+        const int32_t n_drafted = static_cast<int32_t>(c.drafts.size());
+        const int32_t n_accepted = static_cast<int32_t>(i - 1);
+        a.timings.draft_n += n_drafted;
+        a.timings.draft_n_accepted += n_accepted;
+        {
+          std::lock_guard<std::mutex> lock(metrics_mu_);
+          metrics_.draft_tokens += n_drafted;
+          metrics_.draft_tokens_accepted += n_accepted;
+          auto& by_pos = metrics_.draft_tokens_by_position;
+          auto& ok_pos = metrics_.draft_accepted_by_position;
+          if (by_pos.size() < c.drafts.size()) {
+            by_pos.resize(c.drafts.size(), 0);
+            ok_pos.resize(c.drafts.size(), 0);
+          }
+          for (int32_t j = 0; j < n_drafted; ++j) {
+            ++by_pos[j];
+            if (j < n_accepted) ++ok_pos[j];
+          }
+        }
+        c.spec->record(n_drafted, n_accepted, seconds_between(c.step_t0, Clock::now()));
+        c.batch_entry = -1;  // sampled here, not again in after_decode()
+      }
+    }
+    Status st = ctx_->accept(keep);
+    if (!st.ok()) ctx_->reject();
+    return st;
   }
 
   // Prompt tokens a request can still take this step: a chunk never crosses a snapshot point,
@@ -572,8 +666,11 @@ class EngineImpl : public Engine {
           for (Choice& c : a.choices) on_logits(a, c, logits);
         }
       }
-      for (Choice& c : a.choices)
-        if (c.batch_entry >= 0) on_logits(a, c, ctx_->logits(static_cast<size_t>(c.batch_entry)));
+      for (Choice& c : a.choices) {
+        if (c.batch_entry < 0) continue;
+        on_logits(a, c, ctx_->logits(static_cast<size_t>(c.batch_entry)));
+        if (c.spec) c.spec->record(0, 0, seconds_between(c.step_t0, Clock::now()));
+      }
       bool all_done = true;
       for (const Choice& c : a.choices) all_done = all_done && c.done;
       if (all_done) finish_done(a);
@@ -613,7 +710,8 @@ class EngineImpl : public Engine {
   }
 
   // Samples the choice's next token from `logits` and streams it.
-  void on_logits(Active& a, Choice& c, const float* logits) {
+  // `held`: tokens the sequence holds once this token's logits are (-1: the memory's count).
+  void on_logits(Active& a, Choice& c, const float* logits, int64_t held = -1) {
     CHIMERA_CHECK(logits != nullptr, "no logits for a sampled sequence");
     const Clock::time_point now = Clock::now();
     const TokenId t = c.sampler->sample(logits, ctx_->n_vocab());
@@ -646,7 +744,7 @@ class EngineImpl : public Engine {
         finish = "stop";
       else if (a.p.max_tokens >= 0 && c.n_generated >= a.p.max_tokens)
         finish = "length";
-      else if (ctx_->memory().n_tokens(c.seq) + 1 >= cfg_.n_ctx)
+      else if ((held >= 0 ? held : ctx_->memory().n_tokens(c.seq)) + 1 >= cfg_.n_ctx)
         finish = "length";  // the sampled token would fill the context
     }
     if (finish) {

@@ -20,6 +20,7 @@
 
 #include "core/status.h"
 #include "runtime/context.h"
+#include "runtime/drafter.h"
 #include "runtime/sampling.h"
 #include "runtime/tokenizer.h"
 
@@ -39,7 +40,10 @@ struct RequestParams {
   int top_logprobs = -1;  // < 0: no logprobs; 0..20: logprob of the token plus the top N
   bool ignore_eos = false;
   double timeout_s = 600.0;  // wall-clock limit from admission; then finish_reason "timeout"
-  std::string id;            // for logs
+  // Speculative decoding (when the engine has a drafter): -1 the engine's draft_max, 0 off, else
+  // at most this many drafted tokens per step. The output is the same either way.
+  int32_t draft_max = -1;
+  std::string id;  // for logs
 };
 
 struct TopLogprob {
@@ -124,6 +128,11 @@ struct EngineConfig {
   uint64_t cache_mem = 1ull << 30;   // bytes the prefix cache may keep after requests finish
   uint32_t snapshot_every = 1024;    // extra snapshots along long prompts (bounded replay)
   std::string cache_file;            // "" = no persistence
+  // Speculative decoding: choices draft with this drafter (owned by the caller, outliving the
+  // engine, used by the engine thread alone; a ModelDrafter needs max_seqs >= n_parallel * 16 +
+  // 64) and verify the drafts in the same continuous batch. Null: off.
+  Drafter* drafter = nullptr;
+  SpecParams spec;
 };
 
 // Counters and gauges for /metrics (the HTTP edge renders Prometheus text from them).
@@ -141,6 +150,7 @@ struct MetricsSnapshot {
   uint64_t cache_hits = 0, cache_evictions = 0;
   uint64_t draft_tokens = 0, draft_tokens_accepted = 0;
   std::vector<uint64_t> draft_accepted_by_position;
+  std::vector<uint64_t> draft_tokens_by_position;  // drafted at each draft position
   Histogram time_to_first_token, inter_token_latency;
   uint64_t requests_running = 0, requests_queued = 0;
   uint64_t cache_bytes = 0, cache_entries = 0, cache_tokens = 0;

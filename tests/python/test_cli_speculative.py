@@ -58,3 +58,39 @@ def test_bench_reports_speculation(chimera) -> None:
     assert s["acceptance"] == pytest.approx(s["accepted"] / s["drafted"])
     assert sum(s["drafted_by_position"]) == s["drafted"]
     assert sum(s["accepted_by_position"]) == s["accepted"]
+
+
+def test_serve_speculates_exactly(chimera_bin) -> None:
+    """`chimera serve --spec ngram`: the same completions as a server without it, the drafted and
+    accepted counts in the response timings and per draft position in /metrics; draft_max 0 turns
+    it off for one request."""
+    import sys
+
+    import requests
+
+    sys.path.insert(0, str(REPO_ROOT / "python"))
+    from serve_util import ServeProcess
+
+    args = ["-np", "2", "-c", "512", "--mem", "256M", "--cache-mem", "64M", "-q", "-t", "1"]
+    body = {"model": "default", "prompt": "And God said", "max_tokens": 40, "temperature": 0}
+
+    def complete(server, **extra) -> dict:
+        r = requests.post(server.url + "/v1/completions", json={**body, **extra}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ServeProcess(chimera_bin, *args) as plain:
+        want = complete(plain)["choices"][0]["text"]
+    with ServeProcess(chimera_bin, *args, "--spec", "ngram", "--draft-fixed") as spec:
+        got = complete(spec)
+        assert got["choices"][0]["text"] == want
+        t = got["timings"]
+        assert t["draft_n"] > 0 and 0 < t["draft_n_accepted"] <= t["draft_n"]
+        off = complete(spec, draft_max=0)
+        assert off["choices"][0]["text"] == want and off["timings"]["draft_n"] == 0
+        m = spec.metrics()
+        assert m["chimera_draft_tokens_total"] == t["draft_n"]
+        assert m["chimera_draft_tokens_accepted_total"] == t["draft_n_accepted"]
+        assert m['chimera_draft_position_tokens_total{position="0"}'] > 0
+        per_pos = sum(v for k, v in m.items() if k.startswith("chimera_draft_position_accepted"))
+        assert per_pos == t["draft_n_accepted"]

@@ -56,6 +56,8 @@ int run_serve(int argc, char** argv) {
       ->check(CLI::Range(1u, 1u << 20));
   app.add_option("--http-threads", http_threads, "HTTP worker threads (default: -np + --queue + 8)")
       ->check(CLI::Range(0, 4096));
+  SpecOptions spec;
+  spec.add_to(app);
   mo.snapshot_every = 1024;  // the prefix cache's extra snapshots along long prompts
   // llama.cpp spells it -np, a multi-letter short flag CLI11 does not allow: rename it first.
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -95,7 +97,12 @@ int run_serve(int argc, char** argv) {
   auto cp = mo.context_params();
   if (!cp.ok()) return report_error("serve", cp.status());
 
+  // A draft model's sequences mirror the engine's (n_parallel * 16 running + 64 parked).
+  auto dr = load_drafter(spec, mo, *lm, n_parallel * 16 + 64);
+  if (!dr.ok()) return report_error("serve", dr.status());
   serving::EngineConfig ec;
+  ec.drafter = dr->drafter.get();
+  ec.spec = spec.params();
   ec.n_parallel = n_parallel;
   ec.n_ctx = mo.n_ctx;
   ec.queue_capacity = queue;

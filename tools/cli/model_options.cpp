@@ -108,7 +108,7 @@ std::string LoadedDrafter::describe() const {
 }
 
 Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo,
-                                   const LoadedModel& target) {
+                                   const LoadedModel& target, uint32_t max_seqs) {
   LoadedDrafter d;
   if (!so.draft_path.empty() && !so.spec.empty())
     return Error(ErrorCode::kInvalidArgument, "--draft and --spec ", so.spec,
@@ -126,6 +126,7 @@ Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo
   DraftModelParams dp;
   dp.p_min = so.draft_p_min;
   CHIMERA_ASSIGN_OR_RETURN(dp.context, mo.context_params());
+  dp.context.max_seqs = max_seqs;
   auto md =
       ModelDrafter::create(*target.model, target.tokenizer.get(), *d.model, d.tokenizer.get(), dp);
   if (!md.ok()) return Error(md.status().code(), so.draft_path, ": ", md.status().message());

@@ -60,7 +60,7 @@ struct LoadedDrafter {
   std::string describe() const;
 };
 Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo,
-                                   const LoadedModel& target);
+                                   const LoadedModel& target, uint32_t max_seqs = 16);
 
 struct LoadedModel {
   std::string path;  // the file loaded: -m, or the default model

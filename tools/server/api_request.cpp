@@ -238,6 +238,9 @@ std::optional<ApiError> read_generation(const ojson& body, bool chat, Generation
     }
   }
   RETURN_IF_API_ERROR(read_bool(body, "ignore_eos", g.ignore_eos));
+  int64_t draft_max = -1;  // llama.cpp's speculative.n_max spelled as our --draft-max
+  RETURN_IF_API_ERROR(read_int(body, "draft_max", 0, 64, draft_max));
+  g.draft_max = static_cast<int32_t>(draft_max);
 
   // Requests this server cannot honour are refused rather than silently answered differently.
   if (auto it = body.find("logit_bias"); it != body.end() && !it->is_null()) {

@@ -57,6 +57,7 @@ struct GenerationRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
   bool ignore_eos = false;     // llama.cpp extension
+  int32_t draft_max = -1;      // speculative decoding: -1 server default, 0 off, else a cap
 };
 
 struct ChatRequest {

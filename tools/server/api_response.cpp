@@ -199,6 +199,19 @@ std::string prometheus_text(const serving::MetricsSnapshot& m, const HttpCounter
          m.draft_tokens);
   metric(o, "chimera_draft_tokens_accepted_total", "counter", "Speculative draft tokens accepted.",
          m.draft_tokens_accepted);
+  // Per draft position (0 = the first drafted token of a step): drafted and accepted counts.
+  if (!m.draft_tokens_by_position.empty()) {
+    o += "# HELP chimera_draft_position_tokens_total Draft tokens proposed at each draft "
+         "position.\n# TYPE chimera_draft_position_tokens_total counter\n";
+    for (size_t i = 0; i < m.draft_tokens_by_position.size(); ++i)
+      o += StrCat("chimera_draft_position_tokens_total{position=\"", i, "\"} ",
+                  m.draft_tokens_by_position[i], "\n");
+    o += "# HELP chimera_draft_position_accepted_total Draft tokens accepted at each draft "
+         "position.\n# TYPE chimera_draft_position_accepted_total counter\n";
+    for (size_t i = 0; i < m.draft_accepted_by_position.size(); ++i)
+      o += StrCat("chimera_draft_position_accepted_total{position=\"", i, "\"} ",
+                  m.draft_accepted_by_position[i], "\n");
+  }
   histogram(o, "chimera_time_to_first_token_seconds", "Admission to first generated token.",
             m.time_to_first_token);
   histogram(o, "chimera_inter_token_latency_seconds", "Time between generated tokens.",

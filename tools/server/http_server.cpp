@@ -154,6 +154,7 @@ std::optional<ApiError> HttpServer::Impl::prepare(const GenerationRequest& g,
   rp.n = g.n;
   rp.top_logprobs = g.top_logprobs;
   rp.ignore_eos = g.ignore_eos;
+  rp.draft_max = g.draft_max;
   rp.timeout_s = cfg.request_timeout_s;
   out.meta.id = new_id(chat ? "chatcmpl-" : "cmpl-");
   out.meta.created = static_cast<int64_t>(std::time(nullptr));
