@@ -22,4 +22,11 @@ void swiglu(const float* gate, const float* up, float* y, int64_t n, Isa isa) {
   for (int64_t i = 0; i < n; ++i) y[i] = silu_scalar(gate[i]) * up[i];
 }
 
+void relu_squared(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float r = x[i] < 0.0f ? 0.0f : x[i];  // NaN stays NaN, as in torch
+    y[i] = r * r;
+  }
+}
+
 }  // namespace chimera

@@ -1,5 +1,5 @@
-// Elementwise activations (SiLU, SwiGLU, softplus) and the choice between the scalar reference
-// path and the AVX2 path that every op in this folder shares.
+// Elementwise activations (SiLU, SwiGLU, squared ReLU, softplus) and the choice between the
+// scalar reference path and the AVX2 path that every op in this folder shares.
 //
 // Exactness: every element is computed by the same instructions wherever it sits in the array
 // (the AVX2 path handles the ragged tail with masked loads through the same vector code), so a
@@ -22,6 +22,10 @@ void silu(const float* x, float* y, int64_t n, Isa isa = active_isa());
 
 // y[i] = silu(gate[i]) * up[i] (llama.cpp swiglu_split). Any of the arrays may alias.
 void swiglu(const float* gate, const float* up, float* y, int64_t n, Isa isa = active_isa());
+
+// y[i] = max(x[i], 0)^2 (squared ReLU, Nemotron-H's FFN). One rounding, so it is the same on
+// every ISA and needs no AVX2 path. x and y may alias.
+void relu_squared(const float* x, float* y, int64_t n);
 
 // softplus(x) = x > 20 ? x : log1p(exp(x)) — log1p for HF parity (spec 3.4 step 5). Scalar in
 // every path: it runs once per (token, head), so both paths share it bit for bit.

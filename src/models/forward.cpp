@@ -44,7 +44,9 @@ MemoryConfig memory_config_for(const Model& model) {
   const ModelHParams& hp = model.hp;
   for (const LayerWeights& l : model.layers) {
     MemoryLayer ml;
-    if (l.kind == MixerKind::kAttention) {
+    if (l.kind == MixerKind::kNone) {
+      ml.kind = LayerKind::kNone;
+    } else if (l.kind == MixerKind::kAttention) {
       ml.kind = LayerKind::kAttention;
       ml.kv_dim = l.n_head_kv * hp.head_dim;
     } else {
@@ -96,15 +98,17 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
   for (uint32_t il = 0; il < hp.n_layer; ++il) {
     const LayerWeights& l = model_.layers[il];
     float* un = grow(u_, T * D);
-    CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.attn_norm), un, D, D, T, hp.rms_eps, &threads_));
-    if (l.kind == MixerKind::kAttention) {
-      CHIMERA_RETURN_IF_ERROR(attention_layer(il, mem, ub, u));
-    } else if (l.kind == MixerKind::kDeltaNet) {
-      CHIMERA_RETURN_IF_ERROR(delta_net_layer(il, mem, ub, u));
-    } else {
-      CHIMERA_RETURN_IF_ERROR(mamba2_layer(il, mem, ub, u));
+    if (l.kind != MixerKind::kNone) {  // an FFN-only layer goes straight to its FFN
+      CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.attn_norm), un, D, D, T, hp.rms_eps, &threads_));
+      if (l.kind == MixerKind::kAttention) {
+        CHIMERA_RETURN_IF_ERROR(attention_layer(il, mem, ub, u));
+      } else if (l.kind == MixerKind::kDeltaNet) {
+        CHIMERA_RETURN_IF_ERROR(delta_net_layer(il, mem, ub, u));
+      } else {
+        CHIMERA_RETURN_IF_ERROR(mamba2_layer(il, mem, ub, u));
+      }
+      add_branch();
     }
-    add_branch();
     if (l.ffn_kind == FfnKind::kNone) continue;
     CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.ffn_norm), un, D, D, T, hp.rms_eps, &threads_));
     CHIMERA_RETURN_IF_ERROR(ffn(il, T));
@@ -298,8 +302,11 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
   auto dense = [&](int k, const float* in, int64_t m, float* y) {
     return mm(k == 0 ? f.gate : k == 1 ? f.up : f.down, in, m, y);
   };
-  if (model_.layers[il].ffn_kind == FfnKind::kDense)
+  if (model_.layers[il].ffn_kind == FfnKind::kDense) {
+    if (model_.layers[il].ffn_act == FfnActivation::kReluSquared)
+      return relu_squared_mlp(f, v, T, out);
     return swiglu_mlp(dense, f.gate->ne[1], v, T, out, true);
+  }
   // MoE: softmax -> top-k -> renormalise (spec 2), experts grouped over the ubatch's tokens.
   const int64_t E = hp.n_expert, K = hp.n_expert_used;
   float* logits = grow(c_, T * E);
@@ -349,6 +356,18 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     }
     for (int64_t i = 0; i < T * D; ++i) out[i] += shared[i];
   }
+  return Status::Ok();
+}
+
+// Non-gated MLP: down(relu(up v + b)^2) + b, row-local (Nemotron-H).
+Status ForwardPass::relu_squared_mlp(const FfnWeights& f, const float* v, int64_t T, float* out) {
+  const int64_t D = model_.hp.n_embd, F = f.up->ne[1];
+  float* h = grow(a_, T * F);
+  CHIMERA_RETURN_IF_ERROR(mm(f.up, v, T, h));
+  add_bias(h, T, F, F, f.up_b);
+  relu_squared(h, h, T * F);
+  CHIMERA_RETURN_IF_ERROR(mm(f.down, h, T, out));
+  add_bias(out, T, D, D, f.down_b);
   return Status::Ok();
 }
 

@@ -1,7 +1,7 @@
 // The forward pass shared by every architecture: embeddings, then per layer a pre-normed
-// attention, Mamba2 or gated-DeltaNet mixer (forward_delta_net.cpp) and an optional dense/MoE FFN
-// (with the Granite multipliers when set), then the final norm and the LM head for the rows that
-// want logits.
+// attention, Mamba2 or gated-DeltaNet mixer (forward_delta_net.cpp) or none, and an optional
+// dense (SwiGLU or squared-ReLU) or MoE FFN (with the Granite multipliers when set), then the final
+// norm and the LM head for the rows that want logits.
 //
 // Exactness: every step is row-local (matmul, norms, activations, attention per query) or walks
 // one sequence's run in token order (conv, scan), with batch-invariant kernels; so a token's
@@ -42,6 +42,7 @@ class ForwardPass {
   Status mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status ffn(uint32_t il, int64_t T);
+  Status relu_squared_mlp(const FfnWeights& f, const float* v, int64_t T, float* out);
   Status mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride = 0,
             int64_t y_stride = 0);
 

@@ -11,13 +11,20 @@ uint32_t Model::n_attention_layers() const {
 }
 
 uint32_t Model::n_recurrent_layers() const {
-  return static_cast<uint32_t>(layers.size()) - n_attention_layers();
+  uint32_t n = 0;
+  for (const LayerWeights& l : layers)
+    n += l.kind == MixerKind::kMamba2 || l.kind == MixerKind::kDeltaNet;
+  return n;
 }
 
 std::string Model::describe() const {
   return StrCat(
       hp.arch, ": ", hp.n_layer, " layers (", n_attention_layers(), " attention, ",
-      n_recurrent_layers(), " recurrent), width ", hp.n_embd, ", vocabulary ", hp.n_vocab,
+      n_recurrent_layers(), " recurrent",
+      n_attention_layers() + n_recurrent_layers() < hp.n_layer
+          ? StrCat(", ", hp.n_layer - n_attention_layers() - n_recurrent_layers(), " FFN-only")
+          : "",
+      "), width ", hp.n_embd, ", vocabulary ", hp.n_vocab,
       hp.n_expert ? StrCat(", ", hp.n_expert, " experts (", hp.n_expert_used, " used)") : "");
 }
 

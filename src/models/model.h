@@ -1,7 +1,7 @@
 // A loaded model: hyper-parameters and views of its weights inside the memory-mapped GGUF.
 // Architectures fill one uniform description (layers of attention, Mamba2 or gated-DeltaNet
-// mixers, each followed by an optional dense or MoE FFN); one forward pass (forward*.cpp) runs
-// them all.
+// mixers, or no mixer at all, each followed by an optional dense or MoE FFN); one forward pass
+// (forward*.cpp) runs them all.
 #pragma once
 
 #include <memory>
@@ -14,8 +14,11 @@
 
 namespace chimera {
 
-enum class MixerKind { kAttention, kMamba2, kDeltaNet };
+// kNone: the layer has no mixer and keeps no per-sequence memory (Nemotron-H's FFN-only layers).
+enum class MixerKind { kAttention, kMamba2, kDeltaNet, kNone };
 enum class FfnKind { kNone, kDense, kMoe };
+// kSwiGlu: down(silu(gate x) * up x). kReluSquared: down(relu(up x)^2), no gate (Nemotron-H).
+enum class FfnActivation { kSwiGlu, kReluSquared };
 
 // A weight tensor inside the mapping (never copied). null when the optional tensor is absent.
 using Weight = const GgufTensorInfo*;
@@ -55,7 +58,8 @@ struct Mamba2Weights {
 };
 
 struct FfnWeights {
-  Weight gate = nullptr, up = nullptr, down = nullptr;  // dense, or the MoE shared expert
+  // dense (gate absent for kReluSquared), or the MoE shared expert
+  Weight gate = nullptr, up = nullptr, down = nullptr;
   Weight gate_b = nullptr, up_b = nullptr, down_b = nullptr;
   Weight router = nullptr;                                             // {D, E}
   Weight gate_exps = nullptr, up_exps = nullptr, down_exps = nullptr;  // {D, F, E}, {F, D, E}
@@ -70,6 +74,7 @@ struct LayerWeights {
   Mamba2Weights ssm;
   DeltaNetWeights delta;
   FfnKind ffn_kind = FfnKind::kNone;
+  FfnActivation ffn_act = FfnActivation::kSwiGlu;
   Weight ffn_norm = nullptr;
   FfnWeights ffn;
 };

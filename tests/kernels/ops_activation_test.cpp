@@ -1,4 +1,5 @@
-// SiLU / SwiGLU / softplus against double-precision references; tails handled position-free.
+// SiLU / SwiGLU / squared ReLU / softplus against double-precision references; tails handled
+// position-free.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -102,6 +103,27 @@ TEST(OpsActivation, SoftplusUsesLog1pAndShortcut) {
     EXPECT_NEAR(got, want, 4 * 1.1920929e-7 * std::fabs(want)) << x;
   }
   EXPECT_EQ(softplus(25.0f), 25.0f);  // the x > 20 shortcut returns x itself
+}
+
+TEST(OpsActivation, ReluSquaredIsOneCorrectlyRoundedProduct) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-40.0f, 40.0f);
+  std::vector<float> x(1001), y(1001);
+  for (float& v : x) v = dist(rng);
+  x[0] = 0.0f;
+  x[1] = -0.0f;
+  x[2] = 1e-30f;  // squares to a denormal-free tiny value
+  relu_squared(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double r = x[i] > 0 ? double(x[i]) : 0.0;
+    EXPECT_EQ(y[i], static_cast<float>(r * r)) << i << " x=" << x[i];  // exact: one rounding
+  }
+  EXPECT_FALSE(std::signbit(y[1]));
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  float v[2] = {nan, -std::numeric_limits<float>::infinity()};
+  relu_squared(v, v, 2);  // in place
+  EXPECT_TRUE(std::isnan(v[0]));
+  EXPECT_EQ(v[1], 0.0f);
 }
 
 }  // namespace
