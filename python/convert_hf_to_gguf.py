@@ -6,7 +6,8 @@
 Supported: GraniteMoeHybridForCausalLM (-> granitehybrid; dense FFN or MoE + shared expert),
 Mamba2ForCausalLM (-> mamba2), LlamaForCausalLM (-> llama), GraniteForCausalLM (-> granite),
 Qwen3NextForCausalLM (-> qwen3next), Qwen3_5ForCausalLM (-> qwen35), Qwen3_5MoeForCausalLM
-(-> qwen35moe; the text-only checkpoints, no MTP layers).
+(-> qwen35moe; the text-only checkpoints, no MTP layers), NemotronHForCausalLM (-> nemotron_h;
+Mamba2 / NoPE attention / squared-ReLU MLP layers, no MoE).
 Reads config.json, *.safetensors (F32/F16/BF16, sharded or not) and a byte-level BPE
 tokenizer.json (+ tokenizer_config.json), and writes keys, tensor names, shapes and types the way
 llama.cpp's converter does (see /work/shared/spec/ARCHITECTURES.md and python/chimera_convert/), so
@@ -14,7 +15,8 @@ the two converters' files are interchangeable. Deviations, each only where llama
 compute something other than transformers: an absent granitehybrid attention_multiplier is written
 as 1.0; a granitehybrid config with position_embedding_type "rope" keeps RoPE; a dense granitehybrid
 writes feed_forward_length = shared_intermediate_size; ssm_a is -exp(A_log) rounded once from
-float64.
+float64; nemotron_h ignores time_step_min, as llama.cpp and NVIDIA's code do (transformers 5
+clamps dt to it in its chunked prefill only).
 """
 
 from __future__ import annotations

@@ -100,6 +100,19 @@ def models() -> dict[str, dict]:
                                  "partial_rotary_factor": 0.25}),
             notes="Qwen3-Next: fused in_proj_qkvz/in_proj_ba, grouped value heads, MoE with a "
                   "sigmoid-gated shared expert"),
+        "nemotron_h": dict(
+            cls="NemotronHForCausalLM", seed=110, config=dict(
+                vocab_size=N_VOCAB, hidden_size=D, hybrid_override_pattern="M*-M-*M-",
+                num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                intermediate_size=96, mlp_hidden_act="relu2", mamba_num_heads=8,
+                mamba_head_dim=16, expand=2, ssm_state_size=16, n_groups=2, conv_kernel=4,
+                chunk_size=32, layer_norm_epsilon=1e-5, max_position_embeddings=512,
+                time_step_min=1e-30, tie_word_embeddings=False),
+            notes="Nemotron-H: Mamba2 (2 groups), NoPE attention (GQA 4/2, head_dim 32 != "
+                  "hidden/heads) and non-gated squared-ReLU MLP layers, one kind per layer. "
+                  "time_step_min 1e-30 (no clamp in effect): transformers 5.24 clamps dt to "
+                  "time_step_min in its chunked prefill only (not in its decode step); NVIDIA's "
+                  "code and llama.cpp never clamp"),
         "granitehybrid-dense": dict(
             cls="GraniteMoeHybridForCausalLM", seed=101, config=dict(
                 **granite4, **mamba, num_hidden_layers=5,
@@ -348,7 +361,8 @@ def main() -> int:
                                   "GraniteForCausalLM": "granite",
                                   "Qwen3_5ForCausalLM": "qwen35",
                                   "Qwen3_5MoeForCausalLM": "qwen35moe",
-                                  "Qwen3NextForCausalLM": "qwen3next"}[spec["cls"]],
+                                  "Qwen3NextForCausalLM": "qwen3next",
+                                  "NemotronHForCausalLM": "nemotron_h"}[spec["cls"]],
             "n_vocab": N_VOCAB,
             "config": config,
             "gguf": {"f32": "model-f32.gguf", "f16": "model-f16.gguf"},

@@ -419,11 +419,102 @@ def plan_granitehybrid(ckpt: Checkpoint) -> Plan:
     return b.finish()
 
 
+# --------------------------------------------------------------------------------------------------
+# nemotron_h (NemotronHForCausalLM, Nemotron-H without MoE). Every layer is one kind: Mamba2 ("M"),
+# NoPE attention ("*") or a non-gated squared-ReLU MLP ("-"), each with one pre-norm. llama.cpp
+# stores the kinds in two per-layer arrays: head_count_kv (n_kv on attention layers, else 0) and
+# feed_forward_length (intermediate_size on MLP layers, else 0); both 0 means Mamba2. As for
+# granitehybrid, q/k rows get the NORM permutation (a no-op for the scores without RoPE).
+
+_NEMOTRON_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe",
+                   "mamba": "mamba", "linear_attention": "mamba", "attention": "attention",
+                   "full_attention": "attention", "mlp": "mlp", "moe": "moe"}
+
+
+def _nemotron_h_layer_kinds(b: Builder) -> list[str]:
+    pattern = b.cfg("hybrid_override_pattern") or b.cfg("layers_block_type")
+    if not pattern:
+        b.fail("config.json has neither hybrid_override_pattern nor layers_block_type")
+    kinds = [_NEMOTRON_KINDS.get(c) for c in pattern]
+    if None in kinds:
+        b.fail(f"unknown layer kind in {pattern!r} (expected M/*/- or "
+               f"linear_attention/full_attention/mlp)")
+    if "moe" in kinds:
+        b.fail("MoE layers (nemotron_h_moe) are not supported by this converter")
+    if "mamba" not in kinds:
+        b.fail("no Mamba2 layers: llama.cpp converts such a checkpoint as another architecture")
+    return kinds
+
+
+def plan_nemotron_h(ckpt: Checkpoint) -> Plan:
+    b = Builder(ckpt, "nemotron_h")
+    kinds = _nemotron_h_layer_kinds(b)
+    L = len(kinds)
+    if b.cfg("num_hidden_layers") not in (None, L):
+        b.fail(f"num_hidden_layers {b.cfg('num_hidden_layers')} != {L} layers in the pattern")
+    D = int(b.cfg("hidden_size", required=True))
+    V = int(b.cfg("vocab_size", required=True))
+    n_head = int(b.cfg("num_attention_heads", required=True))
+    n_kv = int(b.cfg("num_key_value_heads", n_head))
+    d_h = int(b.cfg("head_dim", b.cfg("attention_head_dim", D // n_head)))
+    F = int(b.cfg("intermediate_size", required=True))
+    eps = float(b.cfg("rms_norm_eps", b.cfg("layer_norm_epsilon", 1e-5)))
+    H = int(b.cfg("mamba_num_heads", required=True))
+    P = int(b.cfg("mamba_head_dim", required=True))
+    N = int(b.cfg("ssm_state_size", required=True))
+    G = int(b.cfg("n_groups", b.cfg("mamba_n_groups", 1)))
+    K = int(b.cfg("conv_kernel", b.cfg("mamba_d_conv", 4)))
+    d_in = H * P
+    _check_ssm_dims(b, d_in, H, P, G)
+    _check_time_step_limit(b)
+    if b.cfg("mlp_hidden_act", "relu2") != "relu2":
+        b.fail(f"mlp_hidden_act '{b.cfg('mlp_hidden_act')}' is not supported (only relu2)")
+    if b.cfg("mamba_hidden_act", "silu") != "silu":
+        b.fail(f"mamba_hidden_act '{b.cfg('mamba_hidden_act')}' is not supported (only silu)")
+    if b.cfg("use_bias", False) or b.cfg("mamba_proj_bias", False):
+        b.fail("Mamba in_proj/out_proj biases cannot be expressed in a nemotron_h GGUF")
+    if "attention" in kinds and n_head % n_kv:
+        b.fail(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_kv}")
+    mlp_bias = bool(b.cfg("mlp_bias", False))
+
+    _common_keys(b, L, D, V)
+    p = b.plan
+    p.key("add_context_length", NOPE_CONTEXT_LENGTH)
+    p.key("add_feed_forward_length", [F if k == "mlp" else 0 for k in kinds])  # INT32 arrays
+    p.key("add_head_count", n_head)
+    p.key("add_head_count_kv", [n_kv if k == "attention" else 0 for k in kinds])
+    p.key("add_key_length", d_h)
+    p.key("add_value_length", d_h)
+    p.key("add_rope_dimension_count", d_h)
+    p.key("add_rope_scaling_finetuned", False)
+    p.key("add_layer_norm_rms_eps", eps)
+    _ssm_keys(b, K, d_in, N, H, G)
+
+    _embeddings(b, "backbone.embeddings.weight", "backbone.norm_f.weight", V, D)
+    for i, kind in enumerate(kinds):
+        pre = f"backbone.layers.{i}."
+        b.add(f"blk.{i}.attn_norm.weight", pre + "norm.weight", (D,))
+        mixer = pre + "mixer."
+        if kind == "mamba":
+            _mamba2_mixer(b, i, mixer, D, d_in, H, G, N, K,
+                          conv_bias_required=bool(b.cfg("use_conv_bias", True)))
+        elif kind == "attention":
+            _attention(b, i, mixer, D, n_head, n_kv, d_h)
+        else:
+            b.add(f"blk.{i}.ffn_up.weight", mixer + "up_proj.weight", (F, D))
+            b.add(f"blk.{i}.ffn_down.weight", mixer + "down_proj.weight", (D, F))
+            if mlp_bias:
+                b.add(f"blk.{i}.ffn_up.bias", mixer + "up_proj.bias", (F,))
+                b.add(f"blk.{i}.ffn_down.bias", mixer + "down_proj.bias", (D,))
+    return b.finish()
+
+
 PLANNERS = {
     "LlamaForCausalLM": lambda c: plan_llama(c, granite=False),
     "GraniteForCausalLM": lambda c: plan_llama(c, granite=True),
     "Mamba2ForCausalLM": plan_mamba2,
     "GraniteMoeHybridForCausalLM": plan_granitehybrid,
+    "NemotronHForCausalLM": plan_nemotron_h,
 }
 
 

@@ -9,6 +9,7 @@ Status load_granite(Model& m);
 Status load_qwen35(Model& m);
 Status load_qwen35moe(Model& m);
 Status load_qwen3next(Model& m);
+Status load_nemotron_h(Model& m);
 
 const std::vector<ArchLoader>& arch_registry() {
   static const std::vector<ArchLoader> archs = {
@@ -19,6 +20,7 @@ const std::vector<ArchLoader>& arch_registry() {
       {"qwen35", load_qwen35},
       {"qwen35moe", load_qwen35moe},
       {"qwen3next", load_qwen3next},
+      {"nemotron_h", load_nemotron_h},
   };
   return archs;
 }

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <functional>
+#include <iterator>
 
 #include "models/forward.h"
 #include "models/model.h"
@@ -236,6 +238,62 @@ TEST(ModelLoad, QwenBadDeltaNetInputsAreClearErrors) {
       nullptr));
   ASSERT_FALSE(m.ok());
   EXPECT_NE(m.status().message().find("blk.0.ssm_a"), std::string::npos) << m.status().message();
+}
+
+std::vector<uint8_t> fixture_bytes(const std::string& rel) {
+  std::ifstream in(std::string(CHIMERA_SOURCE_DIR) + "/tests/fixtures/models/" + rel,
+                   std::ios::binary);
+  EXPECT_TRUE(in.good()) << rel;
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+// Nemotron-H: the per-layer kind arrays become Mamba2 / NoPE attention / FFN-only layers, and an
+// FFN-only layer keeps no per-sequence memory.
+TEST(ModelLoad, NemotronHLayerKinds) {
+  auto m = load_bytes(fixture_bytes("nemotron_h/model-f32.gguf"));  // pattern M*-M-*M-
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const Model& model = **m;
+  const MixerKind M = MixerKind::kMamba2, A = MixerKind::kAttention, N = MixerKind::kNone;
+  const std::vector<MixerKind> want = {M, A, N, M, N, A, M, N};
+  ASSERT_EQ(model.layers.size(), want.size());
+  const MemoryConfig cfg = memory_config_for(model);
+  for (size_t i = 0; i < want.size(); ++i) {
+    const LayerWeights& l = model.layers[i];
+    EXPECT_EQ(l.kind, want[i]) << i;
+    if (want[i] == N) {
+      EXPECT_EQ(l.ffn_kind, FfnKind::kDense) << i;
+      EXPECT_EQ(l.ffn_act, FfnActivation::kReluSquared) << i;
+      EXPECT_EQ(l.ffn.gate, nullptr) << i;
+      ASSERT_NE(l.ffn_norm, nullptr) << i;
+      EXPECT_EQ(std::string(l.ffn_norm->name), "blk." + std::to_string(i) + ".attn_norm.weight");
+      EXPECT_EQ(cfg.layers[i].kind, LayerKind::kNone) << i;
+    } else {
+      EXPECT_EQ(l.ffn_kind, FfnKind::kNone) << i;
+      EXPECT_EQ(cfg.layers[i].kind, want[i] == A ? LayerKind::kAttention : LayerKind::kRecurrent);
+    }
+  }
+  EXPECT_FALSE(model.hp.use_rope);
+  EXPECT_FALSE(cfg.positions_matter);
+  EXPECT_EQ(model.hp.head_dim, 32u);  // key_length, not 64 / 4 heads
+  EXPECT_EQ(cfg.layers[1].kv_dim, 2u * 32u);
+  EXPECT_EQ(model.n_attention_layers(), 2u);
+  EXPECT_EQ(model.n_recurrent_layers(), 3u);
+  EXPECT_NE(model.describe().find("3 FFN-only"), std::string::npos) << model.describe();
+}
+
+TEST(ModelLoad, NemotronHLayerWithAttentionAndFfnIsRejected) {
+  auto bytes = rewrite(
+      fixture_bytes("nemotron_h/model-f32.gguf"), [](auto&, auto&, auto&) { return true; },
+      [](GgufWriter& w) {
+        const int32_t ff[8] = {0, 96, 96, 0, 96, 0, 0, 96};  // layer 1 is also attention
+        ASSERT_TRUE(
+            w.set_raw_array("nemotron_h.feed_forward_length", GgufValueType::INT32, ff, 8).ok());
+      });
+  auto m = load_bytes(bytes);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), ErrorCode::kFormat);
+  EXPECT_NE(m.status().message().find("layer 1 has both"), std::string::npos)
+      << m.status().message();
 }
 
 }  // namespace

@@ -38,7 +38,9 @@ ALL_MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "reference.json")
 # The gated-DeltaNet fixtures are checked by test_converter_qwen.py and the engine's parity tests
 # (reference_forward.py has no DeltaNet).
 QWEN_MODELS = ("qwen35", "qwen35moe", "qwen3next")
-MODELS = [m for m in ALL_MODELS if m not in QWEN_MODELS]
+# nemotron_h: test_converter_nemotron_h.py and the engine's parity tests (no numpy forward here).
+NEMOTRON_MODELS = ("nemotron_h",)
+MODELS = [m for m in ALL_MODELS if m not in QWEN_MODELS + NEMOTRON_MODELS]
 GT = gguf.GGMLQuantizationType
 
 
@@ -53,7 +55,7 @@ def fields(path: Path) -> dict:
 
 def test_fixtures_present():
     assert set(ALL_MODELS) == {"granitehybrid-dense", "granitehybrid-moe", "mamba2", "mamba2-g2",
-                               "llama", "granite", *QWEN_MODELS}
+                               "llama", "granite", *QWEN_MODELS, *NEMOTRON_MODELS}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -66,6 +66,9 @@ std::vector<Case> cases() {
   // qwen35moe is covered by the synthetic Q8_0 case above)
   out.push_back({"qwen35_f16", {}, "qwen35/model-f16.gguf"});
   out.push_back({"qwen3next_f16", {}, "qwen3next/model-f16.gguf"});
+  // Nemotron-H: Mamba2, NoPE attention and FFN-only (squared-ReLU) layers
+  out.push_back({"nemotron_h_f32", {}, "nemotron_h/model-f32.gguf"});
+  out.push_back({"nemotron_h_f16", {}, "nemotron_h/model-f16.gguf"});
   return out;
 }
 

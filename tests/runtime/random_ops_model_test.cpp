@@ -163,7 +163,9 @@ INSTANTIATE_TEST_SUITE_P(Models, RandomOpsOnModel,
                                            // gated-DeltaNet hybrids (qwen35: tiled value heads,
                                            // qwen3next: grouped heads + MoE)
                                            "fixture:qwen35/model-f16.gguf",
-                                           "fixture:qwen3next/model-f16.gguf"));
+                                           "fixture:qwen3next/model-f16.gguf",
+                                           // Mamba2 + NoPE attention + FFN-only layers
+                                           "fixture:nemotron_h/model-f16.gguf"));
 
 }  // namespace
 }  // namespace chimera
