@@ -51,6 +51,14 @@ MODEL_CONFIG = dict(
     attention_multiplier=1 / 64, logits_scaling=1.0, tie_word_embeddings=True,
     initializer_range=0.02, bos_token_id=0, eos_token_id=0, pad_token_id=3)
 
+# --draft: a speculative-decoding draft model for the default one (issue 12), about a fifth of
+# its width (48 vs 256) and a third of its depth (one Mamba2 and one attention layer), same
+# tokenizer (trained identically), so `chimera run --draft models/draft.gguf` accepts it.
+DRAFT_CONFIG = dict(
+    MODEL_CONFIG, hidden_size=48, num_hidden_layers=2, layer_types=["mamba", "attention"],
+    intermediate_size=96, shared_intermediate_size=96, mamba_n_heads=4, mamba_d_head=24,
+    mamba_d_state=16, attention_multiplier=1 / 12)
+
 
 def kjv_split() -> tuple[list[str], list[str]]:
     verses = kjv_verses()
@@ -99,7 +107,11 @@ def main() -> int:
     ap.add_argument("--max-minutes", type=float, default=75.0)
     ap.add_argument("--ppl-ctx", type=int, default=256)
     ap.add_argument("--bench", type=int, default=0, help="only time this many steps")
+    ap.add_argument("--draft", action="store_true",
+                    help="train the small draft model (DRAFT_CONFIG) into OUT/draft.gguf")
     args = ap.parse_args()
+    cfg_dict = DRAFT_CONFIG if args.draft else MODEL_CONFIG
+    name = "draft" if args.draft else "default"
 
     import numpy as np
     import torch
@@ -123,17 +135,18 @@ def main() -> int:
     hf_tok = train_tokenizer(train_lines, VOCAB)
     train_ids = np.array(encode(hf_tok, train_lines), dtype=np.int64)
     held_ids = encode(hf_tok, held_lines)
-    log(f"# chimera default model, trained by python/train_default_model.py")
+    log(f"# chimera {name} model, trained by python/train_default_model.py"
+        + (" --draft" if args.draft else ""))
     log(f"seed {args.seed}, torch {torch.__version__}, transformers {transformers.__version__}, "
         f"1 CPU thread")
     log(f"data: KJV (bible-kjv-text), {len(train_lines)} train verses = {len(train_ids)} tokens, "
         f"{len(held_lines)} held-out verses = {len(held_ids)} tokens; BPE vocab {VOCAB}")
 
-    config = GraniteMoeHybridConfig(**MODEL_CONFIG)
+    config = GraniteMoeHybridConfig(**cfg_dict)
     config.architectures = ["GraniteMoeHybridForCausalLM"]
     model = GraniteMoeHybridForCausalLM(config).float()
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {json.dumps(MODEL_CONFIG)}")
+    log(f"model: {json.dumps(cfg_dict)}")
     log(f"parameters: {n_params}")
     log(f"training: steps {args.steps}, batch {args.batch} x {args.seq} tokens, AdamW lr "
         f"{args.lr} (warmup 30, cosine to 10%), wd 0.1, grad clip 1.0")
@@ -185,11 +198,14 @@ def main() -> int:
 
     model.save_pretrained(hf_dir)
     save_tokenizer(hf_tok, hf_dir)
-    (out / "heldout.txt").write_text("".join(line + "\n" for line in held_lines))
+    if not args.draft:
+        (out / "heldout.txt").write_text("".join(line + "\n" for line in held_lines))
     from convert_hf_to_gguf import convert
-    convert(hf_dir, out / "default.gguf", "f16", model_name="chimera-default-kjv")
-    log(f"wrote {out / 'default.gguf'} ({(out / 'default.gguf').stat().st_size} bytes, F16)")
-    (out / "train_log.txt").write_text("\n".join(log_lines) + "\n")
+    gguf = out / f"{name}.gguf"
+    convert(hf_dir, gguf, "f16", model_name=f"chimera-{name}-kjv")
+    log(f"wrote {gguf} ({gguf.stat().st_size} bytes, F16)")
+    (out / ("draft_train_log.txt" if args.draft else "train_log.txt")).write_text(
+        "\n".join(log_lines) + "\n")
     return 0
 
 
