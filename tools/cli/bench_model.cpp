@@ -1,14 +1,27 @@
-// `chimera bench -m MODEL -p 512 -n 128 [-t N] [-r R] [--json]`: prompt processing and decode
-// speed like llama.cpp's llama-bench (pp512 = a 512-token prompt in one batch on an empty
-// sequence; tg128 = 128 tokens decoded one at a time from an empty sequence), plus decode GB/s
-// (weight bytes read per token x tokens/s) and its share of a streaming-read roofline measured
-// in the same run. Random token ids: speed does not depend on them.
+// `chimera bench -m MODEL [-p 512[,..]] [-n 128[,..]] [-t 2[,..]] [-d 0[,..]] [--parallel B[,..]]
+//  [-r R] [--json]`: what llama.cpp's llama-bench and llama-batched-bench measure, on chimera.
+//   - ppP at depth d: a P-token prompt in one batch, appended to a sequence already holding d
+//     tokens (llama-bench -p P -d d); tgN at depth d: N tokens decoded one at a time after d
+//     tokens (llama-bench -n N -d d). The d tokens are processed once per configuration, then
+//     every repetition starts from an O(1) copy of that sequence (seq_cp), untimed.
+//   - parallel B: B sequences, each with its own --npp-token prompt (one batch, timed as pp),
+//     then --ntg steps decoding one token of every sequence per step; reports the aggregate
+//     decode tokens/s, B * ntg / time (llama-batched-bench -npp 128 -ntg 64 -npl B, its S_TG).
+//   - decode bandwidth: bytes each decode step reads, counted from the model (weights read once
+//     per step, plus per sequence the visible K/V rows of every attention layer and the read and
+//     write of its recurrent state), times steps/s, and its share of a streaming-read roofline
+//     measured in the same run with the same thread count.
+//   - with --spec/--draft: speculative against plain greedy generation of a text prompt (the
+//     first non-zero -n tokens), with the acceptance per draft position and whether the outputs
+//     are identical.
+// Random token ids (but for the speculative test): speed does not depend on them.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "bench_kernels.h"
 #include "cmd_bench.h"
@@ -23,9 +36,9 @@ double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Bytes of weights one decoded token reads: every tensor but the embedding table (one row is
+// Bytes of weights one decode step reads: every tensor but the embedding table (one row is
 // read), the LM head, and for MoE only the used share of each expert stack.
-uint64_t bytes_per_token(const Model& m) {
+uint64_t weight_bytes_per_step(const Model& m) {
   uint64_t total = 0;
   for (const GgufTensorInfo& t : m.file->tensors()) {
     if (&t == m.token_embd && m.output != m.token_embd) continue;
@@ -36,11 +49,28 @@ uint64_t bytes_per_token(const Model& m) {
   return total;
 }
 
+// Per-sequence memory traffic of one decoded token: K and V rows per visible key (all attention
+// layers) and the recurrent state read and written once (all recurrent layers).
+struct SeqTraffic {
+  uint64_t kv_bytes_per_key = 0;
+  uint64_t state_bytes = 0;
+};
+SeqTraffic seq_traffic(const MemoryConfig& cfg) {
+  const uint64_t elem = cfg.kv_type == GgmlType::F32 ? 4 : 2;
+  SeqTraffic s;
+  for (const MemoryLayer& l : cfg.layers) {
+    if (l.kind == LayerKind::kAttention) s.kv_bytes_per_key += 2 * l.kv_dim * elem;
+    if (l.kind == LayerKind::kRecurrent) s.state_bytes += 2 * 4 * (l.conv_floats + l.ssm_floats);
+  }
+  return s;
+}
+
 struct Stat {
   double mean = 0, sd = 0;
 };
 Stat stat(const std::vector<double>& v) {
   Stat s;
+  if (v.empty()) return s;
   for (double x : v) s.mean += x;
   s.mean /= v.size();
   for (double x : v) s.sd += (x - s.mean) * (x - s.mean);
@@ -103,15 +133,154 @@ Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, con
   return out;
 }
 
+// "512,1024" -> {512, 1024}; every value must lie in [lo, hi].
+Result<std::vector<int>> parse_list(const std::string& flag, const std::string& s, int lo, int hi) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int v = 0;
+    try {
+      v = std::stoi(item, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || v < lo || v > hi)
+      return Error(ErrorCode::kInvalidArgument, flag, " '", s, "': '", item,
+                   "' is not an integer in [", lo, ", ", hi, "]");
+    out.push_back(v);
+  }
+  if (out.empty()) return Error(ErrorCode::kInvalidArgument, flag, " is empty");
+  return out;
+}
+
+struct TestResult {
+  std::string name;  // "pp512", "tg128", "pp128+tg64 x4" ...
+  std::string kind;  // "pp", "tg", "parallel"
+  int threads = 0, depth = 0, n_prompt = 0, n_gen = 0, parallel = 1;
+  Stat tps;                   // tokens/s (aggregate for parallel)
+  Stat pp_tps;                // parallel only: prompt tokens/s of the B prompts
+  double bytes_per_step = 0;  // decode: bytes one step reads (tg, parallel)
+  double gbps = 0, roofline_pct = 0;
+};
+
+TestResult make_test(std::string name, std::string kind, int threads, int depth, int n_prompt,
+                     int n_gen, int parallel) {
+  TestResult t;
+  t.name = std::move(name);
+  t.kind = std::move(kind);
+  t.threads = threads;
+  t.depth = depth;
+  t.n_prompt = n_prompt;
+  t.n_gen = n_gen;
+  t.parallel = parallel;
+  return t;
+}
+
+class Runner {
+ public:
+  Runner(Context& ctx, int reps) : ctx_(ctx), reps_(reps) {}
+
+  // Fills sequence 0 with `depth` random tokens (untimed) unless it already holds them.
+  Status fill_depth(int depth) {
+    HybridMemory& mem = ctx_.memory();
+    if (static_cast<int>(mem.n_tokens(0)) == depth && depth_ready_) return Status::Ok();
+    mem.clear();
+    depth_ready_ = true;
+    for (int i = 0; i < depth; i += 512) {
+      Batch b;
+      for (int j = i; j < std::min(depth, i + 512); ++j) b.add(token(), j, 0, false);
+      CHIMERA_RETURN_IF_ERROR(ctx_.decode(b));
+    }
+    return Status::Ok();
+  }
+
+  // Prompt of n tokens on a copy (sequence 1) of the depth-d sequence 0, per repetition.
+  Result<Stat> pp(int depth, int n) {
+    CHIMERA_RETURN_IF_ERROR(fill_depth(depth));
+    std::vector<double> v;
+    for (int r = 0; r <= reps_; ++r) {  // r == 0 warms up
+      CHIMERA_RETURN_IF_ERROR(ctx_.memory().seq_cp(0, 1));
+      Batch b;
+      for (int i = 0; i < n; ++i) b.add(token(), depth + i, 1, i + 1 == n);
+      const auto t0 = Clock::now();
+      CHIMERA_RETURN_IF_ERROR(ctx_.decode(b));
+      if (r > 0) v.push_back(n / since(t0));
+    }
+    return stat(v);
+  }
+
+  Result<Stat> tg(int depth, int n) {
+    CHIMERA_RETURN_IF_ERROR(fill_depth(depth));
+    std::vector<double> v;
+    for (int r = 0; r <= reps_; ++r) {
+      CHIMERA_RETURN_IF_ERROR(ctx_.memory().seq_cp(0, 1));
+      const auto t0 = Clock::now();
+      for (int i = 0; i < n; ++i) {
+        Batch b;
+        b.add(token(), depth + i, 1, true);
+        CHIMERA_RETURN_IF_ERROR(ctx_.decode(b));
+      }
+      if (r > 0) v.push_back(n / since(t0));
+    }
+    return stat(v);
+  }
+
+  // B prompts of npp tokens in one batch, then ntg steps of B tokens. {pp t/s, tg t/s}.
+  Result<std::pair<Stat, Stat>> parallel(int n_seq, int npp, int ntg) {
+    std::vector<double> pv, tv;
+    for (int r = 0; r <= reps_; ++r) {
+      ctx_.memory().clear();
+      depth_ready_ = false;
+      Batch b;
+      for (int s = 0; s < n_seq; ++s)
+        for (int i = 0; i < npp; ++i) b.add(token(), i, s, i + 1 == npp);
+      const auto t0 = Clock::now();
+      CHIMERA_RETURN_IF_ERROR(ctx_.decode(b));
+      if (r > 0) pv.push_back(double(n_seq) * npp / since(t0));
+      const auto t1 = Clock::now();
+      for (int i = 0; i < ntg; ++i) {
+        Batch d;
+        for (int s = 0; s < n_seq; ++s) d.add(token(), npp + i, s, true);
+        CHIMERA_RETURN_IF_ERROR(ctx_.decode(d));
+      }
+      if (r > 0) tv.push_back(double(n_seq) * ntg / since(t1));
+    }
+    return std::make_pair(stat(pv), stat(tv));
+  }
+
+ private:
+  int32_t token() { return static_cast<int32_t>(rng_() % ctx_.n_vocab()); }
+  Context& ctx_;
+  int reps_;
+  std::mt19937 rng_{1};
+  bool depth_ready_ = false;
+};
+
 int bench_model_main(int argc, char** argv) {
-  CLI::App app{"Prompt processing (pp) and decode (tg) speed of a model, like llama-bench.",
-               "chimera bench"};
+  CLI::App app{
+      "Prompt processing (pp), decode (tg) and batched decode speed of a model, like llama-bench "
+      "and llama-batched-bench.",
+      "chimera bench"};
   ModelOptions mo;
-  int n_prompt = 512, n_gen = 128, reps = 3;
+  std::string p_list = "512", n_list = "128", t_list, d_list = "0", par_list;
+  int reps = 3, npp = 128, ntg = 64;
   bool json = false;
   mo.add_to(app);
-  app.add_option("-p,--n-prompt", n_prompt, "prompt tokens for pp (default 512; 0 = skip)");
-  app.add_option("-n,--n-gen", n_gen, "generated tokens for tg (default 128; 0 = skip)");
+  app.remove_option(app.get_option("-t"));
+  app.add_option("-p,--n-prompt", p_list, "prompt tokens for pp, comma-separated (0 = skip)");
+  app.add_option("-n,--n-gen", n_list, "decoded tokens for tg, comma-separated (0 = skip)");
+  app.add_option("-t,--threads", t_list, "thread counts, comma-separated (default 2)");
+  app.add_option("-d,--n-depth", d_list,
+                 "context depths: tokens already in the sequence before pp/tg (default 0)");
+  app.add_option("--parallel", par_list,
+                 "sequence counts for batched decode, comma-separated (like llama-batched-bench "
+                 "-npl)");
+  app.add_option("--npp", npp, "parallel: prompt tokens per sequence (default 128)")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--ntg", ntg, "parallel: decoded tokens per sequence (default 64)")
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("-r,--repetitions", reps, "repetitions of each test (default 3)")
       ->check(CLI::Range(1, 100));
   app.add_flag("--json", json, "print one JSON object");
@@ -119,76 +288,130 @@ int bench_model_main(int argc, char** argv) {
   std::string spec_prompt = "And God said";
   spec_opts.add_to(app);
   app.add_option("--spec-prompt", spec_prompt,
-                 "with --draft/--spec: the prompt of the speculative test (greedy, -n tokens)");
+                 "with --draft/--spec: the prompt of the speculative test (greedy, the first "
+                 "non-zero -n tokens, the first -t threads)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  auto ps = parse_list("-p", p_list, 0, 1 << 20);
+  auto ns = parse_list("-n", n_list, 0, 1 << 20);
+  auto ts = parse_list("-t", t_list.empty() ? std::to_string(mo.n_threads) : t_list, 1, 256);
+  auto ds = parse_list("-d", d_list, 0, 1 << 24);
+  auto bs = par_list.empty() ? Result<std::vector<int>>(std::vector<int>{})
+                             : parse_list("--parallel", par_list, 1, 4096);
+  for (const Status& st : {ps.status(), ns.status(), ts.status(), ds.status(), bs.status()})
+    if (!st.ok()) return report_error("bench", st);
+
   mo.quiet = true;
-  if (mo.ubatch < static_cast<uint32_t>(n_prompt)) mo.ubatch = std::max(n_prompt, 1);
+  int max_p = 1;
+  for (int p : *ps) max_p = std::max(max_p, p);
+  mo.ubatch = std::max<uint32_t>(mo.ubatch, static_cast<uint32_t>(max_p));
+  int max_b = 1;
+  for (int b : *bs) max_b = std::max(max_b, b);
   const auto t_load = Clock::now();
+  mo.n_threads = ts->front();
   auto lm = load_for_inference(mo, false);
   if (!lm.ok()) return report_error("bench", lm.status());
   const double load_s = since(t_load);
-  Context& ctx = *lm->ctx;
-  std::mt19937 rng(1);
-  auto random_token = [&] { return static_cast<int32_t>(rng() % ctx.n_vocab()); };
+  auto cp = mo.context_params();
+  if (!cp.ok()) return report_error("bench", cp.status());
+  cp->max_seqs = std::max<uint32_t>(cp->max_seqs, static_cast<uint32_t>(max_b) + 2);
 
-  std::vector<double> pp, tg;
-  for (int r = 0; r <= reps; ++r) {  // r == 0 warms up
-    if (n_prompt > 0) {
-      ctx.memory().clear();
-      Batch b;
-      for (int i = 0; i < n_prompt; ++i) b.add(random_token(), i, 0, i + 1 == n_prompt);
-      const auto t0 = Clock::now();
-      Status st = ctx.decode(b);
-      if (!st.ok()) return report_error("bench", st);
-      if (r > 0) pp.push_back(n_prompt / since(t0));
-    }
-    if (n_gen > 0) {
-      ctx.memory().clear();
-      const auto t0 = Clock::now();
-      for (int i = 0; i < n_gen; ++i) {
-        Batch b;
-        b.add(random_token(), i, 0, true);
-        Status st = ctx.decode(b);
-        if (!st.ok()) return report_error("bench", st);
+  const Model& model = *lm->model;
+  const uint64_t weights = weight_bytes_per_step(model);
+  std::vector<TestResult> results;
+  nlohmann::json roofs = nlohmann::json::object();
+  for (int nt : *ts) {
+    ContextParams p = *cp;
+    p.n_threads = nt;
+    auto ctx = Context::create(model, p);
+    if (!ctx.ok()) return report_error("bench", ctx.status());
+    const SeqTraffic tr = seq_traffic((*ctx)->memory().config());
+    auto roof_r = streaming_read_gbps(nt);
+    if (!roof_r.ok()) return report_error("bench", roof_r.status());
+    const double roof = *roof_r;
+    roofs[std::to_string(nt)] = roof;
+    Runner run(**ctx, reps);
+    auto decode_bw = [&](TestResult& t, int n_seq, double mean_keys) {
+      t.bytes_per_step = weights + n_seq * (tr.state_bytes + mean_keys * tr.kv_bytes_per_key);
+      t.gbps = t.tps.mean / n_seq * t.bytes_per_step / 1e9;
+      t.roofline_pct = roof > 0 ? 100 * t.gbps / roof : 0;
+    };
+    for (int d : *ds) {
+      for (int pn : *ps) {
+        if (pn == 0) continue;
+        TestResult t = make_test("pp" + std::to_string(pn), "pp", nt, d, pn, 0, 1);
+        auto s = run.pp(d, pn);
+        if (!s.ok()) return report_error("bench", s.status());
+        t.tps = *s;
+        results.push_back(t);
       }
-      if (r > 0) tg.push_back(n_gen / since(t0));
+      for (int nn : *ns) {
+        if (nn == 0) continue;
+        TestResult t = make_test("tg" + std::to_string(nn), "tg", nt, d, 0, nn, 1);
+        auto s = run.tg(d, nn);
+        if (!s.ok()) return report_error("bench", s.status());
+        t.tps = *s;
+        decode_bw(t, 1, d + (nn + 1) / 2.0);  // keys visible, averaged over the steps
+        results.push_back(t);
+      }
+    }
+    for (int b : *bs) {
+      TestResult t = make_test(
+          "pp" + std::to_string(npp) + "+tg" + std::to_string(ntg) + " x" + std::to_string(b),
+          "parallel", nt, 0, npp, ntg, b);
+      auto s = run.parallel(b, npp, ntg);
+      if (!s.ok()) return report_error("bench", s.status());
+      t.pp_tps = s->first;
+      t.tps = s->second;
+      decode_bw(t, b, npp + (ntg + 1) / 2.0);
+      results.push_back(t);
     }
   }
+
   SpecBench sb;
-  if (spec_opts.enabled() && n_gen > 0) {
-    auto r = bench_speculative(*lm, mo, spec_opts, spec_prompt, n_gen, reps);
+  int spec_n = 0;
+  for (int nn : *ns) spec_n = spec_n > 0 ? spec_n : nn;
+  if (spec_opts.enabled() && spec_n > 0) {
+    auto r = bench_speculative(*lm, mo, spec_opts, spec_prompt, spec_n, reps);
     if (!r.ok()) return report_error("bench", r.status());
     sb = std::move(*r);
   }
-  auto roofline_r = streaming_read_gbps(mo.n_threads);
-  if (!roofline_r.ok()) return report_error("bench", roofline_r.status());
-  const double roofline = *roofline_r;
-  const uint64_t bpt = bytes_per_token(*lm->model);
-  const Stat pps = pp.empty() ? Stat{} : stat(pp), tgs = tg.empty() ? Stat{} : stat(tg);
-  const double gbps = tgs.mean * bpt / 1e9;
+
   if (json) {
     nlohmann::json j;
     j["model"] = lm->path;
-    j["description"] = lm->model->describe();
-    j["file_bytes"] = lm->model->file->file_size();
-    j["threads"] = mo.n_threads;
+    j["description"] = model.describe();
+    j["file_bytes"] = model.file->file_size();
     j["isa"] = isa_name(active_isa());
     j["load_seconds"] = load_s;
-    j["n_prompt"] = n_prompt;
-    j["n_gen"] = n_gen;
     j["repetitions"] = reps;
-    j["pp_tokens_per_s"] = pps.mean;
-    j["pp_tokens_per_s_sd"] = pps.sd;
-    j["tg_tokens_per_s"] = tgs.mean;
-    j["tg_tokens_per_s_sd"] = tgs.sd;
-    j["weight_bytes_per_token"] = bpt;
-    j["tg_gbps"] = gbps;
-    j["roofline_gbps"] = roofline;
-    j["tg_roofline_pct"] = roofline > 0 ? 100 * gbps / roofline : 0;
+    j["weight_bytes_per_step"] = weights;
+    j["roofline_gbps"] = roofs;  // by thread count
+    j["tests"] = nlohmann::json::array();
+    for (const TestResult& t : results) {
+      nlohmann::json o = {{"test", t.name},
+                          {"kind", t.kind},
+                          {"threads", t.threads},
+                          {"depth", t.depth},
+                          {"n_prompt", t.n_prompt},
+                          {"n_gen", t.n_gen},
+                          {"parallel", t.parallel},
+                          {"tokens_per_s", t.tps.mean},
+                          {"tokens_per_s_sd", t.tps.sd}};
+      if (t.kind == "parallel") {
+        o["pp_tokens_per_s"] = t.pp_tps.mean;
+        o["pp_tokens_per_s_sd"] = t.pp_tps.sd;
+      }
+      if (t.kind != "pp") {
+        o["bytes_per_step"] = t.bytes_per_step;
+        o["gbps"] = t.gbps;
+        o["roofline_pct"] = t.roofline_pct;
+      }
+      j["tests"].push_back(o);
+    }
     if (!sb.plain.empty()) {
       nlohmann::json sj;
       sj["drafter"] = sb.drafter;
@@ -212,12 +435,26 @@ int bench_model_main(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("model: %s (%s), loaded in %.0f ms\n", lm->path.c_str(),
-              lm->model->describe().c_str(), load_s * 1e3);
-  std::printf("threads %d, isa %s, %d repetitions\n\n", mo.n_threads, isa_name(active_isa()), reps);
-  std::printf("| %-8s | %16s |\n|----------|------------------|\n", "test", "tokens/s");
-  if (n_prompt > 0) std::printf("| pp%-6d | %8.2f ± %5.2f |\n", n_prompt, pps.mean, pps.sd);
-  if (n_gen > 0) std::printf("| tg%-6d | %8.2f ± %5.2f |\n", n_gen, tgs.mean, tgs.sd);
+  std::printf("model: %s (%s), loaded in %.0f ms\n", lm->path.c_str(), model.describe().c_str(),
+              load_s * 1e3);
+  std::printf("isa %s, %d repetitions; decode reads %s of weights per step\n\n",
+              isa_name(active_isa()), reps, human_bytes(weights).c_str());
+  std::printf("| %-18s | %3s | %6s | %18s | %16s | %7s | %6s |\n", "test", "t", "depth", "tokens/s",
+              "pp tokens/s", "GB/s", "% roof");
+  std::printf(
+      "|--------------------|-----|--------|--------------------|------------------|"
+      "---------|--------|\n");
+  for (const TestResult& t : results) {
+    char pp[32] = "", bw[16] = "", pct[16] = "";
+    if (t.kind == "parallel")
+      std::snprintf(pp, sizeof pp, "%8.2f ± %5.2f", t.pp_tps.mean, t.pp_tps.sd);
+    if (t.kind != "pp") {
+      std::snprintf(bw, sizeof bw, "%.1f", t.gbps);
+      std::snprintf(pct, sizeof pct, "%.0f%%", t.roofline_pct);
+    }
+    std::printf("| %-18s | %3d | %6d | %9.2f ± %6.2f | %16s | %7s | %6s |\n", t.name.c_str(),
+                t.threads, t.depth, t.tps.mean, t.tps.sd, pp, bw, pct);
+  }
   if (!sb.plain.empty()) {
     const Stat p = stat(sb.plain), q = stat(sb.spec);
     std::printf("\nspeculative decoding (%s, draft-max %d%s), greedy, prompt \"%s\":\n",
@@ -237,17 +474,15 @@ int bench_model_main(int argc, char** argv) {
                   100.0 * sb.stats.accepted_at[i] / std::max<int64_t>(1, sb.stats.drafted_at[i]));
     std::printf("\n");
   }
-  if (n_gen > 0)
-    std::printf(
-        "\ndecode reads %s of weights per token: %.1f GB/s = %.0f%% of the %.1f GB/s "
-        "streaming-read roofline\n",
-        human_bytes(bpt).c_str(), gbps, roofline > 0 ? 100 * gbps / roofline : 0, roofline);
+  std::printf("\nroofline (streaming read) GB/s by threads:");
+  for (auto& [k, v] : roofs.items()) std::printf(" %s: %.1f", k.c_str(), v.get<double>());
+  std::printf("\n");
   return 0;
 }
 
 const BenchModeRegistrar kModel({"",
-                                 "-m MODEL: prompt (pp) and decode (tg) tokens/s, like "
-                                 "llama-bench",
+                                 "-m MODEL: prompt (pp), decode (tg), depth (-d) and batched "
+                                 "(--parallel) tokens/s, like llama-bench",
                                  bench_model_main});
 
 }  // namespace
