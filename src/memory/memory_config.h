@@ -25,6 +25,24 @@ struct MemoryLayer {
   uint64_t ssm_floats = 0;   // recurrent: ssm-state floats
 };
 
+// Where the memory places automatic recurrent-state snapshots (models with recurrent layers
+// only). The caller picks it for its use; explicit snapshot()/restore()/release() are independent
+// of it. A snapshot at the end of the live state costs nothing until the sequence moves on, then
+// one whole recurrent state (tens of MB on real models), so periodic ones only pay off when
+// something may roll back into the middle of a long run.
+struct SnapshotPolicy {
+  uint32_t interval = 256;   // whenever a sequence reaches a multiple of it; 0 = off
+  bool prompt_end = true;    // at the end of each multi-token run of a batch (a prompt, a turn)
+  bool prompt_start = true;  // before each multi-token run (a turn boundary; speculative verify)
+  // Conversations (chat, serving): turn boundaries plus every 256 tokens, so regenerating,
+  // editing a turn or rolling back replays a bounded number of tokens.
+  static SnapshotPolicy conversation() { return {}; }
+  // One prompt, one generation, nothing rolled back (chimera run, bench): none. (Even a snapshot
+  // at the prompt's end would cost a whole state once decoding moves on, and callers feeding a
+  // long prompt in chunks would get one per chunk.)
+  static SnapshotPolicy one_shot() { return {0, false, false}; }
+};
+
 struct MemoryConfig {
   std::vector<MemoryLayer> layers;   // one entry per model layer, in model order
   uint32_t n_vocab = 0;              // token ids must be < n_vocab
@@ -35,12 +53,17 @@ struct MemoryConfig {
   uint64_t budget_bytes = 1ull << 30;
   // Cap on bytes held only by snapshots; automatic snapshots are evicted (oldest first) past it.
   uint64_t snapshot_budget_bytes = 256ull << 20;
-  // Snapshot policy (applies only to models with recurrent layers; attention alone rolls back
-  // to any position for free).
+  // Snapshot policy (SnapshotPolicy's fields; applies only to models with recurrent layers:
+  // attention alone rolls back to any position for free).
   uint32_t snapshot_interval = 256;   // snapshot whenever a sequence reaches a multiple; 0 = off
   bool snapshot_prompt_end = true;    // at the end of each multi-token run of a batch (a prompt)
   bool snapshot_prompt_start = true;  // before each multi-token run (speculative verification)
   uint32_t max_ubatch_tokens = 512;   // ubatch planning limit
+  void set_snapshot_policy(const SnapshotPolicy& p) {
+    snapshot_interval = p.interval;
+    snapshot_prompt_end = p.prompt_end;
+    snapshot_prompt_start = p.prompt_start;
+  }
   // True when attention layers encode absolute positions (RoPE): shifting positions then needs a
   // replay to stay exact. False for NoPE attention.
   bool positions_matter = true;

@@ -17,7 +17,8 @@ Result<std::unique_ptr<Context>> Context::create(const Model& model, const Conte
   cfg.kv_type = params.kv_type;
   cfg.budget_bytes = params.memory_budget;
   cfg.snapshot_budget_bytes = params.snapshot_budget;
-  cfg.snapshot_interval = params.snapshot_interval;
+  cfg.set_snapshot_policy(
+      {params.snapshot_interval, params.snapshot_prompt_end, params.snapshot_prompt_start});
   cfg.max_ubatch_tokens = params.max_ubatch;
   std::unique_ptr<Context> ctx(new Context(model, params));
   CHIMERA_ASSIGN_OR_RETURN(ctx->mem_, HybridMemory::create(cfg));

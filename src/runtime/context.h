@@ -25,8 +25,16 @@ struct ContextParams {
   GgmlType kv_type = GgmlType::F16;     // F32, F16 or BF16
   uint64_t memory_budget = 2ull << 30;  // bytes for KV pages + recurrent states + snapshots
   uint64_t snapshot_budget = 256ull << 20;
-  uint32_t max_ubatch = 512;         // tokens per ubatch (never changes results)
-  uint32_t snapshot_interval = 256;  // recurrent snapshots every N tokens (bounded replay)
+  uint32_t max_ubatch = 512;          // tokens per ubatch (never changes results)
+  uint32_t snapshot_interval = 256;   // recurrent snapshots every N tokens (bounded replay)
+  bool snapshot_prompt_end = true;    // ... at the end of each prompt (multi-token run)
+  bool snapshot_prompt_start = true;  // ... before each prompt (turn boundaries)
+  // Sets the three fields above (memory_config.h: conversation() or one_shot()).
+  void set_snapshot_policy(const SnapshotPolicy& p) {
+    snapshot_interval = p.interval;
+    snapshot_prompt_end = p.prompt_end;
+    snapshot_prompt_start = p.prompt_start;
+  }
 };
 
 struct ContextStats {

@@ -267,6 +267,7 @@ int bench_model_main(int argc, char** argv) {
   std::string p_list = "512", n_list = "128", t_list, d_list = "0", par_list;
   int reps = 3, npp = 128, ntg = 64;
   bool json = false;
+  mo.snapshots = SnapshotPolicy::one_shot();  // as `chimera run`; llama-bench keeps none
   mo.add_to(app);
   app.remove_option(app.get_option("-t"));
   app.add_option("-p,--n-prompt", p_list, "prompt tokens for pp, comma-separated (0 = skip)");

@@ -80,6 +80,7 @@ int run_run(int argc, char** argv) {
   SpecOptions spec;
   std::string prompt, prompt_file;
   bool no_special = false;
+  mo.snapshots = SnapshotPolicy::one_shot();  // nothing rolls back: no periodic snapshots
   mo.add_to(app);
   so.add_to(app);
   spec.add_to(app);

@@ -29,7 +29,10 @@ void ModelOptions::add_to(CLI::App& app) {
   app.add_option("--ubatch", ubatch, "max tokens per compute step (never changes results)")
       ->check(CLI::Range(1u, 1u << 16));
   app.add_option("--snapshot-every", snapshot_every,
-                 "keep a recurrent-state snapshot every N tokens, bounding replays (0: off)");
+                 "keep a recurrent-state snapshot every N tokens, bounding replays (0: off; "
+                 "default " +
+                     std::to_string(snapshots.interval) + " for this command)")
+      ->check(CLI::Range(int64_t{0}, int64_t{UINT32_MAX}));
   app.add_flag("-q,--quiet", quiet, "no progress or summary on stderr");
 }
 
@@ -47,7 +50,9 @@ Result<ContextParams> ModelOptions::context_params() const {
   else
     return Error(ErrorCode::kInvalidArgument, "--kv-type '", kv_type, "': use f16, bf16 or f32");
   p.max_ubatch = ubatch;
-  p.snapshot_interval = snapshot_every;
+  SnapshotPolicy sp = snapshots;
+  if (snapshot_every >= 0) sp.interval = static_cast<uint32_t>(snapshot_every);
+  p.set_snapshot_policy(sp);
   return p;
 }
 

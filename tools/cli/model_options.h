@@ -20,7 +20,10 @@ struct ModelOptions {
   std::string mem = "2G";
   std::string kv_type = "f16";
   uint32_t ubatch = 512;
-  uint32_t snapshot_every = 256;
+  // Automatic snapshots: the command picks the policy for its use (run and bench: one_shot;
+  // chat and the rest: conversation); --snapshot-every overrides its interval.
+  SnapshotPolicy snapshots = SnapshotPolicy::conversation();
+  int64_t snapshot_every = -1;  // -1: the policy's interval
   bool quiet = false;
 
   void add_to(CLI::App& app);
