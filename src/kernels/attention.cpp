@@ -73,10 +73,10 @@ Status check_batch(const AttentionParams& p, const AttentionBatch& b) {
 void gather_block_scalar(const AttentionParams& p, const void* const* pages, int32_t kv_head,
                          int32_t j0, int32_t nb, float* dst) {
   const int64_t hd_pad = padded_head_dim(p.head_dim);
-  const int64_t row = static_cast<int64_t>(p.n_head_kv) * p.head_dim;
   for (int32_t j = 0; j < nb; ++j) {
     const int32_t key = j0 + j;
-    const int64_t off = (key % p.page_size) * row + static_cast<int64_t>(kv_head) * p.head_dim;
+    const int64_t off =
+        (static_cast<int64_t>(kv_head) * p.page_size + key % p.page_size) * p.head_dim;
     float* d = dst + j * hd_pad;
     if (p.kv_type == GgmlType::F16) {
       const uint16_t* src = static_cast<const uint16_t*>(pages[key / p.page_size]) + off;
@@ -221,17 +221,22 @@ Status kv_write_token(const AttentionParams& params, const float* k, const float
                  params.page_size, ")");
   if (!k || !v || !k_page || !v_page)
     return Error(ErrorCode::kInvalidArgument, "kv_write_token: null row or page");
-  const int64_t row = static_cast<int64_t>(params.n_head_kv) * params.head_dim;
-  if (params.kv_type == GgmlType::F16) {
-    uint16_t* kd = static_cast<uint16_t*>(k_page) + slot * row;
-    uint16_t* vd = static_cast<uint16_t*>(v_page) + slot * row;
-    for (int64_t e = 0; e < row; ++e) {
-      kd[e] = f32_to_fp16(k[e]);
-      vd[e] = f32_to_fp16(v[e]);
+  const int64_t hd = params.head_dim;
+  for (int32_t g = 0; g < params.n_head_kv; ++g) {
+    const int64_t dst = (static_cast<int64_t>(g) * params.page_size + slot) * hd;  // head-major
+    const float* ks = k + g * hd;
+    const float* vs = v + g * hd;
+    if (params.kv_type == GgmlType::F16) {
+      uint16_t* kd = static_cast<uint16_t*>(k_page) + dst;
+      uint16_t* vd = static_cast<uint16_t*>(v_page) + dst;
+      for (int64_t e = 0; e < hd; ++e) {
+        kd[e] = f32_to_fp16(ks[e]);
+        vd[e] = f32_to_fp16(vs[e]);
+      }
+    } else {
+      std::copy(ks, ks + hd, static_cast<float*>(k_page) + dst);
+      std::copy(vs, vs + hd, static_cast<float*>(v_page) + dst);
     }
-  } else {
-    std::copy(k, k + row, static_cast<float*>(k_page) + slot * row);
-    std::copy(v, v + row, static_cast<float*>(v_page) + slot * row);
   }
   return Status::Ok();
 }

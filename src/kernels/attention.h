@@ -5,15 +5,16 @@
 //
 // ---- Paged KV layout: the contract with the memory layer ----
 // For one attention layer, one sequence's keys live in pages of `page_size` tokens. A K page is a
-// contiguous array [page_size][n_head_kv * head_dim] of elements of `kv_type` (F32 or F16); key
-// j of the sequence is row (j % page_size) of page (j / page_size); within a row, kv head g
-// occupies elements [g*head_dim, (g+1)*head_dim). V pages have the same layout. Pages need no
-// particular alignment beyond their element type. The memory hands the kernel, per sequence, a
-// table of K page pointers and a table of V page pointers (KvPageTable); page i holds keys
-// [i*page_size, (i+1)*page_size). Rows past the visible count are never read, so a partly
-// filled last page may hold garbage there.
-// Writing: kv_write_token() converts one token's K and V (F32) into a page slot; F16 uses
-// round-to-nearest-even (f32_to_fp16 in gguf/types.h), the same rounding as llama.cpp's cache.
+// contiguous head-major array [n_head_kv][page_size][head_dim] of elements of `kv_type` (F32 or
+// F16): key j of the sequence is slot (j % page_size) of page (j / page_size), and its kv head g
+// occupies elements [(g*page_size + slot)*head_dim, +head_dim). Each head's keys are contiguous,
+// so a decode reading one kv head streams its pages. V pages have the same layout (the memory's
+// KvPageLayout). Pages need no particular alignment beyond their element type. The memory hands the
+// kernel, per sequence, a table of K page pointers and a table of V page pointers (KvPageTable);
+// page i holds keys [i*page_size, (i+1)*page_size). Rows past the visible count are never read, so
+// a partly filled last page may hold garbage there. Writing: kv_write_token() converts one token's
+// K and V (F32) into a page slot; F16 uses round-to-nearest-even (f32_to_fp16 in gguf/types.h), the
+// same rounding as llama.cpp's cache.
 //
 // ---- Semantics ----
 // Query head h (0..n_head-1) uses kv head h / (n_head / n_head_kv). For each query and head:

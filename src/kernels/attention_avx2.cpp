@@ -1,8 +1,8 @@
 // AVX2 blocked online-softmax attention for one (query, kv head range) task.
 //
-// The keys and values are read straight from the pages (F16 converted in registers) and shared
-// by up to four query heads of the same kv head, so each KV row is read once per task. The
-// arithmetic of each (query head, key) score, of the block softmax and of each accumulator
+// The keys and values are read straight from the head-major pages (F16 converted in registers)
+// and shared by up to four query heads of the same kv head, so each KV row is read once per task.
+// The arithmetic of each (query head, key) score, of the block softmax and of each accumulator
 // element is fixed by the key block and head_dim only: every score is its own FMA chain over
 // head_dim followed by one fixed horizontal sum, every accumulator element is scaled by alpha and
 // then takes p_j v_j in key order. How keys and heads are grouped for instruction-level
@@ -43,21 +43,21 @@ inline __m256 load_vec(const Elem* row, int64_t c, int64_t n_full, int64_t rem) 
 }
 
 // One task: query heads of kv heads [kv_begin, kv_end). Key blocks are the outer loop, so each
-// block's rows are read once, contiguously across the task's kv heads; every head keeps its own
-// running max, sum and accumulator across blocks.
+// block's rows are read once (per kv head a contiguous run of keys within a page); every head
+// keeps its own running max, sum and accumulator across blocks.
 template <class Elem>
 struct Task {
   const AttentionParams& p;
   const AttentionTask& task;
   int64_t hd, hd_pad, nvec, n_full, rem;
-  int64_t seg_bytes;  // bytes of the task's kv heads in one KV row
+  int64_t head_stride;  // elements between one kv head's slot and the next head's (page_size*hd)
 
-  // Pointers to keys [j0, j0 + nb) at kv head kv_begin in the K and V pages.
+  // Pointers to keys [j0, j0 + nb) at kv head kv_begin in the K and V pages (head-major pages:
+  // kv head g of the same key is g * head_stride elements further).
   void rows(int32_t j0, int32_t nb, const Elem** krow, const Elem** vrow) const {
-    const int64_t row = static_cast<int64_t>(p.n_head_kv) * p.head_dim;
     int32_t page = j0 / p.page_size, slot = j0 % p.page_size;
     for (int32_t j = 0; j < nb; ++j) {
-      const int64_t off = slot * row + static_cast<int64_t>(task.kv_begin) * hd;
+      const int64_t off = task.kv_begin * head_stride + slot * hd;
       krow[j] = static_cast<const Elem*>(task.table->k_pages[page]) + off;
       vrow[j] = static_cast<const Elem*>(task.table->v_pages[page]) + off;
       if (++slot == p.page_size) {
@@ -67,13 +67,18 @@ struct Task {
     }
   }
 
-  // The task's part of a KV row is a slice of the full row (all kv heads), so consecutive keys
-  // are strided: the next block is prefetched a key at a time alongside the current block's
-  // scores (a burst of the whole block would overflow the miss buffers).
+  // The next block is prefetched a key at a time (every kv head of the task) alongside the
+  // current block's scores: a burst of the whole block would overflow the miss buffers. Within
+  // a page each head's keys are contiguous, so this mostly runs ahead of the hardware prefetcher
+  // across page boundaries.
   void prefetch_key(const Elem* krow, const Elem* vrow) const {
-    for (int64_t o = 0; o < seg_bytes; o += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(krow) + o, _MM_HINT_T1);
-      _mm_prefetch(reinterpret_cast<const char*>(vrow) + o, _MM_HINT_T1);
+    for (int32_t g = 0; g < task.kv_end - task.kv_begin; ++g) {
+      const char* kb = reinterpret_cast<const char*>(krow + g * head_stride);
+      const char* vb = reinterpret_cast<const char*>(vrow + g * head_stride);
+      for (int64_t o = 0; o < hd * static_cast<int64_t>(sizeof(Elem)); o += 64) {
+        _mm_prefetch(kb + o, _MM_HINT_T1);
+        _mm_prefetch(vb + o, _MM_HINT_T1);
+      }
     }
   }
 
@@ -189,7 +194,7 @@ struct Task {
              const Elem* const* vrow, int32_t nb, const Elem* const* pf_k, const Elem* const* pf_v,
              int32_t nb_next) const {
     const int32_t rep = p.n_head / p.n_head_kv;
-    const int64_t off = static_cast<int64_t>(r / rep) * hd;  // kv head within the task's slice
+    const int64_t off = (r / rep) * head_stride;  // kv head within the task's range
     float* q[H];
     float* acc[H];
     for (int h = 0; h < H; ++h) {
@@ -267,8 +272,7 @@ void run_task(const AttentionTask& task, float* scratch) {
   const AttentionParams& p = *task.params;
   const int64_t hd = p.head_dim;
   const int64_t hd_pad = (hd + 7) / 8 * 8;
-  const int64_t seg = static_cast<int64_t>(task.kv_end - task.kv_begin) * hd * sizeof(Elem);
-  const Task<Elem> t{p, task, hd, hd_pad, hd_pad / 8, hd / 8, hd % 8, seg};
+  const Task<Elem> t{p, task, hd, hd_pad, hd_pad / 8, hd / 8, hd % 8, p.page_size * hd};
   t.run(scratch);
 }
 

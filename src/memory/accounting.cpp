@@ -80,14 +80,17 @@ std::string MemoryUsage::summary() const {
 uint64_t HybridMemory::fingerprint() const {
   uint64_t h = 0x5eed;
   auto add = [&h](uint64_t v) { h = checksum64(&v, sizeof(v), h); };
+  std::vector<uint8_t> buf;
   auto add_list = [&](const PageList& list, uint32_t n) {
     for (uint32_t t = 0; t < n; ++t) {
       const uint32_t page = list.ids()[t / cfg_.page_size], row = t % cfg_.page_size;
       add(static_cast<uint32_t>(kv_->tokens(page)[row]));
       for (uint32_t a = 0; a < kv_->n_layers(); ++a) {
-        const size_t rb = kv_->row_bytes(a);
-        h = checksum64(kv_->k_page(a, page) + row * rb, rb, h);
-        h = checksum64(kv_->v_page(a, page) + row * rb, rb, h);
+        buf.resize(kv_->row_bytes(a));
+        kv_->layout(a).read_row(kv_->k_page(a, page), row, buf.data());
+        h = checksum64(buf.data(), buf.size(), h);
+        kv_->layout(a).read_row(kv_->v_page(a, page), row, buf.data());
+        h = checksum64(buf.data(), buf.size(), h);
       }
     }
   };

@@ -48,13 +48,16 @@ Result<std::unique_ptr<HybridMemory>> HybridMemory::create(const MemoryConfig& c
 }
 
 HybridMemory::HybridMemory(const MemoryConfig& config) : cfg_(config) {
-  std::vector<uint32_t> kv_dims;
+  std::vector<uint32_t> kv_dims, kv_heads;
   std::vector<uint64_t> conv, ssm;
   for (const MemoryLayer& l : cfg_.layers) {
     attn_index_.push_back(l.kind == LayerKind::kAttention ? static_cast<int32_t>(kv_dims.size())
                                                           : -1);
     rec_index_.push_back(l.kind == LayerKind::kRecurrent ? static_cast<int32_t>(conv.size()) : -1);
-    if (l.kind == LayerKind::kAttention) kv_dims.push_back(l.kv_dim);
+    if (l.kind == LayerKind::kAttention) {
+      kv_dims.push_back(l.kv_dim);
+      kv_heads.push_back(l.kv_heads);
+    }
     if (l.kind == LayerKind::kRecurrent) {
       conv.push_back(l.conv_floats);
       ssm.push_back(l.ssm_floats);
@@ -66,7 +69,7 @@ HybridMemory::HybridMemory(const MemoryConfig& config) : cfg_(config) {
   uint64_t page_bytes = uint64_t{cfg_.page_size} * sizeof(int32_t);
   for (uint32_t d : kv_dims) page_bytes += 2ull * cfg_.page_size * d * elem;
   const uint64_t max_pages = std::min<uint64_t>(cfg_.budget_bytes / page_bytes, UINT32_MAX - 1);
-  kv_ = std::make_unique<KvPool>(kv_dims, cfg_.page_size, cfg_.kv_type,
+  kv_ = std::make_unique<KvPool>(kv_dims, kv_heads, cfg_.page_size, cfg_.kv_type,
                                  static_cast<uint32_t>(max_pages));
   states_ = std::make_unique<StatePool>(conv, ssm);
   if (has_recurrent_ && states_->slot_bytes() <= cfg_.budget_bytes) {
@@ -351,22 +354,6 @@ AttentionRun HybridMemory::attention(uint32_t layer, size_t ubatch, size_t run) 
   return out;
 }
 
-void* HybridMemory::k_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const {
-  CHIMERA_CHECK(txn_ && layer < attn_index_.size() && attn_index_[layer] >= 0, "k_row layer ",
-                layer);
-  const SeqRun& r = txn_->plan.ubatches.at(ubatch).runs.at(run);
-  CHIMERA_CHECK(t < r.n_tokens, "k_row token ", t, " of ", r.n_tokens);
-  return const_cast<uint8_t*>(row_ptr(true, layer, seqs_[r.seq], r.first + t));
-}
-
-void* HybridMemory::v_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const {
-  CHIMERA_CHECK(txn_ && layer < attn_index_.size() && attn_index_[layer] >= 0, "v_row layer ",
-                layer);
-  const SeqRun& r = txn_->plan.ubatches.at(ubatch).runs.at(run);
-  CHIMERA_CHECK(t < r.n_tokens, "v_row token ", t, " of ", r.n_tokens);
-  return const_cast<uint8_t*>(row_ptr(false, layer, seqs_[r.seq], r.first + t));
-}
-
 KvSlot HybridMemory::kv_slot(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const {
   CHIMERA_CHECK(txn_ && layer < attn_index_.size() && attn_index_[layer] >= 0, "kv_slot layer ",
                 layer);
@@ -382,11 +369,16 @@ KvSlot HybridMemory::kv_slot(uint32_t layer, size_t ubatch, size_t run, uint32_t
   return out;
 }
 
-const uint8_t* HybridMemory::row_ptr(bool k, uint32_t layer, const SeqBook& b, uint32_t t) const {
+const KvPageLayout& HybridMemory::kv_layout(uint32_t layer) const {
+  CHIMERA_CHECK(layer < attn_index_.size() && attn_index_[layer] >= 0, "kv_layout: layer ", layer,
+                " is not an attention layer");
+  return kv_->layout(static_cast<uint32_t>(attn_index_[layer]));
+}
+
+void HybridMemory::read_row(bool k, uint32_t layer, const SeqBook& b, uint32_t t, void* row) const {
   const uint32_t a = static_cast<uint32_t>(attn_index_[layer]);
   const uint32_t page = b.pages->ids()[t / cfg_.page_size];
-  const uint8_t* base = k ? kv_->k_page(a, page) : kv_->v_page(a, page);
-  return base + size_t{t % cfg_.page_size} * kv_->row_bytes(a);
+  kv_->layout(a).read_row(k ? kv_->k_page(a, page) : kv_->v_page(a, page), t % cfg_.page_size, row);
 }
 
 RecurrentRun HybridMemory::recurrent(uint32_t layer, size_t ubatch, size_t run) const {

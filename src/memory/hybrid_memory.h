@@ -18,8 +18,8 @@
 //     for (size_t r = 0; r < ub.runs.size(); ++r) {      // one run per sequence
 //       for each attention layer il:
 //         AttentionRun a = mem.attention(il, u, r);
-//         for t in 0..run.n_tokens-1: write K/V of token t to mem.k_row(il, u, r, t),
-//           mem.v_row(il, u, r, t) (or kv_write_token() into mem.kv_slot(il, u, r, t))
+//         for t in 0..run.n_tokens-1: write K/V of token t into mem.kv_slot(il, u, r, t)
+//           (kernels/attention.h kv_write_token(), or mem.kv_layout(il).write_row())
 //         attend queries (token indices a.first .. a.n_kv-1) over a.k_pages / a.v_pages:
 //           KvPageTable{a.k_pages, a.v_pages, a.n_pages}, n_visible = token index + 1
 //       for each recurrent layer il:
@@ -37,9 +37,10 @@
 // only those tokens. Other sequences of the batch commit all their tokens.
 //
 // Paged KV layout (read by kernels/attention): for one attention layer, a K page is a contiguous
-// [page_size][kv_dim] array of kv_type elements (F32/F16/BF16), V likewise; page i of a sequence
-// holds its token indices [i*page_size, (i+1)*page_size). Pages of different layers are separate
-// storage; the page table is shared across layers.
+// head-major [kv_heads][page_size][head_dim] array of kv_type elements (F32/F16/BF16), V likewise
+// (KvPageLayout in kv_pool.h); page i of a sequence holds its token indices
+// [i*page_size, (i+1)*page_size). Pages of different layers are separate storage; the page table
+// is shared across layers.
 //
 // Recurrent contract: conv_src/ssm_src hold the state before the run's first token (zeros for an
 // empty sequence); the kernel writes the state after the run's last token to conv_dst/ssm_dst.
@@ -182,9 +183,9 @@ class HybridMemory {
   bool in_batch() const { return txn_ != nullptr; }
   // `layer` is the model layer index; it must be an attention layer (checked).
   AttentionRun attention(uint32_t layer, size_t ubatch, size_t run) const;
-  void* k_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const;
-  void* v_row(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const;
   KvSlot kv_slot(uint32_t layer, size_t ubatch, size_t run, uint32_t t) const;
+  // The page geometry of an attention layer (checked), for writing and reading token rows.
+  const KvPageLayout& kv_layout(uint32_t layer) const;
   RecurrentRun recurrent(uint32_t layer, size_t ubatch, size_t run) const;
   // Makes the batch live and applies the snapshot policy.
   Status commit() { return commit(std::vector<SeqKeep>{}); }
@@ -233,9 +234,10 @@ class HybridMemory {
   MemoryUsage usage() const;
 
   // ---- inspection for tests and tools ----
-  // Read-only views of a sequence's stored state (token index t < n_tokens).
-  const void* k_at(uint32_t layer, int32_t seq, uint32_t t) const;
-  const void* v_at(uint32_t layer, int32_t seq, uint32_t t) const;
+  // Copies of a sequence's stored K / V row of token t < n_tokens (kv_dim elements, heads in
+  // order) into row; read-only views of its states.
+  void k_at(uint32_t layer, int32_t seq, uint32_t t, void* row) const;
+  void v_at(uint32_t layer, int32_t seq, uint32_t t, void* row) const;
   const float* conv_state(uint32_t layer, int32_t seq) const;
   const float* ssm_state(uint32_t layer, int32_t seq) const;
   const float* snapshot_state(uint64_t snapshot_id) const;  // whole slot; nullptr if none
@@ -261,7 +263,7 @@ class HybridMemory {
   Status check_seq(int32_t seq, const char* op) const;
   Status check_idle(const char* op) const;
   uint32_t pages_for(uint32_t n) const { return (n + cfg_.page_size - 1) / cfg_.page_size; }
-  const uint8_t* row_ptr(bool k, uint32_t layer, const SeqBook& b, uint32_t t) const;
+  void read_row(bool k, uint32_t layer, const SeqBook& b, uint32_t t, void* row) const;
   void sync_tables(SeqBook& b);
   // Drops everything a sequence holds (it becomes empty, position base 0).
   void release_seq(SeqBook& b);

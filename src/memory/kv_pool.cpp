@@ -4,12 +4,39 @@
 
 namespace chimera {
 
-KvPool::KvPool(std::vector<uint32_t> kv_dims, uint32_t page_size, GgmlType type, uint32_t max_pages)
+void KvPageLayout::write_row(void* page, uint32_t slot, const void* row) const {
+  const size_t hb = size_t{head_dim} * elem_bytes;
+  for (uint32_t h = 0; h < n_heads; ++h)
+    std::memcpy(static_cast<uint8_t*>(page) + offset(slot, h),
+                static_cast<const uint8_t*>(row) + h * hb, hb);
+}
+
+void KvPageLayout::read_row(const void* page, uint32_t slot, void* row) const {
+  const size_t hb = size_t{head_dim} * elem_bytes;
+  for (uint32_t h = 0; h < n_heads; ++h)
+    std::memcpy(static_cast<uint8_t*>(row) + h * hb,
+                static_cast<const uint8_t*>(page) + offset(slot, h), hb);
+}
+
+void KvPageLayout::copy_rows(const void* src, void* dst, uint32_t n_rows) const {
+  const size_t n = size_t{n_rows} * head_dim * elem_bytes;
+  for (uint32_t h = 0; h < n_heads; ++h)
+    std::memcpy(static_cast<uint8_t*>(dst) + offset(0, h),
+                static_cast<const uint8_t*>(src) + offset(0, h), n);
+}
+
+KvPool::KvPool(std::vector<uint32_t> kv_dims, std::vector<uint32_t> kv_heads, uint32_t page_size,
+               GgmlType type, uint32_t max_pages)
     : kv_dims_(std::move(kv_dims)), page_size_(page_size), type_(type), max_pages_(max_pages) {
-  const size_t elem = type == GgmlType::F32 ? 4 : 2;
+  CHIMERA_CHECK(kv_heads.size() == kv_dims_.size(), "KvPool: ", kv_heads.size(),
+                " head counts for ", kv_dims_.size(), " layers");
+  const uint32_t elem = type == GgmlType::F32 ? 4 : 2;
   page_bytes_ = uint64_t{page_size} * sizeof(int32_t);
-  for (uint32_t d : kv_dims_) {
-    row_bytes_.push_back(d * elem);
+  for (size_t a = 0; a < kv_dims_.size(); ++a) {
+    const uint32_t d = kv_dims_[a];
+    CHIMERA_CHECK(kv_heads[a] > 0 && d % kv_heads[a] == 0, "KvPool: kv_dim ", d, " and ",
+                  kv_heads[a], " heads");
+    layouts_.push_back({page_size, kv_heads[a], d / kv_heads[a], elem});
     page_bytes_ += 2ull * page_size * d * elem;
     // new[] without () leaves the bytes untouched, so unused pages never become resident.
     k_.emplace_back(new uint8_t[size_t{max_pages} * page_size * d * elem]);
@@ -54,8 +81,8 @@ void KvPool::copy_rows(uint32_t src, uint32_t dst, uint32_t n_rows) {
   CHIMERA_CHECK(n_rows <= page_size_, "copy_rows ", n_rows);
   std::memcpy(tokens(dst), tokens(src), n_rows * sizeof(int32_t));
   for (uint32_t l = 0; l < n_layers(); ++l) {
-    std::memcpy(k_page(l, dst), k_page(l, src), n_rows * row_bytes_[l]);
-    std::memcpy(v_page(l, dst), v_page(l, src), n_rows * row_bytes_[l]);
+    layouts_[l].copy_rows(k_page(l, src), k_page(l, dst), n_rows);
+    layouts_[l].copy_rows(v_page(l, src), v_page(l, dst), n_rows);
   }
 }
 

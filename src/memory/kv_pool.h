@@ -1,6 +1,7 @@
 // KV page pool: fixed-size pages of token rows, ref-counted and shared between sequences and
 // snapshots. A page id names the same token range in every attention layer; each layer keeps its
-// own storage (page layout per layer: K = [page_size][kv_dim], V likewise, contiguous).
+// own storage. Page layout per layer is head-major (KvPageLayout): K = [n_heads][page_size]
+// [head_dim], V likewise, so decode attention reads each kv head's keys contiguously.
 // Pages also hold the token ids of their rows, so a sequence's token list lives in its pages and
 // is shared exactly like its KV (this is also how pure recurrent models keep their token lists).
 //
@@ -19,10 +20,31 @@
 
 namespace chimera {
 
+// Geometry of one attention layer's K (or V) page: [n_heads][page_size][head_dim] elements of
+// elem_bytes, i.e. element e of token row `slot` (e in [0, n_heads*head_dim), heads in order) is at
+// ((e / head_dim) * page_size + slot) * head_dim + e % head_dim. With n_heads = 1 this is the
+// token-major [page_size][kv_dim]. kernels/attention.h reads the same layout.
+struct KvPageLayout {
+  uint32_t page_size = 0, n_heads = 1, head_dim = 0, elem_bytes = 2;
+  size_t row_bytes() const { return size_t{n_heads} * head_dim * elem_bytes; }
+  size_t page_bytes() const { return row_bytes() * page_size; }
+  // Byte offset of (slot, head) in a page; the head's next token follows head_dim elements later.
+  size_t offset(uint32_t slot, uint32_t head) const {
+    return (size_t{head} * page_size + slot) * head_dim * elem_bytes;
+  }
+  // One token's row (token-major: n_heads*head_dim elements) into / out of a page slot.
+  void write_row(void* page, uint32_t slot, const void* row) const;
+  void read_row(const void* page, uint32_t slot, void* row) const;
+  // Rows [0, n_rows) of every head from one page to another.
+  void copy_rows(const void* src, void* dst, uint32_t n_rows) const;
+};
+
 class KvPool {
  public:
-  // kv_dims: one entry per attention layer (in model order). max_pages: capacity.
-  KvPool(std::vector<uint32_t> kv_dims, uint32_t page_size, GgmlType type, uint32_t max_pages);
+  // kv_dims, kv_heads: one entry per attention layer (in model order; kv_heads divides kv_dim).
+  // max_pages: capacity.
+  KvPool(std::vector<uint32_t> kv_dims, std::vector<uint32_t> kv_heads, uint32_t page_size,
+         GgmlType type, uint32_t max_pages);
   KvPool(const KvPool&) = delete;
   KvPool& operator=(const KvPool&) = delete;
 
@@ -32,7 +54,8 @@ class KvPool {
   uint32_t n_layers() const { return static_cast<uint32_t>(kv_dims_.size()); }
   uint32_t kv_dim(uint32_t layer) const { return kv_dims_[layer]; }
   GgmlType type() const { return type_; }
-  size_t row_bytes(uint32_t layer) const { return row_bytes_[layer]; }
+  size_t row_bytes(uint32_t layer) const { return layouts_[layer].row_bytes(); }
+  const KvPageLayout& layout(uint32_t layer) const { return layouts_[layer]; }
   // Bytes one page costs: K and V rows of every layer plus token ids.
   uint64_t page_bytes() const { return page_bytes_; }
 
@@ -48,10 +71,10 @@ class KvPool {
   int32_t* tokens(uint32_t id) { return tokens_.get() + size_t{id} * page_size_; }
   const int32_t* tokens(uint32_t id) const { return tokens_.get() + size_t{id} * page_size_; }
   uint8_t* k_page(uint32_t layer, uint32_t id) const {
-    return k_[layer].get() + size_t{id} * page_size_ * row_bytes_[layer];
+    return k_[layer].get() + size_t{id} * layouts_[layer].page_bytes();
   }
   uint8_t* v_page(uint32_t layer, uint32_t id) const {
-    return v_[layer].get() + size_t{id} * page_size_ * row_bytes_[layer];
+    return v_[layer].get() + size_t{id} * layouts_[layer].page_bytes();
   }
   // Copies rows [0, n_rows) (tokens and K/V of every layer) from page src to page dst.
   void copy_rows(uint32_t src, uint32_t dst, uint32_t n_rows);
@@ -61,7 +84,7 @@ class KvPool {
   uint32_t page_size_;
   GgmlType type_;
   uint32_t max_pages_;
-  std::vector<size_t> row_bytes_;
+  std::vector<KvPageLayout> layouts_;
   uint64_t page_bytes_ = 0;
   // Arenas sized for max_pages; untouched pages cost no RAM (allocated without initialising).
   std::vector<std::unique_ptr<uint8_t[]>> k_, v_;

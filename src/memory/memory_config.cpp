@@ -46,6 +46,9 @@ Status MemoryConfig::validate() const {
         if (l.kv_dim == 0 || l.kv_dim > (1u << 20))
           return Error(ErrorCode::kInvalidArgument, "memory config: layer ", i,
                        " (attention) kv_dim ", l.kv_dim, " not in [1, 2^20]");
+        if (l.kv_heads == 0 || l.kv_dim % l.kv_heads != 0)
+          return Error(ErrorCode::kInvalidArgument, "memory config: layer ", i,
+                       " (attention) kv_heads ", l.kv_heads, " does not divide kv_dim ", l.kv_dim);
         break;
       case LayerKind::kRecurrent:
         if (l.conv_floats + l.ssm_floats == 0 || l.conv_floats > (1ull << 32) ||

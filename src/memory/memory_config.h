@@ -23,6 +23,9 @@ struct MemoryLayer {
   uint32_t kv_dim = 0;       // attention: n_kv_head * head_dim (same for K and V)
   uint64_t conv_floats = 0;  // recurrent: conv-state floats
   uint64_t ssm_floats = 0;   // recurrent: ssm-state floats
+  // attention: kv heads (divides kv_dim). Pages store each head's rows contiguously
+  // (KvPageLayout); state files store token rows, so this never changes what a file holds.
+  uint32_t kv_heads = 1;
 };
 
 // Where the memory places automatic recurrent-state snapshots (models with recurrent layers

@@ -287,18 +287,18 @@ std::vector<std::pair<uint64_t, uint32_t>> HybridMemory::snapshots_of(int32_t se
   return out;
 }
 
-const void* HybridMemory::k_at(uint32_t layer, int32_t seq, uint32_t t) const {
+void HybridMemory::k_at(uint32_t layer, int32_t seq, uint32_t t, void* row) const {
   CHIMERA_CHECK(layer < attn_index_.size() && attn_index_[layer] >= 0 && seq >= 0 &&
                     static_cast<uint32_t>(seq) < cfg_.max_seqs && t < seqs_[seq].n,
                 "k_at(", layer, ", ", seq, ", ", t, ")");
-  return row_ptr(true, layer, seqs_[seq], t);
+  read_row(true, layer, seqs_[seq], t, row);
 }
 
-const void* HybridMemory::v_at(uint32_t layer, int32_t seq, uint32_t t) const {
+void HybridMemory::v_at(uint32_t layer, int32_t seq, uint32_t t, void* row) const {
   CHIMERA_CHECK(layer < attn_index_.size() && attn_index_[layer] >= 0 && seq >= 0 &&
                     static_cast<uint32_t>(seq) < cfg_.max_seqs && t < seqs_[seq].n,
                 "v_at(", layer, ", ", seq, ", ", t, ")");
-  return row_ptr(false, layer, seqs_[seq], t);
+  read_row(false, layer, seqs_[seq], t, row);
 }
 
 const float* HybridMemory::conv_state(uint32_t layer, int32_t seq) const {

@@ -4,7 +4,8 @@
 //           u32 n_vocab, u32 n_entries, u64 payload bytes, u64 payload checksum,
 //           u64 header checksum (of the bytes before it)
 //   payload, per sequence: i32 seq, u32 n_tokens, i64 position base, i32 tokens[n],
-//           per attention layer: K rows [n][row], V rows [n][row];
+//           per attention layer: K rows [n][row], V rows [n][row] (token-major rows, heads in
+//           order, whatever the page layout in memory);
 //           if recurrent: f32 live state [slot floats];
 //           u32 n_snapshots, per snapshot: u32 token count, if recurrent f32 state [slot floats]
 // Sequences are stored whole (sharing between them is not kept); a snapshot's KV is the prefix
@@ -124,12 +125,16 @@ Result<std::vector<uint8_t>> HybridMemory::save_seq(int32_t seq) const {
   const SeqBook& b = seqs_[seq];
   Writer w;
   write_seq(w, seq, tokens(seq), b.pos_base, [&](Writer& w2) {
+    // Token rows, whatever the page layout in memory (KvPageLayout).
+    std::vector<uint8_t> row;
     for (uint32_t a = 0; a < kv_->n_layers(); ++a) {
+      row.resize(kv_->row_bytes(a));
       for (int pass = 0; pass < 2; ++pass)
         for (uint32_t t = 0; t < b.n; ++t) {
           const uint32_t page = b.pages->ids()[t / cfg_.page_size];
-          const uint8_t* base = pass == 0 ? kv_->k_page(a, page) : kv_->v_page(a, page);
-          w2.raw(base + size_t{t % cfg_.page_size} * kv_->row_bytes(a), kv_->row_bytes(a));
+          kv_->layout(a).read_row(pass == 0 ? kv_->k_page(a, page) : kv_->v_page(a, page),
+                                  t % cfg_.page_size, row.data());
+          w2.raw(row.data(), row.size());
         }
     }
     if (has_recurrent_) w2.raw(states_->data(b.slot), states_->slot_bytes());
@@ -299,8 +304,10 @@ Status HybridMemory::load_impl(const uint8_t* data, size_t size, int32_t dst_seq
       kv_->set_fill(*page, cnt);
       std::memcpy(kv_->tokens(*page), p.tokens + 4 * size_t{first}, 4 * size_t{cnt});
       for (uint32_t a = 0; a < kv_->n_layers(); ++a) {
-        std::memcpy(kv_->k_page(a, *page), p.k[a] + first * rows[a], cnt * rows[a]);
-        std::memcpy(kv_->v_page(a, *page), p.v[a] + first * rows[a], cnt * rows[a]);
+        for (uint32_t j = 0; j < cnt; ++j) {
+          kv_->layout(a).write_row(kv_->k_page(a, *page), j, p.k[a] + (first + j) * rows[a]);
+          kv_->layout(a).write_row(kv_->v_page(a, *page), j, p.v[a] + (first + j) * rows[a]);
+        }
       }
       b.pages->push(*page);
     }

@@ -49,6 +49,7 @@ MemoryConfig memory_config_for(const Model& model) {
     } else if (l.kind == MixerKind::kAttention) {
       ml.kind = LayerKind::kAttention;
       ml.kv_dim = l.n_head_kv * hp.head_dim;
+      ml.kv_heads = l.n_head_kv;
     } else {
       ml.kind = LayerKind::kRecurrent;
       ml.conv_floats = hp.conv_state_floats();
@@ -171,9 +172,9 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
     const SeqRun& run = ub.runs[r];
     for (uint32_t t = 0; t < run.n_tokens; ++t) {
       const int64_t row = run.offset + t;
-      // A row pointer is a one-slot page: slot 0 of it is the token's place in its page.
-      CHIMERA_RETURN_IF_ERROR(kv_write_token(ap, k + row * nkv, v + row * nkv,
-                                             mem.k_row(il, u, r, t), mem.v_row(il, u, r, t), 0));
+      const KvSlot slot = mem.kv_slot(il, u, r, t);
+      CHIMERA_RETURN_IF_ERROR(
+          kv_write_token(ap, k + row * nkv, v + row * nkv, slot.k_page, slot.v_page, slot.slot));
     }
     const AttentionRun ar = mem.attention(il, u, r);
     tables[r] = {ar.k_pages, ar.v_pages, static_cast<int32_t>(ar.n_pages)};

@@ -85,20 +85,26 @@ inline bool run_batch(HybridMemory& mem, const Batch& batch, const BatchPlan& pl
         const MemoryLayer& L = cfg.layers[il];
         if (L.kind == LayerKind::kAttention) {
           const size_t esz = cfg.kv_type == GgmlType::F32 ? 4 : 2;
+          const KvPageLayout& layout = mem.kv_layout(il);
+          if (layout.n_heads != L.kv_heads || layout.n_heads * layout.head_dim != L.kv_dim ||
+              layout.page_size != cfg.page_size || layout.elem_bytes != esz) {
+            *why = "kv_layout disagrees with the config";
+            return false;
+          }
+          std::vector<uint8_t> k(L.kv_dim * esz), v(L.kv_dim * esz);
           for (uint32_t t = 0; t < run.n_tokens; ++t) {
             const int32_t tok = batch.tokens[ub.batch_index[run.offset + t]];
-            auto* k = static_cast<uint8_t*>(mem.k_row(il, u, r, t));
-            auto* v = static_cast<uint8_t*>(mem.v_row(il, u, r, t));
             const KvSlot slot = mem.kv_slot(il, u, r, t);
-            if (static_cast<uint8_t*>(slot.k_page) + slot.slot * L.kv_dim * esz != k ||
-                static_cast<uint8_t*>(slot.v_page) + slot.slot * L.kv_dim * esz != v) {
-              *why = "kv_slot disagrees with k_row/v_row";
+            if (slot.slot != static_cast<int32_t>((run.first + t) % cfg.page_size)) {
+              *why = "kv_slot row";
               return false;
             }
             for (uint32_t j = 0; j < L.kv_dim; ++j) {
-              store(cfg.kv_type, kv_value(tok, run.first + t, il, j, 0), k + j * esz);
-              store(cfg.kv_type, kv_value(tok, run.first + t, il, j, 1), v + j * esz);
+              store(cfg.kv_type, kv_value(tok, run.first + t, il, j, 0), k.data() + j * esz);
+              store(cfg.kv_type, kv_value(tok, run.first + t, il, j, 1), v.data() + j * esz);
             }
+            layout.write_row(slot.k_page, slot.slot, k.data());
+            layout.write_row(slot.v_page, slot.slot, v.data());
           }
           if (tables_ref) {
             const AttentionRun a = mem.attention(il, u, r);
@@ -108,15 +114,19 @@ inline bool run_batch(HybridMemory& mem, const Batch& batch, const BatchPlan& pl
               *why = "attention run geometry";
               return false;
             }
-            std::vector<uint8_t> want(L.kv_dim * esz);
+            std::vector<uint8_t> want(L.kv_dim * esz), got(L.kv_dim * esz);
             for (uint32_t t = 0; t < a.n_kv; ++t) {
               for (int w = 0; w < 2; ++w) {
                 for (uint32_t j = 0; j < L.kv_dim; ++j)
                   store(cfg.kv_type, kv_value(ref[t], t, il, j, w), want.data() + j * esz);
+                // Head-major page: head h of token t at ((h * page_size) + t % page_size) rows.
                 const auto* page =
                     static_cast<const uint8_t*>((w == 0 ? a.k_pages : a.v_pages)[t / a.page_size]);
-                if (std::memcmp(page + (t % a.page_size) * L.kv_dim * esz, want.data(),
-                                want.size()) != 0) {
+                const uint32_t hd = L.kv_dim / L.kv_heads;
+                for (uint32_t h = 0; h < L.kv_heads; ++h)
+                  std::memcpy(got.data() + h * hd * esz,
+                              page + (h * a.page_size + t % a.page_size) * hd * esz, hd * esz);
+                if (std::memcmp(got.data(), want.data(), want.size()) != 0) {
                   *why = "page table row mismatch: seq " + std::to_string(run.seq) + " layer " +
                          std::to_string(il) + " token " + std::to_string(t);
                   return false;
@@ -166,17 +176,22 @@ inline std::string check_seq(const HybridMemory& mem, int32_t seq, const std::ve
                        mem.pos_max(seq) != pos_base + static_cast<int64_t>(ref.size()) - 1))
     return where + "pos_min/pos_max";
   const size_t esz = cfg.kv_type == GgmlType::F32 ? 4 : 2;
-  std::vector<uint8_t> want;
+  std::vector<uint8_t> want, got;
   for (uint32_t il = 0; il < cfg.layers.size(); ++il) {
     const MemoryLayer& L = cfg.layers[il];
     if (L.kind == LayerKind::kAttention) {
       want.resize(L.kv_dim * esz);
+      got.resize(L.kv_dim * esz);
       for (uint32_t t = 0; t < ref.size(); ++t)
         for (int w = 0; w < 2; ++w) {
           for (uint32_t j = 0; j < L.kv_dim; ++j)
             store(cfg.kv_type, kv_value(ref[t], t, il, j, w), want.data() + j * esz);
-          const void* got = w == 0 ? mem.k_at(il, seq, t) : mem.v_at(il, seq, t);
-          if (std::memcmp(got, want.data(), want.size()) != 0)
+          if (w == 0) {
+            mem.k_at(il, seq, t, got.data());
+          } else {
+            mem.v_at(il, seq, t, got.data());
+          }
+          if (std::memcmp(got.data(), want.data(), want.size()) != 0)
             return where + (w ? "V" : "K") + " row " + std::to_string(t) + " layer " +
                    std::to_string(il);
         }

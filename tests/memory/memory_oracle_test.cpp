@@ -16,10 +16,10 @@ namespace {
 MemoryConfig hybrid_config(GgmlType type, uint32_t page_size, uint64_t budget) {
   MemoryConfig c;
   c.layers = {{LayerKind::kRecurrent, 0, 8, 12},
-              {LayerKind::kAttention, 8, 0, 0},
+              {LayerKind::kAttention, 8, 0, 0, 2},  // 2 kv heads: head-major pages
               {LayerKind::kNone, 0, 0, 0},
               {LayerKind::kRecurrent, 0, 6, 20},
-              {LayerKind::kAttention, 4, 0, 0}};
+              {LayerKind::kAttention, 4, 0, 0, 4}};
   c.n_vocab = 1000;
   c.max_seqs = 64;
   c.page_size = page_size;
@@ -32,7 +32,7 @@ MemoryConfig hybrid_config(GgmlType type, uint32_t page_size, uint64_t budget) {
 
 MemoryConfig attention_config() {
   MemoryConfig c = hybrid_config(GgmlType::F32, 8, 4 << 20);
-  c.layers = {{LayerKind::kAttention, 8, 0, 0}, {LayerKind::kAttention, 16, 0, 0}};
+  c.layers = {{LayerKind::kAttention, 8, 0, 0}, {LayerKind::kAttention, 16, 0, 0, 4}};
   return c;
 }
 
