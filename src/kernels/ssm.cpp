@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace chimera {
 namespace {
@@ -108,41 +109,74 @@ void scan_head_scalar(const SsmScanArgs& a, int32_t h) {
 }  // namespace
 
 Status ssm_conv(const SsmConvArgs& args, ThreadContext* threads, Isa isa) {
-  CHIMERA_RETURN_IF_ERROR(check_conv(args));
-  const int64_t n_blocks = (args.n_channels + 7) / 8;
-  // Work is dealt in blocks of 8 channels so that a channel always lands in the same vector lane.
-  auto run_blocks = [&](int64_t b, int64_t e) {
-    const int32_t c0 = static_cast<int32_t>(b * 8);
-    const int32_t c1 = static_cast<int32_t>(std::min<int64_t>(e * 8, args.n_channels));
-    if (ops_internal::use_avx2(isa)) {
-      ops_internal::ssm_conv_avx2(args, c0, c1);
-    } else {
-      for (int32_t c = c0; c < c1; ++c) conv_channel_scalar(args, c);
+  return ssm_conv_runs(&args, 1, threads, isa);
+}
+
+Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, Isa isa) {
+  return ssm_scan_runs(&args, 1, threads, isa);
+}
+
+Status ssm_conv_runs(const SsmConvArgs* runs, int32_t n_runs, ThreadContext* threads, Isa isa) {
+  if (n_runs < 0 || (n_runs > 0 && !runs))
+    return Error(ErrorCode::kInvalidArgument, "ssm_conv: ", n_runs, " runs at ", runs);
+  for (int32_t r = 0; r < n_runs; ++r) {
+    Status st = check_conv(runs[r]);
+    if (!st.ok()) return Error(st.code(), "run ", r, ": ", st.message());
+  }
+  // Work is dealt in blocks of 8 channels so that a channel always lands in the same vector lane;
+  // item i is block i % n_blocks[r] of run r, items of run r following those of run r - 1.
+  std::vector<int64_t> first(static_cast<size_t>(n_runs) + 1, 0);
+  for (int32_t r = 0; r < n_runs; ++r) first[r + 1] = first[r] + (runs[r].n_channels + 7) / 8;
+  auto run_items = [&](int64_t b, int64_t e) {
+    int32_t r =
+        static_cast<int32_t>(std::upper_bound(first.begin(), first.end(), b) - first.begin()) - 1;
+    for (; b < e; ++r) {
+      const SsmConvArgs& a = runs[r];
+      const int64_t be = std::min(e, first[r + 1]);
+      const int32_t c0 = static_cast<int32_t>((b - first[r]) * 8);
+      const int32_t c1 = static_cast<int32_t>(std::min<int64_t>((be - first[r]) * 8, a.n_channels));
+      if (ops_internal::use_avx2(isa)) {
+        ops_internal::ssm_conv_avx2(a, c0, c1);
+      } else {
+        for (int32_t c = c0; c < c1; ++c) conv_channel_scalar(a, c);
+      }
+      b = be;
     }
   };
   if (threads) {
-    threads->parallel_for(n_blocks, 1, run_blocks);
+    threads->parallel_for(first.back(), 1, run_items);
   } else {
-    run_blocks(0, n_blocks);
+    run_items(0, first.back());
   }
   return Status::Ok();
 }
 
-Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, Isa isa) {
-  CHIMERA_RETURN_IF_ERROR(check_scan(args));
-  auto run_heads = [&](int64_t b, int64_t e) {
-    for (int64_t h = b; h < e; ++h) {
+Status ssm_scan_runs(const SsmScanArgs* runs, int32_t n_runs, ThreadContext* threads, Isa isa) {
+  if (n_runs < 0 || (n_runs > 0 && !runs))
+    return Error(ErrorCode::kInvalidArgument, "ssm_scan: ", n_runs, " runs at ", runs);
+  for (int32_t r = 0; r < n_runs; ++r) {
+    Status st = check_scan(runs[r]);
+    if (!st.ok()) return Error(st.code(), "run ", r, ": ", st.message());
+  }
+  std::vector<int64_t> first(static_cast<size_t>(n_runs) + 1, 0);
+  for (int32_t r = 0; r < n_runs; ++r) first[r + 1] = first[r] + runs[r].n_head;
+  auto run_items = [&](int64_t b, int64_t e) {
+    int32_t r =
+        static_cast<int32_t>(std::upper_bound(first.begin(), first.end(), b) - first.begin()) - 1;
+    for (int64_t i = b; i < e; ++i) {
+      while (i >= first[r + 1]) ++r;
+      const int32_t h = static_cast<int32_t>(i - first[r]);
       if (ops_internal::use_avx2(isa)) {
-        ops_internal::ssm_scan_head_avx2(args, static_cast<int32_t>(h));
+        ops_internal::ssm_scan_head_avx2(runs[r], h);
       } else {
-        scan_head_scalar(args, static_cast<int32_t>(h));
+        scan_head_scalar(runs[r], h);
       }
     }
   };
   if (threads) {
-    threads->parallel_for(args.n_head, 1, run_heads);
+    threads->parallel_for(first.back(), 1, run_items);
   } else {
-    run_heads(0, args.n_head);
+    run_items(0, first.back());
   }
   return Status::Ok();
 }

@@ -79,6 +79,15 @@ struct SsmScanArgs {
 };
 Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, Isa isa = active_isa());
 
+// Several independent runs (one per sequence of a ragged ubatch) in one parallel region each:
+// every (run, channel block) / (run, head) is one work item, computed exactly as the
+// single-run call computes it, so the results are bit-identical to n separate calls while the
+// threads meet once instead of n times. Every run is validated before anything is written.
+Status ssm_conv_runs(const SsmConvArgs* runs, int32_t n_runs, ThreadContext* threads,
+                     Isa isa = active_isa());
+Status ssm_scan_runs(const SsmScanArgs* runs, int32_t n_runs, ThreadContext* threads,
+                     Isa isa = active_isa());
+
 namespace ops_internal {
 // Channels [c_begin, c_end) (c_begin a multiple of 8) / heads [h_begin, h_end).
 void ssm_conv_avx2(const SsmConvArgs& a, int32_t c_begin, int32_t c_end);

@@ -217,7 +217,17 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
   float* xbc = grow(b_, T * C);
   float* y = grow(c_, T * d_in);
   CHIMERA_RETURN_IF_ERROR(mm(w.in, u_.data(), T, p));
-  for (size_t r = 0; r < ub.runs.size(); ++r) {
+  // Every sequence's conv, then every sequence's scan, each in one parallel region: threads meet
+  // twice per layer instead of twice per sequence, and each run's arithmetic is unchanged.
+  const size_t n_runs = ub.runs.size();
+  conv_args_.resize(n_runs);
+  scan_args_.resize(n_runs);
+  size_t n_steps = 0;  // step-buffer pointers of all runs, laid out run after run
+  for (size_t r = 0; r < n_runs; ++r) n_steps += mem.recurrent(il, u, r).n_steps;
+  conv_steps_.resize(n_steps);
+  ssm_steps_.resize(n_steps);
+  n_steps = 0;
+  for (size_t r = 0; r < n_runs; ++r) {
     const SeqRun& run = ub.runs[r];
     const RecurrentRun s = mem.recurrent(il, u, r);
     // The kernels read the incoming state from src and write dst: no copy first.
@@ -237,14 +247,12 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     ca.out_stride = C;
     // Speculative verification: the kernels also leave the state after every token in the
     // memory's step buffers.
-    conv_steps_.resize(s.n_steps);
-    ssm_steps_.resize(s.n_steps);
     for (uint32_t t = 0; t < s.n_steps; ++t) {
-      conv_steps_[t] = s.conv_step(t);
-      ssm_steps_[t] = s.ssm_step(t);
+      conv_steps_[n_steps + t] = s.conv_step(t);
+      ssm_steps_[n_steps + t] = s.ssm_step(t);
     }
-    if (s.n_steps > 0) ca.conv_state_steps = conv_steps_.data();
-    CHIMERA_RETURN_IF_ERROR(ssm_conv(ca, &threads_));
+    if (s.n_steps > 0) ca.conv_state_steps = conv_steps_.data() + n_steps;
+    conv_args_[r] = ca;
     SsmScanArgs sa;
     sa.n_tokens = static_cast<int32_t>(run.n_tokens);
     sa.n_head = static_cast<int32_t>(H);
@@ -266,9 +274,13 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     sa.y_stride = d_in;
     sa.state = s.ssm_dst;
     sa.state_in = s.ssm_src;
-    if (s.n_steps > 0) sa.state_steps = ssm_steps_.data();
-    CHIMERA_RETURN_IF_ERROR(ssm_scan(sa, &threads_));
+    if (s.n_steps > 0) sa.state_steps = ssm_steps_.data() + n_steps;
+    scan_args_[r] = sa;
+    n_steps += s.n_steps;
   }
+  const int32_t runs = static_cast<int32_t>(n_runs);
+  CHIMERA_RETURN_IF_ERROR(ssm_conv_runs(conv_args_.data(), runs, &threads_));
+  CHIMERA_RETURN_IF_ERROR(ssm_scan_runs(scan_args_.data(), runs, &threads_));
   // Gate then per-group RMSNorm (spec 3.4 steps 8-9), in place.
   CHIMERA_RETURN_IF_ERROR(gated_group_rms_norm(y, d_in, p, d_proj, f32(w.norm), y, d_in, d_in, G, T,
                                                hp.rms_eps, &threads_));

@@ -13,6 +13,7 @@
 
 #include "core/threads.h"
 #include "kernels/matmul.h"
+#include "kernels/ssm.h"
 #include "memory/hybrid_memory.h"
 #include "models/model.h"
 
@@ -53,7 +54,9 @@ class ForwardPass {
   std::vector<float> x_, u_, a_, b_, c_, d_, e_, f_;
   std::vector<int32_t> pos_, ids_, n_visible_, seq_of_;
   std::vector<float> route_w_;
-  std::vector<float*> conv_steps_, ssm_steps_;  // per-token state buffers of the current run
+  std::vector<SsmConvArgs> conv_args_;  // per run of the ubatch (mamba2_layer)
+  std::vector<SsmScanArgs> scan_args_;
+  std::vector<float*> conv_steps_, ssm_steps_;  // per-token state buffers, run after run
 };
 
 }  // namespace chimera
