@@ -112,7 +112,9 @@ def prompt_text(a, model: str, n_tokens: int) -> str | None:
     """The first words of --text making at least n_tokens tokens for this model's vocabulary."""
     text = Path(a.text).read_text(encoding="utf-8")
     words = text.split()
-    lo, hi = 1, len(words)
+    # A word is at least one token, so 2n words are plenty (and keep the argument well under the
+    # kernel's 128 KiB limit on one argv string).
+    lo, hi = 1, min(len(words), 2 * n_tokens)
     # Binary search on word count, with chimera's tokenizer (the same vocabulary llama.cpp uses).
     def count(k: int) -> int | None:
         cmd = [a.chimera, "tokenize", "-m", model, "-p", " ".join(words[:k])]
