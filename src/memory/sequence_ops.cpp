@@ -131,10 +131,13 @@ Result<ShiftOutcome> HybridMemory::seq_add(int32_t seq, int64_t p0, int64_t p1, 
                  "): only a shift of the whole sequence (positions ", b.pos_base, "..",
                  b.pos_base + b.n - 1,
                  ") keeps positions contiguous; seq_rm already renumbers what follows a removal");
+  // pos_base is in [0, 2^31) and n <= 2^31, so these bounds cannot overflow; pos_base + delta
+  // could (delta is the caller's int64).
+  if (delta < -b.pos_base || delta > int64_t{INT32_MAX} - b.pos_base - int64_t{b.n})
+    return Error(ErrorCode::kInvalidArgument, "seq_add(", seq, ", ", p0, ", ", p1, ", ", delta,
+                 "): positions ", b.pos_base, "..", b.pos_base + b.n,
+                 " shifted by that would leave [0, 2^31)");
   const int64_t base = b.pos_base + delta;
-  if (base < 0 || base + b.n > INT32_MAX)
-    return Error(ErrorCode::kInvalidArgument, "seq_add(", seq, "): positions would start at ", base,
-                 " (must stay in [0, 2^31))");
   out.replay.pos0 = static_cast<int32_t>(base);
   if (delta == 0 || b.n == 0 || !cfg_.positions_matter || !has_attention()) {
     b.pos_base = base;  // positions are book-keeping only: exact as is

@@ -214,7 +214,8 @@ Status parse_state(const MemoryConfig& cfg, const uint8_t* data, size_t size, ui
         return bad("entry ", e, ": sequence id ", p.seq, " out of range [0, ", cfg.max_seqs, ")");
       if (seen[p.seq]++) return bad("entry ", e, ": sequence ", p.seq, " appears twice");
     }
-    if (p.pos_base < 0 || p.pos_base + int64_t{p.n} > INT32_MAX)
+    // Compared without adding: pos_base near INT64_MAX would overflow the sum (signed, UB).
+    if (p.pos_base < 0 || p.pos_base > int64_t{INT32_MAX} - int64_t{p.n})
       return bad("entry ", e, ": positions ", p.pos_base, " + ", p.n, " out of range");
     if (!(p.tokens = r.take(p.n, 4))) return bad("entry ", e, ": tokens truncated");
     for (uint32_t t = 0; t < p.n; ++t) {

@@ -10,25 +10,14 @@
 #include <vector>
 
 #include "../memory/fake_model.h"
+#include "../memory/state_load_world.h"
 
 namespace {
 
 using namespace chimera;
 
-constexpr size_t kHeaderBytes = 72;  // state_io.cpp: the fixed header
-
-MemoryConfig fuzz_config() {
-  MemoryConfig c;
-  c.layers = {{LayerKind::kAttention, 4, 0, 0}, {LayerKind::kRecurrent, 0, 5, 3}};
-  c.n_vocab = 64;
-  c.max_seqs = 6;
-  c.page_size = 3;
-  c.kv_type = GgmlType::F16;
-  c.budget_bytes = 64 << 10;
-  c.snapshot_budget_bytes = 16 << 10;
-  c.snapshot_interval = 4;
-  return c;
-}
+using fake::repair_state_checksums;
+using fake::state_load_config;
 
 [[noreturn]] void fail(const char* what) {
   std::fprintf(stderr, "fuzz_state_load: %s\n", what);
@@ -36,7 +25,7 @@ MemoryConfig fuzz_config() {
 }
 
 std::unique_ptr<HybridMemory> populated() {
-  auto m = HybridMemory::create(fuzz_config());
+  auto m = HybridMemory::create(state_load_config());
   if (!m.ok()) fail("create");
   for (int32_t s = 0; s < 3; ++s) {
     Batch b;
@@ -49,23 +38,13 @@ std::unique_ptr<HybridMemory> populated() {
   return std::move(m).value();
 }
 
-void repair(std::vector<uint8_t>& v) {
-  if (v.size() < kHeaderBytes) return;
-  const uint64_t payload = v.size() - kHeaderBytes;
-  std::memcpy(v.data() + 48, &payload, 8);
-  const uint64_t psum = checksum64(v.data() + kHeaderBytes, payload);
-  std::memcpy(v.data() + 56, &psum, 8);
-  const uint64_t hsum = checksum64(v.data(), 64);
-  std::memcpy(v.data() + 64, &hsum, 8);
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const uint8_t flags = data[0];
   std::vector<uint8_t> v(data + 1, data + size);
-  if (flags & 1) repair(v);
+  if (flags & 1) repair_state_checksums(v);
   auto mem = populated();
   const uint64_t before = mem->fingerprint();
   const bool one = flags & 2;
@@ -79,12 +58,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Loaded: the state must survive a save/load round trip unchanged.
   auto again = mem->save();
   if (!again.ok()) fail("save after load");
-  auto fresh = HybridMemory::create(fuzz_config());
+  auto fresh = HybridMemory::create(state_load_config());
   if (!fresh.ok() || !(*fresh)->load(again->data(), again->size()).ok()) fail("reload");
   auto twice = (*fresh)->save();
   if (!twice.ok() || *twice != *again) fail("round trip differs");
-  for (int32_t s = 0; s < 6; ++s)
+  for (int32_t s = 0; s < 6; ++s) {
     for (int32_t t : mem->tokens(s))
       if (t < 0 || t >= 64) fail("token out of range after load");
+    // Positions are int32 in a batch: a loaded sequence must be continuable from where it ends.
+    if (mem->next_pos(s) < 0 || mem->next_pos(s) > INT32_MAX) fail("positions out of range");
+  }
   return 0;
 }

@@ -3,7 +3,11 @@
 // Expected states come from the fake model (fake_model.h), which derives them from token lists.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+
 #include "fake_model.h"
+#include "state_load_world.h"
 
 namespace chimera {
 namespace {
@@ -381,6 +385,32 @@ TEST(SequenceOps, ShiftAndDivideSayWhatTheyDo) {
   expect_seq(*n, 0, iota(5), 7);
 }
 
+// Any int64 delta is refused or applied without overflow (pos_base + delta once could wrap), and
+// the bounds are exact: positions 0 and 2^31 - 1 are reachable, one more is not.
+TEST(SequenceOps, ShiftRangeIsCheckedWithoutOverflow) {
+  MemoryConfig c = small_hybrid();
+  c.positions_matter = false;  // no replay: the shift is the whole operation
+  auto m = make(c);
+  ASSERT_TRUE(decode(*m, 0, iota(5)).ok());
+  ASSERT_TRUE(m->seq_add(0, -1, -1, 3).ok());
+  const uint64_t fp = m->fingerprint();
+  for (int64_t delta :
+       {INT64_MAX, INT64_MIN, INT64_MAX - 2, INT64_MIN + 3, int64_t{-4}, int64_t{INT32_MAX} - 7}) {
+    auto out = m->seq_add(0, -1, -1, delta);
+    EXPECT_EQ(out.status().code(), ErrorCode::kInvalidArgument) << delta;
+    EXPECT_EQ(m->fingerprint(), fp) << delta;
+  }
+  ASSERT_TRUE(m->seq_add(0, -1, -1, -3).ok());  // back to 0
+  EXPECT_EQ(m->pos_min(0), 0);
+  ASSERT_TRUE(m->seq_add(0, -1, -1, int64_t{INT32_MAX} - 5).ok());  // last position 2^31 - 2
+  EXPECT_EQ(m->pos_max(0), int64_t{INT32_MAX} - 1);
+  expect_seq(*m, 0, iota(5), int64_t{INT32_MAX} - 5);
+  // Empty sequences shift too (their next position moves).
+  EXPECT_EQ(m->seq_add(1, -1, -1, INT64_MAX).status().code(), ErrorCode::kInvalidArgument);
+  ASSERT_TRUE(m->seq_add(1, -1, -1, int64_t{INT32_MAX}).ok());
+  EXPECT_EQ(m->next_pos(1), int64_t{INT32_MAX});
+}
+
 TEST(SequenceOps, AttentionOnlyRollsBackAnywhere) {
   MemoryConfig c = small_hybrid();
   c.layers = {{LayerKind::kAttention, 8, 0, 0}};
@@ -426,6 +456,58 @@ TEST(SaveLoad, RoundTripAndErrors) {
   bad[bad.size() / 2] ^= 1;
   EXPECT_NE(m2->load(bad.data(), bad.size()).message().find("checksum"), std::string::npos);
   EXPECT_EQ(m2->fingerprint(), fp);
+}
+
+// A position base near INT64_MAX once wrapped the range check's sum (signed overflow) and let a
+// crafted file through. Both sides of the boundary, on a repaired (checksum-valid) file.
+TEST(SaveLoad, PositionBaseRangeIsCheckedWithoutOverflow) {
+  MemoryConfig c = small_hybrid();
+  auto m = make(c);
+  ASSERT_TRUE(decode(*m, 0, iota(5)).ok());
+  auto one = m->save_seq(0);
+  ASSERT_TRUE(one.ok());
+  constexpr size_t kPosBaseAt = fake::kStateHeaderBytes + 8;  // after i32 seq, u32 n_tokens
+  auto with_base = [&](int64_t base) {
+    std::vector<uint8_t> v = *one;
+    std::memcpy(v.data() + kPosBaseAt, &base, 8);
+    fake::repair_state_checksums(v);
+    return v;
+  };
+  const uint64_t fp = m->fingerprint();
+  for (int64_t base : {INT64_MAX, INT64_MAX - 4, int64_t{INT32_MAX} - 4, int64_t{-1}, INT64_MIN}) {
+    const std::vector<uint8_t> v = with_base(base);
+    Status st = m->load_seq(v.data(), v.size(), 1);
+    EXPECT_EQ(st.code(), ErrorCode::kFormat) << base << ": " << st.ToString();
+    EXPECT_NE(st.message().find("out of range"), std::string::npos) << st.message();
+    EXPECT_EQ(m->fingerprint(), fp);
+  }
+  // The last representable position is INT32_MAX - 1: 5 tokens from INT32_MAX - 5 fit.
+  const std::vector<uint8_t> v = with_base(int64_t{INT32_MAX} - 5);
+  ASSERT_TRUE(m->load_seq(v.data(), v.size(), 1).ok());
+  expect_seq(*m, 1, iota(5), int64_t{INT32_MAX} - 5);
+}
+
+// The input with which fuzz_state_load found that overflow (tests/fuzz/corpus/state_load), read
+// as the fuzzer reads it: byte 0 = flags (bit 0 repair checksums, bit 1 one sequence, bits 2-4
+// destination), then the state file.
+TEST(SaveLoad, FuzzFindingPositionBaseOverflowIsRefused) {
+  std::ifstream in(
+      std::string(CHIMERA_SOURCE_DIR) + "/tests/fuzz/corpus/state_load/regress_pos_base_overflow",
+      std::ios::binary);
+  ASSERT_TRUE(in) << "regression input missing";
+  const std::vector<uint8_t> data((std::istreambuf_iterator<char>(in)),
+                                  std::istreambuf_iterator<char>());
+  ASSERT_GT(data.size(), 1u);
+  const uint8_t flags = data[0];
+  ASSERT_EQ(flags & 3, 3) << "the finding loads one repaired sequence";
+  std::vector<uint8_t> v(data.begin() + 1, data.end());
+  fake::repair_state_checksums(v);
+  auto m = make(fake::state_load_config());
+  const uint64_t fp = m->fingerprint();
+  Status st = m->load_seq(v.data(), v.size(), (flags >> 2) & 7);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("positions"), std::string::npos) << st.ToString();
+  EXPECT_EQ(m->fingerprint(), fp);
 }
 
 TEST(Accounting, BytesAddUp) {
