@@ -26,9 +26,14 @@ cmake --build build-asan -j "$JOBS"
   ctest --output-on-failure -j "$JOBS" -E '_Slow')
 
 echo "== fuzzing (${FUZZ_SECONDS}s per target)"
-for f in build-asan/fuzz/fuzz_*; do
-  [ -x "$f" ] || continue
-  name=$(basename "$f")
+# Every harness in tests/fuzz must have been built: a missing target is a failure, not a skip.
+for src in tests/fuzz/fuzz_*.cpp; do
+  name=$(basename "$src" .cpp)
+  f=build-asan/fuzz/$name
+  if [ ! -x "$f" ]; then
+    echo "fuzz target $f is missing (built from $src)" >&2
+    exit 1
+  fi
   corpus=tests/fuzz/corpus/${name#fuzz_}
   work=$(mktemp -d)
   [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/
