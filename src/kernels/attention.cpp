@@ -13,7 +13,7 @@ int64_t padded_head_dim(int32_t head_dim) {
 }
 
 int64_t kv_element_bytes(GgmlType t) {
-  return t == GgmlType::F16 ? 2 : 4;
+  return t == GgmlType::F32 ? 4 : 2;  // F16, BF16
 }
 
 Status check_params(const AttentionParams& p) {
@@ -24,9 +24,9 @@ Status check_params(const AttentionParams& p) {
     return Error(ErrorCode::kInvalidArgument, "attention: head_dim ", p.head_dim, " < 1");
   if (p.page_size < 1)
     return Error(ErrorCode::kInvalidArgument, "attention: page_size ", p.page_size, " < 1");
-  if (p.kv_type != GgmlType::F32 && p.kv_type != GgmlType::F16)
+  if (p.kv_type != GgmlType::F32 && p.kv_type != GgmlType::F16 && p.kv_type != GgmlType::BF16)
     return Error(ErrorCode::kUnsupported, "attention: KV type ", type_name(p.kv_type),
-                 " (supported: F32, F16)");
+                 " (supported: F32, F16, BF16)");
   return Status::Ok();
 }
 
@@ -81,6 +81,9 @@ void gather_block_scalar(const AttentionParams& p, const void* const* pages, int
     if (p.kv_type == GgmlType::F16) {
       const uint16_t* src = static_cast<const uint16_t*>(pages[key / p.page_size]) + off;
       for (int32_t e = 0; e < p.head_dim; ++e) d[e] = fp16_to_f32(src[e]);
+    } else if (p.kv_type == GgmlType::BF16) {
+      const uint16_t* src = static_cast<const uint16_t*>(pages[key / p.page_size]) + off;
+      for (int32_t e = 0; e < p.head_dim; ++e) d[e] = bf16_to_f32(src[e]);
     } else {
       const float* src = static_cast<const float*>(pages[key / p.page_size]) + off;
       std::copy(src, src + p.head_dim, d);
@@ -226,12 +229,13 @@ Status kv_write_token(const AttentionParams& params, const float* k, const float
     const int64_t dst = (static_cast<int64_t>(g) * params.page_size + slot) * hd;  // head-major
     const float* ks = k + g * hd;
     const float* vs = v + g * hd;
-    if (params.kv_type == GgmlType::F16) {
+    if (params.kv_type == GgmlType::F16 || params.kv_type == GgmlType::BF16) {
       uint16_t* kd = static_cast<uint16_t*>(k_page) + dst;
       uint16_t* vd = static_cast<uint16_t*>(v_page) + dst;
+      const bool half = params.kv_type == GgmlType::F16;
       for (int64_t e = 0; e < hd; ++e) {
-        kd[e] = f32_to_fp16(ks[e]);
-        vd[e] = f32_to_fp16(vs[e]);
+        kd[e] = half ? f32_to_fp16(ks[e]) : f32_to_bf16(ks[e]);
+        vd[e] = half ? f32_to_fp16(vs[e]) : f32_to_bf16(vs[e]);
       }
     } else {
       std::copy(ks, ks + hd, static_cast<float*>(k_page) + dst);

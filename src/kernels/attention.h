@@ -5,16 +5,16 @@
 //
 // ---- Paged KV layout: the contract with the memory layer ----
 // For one attention layer, one sequence's keys live in pages of `page_size` tokens. A K page is a
-// contiguous head-major array [n_head_kv][page_size][head_dim] of elements of `kv_type` (F32 or
-// F16): key j of the sequence is slot (j % page_size) of page (j / page_size), and its kv head g
-// occupies elements [(g*page_size + slot)*head_dim, +head_dim). Each head's keys are contiguous,
-// so a decode reading one kv head streams its pages. V pages have the same layout (the memory's
-// KvPageLayout). Pages need no particular alignment beyond their element type. The memory hands the
-// kernel, per sequence, a table of K page pointers and a table of V page pointers (KvPageTable);
-// page i holds keys [i*page_size, (i+1)*page_size). Rows past the visible count are never read, so
-// a partly filled last page may hold garbage there. Writing: kv_write_token() converts one token's
-// K and V (F32) into a page slot; F16 uses round-to-nearest-even (f32_to_fp16 in gguf/types.h), the
-// same rounding as llama.cpp's cache.
+// contiguous head-major array [n_head_kv][page_size][head_dim] of elements of `kv_type` (F32,
+// F16, BF16): key j of the sequence is slot (j % page_size) of page (j / page_size), and its kv
+// head g occupies elements [(g*page_size + slot)*head_dim, +head_dim). Each head's keys are
+// contiguous, so a decode reading one kv head streams its pages. V pages have the same layout (the
+// memory's KvPageLayout). Pages need no particular alignment beyond their element type. The memory
+// hands the kernel, per sequence, a table of K page pointers and a table of V page pointers
+// (KvPageTable); page i holds keys [i*page_size, (i+1)*page_size). Rows past the visible count are
+// never read, so a partly filled last page may hold garbage there. Writing: kv_write_token()
+// converts one token's K and V (F32) into a page slot; F16 and BF16 use round-to-nearest-even
+// (f32_to_fp16 / f32_to_bf16 in gguf/types.h), as llama.cpp's cache.
 //
 // ---- Semantics ----
 // Query head h (0..n_head-1) uses kv head h / (n_head / n_head_kv). For each query and head:
@@ -41,7 +41,7 @@ struct AttentionParams {
   int32_t n_head_kv = 0;             // divides n_head
   int32_t head_dim = 0;              // any size >= 1
   int32_t page_size = 0;             // tokens per KV page, >= 1
-  GgmlType kv_type = GgmlType::F16;  // F32 or F16
+  GgmlType kv_type = GgmlType::F16;  // F32, F16 or BF16
   float scale = 1.0f;                // score scale (1/sqrt(head_dim), or attention.scale)
 };
 

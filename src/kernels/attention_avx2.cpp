@@ -1,6 +1,6 @@
 // AVX2 blocked online-softmax attention for one (query, kv head range) task.
 //
-// The keys and values are read straight from the head-major pages (F16 converted in registers)
+// The keys and values are read straight from the head-major pages (F16/BF16 converted in registers)
 // and shared by up to four query heads of the same kv head, so each KV row is read once per task.
 // The arithmetic of each (query head, key) score, of the block softmax and of each accumulator
 // element is fixed by the key block and head_dim only: every score is its own FMA chain over
@@ -19,8 +19,22 @@ constexpr int32_t kKB = kAttentionKeyBlock;
 static_assert(kKB % 8 == 0, "the block exp/sum runs on whole vectors");
 constexpr int kMaxHeads = 4;  // query heads sharing one pass over a kv head's keys
 
+// A BF16 element: its own type, so that the loads below pick the BF16 conversion (uint16_t is F16).
+struct Bf16 {
+  uint16_t bits;
+};
+
 // 8 elements of a KV row as floats; the _tail variants read only n < 8 and zero the rest (so no
 // read past a row, and padding lanes contribute exactly 0).
+inline __m256 load8(const Bf16* p) {  // BF16 is the top half of an F32: widen and shift
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline __m256 load_tail(const Bf16* p, int64_t n) {
+  alignas(16) Bf16 tmp[8] = {};
+  std::copy(p, p + n, tmp);
+  return load8(tmp);
+}
 inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
@@ -281,6 +295,8 @@ void run_task(const AttentionTask& task, float* scratch) {
 void attention_task_avx2(const AttentionTask& task, float* scratch) {
   if (task.params->kv_type == GgmlType::F16) {
     run_task<uint16_t>(task, scratch);
+  } else if (task.params->kv_type == GgmlType::BF16) {
+    run_task<Bf16>(task, scratch);
   } else {
     run_task<float>(task, scratch);
   }

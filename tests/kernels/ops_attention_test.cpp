@@ -1,6 +1,7 @@
 // Paged attention: accuracy against a double-precision softmax reference, and the exactness
 // promise: a query's output is bit-identical alone or in a batch, at any page size, in any order,
-// with other sequences' queries mixed in, and with 1 or 2 threads; for F32 and F16 KV and each ISA.
+// with other sequences' queries mixed in, and with 1 to 4 threads; for F32, F16 and BF16 KV and
+// each ISA.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -24,21 +25,22 @@ std::vector<Isa> OpIsas() {
 }
 
 // One sequence's K/V for one layer, contiguous [n_tokens][n_head_kv*head_dim]. Values are
-// multiples of 2^-10 in [-1, 1], exactly representable in F16, so the reference sees exactly
-// what the pages hold whatever the KV type.
+// multiples of 2^-10 in [-1, 1], exactly representable in F16 (2^-7 for BF16, whose significand
+// is 8 bits), so the reference sees exactly what the pages hold whatever the KV type.
 struct SeqKv {
   int n_tokens = 0;
   int row = 0;
   std::vector<float> k, v;
 };
 
-SeqKv make_seq(int n_tokens, int row, std::mt19937& rng) {
-  std::uniform_int_distribution<int> q(-1024, 1024);
+SeqKv make_seq(int n_tokens, int row, std::mt19937& rng, GgmlType type = GgmlType::F16) {
+  const int steps = type == GgmlType::BF16 ? 128 : 1024;
+  std::uniform_int_distribution<int> q(-steps, steps);
   SeqKv s{n_tokens, row, {}, {}};
   s.k.resize(static_cast<size_t>(n_tokens) * row);
   s.v.resize(s.k.size());
-  for (float& x : s.k) x = q(rng) / 1024.0f;
-  for (float& x : s.v) x = q(rng) / 1024.0f;
+  for (float& x : s.k) x = q(rng) / static_cast<float>(steps);
+  for (float& x : s.v) x = q(rng) / static_cast<float>(steps);
   return s;
 }
 
@@ -111,10 +113,11 @@ struct Case {
 };
 
 const Case kCases[] = {
-    {1, 1, 1, 1, 1, GgmlType::F32},     {4, 2, 13, 70, 16, GgmlType::F16},
-    {8, 2, 64, 300, 32, GgmlType::F16}, {6, 3, 80, 97, 7, GgmlType::F32},
-    {2, 1, 128, 65, 64, GgmlType::F16}, {3, 3, 5, 33, 1000, GgmlType::F32},
-    {4, 1, 9, 40, 3, GgmlType::F16},
+    {1, 1, 1, 1, 1, GgmlType::F32},      {4, 2, 13, 70, 16, GgmlType::F16},
+    {8, 2, 64, 300, 32, GgmlType::F16},  {6, 3, 80, 97, 7, GgmlType::F32},
+    {2, 1, 128, 65, 64, GgmlType::F16},  {3, 3, 5, 33, 1000, GgmlType::F32},
+    {4, 1, 9, 40, 3, GgmlType::F16},     {4, 2, 13, 70, 16, GgmlType::BF16},
+    {2, 1, 128, 65, 64, GgmlType::BF16},
 };
 
 AttentionParams params_for(const Case& c) {
@@ -163,7 +166,7 @@ TEST(OpsAttention, MatchesReference) {
   for (const Case& c : kCases) {
     const AttentionParams p = params_for(c);
     const int width = c.n_head * c.head_dim;
-    const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng);
+    const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng, c.type);
     const std::vector<float> q = random_queries(c.n_tokens, width, rng);
     for (Isa isa : OpIsas()) {
       SCOPED_TRACE(::testing::Message() << isa_name(isa) << " H " << c.n_head << "/" << c.n_head_kv
@@ -185,11 +188,12 @@ TEST(OpsAttention, MatchesReference) {
 // The exactness promise, bitwise.
 TEST(OpsAttention, QueryOutputIsBatchPageOrderAndThreadInvariant) {
   std::mt19937 rng(32);
-  ThreadContext one(1), two(2);
+  ThreadContext one(1), two(2), three(3), four(4);
+  ThreadContext* const many[] = {&two, &three, &four};  // 3 and 4: uneven splits of the heads
   for (const Case& c : kCases) {
     const int width = c.n_head * c.head_dim;
-    const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng);
-    const SeqKv other = make_seq(c.n_tokens + 5, c.n_head_kv * c.head_dim, rng);
+    const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng, c.type);
+    const SeqKv other = make_seq(c.n_tokens + 5, c.n_head_kv * c.head_dim, rng, c.type);
     const std::vector<float> q = random_queries(c.n_tokens, width, rng);
     for (Isa isa : OpIsas()) {
       SCOPED_TRACE(::testing::Message() << isa_name(isa) << " hd " << c.head_dim << " T "
@@ -197,10 +201,12 @@ TEST(OpsAttention, QueryOutputIsBatchPageOrderAndThreadInvariant) {
       AttentionParams p = params_for(c);
       const std::vector<float> base = run_causal(p, s, q, &one, isa);
       const size_t bytes = base.size() * sizeof(float);
+      int k = 0;
       for (int ps : {1, 5, 32, 33, 1000}) {  // page size must not matter
         p.page_size = ps;
-        EXPECT_EQ(0, std::memcmp(base.data(), run_causal(p, s, q, &two, isa).data(), bytes))
-            << "page size " << ps;
+        ThreadContext* threads = many[k++ % 3];
+        EXPECT_EQ(0, std::memcmp(base.data(), run_causal(p, s, q, threads, isa).data(), bytes))
+            << "page size " << ps << " threads " << threads->n_threads();
       }
       p = params_for(c);
       // Each query alone (decode-style), from a fresh paging with another page size.
@@ -245,7 +251,7 @@ TEST(OpsAttention, QueryOutputIsBatchPageOrderAndThreadInvariant) {
                        2,
                        buf.data(),
                        width};
-      ASSERT_TRUE(attention_paged(p, b, &two, isa).ok());
+      ASSERT_TRUE(attention_paged(p, b, &three, isa).ok());
       for (size_t i = 0; i < order.size(); ++i)
         ASSERT_EQ(0, std::memcmp(&buf[2 * i * width], &base[static_cast<size_t>(order[i]) * width],
                                  width * sizeof(float)))
@@ -274,6 +280,25 @@ TEST(OpsAttention, KvWriteRoundsToNearestEvenF16) {
   EXPECT_EQ(kp[0], 0);  // slot 0 untouched
   EXPECT_EQ(kv_write_token(p, k, v, kp, vp, 2).code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(kv_write_token(p, k, v, kp, vp, -1).code(), ErrorCode::kInvalidArgument);
+}
+
+// BF16 pages hold round-to-nearest-even truncations of the written floats (the top 16 bits).
+TEST(OpsAttention, KvWriteRoundsToNearestEvenBF16) {
+  AttentionParams p;
+  p.n_head = p.n_head_kv = 1;
+  p.head_dim = 4;
+  p.page_size = 1;
+  p.kv_type = GgmlType::BF16;
+  const float k[4] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, -2.0f, 1.0f + 0x1p-7f + 0x1p-9f};
+  const float v[4] = {0.5f, 0.25f, 0.0f, -0.0f};
+  uint16_t kp[4] = {}, vp[4] = {};
+  ASSERT_TRUE(kv_write_token(p, k, v, kp, vp, 0).ok());
+  EXPECT_EQ(kp[0], 0x3F80);  // halfway between 1 and 1+2^-7: to even (1.0)
+  EXPECT_EQ(kp[1], 0x3F82);  // halfway between 1+2^-7 and 1+2^-6: to even (1+2^-6)
+  EXPECT_EQ(kp[2], 0xC000);
+  EXPECT_EQ(kp[3], 0x3F81);  // below halfway: down
+  EXPECT_EQ(vp[0], 0x3F00);
+  EXPECT_EQ(vp[3], 0x8000);
 }
 
 TEST(OpsAttention, BadInputIsAnErrorAndWritesNothing) {
