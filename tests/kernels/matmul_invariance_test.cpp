@@ -36,7 +36,8 @@ TEST_P(MatmulInvariance, RowAloneEqualsRowInAnyBatch) {
   // n_in: two super-blocks for K-quants (enough to exercise block accumulation), 17 blocks for
   // 32-blocks (an odd count: the Q4_0 kernel's half-empty last pair), 3 * 32 + 5 for element
   // types (a ragged tail). n_out = 70: not a multiple of any tile or thread chunk, so the
-  // thread splits and the tile edges land on different columns.
+  // 2-, 3- and 4-thread splits (35, 23.3, 17.5 columns each) and the tile edges land on
+  // different columns.
   const int64_t bs = matmul_test::block_size(t);
   const int64_t n_in = bs == 1 ? 101 : bs == 32 ? 17 * 32 : 2 * std::max<int64_t>(bs, 256);
   const int64_t n_out = 70;

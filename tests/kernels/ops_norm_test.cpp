@@ -68,18 +68,20 @@ TEST(OpsNorm, RowsAreBatchAndThreadInvariant) {
   std::vector<float> x(rows * stride), w(n);
   for (float& v : x) v = u(rng);
   for (float& v : w) v = u(rng);
-  ThreadContext two(2);
+  ThreadContext two(2), three(3), four(4);  // 37 rows: uneven splits
   for (Isa isa : OpIsas()) {
-    std::vector<float> all(rows * n);
-    ASSERT_TRUE(
-        rms_norm(x.data(), stride, w.data(), all.data(), n, n, rows, 1e-6f, &two, isa).ok());
-    for (int64_t r = 0; r < rows; ++r) {
-      std::vector<float> one(n);
-      ASSERT_TRUE(rms_norm(x.data() + r * stride, stride, w.data(), one.data(), n, n, 1, 1e-6f,
-                           nullptr, isa)
-                      .ok());
-      ASSERT_EQ(0, std::memcmp(one.data(), all.data() + r * n, n * sizeof(float)))
-          << isa_name(isa) << " row " << r;
+    for (ThreadContext* threads : {&two, &three, &four}) {
+      std::vector<float> all(rows * n);
+      ASSERT_TRUE(
+          rms_norm(x.data(), stride, w.data(), all.data(), n, n, rows, 1e-6f, threads, isa).ok());
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<float> one(n);
+        ASSERT_TRUE(rms_norm(x.data() + r * stride, stride, w.data(), one.data(), n, n, 1, 1e-6f,
+                             nullptr, isa)
+                        .ok());
+        ASSERT_EQ(0, std::memcmp(one.data(), all.data() + r * n, n * sizeof(float)))
+            << isa_name(isa) << " threads " << threads->n_threads() << " row " << r;
+      }
     }
   }
 }

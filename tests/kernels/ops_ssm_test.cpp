@@ -1,6 +1,6 @@
 // Mamba2 conv and scan: accuracy against double-precision references of spec 3.4, and the core
 // exactness promise for recurrent layers: T tokens at once == one by one carrying state == any
-// chunking, with 1 or 2 threads, bitwise for outputs and states; for each ISA.
+// chunking, with 1 to 4 threads, bitwise for outputs and states; for each ISA.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -110,7 +110,8 @@ TEST(OpsSsmConv, MatchesReference) {
 
 TEST(OpsSsmConv, ChunkingAndThreadsAreBitwiseInvariant) {
   std::mt19937 rng(42);
-  ThreadContext two(2);
+  ThreadContext two(2), three(3), four(4);
+  ThreadContext* const chunk_threads[] = {nullptr, &three, &four};  // 3, 4: uneven channel splits
   for (int K : {1, 3, 4}) {
     for (int C : {1, 13, 40, 100}) {
       const int T = 23;
@@ -127,7 +128,7 @@ TEST(OpsSsmConv, ChunkingAndThreadsAreBitwiseInvariant) {
         std::vector<float> s_ch = d.state, o_ch(o_all.size());
         int t0 = 0, i = 0;
         for (int len : {2, 5, 1, 7, 3, 5}) {
-          conv_run(d, t0, len, s_ch, o_ch, i++ % 2 ? &two : nullptr, isa);
+          conv_run(d, t0, len, s_ch, o_ch, chunk_threads[i++ % 3], isa);
           t0 += len;
         }
         ASSERT_EQ(t0, T);
@@ -339,7 +340,8 @@ TEST(OpsSsmScan, MatchesReference) {
 
 TEST(OpsSsmScan, ChunkingThreadsAndInPlaceAreBitwiseInvariant) {
   std::mt19937 rng(44);
-  ThreadContext two(2);
+  ThreadContext two(2), three(3), four(4);
+  ThreadContext* const chunk_threads[] = {nullptr, &three, &four};  // 3, 4: uneven head splits
   for (const ScanShape& s : kScanShapes) {
     const int T = 26, HP = s.H * s.P;
     const ScanData d = make_scan(T, s.H, s.P, s.G, s.N, rng);
@@ -358,7 +360,7 @@ TEST(OpsSsmScan, ChunkingThreadsAndInPlaceAreBitwiseInvariant) {
       int t0 = 0, i = 0;
       for (int len : {4, 1, 9, 2, 10}) {
         ASSERT_TRUE(
-            ssm_scan(scan_args(d, t0, len, y_ch.data(), HP, s_ch), i++ % 2 ? &two : nullptr, isa)
+            ssm_scan(scan_args(d, t0, len, y_ch.data(), HP, s_ch), chunk_threads[i++ % 3], isa)
                 .ok());
         t0 += len;
       }

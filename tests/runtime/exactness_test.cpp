@@ -2,10 +2,12 @@
 // are bit-identical however it was computed. No tolerance anywhere in this file: memcmp.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <random>
 
+#include "kernels/cpu_features.h"
 #include "models/synthetic.h"
 #include "runtime/context.h"
 
@@ -16,6 +18,7 @@ struct Case {
   const char* name;
   SyntheticSpec spec;
   const char* fixture = nullptr;  // a tests/fixtures/models GGUF instead of a synthetic model
+  GgmlType kv = GgmlType::F16;    // the KV cache's type
 };
 void PrintTo(const Case& c, std::ostream* os) {
   *os << c.name;
@@ -49,6 +52,17 @@ std::vector<Case> cases() {
   granite.n_layer = 2;
   granite.weight_type = GgmlType::F16;
   out.push_back({"granite_f16", granite});
+  // The other weight and KV types, each through a model with attention.
+  SyntheticSpec hybrid_bf16 = hybrid;
+  hybrid_bf16.weight_type = GgmlType::BF16;
+  out.push_back({"granitehybrid_bf16_kv_bf16", hybrid_bf16, nullptr, GgmlType::BF16});
+  SyntheticSpec llama_q5k = llama;
+  llama_q5k.weight_type = GgmlType::Q5_K;
+  out.push_back({"llama_q5_k_kv_f32", llama_q5k, nullptr, GgmlType::F32});
+  SyntheticSpec granite_q6k = granite;
+  granite_q6k.n_embd = 256;
+  granite_q6k.weight_type = GgmlType::Q6_K;
+  out.push_back({"granite_q6_k_kv_bf16", granite_q6k, nullptr, GgmlType::BF16});
   SyntheticSpec qwen;  // gated DeltaNet + gated attention, MoE, quantized weights
   qwen.arch = "qwen35moe";
   qwen.n_head = 4;
@@ -96,6 +110,7 @@ class Exactness : public ::testing::TestWithParam<Case> {
     p.max_seqs = 20;
     p.page_size = 16;
     p.memory_budget = 256ull << 20;
+    p.kv_type = GetParam().kv;
     return p;
   }
 
@@ -159,8 +174,11 @@ TEST_P(Exactness, LogitsAreFiniteAndNotFlat) {
 TEST_P(Exactness, UbatchSizesAndThreadsDoNotMatter) {
   const auto toks = tokens(150, 2);
   const auto ref = cold(toks);
-  for (int threads : {1, 2}) {
+  // 3 and 4 threads (more than this machine's cores is fine): splits that do not divide the
+  // model's widths evenly.
+  for (int threads : {1, 2, 3, 4}) {
     for (uint32_t ub : {1u, 7u, 64u, 512u}) {
+      if (threads > 2 && (ub == 1 || ub == 64)) continue;  // 3 and 4: two shapes suffice
       auto ctx = make(params(threads, ub));
       EXPECT_TRUE(same(feed(*ctx, 0, toks), ref)) << "threads " << threads << " ubatch " << ub;
     }
@@ -179,7 +197,7 @@ TEST_P(Exactness, TokenByTokenEqualsPrefill) {
 TEST_P(Exactness, BatchWithFifteenOtherSequences) {
   const auto target = tokens(70, 4);
   const auto ref = cold(target);
-  for (int threads : {1, 2}) {
+  for (int threads : {1, 2, 3}) {
     auto ctx = make(params(threads, 64));
     // 16 sequences of different lengths, interleaved in one batch; the target is seq 7.
     Batch b;
@@ -373,6 +391,52 @@ TEST_P(Exactness, SpeculativeRejectAndFailureLeaveNoTrace) {
   auto expect = a;
   expect.push_back(6);
   EXPECT_TRUE(same(feed(*ctx, 0, {6}), cold(expect)));
+}
+
+// seq_add shifts a whole sequence: its logits must equal a cold run that started at the shifted
+// position (an empty sequence shifted first). Without RoPE (NoPE, Mamba2) they must also equal
+// the unshifted run's. (With RoPE a uniform shift changes scores only by rounding, which the
+// activation quantization of quantized weights can erase, so no inequality is asserted.)
+TEST_P(Exactness, ShiftedSequenceEqualsAColdRunAtTheShiftedPosition) {
+  const auto toks = tokens(45, 14);
+  const int32_t next = 21;
+  auto cold_at = [&](int64_t base, const std::vector<int32_t>& t) {
+    auto ctx = make(params(1));
+    EXPECT_TRUE(ctx->memory().seq_add(0, -1, -1, base).ok());
+    return feed(*ctx, 0, t);
+  };
+  auto with_next = toks;
+  with_next.push_back(next);
+  const auto unshifted = cold(with_next);
+  auto ctx = make(params(2, 16, 16));
+  feed(*ctx, 0, toks);
+  int64_t base = 0;
+  for (int64_t delta : {int64_t{37}, int64_t{-20}}) {
+    auto out = ctx->memory().seq_add(0, -1, -1, delta);
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    ASSERT_TRUE(ctx->replay(out->replay).ok());
+    base += delta;
+    ASSERT_EQ(ctx->memory().pos_min(0), base);
+    const auto got = feed(*ctx, 0, {next});
+    EXPECT_TRUE(same(got, cold_at(base, with_next))) << "shifted by " << delta;
+    if (!ctx->memory().config().positions_matter)
+      EXPECT_TRUE(same(got, unshifted)) << "position-free model whose logits depend on a shift";
+    ASSERT_TRUE(ctx->seq_rm(0, base + static_cast<int64_t>(toks.size()), -1).ok());
+  }
+}
+
+// CI runs this file a second time with CHIMERA_ISA=scalar (tests/CMakeLists.txt): the forced path
+// must really be the one in use, or that run would test the default path twice.
+TEST(IsaSelection, ForcedIsaIsInEffect) {
+  const char* forced = std::getenv("CHIMERA_ISA");
+  if (forced != nullptr && *forced != '\0') {
+    auto want = parse_isa(forced);
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    ASSERT_TRUE(isa_supported(*want)) << forced;
+    EXPECT_EQ(active_isa(), *want);
+  } else {
+    EXPECT_EQ(active_isa(), best_isa());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, Exactness, ::testing::ValuesIn(cases()),
