@@ -35,7 +35,8 @@ int run_bench(int argc, char** argv) {
     if (!m.name.empty() && m.name == argv[1]) return m.run(argc - 1, argv + 1);
   }
   for (const auto& m : bench_modes()) {
-    if (m.name.empty()) return m.run(argc, argv);  // the default (model) mode sees `bench ...`
+    // The default (model) mode sees `bench -m ...`; a bare word is a mode name, known or not.
+    if (m.name.empty() && argv[1][0] == '-') return m.run(argc, argv);
   }
   if (argv[1][0] == '-') {
     std::fprintf(stderr, "chimera bench: model benchmark not built yet\n");
@@ -46,7 +47,7 @@ int run_bench(int argc, char** argv) {
   return 2;
 }
 
-const Registrar kRegistrar({"bench", "benchmarks: kernels (roofline, GEMV/GEMM per type)",
+const Registrar kRegistrar({"bench", "benchmarks: kernels (streaming read, GEMV/GEMM per type)",
                             run_bench});
 
 }  // namespace
