@@ -88,11 +88,12 @@ class Parity : public ::testing::TestWithParam<ParityCase> {
   }
   bool f32() const { return GetParam().weights == "f32"; }
   // Bounds from what each path shows (the largest NMSE per case is printed after each test):
-  // F32 weights and KV differ from transformers only by float32 summation order, 1e-13..4e-12 on
-  // these fixtures, so 1e-10. F16 weights (compared with the float32 reference) show 2e-7..5e-6
-  // from weight rounding and the F16 KV cache, so 2e-5. Rounding anything to F16 on the F32 path
-  // lands far above its bound (F32BoundSeesF16Rounding).
-  static constexpr double kF32Bound = 1e-10, kF16Bound = 2e-5;
+  // F32 weights and KV differ from transformers only by float32 rounding order: 1e-13..4e-12 on
+  // the Mamba2/attention fixtures, up to 1.8e-10 on the gated-DeltaNet ones (qwen35, qwen3next),
+  // so 1e-9. F16 weights (compared with the float32 reference) show 2e-7..5e-6, 3.2e-5 on
+  // qwen3next, so 1e-4. Rounding anything to F16 on the F32 path lands above its bound: an F16 KV
+  // cache on F32 weights gives 5.8e-9..4e-7 (F32BoundSeesF16Rounding).
+  static constexpr double kF32Bound = 1e-9, kF16Bound = 1e-4;
   double bound() const { return f32() ? kF32Bound : kF16Bound; }
 
   std::unique_ptr<Context> make(std::optional<GgmlType> kv = std::nullopt) {
