@@ -57,10 +57,13 @@ def test_missing_model_file_is_a_clear_error(chimera, tmp_path: Path, command: s
     assert f"chimera {command}:" in proc.stderr and "nope.gguf" in proc.stderr
 
 
-def test_missing_required_option_is_refused(chimera) -> None:
+def test_missing_required_option_is_refused(chimera, tmp_path: Path) -> None:
     proc = chimera.run("run", "-m", FIXTURE, check=False)  # no prompt
     assert proc.returncode != 0
-    assert "--prompt" in proc.stderr
+    assert "-p TEXT or -f FILE" in proc.stderr
+    proc = chimera.run("logits", "-m", FIXTURE, "--tokens", "1", check=False)  # no -o
+    assert proc.returncode != 0
+    assert "--output" in proc.stderr
 
 
 def test_run_greedy_output_and_bad_kv_type(chimera) -> None:

@@ -419,8 +419,9 @@ TEST_P(Exactness, ShiftedSequenceEqualsAColdRunAtTheShiftedPosition) {
     ASSERT_EQ(ctx->memory().pos_min(0), base);
     const auto got = feed(*ctx, 0, {next});
     EXPECT_TRUE(same(got, cold_at(base, with_next))) << "shifted by " << delta;
-    if (!ctx->memory().config().positions_matter)
+    if (!ctx->memory().config().positions_matter) {
       EXPECT_TRUE(same(got, unshifted)) << "position-free model whose logits depend on a shift";
+    }
     ASSERT_TRUE(ctx->seq_rm(0, base + static_cast<int64_t>(toks.size()), -1).ok());
   }
 }
