@@ -152,8 +152,10 @@ def test_perplexity_json_keys_and_values(chimera, tmp_path: Path) -> None:
 
 def test_bench_model_json_and_unknown_mode(chimera) -> None:
     out = chimera.json("bench", "-m", FIXTURE, "-p", "16", "-n", "4", "-r", "1", "--json")
-    assert out["n_prompt"] == 16 and out["n_gen"] == 4 and out["repetitions"] == 1
-    assert out["pp_tokens_per_s"] > 0 and out["tg_tokens_per_s"] > 0
+    assert out["repetitions"] == 1
+    tests = {t["test"]: t for t in out["tests"]}
+    assert tests["pp16"]["n_prompt"] == 16 and tests["pp16"]["tokens_per_s"] > 0
+    assert tests["tg4"]["n_gen"] == 4 and tests["tg4"]["tokens_per_s"] > 0
     bad = chimera.run("bench", "frobnicate", check=False)
     assert bad.returncode == 2 and "unknown mode 'frobnicate'" in bad.stderr
 
