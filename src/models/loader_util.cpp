@@ -8,6 +8,31 @@ std::string blk(uint32_t il, const char* name) {
   return StrCat("blk.", il, ".", name);
 }
 
+namespace {
+
+// Routed experts (router + stacked gate/up/down) and an optional shared expert; Qwen's shared
+// expert also has a sigmoid gate row.
+void bind_moe(LayerWeights& l, uint32_t il, int64_t D, int64_t E, TensorBinder& tb,
+              bool sigmoid_gated_shared_expert) {
+  l.ffn_kind = FfnKind::kMoe;
+  l.ffn.router = tb.require(blk(il, "ffn_gate_inp.weight"), {D, E});
+  l.ffn.gate_exps = tb.require(blk(il, "ffn_gate_exps.weight"), {D, kAnyDim, E});
+  const int64_t F = l.ffn.gate_exps ? l.ffn.gate_exps->ne[1] : 0;
+  l.ffn.up_exps = tb.require(blk(il, "ffn_up_exps.weight"), {D, F, E});
+  l.ffn.down_exps = tb.require(blk(il, "ffn_down_exps.weight"), {F, D, E});
+  l.ffn.gate = tb.optional(blk(il, "ffn_gate_shexp.weight"), {D, kAnyDim});
+  if (l.ffn.gate) {
+    const int64_t Fs = l.ffn.gate->ne[1];
+    l.ffn.up = tb.require(blk(il, "ffn_up_shexp.weight"), {D, Fs});
+    l.ffn.down = tb.require(blk(il, "ffn_down_shexp.weight"), {Fs, D});
+    if (sigmoid_gated_shared_expert)
+      l.ffn.shexp_gate = tb.require(blk(il, "ffn_gate_inp_shexp.weight"), {D});
+  }
+  tb.require_f32(l.ffn.router);
+}
+
+}  // namespace
+
 Weight TensorBinder::bind(const std::string& name, std::initializer_list<int64_t> shape,
                           bool required) {
   if (!status_.ok()) return nullptr;
@@ -180,20 +205,7 @@ void bind_ffn(Model& m, uint32_t il, TensorBinder& tb) {
     l.ffn.down_b = tb.optional(blk(il, "ffn_down.bias"), {D});
     return;
   }
-  const int64_t E = hp.n_expert;
-  l.ffn_kind = FfnKind::kMoe;
-  l.ffn.router = tb.require(blk(il, "ffn_gate_inp.weight"), {D, E});
-  l.ffn.gate_exps = tb.require(blk(il, "ffn_gate_exps.weight"), {D, kAnyDim, E});
-  const int64_t F = l.ffn.gate_exps ? l.ffn.gate_exps->ne[1] : 0;
-  l.ffn.up_exps = tb.require(blk(il, "ffn_up_exps.weight"), {D, F, E});
-  l.ffn.down_exps = tb.require(blk(il, "ffn_down_exps.weight"), {F, D, E});
-  l.ffn.gate = tb.optional(blk(il, "ffn_gate_shexp.weight"), {D, kAnyDim});
-  if (l.ffn.gate) {
-    const int64_t Fs = l.ffn.gate->ne[1];
-    l.ffn.up = tb.require(blk(il, "ffn_up_shexp.weight"), {D, Fs});
-    l.ffn.down = tb.require(blk(il, "ffn_down_shexp.weight"), {Fs, D});
-  }
-  tb.require_f32(l.ffn.router);
+  bind_moe(l, il, D, hp.n_expert, tb, /*sigmoid_gated_shared_expert=*/false);
 }
 
 Status load_delta_net_hparams(Model& m, const ArchKeys& keys) {
@@ -266,21 +278,7 @@ void bind_qwen_ffn(Model& m, uint32_t il, TensorBinder& tb) {
     l.ffn.down = tb.require(blk(il, "ffn_down.weight"), {F, D});
     return;
   }
-  const int64_t E = hp.n_expert;
-  l.ffn_kind = FfnKind::kMoe;
-  l.ffn.router = tb.require(blk(il, "ffn_gate_inp.weight"), {D, E});
-  l.ffn.gate_exps = tb.require(blk(il, "ffn_gate_exps.weight"), {D, kAnyDim, E});
-  const int64_t F = l.ffn.gate_exps ? l.ffn.gate_exps->ne[1] : 0;
-  l.ffn.up_exps = tb.require(blk(il, "ffn_up_exps.weight"), {D, F, E});
-  l.ffn.down_exps = tb.require(blk(il, "ffn_down_exps.weight"), {F, D, E});
-  l.ffn.gate = tb.optional(blk(il, "ffn_gate_shexp.weight"), {D, kAnyDim});
-  if (l.ffn.gate) {
-    const int64_t Fs = l.ffn.gate->ne[1];
-    l.ffn.up = tb.require(blk(il, "ffn_up_shexp.weight"), {D, Fs});
-    l.ffn.down = tb.require(blk(il, "ffn_down_shexp.weight"), {Fs, D});
-    l.ffn.shexp_gate = tb.require(blk(il, "ffn_gate_inp_shexp.weight"), {D});
-  }
-  tb.require_f32(l.ffn.router);
+  bind_moe(l, il, D, hp.n_expert, tb, /*sigmoid_gated_shared_expert=*/true);
 }
 
 }  // namespace chimera
