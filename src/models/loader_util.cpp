@@ -265,6 +265,26 @@ void bind_delta_net(Model& m, uint32_t il, TensorBinder& tb, bool fused_ba) {
   for (Weight x : {w.conv, w.dt_bias, w.a, w.norm}) tb.require_f32(x);
 }
 
+Status bind_qwen_layers(Model& m, const ArchKeys& keys, TensorBinder& tb, bool fused_ba) {
+  const ModelHParams& hp = m.hp;
+  CHIMERA_ASSIGN_OR_RETURN(auto n_head_kv, keys.per_layer("attention.head_count_kv", hp.n_layer));
+  for (uint32_t il = 0; il < hp.n_layer; ++il) {
+    LayerWeights& l = m.layers[il];
+    l.attn_norm = tb.require(blk(il, "attn_norm.weight"), {hp.n_embd});
+    if (l.kind == MixerKind::kDeltaNet) {
+      bind_delta_net(m, il, tb, fused_ba);
+    } else {
+      l.n_head_kv = n_head_kv[il];
+      if (l.n_head_kv == 0 || hp.n_head % l.n_head_kv)
+        return Error(ErrorCode::kFormat, m.file->path(), ": layer ", il, " head_count_kv ",
+                     l.n_head_kv, " does not divide head_count ", hp.n_head);
+      bind_gated_attention(m, il, tb);
+    }
+    bind_qwen_ffn(m, il, tb);
+  }
+  return Status::Ok();
+}
+
 void bind_qwen_ffn(Model& m, uint32_t il, TensorBinder& tb) {
   const ModelHParams& hp = m.hp;
   LayerWeights& l = m.layers[il];

@@ -69,6 +69,9 @@ void bind_gated_attention(Model& m, uint32_t il, TensorBinder& tb);
 void bind_delta_net(Model& m, uint32_t il, TensorBinder& tb, bool fused_ba);
 // Qwen FFN after post_attention_norm: dense, or MoE + sigmoid-gated shared expert.
 void bind_qwen_ffn(Model& m, uint32_t il, TensorBinder& tb);
+// Every layer of a gated-DeltaNet hybrid (qwen35, qwen35moe, qwen3next): its input norm, the
+// DeltaNet or gated-attention mixer (head_count_kv checked per layer) and the Qwen FFN.
+Status bind_qwen_layers(Model& m, const ArchKeys& keys, TensorBinder& tb, bool fused_ba);
 void bind_mamba2(Model& m, uint32_t il, TensorBinder& tb, bool conv_bias_required);
 // Dense SwiGLU FFN, or MoE (+ shared expert when present) when m.hp.n_expert > 0.
 void bind_ffn(Model& m, uint32_t il, TensorBinder& tb);

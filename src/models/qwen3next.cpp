@@ -19,21 +19,7 @@ Status load_qwen3next(Model& m) {
   if (hp.n_expert > 0 && (hp.n_expert_used == 0 || hp.n_expert_used > hp.n_expert))
     return Error(ErrorCode::kFormat, m.file->path(), ": expert_used_count ", hp.n_expert_used,
                  " invalid for expert_count ", hp.n_expert);
-  CHIMERA_ASSIGN_OR_RETURN(auto n_head_kv, keys.per_layer("attention.head_count_kv", hp.n_layer));
-  for (uint32_t il = 0; il < hp.n_layer; ++il) {
-    LayerWeights& l = m.layers[il];
-    l.attn_norm = tb.require(blk(il, "attn_norm.weight"), {hp.n_embd});
-    if (l.kind == MixerKind::kDeltaNet) {
-      bind_delta_net(m, il, tb, true);
-    } else {
-      l.n_head_kv = n_head_kv[il];
-      if (l.n_head_kv == 0 || hp.n_head % l.n_head_kv)
-        return Error(ErrorCode::kFormat, m.file->path(), ": layer ", il, " head_count_kv ",
-                     l.n_head_kv, " does not divide head_count ", hp.n_head);
-      bind_gated_attention(m, il, tb);
-    }
-    bind_qwen_ffn(m, il, tb);
-  }
+  CHIMERA_RETURN_IF_ERROR(bind_qwen_layers(m, keys, tb, /*fused_ba=*/true));
   return tb.status();
 }
 
