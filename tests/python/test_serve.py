@@ -337,13 +337,23 @@ def open_raw_stream(url: str, body: dict) -> socket.socket:
     return sock
 
 
-def test_client_disconnect_frees_the_sequence(server):
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "non_streaming"])
+def test_client_disconnect_frees_the_sequence(server, stream):
+    """A client that goes away mid-request is noticed (a non-streaming one too, which is sent
+    nothing until the end) and its sequence freed within a second."""
     before = server.metrics()
-    sock = open_raw_stream(server.url, {"messages": msgs(PROMPTS[6]), "stream": True,
+    sock = open_raw_stream(server.url, {"messages": msgs(PROMPTS[6]), "stream": stream,
                                         "max_tokens": 800, "ignore_eos": True})
-    received = b""
-    while received.count(b"data: ") < 3:
-        received += sock.recv(4096)
+    if stream:
+        received = b""
+        while received.count(b"data: ") < 3:
+            received += sock.recv(4096)
+    else:
+        deadline = time.monotonic() + 30
+        while server.metrics()["chimera_generated_tokens_total"] < \
+                before["chimera_generated_tokens_total"] + 3:
+            assert time.monotonic() < deadline, "the request never started generating"
+            time.sleep(0.02)
     assert server.metrics()["chimera_requests_running"] >= 1
     sock.close()
     closed = time.monotonic()
@@ -351,7 +361,9 @@ def test_client_disconnect_frees_the_sequence(server):
         assert time.monotonic() - closed < 1.0, "the sequence was not freed within a second"
         time.sleep(0.02)
     after = server.metrics()
+    # Cancelled, not finished: 800 tokens were asked for.
     assert after["chimera_requests_cancelled_total"] == before["chimera_requests_cancelled_total"] + 1
+    assert after["chimera_generated_tokens_total"] < before["chimera_generated_tokens_total"] + 800
 
 
 # ---------------------------------------------------------------------------------- prefix cache

@@ -11,6 +11,7 @@
 #include "api_request.h"
 #include "api_response.h"
 #include "chat_prompt.h"
+#include "client_connection.h"
 #include "runtime/chat_template.h"
 #include "webui/webui.h"
 
@@ -108,9 +109,9 @@ struct HttpServer::Impl {
   std::optional<ApiError> prepare(const GenerationRequest& g, std::vector<TokenId> prompt,
                                   std::vector<uint32_t> boundaries, bool chat,
                                   PreparedRequest& out);
-  void respond(PreparedRequest p, httplib::Response& res);
+  void respond(PreparedRequest p, const httplib::Request& req, httplib::Response& res);
   void respond_stream(std::shared_ptr<serving::RequestHandle> h, PreparedRequest p,
-                      httplib::Response& res);
+                      ClientConnection conn, httplib::Response& res);
 
   void chat_completions(const httplib::Request& req, httplib::Response& res);
   void completions(const httplib::Request& req, httplib::Response& res);
@@ -166,17 +167,26 @@ std::optional<ApiError> HttpServer::Impl::prepare(const GenerationRequest& g,
   return std::nullopt;
 }
 
-void HttpServer::Impl::respond(PreparedRequest p, httplib::Response& res) {
+void HttpServer::Impl::respond(PreparedRequest p, const httplib::Request& req,
+                               httplib::Response& res) {
   const int n = p.params.n, top_logprobs = p.params.top_logprobs;
   auto submitted = engine.submit(std::move(p.params));
   if (!submitted.ok()) return send_error(res, engine_error(submitted.status()));
   std::shared_ptr<serving::RequestHandle> h = std::move(submitted).value();
-  if (p.stream) return respond_stream(std::move(h), std::move(p), res);
+  const ClientConnection conn = ClientConnection::of(req);
+  if (p.stream) return respond_stream(std::move(h), std::move(p), conn, res);
 
   std::vector<ChoiceResult> choices(n);
   for (;;) {
     auto ev = h->next(kPollInterval);
-    if (!ev) continue;  // the engine ends every request (timeout, stop) with kDone or kError
+    // The engine ends every request (timeout, stop) with kDone or kError; a client that left
+    // ends it sooner, freeing its sequence (nothing is written back). One peek per event.
+    if (conn.closed()) {
+      h->cancel();
+      return send_error(res, server_error(499, "the client closed the connection",
+                                          "invalid_request_error", "client_closed"));
+    }
+    if (!ev) continue;
     if (ev->kind == serving::Event::Kind::kError) return send_error(res, engine_error(ev->error));
     if (ev->kind == serving::Event::Kind::kDone) {
       res.set_content(dump_json(completion_response(p.meta, choices, *ev, top_logprobs, tok)),
@@ -192,7 +202,7 @@ void HttpServer::Impl::respond(PreparedRequest p, httplib::Response& res) {
 }
 
 void HttpServer::Impl::respond_stream(std::shared_ptr<serving::RequestHandle> h, PreparedRequest p,
-                                      httplib::Response& res) {
+                                      ClientConnection conn, httplib::Response& res) {
   struct StreamState {
     std::shared_ptr<serving::RequestHandle> handle;
     PreparedRequest p;
@@ -208,7 +218,7 @@ void HttpServer::Impl::respond_stream(std::shared_ptr<serving::RequestHandle> h,
   res.set_header("X-Accel-Buffering", "no");
   res.set_chunked_content_provider(
       "text/event-stream",
-      [this, st](size_t, httplib::DataSink& sink) -> bool {
+      [this, st, conn](size_t, httplib::DataSink& sink) -> bool {
         auto last_write = std::chrono::steady_clock::now();
         auto write = [&](const std::string& s) {
           last_write = std::chrono::steady_clock::now();
@@ -220,8 +230,13 @@ void HttpServer::Impl::respond_stream(std::shared_ptr<serving::RequestHandle> h,
         json held;  // null: none
         for (;;) {
           auto ev = st->handle->next(kPollInterval);
+          if (conn.closed()) {  // sooner than a failed write, which needs the peer's reset
+            st->handle->cancel();
+            return false;
+          }
           if (!ev) {
-            // Nothing to send: a comment line finds out whether the client is still there.
+            // Nothing to send: a comment line also finds out whether the client is still there
+            // (where its socket was not found).
             if (std::chrono::steady_clock::now() - last_write >= kKeepAliveEvery &&
                 !write(": keep-alive\n\n")) {
               st->handle->cancel();
@@ -293,7 +308,7 @@ void HttpServer::Impl::chat_completions(const httplib::Request& req, httplib::Re
   PreparedRequest p;
   if (auto e = prepare(r.gen, std::move(prompt->tokens), std::move(prompt->boundaries), true, p))
     return send_error(res, *e);
-  respond(std::move(p), res);
+  respond(std::move(p), req, res);
 }
 
 void HttpServer::Impl::completions(const httplib::Request& req, httplib::Response& res) {
@@ -318,7 +333,7 @@ void HttpServer::Impl::completions(const httplib::Request& req, httplib::Respons
   }
   PreparedRequest p;
   if (auto e = prepare(r.gen, std::move(prompt), {}, false, p)) return send_error(res, *e);
-  respond(std::move(p), res);
+  respond(std::move(p), req, res);
 }
 
 void HttpServer::Impl::setup_routes() {
