@@ -1,6 +1,6 @@
 // Matmul microbenchmarks. Arguments: weight type id, threads. Run a subset with
 // --benchmark_filter, e.g. `bench_matmul --benchmark_filter='Gemv/8/'` for Q8_0.
-//   Roofline       streaming read of 512 MiB (GB/s; the bound for the large GEMV)
+//   Roofline       a measured streaming read of 512 MiB (GB/s; a reference, not a bound)
 //   GemvCached     1 x 4096 by 4096 x 256: weights in cache, the kernel's compute speed (GB/s)
 //   GemvLarge      1 x 4096 by 4096 x 4096, cycling through 576 MiB of matrices (GB/s)
 //   Gemm           512 x 4096 by 4096 x 1024 (FLOP/s counter)

@@ -84,8 +84,9 @@ Status matmul_expert(ThreadContext& ctx, const WeightMatrix& w, int64_t expert, 
                      int64_t y_stride = 0);
 
 // Benchmark support (`chimera bench kernels`): reads `bytes` of `data` (64-byte aligned) with the
-// widest loads of `isa` into several independent accumulators: the memory-bandwidth roofline that
-// GEMV is measured against. Returns a value that depends on every byte, so the read stays.
+// widest loads of `isa` into several independent accumulators: a measured streaming read that
+// GEMV is compared with (not a ceiling: the GEMV kernels can beat it). Returns a value that
+// depends on every byte, so the read stays.
 uint64_t memory_read_probe(const void* data, size_t bytes, Isa isa);
 
 // ---- internal: the per-ISA kernel tables (matmul.cpp, matmul_avx2.cpp) ----

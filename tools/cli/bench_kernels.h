@@ -1,8 +1,9 @@
 // `chimera bench kernels [--json] [-t N]`: kernel throughput measured in one run, so ratios are
 // meaningful on a noisy shared machine:
-//   - roofline_gbps: a vectorised streaming read of a buffer far larger than cache, all threads;
+//   - streaming_read_gbps: a measured, vectorised streaming read of a buffer far larger than
+//     cache, all threads (a reference point, not a bound: the GEMV kernels can beat it);
 //   - per weight type, decode-shaped GEMV (1 x 4096 by 4096 x 4096) cycling through a weight set
-//     larger than 512 MB (effective weight GB/s and its share of the roofline), and
+//     larger than 512 MB (effective weight GB/s and its share of that read), and
 //     prefill-shaped GEMM (512 x 4096 by 4096 x 1024) in GFLOP/s (2*M*N*K per call).
 //   - the Mamba2 scan per token (decode T = 1 and prefill T = 512; 48 heads x 32 x state 128,
 //     one group: the Granite 4.0-H small shape) and paged attention per token (decode at a
@@ -10,8 +11,8 @@
 //     32 query heads, 8 KV heads of 128, F16 KV in pages of 64).
 // Each figure is also given per CPU second per thread ("cpu" keys): on a shared, oversubscribed
 // machine wall time includes waiting for a core, CPU time does not.
-// JSON: {"roofline_gbps": x, "roofline_cpu_gbps": x, "isa": ..., "threads": n,
-//        "types": {"Q8_0": {"gemv_gbps": x, "gemv_roofline_pct": x, "gemm_gflops": x, ...}, ...},
+// JSON: {"streaming_read_gbps": x, "streaming_read_cpu_gbps": x, "isa": ..., "threads": n,
+//        "types": {"Q8_0": {"gemv_gbps": x, "gemv_pct_of_streaming_read": x, ...}, ...},
 //        "ops": {"scan_decode_us_per_token": x, "scan_prefill_us_per_token": x,
 //                "delta_net_decode_us_per_token": x, "delta_net_prefill_us_per_token": x,
 //                "attention_decode_us_per_token": x, "attention_decode_kv_gbps": x,
@@ -73,7 +74,7 @@ struct KernelBenchResult {
 
 Result<KernelBenchResult> run_kernel_bench(const KernelBenchOptions& options);
 
-// The streaming-read roofline alone (wall-clock GB/s over a buffer far larger than cache, all
+// The measured streaming read alone (wall-clock GB/s over a buffer far larger than cache, all
 // threads), for other benchmarks to report their share of it.
 Result<double> streaming_read_gbps(int n_threads, uint64_t bytes = 512ull << 20);
 
