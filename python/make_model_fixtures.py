@@ -17,7 +17,7 @@ Output, per model, in OUT/<name>/ (format documented in OUT/README.md as well):
   logits-<seq>.f32                 raw little-endian float32, row-major [n_tokens][n_vocab]: the
                                    logits of EVERY position of sequence <seq>, from one full-prompt
                                    forward pass of the HF model (no cache, no padding, batch 1)
-  hf/                              (only the model named in CI_CHECKPOINT) the HF checkpoint itself
+  hf/                              (only the models in CI_CHECKPOINTS) the HF checkpoint itself
 
 reference.json keys:
   format            1
@@ -56,7 +56,9 @@ from convert_hf_to_gguf import convert  # noqa: E402
 N_VOCAB = 384  # HF vocab_size: tokenizer defines TOKENIZER_SIZE ids, the rest become [PAD{i}]
 TOKENIZER_SIZE = 376
 EOT_ID, PAD_ID = 0, 3
-CI_CHECKPOINT = "granitehybrid-moe"  # the one HF checkpoint committed, for tests/python
+# the HF checkpoints committed (in NAME/hf), for tests/python (test_converter.py and
+# test_converter_vs_llama_cpp.py, whose reference python/make_converter_reference.py makes)
+CI_CHECKPOINTS = {"granitehybrid-moe", "qwen35", "qwen35moe", "qwen3next", "nemotron_h"}
 D = 64  # hidden size of every fixture
 
 
@@ -343,7 +345,7 @@ def main() -> int:
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True)
-        hf_dir = out_dir / "hf" if name == CI_CHECKPOINT else work / name
+        hf_dir = out_dir / "hf" if name in CI_CHECKPOINTS else work / name
         if hf_dir.exists():
             shutil.rmtree(hf_dir)
         model = build_and_save(name, spec, hf_tok, hf_dir)

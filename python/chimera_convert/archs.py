@@ -121,11 +121,12 @@ def _check_time_step_limit(b: Builder):
         b.fail(f"time_step_limit {lim} clamps dt; GGUF/llama.cpp cannot express a finite limit")
 
 
-def _common_keys(b: Builder, L: int, D: int, V: int):
+def _common_keys(b: Builder, L: int, D: int, V: int, vocab_size_key: bool = True):
     b.plan.key("add_type", "model")
     b.plan.key("add_block_count", L)
     b.plan.key("add_embedding_length", D)
-    b.plan.key("add_vocab_size", V)
+    if vocab_size_key:  # llama.cpp's converter writes it for some architectures only
+        b.plan.key("add_vocab_size", V)
 
 
 def _embeddings(b: Builder, embed_name: str, norm_name: str, V: int, D: int):
@@ -485,9 +486,12 @@ def plan_nemotron_h(ckpt: Checkpoint) -> Plan:
     p.key("add_head_count_kv", [n_kv if k == "attention" else 0 for k in kinds])
     p.key("add_key_length", d_h)
     p.key("add_value_length", d_h)
-    p.key("add_rope_dimension_count", d_h)
+    # unused (no RoPE in nemotron_h); llama.cpp writes hidden_size / num_attention_heads here
+    p.key("add_rope_dimension_count", D // n_head)
     p.key("add_rope_scaling_finetuned", False)
-    p.key("add_layer_norm_rms_eps", eps)
+    # llama.cpp's converter writes the (RMS) norm eps of nemotron_h under layer_norm_epsilon, and
+    # its loader reads that key (layer_norm_rms_epsilon only as an optional override)
+    p.key("add_layer_norm_eps", eps)
     _ssm_keys(b, K, d_in, N, H, G)
 
     _embeddings(b, "backbone.embeddings.weight", "backbone.norm_f.weight", V, D)
@@ -601,7 +605,7 @@ def plan_qwen_hybrid(ckpt: Checkpoint, arch: str) -> Plan:
         F_s = int(b.cfg("shared_expert_intermediate_size", 0))
     F = int(b.cfg("intermediate_size", 0))
 
-    _common_keys(b, L, D, V)
+    _common_keys(b, L, D, V, vocab_size_key=False)  # as llama.cpp: no vocab_size for these
     p = b.plan
     p.key("add_context_length", int(b.cfg("max_position_embeddings", 4096)))
     if F:
@@ -623,6 +627,9 @@ def plan_qwen_hybrid(ckpt: Checkpoint, arch: str) -> Plan:
     p.key("add_ssm_group_count", Hk)
     p.key("add_ssm_time_step_rank", Hv)
     p.key("add_ssm_inner_size", Sv * Hv)
+    if b.cfg("layer_types") is not None:  # as llama.cpp: the per-layer kinds when listed
+        p.key("add_array", f"{arch}.attention.recurrent_layers",
+              [t == "linear_attention" for t in types])
     p.key("add_full_attention_interval", interval)
     p.key("add_rope_dimension_count", int(d_h * partial))
     if arch != "qwen3next":  # multi-section RoPE sections, padded to 4 (text: all equal)

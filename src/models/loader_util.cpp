@@ -84,12 +84,16 @@ float ModelHParams::kq_scale() const {
   return attention_scale != 0 ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
 }
 
-Status load_common(Model& m, const ArchKeys& keys, TensorBinder& tb) {
+Status load_common(Model& m, const ArchKeys& keys, TensorBinder& tb, bool eps_key_fallback) {
   ModelHParams& hp = m.hp;
   CHIMERA_ASSIGN_OR_RETURN(hp.n_layer, keys.get<uint32_t>("block_count"));
   CHIMERA_ASSIGN_OR_RETURN(hp.n_embd, keys.get<uint32_t>("embedding_length"));
   CHIMERA_ASSIGN_OR_RETURN(hp.n_ctx_train, keys.get_or<uint32_t>("context_length", 4096));
-  CHIMERA_ASSIGN_OR_RETURN(hp.rms_eps, keys.get<float>("attention.layer_norm_rms_epsilon"));
+  if (eps_key_fallback && !m.file->find(keys.key("attention.layer_norm_rms_epsilon"))) {
+    CHIMERA_ASSIGN_OR_RETURN(hp.rms_eps, keys.get<float>("attention.layer_norm_epsilon"));
+  } else {
+    CHIMERA_ASSIGN_OR_RETURN(hp.rms_eps, keys.get<float>("attention.layer_norm_rms_epsilon"));
+  }
   if (hp.n_layer == 0 || hp.n_layer > 4096)
     return Error(ErrorCode::kFormat, m.file->path(), ": block_count ", hp.n_layer, " out of range");
   if (hp.n_embd == 0 || hp.n_embd > (1u << 20))

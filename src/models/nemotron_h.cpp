@@ -29,7 +29,7 @@ void bind_relu_squared_ffn_layer(Model& m, uint32_t il, TensorBinder& tb, int64_
 Status load_nemotron_h(Model& m) {
   ArchKeys keys(*m.file, "nemotron_h");
   TensorBinder tb(*m.file);
-  CHIMERA_RETURN_IF_ERROR(load_common(m, keys, tb));
+  CHIMERA_RETURN_IF_ERROR(load_common(m, keys, tb, /*eps_key_fallback=*/true));
   ModelHParams& hp = m.hp;
   CHIMERA_RETURN_IF_ERROR(load_attention_hparams(m, keys, false, RopeMode::kNorm));
   hp.use_rope = false;  // llama.cpp never rotates nemotron_h attention, whatever the keys say

@@ -109,7 +109,7 @@ def test_every_tensor_and_key(tmp_path, mlp_bias):
     assert f[f"{a}.attention.key_length"] == f[f"{a}.attention.value_length"] == DH
     assert f[f"{a}.rope.scaling.finetuned"] is False
     assert f[f"{a}.context_length"] == 2**20
-    assert f[f"{a}.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-5)
+    assert f[f"{a}.attention.layer_norm_epsilon"] == pytest.approx(1e-5)  # as llama.cpp writes it
     assert (f[f"{a}.ssm.conv_kernel"], f[f"{a}.ssm.inner_size"], f[f"{a}.ssm.state_size"],
             f[f"{a}.ssm.time_step_rank"], f[f"{a}.ssm.group_count"]) == (K, H * P, N, H, G)
 
