@@ -240,107 +240,50 @@ inline __m256i broadcast16(__m256i v, int s) {
 }
 
 template <bool kFiveBit>
-struct Q45KKernel {
-  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
+struct Q45KOps {
   using WBlock = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
+  static constexpr bool kSigned = false;
 
-  struct Scales {
-    __m256i sc;      // the 8 scales as int16, in both 128-bit halves
-    __m256i mins16;  // each min twice, next to each other: pairs with the sums of 16 (bsums)
+  struct Col {
+    __m256i sc;  // the 8 scales as int16, in both 128-bit halves
+    __m128i sm;  // bytes 0..7 the scales, 8..15 the mins
   };
-  static Scales scales_of(const WBlock& blk) {
+  static Col prep(const WBlock& blk) {
+    const __m128i sm = unpack_k_scales(blk.scales);
+    return {_mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)), sm};
+  }
+
+  // Step s: sub-block s, the low (even s) or high (odd s) nibbles of chunk s / 2, plus the fifth
+  // bit s of qh for Q5_K.
+  static __m256i values(const WBlock& blk, int s) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i q = load256(blk.qs + 32 * (s / 2));
+    __m256i v = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(q, 4) : q, low4);
+    if constexpr (kFiveBit) {
+      const __m256i qh = load256(blk.qh);
+      v = _mm256_or_si256(
+          v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)),
+                                                _mm256_set1_epi8(0x01)),
+                               4));
+    }
+    return v;
+  }
+  static __m256i scale(const Col& col, int s) { return broadcast16(col.sc, s); }
+
+  struct Tail {
+    __m256i mins16;  // each min twice, next to each other: pairs with the sums of 16 (bsums)
+    float d, dmin;
+  };
+  static Tail tail(const WBlock& blk, const Col& col) {
     const __m128i dup_mins =
         _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
-    const __m128i sm = unpack_k_scales(blk.scales);
-    return {_mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm)),
-            _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup_mins))};
+    return {_mm256_cvtepu8_epi16(_mm_shuffle_epi8(col.sm, dup_mins)), fp16(blk.d), fp16(blk.dmin)};
   }
-
-  // The unsigned values of chunk ch (sub-blocks 2ch and 2ch + 1, 32 values each).
-  static void chunk(const WBlock& blk, int ch, __m256i* lo, __m256i* hi) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs + 32 * ch));
-    *lo = _mm256_and_si256(q, low4);
-    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-    if constexpr (kFiveBit) {
-      const __m256i bit0 = _mm256_set1_epi8(0x01);
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh));
-      const __m128i sh_lo = _mm_cvtsi32_si128(2 * ch), sh_hi = _mm_cvtsi32_si128(2 * ch + 1);
-      *lo = _mm256_or_si256(
-          *lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_lo), bit0), 4));
-      *hi = _mm256_or_si256(
-          *hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh_hi), bit0), 4));
-    }
-  }
-
-  // Sum over chunk ch of scale x value x activation, in 8 int32 lanes (exact).
-  static __m256i chunk_dot(__m256i lo, __m256i hi, const Scales& s, int ch, const int8_t* q8) {
-    const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 64 * ch));
-    const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 64 * ch + 32));
-    const __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, alo), broadcast16(s.sc, 2 * ch));
-    const __m256i phi =
-        _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ahi), broadcast16(s.sc, 2 * ch + 1));
-    return _mm256_add_epi32(plo, phi);
-  }
-
   // The block's float contribution: d * sum - dmin * (mins . activation sums).
-  static void finish(const WBlock& blk, const Scales& s, const BlockQ8_K& ab, __m256i sumi,
-                     __m256& acc) {
-    const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
-    const float d = fp16(blk.d) * ab.d;
-    const float dmin = fp16(blk.dmin) * ab.d;
-    const __m256i msum = _mm256_madd_epi16(bsums, s.mins16);
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-    acc = _mm256_fnmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(msum), acc);
-  }
-
-  template <int MR, int NR>
-  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
-    const BlockQ8_K* x[MR];
-    const WBlock* w[NR];
-    for (int r = 0; r < MR; ++r) x[r] = row_ptr<BlockQ8_K>(a.act, a.act_stride, i + r);
-    for (int c = 0; c < NR; ++c) w[c] = row_ptr<WBlock>(a.w, a.w_row_bytes, j + c);
-    __m256 acc[MR][NR];
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
-    const int64_t nb = a.n_in / kQK_K;
-    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
-    for (int64_t b = 0; b < nb; ++b) {
-      if constexpr (MR == 1) {
-        // Decode: one column's super-block at a time keeps everything in registers. The integer
-        // sums are exact, so their order does not matter; the float steps are finish()'s.
-        prefetch_ahead<NR * sizeof(WBlock)>(next, b);
-        for (int c = 0; c < NR; ++c) {
-          const WBlock& blk = w[c][b];
-          const Scales s = scales_of(blk);
-          __m256i sumi = _mm256_setzero_si256();
-          for (int ch = 0; ch < 4; ++ch) {
-            __m256i lo, hi;
-            chunk(blk, ch, &lo, &hi);
-            sumi = _mm256_add_epi32(sumi, chunk_dot(lo, hi, s, ch, x[0][b].qs));
-          }
-          finish(blk, s, x[0][b], sumi, acc[0][c]);
-        }
-        continue;
-      }
-      Scales s[NR];
-      for (int c = 0; c < NR; ++c) s[c] = scales_of(w[c][b]);
-      __m256i sumi[MR][NR];
-      for (int r = 0; r < MR; ++r)
-        for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
-      for (int ch = 0; ch < 4; ++ch) {
-        __m256i lo[NR], hi[NR];
-        for (int c = 0; c < NR; ++c) chunk(w[c][b], ch, &lo[c], &hi[c]);
-        for (int r = 0; r < MR; ++r)
-          for (int c = 0; c < NR; ++c)
-            sumi[r][c] =
-                _mm256_add_epi32(sumi[r][c], chunk_dot(lo[c], hi[c], s[c], ch, x[r][b].qs));
-      }
-      for (int r = 0; r < MR; ++r)
-        for (int c = 0; c < NR; ++c) finish(w[c][b], s[c], x[r][b], sumi[r][c], acc[r][c]);
-    }
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+  static void finish(const Tail& t, const BlockQ8_K& ab, __m256i sumi, __m256& acc) {
+    const __m256i msum = _mm256_madd_epi16(load256(ab.bsums), t.mins16);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(t.d * ab.d), _mm256_cvtepi32_ps(sumi), acc);
+    acc = _mm256_fnmadd_ps(_mm256_set1_ps(t.dmin * ab.d), _mm256_cvtepi32_ps(msum), acc);
   }
 };
 
@@ -379,91 +322,46 @@ inline __m256i q6_high_bits(__m256i qh, int g) {
   }
 }
 
-struct Q6KKernel {
-  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
+struct Q6KOps {
+  using WBlock = BlockQ6_K;
+  static constexpr bool kSigned = false;
 
-  // Half h's 8 sub-block scales as int16, in both 128-bit halves.
-  static __m256i half_scales(const BlockQ6_K& blk, int half) {
-    return _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.scales + 8 * half))));
+  struct Col {
+    __m256i sc[2];  // half h's 8 sub-block scales as int16, in both 128-bit halves
+  };
+  static Col prep(const BlockQ6_K& blk) {
+    Col col;
+    for (int half = 0; half < 2; ++half)
+      col.sc[half] = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk.scales + 8 * half))));
+    return col;
   }
-  static __m256i half_qh(const BlockQ6_K& blk, int half) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qh + 32 * half));
-  }
-  // Group g of a half: values 128 half + 32 g + [0, 32), stored as q + 32 (0..63).
-  static __m256i group_values(const BlockQ6_K& blk, int half, int g, __m256i qh) {
-    __m256i ql =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.ql + 64 * half + 32 * (g & 1)));
+  // Step s: group g = s % 4 of half s / 4, values 32 s + [0, 32), stored as q + 32 (0..63).
+  static __m256i values(const BlockQ6_K& blk, int s) {
+    const int half = s / 4, g = s % 4;
+    const __m256i qh = load256(blk.qh + 32 * half);
+    __m256i ql = load256(blk.ql + 64 * half + 32 * (g & 1));
     if (g >= 2) ql = _mm256_srli_epi16(ql, 4);
     return _mm256_or_si256(_mm256_and_si256(ql, _mm256_set1_epi8(0x0F)), q6_high_bits(qh, g));
   }
-  static __m256i group_dot(__m256i wq, __m256i scales, int half, int g, const BlockQ8_K& ab) {
-    const __m256i av =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs + 128 * half + 32 * g));
-    const __m256i scv = _mm256_shuffle_epi8(
-        scales, _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ6Scale[g])));
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(wq, av), scv);
-  }
-  static void finish(const BlockQ6_K& blk, const BlockQ8_K& ab, __m256i sumi, __m256& acc) {
-    // The stored values are q + 32: subtract 32 * sum(scale * sum of 16 activations).
-    const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.bsums));
-    const __m256i sc16 =
-        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
-    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bsums, sc16), 5);
-    const float d = fp16(blk.d) * ab.d;
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, corr)), acc);
+  static __m256i scale(const Col& col, int s) {
+    return _mm256_shuffle_epi8(
+        col.sc[s / 4], _mm256_load_si256(reinterpret_cast<const __m256i*>(kQ6Scale[s % 4])));
   }
 
-  template <int MR, int NR>
-  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
-    const BlockQ8_K* x[MR];
-    const BlockQ6_K* w[NR];
-    for (int r = 0; r < MR; ++r) x[r] = row_ptr<BlockQ8_K>(a.act, a.act_stride, i + r);
-    for (int c = 0; c < NR; ++c) w[c] = row_ptr<BlockQ6_K>(a.w, a.w_row_bytes, j + c);
-    __m256 acc[MR][NR];
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
-    const int64_t nb = a.n_in / kQK_K;
-    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
-    for (int64_t b = 0; b < nb; ++b) {
-      if constexpr (MR == 1) {
-        // Decode: one column's super-block at a time (integer sums exact in any order).
-        prefetch_ahead<NR * sizeof(BlockQ6_K)>(next, b);
-        for (int c = 0; c < NR; ++c) {
-          const BlockQ6_K& blk = w[c][b];
-          __m256i sumi = _mm256_setzero_si256();
-          for (int half = 0; half < 2; ++half) {
-            const __m256i qh = half_qh(blk, half), sc = half_scales(blk, half);
-            for (int g = 0; g < 4; ++g)
-              sumi = _mm256_add_epi32(
-                  sumi, group_dot(group_values(blk, half, g, qh), sc, half, g, x[0][b]));
-          }
-          finish(blk, x[0][b], sumi, acc[0][c]);
-        }
-        continue;
-      }
-      __m256i sumi[MR][NR];
-      for (int r = 0; r < MR; ++r)
-        for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
-      for (int half = 0; half < 2; ++half) {
-        __m256i qh[NR], sc[NR];
-        for (int c = 0; c < NR; ++c) {
-          qh[c] = half_qh(w[c][b], half);
-          sc[c] = half_scales(w[c][b], half);
-        }
-        for (int g = 0; g < 4; ++g) {
-          __m256i wq[NR];
-          for (int c = 0; c < NR; ++c) wq[c] = group_values(w[c][b], half, g, qh[c]);
-          for (int r = 0; r < MR; ++r)
-            for (int c = 0; c < NR; ++c)
-              sumi[r][c] = _mm256_add_epi32(sumi[r][c], group_dot(wq[c], sc[c], half, g, x[r][b]));
-        }
-      }
-      for (int r = 0; r < MR; ++r)
-        for (int c = 0; c < NR; ++c) finish(w[c][b], x[r][b], sumi[r][c], acc[r][c]);
-    }
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+  struct Tail {
+    __m256i sc16;  // the 16 scales as int16
+    float d;
+  };
+  static Tail tail(const BlockQ6_K& blk, const Col&) {
+    return {_mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales))),
+            fp16(blk.d)};
+  }
+  static void finish(const Tail& t, const BlockQ8_K& ab, __m256i sumi, __m256& acc) {
+    // The stored values are q + 32: subtract 32 * sum(scale * sum of 16 activations).
+    const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(load256(ab.bsums), t.sc16), 5);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(t.d * ab.d),
+                          _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, corr)), acc);
   }
 };
 
@@ -482,11 +380,11 @@ KernelFn avx2_kernel(GgmlType type) {
     case GgmlType::Q4_0:
       return run_kernel<Q40Kernel>;
     case GgmlType::Q4_K:
-      return run_kernel<Q45KKernel<false>>;
+      return SuperBlockKernel<Q45KOps<false>>::run;
     case GgmlType::Q5_K:
-      return run_kernel<Q45KKernel<true>>;
+      return SuperBlockKernel<Q45KOps<true>>::run;
     case GgmlType::Q6_K:
-      return run_kernel<Q6KKernel>;
+      return SuperBlockKernel<Q6KOps>::run;
     default:
       return avx2_kernel_q4_1_q5_iq4(type);
   }

@@ -6,6 +6,10 @@
 // computes rows [i, i + MR) x columns [j, j + NR) with one accumulator per output element that sees
 // the same instructions in the same order whatever MR and NR are. The driver only chooses which
 // tiles run, so a row's result never depends on the batch, its position or the thread split.
+//
+// Super-block types (K-quants, IQ4_XS) instead describe their blocks to SuperBlockKernel below,
+// which runs decode straight from the weights and prefill from packed, pre-decoded weights; both
+// give each output element the same integer sums and the same float steps.
 #pragma once
 
 #include <immintrin.h>
@@ -46,6 +50,34 @@ inline void prefetch_ahead(const uint8_t* next, int64_t k) {
   const uint8_t* p = next + static_cast<size_t>(k) * kBytes;
   for (size_t o = 0; o < kBytes; o += 64)
     _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+}
+
+// The pointers to a tile's MR activation rows and NR weight rows.
+template <class A, class W, int MR, int NR>
+struct TileRows {
+  const A* x[MR];
+  const W* w[NR];
+  TileRows(const KernelArgs& a, int64_t i, int64_t j) {
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<A>(a.act, a.act_stride, i + r);
+    for (int c = 0; c < NR; ++c) w[c] = row_ptr<W>(a.w, a.w_row_bytes, j + c);
+  }
+  // Where the tile after this one (the next NR weight rows) starts: what decode prefetches.
+  const uint8_t* next(const KernelArgs& a) const {
+    return reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
+  }
+};
+
+template <int MR, int NR>
+inline void zero_tile(__m256 (&acc)[MR][NR]) {
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+}
+
+// The one horizontal sum that ends every output element.
+template <int MR, int NR>
+inline void store_tile(const KernelArgs& a, int64_t i, int64_t j, const __m256 (&acc)[MR][NR]) {
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
 }
 
 using TileFn = void (*)(const KernelArgs&, int64_t, int64_t);
@@ -90,5 +122,179 @@ void run_kernel(const KernelArgs& a, int64_t j0, int64_t j1) {
     }
   }
 }
+
+// ---------------------------------------------------------------- super-block kernels
+// A super-block type (256 values against one BlockQ8_K activation block) describes itself as
+// eight steps of 32 values. Ops provides:
+//   WBlock; kSigned (values are signed: multiplied with the sign trick, else unsigned);
+//   Col prep(const WBlock&)                    per-block state (unpacked scales);
+//   __m256i values(const WBlock&, int s)       the 32 values of step s;
+//   __m256i scale(const Col&, int s)           16 int16 multipliers for step s's 16 pair sums;
+//   Tail tail(const WBlock&, const Col&)       what the float step needs;
+//   void finish(const Tail&, const BlockQ8_K&, __m256i sumi, __m256& acc)   the float step.
+// Step s meets activations qs[32 s, 32 s + 32). A block's integer sum sumi (8 int32 lanes, each
+// lane the same values whichever path) is exact, so the order of the steps does not matter; the
+// float steps are finish()'s, once per block in block order.
+template <bool kSigned>
+inline __m256i step_dot(__m256i v, __m256i vabs, __m256i act, __m256i scale) {
+  if constexpr (kSigned) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(vabs, _mm256_sign_epi8(act, v)), scale);
+  } else {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(v, act), scale);
+  }
+}
+
+inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+
+// An empty asm that claims to change v: the compiler must have v in a register here, so it cannot
+// re-associate a chain of integer adds into a tree of 64 live products (which it otherwise does,
+// spilling them all to the stack).
+inline void keep_in_register(__m256i& v) {
+  asm("" : "+x"(v));
+}
+
+template <class Ops>
+struct SuperBlockKernel {
+  using WBlock = typename Ops::WBlock;
+  using Tail = typename Ops::Tail;
+  static constexpr bool kSigned = Ops::kSigned;
+  static constexpr int kNRGemv = 4;
+  // Prefill register tile over packed weights, and super-blocks packed per step (about 16 KB).
+  static constexpr int kMR = 4, kNR = 2;
+  static constexpr int64_t kPackBlocks = kSigned ? 10 : 14;
+
+  // One weight block decoded for prefill: what the steps and the float step read.
+  struct alignas(32) Packed {
+    __m256i v[8];
+    __m256i scale[8];
+    __m256i vabs[kSigned ? 8 : 1];
+    Tail tail;
+  };
+
+  static void pack(const WBlock& blk, Packed* p) {
+    const auto col = Ops::prep(blk);
+    for (int s = 0; s < 8; ++s) {
+      p->v[s] = Ops::values(blk, s);
+      if constexpr (kSigned) p->vabs[s] = _mm256_sign_epi8(p->v[s], p->v[s]);
+      p->scale[s] = Ops::scale(col, s);
+    }
+    p->tail = Ops::tail(blk, col);
+  }
+
+  // Decode: one activation row, NR weight rows, one column's super-block at a time (everything
+  // stays in registers).
+  template <int NR>
+  static void gemv_tile(const KernelArgs& a, int64_t i, int64_t j) {
+    const TileRows<BlockQ8_K, WBlock, 1, NR> t(a, i, j);
+    __m256 acc[1][NR];
+    zero_tile(acc);
+    const int64_t nb = a.n_in / kQK_K;
+    const uint8_t* next = t.next(a);
+    for (int64_t b = 0; b < nb; ++b) {
+      prefetch_ahead<NR * sizeof(WBlock)>(next, b);
+      const BlockQ8_K& ab = t.x[0][b];
+      for (int c = 0; c < NR; ++c) {
+        const WBlock& blk = t.w[c][b];
+        const auto col = Ops::prep(blk);
+        __m256i sumi = _mm256_setzero_si256();
+        for (int s = 0; s < 8; ++s) {
+          const __m256i v = Ops::values(blk, s);
+          __m256i vabs = v;
+          if constexpr (kSigned) vabs = _mm256_sign_epi8(v, v);
+          sumi = _mm256_add_epi32(
+              sumi, step_dot<kSigned>(v, vabs, load256(ab.qs + 32 * s), Ops::scale(col, s)));
+        }
+        Ops::finish(Ops::tail(blk, col), ab, sumi, acc[0][c]);
+      }
+    }
+    store_tile(a, i, j, acc);
+  }
+
+  // Prefill: rows [i, i + MR) against NR packed columns over super-blocks [b0, b1); the float
+  // accumulators live in `acc` (row r of the tile at acc[r]) between K-blocks.
+  template <int MR, int NR>
+  static void packed_tile(const KernelArgs& a, const Packed (*pk)[kPackBlocks], int64_t i,
+                          int64_t b0, int64_t b1, __m256 (*acc)[kNR]) {
+    const BlockQ8_K* x[MR];
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<BlockQ8_K>(a.act, a.act_stride, i + r);
+    for (int64_t b = b0; b < b1; ++b) {
+      __m256i sumi[MR][NR];
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
+      for (int s = 0; s < 8; ++s) {
+        __m256i v[NR], vabs[NR];
+        for (int c = 0; c < NR; ++c) {
+          v[c] = pk[c][b - b0].v[s];
+          vabs[c] = kSigned ? pk[c][b - b0].vabs[s] : v[c];
+        }
+        for (int r = 0; r < MR; ++r) {
+          const __m256i av = load256(x[r][b].qs + 32 * s);
+          for (int c = 0; c < NR; ++c) {
+            sumi[r][c] = _mm256_add_epi32(
+                sumi[r][c], step_dot<kSigned>(v[c], vabs[c], av, pk[c][b - b0].scale[s]));
+            keep_in_register(sumi[r][c]);
+          }
+        }
+      }
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c)
+          Ops::finish(pk[c][b - b0].tail, x[r][b], sumi[r][c], acc[r][c]);
+    }
+  }
+
+  using PackedFn = void (*)(const KernelArgs&, const Packed (*)[kPackBlocks], int64_t, int64_t,
+                            int64_t, __m256 (*)[kNR]);
+  template <int MR, int NR>
+  static void packed_entry(const KernelArgs& a, const Packed (*pk)[kPackBlocks], int64_t i,
+                           int64_t b0, int64_t b1, __m256 (*acc)[kNR]) {
+    packed_tile<MR, NR>(a, pk, i, b0, b1, acc);
+  }
+
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    using GemvFn = void (*)(const KernelArgs&, int64_t, int64_t);
+    static constexpr GemvFn gemv[4] = {gemv_tile<1>, gemv_tile<2>, gemv_tile<3>, gemv_tile<4>};
+    if (a.m < kMR) {  // decode and tiny batches: each row straight from the weights
+      for (int64_t i = 0; i < a.m; ++i) {
+        for (int64_t j = j0; j < j1; j += kNRGemv) {
+          gemv[std::min<int64_t>(kNRGemv, j1 - j) - 1](a, i, j);
+        }
+      }
+      return;
+    }
+    static_assert(kMR == 4 && kNR == 2);
+    static constexpr PackedFn fn[4][2] = {
+        {packed_entry<1, 1>, packed_entry<1, 2>},
+        {packed_entry<2, 1>, packed_entry<2, 2>},
+        {packed_entry<3, 1>, packed_entry<3, 2>},
+        {packed_entry<4, 1>, packed_entry<4, 2>},
+    };
+    Packed pk[kNR][kPackBlocks];
+    __m256 acc[kRowBlock][kNR];
+    const int64_t nb = a.n_in / kQK_K;
+    for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
+      const int64_t ie = std::min(a.m, ib + kRowBlock);
+      for (int64_t j = j0; j < j1; j += kNR) {
+        const int nr = static_cast<int>(std::min<int64_t>(kNR, j1 - j));
+        for (int64_t r = 0; r < ie - ib; ++r)
+          for (int c = 0; c < kNR; ++c) acc[r][c] = _mm256_setzero_ps();
+        for (int64_t b0 = 0; b0 < nb; b0 += kPackBlocks) {
+          const int64_t b1 = std::min(nb, b0 + kPackBlocks);
+          for (int c = 0; c < nr; ++c) {
+            const WBlock* w = row_ptr<WBlock>(a.w, a.w_row_bytes, j + c);
+            for (int64_t b = b0; b < b1; ++b) pack(w[b], &pk[c][b - b0]);
+          }
+          for (int64_t i = ib; i < ie; i += kMR) {
+            const int mr = static_cast<int>(std::min<int64_t>(kMR, ie - i));
+            fn[mr - 1][nr - 1](a, pk, i, b0, b1, acc + (i - ib));
+          }
+        }
+        for (int64_t r = 0; r < ie - ib; ++r)
+          for (int c = 0; c < nr; ++c) a.y[(ib + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+      }
+    }
+  }
+};
 
 }  // namespace chimera::matmul_detail::avx2

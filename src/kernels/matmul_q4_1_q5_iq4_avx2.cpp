@@ -139,8 +139,9 @@ struct Block32Kernel {
 };
 
 // ---------------------------------------------------------------- IQ4_XS with Q8_K activations
-struct IQ4XSKernel {
-  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
+struct IQ4XSOps {
+  using WBlock = BlockIQ4_XS;
+  static constexpr bool kSigned = true;
 
   // The 8 sub-block scales (ls - 32) as int16, in both 128-bit halves.
   static __m256i scales_of(const BlockIQ4_XS& b) {
@@ -163,71 +164,25 @@ struct IQ4XSKernel {
     return _mm256_broadcastsi128_si256(ls);
   }
 
-  // Sub-block ib: its grid values and their magnitudes.
-  static void values(const BlockIQ4_XS& b, int ib, __m256i* v, __m256i* vabs) {
-    *v = iq4_lookup(unpack_nibbles(b.qs + 16 * ib));
-    *vabs = _mm256_sign_epi8(*v, *v);
+  struct Col {
+    __m256i sc;
+  };
+  static Col prep(const BlockIQ4_XS& b) { return {scales_of(b)}; }
+  // Step s: sub-block s's grid values.
+  static __m256i values(const BlockIQ4_XS& b, int s) {
+    return iq4_lookup(unpack_nibbles(b.qs + 16 * s));
+  }
+  static __m256i scale(const Col& col, int s) {
+    return _mm256_shuffle_epi8(col.sc,
+                               _mm256_set1_epi16(static_cast<short>(((2 * s + 1) << 8) | (2 * s))));
   }
 
-  // scale_ib x (values . activations) of sub-block ib, in 8 int32 lanes (exact).
-  static __m256i sub_dot(__m256i v, __m256i vabs, __m256i scales, int ib, const int8_t* q8) {
-    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q8 + 32 * ib));
-    const __m256i scale = _mm256_shuffle_epi8(
-        scales, _mm256_set1_epi16(static_cast<short>(((2 * ib + 1) << 8) | (2 * ib))));
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(vabs, _mm256_sign_epi8(av, v)), scale);
-  }
-
-  static void finish(const BlockIQ4_XS& b, const BlockQ8_K& ab, __m256i sumi, __m256& acc) {
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(b.d) * ab.d), _mm256_cvtepi32_ps(sumi), acc);
-  }
-
-  template <int MR, int NR>
-  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
-    const BlockQ8_K* x[MR];
-    const BlockIQ4_XS* w[NR];
-    for (int r = 0; r < MR; ++r) x[r] = row_ptr<BlockQ8_K>(a.act, a.act_stride, i + r);
-    for (int c = 0; c < NR; ++c) w[c] = row_ptr<BlockIQ4_XS>(a.w, a.w_row_bytes, j + c);
-    __m256 acc[MR][NR];
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
-    const int64_t nb = a.n_in / kQK_K;
-    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
-    for (int64_t b = 0; b < nb; ++b) {
-      if constexpr (MR == 1) {
-        // Decode: one column's super-block at a time keeps everything in registers. The integer
-        // sums are exact, so their order does not matter; the float step is finish()'s.
-        prefetch_ahead<NR * sizeof(BlockIQ4_XS)>(next, b);
-        for (int c = 0; c < NR; ++c) {
-          const BlockIQ4_XS& blk = w[c][b];
-          const __m256i sc = scales_of(blk);
-          __m256i sumi = _mm256_setzero_si256();
-          for (int ib = 0; ib < 8; ++ib) {
-            __m256i v, vabs;
-            values(blk, ib, &v, &vabs);
-            sumi = _mm256_add_epi32(sumi, sub_dot(v, vabs, sc, ib, x[0][b].qs));
-          }
-          finish(blk, x[0][b], sumi, acc[0][c]);
-        }
-        continue;
-      }
-      __m256i sc[NR];
-      for (int c = 0; c < NR; ++c) sc[c] = scales_of(w[c][b]);
-      __m256i sumi[MR][NR];
-      for (int r = 0; r < MR; ++r)
-        for (int c = 0; c < NR; ++c) sumi[r][c] = _mm256_setzero_si256();
-      for (int ib = 0; ib < 8; ++ib) {
-        __m256i v[NR], vabs[NR];
-        for (int c = 0; c < NR; ++c) values(w[c][b], ib, &v[c], &vabs[c]);
-        for (int r = 0; r < MR; ++r)
-          for (int c = 0; c < NR; ++c)
-            sumi[r][c] =
-                _mm256_add_epi32(sumi[r][c], sub_dot(v[c], vabs[c], sc[c], ib, x[r][b].qs));
-      }
-      for (int r = 0; r < MR; ++r)
-        for (int c = 0; c < NR; ++c) finish(w[c][b], x[r][b], sumi[r][c], acc[r][c]);
-    }
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+  struct Tail {
+    float d;
+  };
+  static Tail tail(const BlockIQ4_XS& b, const Col&) { return {fp16(b.d)}; }
+  static void finish(const Tail& t, const BlockQ8_K& ab, __m256i sumi, __m256& acc) {
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(t.d * ab.d), _mm256_cvtepi32_ps(sumi), acc);
   }
 };
 
@@ -244,7 +199,7 @@ KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type) {
     case GgmlType::IQ4_NL:
       return run_kernel<Block32Kernel<IQ4NLTraits>>;
     case GgmlType::IQ4_XS:
-      return run_kernel<IQ4XSKernel>;
+      return SuperBlockKernel<IQ4XSOps>::run;
     default:
       return nullptr;
   }
