@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import socket
 import sys
@@ -236,16 +237,21 @@ def main() -> int:
     if args.bin:
         server = ServeProcess(args.bin, *args.server_args.split())
         url = server.url
+    log = ""
     try:
         result = Load(url, args.clients, args.duration, args.seed).run()
     finally:
         if server:
             code = server.stop()
+            log = server.output()
+            os.unlink(server.log.name)
             if code != 0:
-                print(server.output(), file=sys.stderr)
+                print(log, file=sys.stderr)
                 print(f"server exited {code}", file=sys.stderr)
                 return 1
     print(json.dumps(result, indent=1))
+    if result["n_failures"] and log:  # what the server said, for a failure seen once
+        print(f"server log (tail):\n{log[-6000:]}", file=sys.stderr)
     return 1 if result["n_failures"] else 0
 
 

@@ -290,6 +290,10 @@ class EngineImpl : public Engine {
       std::lock_guard<std::mutex> lock(mu_);
       waiting.swap(queue_);
     }
+    {
+      std::lock_guard<std::mutex> lock(metrics_mu_);
+      metrics_.requests_queued -= waiting.size();
+    }
     for (auto& a : waiting) finish_unadmitted(*a, "cancelled");
     for (auto& a : running_) finish_all(*a, "cancelled");
     reap();
@@ -392,11 +396,13 @@ class EngineImpl : public Engine {
           return;
         }
       }
-      {
-        std::lock_guard<std::mutex> lock(metrics_mu_);
-        --metrics_.requests_queued;
-      }
+      // The queued gauge drops where the running one rises (start()), so /metrics never shows
+      // an admitted request in neither.
       if (a->h->cancelled()) {
+        {
+          std::lock_guard<std::mutex> lock(metrics_mu_);
+          --metrics_.requests_queued;
+        }
         finish_unadmitted(*a, "cancelled");
         continue;
       }
@@ -406,8 +412,6 @@ class EngineImpl : public Engine {
         for (int32_t s : seqs) free_seqs_.push_back(s);
         std::lock_guard<std::mutex> lock(mu_);
         queue_.push_front(std::move(a));
-        std::lock_guard<std::mutex> lock2(metrics_mu_);
-        ++metrics_.requests_queued;
         return;
       }
       start(*a, seqs);
@@ -464,6 +468,7 @@ class EngineImpl : public Engine {
     a.snap_points.erase(std::unique(a.snap_points.begin(), a.snap_points.end()),
                         a.snap_points.end());
     std::lock_guard<std::mutex> lock(metrics_mu_);
+    --metrics_.requests_queued;
     ++metrics_.requests_running;
     metrics_.prompt_tokens_cached += a.held;
   }

@@ -366,6 +366,30 @@ def test_client_disconnect_frees_the_sequence(server, stream):
     assert after["chimera_generated_tokens_total"] < before["chimera_generated_tokens_total"] + 800
 
 
+def test_a_request_whose_client_left_before_it_was_read_is_not_run(chimera_bin):
+    """One HTTP worker: a request that waited for it behind a stream, and whose client left
+    meanwhile, is answered 499 without reaching the engine."""
+    with ServeProcess(chimera_bin, *SERVER_ARGS, "--http-threads", "1") as s:
+        before = s.metrics()
+        busy = open_raw_stream(s.url, {"messages": msgs(PROMPTS[1]), "stream": True,
+                                       "max_tokens": 800, "ignore_eos": True})
+        received = b""
+        while received.count(b"data: ") < 3:
+            received += busy.recv(4096)
+        gone = open_raw_stream(s.url, {"messages": msgs(PROMPTS[2]), "max_tokens": 800,
+                                       "ignore_eos": True})
+        gone.close()
+        busy.close()  # frees the worker, which then reads the waiting request
+        deadline = time.monotonic() + 5
+        while (after := s.metrics())["chimera_requests_running"] > 0:  # served after it
+            assert time.monotonic() < deadline, "the stream was not cancelled"
+            time.sleep(0.02)
+        assert after["chimera_requests_total"] == before["chimera_requests_total"] + 1
+        assert after["chimera_requests_cancelled_total"] == \
+            before["chimera_requests_cancelled_total"] + 1
+        assert after.get('chimera_http_responses_total{code="499"}', 0) == 1
+
+
 # ---------------------------------------------------------------------------------- prefix cache
 
 

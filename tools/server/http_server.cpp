@@ -57,6 +57,12 @@ ApiError engine_error(const Status& st) {
   }
 }
 
+// Nobody reads it; the status shows in the logs and in /metrics' responses by status.
+void send_client_closed(httplib::Response& res) {
+  send_error(res, server_error(499, "the client closed the connection", "invalid_request_error",
+                               "client_closed"));
+}
+
 // Compares in time that depends on the lengths only, not on where the strings differ.
 bool constant_time_equal(const std::string& a, const std::string& b) {
   unsigned char diff = a.size() != b.size();
@@ -170,10 +176,12 @@ std::optional<ApiError> HttpServer::Impl::prepare(const GenerationRequest& g,
 void HttpServer::Impl::respond(PreparedRequest p, const httplib::Request& req,
                                httplib::Response& res) {
   const int n = p.params.n, top_logprobs = p.params.top_logprobs;
+  const ClientConnection conn = ClientConnection::of(req);
+  // A client that sent its request and left (it waited for a worker thread) costs no compute.
+  if (conn.closed()) return send_client_closed(res);
   auto submitted = engine.submit(std::move(p.params));
   if (!submitted.ok()) return send_error(res, engine_error(submitted.status()));
   std::shared_ptr<serving::RequestHandle> h = std::move(submitted).value();
-  const ClientConnection conn = ClientConnection::of(req);
   if (p.stream) return respond_stream(std::move(h), std::move(p), conn, res);
 
   std::vector<ChoiceResult> choices(n);
@@ -183,8 +191,7 @@ void HttpServer::Impl::respond(PreparedRequest p, const httplib::Request& req,
     // ends it sooner, freeing its sequence (nothing is written back). One peek per event.
     if (conn.closed()) {
       h->cancel();
-      return send_error(res, server_error(499, "the client closed the connection",
-                                          "invalid_request_error", "client_closed"));
+      return send_client_closed(res);
     }
     if (!ev) continue;
     if (ev->kind == serving::Event::Kind::kError) return send_error(res, engine_error(ev->error));
