@@ -34,10 +34,17 @@ def test_bench_serve_smoke(chimera_bin):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     totals = {r["scenario"]: r["total"] for r in rows if "total" in r}
-    assert set(totals) == {"append", "regenerate", "edit", "switch", "shared", "agent", "all"}
+    assert set(totals) == {"append", "regenerate", "edit", "edit2", "switch", "shared", "agent",
+                           "all"}
     turns = [r for r in rows if "turn" in r]
     for r in turns:
         assert r["prompt_tokens"] == r["cached_tokens"] + r["processed"] + r["replayed"], r
+        assert r["computed"] == r["processed"] + r["replayed"], r
+        assert 0 <= r["new_tokens"] <= r["prompt_tokens"], r
         assert r["ttft_s"] > 0 and r["completion_tokens"] >= 1
+        # The target: what was seen before is not computed again (small slack for the
+        # last answer token and the template's end-of-turn tokens, never sent through the model).
+        if r["scenario"] in ("append", "regenerate", "edit", "edit2", "switch"):
+            assert r["computed"] <= r["new_tokens"] + 64, r
     # Regenerating the last answer reuses the append chat's prompt.
     assert totals["regenerate"]["cached_tokens"] > 0
