@@ -4,12 +4,13 @@ llama-server, ...) and reports, per turn and in total: time to first token, prom
 processed (read from the response's usage / timings) and decode tokens/s.
 
 Scenarios (all greedy, streamed, one request at a time):
-  append      a 10-turn chat of ~3,100 tokens; each turn adds a user message to the last answer
+  append      a 10-turn chat of ~3,100 tokens (on the Granite-4.0-H-shaped synthetic model's
+              tokenizer); each turn adds a user message to the last answer
   regenerate  the append chat's last request again (regenerate the last answer)
   edit        the append chat's last user message changed at its start (~250 tokens before the
               end of the prompt)
   edit2       the user message two turns back changed at its start (~650 tokens follow it)
-  switch      16 conversations, 3 turns each, round-robin (run the server with fewer slots)
+  switch      16 conversations, 2 turns each, round-robin (run the server with fewer slots)
   shared      16 users, one long shared system prompt, a different question each
   agent       a task prompt that grows by tool outputs, 8 steps
 
@@ -362,7 +363,12 @@ def markdown_table(results: dict[str, dict[str, dict]], names: list[str]) -> str
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in [n for n in SCENARIOS if n in names] + ["all"]:
         t0 = results[engines[0]][n]
-        row = [n, str(t0["turns"]), str(t0["new_tokens"])]
+        # Each engine's conversation holds its own answers, so its new tokens can differ.
+        news: list[str] = []
+        for e in engines:
+            if str(results[e][n]["new_tokens"]) not in news:
+                news.append(str(results[e][n]["new_tokens"]))
+        row = [n, str(t0["turns"]), " / ".join(news)]
         for e in engines:
             t = results[e][n]
             row += [str(t["computed"]), fmt(t["ttft_mean_s"], 3)]
@@ -401,13 +407,13 @@ def main() -> int:
                     help="answer length per turn of switch, shared and agent")
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--system-words", type=int, default=40)
-    ap.add_argument("--user-words", type=int, default=190)
+    ap.add_argument("--user-words", type=int, default=85)
     ap.add_argument("--conversations", type=int, default=16)
-    ap.add_argument("--switch-turns", type=int, default=3)
-    ap.add_argument("--switch-user-words", type=int, default=60)
-    ap.add_argument("--shared-system-words", type=int, default=800)
+    ap.add_argument("--switch-turns", type=int, default=2)
+    ap.add_argument("--switch-user-words", type=int, default=25)
+    ap.add_argument("--shared-system-words", type=int, default=300)
     ap.add_argument("--agent-steps", type=int, default=8)
-    ap.add_argument("--tool-words", type=int, default=120)
+    ap.add_argument("--tool-words", type=int, default=50)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script works")
     cfg = ap.parse_args()
@@ -451,8 +457,8 @@ def main() -> int:
     print()
     print("Tokens processed: prompt tokens run through the model (chimera: processed + "
           "replayed; llama-server: timings.prompt_n), summed over the turns; new tokens: those "
-          "after the first divergence from everything sent before; TTFT: mean per turn, "
-          "measured by the client.")
+          "after the first divergence from everything sent before (one figure per engine where "
+          "their answers made the chats differ); TTFT: mean per turn, measured by the client.")
     for c in commands:
         print(f"- `{c}`")
     return 0
