@@ -729,6 +729,11 @@ def plan_qwen_hybrid(ckpt: Checkpoint, arch: str) -> Plan:
             b.add(f"blk.{i}.ffn_up_shexp.weight", sh + "up_proj.weight", (F_s, D))
             b.add(f"blk.{i}.ffn_down_shexp.weight", sh + "down_proj.weight", (D, F_s))
             b.add(f"blk.{i}.ffn_gate_inp_shexp.weight", ml + "shared_expert_gate.weight", (1, D))
+    # multi-token-prediction head (mtp.*): left out, as llama.cpp's converter does with --no-mtp;
+    # chimera's loader also reads files that carry it (nextn blocks), without using it
+    for name in list(b.ckpt.tensors):
+        if name.startswith(("mtp.", "model.mtp.")):
+            b.ignore(name)
     return b.finish()
 
 

@@ -221,11 +221,32 @@ Status load_delta_net_hparams(Model& m, const ArchKeys& keys) {
                  " must be a multiple of ", "group_count (key heads) ", hp.ssm_groups,
                  " and inner_size ", hp.ssm_inner, " must equal value heads x state_size ",
                  hp.ssm_state);
+  // Multi-token-prediction (nextn) blocks, which llama.cpp's converter appends after the model's
+  // own layers (block_count includes them): the model is the first block_count - nextn blocks;
+  // the MTP blocks' tensors (blk.N.nextn.* and their attention/FFN) are left unused, as chimera
+  // does not draft with them.
+  const uint32_t n_block = hp.n_layer;
+  CHIMERA_ASSIGN_OR_RETURN(uint32_t nextn, keys.get_or<uint32_t>("nextn_predict_layers", 0));
+  if (nextn >= n_block)
+    return Error(ErrorCode::kFormat, m.file->path(), ": nextn_predict_layers ", nextn,
+                 " leaves no layer of block_count ", n_block);
+  hp.n_layer = n_block - nextn;
+  m.layers.resize(hp.n_layer);
   CHIMERA_ASSIGN_OR_RETURN(uint32_t interval, keys.get_or<uint32_t>("full_attention_interval", 4));
   if (interval == 0)
     return Error(ErrorCode::kFormat, m.file->path(), ": full_attention_interval is 0");
   for (uint32_t il = 0; il < hp.n_layer; ++il)
     m.layers[il].kind = (il + 1) % interval ? MixerKind::kDeltaNet : MixerKind::kAttention;
+  // llama.cpp's converter also lists the kinds (recurrent_layers, MTP blocks included) when the
+  // checkpoint does; it wins over the interval, as in llama.cpp's loader
+  if (m.file->find(keys.key("attention.recurrent_layers"))) {
+    CHIMERA_ASSIGN_OR_RETURN(auto recurrent, keys.array<bool>("attention.recurrent_layers"));
+    if (recurrent.size() != n_block)
+      return Error(ErrorCode::kFormat, m.file->path(), ": attention.recurrent_layers has ",
+                   recurrent.size(), " entries, block_count is ", n_block);
+    for (uint32_t il = 0; il < hp.n_layer; ++il)
+      m.layers[il].kind = recurrent[il] ? MixerKind::kDeltaNet : MixerKind::kAttention;
+  }
   return Status::Ok();
 }
 

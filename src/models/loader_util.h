@@ -41,6 +41,10 @@ class ArchKeys {
   Result<T> get_or(std::string_view k, T fallback) const {
     return file_.get_or<T>(key(k), fallback);
   }
+  template <typename T>
+  Result<std::vector<T>> array(std::string_view k) const {
+    return file_.get_array<T>(key(k));
+  }
   Result<std::vector<uint32_t>> per_layer(std::string_view k, uint32_t n_layer) const {
     return file_.get_per_layer(key(k), n_layer);
   }
