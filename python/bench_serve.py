@@ -15,10 +15,11 @@ Scenarios (all greedy, streamed, one request at a time):
   agent       a task prompt that grows by tool outputs, 8 steps
 
 For every turn the script also computes `new_tokens`: the prompt tokens after the point where
-the request first diverges from everything sent and answered before (all earlier prompts, and
-each with its answer as the chat template renders it), from the server's own token lists
-(/apply-template, else /apply-template + /tokenize). A server that never re-processes what it
-has seen processes about that many (`computed`: processed plus chimera's replayed tokens).
+the request first diverges from everything sent and answered before (every earlier prompt
+followed by its answer's generated token ids, from the logprobs' "id"), from the server's own
+token lists (/apply-template, else /apply-template + /tokenize). A server that never
+re-processes what it has seen processes about that many (`computed`: processed plus chimera's
+replayed tokens).
 
 One server (JSON Lines on stdout: one object per turn ({"scenario", "turn", ...}), then one
 {"scenario": NAME, "total": {...}} per scenario). Fields: ttft_s, prompt_tokens, cached_tokens,
@@ -115,17 +116,19 @@ class Bench:
         r.raise_for_status()
         return [t["id"] if isinstance(t, dict) else t for t in r.json()["tokens"]]
 
-    def chat(self, messages: list[dict], max_tokens: int) -> tuple[str, dict]:
-        """One streamed request; returns (answer, measurements)."""
+    def chat(self, messages: list[dict], max_tokens: int) -> tuple[str, list[int] | None, dict]:
+        """One streamed request: (answer, its token ids if the server gives them, measurements)."""
+        # logprobs: only for the generated token ids ("id", chimera and llama-server).
         body = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
                 "temperature": 0, "ignore_eos": True, "stream": True,
-                "stream_options": {"include_usage": True}}
+                "stream_options": {"include_usage": True}, "logprobs": True, "top_logprobs": 0}
         t0 = time.monotonic()
         r = requests.post(self.url + "/v1/chat/completions", json=body, headers=self.headers,
                           stream=True, timeout=self.timeout)
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:500]}")
         text, first, last, usage, timings, pieces = "", None, None, None, None, 0
+        ids: list[int] | None = []
         for line in r.iter_lines():
             if not line.startswith(b"data: ") or line == b"data: [DONE]":
                 continue
@@ -133,6 +136,11 @@ class Bench:
             if "error" in ev:
                 raise RuntimeError(f"stream error: {ev['error']}")
             for ch in ev.get("choices") or []:
+                for lp in (ch.get("logprobs") or {}).get("content") or []:
+                    if ids is not None and isinstance(lp.get("id"), int):
+                        ids.append(lp["id"])
+                    else:
+                        ids = None  # no ids from this server
                 piece = (ch.get("delta") or {}).get("content") or ""
                 if piece:
                     now = time.monotonic()
@@ -161,7 +169,7 @@ class Bench:
              "completion_tokens": completion,
              "decode_tok_s": round((completion - 1) / decode_s, 2) if decode_s > 0 and
              completion and completion > 1 else None}
-        return text, m
+        return text, ids, m
 
 
 def total(rows: list[dict]) -> dict:
@@ -184,11 +192,14 @@ def run_turn(b: Bench, scenario: str, turn, messages: list[dict], rows: list[dic
              max_tokens: int) -> str:
     prompt = b.tokens(messages)
     new = len(prompt) - max((common_prefix(prompt, s) for s in b.seen), default=0)
-    text, m = b.chat(messages, max_tokens)
-    # What the server has now seen: the prompt, and the prompt with this answer (rendered as
-    # the next turn will send it).
-    b.seen.append(prompt)
-    b.seen.append(b.tokens(messages + [{"role": "assistant", "content": text}]))
+    text, ids, m = b.chat(messages, max_tokens)
+    # What the server has now seen: the prompt and the answer's tokens as generated (a next
+    # turn that sends the answer back re-tokenized may diverge inside it: a random model's
+    # text often re-tokenizes differently). Without ids, the answer as the template renders it.
+    if ids is not None and len(ids) == m["completion_tokens"]:
+        b.seen.append(prompt + ids)
+    else:
+        b.seen.append(b.tokens(messages + [{"role": "assistant", "content": text}]))
     row = {"scenario": scenario, "turn": turn, "new_tokens": new, **m}
     b.emit(row)
     rows.append(row)
@@ -291,7 +302,7 @@ def run_all(b: Bench, cfg, names: list[str]) -> dict[str, dict]:
     return totals
 
 
-# ------------------------------------------------------------------ servers for --chimera / --llama-server
+# ------------------------------------------------- servers for --chimera / --llama-server
 
 
 def free_port() -> int:

@@ -183,7 +183,7 @@ def test_sampling_fields_reach_the_sampler(client):
         assert r.choices[0].message.content != greedy, kw
 
 
-def test_logprobs(client):
+def test_logprobs(server, client):
     r = chat_text(client, PROMPTS[5], max_tokens=8, logprobs=True, top_logprobs=3)
     content = r.choices[0].logprobs.content
     assert len(content) == r.usage.completion_tokens
@@ -195,10 +195,17 @@ def test_logprobs(client):
         assert tops == sorted(tops, reverse=True)
         # Greedy: the chosen token is the most likely one.
         assert item.top_logprobs[0].token == item.token
+        assert item.model_extra["id"] == item.top_logprobs[0].model_extra["id"]
         assert item.top_logprobs[0].logprob == pytest.approx(item.logprob, abs=0)
         joined += bytes(item.bytes)
     if r.choices[0].finish_reason == "length":
         assert joined.decode("utf-8", errors="replace") == r.choices[0].message.content
+    # The token ids (an extension, as in llama-server) detokenize to the text.
+    ids = [item.model_extra["id"] for item in content]
+    text = requests.post(server.url + "/detokenize", json={"tokens": ids},
+                         timeout=10).json()["content"]
+    if r.choices[0].finish_reason == "length":
+        assert text == r.choices[0].message.content
     # Without logprobs there are none.
     assert chat_text(client, PROMPTS[5], max_tokens=2).choices[0].logprobs is None
 

@@ -128,6 +128,8 @@ TEST(ApiResponse, ChunksAndLogprobs) {
   EXPECT_TRUE(first["choices"][0]["finish_reason"].is_null());
   const auto& lp = first["choices"][0]["logprobs"]["content"][0];
   EXPECT_EQ(lp["token"], " God");
+  EXPECT_EQ(lp["id"], god);
+  EXPECT_EQ(lp["top_logprobs"][1]["id"], 5);
   EXPECT_FLOAT_EQ(lp["logprob"].get<float>(), -0.25f);
   EXPECT_EQ(lp["bytes"].size(), 4u);
   EXPECT_EQ(lp["top_logprobs"].size(), 2u);

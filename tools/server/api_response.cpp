@@ -66,9 +66,13 @@ json logprobs_json(const std::vector<serving::TokenLogprob>& lps, bool chat, con
       json top = json::array();
       for (const auto& t : lp.top) {
         const std::string& p = piece_of(tok, t.token);
-        top.push_back({{"token", p}, {"logprob", t.logprob}, {"bytes", bytes_of(p)}});
+        top.push_back(
+            {{"id", t.token}, {"token", p}, {"logprob", t.logprob}, {"bytes", bytes_of(p)}});
       }
-      content.push_back({{"token", lp.text},
+      // "id" (not in OpenAI's shape; llama-server has it too): the token itself, which text
+      // cannot always tell (several tokens can spell the same bytes).
+      content.push_back({{"id", lp.token},
+                         {"token", lp.text},
                          {"logprob", lp.logprob},
                          {"bytes", bytes_of(lp.text)},
                          {"top_logprobs", top}});
