@@ -54,15 +54,13 @@ struct FloatKernel {
   template <int MR, int NR>
   static void tile(const KernelArgs& a, int64_t i, int64_t j) {
     using Elem = typename L::Elem;
-    const float* x[MR];
-    const Elem* w[NR];
-    for (int r = 0; r < MR; ++r) x[r] = row_ptr<float>(a.act, a.act_stride, i + r);
-    for (int c = 0; c < NR; ++c) w[c] = row_ptr<Elem>(a.w, a.w_row_bytes, j + c);
+    const TileRows<float, Elem, MR, NR> t(a, i, j);
+    const auto& x = t.x;
+    const auto& w = t.w;
     __m256 acc[MR][NR];
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    zero_tile(acc);
     const int64_t k8 = a.n_in & ~int64_t(7);
-    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
+    const uint8_t* next = t.next(a);
     for (int64_t k = 0; k < k8; k += 8) {
       if constexpr (MR == 1) prefetch_ahead<NR * 8 * sizeof(Elem)>(next, k / 8);
       __m256 wv[NR];
@@ -85,46 +83,10 @@ struct FloatKernel {
 };
 
 // ---------------------------------------------------------------- Q8_0 weights
-struct Q80Kernel {
-  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
-
-  template <int MR, int NR>
-  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
-    const ActBlockQ8* x[MR];
-    const BlockQ8_0* w[NR];
-    for (int r = 0; r < MR; ++r) x[r] = row_ptr<ActBlockQ8>(a.act, a.act_stride, i + r);
-    for (int c = 0; c < NR; ++c) w[c] = row_ptr<BlockQ8_0>(a.w, a.w_row_bytes, j + c);
-    __m256 acc[MR][NR];
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
-    const __m256i ones16 = _mm256_set1_epi16(1);
-    const int64_t nb = a.n_in / 32;
-    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
-    for (int64_t b = 0; b < nb; ++b) {
-      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(BlockQ8_0)>(next, b);
-      __m256i wq[NR], wabs[NR];
-      __m256 dw[NR];
-      for (int c = 0; c < NR; ++c) {
-        const BlockQ8_0& blk = w[c][b];
-        dw[c] = _mm256_set1_ps(fp16(blk.d));
-        wq[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
-        wabs[c] = _mm256_sign_epi8(wq[c], wq[c]);
-      }
-      for (int r = 0; r < MR; ++r) {
-        const ActBlockQ8& ab = x[r][b];
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
-        const __m256 da = _mm256_set1_ps(ab.d);
-        for (int c = 0; c < NR; ++c) {
-          // Sign trick: |w| (unsigned) x (a with w's sign) = w a, with no saturation at 127.
-          const __m256i p =
-              _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], _mm256_sign_epi8(av, wq[c])), ones16);
-          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(dw[c], da), _mm256_cvtepi32_ps(p), acc[r][c]);
-        }
-      }
-    }
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
-  }
+struct Q80Traits {
+  using Block = BlockQ8_0;
+  static constexpr bool kMin = false, kOffset16 = false, kSigned = true;
+  static __m256i values(const Block& b) { return load256(b.qs); }
 };
 
 // ---------------------------------------------------------------- Q4_0 weights
@@ -184,23 +146,20 @@ struct Q40Kernel {
 
   template <int MR, int NR>
   static void tile(const KernelArgs& a, int64_t i, int64_t j) {
-    const ActPairQ8* x[MR];
-    const BlockQ4_0* w[NR];
-    for (int r = 0; r < MR; ++r) x[r] = row_ptr<ActPairQ8>(a.act, a.act_stride, i + r);
-    for (int c = 0; c < NR; ++c) w[c] = row_ptr<BlockQ4_0>(a.w, a.w_row_bytes, j + c);
+    const TileRows<ActPairQ8, BlockQ4_0, MR, NR> t(a, i, j);
+    const auto& x = t.x;
+    const auto& w = t.w;
     __m256 acc[MR][NR];
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
+    zero_tile(acc);
     const int64_t nb = a.n_in / 32;
-    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
+    const uint8_t* next = t.next(a);
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
       if constexpr (MR == 1) prefetch_ahead<2 * NR * sizeof(BlockQ4_0)>(next, b / 2);
       step<MR, NR, true>(x, w, b, acc);
     }
     if (b < nb) step<MR, NR, false>(x, w, b, acc);
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+    store_tile(a, i, j, acc);
   }
 };
 
@@ -376,7 +335,7 @@ KernelFn avx2_kernel(GgmlType type) {
     case GgmlType::BF16:
       return run_kernel<FloatKernel<LoadBF16>>;
     case GgmlType::Q8_0:
-      return run_kernel<Q80Kernel>;
+      return run_kernel<Block32Kernel<Q80Traits>>;
     case GgmlType::Q4_0:
       return run_kernel<Q40Kernel>;
     case GgmlType::Q4_K:

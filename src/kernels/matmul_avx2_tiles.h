@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/act_quant.h"
 #include "kernels/matmul.h"
 
 namespace chimera::matmul_detail::avx2 {
@@ -82,6 +83,10 @@ inline void store_tile(const KernelArgs& a, int64_t i, int64_t j, const __m256 (
 
 using TileFn = void (*)(const KernelArgs&, int64_t, int64_t);
 
+inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+
 template <class K, int MR, int NR>
 void tile_entry(const KernelArgs& a, int64_t i, int64_t j) {
   if constexpr (MR <= K::kMR && NR <= std::max(K::kNR, K::kNRGemv)) {
@@ -123,6 +128,71 @@ void run_kernel(const KernelArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
+// ---------------------------------------------------------------- 32-blocks, Q8 activations
+// Q8_0, Q4_1, Q5_0, Q5_1 and IQ4_NL. Traits T give Block, values(blk) (the 32 values in element
+// order) and three flags. kMin: the block adds m * sum(a) (Q4_1, Q5_1). kOffset16: the stored
+// levels are q + 16 (Q5_0), so 16 * sum(a) is subtracted in integers. kSigned: values are signed
+// (Q8_0, IQ4_NL), multiplied with the sign trick: |w| (unsigned) x (a with w's sign) = w a, with
+// no saturation at 127.
+template <class T>
+struct Block32Kernel {
+  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
+  using Block = typename T::Block;
+
+  struct Unpacked {
+    __m256i v;     // the values (unsigned levels, or signed values for kSigned)
+    __m256i vabs;  // kSigned: their magnitudes
+    __m256 d, m;   // scale and (kMin) min
+  };
+  static Unpacked unpack(const Block& blk) {
+    Unpacked u;
+    u.v = T::values(blk);
+    if constexpr (T::kSigned) u.vabs = _mm256_sign_epi8(u.v, u.v);
+    u.d = _mm256_set1_ps(fp16(blk.d));
+    if constexpr (T::kMin) u.m = _mm256_set1_ps(fp16(blk.m));
+    return u;
+  }
+
+  template <int MR, int NR>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
+    const TileRows<ActBlockQ8, Block, MR, NR> t(a, i, j);
+    __m256 acc[MR][NR];
+    zero_tile(acc);
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    const int64_t nb = a.n_in / 32;
+    const uint8_t* next = t.next(a);
+    for (int64_t b = 0; b < nb; ++b) {
+      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(Block)>(next, b);
+      Unpacked u[NR];
+      for (int c = 0; c < NR; ++c) u[c] = unpack(t.w[c][b]);
+      for (int r = 0; r < MR; ++r) {
+        const ActBlockQ8& ab = t.x[r][b];
+        const __m256i av = load256(ab.qs);
+        const __m256 da = _mm256_set1_ps(ab.d);
+        // sum8 lanes are 8 x the sums of the same groups of 4 values as the madd lanes below.
+        __m256i sum8 = _mm256_setzero_si256();
+        if constexpr (T::kMin || T::kOffset16) sum8 = load256(ab.sum8);
+        for (int c = 0; c < NR; ++c) {
+          __m256i p;
+          if constexpr (T::kSigned) {
+            p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c].vabs, _mm256_sign_epi8(av, u[c].v)),
+                                  ones16);
+          } else {
+            p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c].v, av), ones16);
+          }
+          if constexpr (T::kOffset16) p = _mm256_sub_epi32(p, _mm256_slli_epi32(sum8, 1));
+          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c].d, da), _mm256_cvtepi32_ps(p), acc[r][c]);
+          if constexpr (T::kMin) {
+            acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c].m, da),
+                                        _mm256_cvtepi32_ps(_mm256_srai_epi32(sum8, 3)), acc[r][c]);
+          }
+        }
+      }
+    }
+    store_tile(a, i, j, acc);
+  }
+};
+
 // ---------------------------------------------------------------- super-block kernels
 // A super-block type (256 values against one BlockQ8_K activation block) describes itself as
 // eight steps of 32 values. Ops provides:
@@ -142,10 +212,6 @@ inline __m256i step_dot(__m256i v, __m256i vabs, __m256i act, __m256i scale) {
   } else {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(v, act), scale);
   }
-}
-
-inline __m256i load256(const void* p) {
-  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
 }
 
 // An empty asm that claims to change v: the compiler must have v in a register here, so it cannot

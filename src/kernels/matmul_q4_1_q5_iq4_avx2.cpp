@@ -45,9 +45,7 @@ inline __m256i iq4_lookup(__m256i nibbles) {
 }
 
 // ---------------------------------------------------------------- 32-blocks with Q8 activations
-// kMin: the block adds m * sum(a) (Q4_1, Q5_1). kOffset16: the stored levels are q + 16 (Q5_0),
-// so 16 * sum(a) is subtracted in integers. kSigned: values are signed (IQ4_NL), multiplied with
-// the sign trick.
+// Traits for Block32Kernel (matmul_avx2_tiles.h).
 struct Q41Traits {
   using Block = BlockQ4_1;
   static constexpr bool kMin = true, kOffset16 = false, kSigned = false;
@@ -71,71 +69,6 @@ struct IQ4NLTraits {
   using Block = BlockIQ4_NL;
   static constexpr bool kMin = false, kOffset16 = false, kSigned = true;
   static __m256i values(const Block& b) { return iq4_lookup(unpack_nibbles(b.qs)); }
-};
-
-template <class T>
-struct Block32Kernel {
-  static constexpr int kMR = 4, kNR = 2, kNRGemv = 4;
-  using Block = typename T::Block;
-
-  struct Unpacked {
-    __m256i v;     // the values (unsigned levels, or signed grid values for kSigned)
-    __m256i vabs;  // kSigned: their magnitudes
-    __m256 d, m;   // scale and (kMin) min
-  };
-  static Unpacked unpack(const Block& blk) {
-    Unpacked u;
-    u.v = T::values(blk);
-    if constexpr (T::kSigned) u.vabs = _mm256_sign_epi8(u.v, u.v);
-    u.d = _mm256_set1_ps(fp16(blk.d));
-    if constexpr (T::kMin) u.m = _mm256_set1_ps(fp16(blk.m));
-    return u;
-  }
-
-  template <int MR, int NR>
-  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
-    const ActBlockQ8* x[MR];
-    const Block* w[NR];
-    for (int r = 0; r < MR; ++r) x[r] = row_ptr<ActBlockQ8>(a.act, a.act_stride, i + r);
-    for (int c = 0; c < NR; ++c) w[c] = row_ptr<Block>(a.w, a.w_row_bytes, j + c);
-    __m256 acc[MR][NR];
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_setzero_ps();
-    const __m256i ones16 = _mm256_set1_epi16(1);
-    const int64_t nb = a.n_in / 32;
-    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
-    for (int64_t b = 0; b < nb; ++b) {
-      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(Block)>(next, b);
-      Unpacked u[NR];
-      for (int c = 0; c < NR; ++c) u[c] = unpack(w[c][b]);
-      for (int r = 0; r < MR; ++r) {
-        const ActBlockQ8& ab = x[r][b];
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.qs));
-        const __m256 da = _mm256_set1_ps(ab.d);
-        // sum8 lanes are 8 x the sums of the same groups of 4 values as the madd lanes below.
-        __m256i sum8 = _mm256_setzero_si256();
-        if constexpr (T::kMin || T::kOffset16)
-          sum8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab.sum8));
-        for (int c = 0; c < NR; ++c) {
-          __m256i p;
-          if constexpr (T::kSigned) {
-            p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c].vabs, _mm256_sign_epi8(av, u[c].v)),
-                                  ones16);
-          } else {
-            p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c].v, av), ones16);
-          }
-          if constexpr (T::kOffset16) p = _mm256_sub_epi32(p, _mm256_slli_epi32(sum8, 1));
-          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c].d, da), _mm256_cvtepi32_ps(p), acc[r][c]);
-          if constexpr (T::kMin) {
-            acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c].m, da),
-                                        _mm256_cvtepi32_ps(_mm256_srai_epi32(sum8, 3)), acc[r][c]);
-          }
-        }
-      }
-    }
-    for (int r = 0; r < MR; ++r)
-      for (int c = 0; c < NR; ++c) a.y[(i + r) * a.y_stride + j + c] = hsum(acc[r][c]);
-  }
 };
 
 // ---------------------------------------------------------------- IQ4_XS with Q8_K activations
