@@ -13,6 +13,8 @@ Scenarios (all greedy, streamed, one request at a time):
   switch      16 conversations, 2 turns each, round-robin (run the server with fewer slots)
   shared      16 users, one long shared system prompt, a different question each
   agent       a task prompt that grows by tool outputs, 8 steps
+  memory      (only when named) 16 conversations of ~3,000 tokens, then a next turn in each: the
+              issue's memory target, --cache-mem 2G keeping all 16 (~48,000 prompt tokens)
 
 For every turn the script also computes `new_tokens`: the prompt tokens after the point where
 the request first diverges from everything sent and answered before (every earlier prompt
@@ -64,7 +66,7 @@ WORDS = ("and the LORD said unto Moses behold I will send thee into the land of 
          "flowing with milk and honey").split()
 
 # Where processing only what is new is promised (the issue's targets), with the slack allowed.
-EXACT_SCENARIOS = ("append", "regenerate", "edit", "edit2", "switch")
+EXACT_SCENARIOS = ("append", "regenerate", "edit", "edit2", "switch", "memory")
 SLACK_TOKENS = 64
 
 
@@ -283,9 +285,32 @@ def scenario_agent(b: Bench, cfg, state: dict) -> list[dict]:
     return rows
 
 
+def scenario_memory(b: Bench, cfg, state: dict) -> list[dict]:
+    """The issue's memory target: 16 conversations of ~3,000 tokens (their history sent at
+    once), then one more turn in each, round-robin. On chimera with --cache-mem 2G every next
+    turn should process only its new tokens (the cache keeps all 16)."""
+    rng = random.Random(5)
+    rows: list[dict] = []
+    convs = []
+    for i in range(cfg.conversations):
+        msgs = [{"role": "system", "content": f"Scribe {i}. " + filler(rng, cfg.system_words)}]
+        for _ in range(cfg.memory_exchanges):
+            msgs.append({"role": "user", "content": filler(rng, cfg.memory_words)})
+            msgs.append({"role": "assistant", "content": filler(rng, cfg.memory_words // 4)})
+        msgs.append({"role": "user", "content": filler(rng, 20)})
+        convs.append(msgs)
+    for turn in (1, 2):
+        for i, msgs in enumerate(convs):
+            answer = run_turn(b, "memory", f"{i}.{turn}", msgs, rows, cfg.short_max_tokens)
+            msgs.append({"role": "assistant", "content": answer})
+            msgs.append({"role": "user", "content": filler(rng, 20)})
+    return rows
+
+
 SCENARIOS = {"append": scenario_append, "regenerate": scenario_regenerate,
              "edit": scenario_edit, "edit2": scenario_edit2, "switch": scenario_switch,
-             "shared": scenario_shared, "agent": scenario_agent}
+             "shared": scenario_shared, "agent": scenario_agent, "memory": scenario_memory}
+DEFAULT_SCENARIOS = [n for n in SCENARIOS if n != "memory"]  # memory: ~48,000 prompt tokens
 
 
 def run_all(b: Bench, cfg, names: list[str]) -> dict[str, dict]:
@@ -299,6 +324,17 @@ def run_all(b: Bench, cfg, names: list[str]) -> dict[str, dict]:
         all_rows += rows
     totals["all"] = total(all_rows)
     b.emit({"scenario": "all", "total": totals["all"], "base_url": b.url, "model": b.model})
+    # chimera's prefix cache as the run left it (what it kept, within which budget).
+    try:
+        r = requests.get(b.url + "/v1/cache", headers=b.headers, timeout=b.timeout)
+        if r.status_code == 200:
+            c = r.json()
+            totals["cache"] = {k: c.get(k) for k in ("n_entries", "tokens", "bytes",
+                                                     "budget_bytes", "snapshots",
+                                                     "snapshot_bytes")}
+            b.emit({"cache": totals["cache"]})
+    except requests.RequestException:
+        pass
     return totals
 
 
@@ -373,6 +409,8 @@ def markdown_table(results: dict[str, dict[str, dict]], names: list[str]) -> str
         head += ["TTFT llama-server / chimera", "chimera: each turn <= new + 64"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in [n for n in SCENARIOS if n in names] + ["all"]:
+        if n not in results[engines[0]]:
+            continue
         t0 = results[engines[0]][n]
         # Each engine's conversation holds its own answers, so its new tokens can differ.
         news: list[str] = []
@@ -411,7 +449,8 @@ def main() -> int:
     ap.add_argument("--json", help="--chimera / --llama-server: write the JSON Lines here")
     ap.add_argument("--model", default="", help="model name to send (default: /v1/models' first)")
     ap.add_argument("--api-key", default=None)
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                    help=f"comma-separated, of {', '.join(SCENARIOS)} (default: all but memory)")
     ap.add_argument("--max-tokens", type=int, default=48,
                     help="answer length per turn of the 10-turn chat (append, regenerate, edit)")
     ap.add_argument("--short-max-tokens", type=int, default=16,
@@ -425,6 +464,10 @@ def main() -> int:
     ap.add_argument("--shared-system-words", type=int, default=300)
     ap.add_argument("--agent-steps", type=int, default=8)
     ap.add_argument("--tool-words", type=int, default=50)
+    ap.add_argument("--memory-exchanges", type=int, default=5,
+                    help="memory: user/assistant pairs of each conversation's history")
+    ap.add_argument("--memory-words", type=int, default=160,
+                    help="memory: words per user message of the history (answers: a quarter)")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script works")
     cfg = ap.parse_args()
@@ -433,6 +476,7 @@ def main() -> int:
         cfg.system_words, cfg.user_words, cfg.switch_user_words = 8, 12, 12
         cfg.conversations, cfg.switch_turns, cfg.shared_system_words = 3, 2, 40
         cfg.agent_steps, cfg.tool_words = 3, 12
+        cfg.memory_exchanges, cfg.memory_words = 2, 12
     names = [n for n in cfg.scenarios.split(",") if n]
     for n in names:
         if n not in SCENARIOS:
@@ -472,6 +516,11 @@ def main() -> int:
           "their answers made the chats differ); TTFT: mean per turn, measured by the client.")
     for c in commands:
         print(f"- `{c}`")
+    c = results.get("chimera", {}).get("cache")
+    if c:
+        print(f"\nchimera's prefix cache at the end: {c['n_entries']} entries, {c['tokens']} "
+              f"tokens, {c['bytes'] / 2**20:.0f} MiB of its {c['budget_bytes'] / 2**20:.0f} MiB "
+              f"budget ({c['snapshots']} snapshots, {c['snapshot_bytes'] / 2**20:.0f} MiB).")
     return 0
 
 

@@ -30,12 +30,14 @@ def test_bench_serve_smoke(chimera_bin):
     with ServeProcess(chimera_bin, "-np", "2", "-c", "1024", "--mem", "512M", "--cache-mem",
                       "128M", "-q") as s:
         proc = subprocess.run([sys.executable, str(REPO / "python" / "bench_serve.py"), "--url",
-                               s.url, "--smoke"], capture_output=True, text=True, timeout=300)
+                               s.url, "--smoke", "--scenarios",
+                               "append,regenerate,edit,edit2,switch,shared,agent,memory"],
+                              capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     totals = {r["scenario"]: r["total"] for r in rows if "total" in r}
     assert set(totals) == {"append", "regenerate", "edit", "edit2", "switch", "shared", "agent",
-                           "all"}
+                           "memory", "all"}
     turns = [r for r in rows if "turn" in r]
     for r in turns:
         assert r["prompt_tokens"] == r["cached_tokens"] + r["processed"] + r["replayed"], r
@@ -44,7 +46,10 @@ def test_bench_serve_smoke(chimera_bin):
         assert r["ttft_s"] > 0 and r["completion_tokens"] >= 1
         # The target: what was seen before is not computed again (small slack for the
         # last answer token and the template's end-of-turn tokens, never sent through the model).
-        if r["scenario"] in ("append", "regenerate", "edit", "edit2", "switch"):
+        if r["scenario"] in ("append", "regenerate", "edit", "edit2", "switch", "memory"):
             assert r["computed"] <= r["new_tokens"] + 64, r
+    # The cache as the run left it: within its budget, the memory conversations among it.
+    cache = next(r["cache"] for r in rows if "cache" in r)
+    assert 3 <= cache["n_entries"] and cache["bytes"] <= cache["budget_bytes"]
     # Regenerating the last answer reuses the append chat's prompt.
     assert totals["regenerate"]["cached_tokens"] > 0
