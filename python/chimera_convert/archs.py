@@ -596,8 +596,12 @@ def plan_qwen_hybrid(ckpt: Checkpoint, arch: str) -> Plan:
         if E <= 0:
             b.fail("num_experts must be > 0 (dense checkpoints are not supported for this arch)")
         if b.cfg("mlp_only_layers") or int(b.cfg("decoder_sparse_step", 1)) != 1:
-            b.fail("mlp_only_layers / decoder_sparse_step != 1 (dense layers in an MoE model) are "
-                   "not supported")
+            # transformers runs such layers with a dense MLP, but no GGUF can carry them: llama.cpp's
+            # converter cannot name their tensors for these archs and its loader requires the
+            # experts in every layer
+            b.fail("mlp_only_layers / decoder_sparse_step != 1 (dense layers in an MoE model) "
+                   "cannot be written as a GGUF llama.cpp reads (its qwen3next/qwen35moe loader "
+                   "requires experts in every layer)")
         if not b.cfg("norm_topk_prob", True):
             b.fail("norm_topk_prob = false: llama.cpp's qwen3next always renormalises the top-k")
         k_used = int(b.cfg("num_experts_per_tok", required=True))

@@ -233,3 +233,29 @@ def test_qwen_pre_tokenizers_are_recognised(pattern, pre):
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
          "use_regex": False}]}}
     assert detect_pre(tok, "tokenizer.json") == pre
+
+
+@pytest.mark.parametrize("arch", ["qwen3next", "qwen35moe"])
+@pytest.mark.parametrize("change", [{"mlp_only_layers": [1]}, {"decoder_sparse_step": 2}])
+def test_dense_layers_in_an_moe_model_are_refused(tmp_path, arch, change):
+    """transformers (Qwen3NextForCausalLM) supports a dense MLP in some layers of the MoE models,
+    but llama.cpp's converter cannot name those tensors for these archs (it stops at
+    'Can not map tensor model.layers.1.mlp.down_proj.weight') and its loader requires
+    ffn_gate_inp in every layer: there is no GGUF to write, so the converter refuses clearly."""
+    cfg, src = checkpoint(arch, np.random.default_rng(2))
+    cfg.update(change, intermediate_size=F)
+    layer = 1
+    m = f"model.layers.{layer}.mlp."
+    for name in [n for n in src if n.startswith(m)]:
+        del src[name]
+    r = lambda *s: np.ones(s, np.float32)  # noqa: E731
+    src.update({m + "gate_proj.weight": r(F, D), m + "up_proj.weight": r(F, D),
+                m + "down_proj.weight": r(D, F)})
+    ck = tmp_path / "hf"
+    ck.mkdir()
+    (ck / "config.json").write_text(json.dumps(cfg))
+    write_safetensors(ck / "model.safetensors", src)
+    from chimera_convert import ConversionError
+    with pytest.raises(ConversionError, match="dense layers in an MoE model"):
+        convert(ck, tmp_path / "out.gguf", "f32")
+    assert not (tmp_path / "out.gguf").exists()
