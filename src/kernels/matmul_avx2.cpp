@@ -161,6 +161,32 @@ struct Q40Kernel {
     if (b < nb) step<MR, NR, false>(x, w, b, acc);
     store_tile(a, i, j, acc);
   }
+
+  // Prefill (run_packed): each weight pair unpacked once per column tile and row block instead
+  // of once per row tile; the same dot() per element and pair.
+  using Packed = Unpacked;
+  static constexpr int64_t kPackBlocks = 80;  // pairs: 2 columns x 80 x 96 B = 15 KB
+  static int64_t pack_units(const KernelArgs& a) { return (a.n_in / 32 + 1) / 2; }
+  static void pack_column(const KernelArgs& a, int64_t j, int64_t p0, int64_t p1, Packed* out) {
+    const BlockQ4_0* w = row_ptr<BlockQ4_0>(a.w, a.w_row_bytes, j);
+    const int64_t nb = a.n_in / 32;
+    for (int64_t p = p0; p < p1; ++p)
+      out[p - p0] = 2 * p + 2 <= nb ? unpack<true>(w + 2 * p) : unpack<false>(w + 2 * p);
+  }
+  template <int MR, int NR>
+  static void packed_tile(const KernelArgs& a, const Packed (*pk)[kPackBlocks], int64_t i,
+                          int64_t p0, int64_t p1, __m256 (*acc)[kNR]) {
+    PackedTileState<ActPairQ8, MR, NR, kNR> t(a, i, acc);
+    for (int64_t p = p0; p < p1; ++p)
+      for (int r = 0; r < MR; ++r)
+        for (int c = 0; c < NR; ++c) dot(pk[c][p - p0], t.x[r][p], t.ac[r][c]);
+    t.store();
+  }
+
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    if (a.m < kMR) return run_kernel<Q40Kernel>(a, j0, j1);  // decode and tiny batches
+    run_packed<Q40Kernel>(a, j0, j1);
+  }
 };
 
 // ---------------------------------------------------------------- Q4_K / Q5_K weights
@@ -335,9 +361,9 @@ KernelFn avx2_kernel(GgmlType type) {
     case GgmlType::BF16:
       return run_kernel<FloatKernel<LoadBF16>>;
     case GgmlType::Q8_0:
-      return run_kernel<Block32Kernel<Q80Traits>>;
+      return Block32Kernel<Q80Traits>::run;
     case GgmlType::Q4_0:
-      return run_kernel<Q40Kernel>;
+      return Q40Kernel::run;
     case GgmlType::Q4_K:
       return SuperBlockKernel<Q45KOps<false>>::run;
     case GgmlType::Q5_K:

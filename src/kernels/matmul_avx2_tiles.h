@@ -128,6 +128,66 @@ void run_kernel(const KernelArgs& a, int64_t j0, int64_t j1) {
   }
 }
 
+// ---------------------------------------------------------------- packed prefill driver
+// Prefill over packed weights. P decodes kNR weight columns, up to kPackBlocks units of K at a
+// time (pack_units(a) in all), into an L1-sized buffer once, and runs every kMR-row tile of a
+// kRowBlock-row block over it (packed_tile); the tiles' float accumulators live in `acc` between
+// K-blocks (stored and reloaded exactly) and end in the same hsum as the GEMV path. P provides
+// Packed, kMR == 4, kNR == 2, kPackBlocks, pack_units, pack_column and packed_tile<MR, NR>.
+// A packed tile's activation rows and local copies of its accumulators (so that nothing the loop
+// reads can alias them); store() writes the accumulators back.
+template <class A, int MR, int NR, int kNR>
+struct PackedTileState {
+  const A* x[MR];
+  __m256 ac[MR][NR];
+  __m256 (*acc)[kNR];
+  PackedTileState(const KernelArgs& a, int64_t i, __m256 (*acc_rows)[kNR]) : acc(acc_rows) {
+    for (int r = 0; r < MR; ++r) x[r] = row_ptr<A>(a.act, a.act_stride, i + r);
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) ac[r][c] = acc[r][c];
+  }
+  void store() {
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NR; ++c) acc[r][c] = ac[r][c];
+  }
+};
+
+template <class P>
+void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
+  using Packed = typename P::Packed;
+  constexpr int64_t kPB = P::kPackBlocks;
+  using Fn = void (*)(const KernelArgs&, const Packed(*)[kPB], int64_t, int64_t, int64_t,
+                      __m256(*)[P::kNR]);
+  static_assert(P::kMR == 4 && P::kNR == 2);
+  static constexpr Fn fn[4][2] = {
+      {P::template packed_tile<1, 1>, P::template packed_tile<1, 2>},
+      {P::template packed_tile<2, 1>, P::template packed_tile<2, 2>},
+      {P::template packed_tile<3, 1>, P::template packed_tile<3, 2>},
+      {P::template packed_tile<4, 1>, P::template packed_tile<4, 2>},
+  };
+  Packed pk[P::kNR][kPB];
+  __m256 acc[kRowBlock][P::kNR];
+  const int64_t nu = P::pack_units(a);
+  for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
+    const int64_t ie = std::min(a.m, ib + kRowBlock);
+    for (int64_t j = j0; j < j1; j += P::kNR) {
+      const int nr = static_cast<int>(std::min<int64_t>(P::kNR, j1 - j));
+      for (int64_t r = 0; r < ie - ib; ++r)
+        for (int c = 0; c < P::kNR; ++c) acc[r][c] = _mm256_setzero_ps();
+      for (int64_t u0 = 0; u0 < nu; u0 += kPB) {
+        const int64_t u1 = std::min(nu, u0 + kPB);
+        for (int c = 0; c < nr; ++c) P::pack_column(a, j + c, u0, u1, pk[c]);
+        for (int64_t i = ib; i < ie; i += P::kMR) {
+          const int mr = static_cast<int>(std::min<int64_t>(P::kMR, ie - i));
+          fn[mr - 1][nr - 1](a, pk, i, u0, u1, acc + (i - ib));
+        }
+      }
+      for (int64_t r = 0; r < ie - ib; ++r)
+        for (int c = 0; c < nr; ++c) a.y[(ib + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- 32-blocks, Q8 activations
 // Q8_0, Q4_1, Q5_0, Q5_1 and IQ4_NL. Traits T give Block, values(blk) (the 32 values in element
 // order) and three flags. kMin: the block adds m * sum(a) (Q4_1, Q5_1). kOffset16: the stored
@@ -153,43 +213,79 @@ struct Block32Kernel {
     return u;
   }
 
+  // Block b of every element of a tile, from the unpacked columns u[c].
+  template <int MR, int NR>
+  static void block_step(const Unpacked* const (&u)[NR], const ActBlockQ8* const (&x)[MR],
+                         int64_t b, __m256 (&acc)[MR][NR]) {
+    const __m256i ones16 = _mm256_set1_epi16(1);
+    for (int r = 0; r < MR; ++r) {
+      const ActBlockQ8& ab = x[r][b];
+      const __m256i av = load256(ab.qs);
+      const __m256 da = _mm256_set1_ps(ab.d);
+      // sum8 lanes are 8 x the sums of the same groups of 4 values as the madd lanes below.
+      __m256i sum8 = _mm256_setzero_si256();
+      if constexpr (T::kMin || T::kOffset16) sum8 = load256(ab.sum8);
+      for (int c = 0; c < NR; ++c) {
+        __m256i p;
+        if constexpr (T::kSigned) {
+          p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c]->vabs, _mm256_sign_epi8(av, u[c]->v)),
+                                ones16);
+        } else {
+          p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c]->v, av), ones16);
+        }
+        if constexpr (T::kOffset16) p = _mm256_sub_epi32(p, _mm256_slli_epi32(sum8, 1));
+        acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c]->d, da), _mm256_cvtepi32_ps(p), acc[r][c]);
+        if constexpr (T::kMin) {
+          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c]->m, da),
+                                      _mm256_cvtepi32_ps(_mm256_srai_epi32(sum8, 3)), acc[r][c]);
+        }
+      }
+    }
+  }
+
   template <int MR, int NR>
   static void tile(const KernelArgs& a, int64_t i, int64_t j) {
     const TileRows<ActBlockQ8, Block, MR, NR> t(a, i, j);
     __m256 acc[MR][NR];
     zero_tile(acc);
-    const __m256i ones16 = _mm256_set1_epi16(1);
     const int64_t nb = a.n_in / 32;
     const uint8_t* next = t.next(a);
     for (int64_t b = 0; b < nb; ++b) {
       if constexpr (MR == 1) prefetch_ahead<NR * sizeof(Block)>(next, b);
       Unpacked u[NR];
-      for (int c = 0; c < NR; ++c) u[c] = unpack(t.w[c][b]);
-      for (int r = 0; r < MR; ++r) {
-        const ActBlockQ8& ab = t.x[r][b];
-        const __m256i av = load256(ab.qs);
-        const __m256 da = _mm256_set1_ps(ab.d);
-        // sum8 lanes are 8 x the sums of the same groups of 4 values as the madd lanes below.
-        __m256i sum8 = _mm256_setzero_si256();
-        if constexpr (T::kMin || T::kOffset16) sum8 = load256(ab.sum8);
-        for (int c = 0; c < NR; ++c) {
-          __m256i p;
-          if constexpr (T::kSigned) {
-            p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c].vabs, _mm256_sign_epi8(av, u[c].v)),
-                                  ones16);
-          } else {
-            p = _mm256_madd_epi16(_mm256_maddubs_epi16(u[c].v, av), ones16);
-          }
-          if constexpr (T::kOffset16) p = _mm256_sub_epi32(p, _mm256_slli_epi32(sum8, 1));
-          acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c].d, da), _mm256_cvtepi32_ps(p), acc[r][c]);
-          if constexpr (T::kMin) {
-            acc[r][c] = _mm256_fmadd_ps(_mm256_mul_ps(u[c].m, da),
-                                        _mm256_cvtepi32_ps(_mm256_srai_epi32(sum8, 3)), acc[r][c]);
-          }
-        }
+      const Unpacked* up[NR];
+      for (int c = 0; c < NR; ++c) {
+        u[c] = unpack(t.w[c][b]);
+        up[c] = &u[c];
       }
+      block_step<MR, NR>(up, t.x, b, acc);
     }
     store_tile(a, i, j, acc);
+  }
+
+  // Prefill (run_packed): each weight block unpacked once per column tile and row block.
+  using Packed = Unpacked;
+  static constexpr int64_t kPackBlocks = 64;  // 2 columns x 64 x 128 B = 16 KB
+  static int64_t pack_units(const KernelArgs& a) { return a.n_in / 32; }
+  static void pack_column(const KernelArgs& a, int64_t j, int64_t b0, int64_t b1, Packed* out) {
+    const Block* w = row_ptr<Block>(a.w, a.w_row_bytes, j);
+    for (int64_t b = b0; b < b1; ++b) out[b - b0] = unpack(w[b]);
+  }
+  template <int MR, int NR>
+  static void packed_tile(const KernelArgs& a, const Packed (*pk)[kPackBlocks], int64_t i,
+                          int64_t b0, int64_t b1, __m256 (*acc)[kNR]) {
+    PackedTileState<ActBlockQ8, MR, NR, kNR> t(a, i, acc);
+    for (int64_t b = b0; b < b1; ++b) {
+      const Unpacked* up[NR];
+      for (int c = 0; c < NR; ++c) up[c] = &pk[c][b - b0];
+      block_step<MR, NR>(up, t.x, b, t.ac);
+    }
+    t.store();
+  }
+
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    if (a.m < kMR) return run_kernel<Block32Kernel>(a, j0, j1);  // decode and tiny batches
+    run_packed<Block32Kernel>(a, j0, j1);
   }
 };
 
@@ -310,12 +406,11 @@ struct SuperBlockKernel {
     }
   }
 
-  using PackedFn = void (*)(const KernelArgs&, const Packed (*)[kPackBlocks], int64_t, int64_t,
-                            int64_t, __m256 (*)[kNR]);
-  template <int MR, int NR>
-  static void packed_entry(const KernelArgs& a, const Packed (*pk)[kPackBlocks], int64_t i,
-                           int64_t b0, int64_t b1, __m256 (*acc)[kNR]) {
-    packed_tile<MR, NR>(a, pk, i, b0, b1, acc);
+  // What run_packed needs.
+  static int64_t pack_units(const KernelArgs& a) { return a.n_in / kQK_K; }
+  static void pack_column(const KernelArgs& a, int64_t j, int64_t b0, int64_t b1, Packed* out) {
+    const WBlock* w = row_ptr<WBlock>(a.w, a.w_row_bytes, j);
+    for (int64_t b = b0; b < b1; ++b) pack(w[b], &out[b - b0]);
   }
 
   static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
@@ -329,37 +424,7 @@ struct SuperBlockKernel {
       }
       return;
     }
-    static_assert(kMR == 4 && kNR == 2);
-    static constexpr PackedFn fn[4][2] = {
-        {packed_entry<1, 1>, packed_entry<1, 2>},
-        {packed_entry<2, 1>, packed_entry<2, 2>},
-        {packed_entry<3, 1>, packed_entry<3, 2>},
-        {packed_entry<4, 1>, packed_entry<4, 2>},
-    };
-    Packed pk[kNR][kPackBlocks];
-    __m256 acc[kRowBlock][kNR];
-    const int64_t nb = a.n_in / kQK_K;
-    for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
-      const int64_t ie = std::min(a.m, ib + kRowBlock);
-      for (int64_t j = j0; j < j1; j += kNR) {
-        const int nr = static_cast<int>(std::min<int64_t>(kNR, j1 - j));
-        for (int64_t r = 0; r < ie - ib; ++r)
-          for (int c = 0; c < kNR; ++c) acc[r][c] = _mm256_setzero_ps();
-        for (int64_t b0 = 0; b0 < nb; b0 += kPackBlocks) {
-          const int64_t b1 = std::min(nb, b0 + kPackBlocks);
-          for (int c = 0; c < nr; ++c) {
-            const WBlock* w = row_ptr<WBlock>(a.w, a.w_row_bytes, j + c);
-            for (int64_t b = b0; b < b1; ++b) pack(w[b], &pk[c][b - b0]);
-          }
-          for (int64_t i = ib; i < ie; i += kMR) {
-            const int mr = static_cast<int>(std::min<int64_t>(kMR, ie - i));
-            fn[mr - 1][nr - 1](a, pk, i, b0, b1, acc + (i - ib));
-          }
-        }
-        for (int64_t r = 0; r < ie - ib; ++r)
-          for (int c = 0; c < nr; ++c) a.y[(ib + r) * a.y_stride + j + c] = hsum(acc[r][c]);
-      }
-    }
+    run_packed<SuperBlockKernel>(a, j0, j1);
   }
 };
 

@@ -124,13 +124,13 @@ struct IQ4XSOps {
 KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type) {
   switch (type) {
     case GgmlType::Q4_1:
-      return run_kernel<Block32Kernel<Q41Traits>>;
+      return Block32Kernel<Q41Traits>::run;
     case GgmlType::Q5_0:
-      return run_kernel<Block32Kernel<Q50Traits>>;
+      return Block32Kernel<Q50Traits>::run;
     case GgmlType::Q5_1:
-      return run_kernel<Block32Kernel<Q51Traits>>;
+      return Block32Kernel<Q51Traits>::run;
     case GgmlType::IQ4_NL:
-      return run_kernel<Block32Kernel<IQ4NLTraits>>;
+      return Block32Kernel<IQ4NLTraits>::run;
     case GgmlType::IQ4_XS:
       return SuperBlockKernel<IQ4XSOps>::run;
     default:
