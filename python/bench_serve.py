@@ -138,13 +138,14 @@ class Bench:
             if "error" in ev:
                 raise RuntimeError(f"stream error: {ev['error']}")
             for ch in ev.get("choices") or []:
-                for lp in (ch.get("logprobs") or {}).get("content") or []:
+                lps = (ch.get("logprobs") or {}).get("content") or []
+                for lp in lps:
                     if ids is not None and isinstance(lp.get("id"), int):
                         ids.append(lp["id"])
                     else:
                         ids = None  # no ids from this server
                 piece = (ch.get("delta") or {}).get("content") or ""
-                if piece:
+                if piece or lps:  # a token, even one with no text (TTFT is to the first token)
                     now = time.monotonic()
                     first = first or now
                     last = now
