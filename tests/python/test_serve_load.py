@@ -19,6 +19,9 @@ def test_load(chimera_bin):
     assert summary["n_failures"] == 0
     # The mix really happened: completions, cancellations and refusals.
     assert summary["completed"] > 0 and summary["cancelled"] > 0 and summary["http_400"] > 0
+    # Connections reset before any answer (a client stalled past the server's wait for its first
+    # request) are retried once; more than a few would be the server's fault.
+    assert summary.get("connection_retries", 0) <= 3, summary
 
 
 def test_bench_serve_smoke(chimera_bin):

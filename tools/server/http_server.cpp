@@ -1,6 +1,7 @@
 #include "http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -91,6 +92,7 @@ struct HttpServer::Impl {
   std::mutex counters_mu;
   HttpCounters counters;
   const int64_t started = static_cast<int64_t>(std::time(nullptr));
+  int listen_fd = -1;  // the listening socket, as httplib's socket-options hook saw it
 
   Impl(serving::Engine& e, const Tokenizer& t, ServerConfig c)
       : engine(e), tok(t), cfg(std::move(c)) {}
@@ -491,9 +493,10 @@ HttpServer::HttpServer(serving::Engine& engine, const Tokenizer& tokenizer, Serv
   s.http.set_tcp_nodelay(true);
   // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which would let a second server
   // start on a port already in use and silently share its connections.
-  s.http.set_socket_options([](socket_t sock) {
+  s.http.set_socket_options([&s](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const void*>(&yes), sizeof yes);
+    s.listen_fd = sock;
   });
   s.setup_routes();
 }
@@ -510,6 +513,10 @@ Result<int> HttpServer::bind() {
   if (port < 0)
     return Error(ErrorCode::kIo, "cannot listen on ", impl_->cfg.host, ":", impl_->cfg.port,
                  " (address in use, or not an address of this machine?)");
+  // httplib 0.11 listens with a backlog of 5: under a burst of clients (and a busy CPU delaying
+  // its accept thread) the kernel's accept queue overflows, and clients see stalls and resets.
+  // listen() again on the bound socket only raises the backlog.
+  if (impl_->listen_fd >= 0) (void)::listen(impl_->listen_fd, SOMAXCONN);
   return port;
 }
 
