@@ -37,7 +37,8 @@ from pathlib import Path
 
 def run_measured(cmd: list[str], timeout: float) -> tuple[int, str, str, int]:
     """Runs cmd; returns (exit code, stdout, stderr, peak RSS in KiB of the child)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -51,7 +52,8 @@ def run_measured(cmd: list[str], timeout: float) -> tuple[int, str, str, int]:
 def rss_of(cmd: list[str], timeout: float) -> tuple[int, str, int]:
     """Runs cmd, output discarded; returns (exit code, stderr tail, peak RSS KiB) via wait4."""
     with open(os.devnull, "w") as devnull:
-        proc = subprocess.Popen(cmd, stdout=devnull, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=devnull,
+                                stderr=subprocess.PIPE, text=True)
         t0 = time.time()
         err = ""
         while True:
