@@ -115,6 +115,22 @@ def models() -> dict[str, dict]:
                   "time_step_min 1e-30 (no clamp in effect): transformers 5.24 clamps dt to "
                   "time_step_min in its chunked prefill only (not in its decode step); NVIDIA's "
                   "code and llama.cpp never clamp"),
+        "nemotron_h_moe": dict(
+            cls="NemotronHForCausalLM", gguf_arch="nemotron_h_moe", seed=111, config=dict(
+                vocab_size=N_VOCAB, hidden_size=D, hybrid_override_pattern="ME*EMM*E",
+                num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                intermediate_size=96, mlp_hidden_act="relu2", mamba_num_heads=8,
+                mamba_head_dim=16, expand=2, ssm_state_size=16, n_groups=2, conv_kernel=4,
+                chunk_size=32, layer_norm_epsilon=1e-5, max_position_embeddings=512,
+                time_step_min=1e-30, tie_word_embeddings=False, n_routed_experts=16,
+                num_experts_per_tok=4, moe_intermediate_size=32,
+                moe_shared_expert_intermediate_size=48, routed_scaling_factor=2.5,
+                norm_topk_prob=True, n_group=1, topk_group=1),
+            notes="Nemotron-H MoE (Nemotron-3-Nano layout): Mamba2 (2 groups), NoPE attention "
+                  "and MoE layers of 16 squared-ReLU experts (top 4) plus a squared-ReLU shared "
+                  "expert; sigmoid router with a random e_score_correction_bias (selection only), "
+                  "renormalised weights times routed_scaling_factor 2.5. time_step_min as for "
+                  "nemotron_h"),
         "granitehybrid-dense": dict(
             cls="GraniteMoeHybridForCausalLM", seed=101, config=dict(
                 **granite4, **mamba, num_hidden_layers=5,
@@ -224,6 +240,10 @@ def build_and_save(name: str, spec: dict, hf_tok, directory: Path):
     model = cls(cfg).float().eval()
     gen = torch.Generator().manual_seed(spec["seed"])
     init_weights(model, gen, zero_centered_norms=spec["cls"].startswith("Qwen3"))
+    with torch.no_grad():  # selection biases are buffers (HF leaves them 0): make them matter
+        for bname, buf in sorted(model.named_buffers(), key=lambda kv: kv[0]):
+            if bname.endswith("e_score_correction_bias"):
+                buf.copy_(0.1 * torch.randn(tuple(buf.shape), generator=gen))
     model.save_pretrained(directory)
     save_tokenizer(hf_tok, directory, template_in_config=True)
     # reference from the checkpoint as saved, so converter input and reference cannot drift
@@ -358,7 +378,7 @@ def main() -> int:
             "format": 1,
             "name": name,
             "hf_architecture": spec["cls"],
-            "gguf_architecture": {"GraniteMoeHybridForCausalLM": "granitehybrid",
+            "gguf_architecture": spec.get("gguf_arch") or {"GraniteMoeHybridForCausalLM": "granitehybrid",
                                   "Mamba2ForCausalLM": "mamba2", "LlamaForCausalLM": "llama",
                                   "GraniteForCausalLM": "granite",
                                   "Qwen3_5ForCausalLM": "qwen35",

@@ -421,7 +421,10 @@ def plan_granitehybrid(ckpt: Checkpoint) -> Plan:
 
 
 # --------------------------------------------------------------------------------------------------
-# nemotron_h (NemotronHForCausalLM, Nemotron-H without MoE). Every layer is one kind: Mamba2 ("M"),
+# nemotron_h (NemotronHForCausalLM, Nemotron-H without MoE) and nemotron_h_moe (the same class with
+# "E"/"moe" layers, Nemotron-3-Nano: squared-ReLU routed experts, sigmoid router with a selection
+# bias, one squared-ReLU shared expert). llama.cpp picks MoE when config.json has
+# num_experts_per_tok, which transformers 5 also writes for dense models; here MoE layers decide. Every layer is one kind: Mamba2 ("M"),
 # NoPE attention ("*") or a non-gated squared-ReLU MLP ("-"), each with one pre-norm. llama.cpp
 # stores the kinds in two per-layer arrays: head_count_kv (n_kv on attention layers, else 0) and
 # feed_forward_length (intermediate_size on MLP layers, else 0); both 0 means Mamba2. As for
@@ -440,15 +443,66 @@ def _nemotron_h_layer_kinds(b: Builder) -> list[str]:
     if None in kinds:
         b.fail(f"unknown layer kind in {pattern!r} (expected M/*/- or "
                f"linear_attention/full_attention/mlp)")
-    if "moe" in kinds:
-        b.fail("MoE layers (nemotron_h_moe) are not supported by this converter")
+    if "moe" in kinds and "mlp" in kinds:
+        b.fail("both dense MLP and MoE layers: llama.cpp's nemotron_h_moe makes every FFN layer MoE")
     if "mamba" not in kinds:
         b.fail("no Mamba2 layers: llama.cpp converts such a checkpoint as another architecture")
     return kinds
 
 
+def _nemotron_h_moe_keys(b: Builder, kinds: list[str]) -> tuple[int, int, int]:
+    """The MoE keys llama.cpp writes for nemotron_h_moe; returns (experts, F_expert, F_shared)."""
+    E = int(b.cfg("n_routed_experts", required=True))
+    k_used = int(b.cfg("num_experts_per_tok", required=True))
+    F_e = int(b.cfg("moe_intermediate_size", required=True))
+    F_s = int(b.cfg("moe_shared_expert_intermediate_size", required=True))
+    if not 0 < k_used <= E:
+        b.fail(f"num_experts_per_tok {k_used} must be in 1..n_routed_experts ({E})")
+    if b.cfg("moe_latent_size") is not None:
+        b.fail("moe_latent_size (latent MoE projections, Nemotron 3 Super) is not supported")
+    if int(b.cfg("num_nextn_predict_layers", 0) or 0) > 0:
+        b.fail("num_nextn_predict_layers > 0 (MTP layers) is not supported")
+    if int(b.cfg("n_group", 1)) != 1:
+        b.fail(f"n_group {b.cfg('n_group')}: group-limited expert selection is not supported")
+    if b.cfg("mlp_bias", False):
+        b.fail("mlp_bias = true: llama.cpp's nemotron_h_moe has no expert biases")
+    if int(b.cfg("n_shared_experts", 1)) != 1:
+        b.fail(f"n_shared_experts {b.cfg('n_shared_experts')} is not supported (only 1)")
+    p = b.plan
+    p.key("add_feed_forward_length", [F_e if k == "moe" else 0 for k in kinds])  # INT32 array
+    p.key("add_expert_used_count", k_used)
+    p.key("add_expert_feed_forward_length", F_e)
+    p.key("add_expert_shared_feed_forward_length", F_s)
+    p.key("add_expert_count", E)
+    p.key("add_expert_shared_count", 1)
+    p.key("add_expert_weights_norm", bool(b.cfg("norm_topk_prob", True)))
+    p.key("add_expert_weights_scale", float(b.cfg("routed_scaling_factor", 1.0)))
+    p.key("add_expert_group_count", 1)
+    return E, F_e, F_s
+
+
+def _nemotron_h_moe_layer(b: Builder, i: int, mixer: str, D: int, E: int, F_e: int, F_s: int):
+    b.add(f"blk.{i}.ffn_gate_inp.weight", mixer + "gate.weight", (E, D))
+    b.add(f"blk.{i}.exp_probs_b.bias",
+          b.pick(mixer + "gate.e_score_correction_bias", mixer + "gate.e_score_correction.bias"),
+          (E,))
+    for hf, gg, shape in (("up_proj", "ffn_up_exps", (F_e, D)),
+                          ("down_proj", "ffn_down_exps", (D, F_e))):
+        if b.has(f"{mixer}experts.{hf}"):  # transformers 5 in-memory layout, already stacked
+            b.add(f"blk.{i}.{gg}.weight", f"{mixer}experts.{hf}", (E, *shape))
+            continue
+        refs = [b.take(f"{mixer}experts.{e}.{hf}.weight", shape) for e in range(E)]
+        b.plan.tensor(f"blk.{i}.{gg}.weight", (E, *shape),
+                      lambda refs=refs: np.stack([x.load() for x in refs]),
+                      f"{mixer}experts.*.{hf}.weight")
+    b.add(f"blk.{i}.ffn_up_shexp.weight", mixer + "shared_experts.up_proj.weight", (F_s, D))
+    b.add(f"blk.{i}.ffn_down_shexp.weight", mixer + "shared_experts.down_proj.weight", (D, F_s))
+
+
 def plan_nemotron_h(ckpt: Checkpoint) -> Plan:
-    b = Builder(ckpt, "nemotron_h")
+    pattern = ckpt.get("hybrid_override_pattern", None) or ckpt.get("layers_block_type", None)
+    moe = bool(pattern) and any(c in ("E", "moe") for c in pattern)
+    b = Builder(ckpt, "nemotron_h_moe" if moe else "nemotron_h")
     kinds = _nemotron_h_layer_kinds(b)
     L = len(kinds)
     if b.cfg("num_hidden_layers") not in (None, L):
@@ -481,7 +535,10 @@ def plan_nemotron_h(ckpt: Checkpoint) -> Plan:
     _common_keys(b, L, D, V)
     p = b.plan
     p.key("add_context_length", NOPE_CONTEXT_LENGTH)
-    p.key("add_feed_forward_length", [F if k == "mlp" else 0 for k in kinds])  # INT32 arrays
+    if moe:
+        E, F_e, F_s = _nemotron_h_moe_keys(b, kinds)
+    else:
+        p.key("add_feed_forward_length", [F if k == "mlp" else 0 for k in kinds])  # INT32 arrays
     p.key("add_head_count", n_head)
     p.key("add_head_count_kv", [n_kv if k == "attention" else 0 for k in kinds])
     p.key("add_key_length", d_h)
@@ -504,6 +561,8 @@ def plan_nemotron_h(ckpt: Checkpoint) -> Plan:
                           conv_bias_required=bool(b.cfg("use_conv_bias", True)))
         elif kind == "attention":
             _attention(b, i, mixer, D, n_head, n_kv, d_h)
+        elif kind == "moe":
+            _nemotron_h_moe_layer(b, i, mixer, D, E, F_e, F_s)
         else:
             b.add(f"blk.{i}.ffn_up.weight", mixer + "up_proj.weight", (F, D))
             b.add(f"blk.{i}.ffn_down.weight", mixer + "down_proj.weight", (D, F))

@@ -21,16 +21,26 @@ Status moe_route(const MoeRouteParams& params, const float* logits, int64_t logi
                  " < n_expert ", n);
   if (n_tokens < 0) return Error(ErrorCode::kInvalidArgument, "moe_route: n_tokens < 0");
 
-  std::vector<float> probs(static_cast<size_t>(n));
+  std::vector<float> probs(static_cast<size_t>(n)), rank(static_cast<size_t>(n));
   std::vector<int32_t> order(static_cast<size_t>(n));
-  const auto key = [](float p) { return std::isnan(p) ? -1.0f : p; };
+  const auto key = [](float p) { return std::isnan(p) ? -INFINITY : p; };
   for (int64_t t = 0; t < n_tokens; ++t) {
-    softmax_row(logits + t * logits_stride, probs.data(), n);
-    for (int32_t e = 0; e < n; ++e) order[static_cast<size_t>(e)] = e;
-    // Larger probability first; equal probabilities keep the lower id first (deterministic).
+    const float* row = logits + t * logits_stride;
+    if (params.sigmoid) {
+      for (int32_t e = 0; e < n; ++e)
+        probs[static_cast<size_t>(e)] = 1.0f / (1.0f + std::exp(-row[e]));
+    } else {
+      softmax_row(row, probs.data(), n);
+    }
+    for (int32_t e = 0; e < n; ++e) {
+      order[static_cast<size_t>(e)] = e;
+      rank[static_cast<size_t>(e)] =
+          probs[static_cast<size_t>(e)] + (params.selection_bias ? params.selection_bias[e] : 0.0f);
+    }
+    // Larger score first; equal scores keep the lower id first (deterministic).
     std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
       // NaN ranks last so the comparator stays a strict weak order whatever the logits hold.
-      const float pa = key(probs[static_cast<size_t>(a)]), pb = key(probs[static_cast<size_t>(b)]);
+      const float pa = key(rank[static_cast<size_t>(a)]), pb = key(rank[static_cast<size_t>(b)]);
       return pa > pb || (pa == pb && a < b);
     });
     int32_t* ids = expert_ids + t * k;

@@ -1,6 +1,8 @@
-// MoE routing (spec section 2, pitfall 12): probs = softmax(router logits), select the k largest
-// (descending; ties go to the lower expert id), optionally renormalise the k weights by
-// max(Σw, 6.103515625e-5) (Granite; Jamba does not), optionally scale them.
+// MoE routing (spec section 2, pitfall 12): probs = softmax(router logits), or sigmoid(logits)
+// (Nemotron-H MoE), select the k largest of probs + selection_bias when given (the bias only
+// ranks, it never enters a weight; descending, ties go to the lower expert id), optionally
+// renormalise the k weights by max(Σw, 6.103515625e-5) (Granite; Jamba does not), optionally scale
+// them.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +16,8 @@ struct MoeRouteParams {
   int32_t n_expert_used = 0;  // k, 1..n_expert
   bool renormalize = true;    // w /= max(Σw, 6.103515625e-5)
   float weight_scale = 0.0f;  // applied when not 0 or 1 (llama.cpp expert_weights_scale)
+  bool sigmoid = false;       // probs = sigmoid(logits) instead of softmax
+  const float* selection_bias = nullptr;  // [n_expert], added to probs for ranking only
 };
 
 // logits [n_tokens][n_expert] (row stride logits_stride floats). Writes expert_ids and weights,

@@ -293,21 +293,29 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
   const int64_t D = hp.n_embd;
   const float* v = u_.data();
   float* out = grow(d_, T * D);
-  // SwiGLU MLP over m rows with F hidden units; mul(k, in, rows, out) multiplies by the gate
-  // (k = 0), up (1) or down (2) matrix, so the dense FFN, the MoE shared expert and each routed
-  // expert share the sequence. The dense FFN's biases apply where present (the shared expert has
-  // none, so there they are no-ops); routed experts have no biases.
-  auto swiglu_mlp = [&](auto&& mul, int64_t F, const float* in, int64_t m, float* dst,
-                        bool biases) -> Status {
+  // MLP over m rows with F hidden units: SwiGLU, or squared ReLU without a gate (ffn_act);
+  // mul(k, in, rows, out) multiplies by the gate (k = 0), up (1) or down (2) matrix, so the dense
+  // FFN, the MoE shared expert and each routed expert share the sequence. The dense FFN's biases
+  // apply where present (the shared expert has none, so there they are no-ops); routed experts
+  // have no biases.
+  const bool relu2 = model_.layers[il].ffn_act == FfnActivation::kReluSquared;
+  auto mlp = [&](auto&& mul, int64_t F, const float* in, int64_t m, float* dst,
+                 bool biases) -> Status {
     float* g = grow(a_, m * F);
     float* h = grow(b_, m * F);
-    CHIMERA_RETURN_IF_ERROR(mul(0, in, m, g));
-    CHIMERA_RETURN_IF_ERROR(mul(1, in, m, h));
-    if (biases) {
-      add_bias(g, m, F, F, f.gate_b);
-      add_bias(h, m, F, F, f.up_b);
+    if (relu2) {
+      CHIMERA_RETURN_IF_ERROR(mul(1, in, m, g));
+      if (biases) add_bias(g, m, F, F, f.up_b);
+      relu_squared(g, g, m * F);
+    } else {
+      CHIMERA_RETURN_IF_ERROR(mul(0, in, m, g));
+      CHIMERA_RETURN_IF_ERROR(mul(1, in, m, h));
+      if (biases) {
+        add_bias(g, m, F, F, f.gate_b);
+        add_bias(h, m, F, F, f.up_b);
+      }
+      swiglu(g, h, g, m * F);
     }
-    swiglu(g, h, g, m * F);
     CHIMERA_RETURN_IF_ERROR(mul(2, g, m, dst));
     if (biases) add_bias(dst, m, D, D, f.down_b);
     return Status::Ok();
@@ -316,11 +324,10 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     return mm(k == 0 ? f.gate : k == 1 ? f.up : f.down, in, m, y);
   };
   if (model_.layers[il].ffn_kind == FfnKind::kDense) {
-    if (model_.layers[il].ffn_act == FfnActivation::kReluSquared)
-      return relu_squared_mlp(f, v, T, out);
-    return swiglu_mlp(dense, f.gate->ne[1], v, T, out, true);
+    return mlp(dense, f.up->ne[1], v, T, out, true);
   }
-  // MoE: softmax -> top-k -> renormalise (spec 2), experts grouped over the ubatch's tokens.
+  // MoE: softmax (or sigmoid + selection bias) -> top-k -> renormalise -> scale (spec 2), experts
+  // grouped over the ubatch's tokens.
   const int64_t E = hp.n_expert, K = hp.n_expert_used;
   float* logits = grow(c_, T * E);
   CHIMERA_RETURN_IF_ERROR(mm(f.router, v, T, logits));
@@ -329,6 +336,10 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
   MoeRouteParams rp;
   rp.n_expert = static_cast<int32_t>(E);
   rp.n_expert_used = static_cast<int32_t>(K);
+  rp.renormalize = hp.moe_renormalize;
+  rp.weight_scale = hp.moe_weight_scale;
+  rp.sigmoid = hp.moe_sigmoid;
+  rp.selection_bias = f32(f.router_bias);
   CHIMERA_RETURN_IF_ERROR(moe_route(rp, logits, E, T, sel.data(), route_w_.data()));
   float* ye = grow(e_, T * K * D);  // expert output for (token, rank)
   std::vector<int32_t> slots;
@@ -338,7 +349,7 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     for (int64_t i = 0; i < T * K; ++i)
       if (sel[i] == e) slots.push_back(static_cast<int32_t>(i));
     if (slots.empty()) continue;
-    const int64_t m = static_cast<int64_t>(slots.size()), F = f.gate_exps->ne[1];
+    const int64_t m = static_cast<int64_t>(slots.size()), F = f.up_exps->ne[1];
     xin.resize(m * D);
     for (int64_t j = 0; j < m; ++j) std::memcpy(&xin[j * D], v + (slots[j] / K) * D, D * 4);
     yout.resize(m * D);
@@ -346,7 +357,7 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
       const Weight w = k == 0 ? f.gate_exps : k == 1 ? f.up_exps : f.down_exps;
       return matmul_expert(threads_, as_matrix(w), e, in, rows, y, ws_);
     };
-    CHIMERA_RETURN_IF_ERROR(swiglu_mlp(expert, F, xin.data(), m, yout.data(), false));
+    CHIMERA_RETURN_IF_ERROR(mlp(expert, F, xin.data(), m, yout.data(), false));
     for (int64_t j = 0; j < m; ++j) std::memcpy(ye + int64_t(slots[j]) * D, &yout[j * D], D * 4);
   }
   // Weighted sum in ranking order: the same operations for a token whatever its batch.
@@ -356,9 +367,9 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     for (int64_t j = 1; j < K; ++j)
       for (int64_t i = 0; i < D; ++i) o[i] += route_w_[t * K + j] * ye[(t * K + j) * D + i];
   }
-  if (f.gate) {  // shared expert: added unweighted, or scaled by sigmoid(shexp_gate . v)
+  if (f.up) {  // shared expert: added unweighted, or scaled by sigmoid(shexp_gate . v)
     std::vector<float> shared(T * D);
-    CHIMERA_RETURN_IF_ERROR(swiglu_mlp(dense, f.gate->ne[1], v, T, shared.data(), true));
+    CHIMERA_RETURN_IF_ERROR(mlp(dense, f.up->ne[1], v, T, shared.data(), true));
     if (f.shexp_gate) {
       std::vector<float> g(T);
       CHIMERA_RETURN_IF_ERROR(mm(f.shexp_gate, v, T, g.data()));
@@ -369,18 +380,6 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     }
     for (int64_t i = 0; i < T * D; ++i) out[i] += shared[i];
   }
-  return Status::Ok();
-}
-
-// Non-gated MLP: down(relu(up v + b)^2) + b, row-local (Nemotron-H).
-Status ForwardPass::relu_squared_mlp(const FfnWeights& f, const float* v, int64_t T, float* out) {
-  const int64_t D = model_.hp.n_embd, F = f.up->ne[1];
-  float* h = grow(a_, T * F);
-  CHIMERA_RETURN_IF_ERROR(mm(f.up, v, T, h));
-  add_bias(h, T, F, F, f.up_b);
-  relu_squared(h, h, T * F);
-  CHIMERA_RETURN_IF_ERROR(mm(f.down, h, T, out));
-  add_bias(out, T, D, D, f.down_b);
   return Status::Ok();
 }
 

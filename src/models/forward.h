@@ -43,7 +43,6 @@ class ForwardPass {
   Status mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status ffn(uint32_t il, int64_t T);
-  Status relu_squared_mlp(const FfnWeights& f, const float* v, int64_t T, float* out);
   Status mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride = 0,
             int64_t y_stride = 0);
 

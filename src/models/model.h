@@ -17,7 +17,8 @@ namespace chimera {
 // kNone: the layer has no mixer and keeps no per-sequence memory (Nemotron-H's FFN-only layers).
 enum class MixerKind { kAttention, kMamba2, kDeltaNet, kNone };
 enum class FfnKind { kNone, kDense, kMoe };
-// kSwiGlu: down(silu(gate x) * up x). kReluSquared: down(relu(up x)^2), no gate (Nemotron-H).
+// kSwiGlu: down(silu(gate x) * up x). kReluSquared: down(relu(up x)^2), no gate (Nemotron-H;
+// for MoE layers it applies to the routed experts and the shared expert alike).
 enum class FfnActivation { kSwiGlu, kReluSquared };
 
 // A weight tensor inside the mapping (never copied). null when the optional tensor is absent.
@@ -61,7 +62,8 @@ struct FfnWeights {
   // dense (gate absent for kReluSquared), or the MoE shared expert
   Weight gate = nullptr, up = nullptr, down = nullptr;
   Weight gate_b = nullptr, up_b = nullptr, down_b = nullptr;
-  Weight router = nullptr;                                             // {D, E}
+  Weight router = nullptr;       // {D, E}
+  Weight router_bias = nullptr;  // {E} F32: added to the sigmoid scores for selection only
   Weight gate_exps = nullptr, up_exps = nullptr, down_exps = nullptr;  // {D, F, E}, {F, D, E}
   Weight shexp_gate = nullptr;  // {D}: the shared expert is scaled by sigmoid(shexp_gate . v)
 };
@@ -103,6 +105,9 @@ struct ModelHParams {
   bool delta_tiled_heads = false;
   // MoE
   uint32_t n_expert = 0, n_expert_used = 0;
+  bool moe_sigmoid = false;     // sigmoid router scores instead of softmax (Nemotron-H MoE)
+  bool moe_renormalize = true;  // divide the k weights by their sum
+  float moe_weight_scale = 0;   // routed_scaling_factor; 0 or 1: none
 
   uint32_t ssm_head_dim() const { return ssm_heads ? ssm_inner / ssm_heads : 0; }
   uint32_t ssm_conv_channels() const { return ssm_inner + 2 * ssm_groups * ssm_state; }

@@ -10,6 +10,7 @@ Status load_qwen35(Model& m);
 Status load_qwen35moe(Model& m);
 Status load_qwen3next(Model& m);
 Status load_nemotron_h(Model& m);
+Status load_nemotron_h_moe(Model& m);
 
 const std::vector<ArchLoader>& arch_registry() {
   static const std::vector<ArchLoader> archs = {
@@ -21,6 +22,7 @@ const std::vector<ArchLoader>& arch_registry() {
       {"qwen35moe", load_qwen35moe},
       {"qwen3next", load_qwen3next},
       {"nemotron_h", load_nemotron_h},
+      {"nemotron_h_moe", load_nemotron_h_moe},
   };
   return archs;
 }

@@ -90,6 +90,48 @@ TEST(OpsMoeRoute, SelectsTopKAndRenormalises) {
   }
 }
 
+// Sigmoid gating with a selection bias (Nemotron-H MoE): the bias decides the ranking, the
+// weights are the unbiased sigmoids of the chosen experts, renormalised, then scaled.
+TEST(OpsMoeRoute, SigmoidWithSelectionBias) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  const int E = 16, k = 4, T = 5;
+  std::vector<float> logits(T * E), bias(E);
+  for (float& v : logits) v = nd(rng);
+  for (float& v : bias) v = nd(rng);
+  MoeRouteParams p;
+  p.n_expert = E;
+  p.n_expert_used = k;
+  p.sigmoid = true;
+  p.selection_bias = bias.data();
+  p.weight_scale = 2.5f;
+  std::vector<int32_t> ids(T * k);
+  std::vector<float> w(T * k);
+  ASSERT_TRUE(moe_route(p, logits.data(), E, T, ids.data(), w.data()).ok());
+  bool bias_changed_a_choice = false;
+  for (int t = 0; t < T; ++t) {
+    std::vector<double> s(E), r(E);
+    for (int e = 0; e < E; ++e) {
+      s[e] = 1.0 / (1.0 + std::exp(-double(logits[t * E + e])));
+      r[e] = s[e] + bias[e];
+    }
+    std::vector<int> ord(E), plain(E);
+    std::iota(ord.begin(), ord.end(), 0);
+    std::iota(plain.begin(), plain.end(), 0);
+    std::stable_sort(ord.begin(), ord.end(), [&](int a, int b) { return r[a] > r[b]; });
+    std::stable_sort(plain.begin(), plain.end(), [&](int a, int b) { return s[a] > s[b]; });
+    double sum = 0;
+    for (int j = 0; j < k; ++j) sum += s[ord[j]];
+    for (int j = 0; j < k; ++j) {
+      ASSERT_EQ(ids[t * k + j], ord[j]) << "t " << t << " rank " << j;
+      bias_changed_a_choice |= ord[j] != plain[j];
+      const double want = s[ord[j]] / sum * 2.5;
+      EXPECT_NEAR(w[t * k + j], want, 1e-6 * want);
+    }
+  }
+  EXPECT_TRUE(bias_changed_a_choice);  // the bias must matter for this test to mean anything
+}
+
 TEST(OpsMoeRoute, TiesGoToLowerExpertId) {
   const float logits[6] = {1.0f, 3.0f, 3.0f, 0.0f, 3.0f, 1.0f};
   MoeRouteParams p{6, 4, true, 0.0f};

@@ -198,3 +198,98 @@ def test_committed_fixture_metadata(outtype):
         want = gguf.GGMLQuantizationType.F16 if matrix and outtype == "f16" else \
             gguf.GGMLQuantizationType.F32
         assert x.tensor_type == want, x.name
+
+
+# --------------------------------------------------------------------------------------------------
+# nemotron_h_moe: the same class with "E" layers (Nemotron-3-Nano)
+
+E, KU, FE, FS = 6, 2, 10, 14
+MOE_PATTERN = "ME*E"
+
+
+def moe_checkpoint(rng: np.random.Generator, stacked: bool = False):
+    cfg, t = checkpoint(rng, pattern=MOE_PATTERN.replace("E", "-"))
+    cfg.update(hybrid_override_pattern=MOE_PATTERN, n_routed_experts=E, num_experts_per_tok=KU,
+               moe_intermediate_size=FE, moe_shared_expert_intermediate_size=FS,
+               routed_scaling_factor=2.5, norm_topk_prob=True, n_group=1, topk_group=1)
+    r = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    for i, c in enumerate(MOE_PATTERN):
+        if c != "E":
+            continue
+        m = f"backbone.layers.{i}.mixer."
+        del t[m + "up_proj.weight"], t[m + "down_proj.weight"]
+        t.update({m + "gate.weight": r(E, D), m + "gate.e_score_correction_bias": r(E),
+                  m + "shared_experts.up_proj.weight": r(FS, D),
+                  m + "shared_experts.down_proj.weight": r(D, FS)})
+        if stacked:
+            t.update({m + "experts.up_proj": r(E, FE, D), m + "experts.down_proj": r(E, D, FE)})
+        else:
+            for e in range(E):
+                t.update({m + f"experts.{e}.up_proj.weight": r(FE, D),
+                          m + f"experts.{e}.down_proj.weight": r(D, FE)})
+    return cfg, t
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_moe_every_tensor_and_key(tmp_path, stacked):
+    cfg, src = moe_checkpoint(np.random.default_rng(6), stacked)
+    out = tmp_path / "out.gguf"
+    convert(write_checkpoint(tmp_path, cfg, src), out, "f32")
+    f, types, t = read(out)
+    a = "nemotron_h_moe"
+    assert f["general.architecture"] == a
+    assert f[f"{a}.feed_forward_length"] == [FE if c == "E" else 0 for c in MOE_PATTERN]
+    assert f[f"{a}.attention.head_count_kv"] == [NKV if c == "*" else 0 for c in MOE_PATTERN]
+    assert (f[f"{a}.expert_count"], f[f"{a}.expert_used_count"],
+            f[f"{a}.expert_feed_forward_length"], f[f"{a}.expert_shared_feed_forward_length"],
+            f[f"{a}.expert_shared_count"], f[f"{a}.expert_group_count"]) == (E, KU, FE, FS, 1, 1)
+    assert f[f"{a}.expert_weights_norm"] is True
+    assert f[f"{a}.expert_weights_scale"] == pytest.approx(2.5)
+    for i, c in enumerate(MOE_PATTERN):
+        if c != "E":
+            continue
+        m, b = f"backbone.layers.{i}.mixer.", f"blk.{i}."
+        assert t[b + "attn_norm.weight"].shape == (D,)
+        np.testing.assert_array_equal(t[b + "ffn_gate_inp.weight"], src[m + "gate.weight"])
+        np.testing.assert_array_equal(t[b + "exp_probs_b.bias"],
+                                      src[m + "gate.e_score_correction_bias"])
+        for hf, gg in (("up_proj", "ffn_up_exps"), ("down_proj", "ffn_down_exps")):
+            want = src[m + f"experts.{hf}"] if stacked else \
+                np.stack([src[m + f"experts.{e}.{hf}.weight"] for e in range(E)])
+            np.testing.assert_array_equal(t[b + gg + ".weight"], want)
+        np.testing.assert_array_equal(t[b + "ffn_up_shexp.weight"],
+                                      src[m + "shared_experts.up_proj.weight"])
+        np.testing.assert_array_equal(t[b + "ffn_down_shexp.weight"],
+                                      src[m + "shared_experts.down_proj.weight"])
+        assert not any(n.startswith(b + "ffn_up.") or n.startswith(b + "ffn_gate_exps")
+                       for n in t)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(hybrid_override_pattern="ME*-"), "both dense MLP and MoE"),
+    (dict(moe_latent_size=8), "moe_latent_size"),
+    (dict(num_nextn_predict_layers=1), "MTP"),
+    (dict(n_group=2, topk_group=1), "group-limited"),
+    (dict(num_experts_per_tok=7), "num_experts_per_tok"),
+])
+def test_moe_refusals_write_nothing(tmp_path, change, match):
+    cfg, src = moe_checkpoint(np.random.default_rng(7))
+    cfg.update(change)
+    out = tmp_path / "out.gguf"
+    with pytest.raises(ConversionError, match=match):
+        convert(write_checkpoint(tmp_path, cfg, src), out, "f32")
+    assert not out.exists()
+
+
+def test_committed_moe_fixture_metadata():
+    ref = json.loads((FIXTURES / "nemotron_h_moe" / "reference.json").read_text())
+    cfg = ref["config"]
+    assert ref["gguf_architecture"] == "nemotron_h_moe"
+    f, _, t = read(FIXTURES / "nemotron_h_moe" / "model-f32.gguf")
+    kinds = cfg["layers_block_type"]
+    assert {"linear_attention", "full_attention", "moe"} == set(kinds)
+    assert f["nemotron_h_moe.feed_forward_length"] == [
+        cfg["moe_intermediate_size"] if k == "moe" else 0 for k in kinds]
+    assert f["nemotron_h_moe.expert_weights_scale"] == pytest.approx(cfg["routed_scaling_factor"])
+    bias = [t[f"blk.{i}.exp_probs_b.bias"] for i, k in enumerate(kinds) if k == "moe"]
+    assert all(np.abs(b).max() > 0 for b in bias)  # the selection bias is exercised

@@ -83,6 +83,9 @@ std::vector<Case> cases() {
   // Nemotron-H: Mamba2, NoPE attention and FFN-only (squared-ReLU) layers
   out.push_back({"nemotron_h_f32", {}, "nemotron_h/model-f32.gguf"});
   out.push_back({"nemotron_h_f16", {}, "nemotron_h/model-f16.gguf"});
+  // Nemotron-H MoE: squared-ReLU experts, sigmoid + selection-bias routing, shared expert
+  out.push_back({"nemotron_h_moe_f32", {}, "nemotron_h_moe/model-f32.gguf"});
+  out.push_back({"nemotron_h_moe_f16", {}, "nemotron_h_moe/model-f16.gguf"});
   return out;
 }
 
