@@ -478,6 +478,8 @@ def _nemotron_h_moe_keys(b: Builder, kinds: list[str]) -> tuple[int, int, int]:
     p.key("add_expert_weights_norm", bool(b.cfg("norm_topk_prob", True)))
     p.key("add_expert_weights_scale", float(b.cfg("routed_scaling_factor", 1.0)))
     p.key("add_expert_group_count", 1)
+    if b.cfg("topk_group") is not None:  # llama.cpp's converter copies it whenever present
+        p.key("add_expert_group_used_count", int(b.cfg("topk_group")))
     return E, F_e, F_s
 
 
