@@ -60,7 +60,7 @@ Result<std::unique_ptr<ModelDrafter>> ModelDrafter::create(const Model& target,
 }
 
 ModelDrafter::ModelDrafter(std::unique_ptr<Context> ctx, const DraftModelParams& p)
-    : ctx_(std::move(ctx)), p_(p), marks_(p.context.max_seqs) {}
+    : ctx_(std::move(ctx)), p_(p), marks_(p.context.max_seqs), base_(p.context.max_seqs, 0) {}
 
 ModelDrafter::~ModelDrafter() {
   for (size_t s = 0; s < marks_.size(); ++s) release_marks(static_cast<int32_t>(s));
@@ -75,6 +75,7 @@ void ModelDrafter::forget(int32_t seq) {
   if (seq < 0 || static_cast<size_t>(seq) >= marks_.size()) return;
   release_marks(seq);
   (void)ctx_->memory().seq_rm(seq, -1, -1);
+  base_[seq] = 0;
 }
 
 Status ModelDrafter::rewind(int32_t seq, uint32_t n) {
@@ -93,16 +94,31 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
   HybridMemory& mem = ctx_->memory();
   // Bring the draft memory to `history`: roll back to the common prefix (a snapshot taken while
   // drafting: no replay), then run what it lacks; always at least the last token, for logits.
+  // The draft memory holds history[base, ...): when it lags far behind (speculation was paused)
+  // it restarts from the last kCatchUpWindow tokens instead of running them all; drafts only
+  // change speed, and a full catch-up would cost as much as what the pause saved.
   const std::vector<int32_t> held = mem.tokens(seq);
+  size_t base = base_[seq];
   size_t common = 0;
-  while (common < held.size() && common + 1 < history.size() && held[common] == history[common])
-    ++common;
-  if (common < held.size()) CHIMERA_RETURN_IF_ERROR(rewind(seq, static_cast<uint32_t>(common)));
+  if (base < history.size())
+    while (common < held.size() && base + common + 1 < history.size() &&
+           held[common] == history[base + common])
+      ++common;
+  const bool lagging = !held.empty() || base > 0;  // else a new sequence: run all of it
+  if (base >= history.size() || (lagging && history.size() - (base + common) > kMaxCatchUp)) {
+    release_marks(seq);
+    CHIMERA_RETURN_IF_ERROR(ctx_->seq_rm(seq, -1, -1));
+    base = history.size() > kCatchUpWindow ? history.size() - kCatchUpWindow : 0;
+    base_[seq] = base;
+    common = 0;
+  } else if (common < held.size()) {
+    CHIMERA_RETURN_IF_ERROR(rewind(seq, static_cast<uint32_t>(common)));
+  }
   release_marks(seq);
   Batch b;
   const int64_t p0 = mem.next_pos(seq);
-  for (size_t i = common; i < history.size(); ++i)
-    b.add(history[i], static_cast<int32_t>(p0 + (i - common)), seq, i + 1 == history.size());
+  for (size_t i = base + common; i < history.size(); ++i)
+    b.add(history[i], static_cast<int32_t>(p0 + (i - base - common)), seq, i + 1 == history.size());
   CHIMERA_RETURN_IF_ERROR(ctx_->decode(b));
   const float* logits = ctx_->logits(b.size() - 1);
   const int32_t V = ctx_->n_vocab();
@@ -113,9 +129,11 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
     int32_t best = 0;
     for (int32_t v = 1; v < V; ++v)
       if (logits[v] > logits[best]) best = v;
-    double sum = 0;
-    for (int32_t v = 0; v < V; ++v) sum += std::exp(double(logits[v]) - double(logits[best]));
-    if (1.0 / sum < p_.p_min) break;
+    if (p_.p_min > 0) {
+      double sum = 0;
+      for (int32_t v = 0; v < V; ++v) sum += std::exp(double(logits[v]) - double(logits[best]));
+      if (1.0 / sum < p_.p_min) break;
+    }
     out.push_back(best);
     if (i + 1 == max_tokens) break;  // the last draft token is verified, never run here
     Batch one;
@@ -143,38 +161,92 @@ void SpecStats::record(int32_t n_drafted, int32_t n_accepted) {
   }
 }
 
-SpecController::SpecController(const SpecParams& p) : p_(p), k_(std::max(1, p.draft_max)) {
+SpecController::SpecController(const SpecParams& p)
+    : p_(p), verify_(static_cast<size_t>(std::max(1, p.draft_max)) + 2, 0.0) {
   if (!p_.adaptive) pause_left_ = 0;
 }
 
-int32_t SpecController::draft_len() {
-  if (p_.draft_max <= 0) return 0;
-  if (!p_.adaptive) return p_.draft_max;
-  if (pause_left_ > 0) {
-    if (--pause_left_ == 0) spec_tok_ = 0;  // measure speculation afresh when it resumes
-    return 0;
-  }
-  return k_;
+double SpecController::acceptance_estimate() const {
+  return (acc_ + 1.0) / (acc_ + rej_ + 2.0);  // a weak prior of 1/2
 }
 
-void SpecController::record(int32_t drafted, int32_t accepted, double seconds) {
-  if (!p_.adaptive) return;
-  constexpr double kAlpha = 0.3;
-  auto ema = [](double& v, double x) { v = v == 0 ? x : v + kAlpha * (x - v); };
-  if (drafted == 0) {
-    ema(plain_tok_, seconds);
-    return;
+double SpecController::verify_estimate(int32_t n) const {
+  if (plain_ <= 0 || n < 1) return 0;
+  if (n == 1) return plain_;
+  if (static_cast<size_t>(n) < verify_.size() && verify_[n] > 0) return verify_[n];
+  // Unmeasured: a line through the plain step; before any measurement assume verification is
+  // cheap (memory-bound), so that speculation gets tried and measured.
+  const double slope = slope_ > 0 ? slope_ : 0.1 * plain_;
+  return plain_ + slope * (n - 1);
+}
+
+SpecController::Choice SpecController::best() const {
+  Choice c;
+  if (plain_ <= 0) return c;
+  const double a = std::min(acceptance_estimate(), 0.999);
+  for (int32_t k = 1; k <= p_.draft_max; ++k) {
+    const double d = fill_ * k;  // expected drafted tokens
+    const double tokens = (1.0 - std::pow(a, d + 1.0)) / (1.0 - a);
+    const int32_t lo = static_cast<int32_t>(std::floor(d));
+    const double w = d - lo;
+    const double verify =
+        (1 - w) * verify_estimate(1 + lo) + (w > 0 ? w * verify_estimate(2 + lo) : 0.0);
+    const double gain = tokens / (k * draft_tok_ + verify) * plain_;  // vs plain decoding
+    if (gain > c.gain) c.k = k, c.gain = gain;
   }
-  ema(spec_tok_, seconds / (accepted + 1));
-  // Draft length: longer after a fully accepted draft, shorter after a rejection.
-  k_ = accepted == drafted ? std::min(p_.draft_max, k_ + 2) : std::max(1, k_ - 1);
-  if (plain_tok_ > 0 && spec_tok_ > plain_tok_) {
-    // Slower than plain decoding: pause, longer each time it happens again.
+  return c;
+}
+
+int32_t SpecController::draft_len() {
+  if (p_.draft_max <= 0) return last_k_ = 0;
+  if (!p_.adaptive) return last_k_ = p_.draft_max;
+  if (pause_left_ > 0) {
+    --pause_left_;
+    return last_k_ = 0;
+  }
+  const Choice c = best();
+  int32_t k = c.k;
+  if (c.gain < kMinGain) {  // the end of a pause: probe with a short draft
+    probing_ = true;
+    k = std::min(p_.draft_max, 2);
+  } else if (rounds_ % 8 == 7) {  // now and then a neighbouring length, to measure it
+    k = (rounds_ / 8) % 2 == 0 ? std::min(p_.draft_max, k + 1) : std::max(1, k - 1);
+  }
+  return last_k_ = k;
+}
+
+void SpecController::record(int32_t drafted, int32_t accepted, double draft_seconds,
+                            double verify_seconds) {
+  if (!p_.adaptive) return;
+  constexpr double kAlpha = 0.3;  // EMA weight of the newest measurement
+  constexpr double kDecay = 0.9;  // per speculative step, for the acceptance counts
+  auto ema = [](double& v, double x) { v = v <= 0 ? x : v + kAlpha * (x - v); };
+  const int32_t requested = last_k_;
+  last_k_ = 0;
+  if (drafted <= 0) {
+    ema(plain_, verify_seconds);
+    // A plain step (or the caller did not ask the drafter): nothing else to learn.
+    if (requested <= 0 || draft_seconds <= 0) return;
+  } else {
+    const int32_t n = drafted + 1;
+    if (static_cast<size_t>(n) < verify_.size()) ema(verify_[n], verify_seconds);
+    if (plain_ > 0) ema(slope_, std::max(1e-9, (verify_seconds - plain_) / (n - 1)));
+    acc_ = acc_ * kDecay + accepted;
+    rej_ = rej_ * kDecay + (accepted < drafted ? 1 : 0);
+  }
+  // The drafter was asked for `requested` tokens (the caller may also have cut its answer).
+  const int32_t req = std::max(requested, std::max(drafted, 1));
+  ema(draft_tok_, std::max(1e-12, draft_seconds / req));
+  fill_ += kAlpha * (double(std::min(drafted, req)) / req - fill_);
+  ++rounds_;
+  if (best().gain < kMinGain) {
+    // Speculation does not pay now: plain steps for a while, longer each time in a row.
     pause_left_ = cooldown_;
     cooldown_ = std::min(cooldown_ * 2, 512);
-  } else if (plain_tok_ > 0 && spec_tok_ < 0.9 * plain_tok_) {
+  } else if (probing_) {
     cooldown_ = 8;
   }
+  probing_ = false;
 }
 
 float token_logprob(const float* logits, int32_t n_vocab, TokenId token) {

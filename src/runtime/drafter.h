@@ -88,13 +88,17 @@ class ModelDrafter : public Drafter {
   DraftModelParams p_;
   // Per sequence: pinned snapshots (token count, id) taken while drafting, the rollback points.
   std::vector<std::vector<std::pair<uint32_t, uint64_t>>> marks_;
+  // Per sequence: the draft memory holds history[base_, ...) (see draft()).
+  std::vector<size_t> base_;
+  static constexpr size_t kMaxCatchUp = 64;     // more missing tokens: restart from a window
+  static constexpr size_t kCatchUpWindow = 32;  // tokens the restart runs
 };
 
 struct SpecParams {
   int32_t draft_max = 8;  // K: most tokens drafted per step
   int32_t draft_min = 0;  // fewer drafted tokens than this: decode the step without verification
-  // Adapt: shorten/lengthen the draft with acceptance, and pause speculation while its measured
-  // time per token is worse than plain decoding's. Off: always draft_max (tests).
+  // Adapt: pick each step's draft length from measured costs and acceptance, and pause
+  // speculation while it does not pay. Off: always draft_max (tests).
   bool adaptive = true;
 };
 
@@ -107,22 +111,57 @@ struct SpecStats {
   double acceptance() const { return drafted > 0 ? double(accepted) / double(drafted) : 0.0; }
 };
 
+// Chooses each step's draft length k to maximise expected tokens per second:
+//   E(k) = 1 + a + ... + a^(f k)      (a: measured probability that a draft token is accepted
+//                                       given the ones before it were)
+//   cost(k) = k * draft_token + verify(1 + f k)
+// with draft_token the measured drafting time per requested token, f the measured share of
+// requested tokens the drafter actually proposes (so E and verify use f * k drafts), and
+// verify(n) the measured time of a step that runs n tokens through the target (n = 1: plain).
+// verify(n) comes from the steps seen at n, else a line through the plain step with the measured
+// slope. When no k > 0 beats a plain step, speculation pauses and probes again after a cool-down
+// that doubles each time a probe does not pay (so a drafter that never fits costs almost nothing;
+// one that costs next to nothing, like an n-gram lookup without a match, is kept). Every few steps
+// it tries a neighbouring length to keep the measurements fresh.
 class SpecController {
  public:
   explicit SpecController(const SpecParams& p);
-  // Tokens to draft for the next step (0: decode plainly).
+  // Tokens to draft for the next step (0: decode plainly, do not call the drafter).
   int32_t draft_len();
-  // After a step: drafted/accepted counts (0, 0 for a plain step) and its wall time, drafting
-  // included.
-  void record(int32_t drafted, int32_t accepted, double seconds);
+  // After a step: drafted/accepted counts (0, 0 when nothing was drafted), seconds spent in the
+  // drafter (0 when it was not called) and seconds of the verification step (decode + sampling).
+  void record(int32_t drafted, int32_t accepted, double draft_seconds, double verify_seconds);
+  // The same when drafting and verification cannot be timed apart (one time for the step).
+  void record(int32_t drafted, int32_t accepted, double seconds) {
+    record(drafted, accepted, 0.0, seconds);
+  }
   bool paused() const { return pause_left_ > 0; }
+  // Current estimates (tests, diagnostics).
+  double acceptance_estimate() const;
+  double verify_estimate(int32_t n_tokens) const;  // seconds; 0 until a plain step was seen
 
  private:
+  // The draft length with the best expected speed, and that speed over plain decoding's.
+  struct Choice {
+    int32_t k = 0;
+    double gain = 0;
+  };
+  Choice best() const;
+  // Below this gain speculation pauses: a drafter that proposes nothing and costs (next to)
+  // nothing, like a lookup that finds no match, keeps being asked.
+  static constexpr double kMinGain = 0.99;
   SpecParams p_;
-  int32_t k_;
-  double plain_tok_ = 0, spec_tok_ = 0;  // EMAs of seconds per emitted token (0: none yet)
-  int32_t pause_left_ = 2;               // a few plain steps first, to measure them
+  int32_t last_k_ = 0;          // what draft_len() returned last
+  int64_t rounds_ = 0;          // speculative steps so far
+  double plain_ = 0;            // EMA seconds of a plain step (0: none yet)
+  double slope_ = 0;            // EMA seconds per extra verified token (0: none yet)
+  double draft_tok_ = 0;        // EMA drafting seconds per requested draft token
+  double fill_ = 1;             // EMA of drafted / requested tokens (drafters may propose fewer)
+  std::vector<double> verify_;  // [n]: EMA seconds of a step verifying n tokens (0: none)
+  double acc_ = 0, rej_ = 0;    // decayed counts of accepted / rejected draft tokens
+  int32_t pause_left_ = 1;      // a plain step first, to measure it
   int32_t cooldown_ = 8;
+  bool probing_ = false;  // the current speculative step ends a pause
 };
 
 // log p(token) under the softmax of `logits` (double precision).

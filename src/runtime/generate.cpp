@@ -120,7 +120,7 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
     CHIMERA_ASSIGN_OR_RETURN(go, emit(ctx.logits(last_entry), &pending));
   }
   while (go) {
-    const double step_t0 = now_seconds();
+    double draft_seconds = 0;  // 0: the drafter was not asked
     const uint32_t held = mem.n_tokens(seq);
     std::vector<TokenId> drafts;
     if (params.drafter && !length_done()) {
@@ -131,13 +131,16 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
         k = std::min<int64_t>(k, params.n_predict - static_cast<int64_t>(res.tokens.size()));
       k = std::min<int64_t>(k, static_cast<int64_t>(params.n_ctx) - held - 1);
       if (k > 0) {
+        const double t0 = now_seconds();
         CHIMERA_ASSIGN_OR_RETURN(drafts,
                                  params.drafter->draft(seq, history, static_cast<int32_t>(k)));
+        draft_seconds = std::max(1e-9, now_seconds() - t0);
         if (static_cast<int64_t>(drafts.size()) > k) drafts.resize(k);
         if (static_cast<int32_t>(drafts.size()) < std::max(1, params.spec.draft_min))
           drafts.clear();
       }
     }
+    const double verify_t0 = now_seconds();
     Batch b;
     b.add(pending, static_cast<int32_t>(mem.next_pos(seq)), seq, true);
     for (size_t i = 0; i < drafts.size(); ++i)
@@ -185,7 +188,7 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
     }
     CHIMERA_RETURN_IF_ERROR(failure);
     control.record(static_cast<int32_t>(drafts.size()), static_cast<int32_t>(keep - 1),
-                   now_seconds() - step_t0);
+                   draft_seconds, now_seconds() - verify_t0);
   }
   if (res.stop != StopReason::kStopString) {
     std::string rest = stops.feed(stream.flush());

@@ -181,8 +181,16 @@ int32_t Sampler::sample(const float* logits, int32_t n_vocab) {
   for (int32_t i = 0; i < n_vocab; ++i) c.items[i] = {i, logits[i]};
   for (auto& stage : stages_) stage->apply(c, history_);
   if (params_.temperature <= 0) {
-    c.sort_descending();
-    return c.items[0].id;
+    if (c.sorted) return c.items[0].id;
+    // Greedy: the first entry of the descending order (ties to the lower id), found in one pass
+    // instead of a sort (the stages before keep the entries in id order unless they sorted).
+    size_t best = 0;
+    for (size_t i = 1; i < c.items.size(); ++i) {
+      const Candidate& a = c.items[i];
+      const Candidate& b = c.items[best];
+      if (a.logit > b.logit || (a.logit == b.logit && a.id < b.id)) best = i;
+    }
+    return c.items[best].id;
   }
   std::vector<double> p = softmax_sorted(c);
   const double r = next_uniform();

@@ -6,6 +6,7 @@
 // do not.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "models/synthetic.h"
@@ -335,17 +336,83 @@ TEST(SpeculativeDrafters, DraftModelWithAnotherVocabularyIsRefused) {
 
 TEST(SpeculativeDrafters, ControllerPausesWhenSpeculationIsSlower) {
   SpecController c({.draft_max = 8, .draft_min = 0, .adaptive = true});
-  EXPECT_EQ(c.draft_len(), 0);  // measures plain steps first
-  c.record(0, 0, 0.010);
-  EXPECT_EQ(c.draft_len(), 0);
-  c.record(0, 0, 0.010);
-  EXPECT_EQ(c.draft_len(), 8);
-  c.record(8, 0, 0.020);  // 20 ms for one token: slower than plain
+  EXPECT_EQ(c.draft_len(), 0);  // measures a plain step first
+  c.record(0, 0, 0.0, 0.010);
+  int32_t k = c.draft_len();
+  ASSERT_GT(k, 0);
+  // Every draft rejected, verification costs what it costs per token: slower than plain.
+  for (int i = 0; i < 3 && !c.paused(); ++i) {
+    c.record(k, 0, 0.001 * k, 0.010 * (k + 1));
+    if (!c.paused()) k = c.draft_len();
+  }
   EXPECT_TRUE(c.paused());
   int plain = 0;
-  while (c.draft_len() == 0 && plain < 100) ++plain, c.record(0, 0, 0.010);
+  while (c.draft_len() == 0 && plain < 100) ++plain, c.record(0, 0, 0.0, 0.010);
   EXPECT_EQ(plain, 8);
-  EXPECT_EQ(c.draft_len(), 7);  // shortened after the rejection, then resumed
+  // The probe fails too: the next pause is twice as long.
+  c.record(2, 0, 0.002, 0.030);
+  EXPECT_TRUE(c.paused());
+  plain = 0;
+  while (c.draft_len() == 0 && plain < 100) ++plain, c.record(0, 0, 0.0, 0.010);
+  EXPECT_EQ(plain, 16);
+}
+
+TEST(SpeculativeDrafters, ControllerLengthFollowsCostAndAcceptance) {
+  // Everything accepted, verification nearly free (memory-bound): the longest drafts pay.
+  SpecController cheap({.draft_max = 8, .draft_min = 0, .adaptive = true});
+  EXPECT_EQ(cheap.draft_len(), 0);
+  cheap.record(0, 0, 0.0, 0.010);
+  for (int i = 0; i < 30; ++i) {
+    const int32_t k = cheap.draft_len();
+    ASSERT_GT(k, 0);
+    cheap.record(k, k, 1e-6 * k, 0.010 + 0.0002 * k);
+  }
+  EXPECT_GE(cheap.acceptance_estimate(), 0.9);
+  int32_t k_cheap = 0;
+  for (int i = 0; i < 8; ++i)
+    k_cheap = std::max(k_cheap, cheap.draft_len()), cheap.record(8, 8, 8e-6, 0.0116);
+  EXPECT_EQ(k_cheap, 8);
+
+  // Everything accepted, but each drafted token costs 0.35 of a step and verification turns
+  // compute-bound past 2 tokens (0.4 of a step per token): E(k) / cost(k) =
+  // (k + 1) / (0.35 k + max(1, 0.4 (k + 1))) peaks at k = 2 (1.58x; k = 8: 1.41x).
+  SpecController dear({.draft_max = 8, .draft_min = 0, .adaptive = true});
+  EXPECT_EQ(dear.draft_len(), 0);
+  dear.record(0, 0, 0.0, 0.010);
+  std::vector<int> chosen(9, 0);
+  for (int i = 0; i < 64; ++i) {
+    const int32_t k = dear.draft_len();
+    ASSERT_GT(k, 0);
+    ASSERT_LE(k, 8);
+    dear.record(k, k, 0.0035 * k, std::max(0.010, 0.004 * (k + 1)));
+    if (i >= 32) ++chosen[k];
+  }
+  EXPECT_FALSE(dear.paused());
+  const int mode =
+      static_cast<int>(std::max_element(chosen.begin(), chosen.end()) - chosen.begin());
+  EXPECT_EQ(mode, 2);
+  EXPECT_NEAR(dear.verify_estimate(3), 0.012, 1e-4);
+
+  // A drafter that proposes nothing and costs nothing is kept asking; one that costs a step
+  // for nothing pauses.
+  SpecController empty_free({.draft_max = 8, .draft_min = 0, .adaptive = true});
+  empty_free.draft_len();
+  empty_free.record(0, 0, 0.0, 0.010);
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_GT(empty_free.draft_len(), 0);
+    empty_free.record(0, 0, 1e-9, 0.010);
+  }
+  SpecController empty_dear({.draft_max = 8, .draft_min = 0, .adaptive = true});
+  empty_dear.draft_len();
+  empty_dear.record(0, 0, 0.0, 0.010);
+  int rounds = 0;
+  while (!empty_dear.paused() && rounds < 20) {
+    ASSERT_GT(empty_dear.draft_len(), 0);
+    empty_dear.record(0, 0, 0.004, 0.010);
+    ++rounds;
+  }
+  EXPECT_TRUE(empty_dear.paused());
+  EXPECT_LE(rounds, 6);
 }
 
 }  // namespace
