@@ -62,7 +62,7 @@ struct FloatKernel {
     const int64_t k8 = a.n_in & ~int64_t(7);
     const uint8_t* next = t.next(a);
     for (int64_t k = 0; k < k8; k += 8) {
-      if constexpr (MR == 1) prefetch_ahead<NR * 8 * sizeof(Elem)>(next, k / 8);
+      if (MR == 1 || a.m <= kPrefetchMaxRows) prefetch_ahead<NR * 8 * sizeof(Elem)>(next, k / 8);
       __m256 wv[NR];
       for (int c = 0; c < NR; ++c) wv[c] = L::load8(w[c] + k);
       for (int r = 0; r < MR; ++r) {
@@ -155,7 +155,8 @@ struct Q40Kernel {
     const uint8_t* next = t.next(a);
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
-      if constexpr (MR == 1) prefetch_ahead<2 * NR * sizeof(BlockQ4_0)>(next, b / 2);
+      if (MR == 1 || a.m <= kPrefetchMaxRows)
+        prefetch_ahead<2 * NR * sizeof(BlockQ4_0)>(next, b / 2);
       step<MR, NR, true>(x, w, b, acc);
     }
     if (b < nb) step<MR, NR, false>(x, w, b, acc);

@@ -53,6 +53,10 @@ inline void prefetch_ahead(const uint8_t* next, int64_t k) {
     _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
 }
 
+// Batches of up to this many rows (speculative verification, small decode batches) still stream
+// each weight row about once, like decode: their tiles prefetch too.
+constexpr int64_t kPrefetchMaxRows = 16;
+
 // The pointers to a tile's MR activation rows and NR weight rows.
 template <class A, class W, int MR, int NR>
 struct TileRows {
@@ -251,7 +255,7 @@ struct Block32Kernel {
     const int64_t nb = a.n_in / 32;
     const uint8_t* next = t.next(a);
     for (int64_t b = 0; b < nb; ++b) {
-      if constexpr (MR == 1) prefetch_ahead<NR * sizeof(Block)>(next, b);
+      if (MR == 1 || a.m <= kPrefetchMaxRows) prefetch_ahead<NR * sizeof(Block)>(next, b);
       Unpacked u[NR];
       const Unpacked* up[NR];
       for (int c = 0; c < NR; ++c) {

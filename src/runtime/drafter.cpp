@@ -1,6 +1,7 @@
 #include "runtime/drafter.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 namespace chimera {
@@ -90,6 +91,7 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
   if (seq < 0 || static_cast<size_t>(seq) >= marks_.size())
     return Error(ErrorCode::kInvalidArgument, "draft: sequence ", seq, " out of range [0, ",
                  marks_.size(), ")");
+  catch_up_seconds_ = 0;
   if (max_tokens <= 0 || history.empty()) return out;
   HybridMemory& mem = ctx_->memory();
   // Bring the draft memory to `history`: roll back to the common prefix (a snapshot taken while
@@ -119,7 +121,12 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
   const int64_t p0 = mem.next_pos(seq);
   for (size_t i = base + common; i < history.size(); ++i)
     b.add(history[i], static_cast<int32_t>(p0 + (i - base - common)), seq, i + 1 == history.size());
+  // Steady state runs two tokens here (the last draft and the target's own next token).
+  const auto t0 = std::chrono::steady_clock::now();
   CHIMERA_RETURN_IF_ERROR(ctx_->decode(b));
+  catch_up_seconds_ =
+      b.size() > 2 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+                   : 0.0;
   const float* logits = ctx_->logits(b.size() - 1);
   const int32_t V = ctx_->n_vocab();
   for (int32_t i = 0; i < max_tokens; ++i) {
@@ -167,7 +174,7 @@ SpecController::SpecController(const SpecParams& p)
 }
 
 double SpecController::acceptance_estimate() const {
-  return (acc_ + 1.0) / (acc_ + rej_ + 2.0);  // a weak prior of 1/2
+  return (acc_ + 0.5) / (acc_ + rej_ + 1.0);  // a weak prior of 1/2
 }
 
 double SpecController::verify_estimate(int32_t n) const {
@@ -209,8 +216,17 @@ int32_t SpecController::draft_len() {
   if (c.gain < kMinGain) {  // the end of a pause: probe with a short draft
     probing_ = true;
     k = std::min(p_.draft_max, 2);
-  } else if (rounds_ % 8 == 7) {  // now and then a neighbouring length, to measure it
-    k = (rounds_ / 8) % 2 == 0 ? std::min(p_.draft_max, k + 1) : std::max(1, k - 1);
+  } else if (++calls_ % 8 == 0) {
+    // Now and then a plain step or a neighbouring length, to keep their measurements fresh.
+    switch ((calls_ / 8) % 3) {
+      case 0:
+        return last_k_ = 0;
+      case 1:
+        k = std::min(p_.draft_max, k + 1);
+        break;
+      default:
+        k = std::max(1, k - 1);
+    }
   }
   return last_k_ = k;
 }
@@ -218,8 +234,8 @@ int32_t SpecController::draft_len() {
 void SpecController::record(int32_t drafted, int32_t accepted, double draft_seconds,
                             double verify_seconds) {
   if (!p_.adaptive) return;
-  constexpr double kAlpha = 0.3;  // EMA weight of the newest measurement
-  constexpr double kDecay = 0.9;  // per speculative step, for the acceptance counts
+  constexpr double kAlpha = 0.3;   // EMA weight of the newest measurement
+  constexpr double kDecay = 0.95;  // per speculative step, for the acceptance counts
   auto ema = [](double& v, double x) { v = v <= 0 ? x : v + kAlpha * (x - v); };
   const int32_t requested = last_k_;
   last_k_ = 0;

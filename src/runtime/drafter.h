@@ -35,6 +35,10 @@ class Drafter {
                                              int32_t max_tokens) = 0;
   // The sequence is finished or reused for another request: drop what is kept for it.
   virtual void forget(int32_t seq) {}
+  // Seconds of the last draft() spent catching up on tokens the drafter had not seen (a new
+  // prompt, the steps of a pause) beyond the steady state: a one-off cost, so the draft length
+  // control leaves it out of the drafting cost per token.
+  virtual double last_catch_up_seconds() const { return 0; }
 };
 
 struct NgramParams {
@@ -76,6 +80,7 @@ class ModelDrafter : public Drafter {
   Result<std::vector<TokenId>> draft(int32_t seq, const std::vector<TokenId>& history,
                                      int32_t max_tokens) override;
   void forget(int32_t seq) override;
+  double last_catch_up_seconds() const override { return catch_up_seconds_; }
   Context& context() { return *ctx_; }
 
  private:
@@ -90,6 +95,7 @@ class ModelDrafter : public Drafter {
   std::vector<std::vector<std::pair<uint32_t, uint64_t>>> marks_;
   // Per sequence: the draft memory holds history[base_, ...) (see draft()).
   std::vector<size_t> base_;
+  double catch_up_seconds_ = 0;
   static constexpr size_t kMaxCatchUp = 64;     // more missing tokens: restart from a window
   static constexpr size_t kCatchUpWindow = 32;  // tokens the restart runs
 };
@@ -122,7 +128,7 @@ struct SpecStats {
 // slope. When no k > 0 beats a plain step, speculation pauses and probes again after a cool-down
 // that doubles each time a probe does not pay (so a drafter that never fits costs almost nothing;
 // one that costs next to nothing, like an n-gram lookup without a match, is kept). Every few steps
-// it tries a neighbouring length to keep the measurements fresh.
+// it takes a plain step or tries a neighbouring length, to keep the measurements fresh.
 class SpecController {
  public:
   explicit SpecController(const SpecParams& p);
@@ -153,6 +159,7 @@ class SpecController {
   SpecParams p_;
   int32_t last_k_ = 0;          // what draft_len() returned last
   int64_t rounds_ = 0;          // speculative steps so far
+  int64_t calls_ = 0;           // draft_len() calls outside pauses
   double plain_ = 0;            // EMA seconds of a plain step (0: none yet)
   double slope_ = 0;            // EMA seconds per extra verified token (0: none yet)
   double draft_tok_ = 0;        // EMA drafting seconds per requested draft token

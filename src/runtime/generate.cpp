@@ -134,7 +134,8 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
         const double t0 = now_seconds();
         CHIMERA_ASSIGN_OR_RETURN(drafts,
                                  params.drafter->draft(seq, history, static_cast<int32_t>(k)));
-        draft_seconds = std::max(1e-9, now_seconds() - t0);
+        draft_seconds =
+            std::max(1e-9, now_seconds() - t0 - params.drafter->last_catch_up_seconds());
         if (static_cast<int64_t>(drafts.size()) > k) drafts.resize(k);
         if (static_cast<int32_t>(drafts.size()) < std::max(1, params.spec.draft_min))
           drafts.clear();
