@@ -29,7 +29,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT = ["qwen35", "qwen35moe", "qwen3next"]
 # HF parameter name parts the converter keeps F32 in model-f16.gguf (1-D tensors always are)
-KEEP_F32 = ("norm", "mlp.gate.weight", "conv1d", "shared_expert_gate")
+# (LFM2: the short-conv weight and the MoE router; its expert_bias is a buffer, kept as is)
+KEEP_F32 = ("norm", "mlp.gate.weight", "conv1d", "shared_expert_gate", "conv.conv.weight",
+            "feed_forward.gate.weight")
 
 
 def main() -> int:

@@ -132,6 +132,36 @@ def models() -> dict[str, dict]:
                   "expert; sigmoid router with a random e_score_correction_bias (selection only), "
                   "renormalised weights times routed_scaling_factor 2.5. time_step_min as for "
                   "nemotron_h"),
+        "lfm2": dict(
+            cls="Lfm2ForCausalLM", seed=111, config=dict(
+                vocab_size=N_VOCAB, hidden_size=D, num_hidden_layers=6,
+                layer_types=["conv", "conv", "full_attention", "conv", "full_attention", "conv"],
+                num_attention_heads=4, num_key_value_heads=2, intermediate_size=144,
+                block_multiple_of=32, block_ffn_dim_multiplier=1.0, block_auto_adjust_ff_dim=True,
+                conv_L_cache=3, norm_eps=1e-5, max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                tie_word_embeddings=True),
+            notes="LFM2: gated short conv (L_cache 3) and GQA 4/2 attention with q/k RMSNorm and "
+                  "NEOX RoPE, dense SwiGLU FFN of 96 = 32 * ceil(int(2 * 144 / 3) / 32) "
+                  "(llama.cpp's adjusted feed_forward_length), tied embeddings"),
+        # seed 113: transformers with F16-rounded matrices stays within NMSE 6.5e-6 of its F32
+        # logits (python/check_f16_sensitivity.py); with seed 112 one routing choice flips at
+        # batch-c position 8 (NMSE 0.023) -- the model's sensitivity, not the engine's
+        "lfm2moe": dict(
+            cls="Lfm2MoeForCausalLM", seed=113, config=dict(
+                vocab_size=N_VOCAB, hidden_size=D, num_hidden_layers=5,
+                layer_types=["conv", "conv", "full_attention", "conv", "full_attention"],
+                num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+                moe_intermediate_size=32, num_dense_layers=1, num_experts=8,
+                num_experts_per_tok=3, use_expert_bias=True, norm_topk_prob=True,
+                routed_scaling_factor=1.0, conv_L_cache=4, norm_eps=1e-5,
+                max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                tie_word_embeddings=False),
+            notes="LFM2-MoE: one leading dense layer, then 8 experts (3 used) with sigmoid "
+                  "routing; the random expert_bias changes which experts are chosen but not their "
+                  "weights (renormalised to sum 1: llama.cpp divides by max(sum, 6.1e-5), HF by "
+                  "sum + 1e-6); L_cache 4, untied output"),
         "granitehybrid-dense": dict(
             cls="GraniteMoeHybridForCausalLM", seed=101, config=dict(
                 **granite4, **mamba, num_hidden_layers=5,
@@ -226,6 +256,10 @@ def init_weights(model, gen, zero_centered_norms: bool = False) -> None:
                 p.copy_(randn(s) / math.sqrt(s[-1]))
             else:
                 p.copy_(0.05 * randn(s))
+        # LFM2-MoE's selection-only expert bias is a buffer: random, so it changes the choice
+        for name, buf in sorted(model.named_buffers(), key=lambda kv: kv[0]):
+            if name.endswith("expert_bias"):
+                buf.copy_(0.5 * randn(tuple(buf.shape)))
 
 
 def build_and_save(name: str, spec: dict, hf_tok, directory: Path):
@@ -385,7 +419,9 @@ def main() -> int:
                                   "Qwen3_5ForCausalLM": "qwen35",
                                   "Qwen3_5MoeForCausalLM": "qwen35moe",
                                   "Qwen3NextForCausalLM": "qwen3next",
-                                  "NemotronHForCausalLM": "nemotron_h"}[spec["cls"]],
+                                  "NemotronHForCausalLM": "nemotron_h",
+                                  "Lfm2ForCausalLM": "lfm2",
+                                  "Lfm2MoeForCausalLM": "lfm2moe"}[spec["cls"]],
             "n_vocab": N_VOCAB,
             "config": config,
             "gguf": {"f32": "model-f32.gguf", "f16": "model-f16.gguf"},

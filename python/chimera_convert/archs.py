@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import gguf
 import numpy as np
 
 from . import ConversionError
@@ -574,12 +575,141 @@ def plan_nemotron_h(ckpt: Checkpoint) -> Plan:
     return b.finish()
 
 
+# --------------------------------------------------------------------------------------------------
+# lfm2 (Lfm2ForCausalLM) and lfm2moe (Lfm2MoeForCausalLM), Liquid LFM2 / LFM2-MoE. layer_types
+# picks a gated short conv ("conv") or attention (q/k RMSNorm, NEOX RoPE: HF's half-split rotation,
+# so no q/k permutation) per layer; llama.cpp stores it as head_count_kv = 0 on conv layers. The
+# final norm (HF embedding_norm) becomes token_embd_norm, the conv weight {D, 1, L} is squeezed to
+# {D, L}. lfm2's feed_forward_length is llama.cpp's adjusted size (2/3, multiplier, rounded up to
+# block_multiple_of); lfm2moe keeps intermediate_size for its leading dense layers, stacks the
+# per-expert w1/w3/w2 into ffn_{gate,up,down}_exps and writes expert_bias as exp_probs_b.bias.
+
+
+def _lfm2_ff_dim(b: Builder) -> int:
+    ff = int(b.cfg("block_ff_dim", b.cfg("intermediate_size", required=True)))
+    if b.cfg("block_auto_adjust_ff_dim", True):
+        ff = int(2 * ff / 3)
+        mult = b.cfg("block_ffn_dim_multiplier", 1.0)
+        if mult is not None:
+            ff = int(float(mult) * ff)
+        m = int(b.cfg("block_multiple_of", 256))
+        ff = m * ((ff + m - 1) // m)
+    return ff
+
+
+def plan_lfm2(ckpt: Checkpoint, moe: bool) -> Plan:
+    arch = "lfm2moe" if moe else "lfm2"
+    b = Builder(ckpt, arch)
+    D = int(b.cfg("hidden_size", required=True))
+    L = int(b.cfg("num_hidden_layers", required=True))
+    V = int(b.cfg("vocab_size", required=True))
+    n_head = int(b.cfg("num_attention_heads", required=True))
+    n_kv = int(b.cfg("num_key_value_heads", n_head))
+    K = int(b.cfg("conv_L_cache", 3))
+    eps = float(b.cfg("norm_eps", 1e-5))
+    types = b.cfg("layer_types")
+    if types is None and b.cfg("full_attn_idxs") is not None:
+        types = ["full_attention" if i in b.cfg("full_attn_idxs") else "conv" for i in range(L)]
+    if types is None or len(types) != L or any(t not in ("conv", "full_attention") for t in types):
+        b.fail(f"layer_types must list {L} entries of 'conv'/'full_attention', got {types}")
+    if "head_dim" in ckpt.config and int(b.cfg("head_dim")) != D // n_head:
+        b.fail(f"head_dim {b.cfg('head_dim')} != hidden_size / num_attention_heads")
+    d_h = D // n_head
+    if n_head % n_kv:
+        b.fail(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_kv}")
+    if b.cfg("conv_bias", False):
+        b.fail("conv_bias = true: llama.cpp's LFM2 short conv has no biases")
+    if not 2 <= K <= 16:
+        b.fail(f"conv_L_cache {K} outside [2, 16]")
+    if b.cfg("sliding_window"):
+        b.fail("sliding-window LFM2 attention is not supported by this converter")
+    theta = _rope_theta(b, 1000000.0)
+    if moe:
+        E = int(b.cfg("num_experts", required=True))
+        k_used = int(b.cfg("num_experts_per_tok", required=True))
+        F_e = int(b.cfg("moe_intermediate_size", required=True))
+        n_dense = int(b.cfg("num_dense_layers", 2))
+        F = int(b.cfg("intermediate_size", required=True))
+        if not 0 < k_used <= E:
+            b.fail(f"num_experts_per_tok {k_used} must be in 1..num_experts ({E})")
+        if not 0 <= n_dense <= L:
+            b.fail(f"num_dense_layers {n_dense} outside [0, {L}]")
+        if not b.cfg("use_expert_bias", True):
+            b.fail("use_expert_bias = false: llama.cpp's lfm2moe requires the expert bias")
+        if not b.cfg("norm_topk_prob", True):
+            b.fail("norm_topk_prob = false: llama.cpp's lfm2moe always renormalises the top-k")
+        if float(b.cfg("routed_scaling_factor", 1.0)) != 1.0:
+            b.fail(f"routed_scaling_factor {b.cfg('routed_scaling_factor')} != 1: llama.cpp's "
+                   f"lfm2moe applies no scale")
+    else:
+        F = _lfm2_ff_dim(b)
+
+    _common_keys(b, L, D, V)
+    p = b.plan
+    p.key("add_context_length", int(b.cfg("max_position_embeddings", 128000)))
+    p.key("add_feed_forward_length", F)
+    p.key("add_head_count", n_head)
+    p.key("add_head_count_kv", [n_kv if t == "full_attention" else 0 for t in types])
+    p.key("add_rope_freq_base", theta)
+    p.key("add_layer_norm_rms_eps", eps)
+    p.key("add_shortconv_l_cache", K)
+    if moe:
+        p.key("add_expert_count", E)
+        p.key("add_expert_used_count", k_used)
+        p.key("add_expert_feed_forward_length", F_e)
+        p.key("add_leading_dense_block_count", n_dense)
+        p.key("add_expert_gating_func", gguf.ExpertGatingFuncType.SIGMOID)
+
+    b.add("token_embd.weight", "model.embed_tokens.weight", (V, D))
+    b.add("token_embd_norm.weight", "model.embedding_norm.weight", (D,))
+    if b.cfg("tie_word_embeddings", True):  # Lfm2Config's default
+        if b.has("lm_head.weight"):
+            b.ignore("lm_head.weight")
+    else:
+        b.add("output.weight", "lm_head.weight", (V, D))
+    for i, kind in enumerate(types):
+        pre = f"model.layers.{i}."
+        b.add(f"blk.{i}.attn_norm.weight", pre + "operator_norm.weight", (D,))
+        b.add(f"blk.{i}.ffn_norm.weight", pre + "ffn_norm.weight", (D,))
+        if kind == "conv":
+            cv = pre + "conv."
+            b.add(f"blk.{i}.shortconv.conv.weight", cv + "conv.weight", (D, 1, K),
+                  lambda w: w.reshape(D, K), out_shape=(D, K))
+            b.add(f"blk.{i}.shortconv.in_proj.weight", cv + "in_proj.weight", (3 * D, D))
+            b.add(f"blk.{i}.shortconv.out_proj.weight", cv + "out_proj.weight", (D, D))
+        else:
+            at = pre + "self_attn."
+            b.add(f"blk.{i}.attn_q.weight", at + "q_proj.weight", (n_head * d_h, D))
+            b.add(f"blk.{i}.attn_k.weight", at + "k_proj.weight", (n_kv * d_h, D))
+            b.add(f"blk.{i}.attn_v.weight", at + "v_proj.weight", (n_kv * d_h, D))
+            b.add(f"blk.{i}.attn_output.weight", at + "out_proj.weight", (D, n_head * d_h))
+            b.add(f"blk.{i}.attn_q_norm.weight", at + "q_layernorm.weight", (d_h,))
+            b.add(f"blk.{i}.attn_k_norm.weight", at + "k_layernorm.weight", (d_h,))
+        ff = pre + "feed_forward."
+        if not moe or i < n_dense:
+            b.add(f"blk.{i}.ffn_gate.weight", ff + "w1.weight", (F, D))
+            b.add(f"blk.{i}.ffn_up.weight", ff + "w3.weight", (F, D))
+            b.add(f"blk.{i}.ffn_down.weight", ff + "w2.weight", (D, F))
+            continue
+        b.add(f"blk.{i}.ffn_gate_inp.weight", ff + "gate.weight", (E, D))
+        for hf, gg, shape in (("w1", "ffn_gate_exps", (F_e, D)), ("w3", "ffn_up_exps", (F_e, D)),
+                              ("w2", "ffn_down_exps", (D, F_e))):
+            refs = [b.take(f"{ff}experts.{e}.{hf}.weight", shape) for e in range(E)]
+            b.plan.tensor(f"blk.{i}.{gg}.weight", (E, *shape),
+                          lambda refs=refs: np.stack([x.load() for x in refs]),
+                          f"{ff}experts.*.{hf}.weight")
+        b.add(f"blk.{i}.exp_probs_b.bias", ff + "expert_bias", (E,))
+    return b.finish()
+
+
 PLANNERS = {
     "LlamaForCausalLM": lambda c: plan_llama(c, granite=False),
     "GraniteForCausalLM": lambda c: plan_llama(c, granite=True),
     "Mamba2ForCausalLM": plan_mamba2,
     "GraniteMoeHybridForCausalLM": plan_granitehybrid,
     "NemotronHForCausalLM": plan_nemotron_h,
+    "Lfm2ForCausalLM": lambda c: plan_lfm2(c, moe=False),
+    "Lfm2MoeForCausalLM": lambda c: plan_lfm2(c, moe=True),
 }
 
 

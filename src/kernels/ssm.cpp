@@ -61,7 +61,7 @@ void conv_channel_scalar(const SsmConvArgs& a, int32_t c) {
   for (int64_t t = 0; t < a.n_tokens; ++t) {
     float sum = 0.0f;
     for (int32_t k = 0; k < K; ++k) sum += w[k] * X(t + k);
-    a.out[t * a.out_stride + c] = silu_scalar(sum + b);
+    a.out[t * a.out_stride + c] = a.silu ? silu_scalar(sum + b) : sum + b;
     if (a.conv_state_steps && t + 1 < a.n_tokens) {  // the state after token t
       float* step = a.conv_state_steps[t] + static_cast<int64_t>(c) * (K - 1);
       for (int32_t i = 0; i < K - 1; ++i) step[i] = X(t + 1 + i);

@@ -16,7 +16,7 @@ namespace chimera {
 
 constexpr int32_t kSsmMaxConvKernel = 16;
 
-// Causal depthwise conv, bias, SiLU (spec 3.4 steps 2-3).
+// Causal depthwise conv, bias, SiLU (spec 3.4 steps 2-3; without the SiLU for LFM2's short conv).
 //   X_c = [conv_state[c][0..K-2], x_0[c], ..., x_{T-1}[c]]
 //   out_t[c] = silu(Σ_{k<K} weight[c][k] * X_c[t+k] + bias[c])   (sum in k order)
 //   conv_state[c] <- last K-1 entries of X_c
@@ -41,6 +41,7 @@ struct SsmConvArgs {
   // always. Each holds exactly what a run of tokens 0..t alone would leave in conv_state. None
   // may overlap another or the incoming state.
   float* const* conv_state_steps = nullptr;
+  bool silu = true;  // false: out_t[c] is the biased sum itself (LFM2's short conv)
 };
 Status ssm_conv(const SsmConvArgs& args, ThreadContext* threads, Isa isa = active_isa());
 

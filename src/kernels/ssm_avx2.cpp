@@ -35,8 +35,8 @@ void ssm_conv_avx2(const SsmConvArgs& a, int32_t c_begin, int32_t c_end) {
       acc = _mm256_fmadd_ps(w[K - 1], xv, acc);
       for (int32_t k = 0; k + 1 < K - 1; ++k) hist[k] = hist[k + 1];
       if (K > 1) hist[K - 2] = xv;
-      _mm256_maskstore_ps(a.out + t * a.out_stride + c0, mask,
-                          silu_avx2_vec(_mm256_add_ps(acc, bias)));
+      const __m256 pre = _mm256_add_ps(acc, bias);
+      _mm256_maskstore_ps(a.out + t * a.out_stride + c0, mask, a.silu ? silu_avx2_vec(pre) : pre);
       if (a.conv_state_steps && t + 1 < a.n_tokens) {  // the state after token t
         float* step = a.conv_state_steps[t];
         for (int32_t k = 0; k < K - 1; ++k) {

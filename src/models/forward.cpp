@@ -50,6 +50,9 @@ MemoryConfig memory_config_for(const Model& model) {
       ml.kind = LayerKind::kAttention;
       ml.kv_dim = l.n_head_kv * hp.head_dim;
       ml.kv_heads = l.n_head_kv;
+    } else if (l.kind == MixerKind::kShortConv) {  // the last l_cache - 1 inputs per channel
+      ml.kind = LayerKind::kRecurrent;
+      ml.conv_floats = uint64_t(hp.shortconv_l_cache - 1) * hp.n_embd;
     } else {
       ml.kind = LayerKind::kRecurrent;
       ml.conv_floats = hp.conv_state_floats();
@@ -105,6 +108,8 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
         CHIMERA_RETURN_IF_ERROR(attention_layer(il, mem, ub, u));
       } else if (l.kind == MixerKind::kDeltaNet) {
         CHIMERA_RETURN_IF_ERROR(delta_net_layer(il, mem, ub, u));
+      } else if (l.kind == MixerKind::kShortConv) {
+        CHIMERA_RETURN_IF_ERROR(short_conv_layer(il, mem, ub, u));
       } else {
         CHIMERA_RETURN_IF_ERROR(mamba2_layer(il, mem, ub, u));
       }

@@ -1,5 +1,6 @@
 // The forward pass shared by every architecture: embeddings, then per layer a pre-normed
-// attention, Mamba2 or gated-DeltaNet mixer (forward_delta_net.cpp) or none, and an optional
+// attention, Mamba2, gated-DeltaNet (forward_delta_net.cpp) or short-conv (forward_short_conv.cpp)
+// mixer or none, and an optional
 // dense (SwiGLU or squared-ReLU) or MoE FFN (with the Granite multipliers when set), then the final
 // norm and the LM head for the rows that want logits.
 //
@@ -42,6 +43,7 @@ class ForwardPass {
   Status attention_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
+  Status short_conv_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status ffn(uint32_t il, int64_t T);
   Status mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride = 0,
             int64_t y_stride = 0);

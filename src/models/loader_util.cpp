@@ -84,7 +84,8 @@ float ModelHParams::kq_scale() const {
   return attention_scale != 0 ? attention_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
 }
 
-Status load_common(Model& m, const ArchKeys& keys, TensorBinder& tb, bool eps_key_fallback) {
+Status load_common(Model& m, const ArchKeys& keys, TensorBinder& tb, bool eps_key_fallback,
+                   const char* output_norm_name) {
   ModelHParams& hp = m.hp;
   CHIMERA_ASSIGN_OR_RETURN(hp.n_layer, keys.get<uint32_t>("block_count"));
   CHIMERA_ASSIGN_OR_RETURN(hp.n_embd, keys.get<uint32_t>("embedding_length"));
@@ -104,7 +105,7 @@ Status load_common(Model& m, const ArchKeys& keys, TensorBinder& tb, bool eps_ke
     return Error(ErrorCode::kNotFound, m.file->path(), ": missing tensor 'token_embd.weight'");
   hp.n_vocab = static_cast<uint32_t>(embd->ne[1]);
   m.token_embd = tb.require("token_embd.weight", {hp.n_embd, hp.n_vocab});
-  m.output_norm = tb.require("output_norm.weight", {hp.n_embd});
+  m.output_norm = tb.require(output_norm_name, {hp.n_embd});
   m.output = tb.optional("output.weight", {hp.n_embd, hp.n_vocab});
   if (!m.output) m.output = m.token_embd;  // tied embeddings
   m.layers.assign(hp.n_layer, LayerWeights{});

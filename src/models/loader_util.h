@@ -55,10 +55,12 @@ class ArchKeys {
 };
 
 // block_count, embedding_length, context_length, rms eps, vocabulary size, token_embd,
-// output_norm, output (tied when absent). With eps_key_fallback, a file without
-// attention.layer_norm_rms_epsilon may give the (RMS) eps as attention.layer_norm_epsilon, as
-// llama.cpp's converter writes nemotron_h (its loader reads either).
-Status load_common(Model& m, const ArchKeys& keys, TensorBinder& tb, bool eps_key_fallback = false);
+// output_norm (LFM2 files name it token_embd_norm), output (tied when absent). With
+// eps_key_fallback, a file without attention.layer_norm_rms_epsilon may give the (RMS) eps as
+// attention.layer_norm_epsilon, as llama.cpp's converter writes nemotron_h (its loader reads
+// either).
+Status load_common(Model& m, const ArchKeys& keys, TensorBinder& tb, bool eps_key_fallback = false,
+                   const char* output_norm_name = "output_norm.weight");
 // Attention hyper-parameters (head count, head size, scale, RoPE) shared by llama/granite/hybrid.
 Status load_attention_hparams(Model& m, const ArchKeys& keys, bool rope_default_on, RopeMode mode);
 Status load_ssm_hparams(Model& m, const ArchKeys& keys);

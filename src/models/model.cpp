@@ -13,7 +13,8 @@ uint32_t Model::n_attention_layers() const {
 uint32_t Model::n_recurrent_layers() const {
   uint32_t n = 0;
   for (const LayerWeights& l : layers)
-    n += l.kind == MixerKind::kMamba2 || l.kind == MixerKind::kDeltaNet;
+    n += l.kind == MixerKind::kMamba2 || l.kind == MixerKind::kDeltaNet ||
+         l.kind == MixerKind::kShortConv;
   return n;
 }
 

@@ -15,7 +15,8 @@
 namespace chimera {
 
 // kNone: the layer has no mixer and keeps no per-sequence memory (Nemotron-H's FFN-only layers).
-enum class MixerKind { kAttention, kMamba2, kDeltaNet, kNone };
+// kShortConv: LFM2's gated short convolution (forward_short_conv.cpp).
+enum class MixerKind { kAttention, kMamba2, kDeltaNet, kNone, kShortConv };
 enum class FfnKind { kNone, kDense, kMoe };
 // kSwiGlu: down(silu(gate x) * up x). kReluSquared: down(relu(up x)^2), no gate (Nemotron-H;
 // for MoE layers it applies to the routed experts and the shared expert alike).
@@ -58,6 +59,11 @@ struct Mamba2Weights {
   Weight out = nullptr;        // {d_in, D}
 };
 
+// LFM2 gated short conv: in {D, 3D} -> [B | C | x]; y = out(C * conv(B * x)), conv {L, D} F32.
+struct ShortConvWeights {
+  Weight in = nullptr, conv = nullptr, out = nullptr;
+};
+
 struct FfnWeights {
   // dense (gate absent for kReluSquared), or the MoE shared expert
   Weight gate = nullptr, up = nullptr, down = nullptr;
@@ -75,6 +81,7 @@ struct LayerWeights {
   AttentionWeights attn;
   Mamba2Weights ssm;
   DeltaNetWeights delta;
+  ShortConvWeights short_conv;
   FfnKind ffn_kind = FfnKind::kNone;
   FfnActivation ffn_act = FfnActivation::kSwiGlu;
   Weight ffn_norm = nullptr;
@@ -108,6 +115,8 @@ struct ModelHParams {
   bool moe_sigmoid = false;     // sigmoid router scores instead of softmax (Nemotron-H MoE)
   bool moe_renormalize = true;  // divide the k weights by their sum
   float moe_weight_scale = 0;   // routed_scaling_factor; 0 or 1: none
+  // LFM2 short conv: kernel length (l_cache); its state is the last l_cache - 1 inputs per channel
+  uint32_t shortconv_l_cache = 0;
 
   uint32_t ssm_head_dim() const { return ssm_heads ? ssm_inner / ssm_heads : 0; }
   uint32_t ssm_conv_channels() const { return ssm_inner + 2 * ssm_groups * ssm_state; }

@@ -11,6 +11,8 @@ Status load_qwen35moe(Model& m);
 Status load_qwen3next(Model& m);
 Status load_nemotron_h(Model& m);
 Status load_nemotron_h_moe(Model& m);
+Status load_lfm2(Model& m);
+Status load_lfm2moe(Model& m);
 
 const std::vector<ArchLoader>& arch_registry() {
   static const std::vector<ArchLoader> archs = {
@@ -23,6 +25,8 @@ const std::vector<ArchLoader>& arch_registry() {
       {"qwen3next", load_qwen3next},
       {"nemotron_h", load_nemotron_h},
       {"nemotron_h_moe", load_nemotron_h_moe},
+      {"lfm2", load_lfm2},
+      {"lfm2moe", load_lfm2moe},
   };
   return archs;
 }

@@ -194,6 +194,77 @@ Status build_qwen_hybrid(const SyntheticSpec& s, GgufWriter& w) {
   return b.status();
 }
 
+// LFM2 / LFM2-MoE: gated short-conv layers, attention (QK-norm, NEOX RoPE) on the spec's
+// attention_layers; lfm2moe keeps layer 0 dense and routes the rest (sigmoid + selection bias).
+Status build_lfm2(const SyntheticSpec& s, GgufWriter& w) {
+  const std::string& a = s.arch;
+  const bool moe = a == "lfm2moe";
+  const uint32_t D = s.n_embd, hd = s.n_head ? D / s.n_head : 0, K = s.conv_kernel;
+  if (s.n_head == 0 || D % s.n_head || s.n_head_kv == 0 || s.n_head % s.n_head_kv || K < 2 ||
+      (moe && (s.n_expert == 0 || s.n_expert_used == 0 || s.n_expert_used > s.n_expert)))
+    return Error(ErrorCode::kInvalidArgument, "synthetic model: inconsistent sizes for ", a);
+  std::vector<bool> is_attn(s.n_layer, false);
+  for (uint32_t il : s.attention_layers)
+    if (il < s.n_layer) is_attn[il] = true;
+  auto key = [&](const char* k) { return a + "." + k; };
+  w.set_string("general.architecture", a);
+  w.set_string("general.name", "chimera synthetic " + a);
+  w.set_uint32(key("block_count"), s.n_layer);
+  w.set_uint32(key("context_length"), 128000);
+  w.set_uint32(key("embedding_length"), D);
+  w.set_uint32(key("feed_forward_length"), s.n_ff);
+  w.set_uint32(key("attention.head_count"), s.n_head);
+  std::vector<int32_t> kv(s.n_layer);
+  for (uint32_t il = 0; il < s.n_layer; ++il) kv[il] = is_attn[il] ? s.n_head_kv : 0;
+  w.set_array(key("attention.head_count_kv"), kv);
+  w.set_float32(key("rope.freq_base"), 1000000.0f);
+  w.set_float32(key("attention.layer_norm_rms_epsilon"), 1e-5f);
+  w.set_uint32(key("vocab_size"), s.n_vocab);
+  w.set_uint32(key("shortconv.l_cache"), K);
+  if (moe) {
+    w.set_uint32(key("expert_count"), s.n_expert);
+    w.set_uint32(key("expert_used_count"), s.n_expert_used);
+    w.set_uint32(key("expert_feed_forward_length"), s.n_ff);
+    w.set_uint32(key("leading_dense_block_count"), 1);
+    w.set_uint32(key("expert_gating_func"), 2);  // sigmoid
+  }
+  Builder b(s, w);
+  const float in_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const float down_scale = 1.0f / std::sqrt(static_cast<float>(s.n_ff));
+  b.matrix("token_embd.weight", {D, s.n_vocab}, 1.0f);
+  b.vec("token_embd_norm.weight", {D}, 1.0f, 0.2f);
+  if (!s.tied_embeddings) b.matrix("output.weight", {D, s.n_vocab}, in_scale);
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    b.vec(blk_name(il, "attn_norm.weight"), {D}, 1.0f, 0.2f);
+    b.vec(blk_name(il, "ffn_norm.weight"), {D}, 1.0f, 0.2f);
+    if (is_attn[il]) {
+      const uint32_t kvd = s.n_head_kv * hd;
+      b.matrix(blk_name(il, "attn_q.weight"), {D, D}, in_scale);
+      b.matrix(blk_name(il, "attn_k.weight"), {D, kvd}, in_scale);
+      b.matrix(blk_name(il, "attn_v.weight"), {D, kvd}, in_scale);
+      b.matrix(blk_name(il, "attn_output.weight"), {D, D}, in_scale);
+      b.vec(blk_name(il, "attn_q_norm.weight"), {hd}, 1.0f, 0.2f);
+      b.vec(blk_name(il, "attn_k_norm.weight"), {hd}, 1.0f, 0.2f);
+    } else {
+      b.vec(blk_name(il, "shortconv.conv.weight"), {K, D}, 0.0f, 0.5f);
+      b.matrix(blk_name(il, "shortconv.in_proj.weight"), {D, 3 * D}, in_scale);
+      b.matrix(blk_name(il, "shortconv.out_proj.weight"), {D, D}, in_scale);
+    }
+    if (!moe || il == 0) {
+      b.matrix(blk_name(il, "ffn_gate.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_up.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_down.weight"), {s.n_ff, D}, down_scale);
+      continue;
+    }
+    b.vec(blk_name(il, "ffn_gate_inp.weight"), {D, s.n_expert}, 0.0f, in_scale * 3);
+    b.matrix(blk_name(il, "ffn_gate_exps.weight"), {D, s.n_ff, s.n_expert}, in_scale);
+    b.matrix(blk_name(il, "ffn_up_exps.weight"), {D, s.n_ff, s.n_expert}, in_scale);
+    b.matrix(blk_name(il, "ffn_down_exps.weight"), {s.n_ff, D, s.n_expert}, down_scale);
+    b.vec(blk_name(il, "exp_probs_b.bias"), {s.n_expert}, 0.0f, 0.5f);
+  }
+  return b.status();
+}
+
 }  // namespace
 
 Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
@@ -201,11 +272,15 @@ Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
   const bool qwen = a == "qwen35" || a == "qwen35moe" || a == "qwen3next";
   const bool hybrid = a == "granitehybrid", mamba = a == "mamba2";
   const bool llama_like = a == "llama" || a == "granite";
-  if (!hybrid && !mamba && !llama_like && !qwen)
+  if (!hybrid && !mamba && !llama_like && !qwen && a != "lfm2" && a != "lfm2moe")
     return Error(ErrorCode::kUnsupported, "synthetic model: unknown architecture '", a, "'");
   if (qwen) {
     write_vocabulary(s, w);
     return build_qwen_hybrid(s, w);
+  }
+  if (a == "lfm2" || a == "lfm2moe") {
+    write_vocabulary(s, w);
+    return build_lfm2(s, w);
   }
   if (s.n_embd % s.n_head || s.n_head % std::max(1u, s.n_head_kv) || s.ssm_heads == 0 ||
       (2 * s.n_embd) % s.ssm_heads || s.ssm_heads % s.ssm_groups)

@@ -13,10 +13,10 @@
 namespace chimera {
 
 struct SyntheticSpec {
-  // granitehybrid, mamba2, llama, granite, qwen35, qwen35moe, qwen3next
+  // granitehybrid, mamba2, llama, granite, qwen35, qwen35moe, qwen3next, lfm2, lfm2moe
   std::string arch = "granitehybrid";
   uint32_t n_layer = 4;
-  std::vector<uint32_t> attention_layers = {1};  // granitehybrid: which layers are attention
+  std::vector<uint32_t> attention_layers = {1};  // granitehybrid, lfm2*: the attention layers
   uint32_t n_embd = 64;
   uint32_t n_vocab = 256;
   uint32_t n_head = 4;
@@ -30,8 +30,8 @@ struct SyntheticSpec {
   uint32_t ssm_state = 16;
   uint32_t ssm_heads = 8;
   uint32_t ssm_groups = 1;
-  uint32_t conv_kernel = 4;
-  bool rope = false;  // granitehybrid: NoPE unless set; llama/granite always use RoPE
+  uint32_t conv_kernel = 4;  // also LFM2's short-conv l_cache
+  bool rope = false;         // granitehybrid: NoPE unless set; llama/granite always use RoPE
   bool tied_embeddings = true;
   GgmlType weight_type = GgmlType::F32;  // 2-D weight matrices; norms and ssm vectors stay F32
   uint64_t seed = 1;

@@ -168,3 +168,66 @@ TEST(OpsMoeRoute, NanLogitsDoNotCrash) {
 
 }  // namespace
 }  // namespace chimera
+
+namespace chimera {
+namespace {
+
+// LFM2-MoE routing: sigmoid scores; the top k of score + bias are chosen, but their weights are the
+// unbiased scores renormalised. A bias that reorders the experts changes the choice only.
+TEST(OpsMoeRoute, SigmoidSelectionBiasChangesChoiceNotWeights) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 1.5f);
+  const int E = 8, K = 3, T = 16;
+  std::vector<float> logits(T * E), bias(E);
+  for (float& v : logits) v = nd(rng);
+  for (float& v : bias) v = 0.6f * nd(rng);
+  MoeRouteParams p;
+  p.n_expert = E;
+  p.n_expert_used = K;
+  p.sigmoid = true;
+  p.selection_bias = bias.data();
+  std::vector<int32_t> ids(T * K), ids_nobias(T * K);
+  std::vector<float> w(T * K), w_nobias(T * K);
+  ASSERT_TRUE(moe_route(p, logits.data(), E, T, ids.data(), w.data()).ok());
+  MoeRouteParams q = p;
+  q.selection_bias = nullptr;
+  ASSERT_TRUE(moe_route(q, logits.data(), E, T, ids_nobias.data(), w_nobias.data()).ok());
+  int changed = 0;
+  for (int t = 0; t < T; ++t) {
+    std::vector<double> s(E), score(E);
+    for (int e = 0; e < E; ++e) {
+      s[e] = 1.0 / (1.0 + std::exp(-double(logits[t * E + e])));
+      score[e] = s[e] + bias[e];
+    }
+    std::vector<int> ord(E);
+    std::iota(ord.begin(), ord.end(), 0);
+    std::stable_sort(ord.begin(), ord.end(), [&](int a, int b) { return score[a] > score[b]; });
+    double sum = 0;
+    for (int j = 0; j < K; ++j) sum += s[ord[j]];
+    for (int j = 0; j < K; ++j) {
+      ASSERT_EQ(ids[t * K + j], ord[j]) << "t " << t << " rank " << j;
+      const double want = s[ord[j]] / sum;
+      EXPECT_NEAR(w[t * K + j], want, 16 * 1.1920929e-7 * want) << "t " << t << " rank " << j;
+    }
+    changed +=
+        !std::equal(ids.begin() + t * K, ids.begin() + (t + 1) * K, ids_nobias.begin() + t * K);
+  }
+  EXPECT_GT(changed, 0) << "the bias never changed a selection: the test proves nothing";
+}
+
+TEST(OpsMoeRoute, SigmoidNanScoresRankLastEvenBelowNegativeBias) {
+  const float logits[4] = {std::nanf(""), 1.0f, 2.0f, 0.5f};
+  const float bias[4] = {0.0f, -5.0f, -5.0f, -5.0f};
+  MoeRouteParams p{4, 3, true, 0.0f};
+  p.sigmoid = true;
+  p.selection_bias = bias;
+  int32_t ids[3];
+  float w[3];
+  ASSERT_TRUE(moe_route(p, logits, 4, 1, ids, w).ok());
+  EXPECT_EQ(ids[0], 2);
+  EXPECT_EQ(ids[1], 1);
+  EXPECT_EQ(ids[2], 3);
+}
+
+}  // namespace
+}  // namespace chimera

@@ -108,6 +108,52 @@ TEST(OpsSsmConv, MatchesReference) {
   }
 }
 
+// silu = false (LFM2's short conv): the biased sum itself, and the same state as with SiLU.
+TEST(OpsSsmConv, WithoutSiluMatchesReference) {
+  std::mt19937 rng(43);
+  ThreadContext two(2);
+  for (int K : {2, 3, 4}) {
+    for (int C : {5, 16, 37}) {
+      const int T = 7;
+      const ConvData d = make_conv(T, C, K, false, rng);
+      for (Isa isa : OpIsas()) {
+        SCOPED_TRACE(::testing::Message() << isa_name(isa) << " K " << K << " C " << C);
+        std::vector<float> state = d.state, out(static_cast<size_t>(T) * C);
+        SsmConvArgs a;
+        a.n_tokens = T;
+        a.n_channels = C;
+        a.kernel_size = K;
+        a.x = d.x.data();
+        a.x_stride = d.x_stride;
+        a.weight = d.w.data();
+        a.silu = false;
+        a.conv_state = state.data();
+        a.out = out.data();
+        a.out_stride = C;
+        ASSERT_TRUE(ssm_conv(a, &two, isa).ok());
+        std::vector<float> state_silu = d.state, out_silu(out.size());
+        conv_run(d, 0, T, state_silu, out_silu, &two, isa);
+        EXPECT_TRUE(same_bits(state, state_silu));
+        for (int c = 0; c < C; ++c) {
+          auto X = [&](int i) -> double {
+            return i < K - 1 ? d.state[c * (K - 1) + i] : d.x[(i - (K - 1)) * d.x_stride + c];
+          };
+          for (int t = 0; t < T; ++t) {
+            double v = 0, mag = 0;
+            for (int k = 0; k < K; ++k) {
+              v += static_cast<double>(d.w[c * K + k]) * X(t + k);
+              mag += std::fabs(d.w[c * K + k] * X(t + k));
+            }
+            ASSERT_NEAR(out[t * C + c], v, 1.1 * (K + 2) * kEps32 * mag + 1e-30)
+                << "c " << c << " t " << t;
+            ASSERT_NE(out[t * C + c], out_silu[t * C + c]) << "c " << c << " t " << t;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(OpsSsmConv, ChunkingAndThreadsAreBitwiseInvariant) {
   std::mt19937 rng(42);
   ThreadContext two(2), three(3), four(4);

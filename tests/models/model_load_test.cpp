@@ -296,5 +296,81 @@ TEST(ModelLoad, NemotronHLayerWithAttentionAndFfnIsRejected) {
       << m.status().message();
 }
 
+// LFM2 / LFM2-MoE: head_count_kv 0 is a short-conv layer whose recurrent state is the last
+// l_cache - 1 inputs of each of the D channels; lfm2moe's first leading_dense_block_count layers
+// keep a dense FFN, the rest route with sigmoid scores and a selection bias.
+TEST(ModelLoad, Lfm2LayerKindsAndState) {
+  for (const char* name : {"lfm2", "lfm2moe"}) {
+    SCOPED_TRACE(name);
+    const bool moe = std::string(name) == "lfm2moe";
+    auto m = load_bytes(fixture_bytes(std::string(name) + "/model-f32.gguf"));
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    const Model& model = **m;
+    const MixerKind S = MixerKind::kShortConv, A = MixerKind::kAttention;
+    std::vector<MixerKind> want = {S, S, A, S, A};
+    if (!moe) want.push_back(S);
+    ASSERT_EQ(model.layers.size(), want.size());
+    const uint32_t l_cache = moe ? 4 : 3;
+    EXPECT_EQ(model.hp.shortconv_l_cache, l_cache);
+    EXPECT_EQ(model.hp.rope_mode, RopeMode::kNeox);
+    EXPECT_TRUE(model.hp.use_rope);
+    EXPECT_EQ(std::string(model.output_norm->name), "token_embd_norm.weight");
+    EXPECT_EQ(model.output == model.token_embd, !moe);  // lfm2 tied, lfm2moe not
+    const MemoryConfig cfg = memory_config_for(model);
+    for (size_t i = 0; i < want.size(); ++i) {
+      const LayerWeights& l = model.layers[i];
+      EXPECT_EQ(l.kind, want[i]) << i;
+      if (want[i] == S) {
+        EXPECT_EQ(cfg.layers[i].kind, LayerKind::kRecurrent) << i;
+        EXPECT_EQ(cfg.layers[i].conv_floats, uint64_t(l_cache - 1) * model.hp.n_embd) << i;
+        EXPECT_EQ(cfg.layers[i].ssm_floats, 0u) << i;
+      } else {
+        EXPECT_NE(l.attn.q_norm, nullptr) << i;
+        EXPECT_NE(l.attn.k_norm, nullptr) << i;
+        EXPECT_EQ(cfg.layers[i].kind, LayerKind::kAttention) << i;
+      }
+      const bool routed = moe && i >= 1;
+      EXPECT_EQ(l.ffn_kind, routed ? FfnKind::kMoe : FfnKind::kDense) << i;
+      EXPECT_EQ(l.ffn.router_bias != nullptr, routed) << i;
+    }
+    EXPECT_EQ(model.hp.moe_sigmoid, moe);
+    EXPECT_TRUE(model.hp.moe_renormalize);
+    EXPECT_EQ(model.n_recurrent_layers(), moe ? 3u : 4u);
+  }
+}
+
+TEST(ModelLoad, Lfm2BadInputsAreClearErrors) {
+  const auto bytes = fixture_bytes("lfm2/model-f32.gguf");
+  auto keep = [](auto&, auto&, auto&) { return true; };
+  {
+    auto m = load_bytes(rewrite(
+        bytes, keep, [](GgufWriter& w) { w.set_uint32("lfm2.attention.sliding_window", 512); }));
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), ErrorCode::kUnsupported);
+    EXPECT_NE(m.status().message().find("sliding_window"), std::string::npos);
+  }
+  {
+    auto m = load_bytes(
+        rewrite(bytes, keep, [](GgufWriter& w) { w.set_uint32("lfm2.shortconv.l_cache", 1); }));
+    ASSERT_FALSE(m.ok());
+    EXPECT_NE(m.status().message().find("l_cache"), std::string::npos) << m.status().message();
+  }
+  {
+    auto m = load_bytes(rewrite(bytes, [](const GgufTensorInfo& t, auto&, auto&) {
+      return std::string(t.name) != "blk.0.shortconv.in_proj.weight";
+    }));
+    ASSERT_FALSE(m.ok());
+    EXPECT_NE(m.status().message().find("blk.0.shortconv.in_proj.weight"), std::string::npos);
+  }
+  {
+    auto m = load_bytes(
+        rewrite(fixture_bytes("lfm2moe/model-f32.gguf"), [](const GgufTensorInfo& t, auto&, auto&) {
+          return std::string(t.name) != "blk.3.exp_probs_b.bias";
+        }));
+    ASSERT_FALSE(m.ok());
+    EXPECT_NE(m.status().message().find("blk.3.exp_probs_b.bias"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace chimera

@@ -40,7 +40,9 @@ ALL_MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "reference.json")
 QWEN_MODELS = ("qwen35", "qwen35moe", "qwen3next")
 # nemotron_h: test_converter_nemotron_h.py and the engine's parity tests (no numpy forward here).
 NEMOTRON_MODELS = ("nemotron_h", "nemotron_h_moe")
-MODELS = [m for m in ALL_MODELS if m not in QWEN_MODELS + NEMOTRON_MODELS]
+# lfm2, lfm2moe: test_converter_lfm2.py and the engine's parity tests (no numpy forward here).
+LFM2_MODELS = ("lfm2", "lfm2moe")
+MODELS = [m for m in ALL_MODELS if m not in QWEN_MODELS + NEMOTRON_MODELS + LFM2_MODELS]
 GT = gguf.GGMLQuantizationType
 
 
@@ -55,7 +57,8 @@ def fields(path: Path) -> dict:
 
 def test_fixtures_present():
     assert set(ALL_MODELS) == {"granitehybrid-dense", "granitehybrid-moe", "mamba2", "mamba2-g2",
-                               "llama", "granite", *QWEN_MODELS, *NEMOTRON_MODELS}
+                               "llama", "granite", *QWEN_MODELS, *NEMOTRON_MODELS,
+                               *LFM2_MODELS}
 
 
 # ------------------------------------------------------------------------------------------------

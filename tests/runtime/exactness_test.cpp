@@ -86,6 +86,11 @@ std::vector<Case> cases() {
   // Nemotron-H MoE: squared-ReLU experts, sigmoid + selection-bias routing, shared expert
   out.push_back({"nemotron_h_moe_f32", {}, "nemotron_h_moe/model-f32.gguf"});
   out.push_back({"nemotron_h_moe_f16", {}, "nemotron_h_moe/model-f16.gguf"});
+  // LFM2: short-conv and QK-norm attention layers; LFM2-MoE adds sigmoid + bias routing
+  out.push_back({"lfm2_f32", {}, "lfm2/model-f32.gguf"});
+  out.push_back({"lfm2_f16", {}, "lfm2/model-f16.gguf"});
+  out.push_back({"lfm2moe_f32", {}, "lfm2moe/model-f32.gguf"});
+  out.push_back({"lfm2moe_f16", {}, "lfm2moe/model-f16.gguf"});
   return out;
 }
 

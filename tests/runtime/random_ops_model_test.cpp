@@ -228,7 +228,9 @@ INSTANTIATE_TEST_SUITE_P(
                       RunSpec{"fixture:qwen3next/model-f16.gguf", 20261127, 120},
                       // Mamba2 + NoPE attention + FFN-only layers
                       RunSpec{"fixture:nemotron_h/model-f16.gguf", 20261127, 120},
-                      RunSpec{"fixture:nemotron_h_moe/model-f16.gguf", 20261127, 120}),
+                      RunSpec{"fixture:nemotron_h_moe/model-f16.gguf", 20261127, 120},
+                      // short-conv + QK-norm attention, sigmoid-routed MoE
+                      RunSpec{"fixture:lfm2moe/model-f16.gguf", 20261127, 120}),
     run_name);
 INSTANTIATE_TEST_SUITE_P(Long, RandomOpsOnModel_Slow,
                          ::testing::Values(RunSpec{"granitehybrid", 31, 600},

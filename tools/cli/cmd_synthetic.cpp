@@ -20,10 +20,12 @@ int run_synthetic(int argc, char** argv) {
                  "parameters) or qwen35-0.8b (Qwen3.5-0.8B's shape: 1024 wide, 24 layers of "
                  "which 6 gated attention with 8 q / 2 kv heads of 256, 18 gated DeltaNet with "
                  "16 k / 16 v heads of 128, FFN 3584, vocabulary 248320, tied; sets --arch "
-                 "qwen35)");
+                 "qwen35) or lfm2-350m (LFM2-350M's shape: 1024 wide, 16 layers of which 6 "
+                 "attention with 16 q / 8 kv heads of 64, 10 short conv with L_cache 3, FFN "
+                 "4608, vocabulary 65536, tied; sets --arch lfm2)");
   app.add_option("--arch", s.arch,
-                 "granitehybrid (default), mamba2, llama, granite, qwen35, qwen35moe or "
-                 "qwen3next (tiny qwen MoE archs get 4 experts, 2 used)");
+                 "granitehybrid (default), mamba2, llama, granite, qwen35, qwen35moe, "
+                 "qwen3next, lfm2 or lfm2moe (tiny MoE archs get 4 experts, 2 used)");
   app.add_option("--type", type,
                  StrCat("type of the weight matrices (default F16): ", supported_type_names()));
   app.add_option("--seed", s.seed, "random seed");
@@ -39,7 +41,7 @@ int run_synthetic(int argc, char** argv) {
     return 1;
   }
   s.weight_type = *t;
-  if ((s.arch == "qwen35moe" || s.arch == "qwen3next") && s.n_expert == 0) {
+  if ((s.arch == "qwen35moe" || s.arch == "qwen3next" || s.arch == "lfm2moe") && s.n_expert == 0) {
     s.n_expert = 4;
     s.n_expert_used = 2;
   }
@@ -66,6 +68,16 @@ int run_synthetic(int argc, char** argv) {
     s.ssm_state = 128;
     s.ssm_groups = 16;
     s.ssm_heads = 16;
+  } else if (preset == "lfm2-350m") {
+    s.arch = "lfm2";
+    s.n_layer = 16;
+    s.attention_layers = {2, 5, 8, 10, 12, 14};
+    s.n_embd = 1024;
+    s.n_vocab = 65536;
+    s.n_head = 16;
+    s.n_head_kv = 8;
+    s.n_ff = 4608;
+    s.conv_kernel = 3;
   } else if (preset != "tiny") {
     std::fprintf(stderr, "chimera synthetic: unknown preset '%s'\n", preset.c_str());
     return 1;
