@@ -59,13 +59,19 @@ std::vector<std::vector<TokenId>> read_outputs(const fs::path& p) {
   return out;
 }
 
+// The shared vectors of real tokenizers, and the repository's own (a Gemma-style SentencePiece
+// vocabulary trained by python/make_gemma_tokenizer_fixture.py, expected ids from sentencepiece).
+const std::string kRepoVocabDir = std::string(CHIMERA_SOURCE_DIR) + "/tests/fixtures/vocab";
+
 std::vector<fs::path> vocab_files() {
   std::vector<fs::path> files;
-  if (!fs::is_directory(kVocabDir)) return files;
-  for (const auto& e : fs::directory_iterator(kVocabDir)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("ggml-vocab-", 0) == 0 && e.path().extension() == ".gguf")
-      files.push_back(e.path());
+  for (const std::string& dir : {kVocabDir, kRepoVocabDir}) {
+    if (!fs::is_directory(dir)) continue;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("ggml-vocab-", 0) == 0 && e.path().extension() == ".gguf")
+        files.push_back(e.path());
+    }
   }
   std::sort(files.begin(), files.end());
   return files;
@@ -112,6 +118,31 @@ TEST(TokenizerVectors, EveryVocabularyFileMatchesItsVectors) {
       ASSERT_TRUE(text.ok());
       EXPECT_EQ(*text, inputs[i]) << "input " << i;
     }
+  }
+}
+
+// The Gemma-style vocabulary's role markers are CONTROL tokens (as in Gemma's GGUFs): with
+// parse_special they are matched in the text exactly where sentencepiece matches them; without,
+// they are plain text.
+TEST(TokenizerVectors, GemmaStyleRoleMarkersMatchSentencePieceWhenParsed) {
+  const fs::path gguf = fs::path(kRepoVocabDir) / "ggml-vocab-gemma-spm-test.gguf";
+  std::vector<std::string> inputs = read_inputs(gguf.string() + ".special.inp");
+  std::vector<std::vector<TokenId>> expected = read_outputs(gguf.string() + ".special.out");
+  ASSERT_FALSE(inputs.empty());
+  ASSERT_EQ(inputs.size(), expected.size());
+  Tokenizer tok = load(gguf);
+  EXPECT_FALSE(tok.add_space_prefix());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    auto ids = tok.encode(inputs[i], {.add_special = false, .parse_special = true});
+    ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+    EXPECT_EQ(*ids, expected[i]) << "input " << i << "\n got:     " << show(*ids)
+                                 << "\n expected:" << show(expected[i]);
+    auto plain = tok.encode(inputs[i], {.add_special = false, .parse_special = false});
+    ASSERT_TRUE(plain.ok());
+    EXPECT_GT(plain->size(), ids->size()) << "input " << i;
+    auto text = tok.decode(*plain);
+    ASSERT_TRUE(text.ok());
+    EXPECT_EQ(*text, inputs[i]) << "input " << i;
   }
 }
 
