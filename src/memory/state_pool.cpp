@@ -1,6 +1,13 @@
 #include "memory/state_pool.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 namespace chimera {
+
+void StatePool::AlignedFree::operator()(float* p) const {
+  std::free(p);
+}
 
 StatePool::StatePool(std::vector<uint64_t> conv_floats, std::vector<uint64_t> ssm_floats)
     : conv_n_(std::move(conv_floats)), ssm_n_(std::move(ssm_floats)) {
@@ -28,7 +35,10 @@ uint32_t StatePool::alloc() {
       refs_.push_back(0);
     }
     // At least one float so that data() is a valid pointer even for an empty layout.
-    bufs_[id].reset(new float[slot_floats_ > 0 ? slot_floats_ : 1]);
+    const size_t bytes = (std::max<uint64_t>(slot_floats_, 1) * sizeof(float) + 63) / 64 * 64;
+    float* buf = static_cast<float*>(std::aligned_alloc(64, bytes));
+    CHIMERA_CHECK(buf != nullptr, "state pool: out of memory for a ", bytes, "-byte slot");
+    bufs_[id].reset(buf);
   }
   refs_[id] = 1;
   ++in_use_;

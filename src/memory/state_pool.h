@@ -44,7 +44,11 @@ class StatePool {
  private:
   std::vector<uint64_t> conv_n_, ssm_n_, conv_off_, ssm_off_;
   uint64_t slot_floats_ = 0;
-  std::vector<std::unique_ptr<float[]>> bufs_;
+  // 64-byte aligned buffers: the scan's streaming stores of a new state need aligned rows.
+  struct AlignedFree {
+    void operator()(float* p) const;
+  };
+  std::vector<std::unique_ptr<float[], AlignedFree>> bufs_;
   std::vector<uint32_t> refs_;
   std::vector<uint32_t> free_;   // released slot ids whose buffer is kept
   std::vector<uint32_t> empty_;  // released slot ids without a buffer
