@@ -50,16 +50,18 @@ inline __m256 load_tail(const float* p, int64_t n) {
   return _mm256_maskload_ps(p, tail_mask_avx2(n));
 }
 
-// Element e-block c of a row: full vectors below n_full, the ragged tail at n_full.
-template <class Elem>
+// Element e-block c of a row: full vectors below n_full, the ragged tail at n_full. kRagged is
+// false when head_dim is a multiple of 8 (every block full): no test per load.
+template <bool kRagged, class Elem>
 inline __m256 load_vec(const Elem* row, int64_t c, int64_t n_full, int64_t rem) {
+  if constexpr (!kRagged) return load8(row + 8 * c);
   return c < n_full ? load8(row + 8 * c) : load_tail(row + 8 * c, rem);
 }
 
 // One task: query heads of kv heads [kv_begin, kv_end). Key blocks are the outer loop, so each
 // block's rows are read once (per kv head a contiguous run of keys within a page); every head
 // keeps its own running max, sum and accumulator across blocks.
-template <class Elem>
+template <class Elem, bool kRagged>
 struct Task {
   const AttentionParams& p;
   const AttentionTask& task;
@@ -114,8 +116,8 @@ struct Task {
       const Elem* k0p = krow[j] + off;
       const Elem* k1p = krow[j + 1] + off;
       for (int64_t c = 0; c < nvec; ++c) {
-        const __m256 k0 = load_vec(k0p, c, n_full, rem);
-        const __m256 k1 = load_vec(k1p, c, n_full, rem);
+        const __m256 k0 = load_vec<kRagged>(k0p, c, n_full, rem);
+        const __m256 k1 = load_vec<kRagged>(k1p, c, n_full, rem);
         for (int h = 0; h < H; ++h) {
           const __m256 qv = _mm256_loadu_ps(qh[h] + 8 * c);
           a0[h] = _mm256_fmadd_ps(qv, k0, a0[h]);
@@ -133,7 +135,7 @@ struct Task {
       for (int h = 0; h < H; ++h) a0[h] = _mm256_setzero_ps();
       const Elem* k0p = krow[j] + off;
       for (int64_t c = 0; c < nvec; ++c) {
-        const __m256 k0 = load_vec(k0p, c, n_full, rem);
+        const __m256 k0 = load_vec<kRagged>(k0p, c, n_full, rem);
         for (int h = 0; h < H; ++h)
           a0[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + 8 * c), k0, a0[h]);
       }
@@ -178,9 +180,9 @@ struct Task {
         v1[h] = two ? _mm256_mul_ps(_mm256_loadu_ps(acc[h] + 8 * c + 8), va) : v0[h];
       }
       for (int32_t j = 0; j < nb; ++j) {
-        const __m256 r0 = load_vec(vrow[j] + off, c, n_full, rem);
+        const __m256 r0 = load_vec<kRagged>(vrow[j] + off, c, n_full, rem);
         if (two) {
-          const __m256 r1 = load_vec(vrow[j] + off, c + 1, n_full, rem);
+          const __m256 r1 = load_vec<kRagged>(vrow[j] + off, c + 1, n_full, rem);
           for (int h = 0; h < H; ++h) {
             const __m256 w = _mm256_set1_ps(s[h][j]);
             v0[h] = _mm256_fmadd_ps(w, r0, v0[h]);
@@ -286,8 +288,13 @@ void run_task(const AttentionTask& task, float* scratch) {
   const AttentionParams& p = *task.params;
   const int64_t hd = p.head_dim;
   const int64_t hd_pad = (hd + 7) / 8 * 8;
-  const Task<Elem> t{p, task, hd, hd_pad, hd_pad / 8, hd / 8, hd % 8, p.page_size * hd};
-  t.run(scratch);
+  if (hd % 8 == 0) {
+    const Task<Elem, false> t{p, task, hd, hd_pad, hd_pad / 8, hd / 8, 0, p.page_size * hd};
+    t.run(scratch);
+  } else {
+    const Task<Elem, true> t{p, task, hd, hd_pad, hd_pad / 8, hd / 8, hd % 8, p.page_size * hd};
+    t.run(scratch);
+  }
 }
 
 }  // namespace
