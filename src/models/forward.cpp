@@ -329,6 +329,7 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     return mm(k == 0 ? f.gate : k == 1 ? f.up : f.down, in, m, y);
   };
   if (model_.layers[il].ffn_kind == FfnKind::kDense) {
+    if (!relu2 && gate_up_adjacent(f)) return swiglu_mlp_fused(f, v, T, out);
     return mlp(dense, f.up->ne[1], v, T, out, true);
   }
   // MoE: softmax (or sigmoid + selection bias) -> top-k -> renormalise -> scale (spec 2), experts
@@ -385,6 +386,35 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     }
     for (int64_t i = 0; i < T * D; ++i) out[i] += shared[i];
   }
+  return Status::Ok();
+}
+
+// The gate and up matrices stored back to back (same type and shape, up's bytes right after
+// gate's, as files written in tensor order have them) are one matrix of 2F rows.
+bool ForwardPass::gate_up_adjacent(const FfnWeights& f) {
+  if (!f.gate || !f.up || f.gate->type != f.up->type) return false;
+  for (int d = 0; d < 3; ++d)
+    if (f.gate->ne[d] != f.up->ne[d]) return false;
+  if (f.gate->ne[2] != 1) return false;
+  const WeightMatrix g = as_matrix(f.gate);
+  return static_cast<const uint8_t*>(g.data) + g.matrix_bytes() == f.up->data;
+}
+
+// SwiGLU MLP with gate and up in one matmul (gate_up_adjacent): one parallel region and one
+// activation quantization instead of two. Every output element is computed as by separate
+// calls (matmul's columns are independent of how many there are), then SwiGLU row by row.
+Status ForwardPass::swiglu_mlp_fused(const FfnWeights& f, const float* v, int64_t T, float* out) {
+  const int64_t D = model_.hp.n_embd, F = f.gate->ne[1];
+  WeightMatrix gu = as_matrix(f.gate);
+  gu.n_out = 2 * F;
+  float* gh = grow(a_, T * 2 * F);  // per row [gate | up]
+  float* g = grow(b_, T * F);
+  CHIMERA_RETURN_IF_ERROR(matmul(threads_, gu, v, T, gh, ws_));
+  add_bias(gh, T, F, 2 * F, f.gate_b);
+  add_bias(gh + F, T, F, 2 * F, f.up_b);
+  for (int64_t r = 0; r < T; ++r) swiglu(gh + r * 2 * F, gh + r * 2 * F + F, g + r * F, F);
+  CHIMERA_RETURN_IF_ERROR(mm(f.down, g, T, out));
+  add_bias(out, T, D, D, f.down_b);
   return Status::Ok();
 }
 

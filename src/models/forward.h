@@ -45,6 +45,8 @@ class ForwardPass {
   Status delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status short_conv_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status ffn(uint32_t il, int64_t T);
+  static bool gate_up_adjacent(const FfnWeights& f);
+  Status swiglu_mlp_fused(const FfnWeights& f, const float* v, int64_t T, float* out);
   Status mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride = 0,
             int64_t y_stride = 0);
 
