@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 namespace chimera {
@@ -189,7 +190,9 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
   const int64_t n_tasks = batch.n_queries * chunks;
   const int64_t scratch_floats = ops_internal::attention_scratch_floats(params);
   auto work = [&](int ith, int nth_run) {
-    std::vector<float> scratch(static_cast<size_t>(scratch_floats));
+    // Uninitialized: each task writes every scratch float it reads.
+    const auto scratch =
+        std::make_unique_for_overwrite<float[]>(static_cast<size_t>(scratch_floats));
     for (int64_t t = ith; t < n_tasks; t += nth_run) {
       const int64_t i = t / chunks;
       const int32_t ch = static_cast<int32_t>(t % chunks);
@@ -202,9 +205,9 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
           static_cast<int32_t>(int64_t{ch} * params.n_head_kv / chunks),
           static_cast<int32_t>(int64_t{ch + 1} * params.n_head_kv / chunks)};
       if (ops_internal::use_avx2(isa)) {
-        ops_internal::attention_task_avx2(task, scratch.data());
+        ops_internal::attention_task_avx2(task, scratch.get());
       } else {
-        ops_internal::attention_task_scalar(task, scratch.data());
+        ops_internal::attention_task_scalar(task, scratch.get());
       }
     }
   };
