@@ -40,8 +40,9 @@ Status check_batch(const AttentionParams& p, const AttentionBatch& b) {
   if (b.q_stride < width || b.out_stride < width)
     return Error(ErrorCode::kInvalidArgument, "attention: q/out stride (", b.q_stride, ", ",
                  b.out_stride, ") < n_head*head_dim ", width);
-  // Largest visible count per sequence, then every page it reaches must exist.
+  // Largest visible count and smallest first key per sequence: every page between must exist.
   std::vector<int32_t> max_visible(static_cast<size_t>(std::max(0, b.n_seqs)), 0);
+  std::vector<int32_t> min_first(static_cast<size_t>(std::max(0, b.n_seqs)), INT32_MAX);
   for (int64_t i = 0; i < b.n_queries; ++i) {
     const int32_t s = b.seq[i];
     if (s < 0 || s >= b.n_seqs)
@@ -53,8 +54,13 @@ Status check_batch(const AttentionParams& p, const AttentionBatch& b) {
       return Error(ErrorCode::kInvalidArgument, "attention: query ", i, " sees ", b.n_visible[i],
                    " keys but sequence ", s, " has room for ", capacity, " (", t.n_pages,
                    " pages of ", p.page_size, ")");
+    const int32_t first = b.first_visible ? b.first_visible[i] : 0;
+    if (first < 0 || first >= b.n_visible[i])
+      return Error(ErrorCode::kInvalidArgument, "attention: query ", i, " first visible key ",
+                   first, " outside [0, ", b.n_visible[i], ")");
     max_visible[static_cast<size_t>(s)] =
         std::max(max_visible[static_cast<size_t>(s)], b.n_visible[i]);
+    min_first[static_cast<size_t>(s)] = std::min(min_first[static_cast<size_t>(s)], first);
   }
   for (int32_t s = 0; s < b.n_seqs; ++s) {
     const int32_t need = max_visible[static_cast<size_t>(s)];
@@ -62,7 +68,8 @@ Status check_batch(const AttentionParams& p, const AttentionBatch& b) {
     const KvPageTable& t = b.seqs[s];
     if (!t.k_pages || !t.v_pages)
       return Error(ErrorCode::kInvalidArgument, "attention: sequence ", s, " has no page table");
-    for (int32_t pg = 0; pg < (need + p.page_size - 1) / p.page_size; ++pg)
+    for (int32_t pg = min_first[static_cast<size_t>(s)] / p.page_size;
+         pg < (need + p.page_size - 1) / p.page_size; ++pg)
       if (!t.k_pages[pg] || !t.v_pages[pg])
         return Error(ErrorCode::kInvalidArgument, "attention: sequence ", s, " page ", pg,
                      " is null but holds visible keys");
@@ -131,7 +138,7 @@ void attention_head_group_scalar(const AttentionParams& p, const AttentionTask& 
     l[r] = 0.0f;
     std::fill(acc + r * hd_pad, acc + (r + 1) * hd_pad, 0.0f);
   }
-  for (int32_t j0 = 0; j0 < task.n_visible; j0 += kAttentionKeyBlock) {
+  for (int32_t j0 = task.first_visible; j0 < task.n_visible; j0 += kAttentionKeyBlock) {
     const int32_t nb = std::min(kAttentionKeyBlock, task.n_visible - j0);
     gather_block_scalar(p, task.table->k_pages, kv_head, j0, nb, kblk);
     gather_block_scalar(p, task.table->v_pages, kv_head, j0, nb, vblk);
@@ -202,6 +209,7 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
           batch.out + i * batch.out_stride,
           &batch.seqs[batch.seq[i]],
           batch.n_visible[i],
+          batch.first_visible ? batch.first_visible[i] : 0,
           static_cast<int32_t>(int64_t{ch} * params.n_head_kv / chunks),
           static_cast<int32_t>(int64_t{ch + 1} * params.n_head_kv / chunks)};
       if (ops_internal::use_avx2(isa)) {

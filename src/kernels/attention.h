@@ -19,9 +19,12 @@
 // ---- Semantics ----
 // Query head h (0..n_head-1) uses kv head h / (n_head / n_head_kv). For each query and head:
 //   s_j = (q_h · k_j) * scale for j < n_visible;  out_h = Σ_j softmax(s)_j v_j
-// The caller passes n_visible per query (causal: position + 1 for a plain sequence); masking
-// anything other than a prefix is not supported. Queries are already rotated (RoPE) when the
-// model uses it. Threads split (query, range of kv heads) pairs, never the keys.
+// The caller passes n_visible per query (causal: position + 1 for a plain sequence) and, for a
+// sliding-window layer, first_visible: the query then reads keys [first_visible, n_visible) only,
+// in key blocks starting at first_visible (so the blocks depend on the query alone), and pages
+// wholly before first_visible are never read (they may be null). No other masks are supported.
+// Queries are already rotated (RoPE) when the model uses it. Threads split (query, range of kv
+// heads) pairs, never the keys.
 #pragma once
 
 #include <cstdint>
@@ -62,6 +65,7 @@ struct AttentionBatch {
   int32_t n_seqs = 0;
   float* out = nullptr;  // query i at out + i*out_stride: n_head*head_dim F32; may equal q
   int64_t out_stride = 0;
+  const int32_t* first_visible = nullptr;  // [n_queries], 0..n_visible-1 (windows); null: all 0
 };
 
 // Validates everything first (sizes, strides, sequence indices, visible counts against the page
@@ -88,6 +92,7 @@ struct AttentionTask {
   float* out;
   const KvPageTable* table;
   int32_t n_visible;
+  int32_t first_visible;  // keys [first_visible, n_visible)
   int32_t kv_begin;
   int32_t kv_end;
 };

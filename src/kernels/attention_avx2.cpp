@@ -242,8 +242,9 @@ struct Task {
     }
     const Elem* krow[2][kKB];
     const Elem* vrow[2][kKB];
-    rows(0, std::min(kKB, task.n_visible), krow[0], vrow[0]);
-    for (int32_t j0 = 0, b = 0; j0 < task.n_visible; j0 += kKB, b ^= 1) {
+    const int32_t j_first = task.first_visible;
+    rows(j_first, std::min(kKB, task.n_visible - j_first), krow[0], vrow[0]);
+    for (int32_t j0 = j_first, b = 0; j0 < task.n_visible; j0 += kKB, b ^= 1) {
       const int32_t nb = std::min(kKB, task.n_visible - j0);
       const int32_t nb_next = std::clamp(task.n_visible - j0 - kKB, 0, kKB);
       if (nb_next > 0) rows(j0 + kKB, nb_next, krow[b ^ 1], vrow[b ^ 1]);

@@ -301,6 +301,76 @@ TEST(OpsAttention, KvWriteRoundsToNearestEvenBF16) {
   EXPECT_EQ(vp[3], 0x8000);
 }
 
+// Sliding windows: a query reading keys [first, n) equals, bit for bit, the same query over a
+// sequence holding only those keys (the key blocks start at first), and pages wholly before the
+// smallest first of the batch are never read (null here). Checked against the double reference.
+TEST(OpsAttention, WindowEqualsTheSameKeysAsAPrefix) {
+  std::mt19937 rng(34);
+  ThreadContext two(2);
+  const Case cases[] = {{4, 2, 13, 90, 16, GgmlType::F16},
+                        {2, 1, 64, 75, 7, GgmlType::F32},
+                        {4, 1, 9, 50, 8, GgmlType::BF16}};
+  for (const Case& c : cases) {
+    const AttentionParams p = params_for(c);
+    const int width = c.n_head * c.head_dim, row = c.n_head_kv * c.head_dim;
+    const SeqKv s = make_seq(c.n_tokens, row, rng, c.type);
+    const std::vector<float> q = random_queries(c.n_tokens, width, rng);
+    for (int window : {1, 5, 33, 40}) {
+      for (Isa isa : OpIsas()) {
+        SCOPED_TRACE(::testing::Message()
+                     << isa_name(isa) << " window " << window << " " << type_name(c.type));
+        // Queries of the last 20 positions in one batch, with their page tables' early pages
+        // nulled out where no query of the batch reads them.
+        auto paged = page(s, p);
+        const int q0 = c.n_tokens - 20;
+        const int lo = std::max(0, q0 + 1 - window);
+        for (int pg = 0; pg < lo / p.page_size; ++pg) paged->kp[pg] = paged->vp[pg] = nullptr;
+        std::vector<int32_t> vis, first, seq(20, 0);
+        for (int t = q0; t < c.n_tokens; ++t) {
+          vis.push_back(t + 1);
+          first.push_back(std::max(0, t + 1 - window));
+        }
+        std::vector<float> out(20 * static_cast<size_t>(width), -7.0f);
+        AttentionBatch b;
+        b.n_queries = 20;
+        b.q = &q[static_cast<size_t>(q0) * width];
+        b.q_stride = width;
+        b.n_visible = vis.data();
+        b.first_visible = first.data();
+        b.seq = seq.data();
+        b.seqs = &paged->table;
+        b.n_seqs = 1;
+        b.out = out.data();
+        b.out_stride = width;
+        ASSERT_TRUE(attention_paged(p, b, &two, isa).ok());
+        for (int i = 0; i < 20; ++i) {
+          const int t = q0 + i, f = first[i], n = t + 1 - f;
+          SeqKv sub{n, row, {}, {}};
+          sub.k.assign(s.k.begin() + static_cast<size_t>(f) * row,
+                       s.k.begin() + static_cast<size_t>(t + 1) * row);
+          sub.v.assign(s.v.begin() + static_cast<size_t>(f) * row,
+                       s.v.begin() + static_cast<size_t>(t + 1) * row);
+          auto sp = page(sub, p);
+          int32_t nv = n, zero = 0;
+          std::vector<float> one(width, -9.0f);
+          AttentionBatch ob{1,     &q[static_cast<size_t>(t) * width],
+                            width, &nv,
+                            &zero, &sp->table,
+                            1,     one.data(),
+                            width};
+          ASSERT_TRUE(attention_paged(p, ob, nullptr, isa).ok());
+          ASSERT_EQ(0, std::memcmp(one.data(), &out[static_cast<size_t>(i) * width], width * 4))
+              << "query " << t;
+          std::vector<double> want;
+          double tol;
+          reference(p, sub, &q[static_cast<size_t>(t) * width], n, want, tol);
+          for (int e = 0; e < width; ++e) ASSERT_NEAR(one[e], want[e], tol);
+        }
+      }
+    }
+  }
+}
+
 TEST(OpsAttention, BadInputIsAnErrorAndWritesNothing) {
   std::mt19937 rng(33);
   const Case c{4, 2, 8, 20, 8, GgmlType::F16};
@@ -331,6 +401,11 @@ TEST(OpsAttention, BadInputIsAnErrorAndWritesNothing) {
   EXPECT_TRUE(run(p).ok());
   std::fill(out.begin(), out.end(), 5.0f);
   vis[1] = 20;
+  int32_t first[2] = {0, 20};  // a window must hold at least the query's own key
+  AttentionBatch wb{2, q.data(), 32, vis, seq, &pg->table, 1, out.data(), 32, first};
+  EXPECT_EQ(attention_paged(p, wb, nullptr).code(), ErrorCode::kInvalidArgument);
+  first[1] = -1;
+  EXPECT_EQ(attention_paged(p, wb, nullptr).code(), ErrorCode::kInvalidArgument);
   AttentionParams bad = p;
   bad.n_head_kv = 3;
   EXPECT_EQ(run(bad).code(), ErrorCode::kInvalidArgument);
