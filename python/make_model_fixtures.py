@@ -162,6 +162,23 @@ def models() -> dict[str, dict]:
                   "routing; the random expert_bias changes which experts are chosen but not their "
                   "weights (renormalised to sum 1: llama.cpp divides by max(sum, 6.1e-5), HF by "
                   "sum + 1e-6); L_cache 4, untied output"),
+        "falcon-h1": dict(
+            cls="FalconH1ForCausalLM", gguf_arch="falcon-h1", seed=112, config=dict(
+                vocab_size=N_VOCAB, hidden_size=D, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=24, intermediate_size=96, rms_norm_eps=1e-5,
+                max_position_embeddings=512, rope_parameters={"rope_type": "default",
+                                                              "rope_theta": 10000.0},
+                mamba_d_ssm=96, mamba_n_heads=6, mamba_d_head=16, mamba_n_groups=2,
+                mamba_d_state=16, mamba_d_conv=4, mamba_chunk_size=32, mamba_conv_bias=True,
+                mamba_rms_norm=False, tie_word_embeddings=False,
+                embedding_multiplier=1.7, lm_head_multiplier=0.6, attention_in_multiplier=0.8,
+                attention_out_multiplier=1.3, key_multiplier=0.7, ssm_in_multiplier=1.2,
+                ssm_out_multiplier=0.9, mlp_multipliers=[1.4, 0.75],
+                ssm_multipliers=[0.6, 1.5, 0.8, 1.25, 1.1]),
+            notes="Falcon-H1: attention (GQA 4/2, head_dim 24, NEOX RoPE) and Mamba2 (d_ssm 96 != "
+                  "2 x hidden, 6 heads of 16, 2 groups, conv bias, no SSM norm: y * silu(z)) in "
+                  "parallel on one normed input, then SwiGLU; every muP multiplier set to a "
+                  "distinct non-1 value (all folded into the weights by the converter)"),
         "granitehybrid-dense": dict(
             cls="GraniteMoeHybridForCausalLM", seed=101, config=dict(
                 **granite4, **mamba, num_hidden_layers=5,

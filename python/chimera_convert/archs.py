@@ -937,3 +937,129 @@ PLANNERS.update({
     "Qwen3_5ForCausalLM": lambda c: plan_qwen_hybrid(c, "qwen35"),
     "Qwen3_5MoeForCausalLM": lambda c: plan_qwen_hybrid(c, "qwen35moe"),
 })
+
+
+# --------------------------------------------------------------------------------------------------
+# falcon-h1 (FalconH1ForCausalLM): every layer runs attention (NEOX RoPE) and Mamba2 in parallel on
+# the same normed input, sums them into the residual, then a SwiGLU FFN. As llama.cpp's converter
+# does, every muP multiplier is folded into the weights, none is written as metadata: embedding
+# (token_embd), lm_head (output), attention_in (q, k, v), key (k), attention_out (o), ssm_in and
+# the five ssm_multipliers (row segments z, x, B, C, dt of ssm_in), ssm_out, mlp gate and down.
+# Each fold multiplies in float32, in llama.cpp's order.
+
+
+def _scaled(*factors: float):
+    def f(w: np.ndarray) -> np.ndarray:
+        for m in factors:
+            w = w * np.float32(m)
+        return w
+    return f
+
+
+def plan_falcon_h1(ckpt: Checkpoint) -> Plan:
+    b = Builder(ckpt, "falcon-h1")
+    D = int(b.cfg("hidden_size", required=True))
+    L = int(b.cfg("num_hidden_layers", required=True))
+    V = int(b.cfg("vocab_size", required=True))
+    n_head = int(b.cfg("num_attention_heads", required=True))
+    n_kv = int(b.cfg("num_key_value_heads", n_head) or n_head)
+    d_h = int(b.cfg("head_dim") or D // n_head)
+    F = int(b.cfg("intermediate_size", required=True))
+    eps = float(b.cfg("rms_norm_eps", 1e-5))
+    d_in = b.cfg("mamba_d_ssm")
+    d_in = int(d_in) if d_in is not None else int(b.cfg("mamba_expand", 2)) * D
+    H = int(b.cfg("mamba_n_heads", required=True))
+    P = b.cfg("mamba_d_head", "auto")
+    P = d_in // H if P == "auto" else int(P)
+    G = int(b.cfg("mamba_n_groups", 1))
+    N = int(b.cfg("mamba_d_state", 256))
+    K = int(b.cfg("mamba_d_conv", 4))
+    _check_ssm_dims(b, d_in, H, P, G)
+    _check_time_step_limit(b)
+    if b.cfg("hidden_act", "silu") != "silu":
+        b.fail(f"hidden_act '{b.cfg('hidden_act')}' is not supported (only silu)")
+    for flag in ("attention_bias", "mlp_bias", "projectors_bias", "mamba_proj_bias"):
+        if b.cfg(flag, False):
+            b.fail(f"{flag} = true is not supported by this converter")
+    rms_norm = bool(b.cfg("mamba_rms_norm", False))
+    if rms_norm and b.cfg("mamba_norm_before_gate", True):
+        b.fail("mamba_rms_norm with mamba_norm_before_gate: llama.cpp gates before its SSM norm")
+    if n_head % n_kv:
+        b.fail(f"num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_kv}")
+    mlp_m = [float(x) for x in (b.cfg("mlp_multipliers") or [1.0, 1.0])]
+    ssm_m = [float(x) for x in (b.cfg("ssm_multipliers") or [1.0] * 5)]
+    if len(mlp_m) != 2 or len(ssm_m) != 5:
+        b.fail(f"mlp_multipliers {mlp_m} / ssm_multipliers {ssm_m} need 2 / 5 entries")
+    mult = {k: float(b.cfg(k, 1.0)) for k in (
+        "embedding_multiplier", "lm_head_multiplier", "attention_in_multiplier",
+        "attention_out_multiplier", "key_multiplier", "ssm_in_multiplier", "ssm_out_multiplier")}
+    if b.cfg("tie_word_embeddings", False):
+        b.fail("tied embeddings: the embedding and lm_head multipliers fold into different copies")
+    theta = _rope_theta(b, 10000.0)
+
+    _common_keys(b, L, D, V)
+    p = b.plan
+    p.key("add_context_length", int(b.cfg("max_position_embeddings", 8192)))
+    p.key("add_feed_forward_length", F)
+    p.key("add_head_count", n_head)
+    p.key("add_head_count_kv", n_kv)
+    p.key("add_key_length", d_h)
+    p.key("add_value_length", d_h)
+    p.key("add_ssm_conv_kernel", K)
+    p.key("add_ssm_inner_size", d_in)
+    p.key("add_ssm_state_size", N)
+    p.key("add_ssm_time_step_rank", d_in // P)
+    p.key("add_ssm_group_count", G)
+    p.key("add_layer_norm_rms_eps", eps)
+    p.key("add_rope_freq_base", theta)
+
+    GN = G * N
+    d_proj = 2 * d_in + 2 * GN + H
+    bounds = [0, d_in, 2 * d_in, 2 * d_in + GN, 2 * d_in + 2 * GN, d_proj]
+
+    def in_proj(w: np.ndarray) -> np.ndarray:
+        w = w * np.float32(mult["ssm_in_multiplier"])
+        for s in range(5):
+            w[bounds[s]:bounds[s + 1]] *= np.float32(ssm_m[s])
+        return w
+
+    b.add("token_embd.weight", "model.embed_tokens.weight", (V, D),
+          _scaled(mult["embedding_multiplier"]))
+    b.add("output_norm.weight", "model.final_layernorm.weight", (D,))
+    b.add("output.weight", "lm_head.weight", (V, D), _scaled(mult["lm_head_multiplier"]))
+    a_in = mult["attention_in_multiplier"]
+    for i in range(L):
+        pre = f"model.layers.{i}."
+        at, mb, ff = pre + "self_attn.", pre + "mamba.", pre + "feed_forward."
+        b.add(f"blk.{i}.attn_norm.weight", pre + "input_layernorm.weight", (D,))
+        b.add(f"blk.{i}.attn_q.weight", at + "q_proj.weight", (n_head * d_h, D), _scaled(a_in))
+        b.add(f"blk.{i}.attn_k.weight", at + "k_proj.weight", (n_kv * d_h, D),
+              _scaled(mult["key_multiplier"], a_in))
+        b.add(f"blk.{i}.attn_v.weight", at + "v_proj.weight", (n_kv * d_h, D), _scaled(a_in))
+        b.add(f"blk.{i}.attn_output.weight", at + "o_proj.weight", (D, n_head * d_h),
+              _scaled(mult["attention_out_multiplier"]))
+        C = d_in + 2 * GN
+        b.add(f"blk.{i}.ssm_in.weight", mb + "in_proj.weight", (d_proj, D), in_proj)
+        b.add(f"blk.{i}.ssm_conv1d.weight", mb + "conv1d.weight", (C, 1, K),
+              lambda w, C=C: w.reshape(C, K), out_shape=(C, K))
+        if b.has(mb + "conv1d.bias") or b.cfg("mamba_conv_bias", True):
+            b.add(f"blk.{i}.ssm_conv1d.bias", mb + "conv1d.bias", (C,))
+        b.add(f"blk.{i}.ssm_dt.bias", mb + "dt_bias", (H,))
+        b.add(f"blk.{i}.ssm_a", mb + "A_log", (H,), lambda a: neg_exp(a).reshape(H, 1),
+              out_shape=(H, 1))
+        b.add(f"blk.{i}.ssm_d", mb + "D", (H,), lambda d: d.reshape(H, 1), out_shape=(H, 1))
+        if rms_norm:
+            b.add(f"blk.{i}.ssm_norm.weight", mb + "norm.weight", (d_in,),
+                  lambda w: w.reshape(G, d_in // G), out_shape=(G, d_in // G))
+        b.add(f"blk.{i}.ssm_out.weight", mb + "out_proj.weight", (D, d_in),
+              _scaled(mult["ssm_out_multiplier"]))
+        # no ".weight": gguf-py maps the full HF name to FFN_PRE_NORM, and llama.cpp's falcon-h1
+        # loader asks for exactly "blk.N.ffn_norm"
+        b.add(f"blk.{i}.ffn_norm", pre + "pre_ff_layernorm.weight", (D,))
+        b.add(f"blk.{i}.ffn_gate.weight", ff + "gate_proj.weight", (F, D), _scaled(mlp_m[0]))
+        b.add(f"blk.{i}.ffn_up.weight", ff + "up_proj.weight", (F, D))
+        b.add(f"blk.{i}.ffn_down.weight", ff + "down_proj.weight", (D, F), _scaled(mlp_m[1]))
+    return b.finish()
+
+
+PLANNERS["FalconH1ForCausalLM"] = plan_falcon_h1

@@ -44,7 +44,16 @@ MemoryConfig memory_config_for(const Model& model) {
   const ModelHParams& hp = model.hp;
   for (const LayerWeights& l : model.layers) {
     MemoryLayer ml;
-    if (l.kind == MixerKind::kNone) {
+    if (l.kind == MixerKind::kAttentionMamba2) {  // two memory layers: KV cache, then state
+      ml.kind = LayerKind::kAttention;
+      ml.kv_dim = l.n_head_kv * hp.head_dim;
+      ml.kv_heads = l.n_head_kv;
+      cfg.layers.push_back(ml);
+      ml = MemoryLayer{};
+      ml.kind = LayerKind::kRecurrent;
+      ml.conv_floats = hp.conv_state_floats();
+      ml.ssm_floats = hp.ssm_state_floats();
+    } else if (l.kind == MixerKind::kNone) {
       ml.kind = LayerKind::kNone;
     } else if (l.kind == MixerKind::kAttention) {
       ml.kind = LayerKind::kAttention;
@@ -66,7 +75,15 @@ MemoryConfig memory_config_for(const Model& model) {
 }
 
 ForwardPass::ForwardPass(const Model& model, ThreadContext& threads)
-    : model_(model), threads_(threads) {}
+    : model_(model), threads_(threads) {
+  // Memory layers in memory_config_for's order: one per model layer, two for a parallel one.
+  uint32_t next = 0;
+  for (const LayerWeights& l : model.layers) {
+    mem_attn_.push_back(next);
+    if (l.kind == MixerKind::kAttentionMamba2) ++next;
+    mem_recr_.push_back(next++);
+  }
+}
 
 Status ForwardPass::mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride,
                        int64_t y_stride) {
@@ -104,7 +121,14 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
     float* un = grow(u_, T * D);
     if (l.kind != MixerKind::kNone) {  // an FFN-only layer goes straight to its FFN
       CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.attn_norm), un, D, D, T, hp.rms_eps, &threads_));
-      if (l.kind == MixerKind::kAttention) {
+      if (l.kind == MixerKind::kAttentionMamba2) {
+        // attn_out + ssm_out, then into the residual (llama.cpp's order of the two adds)
+        CHIMERA_RETURN_IF_ERROR(attention_layer(il, mem, ub, u));
+        float* attn = grow(par_, T * D);
+        std::memcpy(attn, d_.data(), T * D * sizeof(float));
+        CHIMERA_RETURN_IF_ERROR(mamba2_layer(il, mem, ub, u));
+        for (int64_t i = 0; i < T * D; ++i) d_[i] = attn[i] + d_[i];
+      } else if (l.kind == MixerKind::kAttention) {
         CHIMERA_RETURN_IF_ERROR(attention_layer(il, mem, ub, u));
       } else if (l.kind == MixerKind::kDeltaNet) {
         CHIMERA_RETURN_IF_ERROR(delta_net_layer(il, mem, ub, u));
@@ -177,11 +201,11 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
     const SeqRun& run = ub.runs[r];
     for (uint32_t t = 0; t < run.n_tokens; ++t) {
       const int64_t row = run.offset + t;
-      const KvSlot slot = mem.kv_slot(il, u, r, t);
+      const KvSlot slot = mem.kv_slot(mem_attn_[il], u, r, t);
       CHIMERA_RETURN_IF_ERROR(
           kv_write_token(ap, k + row * nkv, v + row * nkv, slot.k_page, slot.v_page, slot.slot));
     }
-    const AttentionRun ar = mem.attention(il, u, r);
+    const AttentionRun ar = mem.attention(mem_attn_[il], u, r);
     tables[r] = {ar.k_pages, ar.v_pages, static_cast<int32_t>(ar.n_pages)};
     for (uint32_t t = 0; t < run.n_tokens; ++t) {
       n_visible_[run.offset + t] = static_cast<int32_t>(ar.first + t + 1);
@@ -228,13 +252,13 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
   conv_args_.resize(n_runs);
   scan_args_.resize(n_runs);
   size_t n_steps = 0;  // step-buffer pointers of all runs, laid out run after run
-  for (size_t r = 0; r < n_runs; ++r) n_steps += mem.recurrent(il, u, r).n_steps;
+  for (size_t r = 0; r < n_runs; ++r) n_steps += mem.recurrent(mem_recr_[il], u, r).n_steps;
   conv_steps_.resize(n_steps);
   ssm_steps_.resize(n_steps);
   n_steps = 0;
   for (size_t r = 0; r < n_runs; ++r) {
     const SeqRun& run = ub.runs[r];
-    const RecurrentRun s = mem.recurrent(il, u, r);
+    const RecurrentRun s = mem.recurrent(mem_recr_[il], u, r);
     // The kernels read the incoming state from src and write dst: no copy first.
     const float* pr = p + int64_t(run.offset) * d_proj;
     float* xr = xbc + int64_t(run.offset) * C;
@@ -286,6 +310,10 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
   const int32_t runs = static_cast<int32_t>(n_runs);
   CHIMERA_RETURN_IF_ERROR(ssm_conv_runs(conv_args_.data(), runs, &threads_));
   CHIMERA_RETURN_IF_ERROR(ssm_scan_runs(scan_args_.data(), runs, &threads_));
+  if (w.gate_only) {  // y * silu(z), no norm (Falcon-H1)
+    for (int64_t t = 0; t < T; ++t) swiglu(p + t * d_proj, y + t * d_in, y + t * d_in, d_in);
+    return mm(w.out, y, T, grow(d_, T * D));
+  }
   // Gate then per-group RMSNorm (spec 3.4 steps 8-9), in place.
   CHIMERA_RETURN_IF_ERROR(gated_group_rms_norm(y, d_in, p, d_proj, f32(w.norm), y, d_in, d_in, G, T,
                                                hp.rms_eps, &threads_));

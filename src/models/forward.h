@@ -57,6 +57,9 @@ class ForwardPass {
   std::vector<float> x_, u_, a_, b_, c_, d_, e_, f_;
   std::vector<int32_t> pos_, ids_, n_visible_, seq_of_;
   std::vector<float> route_w_;
+  std::vector<float> par_;  // the attention half of a parallel (Falcon-H1) layer
+  // Memory-layer index of each model layer's KV cache / recurrent state (memory_config_for).
+  std::vector<uint32_t> mem_attn_, mem_recr_;
   std::vector<SsmConvArgs> conv_args_;  // per run of the ubatch (mamba2_layer)
   std::vector<SsmScanArgs> scan_args_;
   std::vector<float*> conv_steps_, ssm_steps_;  // per-token state buffers, run after run

@@ -42,7 +42,7 @@ Status ForwardPass::delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch
   float* y = grow(f_, T * d_in);
   for (size_t r = 0; r < ub.runs.size(); ++r) {
     const SeqRun& run = ub.runs[r];
-    const RecurrentRun s = mem.recurrent(il, u, r);
+    const RecurrentRun s = mem.recurrent(mem_recr_[il], u, r);
     const int64_t off = run.offset;
     SsmConvArgs ca;
     ca.n_tokens = static_cast<int32_t>(run.n_tokens);

@@ -6,7 +6,8 @@ namespace chimera {
 
 uint32_t Model::n_attention_layers() const {
   uint32_t n = 0;
-  for (const LayerWeights& l : layers) n += l.kind == MixerKind::kAttention;
+  for (const LayerWeights& l : layers)
+    n += l.kind == MixerKind::kAttention || l.kind == MixerKind::kAttentionMamba2;
   return n;
 }
 
@@ -14,7 +15,7 @@ uint32_t Model::n_recurrent_layers() const {
   uint32_t n = 0;
   for (const LayerWeights& l : layers)
     n += l.kind == MixerKind::kMamba2 || l.kind == MixerKind::kDeltaNet ||
-         l.kind == MixerKind::kShortConv;
+         l.kind == MixerKind::kShortConv || l.kind == MixerKind::kAttentionMamba2;
   return n;
 }
 

@@ -16,7 +16,9 @@ namespace chimera {
 
 // kNone: the layer has no mixer and keeps no per-sequence memory (Nemotron-H's FFN-only layers).
 // kShortConv: LFM2's gated short convolution (forward_short_conv.cpp).
-enum class MixerKind { kAttention, kMamba2, kDeltaNet, kNone, kShortConv };
+// kAttentionMamba2: attention and Mamba2 side by side on the same normed input, outputs summed
+// (Falcon-H1); such a layer has a KV cache and a recurrent state.
+enum class MixerKind { kAttention, kMamba2, kDeltaNet, kNone, kShortConv, kAttentionMamba2 };
 enum class FfnKind { kNone, kDense, kMoe };
 // kSwiGlu: down(silu(gate x) * up x). kReluSquared: down(relu(up x)^2), no gate (Nemotron-H;
 // for MoE layers it applies to the routed experts and the shared expert alike).
@@ -57,6 +59,7 @@ struct Mamba2Weights {
   Weight d = nullptr;          // {1, H}
   Weight norm = nullptr;       // {d_in/G, G} optional
   Weight out = nullptr;        // {d_in, D}
+  bool gate_only = false;      // y * silu(z) with no norm at all (Falcon-H1 without ssm_norm)
 };
 
 // LFM2 gated short conv: in {D, 3D} -> [B | C | x]; y = out(C * conv(B * x)), conv {L, D} F32.

@@ -13,6 +13,7 @@ Status load_nemotron_h(Model& m);
 Status load_nemotron_h_moe(Model& m);
 Status load_lfm2(Model& m);
 Status load_lfm2moe(Model& m);
+Status load_falcon_h1(Model& m);
 
 const std::vector<ArchLoader>& arch_registry() {
   static const std::vector<ArchLoader> archs = {
@@ -27,6 +28,7 @@ const std::vector<ArchLoader>& arch_registry() {
       {"nemotron_h_moe", load_nemotron_h_moe},
       {"lfm2", load_lfm2},
       {"lfm2moe", load_lfm2moe},
+      {"falcon-h1", load_falcon_h1},
   };
   return archs;
 }

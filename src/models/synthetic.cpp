@@ -265,6 +265,94 @@ Status build_lfm2(const SyntheticSpec& s, GgufWriter& w) {
   return b.status();
 }
 
+// Nemotron-H (layer_pattern) and Falcon-H1 (attention + Mamba2 in parallel in every layer, then a
+// SwiGLU FFN; no SSM norm, as in the released models): keys as llama.cpp's converter writes them.
+Status build_nemotron_h_or_falcon_h1(const SyntheticSpec& s, GgufWriter& w) {
+  const std::string& a = s.arch;
+  const bool falcon = a == "falcon-h1";
+  const std::string pattern = falcon ? std::string(s.n_layer, 'P') : s.layer_pattern;
+  const uint32_t L = static_cast<uint32_t>(pattern.size()), D = s.n_embd;
+  const uint32_t hd = s.head_dim ? s.head_dim : D / std::max(1u, s.n_head);
+  const uint32_t d_in = s.ssm_inner ? s.ssm_inner : 2 * D, N = s.ssm_state, H = s.ssm_heads,
+                 G = s.ssm_groups;
+  if (L == 0 || pattern.find_first_not_of(falcon ? "P" : "M*-") != std::string::npos ||
+      s.n_head == 0 || s.n_head_kv == 0 || s.n_head % s.n_head_kv || hd == 0 || H == 0 || G == 0 ||
+      d_in % H || H % G)
+    return Error(ErrorCode::kInvalidArgument, "synthetic model: inconsistent sizes for ", a);
+  auto key = [&](const char* k) { return a + "." + k; };
+  w.set_string("general.architecture", a);
+  w.set_string("general.name", "chimera synthetic " + a);
+  w.set_uint32(key("block_count"), L);
+  w.set_uint32(key("context_length"), falcon ? 16384 : 1u << 20);
+  w.set_uint32(key("embedding_length"), D);
+  w.set_uint32(key("attention.head_count"), s.n_head);
+  w.set_uint32(key("attention.key_length"), hd);
+  w.set_uint32(key("attention.value_length"), hd);
+  if (falcon) {
+    w.set_uint32(key("feed_forward_length"), s.n_ff);
+    w.set_uint32(key("attention.head_count_kv"), s.n_head_kv);
+    w.set_float32(key("attention.layer_norm_rms_epsilon"), 1e-5f);
+    w.set_float32(key("rope.freq_base"), 1e11f);
+  } else {
+    std::vector<int32_t> ff(L), kv(L);
+    for (uint32_t il = 0; il < L; ++il) {
+      ff[il] = pattern[il] == '-' ? static_cast<int32_t>(s.n_ff) : 0;
+      kv[il] = pattern[il] == '*' ? static_cast<int32_t>(s.n_head_kv) : 0;
+    }
+    w.set_array(key("feed_forward_length"), ff);
+    w.set_array(key("attention.head_count_kv"), kv);
+    w.set_float32(key("attention.layer_norm_epsilon"), 1e-5f);
+    w.set_uint32(key("rope.dimension_count"), hd);
+    w.set_bool(key("rope.scaling.finetuned"), false);
+  }
+  w.set_uint32(key("ssm.conv_kernel"), s.conv_kernel);
+  w.set_uint32(key("ssm.inner_size"), d_in);
+  w.set_uint32(key("ssm.state_size"), N);
+  w.set_uint32(key("ssm.time_step_rank"), H);
+  w.set_uint32(key("ssm.group_count"), G);
+  write_vocabulary(s, w);
+
+  Builder b(s, w);
+  const float in_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const float down_scale = 1.0f / std::sqrt(static_cast<float>(s.n_ff));
+  b.matrix("token_embd.weight", {D, s.n_vocab}, 1.0f);
+  b.vec("output_norm.weight", {D}, 1.0f, 0.2f);
+  if (!s.tied_embeddings) b.matrix("output.weight", {D, s.n_vocab}, in_scale);
+  const uint32_t q = s.n_head * hd, kv = s.n_head_kv * hd;
+  const uint32_t C = d_in + 2 * G * N, d_proj = 2 * d_in + 2 * G * N + H;
+  for (uint32_t il = 0; il < L; ++il) {
+    const char kind = pattern[il];
+    b.vec(blk_name(il, "attn_norm.weight"), {D}, 1.0f, 0.2f);
+    if (kind == '*' || kind == 'P') {
+      b.matrix(blk_name(il, "attn_q.weight"), {D, q}, in_scale);
+      b.matrix(blk_name(il, "attn_k.weight"), {D, kv}, in_scale);
+      b.matrix(blk_name(il, "attn_v.weight"), {D, kv}, in_scale);
+      b.matrix(blk_name(il, "attn_output.weight"), {q, D}, 1.0f / std::sqrt(float(q)));
+    }
+    if (kind == 'M' || kind == 'P') {
+      b.matrix(blk_name(il, "ssm_in.weight"), {D, d_proj}, in_scale);
+      b.vec(blk_name(il, "ssm_conv1d.weight"), {s.conv_kernel, C}, 0.0f, 0.5f);
+      b.vec(blk_name(il, "ssm_conv1d.bias"), {C}, 0.0f, 0.1f);
+      b.vec(blk_name(il, "ssm_dt.bias"), {H}, -4.5f, 2.5f);
+      b.vec(blk_name(il, "ssm_a"), {1, H}, -8.0f, 7.0f);
+      b.vec(blk_name(il, "ssm_d"), {1, H}, 1.0f, 0.5f);
+      if (!falcon) b.vec(blk_name(il, "ssm_norm.weight"), {d_in / G, G}, 1.0f, 0.2f);
+      b.matrix(blk_name(il, "ssm_out.weight"), {d_in, D}, 1.0f / std::sqrt(float(d_in)));
+    }
+    if (kind == '-') {
+      b.matrix(blk_name(il, "ffn_up.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_down.weight"), {s.n_ff, D}, down_scale);
+    }
+    if (falcon) {
+      b.vec(blk_name(il, "ffn_norm"), {D}, 1.0f, 0.2f);  // llama.cpp's falcon-h1 name
+      b.matrix(blk_name(il, "ffn_gate.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_up.weight"), {D, s.n_ff}, in_scale);
+      b.matrix(blk_name(il, "ffn_down.weight"), {s.n_ff, D}, down_scale);
+    }
+  }
+  return b.status();
+}
+
 }  // namespace
 
 Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
@@ -272,6 +360,7 @@ Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
   const bool qwen = a == "qwen35" || a == "qwen35moe" || a == "qwen3next";
   const bool hybrid = a == "granitehybrid", mamba = a == "mamba2";
   const bool llama_like = a == "llama" || a == "granite";
+  if (a == "nemotron_h" || a == "falcon-h1") return build_nemotron_h_or_falcon_h1(s, w);
   if (!hybrid && !mamba && !llama_like && !qwen && a != "lfm2" && a != "lfm2moe")
     return Error(ErrorCode::kUnsupported, "synthetic model: unknown architecture '", a, "'");
   if (qwen) {

@@ -13,7 +13,8 @@
 namespace chimera {
 
 struct SyntheticSpec {
-  // granitehybrid, mamba2, llama, granite, qwen35, qwen35moe, qwen3next, lfm2, lfm2moe
+  // granitehybrid, mamba2, llama, granite, qwen35, qwen35moe, qwen3next, lfm2, lfm2moe, nemotron_h,
+  // falcon-h1
   std::string arch = "granitehybrid";
   uint32_t n_layer = 4;
   std::vector<uint32_t> attention_layers = {1};  // granitehybrid, lfm2*: the attention layers
@@ -32,6 +33,10 @@ struct SyntheticSpec {
   uint32_t ssm_groups = 1;
   uint32_t conv_kernel = 4;  // also LFM2's short-conv l_cache
   bool rope = false;         // granitehybrid: NoPE unless set; llama/granite always use RoPE
+  // nemotron_h: one character per layer, M (Mamba2), * (NoPE attention) or - (squared-ReLU FFN);
+  // n_layer is its length. falcon-h1: every layer attention + Mamba2 in parallel, then SwiGLU.
+  std::string layer_pattern = "M*-M";
+  uint32_t ssm_inner = 0;  // nemotron_h / falcon-h1 Mamba2 inner size (0: 2 * n_embd)
   bool tied_embeddings = true;
   GgmlType weight_type = GgmlType::F32;  // 2-D weight matrices; norms and ssm vectors stay F32
   uint64_t seed = 1;

@@ -39,7 +39,7 @@ ALL_MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "reference.json")
 # (reference_forward.py has no DeltaNet).
 QWEN_MODELS = ("qwen35", "qwen35moe", "qwen3next")
 # nemotron_h: test_converter_nemotron_h.py and the engine's parity tests (no numpy forward here).
-NEMOTRON_MODELS = ("nemotron_h", "nemotron_h_moe")
+NEMOTRON_MODELS = ("nemotron_h", "nemotron_h_moe", "falcon-h1")  # falcon-h1: its own file
 # lfm2, lfm2moe: test_converter_lfm2.py and the engine's parity tests (no numpy forward here).
 LFM2_MODELS = ("lfm2", "lfm2moe")
 MODELS = [m for m in ALL_MODELS if m not in QWEN_MODELS + NEMOTRON_MODELS + LFM2_MODELS]

@@ -91,6 +91,9 @@ std::vector<Case> cases() {
   out.push_back({"lfm2_f16", {}, "lfm2/model-f16.gguf"});
   out.push_back({"lfm2moe_f32", {}, "lfm2moe/model-f32.gguf"});
   out.push_back({"lfm2moe_f16", {}, "lfm2moe/model-f16.gguf"});
+  // Falcon-H1: attention and Mamba2 in parallel in every layer (two memory layers each)
+  out.push_back({"falcon_h1_f32", {}, "falcon-h1/model-f32.gguf"});
+  out.push_back({"falcon_h1_f16", {}, "falcon-h1/model-f16.gguf"});
   return out;
 }
 

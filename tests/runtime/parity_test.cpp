@@ -259,9 +259,9 @@ TEST_P(GreedyParity, ContinuationMatchesTransformers) {
 
 std::vector<ParityCase> parity_cases(std::vector<const char*> weights) {
   std::vector<ParityCase> out;
-  for (const char* m :
-       {"granitehybrid-dense", "granitehybrid-moe", "mamba2", "mamba2-g2", "llama", "granite",
-        "qwen35", "qwen35moe", "qwen3next", "nemotron_h", "nemotron_h_moe", "lfm2", "lfm2moe"})
+  for (const char* m : {"granitehybrid-dense", "granitehybrid-moe", "mamba2", "mamba2-g2", "llama",
+                        "granite", "qwen35", "qwen35moe", "qwen3next", "nemotron_h",
+                        "nemotron_h_moe", "lfm2", "lfm2moe", "falcon-h1"})
     for (const char* w : weights) {
       out.push_back({m, w});
     }

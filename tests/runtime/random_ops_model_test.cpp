@@ -213,6 +213,8 @@ TEST_P(RandomOpsOnModel_Slow, EveryStepMatchesAColdRun) {
 std::string run_name(const ::testing::TestParamInfo<RunSpec>& info) {
   std::string arch = info.param.arch;
   if (arch.rfind("fixture:", 0) == 0) arch = arch.substr(8, arch.find('/') - 8) + "_fixture";
+  for (char& c : arch)
+    if (c == '-') c = '_';  // falcon-h1
   return arch + "_seed" + std::to_string(info.param.seed);
 }
 
@@ -230,7 +232,9 @@ INSTANTIATE_TEST_SUITE_P(
                       RunSpec{"fixture:nemotron_h/model-f16.gguf", 20261127, 120},
                       RunSpec{"fixture:nemotron_h_moe/model-f16.gguf", 20261127, 120},
                       // short-conv + QK-norm attention, sigmoid-routed MoE
-                      RunSpec{"fixture:lfm2moe/model-f16.gguf", 20261127, 120}),
+                      RunSpec{"fixture:lfm2moe/model-f16.gguf", 20261127, 120},
+
+                      RunSpec{"fixture:falcon-h1/model-f16.gguf", 20261127, 120}),
     run_name);
 INSTANTIATE_TEST_SUITE_P(Long, RandomOpsOnModel_Slow,
                          ::testing::Values(RunSpec{"granitehybrid", 31, 600},

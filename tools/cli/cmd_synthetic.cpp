@@ -22,10 +22,19 @@ int run_synthetic(int argc, char** argv) {
                  "16 k / 16 v heads of 128, FFN 3584, vocabulary 248320, tied; sets --arch "
                  "qwen35) or lfm2-350m (LFM2-350M's shape: 1024 wide, 16 layers of which 6 "
                  "attention with 16 q / 8 kv heads of 64, 10 short conv with L_cache 3, FFN "
-                 "4608, vocabulary 65536, tied; sets --arch lfm2)");
+                 "4608, vocabulary 65536, tied; sets --arch lfm2), "
+                 "nemotron-h-4b (Nemotron-H-4B's shape at reduced depth: 3072 wide, 9 "
+                 "layers M-M-M*-M- of Mamba2 112 heads x 64 / state 128 / 8 groups, NoPE "
+                 "attention 32 q / 8 kv heads of 128 and squared-ReLU FFN 12288, vocabulary "
+                 "131072, untied; sets --arch nemotron_h) or falcon-h1-0.5b (Falcon-H1-0.5B's "
+                 "shape: 1024 wide, 36 layers of attention 8 q / 2 kv heads of 64 in parallel "
+                 "with Mamba2 d_ssm 1536 = 24 heads x 64 / state 128, SwiGLU FFN 2048, "
+                 "vocabulary 32784, untied; sets --arch falcon-h1)");
+
   app.add_option("--arch", s.arch,
                  "granitehybrid (default), mamba2, llama, granite, qwen35, qwen35moe, "
-                 "qwen3next, lfm2 or lfm2moe (tiny MoE archs get 4 experts, 2 used)");
+                 "qwen3next, lfm2, lfm2moe, nemotron_h or falcon-h1 (tiny MoE archs get 4 experts, "
+                 "2 used)");
   app.add_option("--type", type,
                  StrCat("type of the weight matrices (default F16): ", supported_type_names()));
   app.add_option("--seed", s.seed, "random seed");
@@ -78,6 +87,34 @@ int run_synthetic(int argc, char** argv) {
     s.n_head_kv = 8;
     s.n_ff = 4608;
     s.conv_kernel = 3;
+  } else if (preset == "nemotron-h-4b") {
+    s.arch = "nemotron_h";
+    s.layer_pattern = "M-M-M*-M-";
+    s.n_embd = 3072;
+    s.n_vocab = 131072;
+    s.n_head = 32;
+    s.n_head_kv = 8;
+    s.head_dim = 128;
+    s.n_ff = 12288;
+    s.ssm_inner = 7168;
+    s.ssm_heads = 112;
+    s.ssm_state = 128;
+    s.ssm_groups = 8;
+    s.tied_embeddings = false;
+  } else if (preset == "falcon-h1-0.5b") {
+    s.arch = "falcon-h1";
+    s.n_layer = 36;
+    s.n_embd = 1024;
+    s.n_vocab = 32784;
+    s.n_head = 8;
+    s.n_head_kv = 2;
+    s.head_dim = 64;
+    s.n_ff = 2048;
+    s.ssm_inner = 1536;
+    s.ssm_heads = 24;
+    s.ssm_state = 128;
+    s.ssm_groups = 1;
+    s.tied_embeddings = false;
   } else if (preset != "tiny") {
     std::fprintf(stderr, "chimera synthetic: unknown preset '%s'\n", preset.c_str());
     return 1;
