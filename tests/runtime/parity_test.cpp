@@ -141,8 +141,9 @@ class Parity : public ::testing::TestWithParam<ParityCase> {
       EXPECT_LT(e, bound()) << what << " position " << t;
       // Top-1 must agree (same weights as the reference) unless HF's own top two are closer
       // than the comparison noise.
-      if ((f32() || f16w()) && top2_gap(w, V) > (f32() ? 1e-4f : 1e-3f))
+      if ((f32() || f16w()) && top2_gap(w, V) > (f32() ? 1e-4f : 1e-3f)) {
         EXPECT_EQ(argmax(got[t], V), argmax(w, V)) << what << " position " << t;
+      }
     }
   }
 
