@@ -9,7 +9,9 @@ Qwen3NextForCausalLM (-> qwen3next), Qwen3_5ForCausalLM (-> qwen35), Qwen3_5MoeF
 (-> qwen35moe; the text-only checkpoints, no MTP layers), NemotronHForCausalLM (-> nemotron_h;
 Mamba2 / NoPE attention / squared-ReLU MLP layers; -> nemotron_h_moe when it has MoE layers), Lfm2ForCausalLM (-> lfm2) and Lfm2MoeForCausalLM
 (-> lfm2moe; short-conv and attention layers, dense leading layers, then sigmoid-routed experts),
-FalconH1ForCausalLM (-> falcon-h1; muP multipliers folded into the weights).
+FalconH1ForCausalLM (-> falcon-h1; muP multipliers folded into the weights),
+Gemma3ForCausalLM (-> gemma3; norms written as 1 + w, sliding-window layers; byte-level BPE
+tokenizer.json only).
 Reads config.json, *.safetensors (F32/F16/BF16, sharded or not) and a byte-level BPE
 tokenizer.json (+ tokenizer_config.json), and writes keys, tensor names, shapes and types the way
 llama.cpp's converter does (see /work/shared/spec/ARCHITECTURES.md and python/chimera_convert/), so

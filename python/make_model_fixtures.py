@@ -179,6 +179,23 @@ def models() -> dict[str, dict]:
                   "2 x hidden, 6 heads of 16, 2 groups, conv bias, no SSM norm: y * silu(z)) in "
                   "parallel on one normed input, then SwiGLU; every muP multiplier set to a "
                   "distinct non-1 value (all folded into the weights by the converter)"),
+        "gemma3": dict(
+            cls="Gemma3ForCausalLM", seed=111, n_vocab=TOKENIZER_SIZE, config=dict(
+                vocab_size=TOKENIZER_SIZE, hidden_size=D, num_hidden_layers=7,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+                query_pre_attn_scalar=32, intermediate_size=96, rms_norm_eps=1e-6,
+                max_position_embeddings=512, sliding_window=8, final_logit_softcapping=15.0,
+                rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                 "sliding_attention": {"rope_type": "default",
+                                                       "rope_theta": 10000.0}},
+                tie_word_embeddings=True),
+            notes="Gemma 3: 7 layers, local (window 8, RoPE base 1e4) x5, global (base 1e6), "
+                  "local; GQA 4/2 with head_dim 32 != 64/4, q/k norm, post-attention and "
+                  "post-FFN norms, GeGLU (gelu tanh), embedding x sqrt(64), final logit "
+                  "softcap 15; (1 + w) norms (the converter writes 1 + w). vocab_size 376 (the "
+                  "tokenizer's own size: llama.cpp's converter drops embedding rows past it). "
+                  "The len33/len100/random24 sequences and the greedy run are longer than the "
+                  "window, so it slides"),
         "granitehybrid-dense": dict(
             cls="GraniteMoeHybridForCausalLM", seed=101, config=dict(
                 **granite4, **mamba, num_hidden_layers=5,
@@ -291,7 +308,7 @@ def build_and_save(name: str, spec: dict, hf_tok, directory: Path):
     torch.manual_seed(spec["seed"])
     model = cls(cfg).float().eval()
     gen = torch.Generator().manual_seed(spec["seed"])
-    init_weights(model, gen, zero_centered_norms=spec["cls"].startswith("Qwen3"))
+    init_weights(model, gen, zero_centered_norms=spec["cls"].startswith(("Qwen3", "Gemma3")))
     with torch.no_grad():  # selection biases are buffers (HF leaves them 0): make them matter
         for bname, buf in sorted(model.named_buffers(), key=lambda kv: kv[0]):
             if bname.endswith("e_score_correction_bias"):
@@ -316,7 +333,7 @@ def check_gated_norm(model, spec) -> None:
                          f"!= d_inner/n_groups; this transformers version needs a patch")
 
 
-def sequences(hf_tok, verses: list[str]) -> list[dict]:
+def sequences(hf_tok, verses: list[str], n_vocab: int = N_VOCAB) -> list[dict]:
     """Token sequences: real text (lengths 1, 7, 33, 100 and three more for the batch) and one of
     uniformly random ids over the whole vocabulary (special and [PAD] ids included)."""
     def text_tokens(start_verse: int, n: int) -> list[int]:
@@ -332,11 +349,12 @@ def sequences(hf_tok, verses: list[str]) -> list[dict]:
             ("batch-a", text_tokens(20000, 5)), ("batch-b", text_tokens(23000, 12)),
             ("batch-c", text_tokens(26000, 19))]
     rng = np.random.default_rng(7)
-    seqs.append(("random24", [int(x) for x in rng.integers(0, N_VOCAB, size=24)]))
+    seqs.append(("random24", [int(x) for x in rng.integers(0, n_vocab, size=24)]))
     return [{"name": n, "tokens": t} for n, t in seqs]
 
 
-def run_reference(model, seqs: list[dict], prompt: list[int], out_dir: Path) -> dict:
+def run_reference(model, seqs: list[dict], prompt: list[int], out_dir: Path,
+                  n_vocab: int = N_VOCAB) -> dict:
     import torch
 
     stats = []
@@ -344,7 +362,7 @@ def run_reference(model, seqs: list[dict], prompt: list[int], out_dir: Path) -> 
         for s in seqs:
             ids = torch.tensor([s["tokens"]], dtype=torch.long)
             logits = model(input_ids=ids, use_cache=False).logits[0].float().numpy()
-            assert logits.shape == (len(s["tokens"]), N_VOCAB), logits.shape
+            assert logits.shape == (len(s["tokens"]), n_vocab), logits.shape
             assert np.isfinite(logits).all()
             fname = f"logits-{s['name']}.f32"
             logits.astype("<f4").tofile(out_dir / fname)
@@ -421,8 +439,9 @@ def main() -> int:
         if hf_dir.exists():
             shutil.rmtree(hf_dir)
         model = build_and_save(name, spec, hf_tok, hf_dir)
-        seqs = sequences(hf_tok, verses)
-        ref = run_reference(model, seqs, prompt, out_dir)
+        n_vocab = spec.get("n_vocab", N_VOCAB)
+        seqs = sequences(hf_tok, verses, n_vocab)
+        ref = run_reference(model, seqs, prompt, out_dir, n_vocab)
         for outtype in ("f32", "f16"):
             convert(hf_dir, out_dir / f"model-{outtype}.gguf", outtype, model_name=name)
         config = json.loads((hf_dir / "config.json").read_text())
@@ -438,8 +457,9 @@ def main() -> int:
                                   "Qwen3NextForCausalLM": "qwen3next",
                                   "NemotronHForCausalLM": "nemotron_h",
                                   "Lfm2ForCausalLM": "lfm2",
-                                  "Lfm2MoeForCausalLM": "lfm2moe"}[spec["cls"]],
-            "n_vocab": N_VOCAB,
+                                  "Lfm2MoeForCausalLM": "lfm2moe",
+                                  "Gemma3ForCausalLM": "gemma3"}[spec["cls"]],
+            "n_vocab": n_vocab,
             "config": config,
             "gguf": {"f32": "model-f32.gguf", "f16": "model-f16.gguf"},
             "sequences": seqs,

@@ -1063,3 +1063,6 @@ def plan_falcon_h1(ckpt: Checkpoint) -> Plan:
 
 
 PLANNERS["FalconH1ForCausalLM"] = plan_falcon_h1
+from .gemma3 import plan_gemma3  # noqa: E402  (its own file; it imports Builder from here)
+
+PLANNERS["Gemma3ForCausalLM"] = plan_gemma3

@@ -29,4 +29,12 @@ void relu_squared(const float* x, float* y, int64_t n) {
   }
 }
 
+void geglu_tanh(const float* gate, const float* up, float* y, int64_t n) {
+  const float k = 0.7978845608028654f;  // sqrt(2/pi)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = gate[i];
+    y[i] = 0.5f * x * (1.0f + std::tanh(k * (x + 0.044715f * x * x * x))) * up[i];
+  }
+}
+
 }  // namespace chimera

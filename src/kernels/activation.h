@@ -27,6 +27,10 @@ void swiglu(const float* gate, const float* up, float* y, int64_t n, Isa isa = a
 // every ISA and needs no AVX2 path. x and y may alias.
 void relu_squared(const float* x, float* y, int64_t n);
 
+// y = gelu_tanh(gate) * up, gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GeGLU,
+// the "gelu_pytorch_tanh" of Gemma). Element-local; y may alias gate or up.
+void geglu_tanh(const float* gate, const float* up, float* y, int64_t n);
+
 // softplus(x) = x > 20 ? x : log1p(exp(x)) — log1p for HF parity (spec 3.4 step 5). Scalar in
 // every path: it runs once per (token, head), so both paths share it bit for bit.
 float softplus(float x);

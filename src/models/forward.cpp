@@ -137,11 +137,17 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
       } else {
         CHIMERA_RETURN_IF_ERROR(mamba2_layer(il, mem, ub, u));
       }
+      if (l.attn_post_norm)  // Gemma: the branch output is normed before the residual add
+        CHIMERA_RETURN_IF_ERROR(rms_norm(d_.data(), D, f32(l.attn_post_norm), d_.data(), D, D, T,
+                                         hp.rms_eps, &threads_));
       add_branch();
     }
     if (l.ffn_kind == FfnKind::kNone) continue;
     CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.ffn_norm), un, D, D, T, hp.rms_eps, &threads_));
     CHIMERA_RETURN_IF_ERROR(ffn(il, T));
+    if (l.ffn_post_norm)
+      CHIMERA_RETURN_IF_ERROR(
+          rms_norm(d_.data(), D, f32(l.ffn_post_norm), d_.data(), D, D, T, hp.rms_eps, &threads_));
     add_branch();
   }
   return Status::Ok();
@@ -180,8 +186,8 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
   if (hp.use_rope) {
     RopeParams rp;
     rp.n_rot = static_cast<int32_t>(hp.n_rot);
-    rp.freq_base = hp.rope_freq_base;
-    rp.freq_scale = hp.rope_freq_scale;
+    rp.freq_base = l.rope_freq_base != 0 ? l.rope_freq_base : hp.rope_freq_base;
+    rp.freq_scale = l.rope_freq_scale != 0 ? l.rope_freq_scale : hp.rope_freq_scale;
     rp.mode = hp.rope_mode;
     rp.freq_factors = f32(model_.rope_freqs);
     CHIMERA_RETURN_IF_ERROR(rope(q, nq, T, hp.n_head, hd, pos_.data(), rp));
@@ -196,6 +202,7 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
   ap.scale = hp.kq_scale();
   std::vector<KvPageTable> tables(ub.runs.size());
   n_visible_.resize(T);
+  first_visible_.resize(T);
   seq_of_.resize(T);
   for (size_t r = 0; r < ub.runs.size(); ++r) {
     const SeqRun& run = ub.runs[r];
@@ -208,7 +215,12 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
     const AttentionRun ar = mem.attention(mem_attn_[il], u, r);
     tables[r] = {ar.k_pages, ar.v_pages, static_cast<int32_t>(ar.n_pages)};
     for (uint32_t t = 0; t < run.n_tokens; ++t) {
-      n_visible_[run.offset + t] = static_cast<int32_t>(ar.first + t + 1);
+      const uint32_t n = ar.first + t + 1;
+      n_visible_[run.offset + t] = static_cast<int32_t>(n);
+      // A window layer reads the last n_swa keys: pos - key_pos < n_swa (transformers' and
+      // llama.cpp's convention), the current token included.
+      first_visible_[run.offset + t] =
+          static_cast<int32_t>(n > l.n_swa && l.n_swa ? n - l.n_swa : 0);
       seq_of_[run.offset + t] = static_cast<int32_t>(r);
     }
   }
@@ -217,6 +229,7 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
   ab.q = q;
   ab.q_stride = nq;
   ab.n_visible = n_visible_.data();
+  ab.first_visible = l.n_swa ? first_visible_.data() : nullptr;
   ab.seq = seq_of_.data();
   ab.seqs = tables.data();
   ab.n_seqs = static_cast<int32_t>(tables.size());
@@ -347,7 +360,11 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
         add_bias(g, m, F, F, f.gate_b);
         add_bias(h, m, F, F, f.up_b);
       }
-      swiglu(g, h, g, m * F);
+      if (model_.layers[il].ffn_act == FfnActivation::kGeGluTanh) {
+        geglu_tanh(g, h, g, m * F);
+      } else {
+        swiglu(g, h, g, m * F);
+      }
     }
     CHIMERA_RETURN_IF_ERROR(mul(2, g, m, dst));
     if (biases) add_bias(dst, m, D, D, f.down_b);
@@ -357,7 +374,8 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     return mm(k == 0 ? f.gate : k == 1 ? f.up : f.down, in, m, y);
   };
   if (model_.layers[il].ffn_kind == FfnKind::kDense) {
-    if (!relu2 && gate_up_adjacent(f)) return swiglu_mlp_fused(f, v, T, out);
+    if (!relu2 && gate_up_adjacent(f))
+      return gated_mlp_fused(f, model_.layers[il].ffn_act, v, T, out);
     return mlp(dense, f.up->ne[1], v, T, out, true);
   }
   // MoE: softmax (or sigmoid + selection bias) -> top-k -> renormalise -> scale (spec 2), experts
@@ -428,10 +446,12 @@ bool ForwardPass::gate_up_adjacent(const FfnWeights& f) {
   return static_cast<const uint8_t*>(g.data) + g.matrix_bytes() == f.up->data;
 }
 
-// SwiGLU MLP with gate and up in one matmul (gate_up_adjacent): one parallel region and one
-// activation quantization instead of two. Every output element is computed as by separate
-// calls (matmul's columns are independent of how many there are), then SwiGLU row by row.
-Status ForwardPass::swiglu_mlp_fused(const FfnWeights& f, const float* v, int64_t T, float* out) {
+// Gated MLP (SwiGLU, or GeGLU for Gemma) with gate and up in one matmul (gate_up_adjacent): one
+// parallel region and one activation quantization instead of two. Every output element is
+// computed as by separate calls (matmul's columns are independent of how many there are), then
+// the activation row by row.
+Status ForwardPass::gated_mlp_fused(const FfnWeights& f, FfnActivation act, const float* v,
+                                    int64_t T, float* out) {
   const int64_t D = model_.hp.n_embd, F = f.gate->ne[1];
   WeightMatrix gu = as_matrix(f.gate);
   gu.n_out = 2 * F;
@@ -440,7 +460,15 @@ Status ForwardPass::swiglu_mlp_fused(const FfnWeights& f, const float* v, int64_
   CHIMERA_RETURN_IF_ERROR(matmul(threads_, gu, v, T, gh, ws_));
   add_bias(gh, T, F, 2 * F, f.gate_b);
   add_bias(gh + F, T, F, 2 * F, f.up_b);
-  for (int64_t r = 0; r < T; ++r) swiglu(gh + r * 2 * F, gh + r * 2 * F + F, g + r * F, F);
+  const bool geglu = act == FfnActivation::kGeGluTanh;
+  for (int64_t r = 0; r < T; ++r) {
+    const float* gate = gh + r * 2 * F;
+    if (geglu) {
+      geglu_tanh(gate, gate + F, g + r * F, F);
+    } else {
+      swiglu(gate, gate + F, g + r * F, F);
+    }
+  }
   CHIMERA_RETURN_IF_ERROR(mm(f.down, g, T, out));
   add_bias(out, T, D, D, f.down_b);
   return Status::Ok();
@@ -468,6 +496,10 @@ Status ForwardPass::run_head(const Batch& batch, const Ubatch& ub,
       for (int64_t j = 0; j < V; ++j) dst[j] = src[j] / hp.logit_scale;  // HF divides (spec 8.8)
     } else {
       std::memcpy(dst, src, V * 4);
+    }
+    if (hp.final_logit_softcap > 0) {  // Gemma: c * tanh(logits / c)
+      const float c = hp.final_logit_softcap;
+      for (int64_t j = 0; j < V; ++j) dst[j] = c * std::tanh(dst[j] / c);
     }
   }
   return Status::Ok();

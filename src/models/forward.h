@@ -46,7 +46,8 @@ class ForwardPass {
   Status short_conv_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status ffn(uint32_t il, int64_t T);
   static bool gate_up_adjacent(const FfnWeights& f);
-  Status swiglu_mlp_fused(const FfnWeights& f, const float* v, int64_t T, float* out);
+  Status gated_mlp_fused(const FfnWeights& f, FfnActivation act, const float* v, int64_t T,
+                         float* out);
   Status mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride = 0,
             int64_t y_stride = 0);
 
@@ -55,7 +56,7 @@ class ForwardPass {
   MatmulWorkspace ws_;
   // Scratch, grown to the largest ubatch seen.
   std::vector<float> x_, u_, a_, b_, c_, d_, e_, f_;
-  std::vector<int32_t> pos_, ids_, n_visible_, seq_of_;
+  std::vector<int32_t> pos_, ids_, n_visible_, first_visible_, seq_of_;
   std::vector<float> route_w_;
   std::vector<float> par_;  // the attention half of a parallel (Falcon-H1) layer
   // Memory-layer index of each model layer's KV cache / recurrent state (memory_config_for).

@@ -22,7 +22,8 @@ enum class MixerKind { kAttention, kMamba2, kDeltaNet, kNone, kShortConv, kAtten
 enum class FfnKind { kNone, kDense, kMoe };
 // kSwiGlu: down(silu(gate x) * up x). kReluSquared: down(relu(up x)^2), no gate (Nemotron-H;
 // for MoE layers it applies to the routed experts and the shared expert alike).
-enum class FfnActivation { kSwiGlu, kReluSquared };
+// kGeGluTanh: down(gelu_tanh(gate x) * up x) (Gemma).
+enum class FfnActivation { kSwiGlu, kReluSquared, kGeGluTanh };
 
 // A weight tensor inside the mapping (never copied). null when the optional tensor is absent.
 using Weight = const GgufTensorInfo*;
@@ -89,6 +90,13 @@ struct LayerWeights {
   FfnActivation ffn_act = FfnActivation::kSwiGlu;
   Weight ffn_norm = nullptr;
   FfnWeights ffn;
+  // Gemma: RMSNorms of the attention and FFN branch outputs before they join the residual.
+  Weight attn_post_norm = nullptr, ffn_post_norm = nullptr;
+  // Sliding-window attention: the layer reads only the last n_swa positions (keys at
+  // pos - key_pos < n_swa, the current token included); 0 = global. RoPE of the layer: 0 = the
+  // model's rope_freq_base / rope_freq_scale.
+  uint32_t n_swa = 0;
+  float rope_freq_base = 0, rope_freq_scale = 0;
 };
 
 struct ModelHParams {
@@ -108,7 +116,8 @@ struct ModelHParams {
   float rope_freq_scale = 1.0f;
   // Granite multipliers; 0 means "not applied" (llama.cpp semantics, spec 8.8).
   float embedding_scale = 0, residual_scale = 0, logit_scale = 0;
-  float attention_scale = 0;  // 0: 1/sqrt(head_dim)
+  float attention_scale = 0;      // 0: 1/sqrt(head_dim)
+  float final_logit_softcap = 0;  // logits = c * tanh(logits / c) when > 0 (Gemma)
   // Mamba2
   uint32_t ssm_conv_kernel = 0, ssm_inner = 0, ssm_state = 0, ssm_heads = 0, ssm_groups = 0;
   // Gated DeltaNet: value head h reads key head h % Hk (qwen35 files) instead of h / (Hv/Hk).

@@ -14,6 +14,7 @@ Status load_nemotron_h_moe(Model& m);
 Status load_lfm2(Model& m);
 Status load_lfm2moe(Model& m);
 Status load_falcon_h1(Model& m);
+Status load_gemma3(Model& m);
 
 const std::vector<ArchLoader>& arch_registry() {
   static const std::vector<ArchLoader> archs = {
@@ -29,6 +30,7 @@ const std::vector<ArchLoader>& arch_registry() {
       {"lfm2", load_lfm2},
       {"lfm2moe", load_lfm2moe},
       {"falcon-h1", load_falcon_h1},
+      {"gemma3", load_gemma3},
   };
   return archs;
 }

@@ -353,6 +353,50 @@ Status build_nemotron_h_or_falcon_h1(const SyntheticSpec& s, GgufWriter& w) {
   return b.status();
 }
 
+// Gemma 3: every layer attention (5 sliding-window : 1 global), q/k norms, post-norms, GeGLU.
+Status build_gemma3(const SyntheticSpec& s, GgufWriter& w) {
+  const uint32_t D = s.n_embd, hd = s.head_dim ? s.head_dim : D / std::max(1u, s.n_head);
+  if (s.n_head == 0 || s.n_head_kv == 0 || s.n_head % s.n_head_kv || hd % 2)
+    return Error(ErrorCode::kInvalidArgument, "synthetic model: inconsistent sizes for gemma3");
+  auto key = [](const char* k) { return std::string("gemma3.") + k; };
+  w.set_string("general.architecture", "gemma3");
+  w.set_string("general.name", "chimera synthetic gemma3");
+  w.set_uint32(key("block_count"), s.n_layer);
+  w.set_uint32(key("context_length"), 32768);
+  w.set_uint32(key("embedding_length"), D);
+  w.set_uint32(key("feed_forward_length"), s.n_ff);
+  w.set_float32(key("attention.layer_norm_rms_epsilon"), 1e-6f);
+  w.set_uint32(key("attention.head_count"), s.n_head);
+  w.set_uint32(key("attention.head_count_kv"), s.n_head_kv);
+  w.set_uint32(key("attention.key_length"), hd);
+  w.set_uint32(key("attention.value_length"), hd);
+  w.set_uint32(key("attention.sliding_window"), s.sliding_window);
+  w.set_float32(key("rope.freq_base"), 1000000.0f);
+  w.set_float32(key("rope.freq_base_swa"), 10000.0f);
+  write_vocabulary(s, w);
+  Builder b(s, w);
+  const float in_scale = 1.0f / std::sqrt(static_cast<float>(D));
+  b.matrix("token_embd.weight", {D, s.n_vocab}, 1.0f / std::sqrt(static_cast<float>(D)));
+  b.vec("output_norm.weight", {D}, 1.0f, 0.2f);
+  const uint32_t q = s.n_head * hd, kv = s.n_head_kv * hd;
+  for (uint32_t il = 0; il < s.n_layer; ++il) {
+    b.vec(blk_name(il, "attn_norm.weight"), {D}, 1.0f, 0.2f);
+    b.matrix(blk_name(il, "attn_q.weight"), {D, q}, in_scale);
+    b.matrix(blk_name(il, "attn_k.weight"), {D, kv}, in_scale);
+    b.matrix(blk_name(il, "attn_v.weight"), {D, kv}, in_scale);
+    b.matrix(blk_name(il, "attn_output.weight"), {q, D}, 1.0f / std::sqrt(static_cast<float>(q)));
+    b.vec(blk_name(il, "attn_q_norm.weight"), {hd}, 1.0f, 0.2f);
+    b.vec(blk_name(il, "attn_k_norm.weight"), {hd}, 1.0f, 0.2f);
+    b.vec(blk_name(il, "post_attention_norm.weight"), {D}, 1.0f, 0.2f);
+    b.vec(blk_name(il, "ffn_norm.weight"), {D}, 1.0f, 0.2f);
+    b.matrix(blk_name(il, "ffn_gate.weight"), {D, s.n_ff}, in_scale);
+    b.matrix(blk_name(il, "ffn_up.weight"), {D, s.n_ff}, in_scale);
+    b.matrix(blk_name(il, "ffn_down.weight"), {s.n_ff, D}, 1.0f / std::sqrt(float(s.n_ff)));
+    b.vec(blk_name(il, "post_ffw_norm.weight"), {D}, 1.0f, 0.2f);
+  }
+  return b.status();
+}
+
 }  // namespace
 
 Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
@@ -361,6 +405,7 @@ Status build_synthetic_model(const SyntheticSpec& s, GgufWriter& w) {
   const bool hybrid = a == "granitehybrid", mamba = a == "mamba2";
   const bool llama_like = a == "llama" || a == "granite";
   if (a == "nemotron_h" || a == "falcon-h1") return build_nemotron_h_or_falcon_h1(s, w);
+  if (a == "gemma3") return build_gemma3(s, w);
   if (!hybrid && !mamba && !llama_like && !qwen && a != "lfm2" && a != "lfm2moe")
     return Error(ErrorCode::kUnsupported, "synthetic model: unknown architecture '", a, "'");
   if (qwen) {

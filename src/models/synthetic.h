@@ -14,7 +14,7 @@ namespace chimera {
 
 struct SyntheticSpec {
   // granitehybrid, mamba2, llama, granite, qwen35, qwen35moe, qwen3next, lfm2, lfm2moe, nemotron_h,
-  // falcon-h1
+  // falcon-h1, gemma3
   std::string arch = "granitehybrid";
   uint32_t n_layer = 4;
   std::vector<uint32_t> attention_layers = {1};  // granitehybrid, lfm2*: the attention layers
@@ -31,8 +31,9 @@ struct SyntheticSpec {
   uint32_t ssm_state = 16;
   uint32_t ssm_heads = 8;
   uint32_t ssm_groups = 1;
-  uint32_t conv_kernel = 4;  // also LFM2's short-conv l_cache
-  bool rope = false;         // granitehybrid: NoPE unless set; llama/granite always use RoPE
+  uint32_t conv_kernel = 4;       // also LFM2's short-conv l_cache
+  uint32_t sliding_window = 512;  // gemma3: window of the local layers (5 local : 1 global)
+  bool rope = false;              // granitehybrid: NoPE unless set; llama/granite always use RoPE
   // nemotron_h: one character per layer, M (Mamba2), * (NoPE attention) or - (squared-ReLU FFN);
   // n_layer is its length. falcon-h1: every layer attention + Mamba2 in parallel, then SwiGLU.
   std::string layer_pattern = "M*-M";

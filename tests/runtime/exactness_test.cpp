@@ -94,6 +94,9 @@ std::vector<Case> cases() {
   // Falcon-H1: attention and Mamba2 in parallel in every layer (two memory layers each)
   out.push_back({"falcon_h1_f32", {}, "falcon-h1/model-f32.gguf"});
   out.push_back({"falcon_h1_f16", {}, "falcon-h1/model-f16.gguf"});
+  // Gemma 3: sliding-window layers (window 8) beside a global one; sequences here outgrow it
+  out.push_back({"gemma3_f32", {}, "gemma3/model-f32.gguf"});
+  out.push_back({"gemma3_f16", {}, "gemma3/model-f16.gguf"});
   return out;
 }
 

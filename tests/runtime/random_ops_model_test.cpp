@@ -234,7 +234,10 @@ INSTANTIATE_TEST_SUITE_P(
                       // short-conv + QK-norm attention, sigmoid-routed MoE
                       RunSpec{"fixture:lfm2moe/model-f16.gguf", 20261127, 120},
 
-                      RunSpec{"fixture:falcon-h1/model-f16.gguf", 20261127, 120}),
+                      RunSpec{"fixture:falcon-h1/model-f16.gguf", 20261127, 120},
+
+                      // sliding-window attention (window 8) + global attention
+                      RunSpec{"fixture:gemma3/model-f16.gguf", 20261127, 120}),
     run_name);
 INSTANTIATE_TEST_SUITE_P(Long, RandomOpsOnModel_Slow,
                          ::testing::Values(RunSpec{"granitehybrid", 31, 600},

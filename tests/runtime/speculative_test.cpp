@@ -297,7 +297,7 @@ TEST_P(Speculative, MixedBatchOfSpeculatingAndPlainSequences) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, Speculative,
                          ::testing::Values("llama", "granite", "mamba2", "mamba2-g2",
                                            "granitehybrid-dense", "granitehybrid-moe", "qwen35",
-                                           "qwen35moe", "qwen3next", "nemotron_h"),
+                                           "qwen35moe", "qwen3next", "nemotron_h", "gemma3"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& c : n)

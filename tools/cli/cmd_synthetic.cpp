@@ -20,21 +20,23 @@ int run_synthetic(int argc, char** argv) {
                  "parameters) or qwen35-0.8b (Qwen3.5-0.8B's shape: 1024 wide, 24 layers of "
                  "which 6 gated attention with 8 q / 2 kv heads of 256, 18 gated DeltaNet with "
                  "16 k / 16 v heads of 128, FFN 3584, vocabulary 248320, tied; sets --arch "
-                 "qwen35) or lfm2-350m (LFM2-350M's shape: 1024 wide, 16 layers of which 6 "
+                 "qwen35), lfm2-350m (LFM2-350M's shape: 1024 wide, 16 layers of which 6 "
                  "attention with 16 q / 8 kv heads of 64, 10 short conv with L_cache 3, FFN "
                  "4608, vocabulary 65536, tied; sets --arch lfm2), "
                  "nemotron-h-4b (Nemotron-H-4B's shape at reduced depth: 3072 wide, 9 "
                  "layers M-M-M*-M- of Mamba2 112 heads x 64 / state 128 / 8 groups, NoPE "
                  "attention 32 q / 8 kv heads of 128 and squared-ReLU FFN 12288, vocabulary "
-                 "131072, untied; sets --arch nemotron_h) or falcon-h1-0.5b (Falcon-H1-0.5B's "
+                 "131072, untied; sets --arch nemotron_h), falcon-h1-0.5b (Falcon-H1-0.5B's "
                  "shape: 1024 wide, 36 layers of attention 8 q / 2 kv heads of 64 in parallel "
                  "with Mamba2 d_ssm 1536 = 24 heads x 64 / state 128, SwiGLU FFN 2048, "
-                 "vocabulary 32784, untied; sets --arch falcon-h1)");
+                 "vocabulary 32784, untied; sets --arch falcon-h1) or gemma3-270m (Gemma-3-270M's "
+                 "shape: 640 wide, 18 layers, 5 sliding-window (512) : 1 global, 4 q / 1 kv heads "
+                 "of 256, GeGLU FFN 2048, vocabulary 262144, tied; sets --arch gemma3)");
 
   app.add_option("--arch", s.arch,
                  "granitehybrid (default), mamba2, llama, granite, qwen35, qwen35moe, "
-                 "qwen3next, lfm2, lfm2moe, nemotron_h or falcon-h1 (tiny MoE archs get 4 experts, "
-                 "2 used)");
+                 "qwen3next, lfm2, lfm2moe, nemotron_h, falcon-h1 or gemma3 (tiny MoE archs get 4 "
+                 "experts, 2 used)");
   app.add_option("--type", type,
                  StrCat("type of the weight matrices (default F16): ", supported_type_names()));
   app.add_option("--seed", s.seed, "random seed");
@@ -115,6 +117,16 @@ int run_synthetic(int argc, char** argv) {
     s.ssm_state = 128;
     s.ssm_groups = 1;
     s.tied_embeddings = false;
+  } else if (preset == "gemma3-270m") {
+    s.arch = "gemma3";
+    s.n_layer = 18;
+    s.n_embd = 640;
+    s.n_vocab = 262144;
+    s.n_head = 4;
+    s.n_head_kv = 1;
+    s.head_dim = 256;
+    s.n_ff = 2048;
+    s.sliding_window = 512;
   } else if (preset != "tiny") {
     std::fprintf(stderr, "chimera synthetic: unknown preset '%s'\n", preset.c_str());
     return 1;
