@@ -21,7 +21,7 @@ import math
 
 import gguf
 
-from .archs import Builder, _common_keys
+from .archs import Builder
 from .checkpoint import Checkpoint
 from .output import Plan
 
@@ -91,8 +91,10 @@ def plan_gemma3(ckpt: Checkpoint) -> Plan:
     types = _layer_types(b, L)
     base, base_swa, factor = _rope(b)
 
-    _common_keys(b, L, D, V)
     p = b.plan
+    p.key("add_type", "model")
+    p.key("add_block_count", L)
+    p.key("add_embedding_length", D)  # no vocab_size key: llama.cpp's gemma3 writes none
     p.key("add_context_length", int(b.cfg("max_position_embeddings", 131072)))
     p.key("add_feed_forward_length", F)
     p.key("add_head_count", n_head)

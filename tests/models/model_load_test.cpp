@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -370,6 +371,49 @@ TEST(ModelLoad, Lfm2BadInputsAreClearErrors) {
     ASSERT_FALSE(m.ok());
     EXPECT_NE(m.status().message().find("blk.3.exp_probs_b.bias"), std::string::npos);
   }
+}
+
+// Gemma 3: the default period-6 pattern (layer 5 global), local RoPE base and window on the
+// others, the 1/sqrt(head_dim) query scale, GeGLU and the post-norms; a per-layer pattern array
+// overrides the period, and a wrong-length array is refused.
+TEST(ModelLoad, Gemma3Layers) {
+  auto m = load_bytes(fixture_bytes("gemma3/model-f32.gguf"));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  const Model& model = **m;
+  ASSERT_EQ(model.layers.size(), 7u);
+  for (uint32_t i = 0; i < 7; ++i) {
+    const LayerWeights& l = model.layers[i];
+    EXPECT_EQ(l.kind, MixerKind::kAttention);
+    EXPECT_EQ(l.n_swa, i == 5 ? 0u : 8u) << i;
+    EXPECT_EQ(l.rope_freq_base, i == 5 ? 0.0f : 10000.0f) << i;
+    EXPECT_EQ(l.ffn_act, FfnActivation::kGeGluTanh);
+    EXPECT_NE(l.attn_post_norm, nullptr);
+    EXPECT_NE(l.ffn_post_norm, nullptr);
+    EXPECT_NE(l.attn.q_norm, nullptr);
+  }
+  EXPECT_EQ(model.hp.rope_freq_base, 1e6f);
+  EXPECT_EQ(model.hp.rope_mode, RopeMode::kNeox);
+  EXPECT_EQ(model.hp.embedding_scale, 8.0f);
+  EXPECT_EQ(model.hp.kq_scale(), 1.0f / std::sqrt(32.0f));
+  EXPECT_EQ(model.hp.final_logit_softcap, 15.0f);
+
+  auto with_pattern = [](std::vector<uint8_t> flags) {
+    return rewrite(
+        fixture_bytes("gemma3/model-f32.gguf"), [](auto&, auto&, auto&) { return true; },
+        [&](GgufWriter& w) {
+          ASSERT_TRUE(w.set_raw_array("gemma3.attention.sliding_window_pattern",
+                                      GgufValueType::BOOL, flags.data(), flags.size())
+                          .ok());
+        });
+  };
+  auto p = load_bytes(with_pattern({0, 1, 0, 1, 0, 1, 0}));
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  for (uint32_t i = 0; i < 7; ++i) EXPECT_EQ((*p)->layers[i].n_swa, i % 2 ? 8u : 0u) << i;
+  auto bad = load_bytes(with_pattern({1, 1, 0}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), ErrorCode::kFormat);
+  EXPECT_NE(bad.status().message().find("sliding_window_pattern"), std::string::npos)
+      << bad.status().message();
 }
 
 }  // namespace

@@ -42,7 +42,10 @@ QWEN_MODELS = ("qwen35", "qwen35moe", "qwen3next")
 NEMOTRON_MODELS = ("nemotron_h", "nemotron_h_moe", "falcon-h1")  # falcon-h1: its own file
 # lfm2, lfm2moe: test_converter_lfm2.py and the engine's parity tests (no numpy forward here).
 LFM2_MODELS = ("lfm2", "lfm2moe")
-MODELS = [m for m in ALL_MODELS if m not in QWEN_MODELS + NEMOTRON_MODELS + LFM2_MODELS]
+# gemma3: test_converter_gemma3.py, test_converter_vs_llama_cpp.py and the engine's parity tests.
+GEMMA_MODELS = ("gemma3",)
+MODELS = [m for m in ALL_MODELS
+          if m not in QWEN_MODELS + NEMOTRON_MODELS + LFM2_MODELS + GEMMA_MODELS]
 GT = gguf.GGMLQuantizationType
 
 
@@ -58,7 +61,7 @@ def fields(path: Path) -> dict:
 def test_fixtures_present():
     assert set(ALL_MODELS) == {"granitehybrid-dense", "granitehybrid-moe", "mamba2", "mamba2-g2",
                                "llama", "granite", *QWEN_MODELS, *NEMOTRON_MODELS,
-                               *LFM2_MODELS}
+                               *LFM2_MODELS, *GEMMA_MODELS}
 
 
 # ------------------------------------------------------------------------------------------------
