@@ -31,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,12 +51,15 @@ def run_measured(cmd: list[str], timeout: float) -> tuple[int, str, str, int]:
 
 
 def rss_of(cmd: list[str], timeout: float) -> tuple[int, str, int]:
-    """Runs cmd, output discarded; returns (exit code, stderr tail, peak RSS KiB) via wait4."""
-    with open(os.devnull, "w") as devnull:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=devnull,
-                                stderr=subprocess.PIPE, text=True)
+    """Runs cmd, output discarded; returns (exit code, stderr tail, peak RSS KiB) via wait4.
+
+    stderr goes to a temporary file, not a pipe: nobody reads a pipe while we poll wait4, so a
+    child that logs more than the pipe holds (llama-simple on a long prompt) would block forever.
+    """
+    with open(os.devnull, "w") as devnull, tempfile.TemporaryFile("w+") as errf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=devnull, stderr=errf,
+                                text=True)
         t0 = time.time()
-        err = ""
         while True:
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
             if pid != 0:
@@ -65,8 +69,8 @@ def rss_of(cmd: list[str], timeout: float) -> tuple[int, str, int]:
                 pid, status, ru = os.wait4(proc.pid, 0)
                 return 124, "timed out", 0
             time.sleep(0.05)
-        if proc.stderr:
-            err = proc.stderr.read()
+        errf.seek(0)
+        err = errf.read()
         proc.returncode = os.waitstatus_to_exitcode(status)
         return proc.returncode, err[-2000:], ru.ru_maxrss
 
