@@ -196,7 +196,9 @@ TEST(ModelLoad, QwenDeltaNetHybridsLoad) {
       } else {
         EXPECT_EQ(l.delta.ba != nullptr, std::string(arch) == "qwen3next");
       }
-      if (spec.n_expert) EXPECT_NE(l.ffn.shexp_gate, nullptr);
+      if (spec.n_expert) {
+        EXPECT_NE(l.ffn.shexp_gate, nullptr);
+      }
     }
     EXPECT_EQ(model.hp.delta_tiled_heads, std::string(arch) != "qwen3next");
     EXPECT_EQ(model.hp.rope_mode, RopeMode::kNeox);
