@@ -8,7 +8,6 @@ experts, exp_probs_b), the refusals, and the metadata of the committed fixtures.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -22,10 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chimera_convert import ConversionError  # noqa: E402
 from convert_hf_to_gguf import convert  # noqa: E402
-from test_converter import write_safetensors  # noqa: E402
+from test_converter_nemotron_h import read, write_checkpoint  # noqa: E402
 
 FIXTURES = REPO / "tests/fixtures/models"
-CI_HF = FIXTURES / "granitehybrid-moe" / "hf"  # only for its tokenizer files
 
 D, V, NH, NKV, K = 16, 384, 4, 2, 3
 DH = D // NH
@@ -76,25 +74,6 @@ def checkpoint(rng: np.random.Generator, moe: bool, tied: bool = True):
             t.update({ff + "w1.weight": r(F, D), ff + "w3.weight": r(F, D),
                       ff + "w2.weight": r(D, F)})
     return cfg, t
-
-
-def write_checkpoint(tmp_path: Path, cfg: dict, src: dict) -> Path:
-    ck = tmp_path / "hf"
-    ck.mkdir()
-    (ck / "config.json").write_text(json.dumps(cfg))
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(CI_HF / f, ck / f)
-    write_safetensors(ck / "model.safetensors", src)
-    return ck
-
-
-def read(out: Path):
-    r = gguf.GGUFReader(str(out))
-    fields = {k: f.contents() for k, f in r.fields.items()}
-    types = {k: [t.name for t in f.types] for k, f in r.fields.items()}
-    tensors = {x.name: np.asarray(x.data).reshape([int(d) for d in reversed(x.shape)])
-               for x in r.tensors}
-    return fields, types, tensors
 
 
 @pytest.mark.parametrize("moe, tied", [(False, True), (False, False), (True, False)])
