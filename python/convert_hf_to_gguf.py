@@ -10,10 +10,10 @@ Qwen3NextForCausalLM (-> qwen3next), Qwen3_5ForCausalLM (-> qwen35), Qwen3_5MoeF
 Mamba2 / NoPE attention / squared-ReLU MLP layers; -> nemotron_h_moe when it has MoE layers), Lfm2ForCausalLM (-> lfm2) and Lfm2MoeForCausalLM
 (-> lfm2moe; short-conv and attention layers, dense leading layers, then sigmoid-routed experts),
 FalconH1ForCausalLM (-> falcon-h1; muP multipliers folded into the weights),
-Gemma3ForCausalLM (-> gemma3; norms written as 1 + w, sliding-window layers; byte-level BPE
-tokenizer.json only).
+Gemma3ForCausalLM (-> gemma3; norms written as 1 + w, sliding-window layers; its SentencePiece
+tokenizer.model when present, else a byte-level BPE tokenizer.json).
 Reads config.json, *.safetensors (F32/F16/BF16, sharded or not) and a byte-level BPE
-tokenizer.json (+ tokenizer_config.json), and writes keys, tensor names, shapes and types the way
+tokenizer.json or (Gemma) a SentencePiece tokenizer.model (+ tokenizer_config.json), and writes keys, tensor names, shapes and types the way
 llama.cpp's converter does (see /work/shared/spec/ARCHITECTURES.md and python/chimera_convert/), so
 the two converters' files are interchangeable. Deviations, each only where llama.cpp's output would
 compute something other than transformers: an absent granitehybrid attention_multiplier is written
@@ -36,6 +36,7 @@ from chimera_convert.archs import PLANNERS  # noqa: E402
 from chimera_convert.checkpoint import Checkpoint  # noqa: E402
 from chimera_convert.output import OUTTYPES, write_plan  # noqa: E402
 from chimera_convert.vocab import make_vocab_writer  # noqa: E402
+from chimera_convert.vocab_spm import make_spm_vocab_writer  # noqa: E402
 
 
 def convert(hf_dir: str | Path, out: str | Path, outtype: str = "f16",
@@ -52,7 +53,14 @@ def convert(hf_dir: str | Path, out: str | Path, outtype: str = "f16",
     plan = planner(ckpt)
     plan.key("add_name", model_name or ckpt.dir.resolve().name)
     n_vocab = next(t.shape[0] for t in plan.tensors if t.name == "token_embd.weight")
-    vocab_writer = make_vocab_writer(ckpt.dir, n_vocab, vocab_pre)
+    if plan.arch == "gemma3" and (ckpt.dir / "tokenizer.model").is_file():
+        # Gemma ships a SentencePiece model; llama.cpp's converter prefers it to tokenizer.json
+        if vocab_pre:
+            raise ConversionError("--vocab-pre applies to byte-level BPE vocabularies, not to "
+                                  f"{ckpt.dir}/tokenizer.model (SentencePiece)")
+        vocab_writer = make_spm_vocab_writer(ckpt.dir, n_vocab, add_space_prefix=False)
+    else:
+        vocab_writer = make_vocab_writer(ckpt.dir, n_vocab, vocab_pre)
     write_plan(plan, out, outtype, vocab_writer)
 
 

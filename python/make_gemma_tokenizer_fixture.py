@@ -15,6 +15,8 @@ ids come from sentencepiece itself (the tokenizer Gemma's HF tokenizer is conver
 the inputs of the shared test vectors (shared/data/vocab/*.inp). Output, in OUT:
 
   ggml-vocab-gemma-spm-test.gguf      the vocabulary
+  gemma-spm-test.model                the trained SentencePiece model itself (what a Gemma
+      checkpoint ships as tokenizer.model; the gemma3-spm converter fixture is built from it)
   ggml-vocab-gemma-spm-test.gguf.inp  inputs, each followed by "\\n__ggml_vocab_test__\\n"
   ggml-vocab-gemma-spm-test.gguf.out  for each input one line of ids (no BOS/EOS)
   ggml-vocab-gemma-spm-test.gguf.special.inp / .special.out   the same for texts holding the
@@ -37,6 +39,7 @@ from chimera_convert.bpe_training import kjv_verses  # noqa: E402
 
 SEP = "\n__ggml_vocab_test__\n"
 NAME = "ggml-vocab-gemma-spm-test.gguf"
+SPM_NAME = "gemma-spm-test.model"
 VOCAB_SIZE = 3000
 # Matched before splitting: role markers as in Gemma's chat format, whitespace runs and a tag
 USER_DEFINED = ["<start_of_turn>", "<end_of_turn>", "\n\n", "\n\n\n", "\t\t", "<h1>", "</h1>"]
@@ -110,6 +113,7 @@ def main() -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / SPM_NAME).write_bytes(model.getvalue())
     w = gguf.GGUFWriter(str(out / NAME), "gemma3")
     w.add_name("chimera gemma-style sentencepiece test vocabulary")
     w.add_tokenizer_model("llama")

@@ -4,7 +4,9 @@
   is written as 1 + w: HF's Gemma3RMSNorm multiplies by (1 + w), llama.cpp's RMSNorm by w;
 - q/k projections are not permuted (gemma3 uses NEOX RoPE, HF's half-split layout);
 - token_embd keeps only the rows the tokenizer defines (llama.cpp drops the out-of-vocabulary
-  rows: len(tokenizer.json vocab) + len(added_tokens));
+  rows: len(tokenizer.json vocab) + len(added_tokens)); with a SentencePiece tokenizer.model
+  (real Gemma checkpoints) the vocabulary is written from it (vocab_spm.py), padded to
+  vocab_size, and every row is kept, as llama.cpp does;
 - keys: rope.freq_base (global layers) and rope.freq_base_swa (local layers), sliding_window
   unless every layer is global, final_logit_softcapping when set. llama.cpp writes no
   sliding-window pattern and its loader assumes period 6 (5 local : 1 global); when the config's
@@ -55,7 +57,7 @@ def _rope(b: Builder) -> tuple[float, float, float | None]:
 
 def _n_vocab_real(b: Builder, V: int) -> int:
     if (b.ckpt.dir / "tokenizer.model").is_file():
-        b.fail("tokenizer.model (SentencePiece) vocabularies are not supported by this converter")
+        return V  # the SentencePiece vocabulary is padded to vocab_size: every row is kept
     path = b.ckpt.dir / "tokenizer.json"
     if not path.is_file():
         return V

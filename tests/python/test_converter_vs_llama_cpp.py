@@ -90,7 +90,8 @@ def checkpoint(name: str, overrides: dict, tmp_path: Path) -> tuple[Path, dict]:
 def test_records_cover_the_architectures():
     have_hf = {p.parent.name for p in FIXTURES.glob("*/hf")}
     assert set(RECORDS) <= have_hf, "a record without its checkpoint"
-    for arch in ("qwen35", "qwen35moe", "qwen3next", "nemotron_h", "granitehybrid-moe"):
+    for arch in ("qwen35", "qwen35moe", "qwen3next", "nemotron_h", "granitehybrid-moe",
+                 "gemma3", "gemma3-spm"):
         assert arch in RECORDS
 
 
