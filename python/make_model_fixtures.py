@@ -59,7 +59,7 @@ EOT_ID, PAD_ID = 0, 3
 # the HF checkpoints committed (in NAME/hf), for tests/python (test_converter.py and
 # test_converter_vs_llama_cpp.py, whose reference python/make_converter_reference.py makes)
 CI_CHECKPOINTS = {"granitehybrid-moe", "qwen35", "qwen35moe", "qwen3next", "nemotron_h",
-                  "nemotron_h_moe", "lfm2", "gemma3"}
+                  "nemotron_h_moe", "lfm2", "gemma3", "falcon-h1"}
 D = 64  # hidden size of every fixture
 
 
