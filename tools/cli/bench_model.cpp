@@ -10,7 +10,8 @@
 //   - decode bandwidth: bytes each decode step reads, counted from the model (weights read once
 //     per step, plus per sequence the visible K/V rows of every attention layer and the read and
 //     write of its recurrent state), times steps/s, and its share of a streaming read
-//     (a reference point, not a ceiling: GEMV can beat it) measured in the same run with the same thread count.
+//     (a reference point, not a ceiling: GEMV can beat it) measured in the same run with the same
+//     thread count.
 //   - with --spec/--draft: speculative against plain greedy generation of a text prompt (the
 //     first non-zero -n tokens), with the acceptance per draft position and whether the outputs
 //     are identical.
@@ -18,6 +19,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -36,13 +38,27 @@ double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Bytes of weights one decode step reads: every tensor but the embedding table (one row is
-// read), the LM head, and for MoE only the used share of each expert stack.
+// The block index of a "blk.N.*" tensor name, or -1 for the tensors outside the blocks.
+int64_t block_of(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return -1;
+  int64_t n = 0;
+  size_t i = 4;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && n < (1 << 20); ++i)
+    n = n * 10 + (name[i] - '0');
+  return i > 4 && i < name.size() && name[i] == '.' ? n : -1;
+}
+
+// Bytes of weights one decode step of one sequence reads, from the file's tensors: every tensor
+// of the model's layers and head once (a tied LM head is the embedding table: counted once);
+// of an untied embedding table only the token's row; of an MoE expert stack (3-D) the
+// n_expert_used experts a token uses; nothing of the blocks past the model's layers (the
+// multi-token-prediction blocks llama.cpp's converter appends, which decode never reads).
 uint64_t weight_bytes_per_step(const Model& m) {
   uint64_t total = 0;
   for (const GgufTensorInfo& t : m.file->tensors()) {
-    if (&t == m.token_embd && m.output != m.token_embd) continue;
+    if (block_of(t.name) >= static_cast<int64_t>(m.hp.n_layer)) continue;
     uint64_t b = t.nbytes;
+    if (&t == m.token_embd && m.output != m.token_embd) b = t.row_bytes();
     if (m.hp.n_expert > 0 && t.n_dims == 3) b = b / m.hp.n_expert * m.hp.n_expert_used;
     total += b;
   }
