@@ -45,7 +45,17 @@ size_t act_row_bytes(GgmlType type, int64_t n_in) {
 }
 
 bool act_paired(GgmlType type, Isa isa) {
-  return type == GgmlType::Q4_0 && isa == Isa::kAvx2;
+  if (isa != Isa::kAvx2) return false;
+  switch (type) {
+    case GgmlType::Q4_0:
+    case GgmlType::Q4_1:
+    case GgmlType::Q5_0:
+    case GgmlType::Q5_1:
+    case GgmlType::IQ4_NL:
+      return true;
+    default:
+      return false;
+  }
 }
 
 size_t prepared_row_bytes(GgmlType type, Isa isa, int64_t n_in) {

@@ -98,7 +98,8 @@ ActFormat act_format(GgmlType type);
 // Bytes of one prepared activation row of n_in elements (0 for kF32: the rows are used in place).
 size_t act_row_bytes(GgmlType type, int64_t n_in);
 // Whether a path's kernel for `type` wants its Q8 activation blocks rearranged in pairs
-// (ActPairQ8): the AVX2 Q4_0 kernel. The quantized values are the same either way.
+// (ActPairQ8): the AVX2 kernels of the 4-bit and 5-bit 32-blocks (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL).
+// The quantized values are the same either way.
 bool act_paired(GgmlType type, Isa isa);
 size_t prepared_row_bytes(GgmlType type, Isa isa, int64_t n_in);
 
