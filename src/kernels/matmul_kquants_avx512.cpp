@@ -1,0 +1,336 @@
+// AVX-512 VNNI prefill kernels for the K-quants Q4_K, Q5_K and Q6_K (Q8_K activations),
+// bit-identical to the AVX2 super-block kernels (matmul_avx2.cpp, SuperBlockKernel in
+// matmul_avx2_tiles.h), which the AVX-512 path keeps for decode and batches of fewer than kMR rows.
+//
+// Why the results match bit for bit: per weight block, AVX2 builds 8 int32 lanes per output
+// element, lane m = sum over the 8 steps s of scale_s(m) x (the sum of the 4 products of step s's
+// bytes 4m..4m+3), in exact integer arithmetic, then does a fixed float step per block and one
+// horizontal sum at the end. Here vpdpbusd gives each step's exact 4-product sums (at most
+// 4 x 63 x 127 in magnitude, so they fit int16), two steps' sums are put side by side as the two
+// int16 halves of a lane, and vpdpwssd multiplies them by the two steps' scales and adds them to
+// the lane: the same exact integers. One 512-bit register holds two output columns' 8 lanes, so
+// the float step per block (same operations, same order) and the final horizontal sum are AVX2's,
+// per 256-bit half. The tile shape, M, row position and thread split never change a bit.
+//
+// Compiled with AVX-512 flags: it must not include matmul_avx2_tiles.h (its inline functions
+// would be emitted with EVEX encodings and could be picked by the linker for the AVX2 files), nor
+// call inline functions of other headers; it keeps its own helpers in an anonymous namespace.
+// GCC 12's _mm512_undefined_* (behind broadcasts, casts and inserts) self-initialize a variable
+// and trip -Wmaybe-uninitialized at every use: a known false positive, silenced for this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "kernels/matmul.h"
+
+namespace chimera::matmul_detail {
+namespace {
+
+// Rows of activations kept hot in cache while a thread walks its weight columns (as on AVX2).
+constexpr int64_t kRowBlock = 64;
+
+// AVX2's hsum, operation for operation.
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float fp16(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+
+template <class T>
+inline const T* row_at(const uint8_t* base, size_t stride, int64_t index) {
+  return reinterpret_cast<const T*>(base + static_cast<size_t>(index) * stride);
+}
+
+inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+
+// 32 bytes at p in both 256-bit halves.
+inline __m512i bcast256(const void* p) {
+  return _mm512_broadcast_i64x4(load256(p));
+}
+
+// Two columns' 256-bit halves side by side.
+inline __m512i join256(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+}
+
+inline __m512 join_ps(float lo, float hi) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
+}
+
+inline int32_t word_pair(int lo, int hi) {
+  return static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(lo))) |
+                              (static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16));
+}
+
+// Two steps' exact 4-product sums (each fits int16) as the low and high int16 of each lane.
+inline __m512i pair_words(__m512i t0, __m512i t1) {
+  return _mm512_mask_blend_epi16(0xAAAAAAAAu, t0, _mm512_slli_epi32(t1, 16));
+}
+
+// One column's super-block decoded for the packed tiles (AVX2's step values and scales).
+struct ColBlock {
+  __m256i v[8];    // step s: the 32 unsigned values that meet activations qs[32 s, 32 s + 32)
+  __m256i scp[4];  // steps 2p, 2p + 1: lane m holds their scales for lane m as two int16
+  __m256i tail16;  // Q4_K/Q5_K: each min twice (pairs with bsums); Q6_K: the 16 scales
+  float d = 0, dmin = 0;
+};
+
+// ---------------------------------------------------------------- Q4_K / Q5_K
+template <bool kFiveBit>
+struct Q45K {
+  using WBlock = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
+
+  static ColBlock unpack(const WBlock& blk) {
+    // The 6-bit scales and mins of the 8 sub-blocks (spec 1.5).
+    uint32_t u[3];
+    std::memcpy(u, blk.scales, 12);
+    const uint32_t words[4] = {
+        u[0] & 0x3f3f3f3f, (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4),
+        u[1] & 0x3f3f3f3f, ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4)};
+    uint8_t sm[16];  // scales 0..7, mins 0..7
+    std::memcpy(sm, words, 16);
+    ColBlock cb;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int s = 0; s < 8; ++s) {
+      const __m256i q = load256(blk.qs + 32 * (s / 2));
+      __m256i v = _mm256_and_si256((s & 1) ? _mm256_srli_epi16(q, 4) : q, low4);
+      if constexpr (kFiveBit) {
+        const __m256i qh = load256(blk.qh);
+        v = _mm256_or_si256(
+            v, _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(s)),
+                                                  _mm256_set1_epi8(0x01)),
+                                 4));
+      }
+      cb.v[s] = v;
+    }
+    for (int p = 0; p < 4; ++p) cb.scp[p] = _mm256_set1_epi32(word_pair(sm[2 * p], sm[2 * p + 1]));
+    const __m128i dup_mins =
+        _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    cb.tail16 = _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm)), dup_mins));
+    cb.d = fp16(blk.d);
+    cb.dmin = fp16(blk.dmin);
+    return cb;
+  }
+
+  // AVX2's float step: acc += (d * da) * sumi, then acc -= (dmin * da) * (mins . bsums).
+  static void finish(__m512i tail16, __m512 d, __m512 dmin, __m512i bsums, __m512 da, __m512i sumi,
+                     __m512& acc) {
+    const __m512i msum = _mm512_madd_epi16(bsums, tail16);
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sumi), acc);
+    acc = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(msum), acc);
+  }
+};
+
+// ---------------------------------------------------------------- Q6_K
+struct Q6K {
+  using WBlock = BlockQ6_K;
+
+  // Bits 2g, 2g + 1 of each qh byte moved to bits 4, 5.
+  static __m256i high_bits(__m256i qh, int g) {
+    const __m256i m = _mm256_set1_epi8(0x30);
+    switch (g) {
+      case 0:
+        return _mm256_and_si256(_mm256_slli_epi16(qh, 4), m);
+      case 1:
+        return _mm256_and_si256(_mm256_slli_epi16(qh, 2), m);
+      case 2:
+        return _mm256_and_si256(qh, m);
+      default:
+        return _mm256_and_si256(_mm256_srli_epi16(qh, 2), m);
+    }
+  }
+
+  static ColBlock unpack(const BlockQ6_K& blk) {
+    ColBlock cb;
+    for (int s = 0; s < 8; ++s) {
+      // Group g = s % 4 of half s / 4, stored as q + 32 (0..63).
+      const int half = s / 4, g = s % 4;
+      const __m256i qh = load256(blk.qh + 32 * half);
+      __m256i ql = load256(blk.ql + 64 * half + 32 * (g & 1));
+      if (g >= 2) ql = _mm256_srli_epi16(ql, 4);
+      cb.v[s] = _mm256_or_si256(_mm256_and_si256(ql, _mm256_set1_epi8(0x0F)), high_bits(qh, g));
+    }
+    // Step s's lanes 0..3 (values 0..15) take scale 8 half + 2 g, lanes 4..7 the next one.
+    for (int p = 0; p < 4; ++p) {
+      const int base = 8 * (p / 2) + 4 * (p % 2);
+      const int32_t lo = word_pair(blk.scales[base], blk.scales[base + 2]);
+      const int32_t hi = word_pair(blk.scales[base + 1], blk.scales[base + 3]);
+      cb.scp[p] = _mm256_setr_epi32(lo, lo, lo, lo, hi, hi, hi, hi);
+    }
+    cb.tail16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
+    cb.d = fp16(blk.d);
+    return cb;
+  }
+
+  // AVX2's float step: the stored values are q + 32, so 32 x (scales . bsums) comes off first.
+  static void finish(__m512i tail16, __m512 d, __m512, __m512i bsums, __m512 da, __m512i sumi,
+                     __m512& acc) {
+    const __m512i corr = _mm512_slli_epi32(_mm512_madd_epi16(bsums, tail16), 5);
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(_mm512_sub_epi32(sumi, corr)),
+                          acc);
+  }
+};
+
+// ---------------------------------------------------------------- the VNNI super-block kernel
+template <class Ops>
+struct SuperBlockVnni {
+  using WBlock = typename Ops::WBlock;
+  struct alignas(64) Packed {  // one super-block of a column pair
+    __m512i v[8];
+    __m512i scp[4];
+    __m512i tail16;
+    __m512 d, dmin;
+  };
+  static constexpr int64_t kPackUnits = 8;  // 2 pairs x 8 x 960 B = 15 KB
+
+  static void pack(const KernelArgs& a, int64_t j, bool two, int64_t b0, int64_t b1, Packed* out) {
+    const WBlock* w0 = row_at<WBlock>(a.w, a.w_row_bytes, j);
+    const WBlock* w1 = two ? row_at<WBlock>(a.w, a.w_row_bytes, j + 1) : nullptr;
+    for (int64_t b = b0; b < b1; ++b) {
+      const ColBlock c0 = Ops::unpack(w0[b]);
+      ColBlock c1;
+      if (two) {
+        c1 = Ops::unpack(w1[b]);
+      } else {
+        for (auto& v : c1.v) v = _mm256_setzero_si256();
+        for (auto& v : c1.scp) v = _mm256_setzero_si256();
+        c1.tail16 = _mm256_setzero_si256();
+      }
+      Packed& p = out[b - b0];
+      for (int s = 0; s < 8; ++s) p.v[s] = join256(c0.v[s], c1.v[s]);
+      for (int q = 0; q < 4; ++q) p.scp[q] = join256(c0.scp[q], c1.scp[q]);
+      p.tail16 = join256(c0.tail16, c1.tail16);
+      p.d = join_ps(c0.d, c1.d);
+      p.dmin = join_ps(c0.dmin, c1.dmin);
+    }
+  }
+
+  // Super-block b of rows x[0..MR) against NP packed column pairs.
+  template <int MR, int NP>
+  static void step(const BlockQ8_K* const (&x)[MR], const Packed* const (&pk)[NP], int64_t b,
+                   __m512 (&acc)[MR][NP]) {
+    __m512i sumi[MR][NP];
+    for (int r = 0; r < MR; ++r)
+      for (int c = 0; c < NP; ++c) sumi[r][c] = _mm512_setzero_si512();
+    for (int p = 0; p < 4; ++p) {
+      for (int r = 0; r < MR; ++r) {
+        const __m512i a0 = bcast256(x[r][b].qs + 64 * p);
+        const __m512i a1 = bcast256(x[r][b].qs + 64 * p + 32);
+        for (int c = 0; c < NP; ++c) {
+          const __m512i t0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pk[c]->v[2 * p], a0);
+          const __m512i t1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pk[c]->v[2 * p + 1], a1);
+          sumi[r][c] = _mm512_dpwssd_epi32(sumi[r][c], pair_words(t0, t1), pk[c]->scp[p]);
+        }
+      }
+    }
+    for (int r = 0; r < MR; ++r) {
+      const __m512i bsums = bcast256(x[r][b].bsums);
+      const __m512 da = _mm512_set1_ps(x[r][b].d);
+      for (int c = 0; c < NP; ++c)
+        Ops::finish(pk[c]->tail16, pk[c]->d, pk[c]->dmin, bsums, da, sumi[r][c], acc[r][c]);
+    }
+  }
+};
+
+// ---------------------------------------------------------------- packed prefill driver
+// Register tile: kMR activation rows x kNP column pairs. For each kRowBlock-row block and group
+// of 2 kNP columns, up to K::kPackUnits super-blocks are packed into an L1-sized buffer and every
+// row tile runs over them; accumulators live in `acc` between chunks (stored and reloaded
+// exactly). A group with an odd column count packs a zero partner column whose lanes are
+// discarded.
+constexpr int kMR = 4, kNP = 2;
+
+template <class K, int MR, int NP>
+void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits], int64_t i,
+                 int64_t u0, int64_t u1, __m512 (*acc)[kNP]) {
+  const BlockQ8_K* x[MR];
+  for (int r = 0; r < MR; ++r) x[r] = row_at<BlockQ8_K>(a.act, a.act_stride, i + r);
+  __m512 ac[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NP; ++c) ac[r][c] = acc[r][c];
+  for (int64_t u = u0; u < u1; ++u) {
+    const typename K::Packed* p[NP];
+    for (int c = 0; c < NP; ++c) p[c] = &pk[c][u - u0];
+    K::template step<MR, NP>(x, p, u, ac);
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NP; ++c) acc[r][c] = ac[r][c];
+}
+
+template <class K>
+void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
+  using Packed = typename K::Packed;
+  constexpr int64_t kPU = K::kPackUnits;
+  using Fn =
+      void (*)(const KernelArgs&, const Packed(*)[kPU], int64_t, int64_t, int64_t, __m512(*)[kNP]);
+  static_assert(kMR == 4 && kNP == 2);
+  static constexpr Fn fn[kMR][kNP] = {
+      {packed_tile<K, 1, 1>, packed_tile<K, 1, 2>},
+      {packed_tile<K, 2, 1>, packed_tile<K, 2, 2>},
+      {packed_tile<K, 3, 1>, packed_tile<K, 3, 2>},
+      {packed_tile<K, 4, 1>, packed_tile<K, 4, 2>},
+  };
+  alignas(64) Packed pk[kNP][kPU];
+  alignas(64) __m512 acc[kRowBlock][kNP];
+  const int64_t nu = a.n_in / kQK_K;
+  for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
+    const int64_t ie = ib + kRowBlock < a.m ? ib + kRowBlock : a.m;
+    for (int64_t j = j0; j < j1; j += 2 * kNP) {
+      const int64_t ncol = j1 - j < 2 * kNP ? j1 - j : 2 * kNP;
+      const int np = static_cast<int>((ncol + 1) / 2);
+      for (int64_t r = 0; r < ie - ib; ++r)
+        for (int c = 0; c < kNP; ++c) acc[r][c] = _mm512_setzero_ps();
+      for (int64_t u0 = 0; u0 < nu; u0 += kPU) {
+        const int64_t u1 = u0 + kPU < nu ? u0 + kPU : nu;
+        for (int c = 0; c < np; ++c) K::pack(a, j + 2 * c, 2 * c + 1 < ncol, u0, u1, pk[c]);
+        for (int64_t i = ib; i < ie; i += kMR) {
+          const int mr = static_cast<int>(ie - i < kMR ? ie - i : kMR);
+          fn[mr - 1][np - 1](a, pk, i, u0, u1, acc + (i - ib));
+        }
+      }
+      for (int64_t r = 0; r < ie - ib; ++r) {
+        float* y = a.y + (ib + r) * a.y_stride + j;
+        for (int64_t c = 0; c < ncol; ++c) {
+          const __m512 v = acc[r][c / 2];
+          y[c] = hsum256(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
+        }
+      }
+    }
+  }
+}
+
+template <class K, GgmlType kType>
+void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+  if (a.m < kMR) return avx2_kernel(kType)(a, j0, j1);  // decode and tiny batches
+  run_packed<K>(a, j0, j1);
+}
+
+}  // namespace
+
+KernelFn avx512_kernel_kquants(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_K:
+      return run<SuperBlockVnni<Q45K<false>>, GgmlType::Q4_K>;
+    case GgmlType::Q5_K:
+      return run<SuperBlockVnni<Q45K<true>>, GgmlType::Q5_K>;
+    case GgmlType::Q6_K:
+      return run<SuperBlockVnni<Q6K>, GgmlType::Q6_K>;
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace chimera::matmul_detail
