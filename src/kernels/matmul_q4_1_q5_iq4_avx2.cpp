@@ -4,6 +4,7 @@
 // accumulator sees the same float steps in block order whatever the tile shape.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "gguf/quants.h"
@@ -266,6 +267,74 @@ struct IQ4XSOps {
   }
 };
 
+// Decode for IQ4_XS: one activation row, NR weight rows, step by step across the columns so that
+// each 32 activations are loaded and made absolute once for all NR columns. The sign trick goes
+// on the weights' side (|a| x (w with a's sign) = a w), which gives every 16-bit pair sum, and so
+// every lane of sumi, the same integers as SuperBlockKernel's steps (|w| x (a with w's sign)):
+// the float steps (finish) and hence the results are those of the prefill path.
+template <int NR>
+void iq4_xs_gemv_tile(const KernelArgs& a, int64_t i, int64_t j) {
+  const TileRows<BlockQ8_K, BlockIQ4_XS, 1, NR> t(a, i, j);
+  __m256 acc[1][NR];
+  zero_tile(acc);
+  const int64_t nb = a.n_in / kQK_K;
+  const uint8_t* next = t.next(a);
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i table =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values)));
+  for (int64_t b = 0; b < nb; ++b) {
+    prefetch_ahead<NR * sizeof(BlockIQ4_XS)>(next, b);
+    const BlockQ8_K& ab = t.x[0][b];
+    IQ4XSOps::Col col[NR];
+    __m256i sumi[NR];
+    for (int c = 0; c < NR; ++c) {
+      col[c] = IQ4XSOps::prep(t.w[c][b]);
+      sumi[c] = _mm256_setzero_si256();
+    }
+    for (int s = 0; s < 8; s += 2) {  // sub-blocks s and s + 1: one 32-byte load of nibbles
+      const __m256i a0 = load256(ab.qs + 32 * s);
+      const __m256i a1 = load256(ab.qs + 32 * s + 32);
+      const __m256i abs0 = _mm256_sign_epi8(a0, a0);
+      const __m256i abs1 = _mm256_sign_epi8(a1, a1);
+      for (int c = 0; c < NR; ++c) {
+        const __m256i q = load256(t.w[c][b].qs + 16 * s);
+        const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(q, low4));
+        const __m256i hi =
+            _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(q, 4), low4));
+        // Sub-block s in element order is (low nibbles, high nibbles) of its 16 bytes.
+        const __m256i v0 = _mm256_permute2x128_si256(lo, hi, 0x20);
+        const __m256i v1 = _mm256_permute2x128_si256(lo, hi, 0x31);
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(abs0, _mm256_sign_epi8(v0, a0)),
+                                             IQ4XSOps::scale(col[c], s));
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(abs1, _mm256_sign_epi8(v1, a1)),
+                                             IQ4XSOps::scale(col[c], s + 1));
+        sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(p0, p1));
+        keep_in_register(sumi[c]);
+      }
+    }
+    for (int c = 0; c < NR; ++c)
+      IQ4XSOps::finish(IQ4XSOps::tail(t.w[c][b], col[c]), ab, sumi[c], acc[0][c]);
+  }
+  store_tile(a, i, j, acc);
+}
+
+struct IQ4XSKernel {
+  using Prefill = SuperBlockKernel<IQ4XSOps>;
+  static constexpr int kNRGemv = 4;
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    using GemvFn = void (*)(const KernelArgs&, int64_t, int64_t);
+    static constexpr GemvFn gemv[4] = {iq4_xs_gemv_tile<1>, iq4_xs_gemv_tile<2>,
+                                       iq4_xs_gemv_tile<3>, iq4_xs_gemv_tile<4>};
+    if (a.m < Prefill::kMR) {  // decode and tiny batches, as SuperBlockKernel::run
+      for (int64_t i = 0; i < a.m; ++i)
+        for (int64_t j = j0; j < j1; j += kNRGemv)
+          gemv[std::min<int64_t>(kNRGemv, j1 - j) - 1](a, i, j);
+      return;
+    }
+    run_packed<Prefill>(a, j0, j1);
+  }
+};
+
 }  // namespace
 
 KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type) {
@@ -279,7 +348,7 @@ KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type) {
     case GgmlType::IQ4_NL:
       return PairKernel<IQ4NLTraits>::run;
     case GgmlType::IQ4_XS:
-      return SuperBlockKernel<IQ4XSOps>::run;
+      return IQ4XSKernel::run;
     default:
       return nullptr;
   }
