@@ -43,12 +43,15 @@ inline __m256i iq4_lookup(__m256i nibbles) {
 // Traits T: Block; kMin (adds m * sum(a): Q4_1, Q5_1), kOffset16 (stored levels are q + 16:
 // Q5_0), kFifthBit (qh: Q5_0, Q5_1), kGrid (the nibbles index kIQ4Values, signed: IQ4_NL).
 
-// The fifth bits of a pair of blocks (qh0, qh1) as 0x10 bytes for the low-nibble register (bits
-// 0..15 of each block) and the high-nibble register (bits 16..31).
-inline void pair_fifth_bits(uint32_t qh0, uint32_t qh1, __m256i& lo, __m256i& hi) {
-  // Bytes 0..3: qh0, 4..7: qh1, in both 128-bit halves (the shuffles stay within a half).
-  const __m256i q = _mm256_broadcastsi128_si256(
-      _mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(qh0)), static_cast<int>(qh1), 1));
+// The fifth bits of a pair of blocks (qh0, qh1: each a block's 32-bit qh) as 0x10 bytes for the
+// low-nibble register (bits 0..15 of each block) and the high-nibble register (bits 16..31).
+inline void pair_fifth_bits(const uint8_t* qh0, const uint8_t* qh1, __m256i& lo, __m256i& hi) {
+  // Dwords alternate qh0, qh1: bytes 0..3 hold qh0, 4..7 qh1 in both 128-bit halves (the byte
+  // shuffles below stay within a half).
+  int32_t h0, h1;
+  std::memcpy(&h0, qh0, 4);
+  std::memcpy(&h1, qh1, 4);
+  const __m256i q = _mm256_blend_epi32(_mm256_set1_epi32(h0), _mm256_set1_epi32(h1), 0xAA);
   const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
   const __m256i x10 = _mm256_set1_epi8(0x10);
   const __m256i sel_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 4, 4, 4,
@@ -68,10 +71,9 @@ struct PairKernel {
   static constexpr bool kSigned = T::kGrid;
 
   struct Unpacked {
-    __m256i lo, hi;        // values 0..15 / 16..31 of both blocks
-    __m256i loabs, hiabs;  // kSigned: their magnitudes
-    __m256 d;              // block 0's scale x4, block 1's x4
-    __m256 m;              // kMin: the same for the mins
+    __m256i lo, hi;  // values 0..15 / 16..31 of both blocks
+    __m256 d;        // block 0's scale x4, block 1's x4
+    __m256 m;        // kMin: the same for the mins
   };
 
   // kPair false: the last block of an odd count alone (partner values, scale and min 0; its
@@ -87,16 +89,12 @@ struct PairKernel {
     u.lo = _mm256_and_si256(q, low4);
     u.hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
     if constexpr (T::kFifthBit) {
-      uint32_t h0, h1 = 0;
-      std::memcpy(&h0, blk[0].qh, 4);
-      if constexpr (kPair) std::memcpy(&h1, blk[1].qh, 4);
-      pair_fifth_bits(h0, h1, u.lo, u.hi);
+      static constexpr uint8_t kNoBits[4] = {};
+      pair_fifth_bits(blk[0].qh, kPair ? blk[1].qh : kNoBits, u.lo, u.hi);
     }
     if constexpr (kSigned) {
       u.lo = iq4_lookup(u.lo);
       u.hi = iq4_lookup(u.hi);
-      u.loabs = _mm256_sign_epi8(u.lo, u.lo);
-      u.hiabs = _mm256_sign_epi8(u.hi, u.hi);
     }
     if constexpr (T::kMin) {
       // d and m are the block's first 4 bytes: d0 m0 d1 m1 converted at once.
@@ -121,11 +119,15 @@ struct PairKernel {
     const __m256i ahi = load256(ap.hi);
     __m256i p;
     if constexpr (kSigned) {
-      // |w| x (a with w's sign); each product sum reaches 2 x 127 x 127, so the two halves are
-      // widened before they are added.
-      p = _mm256_add_epi32(
-          _mm256_madd_epi16(_mm256_maddubs_epi16(w.loabs, _mm256_sign_epi8(alo, w.lo)), ones16),
-          _mm256_madd_epi16(_mm256_maddubs_epi16(w.hiabs, _mm256_sign_epi8(ahi, w.hi)), ones16));
+      // |a| x (w with a's sign): |a| is the same for every column of a tile, so it is computed
+      // once. Each pair sum reaches 2 x 127 x 127, so the two halves are widened before they are
+      // added.
+      p = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(alo, alo),
+                                                                  _mm256_sign_epi8(w.lo, alo)),
+                                             ones16),
+                           _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(ahi, ahi),
+                                                                  _mm256_sign_epi8(w.hi, ahi)),
+                                             ones16));
     } else {
       // Unsigned levels (at most 31): the two halves sum to at most 4 x 31 x 127 in 16 bits.
       p = _mm256_madd_epi16(
@@ -291,6 +293,7 @@ void iq4_xs_gemv_tile(const KernelArgs& a, int64_t i, int64_t j) {
       col[c] = IQ4XSOps::prep(t.w[c][b]);
       sumi[c] = _mm256_setzero_si256();
     }
+#pragma GCC unroll 4
     for (int s = 0; s < 8; s += 2) {  // sub-blocks s and s + 1: one 32-byte load of nibbles
       const __m256i a0 = load256(ab.qs + 32 * s);
       const __m256i a1 = load256(ab.qs + 32 * s + 32);
