@@ -106,8 +106,12 @@ namespace {
 constexpr size_t kMaxTombstones = 64;
 // Priors for the value of a snapshot against a whole entry (which a continuation reuses whole):
 // the share of requests that diverge at a message boundary (edit, regenerate) or elsewhere.
+// A conversation's next turn resumes at its tip snapshot whenever it diverges inside the last
+// answer (sent back re-tokenized, or regenerated): that one weighs most.
+constexpr double kTipDivergence = 0.5;
 constexpr double kBoundaryDivergence = 0.25;
 constexpr double kIntervalDivergence = 0.1;
+constexpr double kRecencyWeight = 0.5;
 
 size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
   size_t k = 0;
@@ -247,6 +251,15 @@ uint64_t PrefixCache::add_entry(int32_t seq, std::vector<uint32_t> boundaries,
   e.tokens = mem_.tokens(seq);
   e.boundaries = std::move(boundaries);
   e.last_use = ++clock_;
+  // Where its last turn began: its last message boundary, or (a completion) its deepest
+  // pinned snapshot, where the same prompt again resumes.
+  for (uint32_t b : e.boundaries)
+    if (b <= e.tokens.size()) e.anchor = std::max(e.anchor, b);
+  if (e.boundaries.empty())
+    for (auto [sid, k] : mem_.snapshots_of(seq))
+      if (std::find(pinned.begin(), pinned.end(), sid) != pinned.end())
+        e.anchor = std::max(e.anchor, k);
+  if (e.anchor == 0) e.anchor = static_cast<uint32_t>(e.tokens.size());
   std::set<uint64_t> on_path;
   for (auto [sid, n] : mem_.snapshots_of(seq)) on_path.insert(sid);
   // Snapshots pinned for this sequence: one pin each, which the cache now holds.
@@ -354,43 +367,95 @@ uint64_t PrefixCache::entry_bytes(const Entry& e, const MemoryUsage& u) const {
 bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
   if (entries_.empty()) return false;
   const MemoryUsage u = mem_.usage();
-  const uint64_t sb = std::max<uint64_t>(slot_bytes(), 1);
-  // Candidates: (is_entry, id, compute saved per byte, last use).
+  const double sb = static_cast<double>(std::max<uint64_t>(slot_bytes(), 1));
+  const bool recurrent = mem_.has_recurrent();
+  // The entries, their snapshots (ascending) and the prefix each pair shares.
+  std::vector<const Entry*> es;
+  std::map<uint64_t, size_t> index;
+  for (const auto& [id, e] : entries_) {
+    index[id] = es.size();
+    es.push_back(&e);
+  }
+  const size_t n = es.size();
+  std::vector<std::vector<size_t>> shared(n, std::vector<size_t>(n, 0));
+  std::vector<std::vector<std::pair<uint32_t, uint64_t>>> at(n);
+  for (size_t i = 0; i < n; ++i) {
+    for (const auto& [id, l] : tree_.match(es[i]->tokens)) shared[i][index.at(id)] = l;
+    for (uint64_t sid : es[i]->snaps) at[i].emplace_back(snaps_.at(sid).n_tokens, sid);
+    std::sort(at[i].begin(), at[i].end());
+  }
+  // An old branch: a newer entry shares it up to where its last turn began (that turn was
+  // continued with the answer sent back otherwise, or regenerated).
+  std::vector<bool> old(n, false);
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = 0; j < n && !old[i]; ++j)
+      old[i] = j != i && es[j]->last_use > es[i]->last_use &&
+               shared[i][j] >= std::min<size_t>(es[i]->anchor, es[i]->tokens.size());
+  // The most a request following entry i for `limit` tokens could still fork without compute,
+  // were entry `skip_entry` or snapshot `skip_snap` gone.
+  auto fallback = [&](size_t i, size_t limit, size_t skip_entry, uint64_t skip_snap) {
+    size_t best = 0;
+    for (size_t j = 0; j < n; ++j) {
+      if (j == skip_entry) continue;
+      const size_t l = std::min(limit, shared[i][j]);
+      if (!recurrent || es[j]->tokens.size() <= l) {
+        best = std::max(best, l);  // any prefix of attention, or the whole of entry j
+        continue;
+      }
+      for (auto [k, sid] : at[j])
+        if (k <= l && sid != skip_snap) best = std::max<size_t>(best, k);
+    }
+    return best;
+  };
+  // Candidates, scored by the compute their loss would cost the request most likely to want
+  // them (tokens it would run again, weighted by how likely it is), per byte they free. Tiers
+  // first: what a conversation's next turn needs (its tip, the snapshot where its last turn
+  // began) outlasts branch points that live conversations share (a common system prompt), and
+  // those outlast everything else (old branches, snapshots inside a conversation).
   struct Cand {
     bool entry;
     uint64_t id;
+    int tier;
     double eff;
     uint64_t last;
   };
   std::vector<Cand> cands;
-  for (const auto& [id, e] : entries_) {
-    const double bytes = static_cast<double>(std::max<uint64_t>(entry_bytes(e, u), 1));
-    cands.push_back({true, id, static_cast<double>(e.tokens.size()) / bytes, e.last_use});
+  for (size_t i = 0; i < n; ++i) {
+    const Entry& e = *es[i];
+    const double saved = static_cast<double>(e.tokens.size() - fallback(i, e.tokens.size(), i, 0));
+    double bytes = static_cast<double>(entry_bytes(e, u));
+    for (uint64_t sid : e.snaps) bytes += snaps_.at(sid).owners == 1 ? sb : 0.0;  // go with it
+    cands.push_back({true, e.id, old[i] ? 0 : 2, saved / std::max(bytes, 1.0), e.last_use});
   }
   if (!need_seq) {
     for (const auto& [sid, s] : snaps_) {
-      // The replay it spares: tokens back to the previous snapshot of an owner's path.
-      uint32_t prev = 0;
+      double value = 0;
       uint64_t last = s.last_use;
-      for (const auto& [id, e] : entries_) {
-        if (std::find(e.snaps.begin(), e.snaps.end(), sid) == e.snaps.end()) continue;
-        last = std::max(last, e.last_use);
-        for (uint64_t o : e.snaps) {
-          const uint32_t n = snaps_.at(o).n_tokens;
-          if (n < s.n_tokens) prev = std::max(prev, n);
-        }
+      bool tip = false;
+      int live_owners = 0;
+      for (size_t i = 0; i < n; ++i) {
+        if (std::find(es[i]->snaps.begin(), es[i]->snaps.end(), sid) == es[i]->snaps.end())
+          continue;
+        last = std::max(last, es[i]->last_use);
+        live_owners += !old[i];
+        const bool is_tip = !old[i] && at[i].back().second == sid;
+        tip = tip || is_tip;
+        // A next turn that diverges inside the last answer (re-tokenized, regenerated) resumes
+        // at the tip snapshot; an edit resumes at a message boundary.
+        const double weight = is_tip       ? kTipDivergence
+                              : s.boundary ? kBoundaryDivergence
+                                           : kIntervalDivergence;
+        const double saved =
+            static_cast<double>(s.n_tokens - fallback(i, s.n_tokens, SIZE_MAX, sid));
+        value = std::max(value, weight * saved);
       }
-      // Expected saving: the replay it spares, times how often a request diverges right there
-      // (a conversation is continued far more often than a message is edited or regenerated).
-      const double saved = static_cast<double>(s.n_tokens - prev) *
-                           (s.boundary ? kBoundaryDivergence : kIntervalDivergence);
-      cands.push_back({false, sid, saved / static_cast<double>(sb), last});
+      cands.push_back({false, sid, tip ? 2 : live_owners >= 2 ? 1 : 0, value / sb, last});
     }
   }
-  double max_eff = 0;
+  double max_eff[3] = {0, 0, 0};
   uint64_t min_last = UINT64_MAX, max_last = 0;
   for (const Cand& c : cands) {
-    max_eff = std::max(max_eff, c.eff);
+    max_eff[c.tier] = std::max(max_eff[c.tier], c.eff);
     min_last = std::min(min_last, c.last);
     max_last = std::max(max_last, c.last);
   }
@@ -400,12 +465,11 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
     const double rec = max_last > min_last ? static_cast<double>(c.last - min_last) /
                                                  static_cast<double>(max_last - min_last)
                                            : 1.0;
-    const double eff = max_eff > 0 ? c.eff / max_eff : 0.0;
-    // Compute saved per byte first, recency at half weight: a whole conversation (an entry)
-    // outranks recent snapshots, which only shorten replays, so cyclic use of many
-    // conversations (round-robin) keeps them all while snapshots are thinned.
-    const double score = eff + 0.5 * rec;
-    if (!victim || score < victim_score) {
+    const double eff = max_eff[c.tier] > 0 ? c.eff / max_eff[c.tier] : 0.0;
+    // Compute saved per byte first, recency at half weight (Marconi): cyclic use of many
+    // conversations (round-robin), the worst case of plain LRU, keeps them all.
+    const double score = eff + kRecencyWeight * rec;
+    if (!victim || c.tier < victim->tier || (c.tier == victim->tier && score < victim_score)) {
       victim = &c;
       victim_score = score;
     }
@@ -414,12 +478,12 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
     remove_entry(victim->id, &free_seqs, true);
   } else {
     const uint64_t sid = victim->id;
-    const uint32_t n = snaps_.at(sid).n_tokens;
+    const uint32_t k = snaps_.at(sid).n_tokens;
     for (auto& [id, e] : entries_) {
       auto it = std::find(e.snaps.begin(), e.snaps.end(), sid);
       if (it == e.snaps.end()) continue;
       e.snaps.erase(it);
-      e.evicted_snaps.push_back(n);
+      e.evicted_snaps.push_back(k);
     }
     snaps_.erase(sid);
     (void)mem_.release(sid);

@@ -6,11 +6,16 @@
 // the engine at message boundaries and every snapshot_every tokens, and thinned by value.
 //
 // Eviction (Marconi-like): every cached entry and every snapshot is a candidate, scored by the
-// compute it is expected to save per byte it holds (an entry: its whole prefix, which a
-// continuation reuses; a snapshot: the replay it spares, weighted by how often requests diverge
-// there) plus half-weighted recency; the lowest goes first. So snapshots are thinned before whole
-// conversations are dropped. What running requests hold is theirs (shared pages and states are
-// ref-counted in the memory), so eviction never changes a running sequence.
+// compute its loss would cost the request most likely to want it (the tokens that request would
+// run again beyond what the rest of the cache still gives it, weighted by how likely it is) per
+// byte it frees, plus half-weighted recency; the lowest goes first, in tiers: old branches (a
+// newer entry redid or continued their last turn) and snapshots inside conversations go first,
+// then branch points live conversations share (a common system prompt), and last what a
+// conversation's next turn needs: its entry and the snapshot where its last turn began (a next
+// turn that sends the last answer back re-tokenized, or regenerates it, resumes there). So many
+// conversations used in turn stay cached within a budget that holds them and one snapshot each.
+// What running requests hold is theirs (shared pages and states are ref-counted in the memory),
+// so eviction never changes a running sequence.
 //
 // Engine-thread only.
 #pragma once
@@ -93,6 +98,7 @@ class PrefixCache {
     std::vector<uint32_t> boundaries;
     std::vector<uint64_t> snaps;          // cache-pinned snapshots it owns (on its path)
     std::vector<uint32_t> evicted_snaps;  // where snapshots of it were thinned away
+    uint32_t anchor = 0;                  // where its last turn began (its last message boundary)
     uint64_t last_use = 0;
     uint64_t hits = 0;
   };

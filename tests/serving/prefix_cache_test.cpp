@@ -484,6 +484,91 @@ TEST(CacheThinning, RoundRobinConversationsAllStayCached) {
   EXPECT_GT(engine->metrics().cache_evictions, 0u);
 }
 
+// bench_serve.py's switch scenario at small scale: conversations used in turn, each next turn
+// sending the last answer back re-tokenized (it diverges inside the answer, as a random model's
+// text does), so it needs the snapshot at the end of its last user message; every turn leaves an
+// old branch (the answer as generated) behind. Under a budget that holds every conversation and
+// that one snapshot each, but not the old branches and the earlier messages' snapshots, each next
+// turn resumes at its last user message and processes only what follows.
+TEST(CacheThinning, RoundRobinTurnsKeepEachConversationsLastSnapshot) {
+  Fixture f;
+  EngineConfig c = f.config();
+  c.snapshot_every = 4096;
+  c.n_parallel = 2;
+  const int kConvs = 6;
+  const std::vector<TokenId> gen = f.encode("<|assistant|>");
+  auto append = [](RequestParams& p, const std::vector<TokenId>& t) {
+    p.prompt.insert(p.prompt.end(), t.begin(), t.end());
+    p.boundaries.push_back(static_cast<uint32_t>(p.prompt.size()));
+  };
+  std::vector<RequestParams> turn(kConvs);
+  for (int i = 0; i < kConvs; ++i) {
+    RequestParams& p = turn[i];
+    for (int m = 0; m < 4; ++m)
+      append(p, f.encode(" conversation " + std::to_string(i) + " message " + std::to_string(m) +
+                         " of the book of psalms."));
+    p.prompt.insert(p.prompt.end(), gen.begin(), gen.end());
+    p.max_tokens = 6;
+    p.sampling = f.hot_sampling(i);
+    p.ignore_eos = true;
+    p.top_logprobs = 1;
+  }
+  // Everything the first round leaves, kept: 6 conversations, 4 snapshots each.
+  uint64_t full = 0, slot = 0;
+  {
+    auto probe = f.engine(c);
+    for (const auto& p : turn) f.run(*probe, p);
+    const nlohmann::json info = probe->cache_info();
+    ASSERT_EQ(info["n_entries"].get<int>(), kConvs);
+    ASSERT_EQ(info["snapshots"].get<uint64_t>(), 4u * kConvs);
+    full = info["bytes"].get<uint64_t>();
+    slot = info["snapshot_bytes"].get<uint64_t>() / info["snapshots"].get<uint64_t>();
+  }
+  ASSERT_GT(slot, 0u);
+  // Less than that: room for every conversation, its last snapshot and the turns' new tokens
+  // (three rounds of ~46 tokens each), not for every snapshot and old branch (one recurrent
+  // state each, like a snapshot).
+  c.cache_mem = full - kConvs * slot;
+  auto engine = f.engine(c);
+  EngineConfig none = f.config();
+  none.cache_mem = 0;
+  auto cold = f.engine(none);
+  std::vector<Outcome> out;
+  for (const auto& p : turn) out.push_back(f.run(*engine, p));
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < kConvs; ++i) {
+      const RequestParams& prev = turn[i];
+      const uint32_t last_user_end = prev.boundaries.back();
+      // The answer as sent back: its first two tokens as generated, then other text.
+      RequestParams next = prev;
+      std::vector<TokenId> answer(out[i].choices[0].tokens.begin(),
+                                  out[i].choices[0].tokens.begin() + 2);
+      const auto rest = f.encode(" as retold in round " + std::to_string(round));
+      answer.insert(answer.end(), rest.begin(), rest.end());
+      append(next, answer);
+      append(next, f.encode(" and then, in round " + std::to_string(round) + "?"));
+      next.prompt.insert(next.prompt.end(), gen.begin(), gen.end());
+      std::vector<TokenId> seen = prev.prompt;
+      seen.insert(seen.end(), out[i].choices[0].tokens.begin(), out[i].choices[0].tokens.end());
+      const size_t diverge = lcp(seen, next.prompt);
+      ASSERT_LT(diverge, prev.prompt.size() + 5) << "the answer must diverge inside the entry";
+      Outcome o = f.run(*engine, next);
+      EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(last_user_end))
+          << "round " << round << ", conversation " << i << ": " << o.cache.reason;
+      EXPECT_EQ(o.timings.prompt_processed + o.timings.prompt_replayed,
+                static_cast<int64_t>(next.prompt.size() - last_user_end));
+      EXPECT_LE(engine->metrics().cache_bytes, c.cache_mem);
+      testutil::expect_same(
+          f.run(*cold, next), o,
+          "round " + std::to_string(round) + ", conversation " + std::to_string(i));
+      turn[i] = std::move(next);
+      out[i] = std::move(o);
+    }
+  }
+  EXPECT_GT(engine->metrics().cache_evictions, 0u);
+  EXPECT_GE(engine->cache_info()["n_entries"].get<int>(), kConvs);
+}
+
 TEST(CacheThinning, ACompletionAgainResumesAtItsLastTokenButOne) {
   Fixture f;
   EngineConfig c = f.config();
