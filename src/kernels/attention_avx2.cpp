@@ -4,8 +4,9 @@
 // and shared by up to four query heads of the same kv head, so each KV row is read once per task.
 // The arithmetic of each (query head, key) score, of the block softmax and of each accumulator
 // element is fixed by the key block and head_dim only: every score is its own FMA chain over
-// head_dim followed by one fixed horizontal sum, every accumulator element is scaled by alpha and
-// then takes p_j v_j in key order. How keys and heads are grouped for instruction-level
+// head_dim followed by one fixed pairwise tree over its 8 lanes (computed for four keys at once
+// by a transposing hadd), every accumulator element is scaled by alpha and then takes p_j v_j in
+// key order. How keys and heads are grouped for instruction-level
 // parallelism never changes a bit.
 #include <algorithm>
 #include <limits>
@@ -99,49 +100,61 @@ struct Task {
     }
   }
 
-  // s[h][j] = (q_h . k_j) * scale for the block's keys (rows at element offset `off`), two keys
-  // at a time; prefetches keys [0, nb_next) of the next block when pf_k is not null.
+  // Scores of keys [j, j + KJ) (KJ = 1, 2 or 4) for H heads: one FMA chain per (head, key) over
+  // head_dim, then one transposed reduction per head: hadd pairs the keys' lanes, so key k's score
+  // is ((a0+a1)+(a2+a3)) + ((a4+a5)+(a6+a7)) of its lane sums a, scaled, whatever KJ is (zero
+  // vectors stand in for the missing keys). Prefetches the next block's keys [j, j + KJ) below
+  // nb_next when pf_k is not null.
+  template <int H, int KJ>
+  [[gnu::always_inline]] void score_keys(const float* const* qh, const Elem* const* krow,
+                                         int64_t off, int32_t j, float (*s)[kKB],
+                                         const Elem* const* pf_k, const Elem* const* pf_v,
+                                         int32_t nb_next) const {
+    if (pf_k)
+      for (int k = 0; k < KJ; ++k)
+        if (j + k < nb_next) prefetch_key(pf_k[j + k], pf_v[j + k]);
+    __m256 a[KJ][H];
+    for (int k = 0; k < KJ; ++k)
+      for (int h = 0; h < H; ++h) a[k][h] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < nvec; ++c) {
+      // One key vector live at a time, q as a memory operand: KJ*H accumulators + 1 register.
+      for (int k = 0; k < KJ; ++k) {
+        const __m256 kv = load_vec<kRagged>(krow[j + k] + off, c, n_full, rem);
+        for (int h = 0; h < H; ++h)
+          a[k][h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + 8 * c), kv, a[k][h]);
+      }
+    }
+    const __m128 vscale = _mm_set1_ps(p.scale);
+    const __m256 zero = _mm256_setzero_ps();
+    for (int h = 0; h < H; ++h) {
+      const __m256 x = _mm256_hadd_ps(a[0][h], KJ > 1 ? a[KJ > 1 ? 1 : 0][h] : zero);
+      const __m256 y = KJ > 2 ? _mm256_hadd_ps(a[KJ > 2 ? 2 : 0][h], a[KJ > 2 ? 3 : 0][h]) : zero;
+      const __m256 t = _mm256_hadd_ps(x, y);
+      const __m128 r =
+          _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)), vscale);
+      if constexpr (KJ == 4) {
+        _mm_storeu_ps(&s[h][j], r);
+      } else {
+        alignas(16) float lanes[4];
+        _mm_store_ps(lanes, r);
+        for (int k = 0; k < KJ; ++k) s[h][j + k] = lanes[k];
+      }
+    }
+  }
+
+  // s[h][j] = (q_h . k_j) * scale for the block's keys (rows at element offset `off`): four keys
+  // at a time for up to three heads (12 accumulators), two for four heads; the rest one or two.
   template <int H>
   void scores(float* const* q, const Elem* const* krow, int64_t off, int32_t nb, float (*s)[kKB],
               const Elem* const* pf_k, const Elem* const* pf_v, int32_t nb_next) const {
     const float* qh[H];  // local copies: the compiler keeps them in registers
     for (int h = 0; h < H; ++h) qh[h] = q[h];
     int32_t j = 0;
-    for (; j + 2 <= nb; j += 2) {
-      if (pf_k) {
-        if (j < nb_next) prefetch_key(pf_k[j], pf_v[j]);
-        if (j + 1 < nb_next) prefetch_key(pf_k[j + 1], pf_v[j + 1]);
-      }
-      __m256 a0[H], a1[H];
-      for (int h = 0; h < H; ++h) a0[h] = a1[h] = _mm256_setzero_ps();
-      const Elem* k0p = krow[j] + off;
-      const Elem* k1p = krow[j + 1] + off;
-      for (int64_t c = 0; c < nvec; ++c) {
-        const __m256 k0 = load_vec<kRagged>(k0p, c, n_full, rem);
-        const __m256 k1 = load_vec<kRagged>(k1p, c, n_full, rem);
-        for (int h = 0; h < H; ++h) {
-          const __m256 qv = _mm256_loadu_ps(qh[h] + 8 * c);
-          a0[h] = _mm256_fmadd_ps(qv, k0, a0[h]);
-          a1[h] = _mm256_fmadd_ps(qv, k1, a1[h]);
-        }
-      }
-      for (int h = 0; h < H; ++h) {
-        s[h][j] = hsum_avx2(a0[h]) * p.scale;
-        s[h][j + 1] = hsum_avx2(a1[h]) * p.scale;
-      }
+    if constexpr (H <= 3) {
+      for (; j + 4 <= nb; j += 4) score_keys<H, 4>(qh, krow, off, j, s, pf_k, pf_v, nb_next);
     }
-    if (j < nb) {
-      if (pf_k && j < nb_next) prefetch_key(pf_k[j], pf_v[j]);
-      __m256 a0[H];
-      for (int h = 0; h < H; ++h) a0[h] = _mm256_setzero_ps();
-      const Elem* k0p = krow[j] + off;
-      for (int64_t c = 0; c < nvec; ++c) {
-        const __m256 k0 = load_vec<kRagged>(k0p, c, n_full, rem);
-        for (int h = 0; h < H; ++h)
-          a0[h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + 8 * c), k0, a0[h]);
-      }
-      for (int h = 0; h < H; ++h) s[h][j] = hsum_avx2(a0[h]) * p.scale;
-    }
+    for (; j + 2 <= nb; j += 2) score_keys<H, 2>(qh, krow, off, j, s, pf_k, pf_v, nb_next);
+    if (j < nb) score_keys<H, 1>(qh, krow, off, j, s, pf_k, pf_v, nb_next);
     for (int h = 0; h < H; ++h)
       for (int32_t jj = nb; jj < kKB; ++jj) s[h][jj] = -std::numeric_limits<float>::infinity();
   }
@@ -168,36 +181,40 @@ struct Task {
     return alpha;
   }
 
-  // acc_h = acc_h * alpha_h + sum_j p_hj v_j, two vectors of head_dim at a time.
+  // Vectors [c, c + CV) of acc_h = acc_h * alpha_h + sum_j p_hj v_j (j in key order): H*CV
+  // accumulators, so enough FMA chains run at once to cover the FMA latency.
+  template <int H, int CV>
+  [[gnu::always_inline]] void accumulate_cols(float* const* acc, const float* alpha,
+                                              const float (*s)[kKB], const Elem* const* vrow,
+                                              int64_t off, int32_t nb, int64_t c) const {
+    __m256 v[H][CV];
+    for (int h = 0; h < H; ++h) {
+      const __m256 va = _mm256_set1_ps(alpha[h]);
+      for (int i = 0; i < CV; ++i)
+        v[h][i] = _mm256_mul_ps(_mm256_loadu_ps(acc[h] + 8 * (c + i)), va);
+    }
+    for (int32_t j = 0; j < nb; ++j) {
+      __m256 w[H];
+      for (int h = 0; h < H; ++h) w[h] = _mm256_set1_ps(s[h][j]);
+      const Elem* row = vrow[j] + off;
+      for (int i = 0; i < CV; ++i) {
+        const __m256 r = load_vec<kRagged>(row, c + i, n_full, rem);
+        for (int h = 0; h < H; ++h) v[h][i] = _mm256_fmadd_ps(w[h], r, v[h][i]);
+      }
+    }
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < CV; ++i) _mm256_storeu_ps(acc[h] + 8 * (c + i), v[h][i]);
+  }
+
+  // acc_h = acc_h * alpha_h + sum_j p_hj v_j: four vectors of head_dim at a time for up to three
+  // heads, two for four heads. Each element's arithmetic is the same whatever the grouping.
   template <int H>
   void accumulate(float* const* acc, const float* alpha, const float (*s)[kKB],
                   const Elem* const* vrow, int64_t off, int32_t nb) const {
-    for (int64_t c = 0; c < nvec; c += 2) {
-      const bool two = c + 1 < nvec;
-      __m256 v0[H], v1[H];
-      for (int h = 0; h < H; ++h) {
-        const __m256 va = _mm256_set1_ps(alpha[h]);
-        v0[h] = _mm256_mul_ps(_mm256_loadu_ps(acc[h] + 8 * c), va);
-        v1[h] = two ? _mm256_mul_ps(_mm256_loadu_ps(acc[h] + 8 * c + 8), va) : v0[h];
-      }
-      for (int32_t j = 0; j < nb; ++j) {
-        const __m256 r0 = load_vec<kRagged>(vrow[j] + off, c, n_full, rem);
-        if (two) {
-          const __m256 r1 = load_vec<kRagged>(vrow[j] + off, c + 1, n_full, rem);
-          for (int h = 0; h < H; ++h) {
-            const __m256 w = _mm256_set1_ps(s[h][j]);
-            v0[h] = _mm256_fmadd_ps(w, r0, v0[h]);
-            v1[h] = _mm256_fmadd_ps(w, r1, v1[h]);
-          }
-        } else {
-          for (int h = 0; h < H; ++h) v0[h] = _mm256_fmadd_ps(_mm256_set1_ps(s[h][j]), r0, v0[h]);
-        }
-      }
-      for (int h = 0; h < H; ++h) {
-        _mm256_storeu_ps(acc[h] + 8 * c, v0[h]);
-        if (two) _mm256_storeu_ps(acc[h] + 8 * c + 8, v1[h]);
-      }
-    }
+    constexpr int CV = H <= 3 ? 4 : 2;
+    int64_t c = 0;
+    for (; c + CV <= nvec; c += CV) accumulate_cols<H, CV>(acc, alpha, s, vrow, off, nb, c);
+    for (; c < nvec; ++c) accumulate_cols<H, 1>(acc, alpha, s, vrow, off, nb, c);
   }
 
   // Task head r's padded query row and accumulator row in the scratch buffer.

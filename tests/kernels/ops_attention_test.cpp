@@ -113,11 +113,19 @@ struct Case {
 };
 
 const Case kCases[] = {
-    {1, 1, 1, 1, 1, GgmlType::F32},      {4, 2, 13, 70, 16, GgmlType::F16},
-    {8, 2, 64, 300, 32, GgmlType::F16},  {6, 3, 80, 97, 7, GgmlType::F32},
-    {2, 1, 128, 65, 64, GgmlType::F16},  {3, 3, 5, 33, 1000, GgmlType::F32},
-    {4, 1, 9, 40, 3, GgmlType::F16},     {4, 2, 13, 70, 16, GgmlType::BF16},
+    {1, 1, 1, 1, 1, GgmlType::F32},
+    {4, 2, 13, 70, 16, GgmlType::F16},
+    {8, 2, 64, 300, 32, GgmlType::F16},
+    {6, 3, 80, 97, 7, GgmlType::F32},
+    {2, 1, 128, 65, 64, GgmlType::F16},
+    {3, 3, 5, 33, 1000, GgmlType::F32},
+    {4, 1, 9, 40, 3, GgmlType::F16},
+    {4, 2, 13, 70, 16, GgmlType::BF16},
     {2, 1, 128, 65, 64, GgmlType::BF16},
+    // three query heads per kv head (granite-4.0-h): the 4-key score and 4-vector V groups
+    {12, 4, 64, 75, 32, GgmlType::F16},
+    {3, 1, 20, 38, 16, GgmlType::BF16},
+    {15, 3, 8, 41, 5, GgmlType::F32},  // five: a group of four and one of one
 };
 
 AttentionParams params_for(const Case& c) {
