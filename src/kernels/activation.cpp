@@ -29,7 +29,8 @@ void relu_squared(const float* x, float* y, int64_t n) {
   }
 }
 
-void geglu_tanh(const float* gate, const float* up, float* y, int64_t n) {
+void geglu_tanh(const float* gate, const float* up, float* y, int64_t n, Isa isa) {
+  if (ops_internal::use_avx2(isa)) return ops_internal::geglu_tanh_avx2(gate, up, y, n);
   const float k = 0.7978845608028654f;  // sqrt(2/pi)
   for (int64_t i = 0; i < n; ++i) {
     const float x = gate[i];

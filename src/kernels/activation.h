@@ -28,8 +28,10 @@ void swiglu(const float* gate, const float* up, float* y, int64_t n, Isa isa = a
 void relu_squared(const float* x, float* y, int64_t n);
 
 // y = gelu_tanh(gate) * up, gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GeGLU,
-// the "gelu_pytorch_tanh" of Gemma). Element-local; y may alias gate or up.
-void geglu_tanh(const float* gate, const float* up, float* y, int64_t n);
+// the "gelu_pytorch_tanh" of Gemma). Element-local; y may alias gate or up. The scalar path uses
+// libm tanh; the AVX2 path the identity 0.5 (1 + tanh(u)) = 1 / (1 + exp(-2u)) with the
+// polynomial exp (no cancellation for u << 0, where the result is tiny).
+void geglu_tanh(const float* gate, const float* up, float* y, int64_t n, Isa isa = active_isa());
 
 // softplus(x) = x > 20 ? x : log1p(exp(x)) — log1p for HF parity (spec 3.4 step 5). Scalar in
 // every path: it runs once per (token, head), so both paths share it bit for bit.
@@ -46,6 +48,7 @@ inline bool use_avx2(Isa isa) {
 // AVX2 entry points (activation_avx2.cpp); callers go through the dispatching functions above.
 void silu_avx2(const float* x, float* y, int64_t n);
 void swiglu_avx2(const float* gate, const float* up, float* y, int64_t n);
+void geglu_tanh_avx2(const float* gate, const float* up, float* y, int64_t n);
 }  // namespace ops_internal
 
 }  // namespace chimera

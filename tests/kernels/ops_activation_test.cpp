@@ -128,7 +128,7 @@ TEST(OpsActivation, ReluSquaredIsOneCorrectlyRoundedProduct) {
 
 // GeGLU against the double-precision gelu_tanh: tanh's relative error is amplified only near
 // 1 + tanh = 0 (x << 0, where the result is tiny), so the bound is relative to |gelu| plus a
-// small absolute floor.
+// small absolute floor. The AVX2 path (x / (1 + exp(-2u))) meets the same bound.
 TEST(OpsActivation, GeGluTanhMatchesDoubleReference) {
   std::mt19937 rng(12);
   std::uniform_real_distribution<float> dist(-8.0f, 8.0f);
@@ -136,20 +136,59 @@ TEST(OpsActivation, GeGluTanhMatchesDoubleReference) {
   for (float& v : g) v = dist(rng);
   for (float& v : u) v = dist(rng);
   g[0] = 0.0f;
-  geglu_tanh(g.data(), u.data(), y.data(), static_cast<int64_t>(g.size()));
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double x = g[i];
-    const double gelu =
-        0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
-    const double want = gelu * u[i];
-    EXPECT_NEAR(y[i], want, 1e-6 * std::fabs(want) + 1e-6 * std::fabs(u[i])) << "x=" << x;
+  g[1] = 1e-30f;
+  g[2] = -30.0f;  // exp(-2u) overflows to +inf on AVX2: -0
+  g[3] = 30.0f;   // exp(-2u) underflows to 0: x * up
+  for (Isa isa : OpIsas()) {
+    SCOPED_TRACE(isa_name(isa));
+    geglu_tanh(g.data(), u.data(), y.data(), static_cast<int64_t>(g.size()), isa);
+    for (size_t i = 0; i < g.size(); ++i) {
+      const double x = g[i];
+      const double gelu =
+          0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+      const double want = gelu * u[i];
+      ASSERT_NEAR(y[i], want, 1e-6 * std::fabs(want) + 1e-6 * std::fabs(u[i])) << "x=" << x;
+    }
+    EXPECT_EQ(y[0], 0.0f);
+    EXPECT_EQ(y[3], 30.0f * u[3]);
+    float v[2] = {3.0f, 2.0f};
+    geglu_tanh(v, v + 1, v, 1, isa);  // in place
+    EXPECT_NEAR(v[0],
+                2.0 * 0.5 * 3.0 * (1.0 + std::tanh(0.7978845608028654 * (3.0 + 0.044715 * 27.0))),
+                1e-5);
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    float w[2] = {nan, 1.0f};
+    geglu_tanh(w, w + 1, w, 1, isa);
+    EXPECT_TRUE(std::isnan(w[0]));
   }
-  EXPECT_EQ(y[0], 0.0f);
-  float v[2] = {3.0f, 2.0f};
-  geglu_tanh(v, v + 1, v, 1);  // in place
-  EXPECT_NEAR(v[0],
-              2.0 * 0.5 * 3.0 * (1.0 + std::tanh(0.7978845608028654 * (3.0 + 0.044715 * 27.0))),
-              1e-5);
+}
+
+// GeGLU and SwiGLU: an element's result does not depend on where it sits (vector body or tail).
+TEST(OpsActivation, GatedResultIndependentOfPositionAndLength) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> d(-9.0f, 9.0f);
+  std::vector<float> g(67), u(67);
+  for (float& v : g) v = d(rng);
+  for (float& v : u) v = d(rng);
+  for (Isa isa : OpIsas()) {
+    for (int op = 0; op < 2; ++op) {
+      auto run = [&](size_t start, size_t len, float* out) {
+        const int64_t n = static_cast<int64_t>(len);
+        op == 0 ? geglu_tanh(g.data() + start, u.data() + start, out, n, isa)
+                : swiglu(g.data() + start, u.data() + start, out, n, isa);
+      };
+      std::vector<float> full(g.size());
+      run(0, g.size(), full.data());
+      for (size_t start = 0; start < 9; ++start) {
+        for (size_t len : {1u, 5u, 8u, 13u}) {
+          std::vector<float> part(len);
+          run(start, len, part.data());
+          ASSERT_EQ(0, std::memcmp(part.data(), full.data() + start, len * sizeof(float)))
+              << isa_name(isa) << " op " << op << " start " << start << " len " << len;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
