@@ -43,20 +43,24 @@ Result<std::unique_ptr<HybridMemory>> HybridMemory::create(const MemoryConfig& c
                  " bytes)");
   if (m->kv_->max_pages() == 0)
     return Error(ErrorCode::kOutOfMemory, "memory budget ", config.budget_bytes,
-                 " bytes is smaller than one KV page (", m->kv_->page_bytes(), " bytes)");
+                 " bytes is smaller than one KV page (", m->pair_bytes(), " bytes)");
   return m;
 }
 
 HybridMemory::HybridMemory(const MemoryConfig& config) : cfg_(config) {
-  std::vector<uint32_t> kv_dims, kv_heads;
+  std::vector<uint32_t> kv_dims, kv_heads, win_dims, win_heads;
   std::vector<uint64_t> conv, ssm;
   for (const MemoryLayer& l : cfg_.layers) {
-    attn_index_.push_back(l.kind == LayerKind::kAttention ? static_cast<int32_t>(kv_dims.size())
-                                                          : -1);
+    attn_index_.push_back(
+        l.kind == LayerKind::kAttention ? static_cast<int32_t>(attn_window_.size()) : -1);
     rec_index_.push_back(l.kind == LayerKind::kRecurrent ? static_cast<int32_t>(conv.size()) : -1);
     if (l.kind == LayerKind::kAttention) {
-      kv_dims.push_back(l.kv_dim);
-      kv_heads.push_back(l.kv_heads);
+      const bool w = l.window != 0;
+      attn_window_.push_back(w);
+      attn_sub_.push_back(static_cast<uint32_t>(w ? win_dims.size() : kv_dims.size()));
+      (w ? win_dims : kv_dims).push_back(l.kv_dim);
+      (w ? win_heads : kv_heads).push_back(l.kv_heads);
+      window_ = std::max(window_, l.window);
     }
     if (l.kind == LayerKind::kRecurrent) {
       conv.push_back(l.conv_floats);
@@ -66,11 +70,16 @@ HybridMemory::HybridMemory(const MemoryConfig& config) : cfg_(config) {
   has_recurrent_ = !conv.empty();
   // Page capacity: as many pages as the whole budget could hold (the arenas are virtual).
   const size_t elem = cfg_.kv_type == GgmlType::F32 ? 4 : 2;
-  uint64_t page_bytes = uint64_t{cfg_.page_size} * sizeof(int32_t);
+  uint64_t page_bytes = uint64_t{cfg_.page_size} * sizeof(int32_t), win_bytes = 0;
   for (uint32_t d : kv_dims) page_bytes += 2ull * cfg_.page_size * d * elem;
-  const uint64_t max_pages = std::min<uint64_t>(cfg_.budget_bytes / page_bytes, UINT32_MAX - 1);
+  for (uint32_t d : win_dims) win_bytes += 2ull * cfg_.page_size * d * elem;
+  const uint64_t max_pages =
+      std::min<uint64_t>(cfg_.budget_bytes / (page_bytes + win_bytes), UINT32_MAX - 1);
   kv_ = std::make_unique<KvPool>(kv_dims, kv_heads, cfg_.page_size, cfg_.kv_type,
                                  static_cast<uint32_t>(max_pages));
+  if (!win_dims.empty())
+    win_ = std::make_unique<KvPool>(win_dims, win_heads, cfg_.page_size, cfg_.kv_type,
+                                    static_cast<uint32_t>(max_pages), false);
   states_ = std::make_unique<StatePool>(conv, ssm);
   if (has_recurrent_ && states_->slot_bytes() <= cfg_.budget_bytes) {
     zero_slot_ = states_->alloc();
@@ -78,11 +87,11 @@ HybridMemory::HybridMemory(const MemoryConfig& config) : cfg_(config) {
   }
   seqs_.resize(cfg_.max_seqs);
   for (SeqBook& b : seqs_) {
-    b.pages = std::make_shared<PageList>(kv_.get());
+    b.pages = std::make_shared<PageList>(kv_.get(), win_.get());
     b.slot = zero_slot_;
     if (zero_slot_ != kNoSlot) states_->ref(zero_slot_);
-    b.k_tab.resize(kv_dims.size());
-    b.v_tab.resize(kv_dims.size());
+    b.k_tab.resize(attn_window_.size());
+    b.v_tab.resize(attn_window_.size());
   }
 }
 
@@ -221,21 +230,15 @@ Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch,
     new_pages += cow[t] + (st.k > room ? (st.k - room + ps - 1) / ps : 0);
     new_slots += n_virtual[t];
   }
-  const uint64_t need = new_pages * kv_->page_bytes() + new_slots * states_->slot_bytes();
-  if (kv_->pages_in_use() + new_pages > kv_->max_pages() || !make_room(need, cfg_.budget_bytes))
+  const uint64_t need = new_pages * pair_bytes() + new_slots * states_->slot_bytes();
+  if (kv_->pages_in_use() + new_pages > kv_->max_pages() ||
+      (win_ && win_->pages_in_use() + new_pages > win_->max_pages()) ||
+      !make_room(need, cfg_.budget_bytes))
     return Error(ErrorCode::kOutOfMemory, "batch of ", batch.size(), " tokens needs ", need,
                  " bytes (", new_pages, " KV pages, ", new_slots, " state slots); ", used_bytes(),
                  " of the ", cfg_.budget_bytes, "-byte budget are in use and cannot be freed");
 
   // Apply the reservation; any allocation failure unwinds everything done so far.
-  auto alloc_page = [this]() -> Result<uint32_t> {
-    if (fail_alloc_in_ == 0) {
-      fail_alloc_in_ = -1;
-      return Error(ErrorCode::kOutOfMemory, "injected allocation failure");
-    }
-    if (fail_alloc_in_ > 0) --fail_alloc_in_;
-    return kv_->alloc();
-  };
   Status failure;
   for (size_t t = 0; t < txn->seqs.size() && failure.ok(); ++t) {
     Txn::SeqTxn& st = txn->seqs[t];
@@ -253,25 +256,26 @@ Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch,
         st.old_fill.emplace_back(last, kv_->fill(last));
         kv_->set_fill(last, r + take);
       } else {
-        Result<uint32_t> p = alloc_page();
+        auto p = alloc_pair();
         if (!p.ok()) {
           failure = p.status();
           break;
         }
-        kv_->copy_rows(last, *p, r);
-        kv_->set_fill(*p, r + take);
-        b.pages->replace(li, *p);
+        kv_->copy_rows(last, p->first, r);
+        if (win_) win_->copy_rows(b.pages->wids()[li], p->second, r);
+        kv_->set_fill(p->first, r + take);
+        b.pages->replace(li, p->first, p->second);
       }
     }
     for (uint32_t i = 0; i < fresh; ++i) {
-      Result<uint32_t> p = alloc_page();
+      auto p = alloc_pair();
       if (!p.ok()) {
         failure = p.status();
         break;
       }
       const uint32_t before = st.old_n + room + i * ps;
-      kv_->set_fill(*p, std::min(ps, st.old_n + st.k - before));
-      b.pages->push(*p);
+      kv_->set_fill(p->first, std::min(ps, st.old_n + st.k - before));
+      b.pages->push(p->first, p->second);
     }
     if (!failure.ok()) break;
     for (uint32_t v = 0; v < n_virtual[t]; ++v) {
@@ -322,16 +326,22 @@ Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch,
 
 void HybridMemory::sync_tables(SeqBook& b) {
   const std::vector<uint32_t>& ids = b.pages->ids();
+  const std::vector<uint32_t>& wids = b.pages->wids();
   size_t i0 = 0;
   const size_t common = std::min(ids.size(), b.table_ids.size());
-  while (i0 < common && ids[i0] == b.table_ids[i0]) ++i0;
+  while (i0 < common && ids[i0] == b.table_ids[i0] && (!win_ || wids[i0] == b.table_wids[i0])) ++i0;
   b.table_ids = ids;
-  for (uint32_t a = 0; a < kv_->n_layers(); ++a) {
+  b.table_wids = wids;
+  for (uint32_t a = 0; a < attn_window_.size(); ++a) {
+    const KvPool& pool = pool_of(a);
+    const uint32_t sub = attn_sub_[a];
     b.k_tab[a].resize(ids.size());
     b.v_tab[a].resize(ids.size());
     for (size_t i = i0; i < ids.size(); ++i) {
-      b.k_tab[a][i] = kv_->k_page(a, ids[i]);
-      b.v_tab[a][i] = kv_->v_page(a, ids[i]);
+      const uint32_t page = page_of(a, *b.pages, static_cast<uint32_t>(i));
+      // A released window half: null (lies before every query's window, never read).
+      b.k_tab[a][i] = page == kNoPage ? nullptr : pool.k_page(sub, page);
+      b.v_tab[a][i] = page == kNoPage ? nullptr : pool.v_page(sub, page);
     }
   }
 }
@@ -349,7 +359,7 @@ AttentionRun HybridMemory::attention(uint32_t layer, size_t ubatch, size_t run) 
   out.n_kv = r.first + r.n_tokens;
   out.n_pages = pages_for(out.n_kv);
   out.page_size = cfg_.page_size;
-  out.kv_dim = kv_->kv_dim(a);
+  out.kv_dim = pool_of(a).kv_dim(attn_sub_[a]);
   out.type = cfg_.kv_type;
   return out;
 }
@@ -361,10 +371,10 @@ KvSlot HybridMemory::kv_slot(uint32_t layer, size_t ubatch, size_t run, uint32_t
   CHIMERA_CHECK(t < r.n_tokens, "kv_slot token ", t, " of ", r.n_tokens);
   const uint32_t a = static_cast<uint32_t>(attn_index_[layer]);
   const uint32_t idx = r.first + t;
-  const uint32_t page = seqs_[r.seq].pages->ids()[idx / cfg_.page_size];
+  const uint32_t page = page_of(a, *seqs_[r.seq].pages, idx / cfg_.page_size);
   KvSlot out;
-  out.k_page = kv_->k_page(a, page);
-  out.v_page = kv_->v_page(a, page);
+  out.k_page = pool_of(a).k_page(attn_sub_[a], page);
+  out.v_page = pool_of(a).v_page(attn_sub_[a], page);
   out.slot = static_cast<int32_t>(idx % cfg_.page_size);
   return out;
 }
@@ -372,13 +382,18 @@ KvSlot HybridMemory::kv_slot(uint32_t layer, size_t ubatch, size_t run, uint32_t
 const KvPageLayout& HybridMemory::kv_layout(uint32_t layer) const {
   CHIMERA_CHECK(layer < attn_index_.size() && attn_index_[layer] >= 0, "kv_layout: layer ", layer,
                 " is not an attention layer");
-  return kv_->layout(static_cast<uint32_t>(attn_index_[layer]));
+  const uint32_t a = static_cast<uint32_t>(attn_index_[layer]);
+  return pool_of(a).layout(attn_sub_[a]);
 }
 
 void HybridMemory::read_row(bool k, uint32_t layer, const SeqBook& b, uint32_t t, void* row) const {
   const uint32_t a = static_cast<uint32_t>(attn_index_[layer]);
-  const uint32_t page = b.pages->ids()[t / cfg_.page_size];
-  kv_->layout(a).read_row(k ? kv_->k_page(a, page) : kv_->v_page(a, page), t % cfg_.page_size, row);
+  const uint32_t page = page_of(a, *b.pages, t / cfg_.page_size);
+  CHIMERA_CHECK(page != kNoPage, "row ", t, " of window layer ", layer, " was released");
+  const KvPool& pool = pool_of(a);
+  const uint32_t sub = attn_sub_[a];
+  pool.layout(sub).read_row(k ? pool.k_page(sub, page) : pool.v_page(sub, page), t % cfg_.page_size,
+                            row);
 }
 
 RecurrentRun HybridMemory::recurrent(uint32_t layer, size_t ubatch, size_t run) const {
@@ -437,7 +452,10 @@ Status HybridMemory::commit(const std::vector<SeqKeep>& keep) {
     const uint32_t new_n = st.old_n + kept[t];
     if (kept[t] < st.k) drop_tail(b, st.old_n, new_n, st.old_fill);
     b.n = new_n;
-    if (!has_recurrent_) continue;
+    if (!has_recurrent_) {
+      if (win_) commit_window_snapshots(b, st.old_n, st.k, st.old_pages);
+      continue;
+    }
     if (st.steps) {
       // Speculative verification: the state after the last kept token becomes live; no prompt
       // snapshots (the rollback they would serve is what this commit just did).
@@ -457,9 +475,11 @@ Status HybridMemory::commit(const std::vector<SeqKeep>& keep) {
       for (auto [n_at, slot] : st.frozen) add_snapshot(b, n_at, slot, b.pages, false);
       states_->unref(b.slot);
       b.slot = st.final_slot;
+      trim_window(b.pages, new_n);
       if (st.snapshot_end || (st.k > 1 && cfg_.snapshot_prompt_end))
         add_snapshot(b, new_n, b.slot, b.pages, false);
     }
+    trim_window(b.pages, new_n);
     // The batch's allocation references: final moves to the book, the rest are dropped
     // (frozen slots live on in their snapshots).
     for (uint32_t s : st.slots)
@@ -503,6 +523,63 @@ void HybridMemory::abort() {
   txn_.reset();
 }
 
+// ---------------------------------------------------------------- sliding-window pages
+
+uint32_t HybridMemory::window_release(uint32_t n) const {
+  if (!win_ || cfg_.window_reserve == UINT32_MAX) return 0;
+  // The token after the first n (index n) reads keys from n + 1 - window on.
+  const uint64_t need = uint64_t{n} + 1 > window_ ? uint64_t{n} + 1 - window_ : 0;
+  const uint64_t keep_from = need > cfg_.window_reserve ? need - cfg_.window_reserve : 0;
+  return static_cast<uint32_t>(keep_from / cfg_.page_size);
+}
+
+bool HybridMemory::window_ok(const PageList& list, uint32_t n) const {
+  if (!win_) return true;
+  const uint64_t need = uint64_t{n} + 1 > window_ ? uint64_t{n} + 1 - window_ : 0;
+  return list.window_from() * uint64_t{cfg_.page_size} <= need;
+}
+
+void HybridMemory::trim_window(std::shared_ptr<PageList>& list, uint32_t n) {
+  const size_t upto = std::min<size_t>(window_release(n), list->size());
+  if (list->window_from() >= upto) return;
+  if (list.use_count() > 1) list = list->clone_prefix(list->size());
+  list->release_window(upto);
+}
+
+Result<std::pair<uint32_t, uint32_t>> HybridMemory::alloc_pair() {
+  if (fail_alloc_in_ == 0) {
+    fail_alloc_in_ = -1;
+    return Error(ErrorCode::kOutOfMemory, "injected allocation failure");
+  }
+  if (fail_alloc_in_ > 0) --fail_alloc_in_;
+  CHIMERA_ASSIGN_OR_RETURN(uint32_t id, kv_->alloc());
+  if (!win_) return std::make_pair(id, kNoPage);
+  Result<uint32_t> wid = win_->alloc();
+  if (!wid.ok()) {
+    kv_->unref(id);
+    return wid.status();
+  }
+  return std::make_pair(id, *wid);
+}
+
+void HybridMemory::commit_window_snapshots(SeqBook& b, uint32_t old_n, uint32_t k,
+                                           const std::shared_ptr<PageList>& old_pages) {
+  // Window rows behind the window go, so rolling back past the reserve replays from a snapshot;
+  // these hold the window rows at their point (no recurrent state). Same policy as recurrent.
+  const uint32_t new_n = b.n, every = cfg_.snapshot_interval;
+  auto has_snap_at = [&](uint32_t n) {
+    return !b.snaps.empty() && snaps_.find(b.snaps.back())->n_tokens == n;
+  };
+  if (k > 1 && cfg_.snapshot_prompt_start && old_n > 0 && !has_snap_at(old_n))
+    add_snapshot(b, old_n, kNoSlot, old_pages, false);
+  if (every > 0)
+    for (uint32_t at = (old_n / every + 1) * every; at < new_n; at += every)
+      add_snapshot(b, at, kNoSlot, b.pages, false);
+  trim_window(b.pages, new_n);
+  if ((every > 0 && new_n % every == 0 && new_n > old_n) || (k > 1 && cfg_.snapshot_prompt_end))
+    add_snapshot(b, new_n, kNoSlot, b.pages, false);
+}
+
 // ---------------------------------------------------------------- snapshots and budgets
 
 uint64_t HybridMemory::add_snapshot(SeqBook& b, uint32_t n, uint32_t slot,
@@ -513,6 +590,7 @@ uint64_t HybridMemory::add_snapshot(SeqBook& b, uint32_t n, uint32_t slot,
   s.slot = slot;
   if (slot != kNoSlot) states_->ref(slot);
   s.pages = pages->size() == pages_for(n) ? pages : pages->clone_prefix(pages_for(n));
+  trim_window(s.pages, n);  // the window rows ending at n, no more
   s.pins = pinned ? 1 : 0;
   s.seq_refs = 1;
   auto pos = std::upper_bound(b.snaps.begin(), b.snaps.end(), n, [this](uint32_t v, uint64_t id) {
@@ -552,36 +630,45 @@ void HybridMemory::erase_snapshot(Snapshot& s) {
 
 uint64_t HybridMemory::used_bytes() const {
   return uint64_t{kv_->pages_in_use()} * kv_->page_bytes() +
+         (win_ ? uint64_t{win_->pages_in_use()} * win_->page_bytes() : 0) +
          uint64_t{states_->slots_in_use()} * states_->slot_bytes();
 }
 
 uint64_t HybridMemory::held_bytes(bool include_pinned) const {
   if (++mark_gen_ == 0) {  // wrapped: reset the marks
     std::fill(page_mark_.begin(), page_mark_.end(), 0);
+    std::fill(wpage_mark_.begin(), wpage_mark_.end(), 0);
     std::fill(slot_mark_.begin(), slot_mark_.end(), 0);
     mark_gen_ = 1;
   }
   page_mark_.resize(kv_->ids_issued(), 0);
+  wpage_mark_.resize(win_ ? win_->ids_issued() : 0, 0);
   slot_mark_.resize(states_->ids_issued(), 0);
-  uint64_t pages = 0, slots = 0;
+  uint64_t pages = 0, wpages = 0, slots = 0;
   auto mark = [&](const PageList& list, uint32_t slot) {
     for (uint32_t id : list.ids())
       if (page_mark_[id] != mark_gen_) {
         page_mark_[id] = mark_gen_;
         ++pages;
       }
+    for (uint32_t id : list.wids())
+      if (id != kNoPage && wpage_mark_[id] != mark_gen_) {
+        wpage_mark_[id] = mark_gen_;
+        ++wpages;
+      }
     if (slot != kNoSlot && slot_mark_[slot] != mark_gen_) {
       slot_mark_[slot] = mark_gen_;
       ++slots;
     }
   };
-  const PageList empty(kv_.get());
+  const PageList empty(kv_.get(), win_.get());
   mark(empty, zero_slot_);
   for (const SeqBook& b : seqs_) mark(*b.pages, b.slot);
   if (include_pinned)
     for (const auto& [id, s] : snaps_.all())
       if (s.pins > 0) mark(*s.pages, s.slot);
-  return pages * kv_->page_bytes() + slots * states_->slot_bytes();
+  return pages * kv_->page_bytes() + (win_ ? wpages * win_->page_bytes() : 0) +
+         slots * states_->slot_bytes();
 }
 
 bool HybridMemory::make_room(uint64_t extra, uint64_t limit) {

@@ -42,6 +42,16 @@
 // [i*page_size, (i+1)*page_size). Pages of different layers are separate storage; the page table
 // is shared across layers.
 //
+// Sliding-window layers (MemoryLayer::window): their rows live in a second page pool, paired
+// page for page with the main one (PageList), so a page's window rows can be released while its
+// tokens and global-layer rows stay. After each commit a sequence of n tokens releases the
+// window rows of pages wholly before n + 1 - window - window_reserve (window_from()); those
+// pages' entries in a window layer's AttentionRun are null (the kernel never reads them: they lie
+// before every query's first visible key). Snapshots keep the window rows ending at their point.
+// seq_rm to a count whose window rows are gone restores the newest snapshot at or before it (or
+// the empty state) and replays, exactly as for recurrent layers. So a long sequence holds about
+// window + reserve rows of each window layer, plus what its snapshots hold.
+//
 // Recurrent contract: conv_src/ssm_src hold the state before the run's first token (zeros for an
 // empty sequence); the kernel writes the state after the run's last token to conv_dst/ssm_dst.
 // src and dst never alias, src is never written; dst is scratch until commit().
@@ -85,7 +95,8 @@ struct ShiftOutcome {
 
 // Token counts a sequence can be rolled back to without replay.
 struct RestorePoints {
-  bool any = false;              // attention-only model: every count 0..n_tokens
+  bool any = false;              // attention-only model: every count any_from..n_tokens
+  uint32_t any_from = 0;         // 0 unless window rows were released (then also `counts` below it)
   std::vector<uint32_t> counts;  // otherwise: 0, the snapshots on its path, and n_tokens
 };
 
@@ -136,7 +147,8 @@ struct SeqUsage {
   int32_t seq = 0;
   uint32_t n_tokens = 0;
   uint32_t pages = 0;
-  uint64_t kv_bytes = 0;         // its pages, whole
+  uint32_t window_pages = 0;     // pages whose window-layer rows it still holds
+  uint64_t kv_bytes = 0;         // its pages, whole (both halves)
   uint64_t kv_shared_bytes = 0;  // of which shared with other holders
   uint64_t state_bytes = 0;      // its live slot (0 when it is the shared zero state)
   uint32_t snapshots = 0;
@@ -144,14 +156,16 @@ struct SeqUsage {
 
 struct MemoryUsage {
   uint64_t budget_bytes = 0, snapshot_budget_bytes = 0;
-  uint64_t kv_bytes = 0;            // every page in use
+  uint64_t kv_bytes = 0;            // every page in use (main and window pools)
+  uint64_t window_kv_bytes = 0;     // of which the sliding-window layers' pages
   uint64_t state_bytes = 0;         // every slot in use (live, snapshot, zero state)
   uint64_t live_kv_bytes = 0;       // pages held by at least one sequence
   uint64_t live_state_bytes = 0;    // slots held by at least one sequence (or the zero state)
   uint64_t snapshot_bytes = 0;      // pages + slots held only by snapshots
   uint64_t cached_state_bytes = 0;  // released slot buffers kept for reuse (not in the budget)
   uint32_t pages_in_use = 0, slots_in_use = 0, n_snapshots = 0, n_pinned_snapshots = 0;
-  std::vector<SeqUsage> seqs;  // non-empty sequences
+  uint32_t window_pages_in_use = 0;  // pages of the window pool (0 without window layers)
+  std::vector<SeqUsage> seqs;        // non-empty sequences
   uint64_t total_bytes() const { return kv_bytes + state_bytes; }
   std::string summary() const;  // human-readable, multi-line
 };
@@ -166,6 +180,7 @@ class HybridMemory {
   const MemoryConfig& config() const { return cfg_; }
   bool has_attention() const { return !attn_index_.empty(); }
   bool has_recurrent() const { return has_recurrent_; }
+  bool has_window() const { return win_ != nullptr; }
   uint32_t page_size() const { return cfg_.page_size; }
   // Ubatch size for the next begin_batch() (plans never change results, so this is free to tune).
   void set_max_ubatch_tokens(uint32_t n) { cfg_.max_ubatch_tokens = n > 0 ? n : 1; }
@@ -212,6 +227,9 @@ class HybridMemory {
   uint32_t n_tokens(int32_t seq) const;
   std::vector<int32_t> tokens(int32_t seq) const;
   RestorePoints restorable(int32_t seq) const;
+  // First token index whose window-layer rows the sequence still holds (a multiple of the page
+  // size; 0 without window layers). Rows before it were released.
+  uint32_t window_from(int32_t seq) const;
   void clear();  // every sequence and snapshot (explicit handles become invalid)
 
   // ---- explicit snapshots ----
@@ -235,7 +253,7 @@ class HybridMemory {
 
   // ---- inspection for tests and tools ----
   // Copies of a sequence's stored K / V row of token t < n_tokens (kv_dim elements, heads in
-  // order) into row; read-only views of its states.
+  // order) into row (window layers: t >= window_from(seq)); read-only views of its states.
   void k_at(uint32_t layer, int32_t seq, uint32_t t, void* row) const;
   void v_at(uint32_t layer, int32_t seq, uint32_t t, void* row) const;
   const float* conv_state(uint32_t layer, int32_t seq) const;
@@ -254,7 +272,7 @@ class HybridMemory {
     uint32_t slot = kNoSlot;
     std::vector<uint64_t> snaps;  // on its path, ascending token count
     // Page pointer tables for the engine, per attention layer, synced lazily to `pages`.
-    std::vector<uint32_t> table_ids;
+    std::vector<uint32_t> table_ids, table_wids;
     std::vector<std::vector<const void*>> k_tab, v_tab;
   };
   struct Txn;
@@ -289,19 +307,43 @@ class HybridMemory {
   void trim_slot_cache();
   Status load_impl(const uint8_t* data, size_t size, int32_t dst_seq);  // dst_seq -1: whole
   uint32_t restore_point(const SeqBook& b, uint32_t n, const Snapshot** snap) const;
+  // ---- sliding-window pages ----
+  // Pages [0, window_release(n)) of a holder of n tokens may lose their window rows.
+  uint32_t window_release(uint32_t n) const;
+  // Whether a list holds the window rows that the token after its first n needs.
+  bool window_ok(const PageList& list, uint32_t n) const;
+  // Releases what window_release(n) allows, cloning the list first when it is shared.
+  void trim_window(std::shared_ptr<PageList>& list, uint32_t n);
+  // Window-only models: the snapshot policy's snapshots (page lists, no state) and the release
+  // of b's window rows, after a commit that took b from old_n to b.n (k batch tokens).
+  void commit_window_snapshots(SeqBook& b, uint32_t old_n, uint32_t k,
+                               const std::shared_ptr<PageList>& old_pages);
+  // A fresh page pair (main, window half or kNoPage), counting injected failures.
+  Result<std::pair<uint32_t, uint32_t>> alloc_pair();
+  uint64_t pair_bytes() const { return kv_->page_bytes() + (win_ ? win_->page_bytes() : 0); }
+  // The pool and in-pool index of attention ordinal a, and the page of token t's row in list.
+  const KvPool& pool_of(uint32_t a) const { return attn_window_[a] ? *win_ : *kv_; }
+  uint32_t page_of(uint32_t a, const PageList& list, uint32_t page_index) const {
+    return attn_window_[a] ? list.wids()[page_index] : list.ids()[page_index];
+  }
 
   MemoryConfig cfg_;
   bool has_recurrent_ = false;
   std::vector<int32_t> attn_index_;  // model layer -> attention ordinal (-1 if not attention)
   std::vector<int32_t> rec_index_;   // model layer -> recurrent ordinal
+  // Attention ordinal -> window layer?, and its ordinal within its pool.
+  std::vector<uint8_t> attn_window_;
+  std::vector<uint32_t> attn_sub_;
+  uint32_t window_ = 0;  // the largest window (rows a holder must keep: window - 1 behind)
   std::unique_ptr<KvPool> kv_;
+  std::unique_ptr<KvPool> win_;  // window layers' halves of the pages; null without them
   std::unique_ptr<StatePool> states_;
   SnapshotStore snaps_;
   uint32_t zero_slot_ = kNoSlot;  // the state of an empty sequence (all zeros), pinned
   std::vector<SeqBook> seqs_;
   std::unique_ptr<Txn> txn_;
   int64_t fail_alloc_in_ = -1;
-  mutable std::vector<uint32_t> page_mark_, slot_mark_;
+  mutable std::vector<uint32_t> page_mark_, wpage_mark_, slot_mark_;
   mutable uint32_t mark_gen_ = 0;
 };
 

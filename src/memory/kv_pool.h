@@ -20,6 +20,8 @@
 
 namespace chimera {
 
+constexpr uint32_t kNoPage = UINT32_MAX;  // a released window half (PageList::wids)
+
 // Geometry of one attention layer's K (or V) page: [n_heads][page_size][head_dim] elements of
 // elem_bytes, i.e. element e of token row `slot` (e in [0, n_heads*head_dim), heads in order) is at
 // ((e / head_dim) * page_size + slot) * head_dim + e % head_dim. With n_heads = 1 this is the
@@ -42,9 +44,10 @@ struct KvPageLayout {
 class KvPool {
  public:
   // kv_dims, kv_heads: one entry per attention layer (in model order; kv_heads divides kv_dim).
-  // max_pages: capacity.
+  // max_pages: capacity. holds_tokens: pages also keep the token id of each row (the pool of
+  // the sliding-window layers does not: the main pool keeps every token).
   KvPool(std::vector<uint32_t> kv_dims, std::vector<uint32_t> kv_heads, uint32_t page_size,
-         GgmlType type, uint32_t max_pages);
+         GgmlType type, uint32_t max_pages, bool holds_tokens = true);
   KvPool(const KvPool&) = delete;
   KvPool& operator=(const KvPool&) = delete;
 
@@ -56,7 +59,7 @@ class KvPool {
   GgmlType type() const { return type_; }
   size_t row_bytes(uint32_t layer) const { return layouts_[layer].row_bytes(); }
   const KvPageLayout& layout(uint32_t layer) const { return layouts_[layer]; }
-  // Bytes one page costs: K and V rows of every layer plus token ids.
+  // Bytes one page costs: K and V rows of every layer plus token ids (if held).
   uint64_t page_bytes() const { return page_bytes_; }
 
   // A fresh page with refcount 1 and fill 0; kOutOfMemory when the pool is full.
@@ -76,7 +79,7 @@ class KvPool {
   uint8_t* v_page(uint32_t layer, uint32_t id) const {
     return v_[layer].get() + size_t{id} * layouts_[layer].page_bytes();
   }
-  // Copies rows [0, n_rows) (tokens and K/V of every layer) from page src to page dst.
+  // Copies rows [0, n_rows) (tokens if held, K/V of every layer) from page src to page dst.
   void copy_rows(uint32_t src, uint32_t dst, uint32_t n_rows);
 
  private:
@@ -84,6 +87,7 @@ class KvPool {
   uint32_t page_size_;
   GgmlType type_;
   uint32_t max_pages_;
+  bool holds_tokens_;
   std::vector<KvPageLayout> layouts_;
   uint64_t page_bytes_ = 0;
   // Arenas sized for max_pages; untouched pages cost no RAM (allocated without initialising).
@@ -97,24 +101,39 @@ class KvPool {
 // A sequence's page table: page i holds tokens [i*page_size, (i+1)*page_size). Owns one reference
 // on each listed page. Shared (immutable) between holders through shared_ptr; a holder that
 // changes it first clones it when shared (see mutable_pages in HybridMemory).
+//
+// With sliding-window layers a page is a pair: ids()[i] in the main pool (token ids and the
+// global layers' rows) and wids()[i] in the window pool (the window layers' rows), allocated,
+// copied and shared together. Only the window half can be released, and only from the front
+// (release_window): wids()[i] == kNoPage exactly for i < window_from(). Without a window pool
+// wids() is empty.
 class PageList {
  public:
-  explicit PageList(KvPool* pool) : pool_(pool) {}
+  PageList(KvPool* pool, KvPool* wpool = nullptr) : pool_(pool), wpool_(wpool) {}
   ~PageList();
   PageList(const PageList&) = delete;
   PageList& operator=(const PageList&) = delete;
 
   const std::vector<uint32_t>& ids() const { return ids_; }
+  const std::vector<uint32_t>& wids() const { return wids_; }
   size_t size() const { return ids_.size(); }
+  // Pages before this one have no window half (0 without a window pool).
+  size_t window_from() const { return w_first_; }
   // A new list with the first n pages, each referenced once more.
   std::shared_ptr<PageList> clone_prefix(size_t n) const;
-  void push(uint32_t id) { ids_.push_back(id); }  // takes over the caller's reference
-  void replace(size_t i, uint32_t id);            // releases the old page
-  void truncate(size_t n);                        // releases pages [n, size)
+  // Takes over the caller's references (wid: kNoPage without a window pool, or for a page whose
+  // window half is released: only while every page before it is too).
+  void push(uint32_t id, uint32_t wid = kNoPage);
+  void replace(size_t i, uint32_t id, uint32_t wid = kNoPage);  // releases the old pair
+  void truncate(size_t n);                                      // releases pages [n, size)
+  // Releases the window halves of pages [window_from(), n).
+  void release_window(size_t n);
 
  private:
   KvPool* pool_;
-  std::vector<uint32_t> ids_;
+  KvPool* wpool_;
+  std::vector<uint32_t> ids_, wids_;
+  size_t w_first_ = 0;
 };
 
 }  // namespace chimera

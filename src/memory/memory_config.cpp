@@ -49,8 +49,14 @@ Status MemoryConfig::validate() const {
         if (l.kv_heads == 0 || l.kv_dim % l.kv_heads != 0)
           return Error(ErrorCode::kInvalidArgument, "memory config: layer ", i,
                        " (attention) kv_heads ", l.kv_heads, " does not divide kv_dim ", l.kv_dim);
+        if (l.window > (1u << 30))
+          return Error(ErrorCode::kInvalidArgument, "memory config: layer ", i, " window ",
+                       l.window, " > 2^30");
         break;
       case LayerKind::kRecurrent:
+        if (l.window != 0)
+          return Error(ErrorCode::kInvalidArgument, "memory config: layer ", i,
+                       " (recurrent) has a window");
         if (l.conv_floats + l.ssm_floats == 0 || l.conv_floats > (1ull << 32) ||
             l.ssm_floats > (1ull << 32))
           return Error(ErrorCode::kInvalidArgument, "memory config: layer ", i,
@@ -74,6 +80,7 @@ uint64_t MemoryConfig::layout_fingerprint() const {
     add(l.kv_dim);
     add(l.conv_floats);
     add(l.ssm_floats);
+    if (l.window != 0) add(uint64_t{l.window} << 32);  // absent for global layers: old identities
   }
   add(n_vocab);
   add(static_cast<uint64_t>(kv_type));
@@ -81,13 +88,15 @@ uint64_t MemoryConfig::layout_fingerprint() const {
 }
 
 std::string MemoryConfig::describe() const {
-  size_t n_attn = 0, n_rec = 0;
+  size_t n_attn = 0, n_rec = 0, n_win = 0;
   for (const MemoryLayer& l : layers) {
     n_attn += l.kind == LayerKind::kAttention;
+    n_win += l.kind == LayerKind::kAttention && l.window != 0;
     n_rec += l.kind == LayerKind::kRecurrent;
   }
-  return StrCat(layers.size(), " layers: ", n_attn, " attention, ", n_rec, " recurrent; n_vocab ",
-                n_vocab, ", KV ", type_name(kv_type), ", page ", page_size, " tokens");
+  return StrCat(layers.size(), " layers: ", n_attn, " attention (", n_win, " windowed), ", n_rec,
+                " recurrent; n_vocab ", n_vocab, ", KV ", type_name(kv_type), ", page ", page_size,
+                " tokens");
 }
 
 }  // namespace chimera

@@ -26,6 +26,10 @@ struct MemoryLayer {
   // attention: kv heads (divides kv_dim). Pages store each head's rows contiguously
   // (KvPageLayout); state files store token rows, so this never changes what a file holds.
   uint32_t kv_heads = 1;
+  // attention: a sliding window (the layer's query at token index i reads keys (i - window, i]
+  // only); 0 = global. Window layers keep their rows in a pool of their own, whose pages behind
+  // every reader's window are released (MemoryConfig::window_reserve).
+  uint32_t window = 0;
 };
 
 // Where the memory places automatic recurrent-state snapshots (models with recurrent layers
@@ -56,12 +60,18 @@ struct MemoryConfig {
   uint64_t budget_bytes = 1ull << 30;
   // Cap on bytes held only by snapshots; automatic snapshots are evicted (oldest first) past it.
   uint64_t snapshot_budget_bytes = 256ull << 20;
-  // Snapshot policy (SnapshotPolicy's fields; applies only to models with recurrent layers:
-  // attention alone rolls back to any position for free).
+  // Snapshot policy (SnapshotPolicy's fields; applies only to models with recurrent or
+  // sliding-window layers: global attention alone rolls back to any position for free. For
+  // window layers a snapshot holds the window rows ending at its point, no state).
   uint32_t snapshot_interval = 256;   // snapshot whenever a sequence reaches a multiple; 0 = off
   bool snapshot_prompt_end = true;    // at the end of each multi-token run of a batch (a prompt)
   bool snapshot_prompt_start = true;  // before each multi-token run (speculative verification)
   uint32_t max_ubatch_tokens = 512;   // ubatch planning limit
+  // Sliding-window layers: rows this far behind the window are kept as well, so that rolling
+  // back up to that many tokens (speculative rejections, a regenerated reply) needs no replay.
+  // Pages wholly before n + 1 - window - window_reserve lose their window rows; a rollback past
+  // them restores a snapshot (or the empty state) and replays. UINT32_MAX: nothing is released.
+  uint32_t window_reserve = 32;
   void set_snapshot_policy(const SnapshotPolicy& p) {
     snapshot_interval = p.interval;
     snapshot_prompt_end = p.prompt_end;

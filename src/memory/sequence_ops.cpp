@@ -8,7 +8,7 @@
 namespace chimera {
 
 void HybridMemory::release_seq(SeqBook& b) {
-  b.pages = std::make_shared<PageList>(kv_.get());
+  b.pages = std::make_shared<PageList>(kv_.get(), win_.get());
   set_snaps(b, {});
   if (has_recurrent_ && b.slot != zero_slot_) {
     states_->ref(zero_slot_);
@@ -49,7 +49,8 @@ void HybridMemory::truncate_seq(SeqBook& b, uint32_t n, uint32_t slot,
 
 uint32_t HybridMemory::restore_point(const SeqBook& b, uint32_t n, const Snapshot** snap) const {
   *snap = nullptr;
-  if (!has_recurrent_) return n;  // attention alone: any prefix is exact as it stands
+  // Attention alone: any prefix is exact as it stands, unless window rows it needs are gone.
+  if (!has_recurrent_ && window_ok(*b.pages, n)) return n;
   for (auto it = b.snaps.rbegin(); it != b.snaps.rend(); ++it) {
     const Snapshot* s = snaps_.find(*it);
     if (s->n_tokens <= n) {
@@ -200,13 +201,32 @@ RestorePoints HybridMemory::restorable(int32_t seq) const {
   const SeqBook& b = seqs_[seq];
   if (!has_recurrent_) {
     rp.any = true;
-    return rp;
+    // The smallest count whose window rows are all held (window_ok is monotone in the count).
+    uint32_t lo = 0, hi = b.n;
+    while (lo < hi) {
+      const uint32_t mid = lo + (hi - lo) / 2;
+      if (window_ok(*b.pages, mid))
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    rp.any_from = lo;
+    if (lo == 0) return rp;
   }
   rp.counts.push_back(0);
   for (uint64_t id : b.snaps) rp.counts.push_back(snaps_.find(id)->n_tokens);
-  rp.counts.push_back(b.n);
+  if (!rp.any) rp.counts.push_back(b.n);
+  if (rp.any)  // below any_from: only the snapshots
+    rp.counts.erase(std::remove_if(rp.counts.begin(), rp.counts.end(),
+                                   [&](uint32_t c) { return c >= rp.any_from; }),
+                    rp.counts.end());
   rp.counts.erase(std::unique(rp.counts.begin(), rp.counts.end()), rp.counts.end());
   return rp;
+}
+
+uint32_t HybridMemory::window_from(int32_t seq) const {
+  if (!check_seq(seq, "window_from").ok()) return 0;
+  return static_cast<uint32_t>(seqs_[seq].pages->window_from()) * cfg_.page_size;
 }
 
 void HybridMemory::clear() {

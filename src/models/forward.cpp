@@ -59,6 +59,7 @@ MemoryConfig memory_config_for(const Model& model) {
       ml.kind = LayerKind::kAttention;
       ml.kv_dim = l.n_head_kv * hp.head_dim;
       ml.kv_heads = l.n_head_kv;
+      ml.window = l.n_swa;  // window layers' rows behind the window are released
     } else if (l.kind == MixerKind::kShortConv) {  // the last l_cache - 1 inputs per channel
       ml.kind = LayerKind::kRecurrent;
       ml.conv_floats = uint64_t(hp.shortconv_l_cache - 1) * hp.n_embd;

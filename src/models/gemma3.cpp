@@ -12,19 +12,13 @@
 //   - the query scale is 1/sqrt(head_dim), or 1/sqrt(n_embd / n_head) for the 62-layer (27B)
 //     model (query_pre_attn_scalar is not in the file; llama.cpp's rule).
 //
-// Memory: window layers are ordinary attention layers in HybridMemory today. They keep every
-// page, and the forward pass limits what each query reads (AttentionBatch::first_visible), so
-// every exactness promise holds unchanged. KV memory still grows with the sequence, window layers
-// included. Releasing window pages is planned this way:
-//   - Window layers get their own page storage, indexed like the shared page table, so a page's
-//     window rows can be dropped while the global layers and the token ids keep theirs.
-//   - A sequence drops the window rows of pages wholly before n - n_swa - R, where R is a
-//     rollback reserve (e.g. the snapshot interval). seq_rm within R tokens stays free.
-//   - Snapshots and forks hold references to the window pages of [n - n_swa, n) at their point.
-//   - seq_rm to a p0 whose window rows [p0 - n_swa, p0) are gone restores the newest snapshot at
-//     or before p0 and replays the rest, as for recurrent layers. Global-layer rows past the
-//     snapshot are recomputed bit for bit.
-//   - The state file records which pages hold window rows. That needs a format version bump.
+// Memory: window layers are MemoryLayer::window layers of the hybrid memory (memory_config_for):
+// their rows live in a page pool of their own, and after each commit a sequence releases the
+// window rows of pages wholly before n + 1 - n_swa - window_reserve, so a long sequence holds
+// about n_swa + reserve rows per window layer (global layers keep every row). The forward pass
+// limits what each query reads (AttentionBatch::first_visible), so released pages are never
+// read. Snapshots keep the window rows ending at their point; seq_rm past the reserve restores
+// one and replays (hybrid_memory.h).
 #include <cmath>
 
 #include "models/loader_util.h"

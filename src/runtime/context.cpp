@@ -20,6 +20,7 @@ Result<std::unique_ptr<Context>> Context::create(const Model& model, const Conte
   cfg.set_snapshot_policy(
       {params.snapshot_interval, params.snapshot_prompt_end, params.snapshot_prompt_start});
   cfg.max_ubatch_tokens = params.max_ubatch;
+  cfg.window_reserve = params.window_reserve;
   std::unique_ptr<Context> ctx(new Context(model, params));
   CHIMERA_ASSIGN_OR_RETURN(ctx->mem_, HybridMemory::create(cfg));
   return ctx;

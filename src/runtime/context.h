@@ -29,6 +29,9 @@ struct ContextParams {
   uint32_t snapshot_interval = 256;   // recurrent snapshots every N tokens (bounded replay)
   bool snapshot_prompt_end = true;    // ... at the end of each prompt (multi-token run)
   bool snapshot_prompt_start = true;  // ... before each prompt (turn boundaries)
+  // Sliding-window layers: rows kept behind the window for free rollbacks (MemoryConfig);
+  // UINT32_MAX keeps every row.
+  uint32_t window_reserve = 32;
   // Sets the three fields above (memory_config.h: conversation() or one_shot()).
   void set_snapshot_policy(const SnapshotPolicy& p) {
     snapshot_interval = p.interval;

@@ -5,6 +5,7 @@
 // every stored bit from a sequence's token list alone.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -115,13 +116,20 @@ inline bool run_batch(HybridMemory& mem, const Batch& batch, const BatchPlan& pl
               return false;
             }
             std::vector<uint8_t> want(L.kv_dim * esz), got(L.kv_dim * esz);
-            for (uint32_t t = 0; t < a.n_kv; ++t) {
+            // A window layer: the keys its first query reads, (first - window, n_kv).
+            const uint32_t t0 = L.window && run.first + 1 > L.window ? run.first + 1 - L.window : 0;
+            for (uint32_t t = t0; t < a.n_kv; ++t) {
               for (int w = 0; w < 2; ++w) {
                 for (uint32_t j = 0; j < L.kv_dim; ++j)
                   store(cfg.kv_type, kv_value(ref[t], t, il, j, w), want.data() + j * esz);
                 // Head-major page: head h of token t at ((h * page_size) + t % page_size) rows.
                 const auto* page =
                     static_cast<const uint8_t*>((w == 0 ? a.k_pages : a.v_pages)[t / a.page_size]);
+                if (page == nullptr) {
+                  *why = "page table: visible row " + std::to_string(t) + " of window layer " +
+                         std::to_string(il) + " released";
+                  return false;
+                }
                 const uint32_t hd = L.kv_dim / L.kv_heads;
                 for (uint32_t h = 0; h < L.kv_heads; ++h)
                   std::memcpy(got.data() + h * hd * esz,
@@ -176,13 +184,31 @@ inline std::string check_seq(const HybridMemory& mem, int32_t seq, const std::ve
                        mem.pos_max(seq) != pos_base + static_cast<int64_t>(ref.size()) - 1))
     return where + "pos_min/pos_max";
   const size_t esz = cfg.kv_type == GgmlType::F32 ? 4 : 2;
+  // Window layers: the rows the next token reads are held, and the rows released are those
+  // the memory promises to release (pages wholly before n + 1 - window - reserve): a sequence
+  // holds its window (+ reserve), not its length. After a truncation within the reserve a
+  // sequence may hold less than its reserve (never less than its window).
+  const uint32_t wf = mem.window_from(seq);
+  uint32_t window = 0;
+  for (const MemoryLayer& L : cfg.layers) window = std::max(window, L.window);
+  if (window > 0) {
+    const uint64_t n = ref.size();
+    const uint64_t need = n + 1 > window ? n + 1 - window : 0;
+    if (wf % cfg.page_size != 0 || wf > need)
+      return where + "window rows from " + std::to_string(wf) + ", the next token reads from " +
+             std::to_string(need);
+    if (cfg.window_reserve == UINT32_MAX && wf != 0) return where + "released with no release";
+    if (!mem.has_window() && wf != 0) return where + "window_from without window layers";
+  } else if (wf != 0) {
+    return where + "window_from " + std::to_string(wf) + " without window layers";
+  }
   std::vector<uint8_t> want, got;
   for (uint32_t il = 0; il < cfg.layers.size(); ++il) {
     const MemoryLayer& L = cfg.layers[il];
     if (L.kind == LayerKind::kAttention) {
       want.resize(L.kv_dim * esz);
       got.resize(L.kv_dim * esz);
-      for (uint32_t t = 0; t < ref.size(); ++t)
+      for (uint32_t t = L.window ? wf : 0; t < ref.size(); ++t)
         for (int w = 0; w < 2; ++w) {
           for (uint32_t j = 0; j < L.kv_dim; ++j)
             store(cfg.kv_type, kv_value(ref[t], t, il, j, w), want.data() + j * esz);

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "random_ops.h"
 
@@ -43,6 +44,18 @@ MemoryConfig recurrent_config() {
   return c;
 }
 
+// Sliding-window layers (two windows, a global layer beside them), rows behind the window
+// released: sequences grow to many windows, so pages are released, restored and replayed.
+MemoryConfig window_config(GgmlType type, uint32_t page_size, uint32_t reserve) {
+  MemoryConfig c = hybrid_config(type, page_size, 8 << 20);
+  c.layers = {{LayerKind::kAttention, 8, 0, 0, 2, 6},
+              {LayerKind::kAttention, 4, 0, 0, 1, 0},
+              {LayerKind::kAttention, 4, 0, 0, 2, 11}};
+  c.window_reserve = reserve;
+  c.snapshot_interval = 24;
+  return c;
+}
+
 struct Case {
   const char* name;
   MemoryConfig cfg;
@@ -62,30 +75,65 @@ std::vector<Case> cases() {
        }(),
        8, 100},
       {"attention only F32", attention_config(), 64, 200},
+      {"windowed F16, page 4, reserve 3", window_config(GgmlType::F16, 4, 3), 16, 200},
+      {"windowed F32, page 1, reserve 0, no snapshots",
+       [] {
+         MemoryConfig c = window_config(GgmlType::F32, 1, 0);
+         c.snapshot_interval = 0;
+         c.snapshot_prompt_end = c.snapshot_prompt_start = false;
+         return c;
+       }(),
+       8, 120},
+      {"windowed only BF16, page 5, reserve 7, tight budget",
+       [] {
+         MemoryConfig c = window_config(GgmlType::BF16, 5, 7);
+         c.layers = {{LayerKind::kAttention, 8, 0, 0, 2, 9}};
+         c.budget_bytes = 48 << 10;
+         c.snapshot_budget_bytes = 8 << 10;
+         return c;
+       }(),
+       12, 200},
+      {"windowed hybrid F16, page 3, reserve 2",
+       [] {
+         MemoryConfig c = hybrid_config(GgmlType::F16, 3, 8 << 20);
+         c.layers[1].window = 7;  // the recurrent layers' snapshots hold the window rows too
+         c.window_reserve = 2;
+         return c;
+       }(),
+       16, 150},
       {"recurrent only", recurrent_config(), 64, 200},
   };
 }
 
-void run_case(const Case& c, uint64_t seed, uint64_t n_ops, uint64_t full_every) {
+// Returns the number of seq_rm cuts behind released window rows.
+uint64_t run_case(const Case& c, uint64_t seed, uint64_t n_ops, uint64_t full_every) {
   auto mem = HybridMemory::create(c.cfg);
-  ASSERT_TRUE(mem.ok()) << mem.status().ToString();
+  EXPECT_TRUE(mem.ok()) << mem.status().ToString();
+  if (!mem.ok()) return 0;
   fake::RandomOps ops(**mem, seed, c.active_seqs, c.max_len);
   const std::string err = ops.run(n_ops, full_every);
   EXPECT_EQ(err, "") << c.name << ", seed " << seed << " (rerun with this seed to reproduce)";
   EXPECT_EQ(ops.check_all(), "") << c.name << ", seed " << seed;
   const MemoryUsage u = (*mem)->usage();
   std::printf(
-      "%-40s seed %3llu: %llu ops, %llu batches, %llu tokens; end: %u pages, %u slots, "
-      "%u snapshots\n",
+      "%-40s seed %3llu: %llu ops, %llu batches, %llu tokens; end: %u pages (%u window), %u "
+      "slots, %u snapshots; %llu cuts behind released window rows\n",
       c.name, static_cast<unsigned long long>(seed), static_cast<unsigned long long>(ops.ops()),
       static_cast<unsigned long long>(ops.batches()),
-      static_cast<unsigned long long>(ops.tokens_decoded()), u.pages_in_use, u.slots_in_use,
-      u.n_snapshots);
+      static_cast<unsigned long long>(ops.tokens_decoded()), u.pages_in_use, u.window_pages_in_use,
+      u.slots_in_use, u.n_snapshots, static_cast<unsigned long long>(ops.window_restores()));
+  return ops.window_restores();
 }
 
 TEST(MemoryOracle, RandomOperationsBounded) {
-  for (const Case& c : cases())
-    for (uint64_t seed : {1, 2, 3}) run_case(c, seed, 600, 1);
+  for (const Case& c : cases()) {
+    uint64_t window_restores = 0;
+    for (uint64_t seed : {1, 2, 3}) window_restores += run_case(c, seed, 600, 1);
+    // The windowed cases do reach the release / restore + replay paths.
+    if (std::string(c.name).find("windowed") != std::string::npos) {
+      EXPECT_GT(window_restores, 0u) << c.name;
+    }
+  }
 }
 
 TEST(MemoryOracle, RandomOperations_Slow) {

@@ -426,6 +426,83 @@ TEST(SequenceOps, AttentionOnlyRollsBackAnywhere) {
   EXPECT_EQ(m->usage().pages_in_use, 0u);
 }
 
+// Sliding-window layers: rows behind the window (+ reserve) are released after each commit; a
+// rollback within the held rows is free, one behind them restores a snapshot and replays.
+MemoryConfig small_window() {
+  MemoryConfig c = small_hybrid(2);
+  c.layers = {{LayerKind::kAttention, 8, 0, 0, 2, 5}, {LayerKind::kAttention, 4, 0, 0, 1, 0}};
+  c.window_reserve = 1;
+  c.snapshot_interval = 8;
+  return c;
+}
+
+TEST(SequenceOps, WindowRowsAreReleasedAndRollbackRestoresASnapshot) {
+  auto m = make(small_window());
+  ASSERT_TRUE(decode(*m, 0, iota(20)).ok());
+  // n = 20: the next token reads from 16 on; with the reserve, pages before 15 -> before 14.
+  EXPECT_EQ(m->window_from(0), 14u);
+  // Its 3 window pages (rows 14..19), 2 more of snapshot 16 (rows 10..13), 3 of snapshot 8
+  // (rows 2..7); 10 pages of token ids and global rows.
+  EXPECT_EQ(m->usage().window_pages_in_use, 3u + 2u + 3u);
+  EXPECT_EQ(m->usage().pages_in_use, 10u);
+  expect_seq(*m, 0, iota(20));
+  const RestorePoints rp = m->restorable(0);
+  EXPECT_TRUE(rp.any);
+  EXPECT_EQ(rp.any_from, 18u);  // 18 + 1 - 5 = 14
+  EXPECT_EQ(rp.counts, (std::vector<uint32_t>{0, 8, 16}));
+  auto free_rm = m->seq_rm(0, 18, -1);
+  ASSERT_TRUE(free_rm.ok());
+  EXPECT_TRUE(free_rm->empty());
+  auto rm = m->seq_rm(0, 10, -1);  // behind the held rows: snapshot 8 + 2 tokens
+  ASSERT_TRUE(rm.ok());
+  EXPECT_EQ(m->n_tokens(0), 8u);
+  EXPECT_EQ(rm->tokens, (std::vector<int32_t>{9, 10}));
+  expect_seq(*m, 0, iota(8));
+}
+
+TEST(SaveLoad, WindowRowsFormatIsCheckedAndVersion1IsRefused) {
+  MemoryConfig c = small_window();
+  auto m = make(c);
+  ASSERT_TRUE(decode(*m, 0, iota(20)).ok());
+  auto one = m->save_seq(0);
+  ASSERT_TRUE(one.ok());
+  // Only the held window rows are stored: smaller than a memory that keeps them all.
+  MemoryConfig keep_all = c;
+  keep_all.window_reserve = UINT32_MAX;
+  auto k = make(keep_all);
+  ASSERT_TRUE(decode(*k, 0, iota(20)).ok());
+  auto full = k->save_seq(0);
+  ASSERT_TRUE(full.ok());
+  EXPECT_LT(one->size(), full->size());
+  auto m2 = make(c);
+  ASSERT_TRUE(m2->load_seq(one->data(), one->size(), 1).ok());
+  expect_seq(*m2, 1, iota(20));
+  EXPECT_EQ(m2->window_from(1), 14u);
+  // A file of a memory that kept everything loads too (and releases what this one would).
+  ASSERT_TRUE(m2->load_seq(full->data(), full->size(), 2).ok());
+  expect_seq(*m2, 2, iota(20));
+  EXPECT_EQ(m2->window_from(2), 14u);
+  const uint64_t fp = m2->fingerprint();
+  // The window start: after the header, seq id, count, position base and 20 tokens.
+  const size_t wf_at = fake::kStateHeaderBytes + 4 + 4 + 8 + 20 * 4;
+  for (uint32_t bad_wf : {15u, 18u}) {  // not a page multiple; past what the next token reads
+    std::vector<uint8_t> v = *one;
+    std::memcpy(v.data() + wf_at, &bad_wf, 4);
+    fake::repair_state_checksums(v);
+    Status st = m2->load_seq(v.data(), v.size(), 3);
+    EXPECT_EQ(st.code(), ErrorCode::kFormat) << st.ToString();
+    EXPECT_NE(st.message().find("window rows from token"), std::string::npos) << st.message();
+  }
+  std::vector<uint8_t> v1 = *one;
+  const uint32_t version1 = 1;
+  std::memcpy(v1.data() + 8, &version1, 4);
+  fake::repair_state_checksums(v1);
+  Status st = m2->load_seq(v1.data(), v1.size(), 3);
+  EXPECT_EQ(st.code(), ErrorCode::kUnsupported);
+  EXPECT_NE(st.message().find("version 1"), std::string::npos) << st.message();
+  EXPECT_EQ(m2->fingerprint(), fp);
+}
+
 TEST(SaveLoad, RoundTripAndErrors) {
   MemoryConfig c = small_hybrid();
   c.snapshot_interval = 4;

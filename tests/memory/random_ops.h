@@ -51,6 +51,8 @@ class RandomOps {
   uint64_t ops() const { return ops_; }
   uint64_t batches() const { return batches_; }
   uint64_t tokens_decoded() const { return tokens_decoded_; }
+  // seq_rm cuts behind released window rows (restore + replay).
+  uint64_t window_restores() const { return window_restores_; }
 
   std::string check_all() {
     for (uint32_t s = 0; s < mem_.config().max_seqs; ++s) {
@@ -116,6 +118,21 @@ class RandomOps {
     }
     Status st = mem_.commit(keep);
     if (!st.ok()) return "commit: " + st.ToString();
+    // Window layers: after a commit a sequence holds no window rows on pages wholly before
+    // n + 1 - window - reserve (its memory is bounded by the window, not its length).
+    const MemoryConfig& cfg = mem_.config();
+    uint32_t window = 0;
+    for (const MemoryLayer& L : cfg.layers) window = std::max(window, L.window);
+    if (window > 0 && cfg.window_reserve != UINT32_MAX)
+      for (int32_t s : touched_) {
+        const uint64_t n = mem_.n_tokens(s);
+        const uint64_t need = n + 1 > window ? n + 1 - window : 0;
+        const uint64_t from = need > cfg.window_reserve ? need - cfg.window_reserve : 0;
+        if (mem_.window_from(s) < from / cfg.page_size * cfg.page_size)
+          return "seq " + std::to_string(s) + " of " + std::to_string(n) +
+                 " tokens keeps window rows from " + std::to_string(mem_.window_from(s)) +
+                 "; pages before " + std::to_string(from) + " should be released";
+      }
     std::vector<uint8_t> done(mem_.config().max_seqs, 0);
     for (int32_t s : touched_) {
       if (done[s]++) continue;  // touched_ lists a sequence once per batch entry
@@ -260,6 +277,8 @@ class RandomOps {
     const int64_t i1 = std::clamp<int64_t>(p1 < 0 ? n : p1 - r.pos_base, 0, n);
     for (int64_t i = 0; i < n; ++i)
       if (i < i0 || i >= i1) kept.push_back(r.tokens[i]);
+    const RestorePoints rp = mem_.restorable(s);
+    const uint32_t wf_before = mem_.window_from(s);
     auto rep = mem_.seq_rm(s, p0, p1);
     if (!rep.ok()) return "seq_rm failed: " + rep.status().ToString();
     if (kept.empty()) r.pos_base = i0 < i1 ? 0 : r.pos_base;
@@ -270,7 +289,21 @@ class RandomOps {
         !std::equal(rep->tokens.begin(), rep->tokens.end(), kept.begin() + have))
       return "replay tokens do not complete the kept list";
     r.tokens.assign(kept.begin(), kept.begin() + have);
-    if (!mem_.has_recurrent() && kind <= 1 && !rep->empty()) return "attention tail rm replays";
+    // Attention alone: a tail removal replays only when window rows it needs were released.
+    if (!mem_.has_recurrent() && kind <= 1 && i0 < i1 && i0 >= rp.any_from && !rep->empty())
+      return "attention tail rm replays (restorable from " + std::to_string(rp.any_from) + ")";
+    uint32_t window = 0;
+    for (const MemoryLayer& L : mem_.config().layers) window = std::max(window, L.window);
+    if (i0 < i1 && i0 + 1 > window && wf_before > i0 + 1 - window) ++window_restores_;
+    if (!mem_.has_recurrent() && kind <= 1 && i0 < i1 && i0 < rp.any_from) {
+      // Window rows gone: it restored the newest restore point (a snapshot or 0) before the cut.
+      uint32_t best = 0;
+      for (uint32_t c : rp.counts)
+        if (c <= i0) best = std::max(best, c);
+      if (have != best)
+        return "tail rm kept " + std::to_string(have) + " tokens, not the newest restore point " +
+               std::to_string(best);
+    }
     return replay(*rep, s);
   }
 
@@ -433,7 +466,7 @@ class RandomOps {
   std::vector<std::pair<uint64_t, RefSeq>> handles_;
   std::vector<int32_t> touched_;
   std::string last_op_;
-  uint64_t ops_ = 0, batches_ = 0, tokens_decoded_ = 0;
+  uint64_t ops_ = 0, batches_ = 0, tokens_decoded_ = 0, window_restores_ = 0;
 };
 
 }  // namespace chimera::fake

@@ -52,6 +52,7 @@ class RandomOpsOnModel : public ::testing::TestWithParam<RunSpec> {
     p.snapshot_interval = 12;
     p.memory_budget = 128ull << 20;
     p.snapshot_budget = 1ull << 20;  // small: eviction happens
+    p.window_reserve = 3;            // window layers: rows behind the window are released
     return p;
   }
 

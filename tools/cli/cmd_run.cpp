@@ -60,17 +60,21 @@ void print_spec(const SpecStats& s) {
 
 void print_summary(const Context& ctx, const GenerateResult& r) {
   const MemoryUsage u = ctx.memory().usage();
-  std::fprintf(stderr,
-               "\n\nprompt: %lld tokens processed (%lld reused) in %.2f s (%.1f tok/s)\n"
-               "generation: %zu tokens in %.2f s (%.1f tok/s), stopped by %s\n"
-               "memory: KV pages %s, recurrent states %s, snapshots %s (budget %s)\n",
-               static_cast<long long>(r.n_prompt_processed),
-               static_cast<long long>(r.n_prompt_reused), r.prompt_seconds,
-               r.prompt_seconds > 0 ? r.n_prompt_processed / r.prompt_seconds : 0.0,
-               r.tokens.size(), r.gen_seconds,
-               r.gen_seconds > 0 ? r.tokens.size() / r.gen_seconds : 0.0, stop_reason_name(r.stop),
-               human_bytes(u.live_kv_bytes).c_str(), human_bytes(u.live_state_bytes).c_str(),
-               human_bytes(u.snapshot_bytes).c_str(), human_bytes(u.budget_bytes).c_str());
+  std::fprintf(
+      stderr,
+      "\n\nprompt: %lld tokens processed (%lld reused) in %.2f s (%.1f tok/s)\n"
+      "generation: %zu tokens in %.2f s (%.1f tok/s), stopped by %s\n"
+      "memory: KV pages %s%s, recurrent states %s, snapshots %s (budget %s)\n",
+      static_cast<long long>(r.n_prompt_processed), static_cast<long long>(r.n_prompt_reused),
+      r.prompt_seconds, r.prompt_seconds > 0 ? r.n_prompt_processed / r.prompt_seconds : 0.0,
+      r.tokens.size(), r.gen_seconds, r.gen_seconds > 0 ? r.tokens.size() / r.gen_seconds : 0.0,
+      stop_reason_name(r.stop), human_bytes(u.live_kv_bytes).c_str(),
+      // Sliding-window layers hold their window (+ reserve), whatever the length.
+      u.window_pages_in_use > 0
+          ? (" (sliding-window layers " + human_bytes(u.window_kv_bytes) + ")").c_str()
+          : "",
+      human_bytes(u.live_state_bytes).c_str(), human_bytes(u.snapshot_bytes).c_str(),
+      human_bytes(u.budget_bytes).c_str());
 }
 
 int run_run(int argc, char** argv) {
