@@ -32,7 +32,7 @@ namespace chimera::matmul_detail {
 namespace {
 
 // Rows of activations kept hot in cache while a thread walks its weight columns (as on AVX2).
-constexpr int64_t kRowBlock = 64;
+constexpr int64_t kRowBlock = 128;
 
 // AVX2's hsum, operation for operation.
 inline float hsum256(__m256 v) {
