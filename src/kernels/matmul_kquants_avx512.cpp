@@ -223,12 +223,17 @@ struct SuperBlockVnni {
   static void step(const BlockQ8_K* const (&x)[MR], const Packed* const (&pk)[NP], int64_t b,
                    __m512 (&acc)[MR][NP]) {
     __m512i sumi[MR][NP];
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
       for (int c = 0; c < NP; ++c) sumi[r][c] = _mm512_setzero_si512();
+#pragma GCC unroll 8
     for (int p = 0; p < 4; ++p) {
+#pragma GCC unroll 8
       for (int r = 0; r < MR; ++r) {
         const __m512i a0 = bcast256(x[r][b].qs + 64 * p);
         const __m512i a1 = bcast256(x[r][b].qs + 64 * p + 32);
+#pragma GCC unroll 8
         for (int c = 0; c < NP; ++c) {
           const __m512i t0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pk[c]->v[2 * p], a0);
           const __m512i t1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pk[c]->v[2 * p + 1], a1);
@@ -236,9 +241,11 @@ struct SuperBlockVnni {
         }
       }
     }
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m512i bsums = bcast256(x[r][b].bsums);
       const __m512 da = _mm512_set1_ps(x[r][b].d);
+#pragma GCC unroll 8
       for (int c = 0; c < NP; ++c)
         Ops::finish(pk[c]->tail16, pk[c]->d, pk[c]->dmin, bsums, da, sumi[r][c], acc[r][c]);
     }
@@ -246,10 +253,11 @@ struct SuperBlockVnni {
 };
 
 // ---------------------------------------------------------------- packed prefill driver
-// Register tile: kMR activation rows x kNP column pairs. For each kRowBlock-row block and group
-// of 2 kNP columns, up to K::kPackUnits super-blocks are packed into an L1-sized buffer and every
-// row tile runs over them; accumulators live in `acc` between chunks (stored and reloaded
-// exactly). A group with an odd column count packs a zero partner column whose lanes are
+// Register tile: kMR activation rows x kNP column pairs. The tile's loops are unrolled by
+// pragma, so that its integer and float accumulators stay in registers. For each kRowBlock-row
+// block and group of 2 kNP columns, up to K::kPackUnits super-blocks are packed into an L1-sized
+// buffer and every row tile runs over them; accumulators live in `acc` between chunks (stored and
+// reloaded exactly). A group with an odd column count packs a zero partner column whose lanes are
 // discarded.
 constexpr int kMR = 4, kNP = 2;
 
@@ -257,16 +265,22 @@ template <class K, int MR, int NP>
 void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits], int64_t i,
                  int64_t u0, int64_t u1, __m512 (*acc)[kNP]) {
   const BlockQ8_K* x[MR];
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) x[r] = row_at<BlockQ8_K>(a.act, a.act_stride, i + r);
   __m512 ac[MR][NP];
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < NP; ++c) ac[r][c] = acc[r][c];
   for (int64_t u = u0; u < u1; ++u) {
     const typename K::Packed* p[NP];
+#pragma GCC unroll 8
     for (int c = 0; c < NP; ++c) p[c] = &pk[c][u - u0];
     K::template step<MR, NP>(x, p, u, ac);
   }
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < NP; ++c) acc[r][c] = ac[r][c];
 }
 
