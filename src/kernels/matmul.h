@@ -124,7 +124,7 @@ KernelFn avx2_kernel(GgmlType type);
 // The same for Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS (matmul_q4_1_q5_iq4*.cpp); nullptr otherwise.
 KernelFn scalar_kernel_q4_1_q5_iq4(GgmlType type);
 KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type);
-// The AVX-512 VNNI prefill kernels for Q4_K, Q5_K and Q6_K (matmul_kquants_avx512.cpp),
+// The AVX-512 VNNI prefill kernels for Q4_K, Q5_K, Q6_K, IQ4_XS (matmul_kquants_avx512.cpp),
 // bit-identical to the AVX2 ones (whose decode they use); nullptr for other types.
 KernelFn avx512_kernel_kquants(GgmlType type);
 

@@ -1,4 +1,4 @@
-// AVX-512 VNNI prefill kernels for the K-quants Q4_K, Q5_K and Q6_K (Q8_K activations),
+// AVX-512 VNNI prefill kernels for the K-quants Q4_K, Q5_K, Q6_K and for IQ4_XS (Q8_K activations),
 // bit-identical to the AVX2 super-block kernels (matmul_avx2.cpp, SuperBlockKernel in
 // matmul_avx2_tiles.h), which the AVX-512 path keeps for decode and batches of fewer than kMR rows.
 //
@@ -81,9 +81,12 @@ inline __m512i pair_words(__m512i t0, __m512i t1) {
 
 // One column's super-block decoded for the packed tiles (AVX2's step values and scales).
 struct ColBlock {
-  __m256i v[8];    // step s: the 32 unsigned values that meet activations qs[32 s, 32 s + 32)
-  __m256i scp[4];  // steps 2p, 2p + 1: lane m holds their scales for lane m as two int16
-  __m256i tail16;  // Q4_K/Q5_K: each min twice (pairs with bsums); Q6_K: the 16 scales
+  __m256i
+      v[8];  // step s: the 32 unsigned values (IQ4_XS: magnitudes) that meet qs[32 s, 32 s + 32)
+  __m256i scp[8];  // steps 2p, 2p + 1: lane m holds their scales for lane m as two int16 (p < 4);
+                   // IQ4_XS: step s's scale in every int16
+  uint32_t neg[8] = {};  // IQ4_XS: step s's negative values (bit k: value k)
+  __m256i tail16;        // Q4_K/Q5_K: each min twice (pairs with bsums); Q6_K: the 16 scales
   float d = 0, dmin = 0;
 };
 
@@ -91,6 +94,7 @@ struct ColBlock {
 template <bool kFiveBit>
 struct Q45K {
   using WBlock = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
+  static constexpr bool kSigned = false;
 
   static ColBlock unpack(const WBlock& blk) {
     // The 6-bit scales and mins of the 8 sub-blocks (spec 1.5).
@@ -137,6 +141,7 @@ struct Q45K {
 // ---------------------------------------------------------------- Q6_K
 struct Q6K {
   using WBlock = BlockQ6_K;
+  static constexpr bool kSigned = false;
 
   // Bits 2g, 2g + 1 of each qh byte moved to bits 4, 5.
   static __m256i high_bits(__m256i qh, int g) {
@@ -184,13 +189,49 @@ struct Q6K {
   }
 };
 
+// ---------------------------------------------------------------- IQ4_XS
+// Signed grid values up to 127 in magnitude: a step's 4-product sums need not fit int16, so each
+// step runs as on AVX2 (magnitudes times the activations carrying the values' signs, in int16
+// pairs that cannot saturate) and vpdpwssd applies the step's scale to the pairs.
+struct IQ4XS {
+  using WBlock = BlockIQ4_XS;
+  static constexpr bool kSigned = true;
+
+  static ColBlock unpack(const BlockIQ4_XS& blk) {
+    ColBlock cb;
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values)));
+    for (int s = 0; s < 8; ++s) {
+      // Low nibbles are values 0..15 of the sub-block, high nibbles 16..31.
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs + 16 * s));
+      const __m256i idx =
+          _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+      const __m256i v = _mm256_shuffle_epi8(table, idx);
+      cb.v[s] = _mm256_abs_epi8(v);
+      cb.neg[s] = static_cast<uint32_t>(_mm256_movemask_epi8(v));
+      const int lo = (blk.scales_l[s / 2] >> (4 * (s % 2))) & 0x0F;
+      const int hi = (blk.scales_h >> (2 * s)) & 3;
+      cb.scp[s] = _mm256_set1_epi16(static_cast<int16_t>((lo | (hi << 4)) - 32));
+    }
+    cb.tail16 = _mm256_setzero_si256();
+    cb.d = fp16(blk.d);
+    return cb;
+  }
+
+  // AVX2's float step.
+  static void finish(__m512i, __m512 d, __m512, __m512i, __m512 da, __m512i sumi, __m512& acc) {
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sumi), acc);
+  }
+};
+
 // ---------------------------------------------------------------- the VNNI super-block kernel
 template <class Ops>
 struct SuperBlockVnni {
   using WBlock = typename Ops::WBlock;
   struct alignas(64) Packed {  // one super-block of a column pair
     __m512i v[8];
-    __m512i scp[4];
+    __m512i scp[Ops::kSigned ? 8 : 4];
+    __mmask64 neg[Ops::kSigned ? 8 : 1];
     __m512i tail16;
     __m512 d, dmin;
   };
@@ -211,7 +252,10 @@ struct SuperBlockVnni {
       }
       Packed& p = out[b - b0];
       for (int s = 0; s < 8; ++s) p.v[s] = join256(c0.v[s], c1.v[s]);
-      for (int q = 0; q < 4; ++q) p.scp[q] = join256(c0.scp[q], c1.scp[q]);
+      for (int q = 0; q < (Ops::kSigned ? 8 : 4); ++q) p.scp[q] = join256(c0.scp[q], c1.scp[q]);
+      if constexpr (Ops::kSigned) {
+        for (int q = 0; q < 8; ++q) p.neg[q] = c0.neg[q] | (static_cast<uint64_t>(c1.neg[q]) << 32);
+      }
       p.tail16 = join256(c0.tail16, c1.tail16);
       p.d = join_ps(c0.d, c1.d);
       p.dmin = join_ps(c0.dmin, c1.dmin);
@@ -227,17 +271,34 @@ struct SuperBlockVnni {
     for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
       for (int c = 0; c < NP; ++c) sumi[r][c] = _mm512_setzero_si512();
+    if constexpr (Ops::kSigned) {
 #pragma GCC unroll 8
-    for (int p = 0; p < 4; ++p) {
+      for (int s = 0; s < 8; ++s) {
 #pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        const __m512i a0 = bcast256(x[r][b].qs + 64 * p);
-        const __m512i a1 = bcast256(x[r][b].qs + 64 * p + 32);
+        for (int r = 0; r < MR; ++r) {
+          const __m512i a = bcast256(x[r][b].qs + 32 * s);
 #pragma GCC unroll 8
-        for (int c = 0; c < NP; ++c) {
-          const __m512i t0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pk[c]->v[2 * p], a0);
-          const __m512i t1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pk[c]->v[2 * p + 1], a1);
-          sumi[r][c] = _mm512_dpwssd_epi32(sumi[r][c], pair_words(t0, t1), pk[c]->scp[p]);
+          for (int c = 0; c < NP; ++c) {
+            // The activations negated where the values are negative: |w| x that = w x a.
+            const __m512i as = _mm512_mask_sub_epi8(a, pk[c]->neg[s], _mm512_setzero_si512(), a);
+            sumi[r][c] = _mm512_dpwssd_epi32(sumi[r][c], _mm512_maddubs_epi16(pk[c]->v[s], as),
+                                             pk[c]->scp[s]);
+          }
+        }
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int p = 0; p < 4; ++p) {
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) {
+          const __m512i a0 = bcast256(x[r][b].qs + 64 * p);
+          const __m512i a1 = bcast256(x[r][b].qs + 64 * p + 32);
+#pragma GCC unroll 8
+          for (int c = 0; c < NP; ++c) {
+            const __m512i t0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pk[c]->v[2 * p], a0);
+            const __m512i t1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), pk[c]->v[2 * p + 1], a1);
+            sumi[r][c] = _mm512_dpwssd_epi32(sumi[r][c], pair_words(t0, t1), pk[c]->scp[p]);
+          }
         }
       }
     }
@@ -342,6 +403,8 @@ KernelFn avx512_kernel_kquants(GgmlType type) {
       return run<SuperBlockVnni<Q45K<true>>, GgmlType::Q5_K>;
     case GgmlType::Q6_K:
       return run<SuperBlockVnni<Q6K>, GgmlType::Q6_K>;
+    case GgmlType::IQ4_XS:
+      return run<SuperBlockVnni<IQ4XS>, GgmlType::IQ4_XS>;
     default:
       return nullptr;
   }

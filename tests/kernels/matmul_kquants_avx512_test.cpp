@@ -95,7 +95,8 @@ TEST(MatmulKQuantsAvx512Check, SeesAChangedWeight) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MatmulKQuantsAvx512,
-                         testing::Values(GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K),
+                         testing::Values(GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K,
+                                         GgmlType::IQ4_XS),
                          [](const auto& info) { return std::string(type_name(info.param)); });
 
 }  // namespace
