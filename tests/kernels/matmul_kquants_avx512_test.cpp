@@ -1,6 +1,6 @@
 // The AVX-512 VNNI K-quant kernels (matmul_kquants_avx512.cpp) promise results bit-identical to
 // the AVX2 kernels. Checked here byte for byte, calling both kernels on the same prepared Q8_K
-// activations: batch sizes on both sides of the tile (4 rows) and row-block (64 rows) edges, odd
+// activations: batch sizes on both sides of the tile (4 rows) and row-block (128 rows) edges, odd
 // column counts (the zero partner column), K spanning several packing chunks of 8 super-blocks,
 // and the column splits of 1 and 2 threads. Runs only where the CPU has AVX-512 VNNI.
 #include <gtest/gtest.h>
@@ -28,8 +28,8 @@ TEST_P(MatmulKQuantsAvx512, BitIdenticalToAvx2) {
   const auto k5 = matmul_detail::avx512_kernel_kquants(t);
   ASSERT_NE(k2, nullptr);
   ASSERT_NE(k5, nullptr);
-  const int64_t ms[] = {1, 2, 3, 4, 5, 7, 8, 16, 33, 64, 100};
-  const int64_t max_m = 100;
+  const int64_t ms[] = {1, 2, 3, 4, 5, 7, 8, 16, 33, 64, 100, 130};
+  const int64_t max_m = 130;
   // K: one super-block, and 19 (two full packing chunks of 8 and a partial one).
   for (int64_t n_in : {int64_t{256}, int64_t{19 * 256}}) {
     const auto x = matmul_test::random_activations(max_m, n_in, 5 + static_cast<uint32_t>(n_in));
