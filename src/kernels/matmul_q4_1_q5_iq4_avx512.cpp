@@ -1,0 +1,203 @@
+// AVX-512 (VL/BW/VNNI) decode kernels for Q4_1, Q5_0, Q5_1 and IQ4_NL, bit-identical to the AVX2
+// paired kernels (matmul_q4_1_q5_iq4_avx2.cpp), which this path keeps for batches of 4 rows and
+// more. IQ4_XS is matmul_kquants_avx512.cpp's (VNNI prefill, AVX2 decode).
+//
+// Why the results match bit for bit: AVX2 builds, per pair of blocks and output element, 8 int32
+// lanes (0..3 the first block, 4..7 the second), each the exact sum of 8 byte products
+// (maddubs/madd never saturate here: unsigned levels <= 31, and IQ4_NL goes through the sign
+// trick). vpdpbusd adds the same 4-product sums into the same lanes, so the lanes hold the same
+// integers; the float step per pair (same operations, same order) and the final horizontal sum
+// are AVX2's. IQ4_NL: the grid is looked up with 128 added (unsigned), and 128 x (the lane's
+// activation sum) = 16 x sum8 is taken off again: exact integers, the same lanes.
+// The fifth bits of Q5_0/Q5_1 are 32-bit masks (one bit per byte of a register): one masked add
+// of 0x10 per register, instead of AVX2's byte shuffles and compares.
+//
+// Compiled with AVX-512 flags: it must not include matmul_avx2_tiles.h (its inline functions
+// would be emitted with EVEX encodings and could be picked by the linker for the AVX2 files), nor
+// call inline functions of other headers; it keeps its own helpers in an anonymous namespace.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/act_quant.h"
+#include "kernels/matmul.h"
+
+namespace chimera::matmul_detail {
+namespace {
+
+// AVX2's hsum, operation for operation.
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256i load256(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+
+inline __m128i load128(const void* p) {
+  return _mm_loadu_si128(static_cast<const __m128i*>(p));
+}
+
+template <class T>
+inline const T* row_at(const uint8_t* base, size_t stride, int64_t index) {
+  return reinterpret_cast<const T*>(base + static_cast<size_t>(index) * stride);
+}
+
+inline uint32_t load_u32(const void* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Traits as on AVX2: kMin (Q4_1, Q5_1), kOffset16 (Q5_0), kFifthBit (Q5_0, Q5_1), kGrid (IQ4_NL).
+struct Q41Traits {
+  using Block = BlockQ4_1;
+  static constexpr bool kMin = true, kOffset16 = false, kFifthBit = false, kGrid = false;
+};
+struct Q51Traits {
+  using Block = BlockQ5_1;
+  static constexpr bool kMin = true, kOffset16 = false, kFifthBit = true, kGrid = false;
+};
+struct Q50Traits {
+  using Block = BlockQ5_0;
+  static constexpr bool kMin = false, kOffset16 = true, kFifthBit = true, kGrid = false;
+};
+struct IQ4NLTraits {
+  using Block = BlockIQ4_NL;
+  static constexpr bool kMin = false, kOffset16 = false, kFifthBit = false, kGrid = true;
+};
+
+template <class T>
+struct PairVnni {
+  using Block = typename T::Block;
+  static constexpr int kNR = 4;  // weight rows per decode tile, as AVX2's kNRGemv
+
+  struct Unpacked {
+    __m256i lo, hi;  // values 0..15 / 16..31 of both blocks (IQ4_NL: grid value + 128)
+    __m256 d;        // block 0's scale x4, block 1's x4
+    __m256 m;        // kMin: the same for the mins
+  };
+
+  // kPair false: the last block of an odd count alone (partner scale and min 0, activations 0).
+  template <bool kPair>
+  static Unpacked unpack(const Block* blk) {
+    Unpacked u;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i q = kPair ? _mm256_inserti128_si256(_mm256_castsi128_si256(load128(blk[0].qs)),
+                                                      load128(blk[1].qs), 1)
+                            : _mm256_zextsi128_si256(load128(blk[0].qs));
+    u.lo = _mm256_and_si256(q, low4);
+    u.hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    if constexpr (T::kFifthBit) {
+      // Byte k of lo is value k of block 0 (k < 16) or value k - 16 of block 1; of hi, values
+      // 16 + k: the qh bits of those values, in that order, are the masks.
+      const uint32_t h0 = load_u32(blk[0].qh);
+      const uint32_t h1 = kPair ? load_u32(blk[1].qh) : 0;
+      const __mmask32 mlo = (h0 & 0xFFFFu) | (h1 << 16);
+      const __mmask32 mhi = (h0 >> 16) | (h1 & 0xFFFF0000u);
+      const __m256i x10 = _mm256_set1_epi8(0x10);
+      u.lo = _mm256_mask_add_epi8(u.lo, mlo, u.lo, x10);
+      u.hi = _mm256_mask_add_epi8(u.hi, mhi, u.hi, x10);
+    }
+    if constexpr (T::kGrid) {
+      const __m256i table = _mm256_xor_si256(_mm256_broadcastsi128_si256(load128(kIQ4Values)),
+                                             _mm256_set1_epi8(static_cast<char>(0x80)));
+      u.lo = _mm256_shuffle_epi8(table, u.lo);
+      u.hi = _mm256_shuffle_epi8(table, u.hi);
+    }
+    if constexpr (T::kMin) {
+      // d and m are the block's first 4 bytes: d0 m0 d1 m1 converted at once.
+      const uint32_t s0 = load_u32(&blk[0]);
+      const uint32_t s1 = kPair ? load_u32(&blk[1]) : 0;
+      const __m256 f = _mm256_castps128_ps256(_mm_cvtph_ps(
+          _mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(s0)), static_cast<int>(s1), 1)));
+      u.d = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2), f);
+      u.m = _mm256_permutexvar_ps(_mm256_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3), f);
+    } else {
+      const __m128i h = _mm_insert_epi16(_mm_cvtsi32_si128(blk[0].d), kPair ? blk[1].d : 0, 1);
+      u.d = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+                                  _mm256_castps128_ps256(_mm_cvtph_ps(h)));
+    }
+    return u;
+  }
+
+  static void dot(const Unpacked& w, const ActPairQ8& ap, __m256& acc) {
+    const __m256i alo = load256(ap.lo);
+    const __m256i ahi = load256(ap.hi);
+    __m256i p =
+        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), w.lo, alo), w.hi, ahi);
+    __m256i sum8 = _mm256_setzero_si256();
+    if constexpr (T::kMin || T::kOffset16 || T::kGrid) sum8 = load256(ap.sum8);
+    // sum8 is 8 x the activation sum of each lane's products: 16 x sum = 2 x sum8, 128 x sum =
+    // 16 x sum8.
+    if constexpr (T::kOffset16) p = _mm256_sub_epi32(p, _mm256_slli_epi32(sum8, 1));
+    if constexpr (T::kGrid) p = _mm256_sub_epi32(p, _mm256_slli_epi32(sum8, 4));
+    const __m256 da = _mm256_loadu_ps(ap.d);
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(w.d, da), _mm256_cvtepi32_ps(p), acc);
+    if constexpr (T::kMin) {
+      acc = _mm256_fmadd_ps(_mm256_mul_ps(w.m, da), _mm256_cvtepi32_ps(_mm256_srai_epi32(sum8, 3)),
+                            acc);
+    }
+  }
+
+  // One activation row against NR weight rows, pair by pair; each column finished before the
+  // next is unpacked (everything stays in registers).
+  template <int NR>
+  static void gemv_tile(const KernelArgs& a, int64_t i, int64_t j) {
+    const ActPairQ8* x = row_at<ActPairQ8>(a.act, a.act_stride, i);
+    const Block* w[NR];
+    for (int c = 0; c < NR; ++c) w[c] = row_at<Block>(a.w, a.w_row_bytes, j + c);
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
+    constexpr size_t kAhead = 2 * NR * sizeof(Block);  // what AVX2 prefetches per pair
+    __m256 acc[NR];
+    for (int c = 0; c < NR; ++c) acc[c] = _mm256_setzero_ps();
+    const int64_t nb = a.n_in / 32;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+      const uint8_t* pf = next + static_cast<size_t>(b / 2) * kAhead;
+      for (size_t o = 0; o < kAhead; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+      for (int c = 0; c < NR; ++c) dot(unpack<true>(w[c] + b), x[b / 2], acc[c]);
+    }
+    if (b < nb)
+      for (int c = 0; c < NR; ++c) dot(unpack<false>(w[c] + b), x[b / 2], acc[c]);
+    for (int c = 0; c < NR; ++c) a.y[i * a.y_stride + j + c] = hsum256(acc[c]);
+  }
+
+  template <GgmlType kType>
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    if (a.m >= 4) return avx2_kernel_q4_1_q5_iq4(kType)(a, j0, j1);  // prefill: AVX2's tiles
+    using Fn = void (*)(const KernelArgs&, int64_t, int64_t);
+    static constexpr Fn fn[kNR] = {gemv_tile<1>, gemv_tile<2>, gemv_tile<3>, gemv_tile<4>};
+    for (int64_t i = 0; i < a.m; ++i)
+      for (int64_t j = j0; j < j1; j += kNR) fn[(j1 - j < kNR ? j1 - j : kNR) - 1](a, i, j);
+  }
+};
+
+}  // namespace
+
+KernelFn avx512_kernel_q4_1_q5_iq4(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_1:
+      return PairVnni<Q41Traits>::run<GgmlType::Q4_1>;
+    case GgmlType::Q5_0:
+      return PairVnni<Q50Traits>::run<GgmlType::Q5_0>;
+    case GgmlType::Q5_1:
+      return PairVnni<Q51Traits>::run<GgmlType::Q5_1>;
+    case GgmlType::IQ4_NL:
+      return PairVnni<IQ4NLTraits>::run<GgmlType::IQ4_NL>;
+    case GgmlType::IQ4_XS:
+      return avx512_kernel_kquants(type);  // the super-block VNNI prefill (AVX2 decode)
+    default:
+      return nullptr;
+  }
+}
+
+}  // namespace chimera::matmul_detail
