@@ -14,7 +14,7 @@ Scenarios (all greedy, streamed, one request at a time):
   shared      16 users, one long shared system prompt, a different question each
   agent       a task prompt that grows by tool outputs, 8 steps
   memory      (only when named) 16 conversations of ~3,000 tokens, then a next turn in each: the
-              issue's memory target, --cache-mem 2G keeping all 16 (~48,000 prompt tokens)
+              issue's memory target, --cache-mem 2G keeping all 16 (~55,000 prompt tokens)
 
 For every turn the script also computes `new_tokens`: the prompt tokens after the point where
 the request first diverges from everything sent and answered before (every earlier prompt
@@ -311,7 +311,7 @@ def scenario_memory(b: Bench, cfg, state: dict) -> list[dict]:
 SCENARIOS = {"append": scenario_append, "regenerate": scenario_regenerate,
              "edit": scenario_edit, "edit2": scenario_edit2, "switch": scenario_switch,
              "shared": scenario_shared, "agent": scenario_agent, "memory": scenario_memory}
-DEFAULT_SCENARIOS = [n for n in SCENARIOS if n != "memory"]  # memory: ~48,000 prompt tokens
+DEFAULT_SCENARIOS = [n for n in SCENARIOS if n != "memory"]  # memory: ~55,000 prompt tokens
 
 
 def run_all(b: Bench, cfg, names: list[str]) -> dict[str, dict]:
