@@ -153,10 +153,12 @@ struct PairVnni {
   static void gemv_tile(const KernelArgs& a, int64_t i, int64_t j) {
     const ActPairQ8* x = row_at<ActPairQ8>(a.act, a.act_stride, i);
     const Block* w[NR];
+#pragma GCC unroll 4
     for (int c = 0; c < NR; ++c) w[c] = row_at<Block>(a.w, a.w_row_bytes, j + c);
     const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
     constexpr size_t kAhead = 2 * NR * sizeof(Block);  // what AVX2 prefetches per pair
     __m256 acc[NR];
+#pragma GCC unroll 4
     for (int c = 0; c < NR; ++c) acc[c] = _mm256_setzero_ps();
     const int64_t nb = a.n_in / 32;
     int64_t b = 0;
@@ -164,10 +166,13 @@ struct PairVnni {
       const uint8_t* pf = next + static_cast<size_t>(b / 2) * kAhead;
       for (size_t o = 0; o < kAhead; o += 64)
         _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+#pragma GCC unroll 4
       for (int c = 0; c < NR; ++c) dot(unpack<true>(w[c] + b), x[b / 2], acc[c]);
     }
     if (b < nb)
+#pragma GCC unroll 4
       for (int c = 0; c < NR; ++c) dot(unpack<false>(w[c] + b), x[b / 2], acc[c]);
+#pragma GCC unroll 4
     for (int c = 0; c < NR; ++c) a.y[i * a.y_stride + j + c] = hsum256(acc[c]);
   }
 
