@@ -11,6 +11,8 @@
 // activation sum) = 16 x sum8 is taken off again: exact integers, the same lanes.
 // The fifth bits of Q5_0/Q5_1 are 32-bit masks (one bit per byte of a register): one masked add
 // of 0x10 per register, instead of AVX2's byte shuffles and compares.
+// Q5_0/Q5_1 decode puts two columns in one 512-bit register (each half one column's AVX2
+// register, activations broadcast to both halves); Q4_1/IQ4_NL stay at 256 bits (faster here).
 //
 // Compiled with AVX-512 flags: it must not include matmul_avx2_tiles.h (its inline functions
 // would be emitted with EVEX encodings and could be picked by the linker for the AVX2 files), nor
@@ -22,6 +24,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/act_quant.h"
 #include "kernels/matmul.h"
@@ -75,7 +78,7 @@ struct IQ4NLTraits {
 };
 
 template <class T>
-struct PairVnni {
+struct PairVnni256 {
   using Block = typename T::Block;
   static constexpr int kNR = 4;  // weight rows per decode tile, as AVX2's kNRGemv
 
@@ -175,29 +178,171 @@ struct PairVnni {
 #pragma GCC unroll 4
     for (int c = 0; c < NR; ++c) a.y[i * a.y_stride + j + c] = hsum256(acc[c]);
   }
+};
 
-  template <GgmlType kType>
-  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
-    if (a.m >= 4) return avx2_kernel_q4_1_q5_iq4(kType)(a, j0, j1);  // prefill: AVX2's tiles
-    using Fn = void (*)(const KernelArgs&, int64_t, int64_t);
-    static constexpr Fn fn[kNR] = {gemv_tile<1>, gemv_tile<2>, gemv_tile<3>, gemv_tile<4>};
-    for (int64_t i = 0; i < a.m; ++i)
-      for (int64_t j = j0; j < j1; j += kNR) fn[(j1 - j < kNR ? j1 - j : kNR) - 1](a, i, j);
+template <class T>
+struct PairVnni512 {
+  using Block = typename T::Block;
+  static constexpr int kNR = 4;  // weight rows per decode tile, as AVX2's kNRGemv
+
+  // One pair of blocks of two columns: column c's 256-bit register in the low half, column c + 1's
+  // in the high half (each as AVX2 lays out one column).
+  struct Unpacked {
+    __m512i lo, hi;  // values 0..15 / 16..31 of both blocks (IQ4_NL: grid value + 128)
+    __m512 d;        // per half: block 0's scale x4, block 1's x4
+    __m512 m;        // kMin: the same for the mins
+  };
+
+  template <bool kPair>
+  static __m256i packed_nibbles(const Block* blk) {
+    return kPair ? _mm256_inserti128_si256(_mm256_castsi128_si256(load128(blk[0].qs)),
+                                           load128(blk[1].qs), 1)
+                 : _mm256_zextsi128_si256(load128(blk[0].qs));
+  }
+
+  // The fifth-bit masks of one column's pair: byte k of lo is value k of block 0 (k < 16) or value
+  // k - 16 of block 1; of hi, values 16 + k.
+  template <bool kPair>
+  static void fifth_masks(const Block* blk, uint32_t& mlo, uint32_t& mhi) {
+    const uint32_t h0 = load_u32(blk[0].qh);
+    const uint32_t h1 = kPair ? load_u32(blk[1].qh) : 0;
+    mlo = (h0 & 0xFFFFu) | (h1 << 16);
+    mhi = (h0 >> 16) | (h1 & 0xFFFF0000u);
+  }
+
+  // kPair false: the last block of an odd count alone (partner scale and min 0, activations 0).
+  template <bool kPair>
+  static Unpacked unpack(const Block* c0, const Block* c1) {
+    Unpacked u;
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(packed_nibbles<kPair>(c0)),
+                                         packed_nibbles<kPair>(c1), 1);
+    u.lo = _mm512_and_si512(q, low4);
+    u.hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+    if constexpr (T::kFifthBit) {
+      uint32_t l0, h0, l1, h1;
+      fifth_masks<kPair>(c0, l0, h0);
+      fifth_masks<kPair>(c1, l1, h1);
+      const __m512i x10 = _mm512_set1_epi8(0x10);
+      u.lo = _mm512_mask_add_epi8(u.lo, l0 | (static_cast<__mmask64>(l1) << 32), u.lo, x10);
+      u.hi = _mm512_mask_add_epi8(u.hi, h0 | (static_cast<__mmask64>(h1) << 32), u.hi, x10);
+    }
+    if constexpr (T::kGrid) {
+      const __m512i table = _mm512_xor_si512(_mm512_broadcast_i32x4(load128(kIQ4Values)),
+                                             _mm512_set1_epi8(static_cast<char>(0x80)));
+      u.lo = _mm512_shuffle_epi8(table, u.lo);
+      u.hi = _mm512_shuffle_epi8(table, u.hi);
+    }
+    if constexpr (T::kMin) {
+      // d and m are a block's first 4 bytes: d m of the 4 blocks converted at once.
+      const __m256 f = _mm256_cvtph_ps(_mm_setr_epi32(
+          static_cast<int>(load_u32(&c0[0])), kPair ? static_cast<int>(load_u32(&c0[1])) : 0,
+          static_cast<int>(load_u32(&c1[0])), kPair ? static_cast<int>(load_u32(&c1[1])) : 0));
+      const __m512 f2 = _mm512_castps256_ps512(f);
+      u.d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6),
+                                  f2);
+      u.m = _mm512_permutexvar_ps(_mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7),
+                                  f2);
+    } else {
+      const __m128i h = _mm_setr_epi16(
+          static_cast<short>(c0[0].d), kPair ? static_cast<short>(c0[1].d) : 0,
+          static_cast<short>(c1[0].d), kPair ? static_cast<short>(c1[1].d) : 0, 0, 0, 0, 0);
+      u.d = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                  _mm512_castps128_ps512(_mm_cvtph_ps(h)));
+    }
+    return u;
+  }
+
+  // The activations of a pair in both halves.
+  struct Act {
+    __m512i lo, hi, sum8;
+    __m512 d;
+  };
+  static Act act(const ActPairQ8& ap) {
+    Act x;
+    x.lo = _mm512_broadcast_i64x4(load256(ap.lo));
+    x.hi = _mm512_broadcast_i64x4(load256(ap.hi));
+    x.sum8 = _mm512_broadcast_i64x4(load256(ap.sum8));
+    x.d = _mm512_castsi512_ps(_mm512_broadcast_i64x4(load256(ap.d)));
+    return x;
+  }
+
+  static void dot(const Unpacked& w, const Act& x, __m512& acc) {
+    __m512i p =
+        _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), w.lo, x.lo), w.hi, x.hi);
+    // sum8 is 8 x the activation sum of each lane's products: 16 x sum = 2 x sum8, 128 x sum =
+    // 16 x sum8.
+    if constexpr (T::kOffset16) p = _mm512_sub_epi32(p, _mm512_slli_epi32(x.sum8, 1));
+    if constexpr (T::kGrid) p = _mm512_sub_epi32(p, _mm512_slli_epi32(x.sum8, 4));
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(w.d, x.d), _mm512_cvtepi32_ps(p), acc);
+    if constexpr (T::kMin) {
+      acc = _mm512_fmadd_ps(_mm512_mul_ps(w.m, x.d),
+                            _mm512_cvtepi32_ps(_mm512_srai_epi32(x.sum8, 3)), acc);
+    }
+  }
+
+  // One activation row against NR weight rows, pair by pair, two columns per register (an odd
+  // last column is paired with itself, its copy discarded).
+  template <int NR>
+  static void gemv_tile(const KernelArgs& a, int64_t i, int64_t j) {
+    constexpr int NP = (NR + 1) / 2;
+    const ActPairQ8* x = row_at<ActPairQ8>(a.act, a.act_stride, i);
+    const Block* w[2 * NP];
+#pragma GCC unroll 4
+    for (int c = 0; c < 2 * NP; ++c)
+      w[c] = row_at<Block>(a.w, a.w_row_bytes, j + (c < NR ? c : NR - 1));
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
+    constexpr size_t kAhead = 2 * NR * sizeof(Block);  // what AVX2 prefetches per pair
+    __m512 acc[NP];
+#pragma GCC unroll 4
+    for (int c = 0; c < NP; ++c) acc[c] = _mm512_setzero_ps();
+    const int64_t nb = a.n_in / 32;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+      const uint8_t* pf = next + static_cast<size_t>(b / 2) * kAhead;
+      for (size_t o = 0; o < kAhead; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+      const Act xa = act(x[b / 2]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NP; ++c) dot(unpack<true>(w[2 * c] + b, w[2 * c + 1] + b), xa, acc[c]);
+    }
+    if (b < nb) {
+      const Act xa = act(x[b / 2]);
+#pragma GCC unroll 4
+      for (int c = 0; c < NP; ++c) dot(unpack<false>(w[2 * c] + b, w[2 * c + 1] + b), xa, acc[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < NR; ++c)
+      a.y[i * a.y_stride + j + c] = hsum256(_mm512_extractf32x8_ps(acc[c / 2], c % 2));
   }
 };
+
+// Decode: Q5_0 and Q5_1 (the heavier unpack) run two columns per 512-bit register; Q4_1 and
+// IQ4_NL stay at 256 bits, which was faster for them (interleaved A/B on this Zen 4).
+template <class T, GgmlType kType>
+void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+  if (a.m >= 4) return avx2_kernel_q4_1_q5_iq4(kType)(a, j0, j1);  // prefill: AVX2's tiles
+  using K = std::conditional_t<T::kFifthBit, PairVnni512<T>, PairVnni256<T>>;
+  using Fn = void (*)(const KernelArgs&, int64_t, int64_t);
+  static constexpr int kNR = K::kNR;
+  static constexpr Fn fn[kNR] = {K::template gemv_tile<1>, K::template gemv_tile<2>,
+                                 K::template gemv_tile<3>, K::template gemv_tile<4>};
+  for (int64_t i = 0; i < a.m; ++i)
+    for (int64_t j = j0; j < j1; j += kNR) fn[(j1 - j < kNR ? j1 - j : kNR) - 1](a, i, j);
+}
 
 }  // namespace
 
 KernelFn avx512_kernel_q4_1_q5_iq4(GgmlType type) {
   switch (type) {
     case GgmlType::Q4_1:
-      return PairVnni<Q41Traits>::run<GgmlType::Q4_1>;
+      return run<Q41Traits, GgmlType::Q4_1>;
     case GgmlType::Q5_0:
-      return PairVnni<Q50Traits>::run<GgmlType::Q5_0>;
+      return run<Q50Traits, GgmlType::Q5_0>;
     case GgmlType::Q5_1:
-      return PairVnni<Q51Traits>::run<GgmlType::Q5_1>;
+      return run<Q51Traits, GgmlType::Q5_1>;
     case GgmlType::IQ4_NL:
-      return PairVnni<IQ4NLTraits>::run<GgmlType::IQ4_NL>;
+      return run<IQ4NLTraits, GgmlType::IQ4_NL>;
     case GgmlType::IQ4_XS:
       return avx512_kernel_kquants(type);  // the super-block VNNI prefill (AVX2 decode)
     default:
