@@ -84,19 +84,17 @@ struct Task {
     }
   }
 
-  // The next block is prefetched a key at a time (every kv head of the task) alongside the
-  // current block's scores: a burst of the whole block would overflow the miss buffers. Within
-  // a page each head's keys are contiguous, so this mostly runs ahead of the hardware prefetcher
-  // across page boundaries. Always inlined: out of line, GCC's IPA pass finds a function whose
-  // only effect is a prefetch "const" and deletes every call (no prefetch was ever emitted).
-  [[gnu::always_inline]] void prefetch_key(const Elem* krow, const Elem* vrow) const {
+  // The next block is prefetched a key at a time (every kv head of the task): its K rows alongside
+  // the current block's scores, its V rows alongside the current block's V pass, so the misses
+  // are spread over the whole block (a burst would overflow the miss buffers). Within a page each
+  // head's keys are contiguous, so this mostly runs ahead of the hardware prefetcher across page
+  // boundaries. Always inlined: out of line, GCC's IPA pass finds a function whose only effect is
+  // a prefetch "const" and deletes every call.
+  [[gnu::always_inline]] void prefetch_row(const Elem* row) const {
     for (int32_t g = 0; g < task.kv_end - task.kv_begin; ++g) {
-      const char* kb = reinterpret_cast<const char*>(krow + g * head_stride);
-      const char* vb = reinterpret_cast<const char*>(vrow + g * head_stride);
-      for (int64_t o = 0; o < hd * static_cast<int64_t>(sizeof(Elem)); o += 64) {
-        _mm_prefetch(kb + o, _MM_HINT_T1);
-        _mm_prefetch(vb + o, _MM_HINT_T1);
-      }
+      const char* b = reinterpret_cast<const char*>(row + g * head_stride);
+      for (int64_t o = 0; o < hd * static_cast<int64_t>(sizeof(Elem)); o += 64)
+        _mm_prefetch(b + o, _MM_HINT_T1);
     }
   }
 
@@ -112,7 +110,7 @@ struct Task {
                                          int32_t nb_next) const {
     if (pf_k)
       for (int k = 0; k < KJ; ++k)
-        if (j + k < nb_next) prefetch_key(pf_k[j + k], pf_v[j + k]);
+        if (j + k < nb_next) prefetch_row(pf_k[j + k]);
     __m256 a[KJ][H];
     for (int k = 0; k < KJ; ++k)
       for (int h = 0; h < H; ++h) a[k][h] = _mm256_setzero_ps();
@@ -186,7 +184,8 @@ struct Task {
   template <int H, int CV>
   [[gnu::always_inline]] void accumulate_cols(float* const* acc, const float* alpha,
                                               const float (*s)[kKB], const Elem* const* vrow,
-                                              int64_t off, int32_t nb, int64_t c) const {
+                                              int64_t off, int32_t nb, int64_t c,
+                                              const Elem* const* pf_v, int32_t nb_next) const {
     __m256 v[H][CV];
     for (int h = 0; h < H; ++h) {
       const __m256 va = _mm256_set1_ps(alpha[h]);
@@ -196,6 +195,7 @@ struct Task {
     for (int32_t j = 0; j < nb; ++j) {
       __m256 w[H];
       for (int h = 0; h < H; ++h) w[h] = _mm256_set1_ps(s[h][j]);
+      if (pf_v && j < nb_next) prefetch_row(pf_v[j]);
       const Elem* row = vrow[j] + off;
       for (int i = 0; i < CV; ++i) {
         const __m256 r = load_vec<kRagged>(row, c + i, n_full, rem);
@@ -210,11 +210,14 @@ struct Task {
   // heads, two for four heads. Each element's arithmetic is the same whatever the grouping.
   template <int H>
   void accumulate(float* const* acc, const float* alpha, const float (*s)[kKB],
-                  const Elem* const* vrow, int64_t off, int32_t nb) const {
+                  const Elem* const* vrow, int64_t off, int32_t nb, const Elem* const* pf_v,
+                  int32_t nb_next) const {
     constexpr int CV = H <= 3 ? 4 : 2;
     int64_t c = 0;
-    for (; c + CV <= nvec; c += CV) accumulate_cols<H, CV>(acc, alpha, s, vrow, off, nb, c);
-    for (; c < nvec; ++c) accumulate_cols<H, 1>(acc, alpha, s, vrow, off, nb, c);
+    for (; c + CV <= nvec; c += CV)
+      accumulate_cols<H, CV>(acc, alpha, s, vrow, off, nb, c, c == 0 ? pf_v : nullptr, nb_next);
+    for (; c < nvec; ++c)
+      accumulate_cols<H, 1>(acc, alpha, s, vrow, off, nb, c, c == 0 ? pf_v : nullptr, nb_next);
   }
 
   // Task head r's padded query row and accumulator row in the scratch buffer.
@@ -239,7 +242,7 @@ struct Task {
     float alpha[H];
     scores<H>(q, krow, off, nb, s, pf_k, pf_v, nb_next);
     for (int h = 0; h < H; ++h) alpha[h] = softmax_step(s[h], &m[r + h], &l[r + h]);
-    accumulate<H>(acc, alpha, s, vrow, off, nb);
+    accumulate<H>(acc, alpha, s, vrow, off, nb, pf_v, nb_next);
   }
 
   // scratch: per task head a padded query row and an accumulator row, then m and l.
