@@ -127,8 +127,8 @@ KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type);
 // The AVX-512 VNNI prefill kernels for Q4_K, Q5_K, Q6_K, IQ4_XS (matmul_kquants_avx512.cpp),
 // bit-identical to the AVX2 ones (whose decode they use); nullptr for other types.
 KernelFn avx512_kernel_kquants(GgmlType type);
-// The AVX-512 VNNI decode kernels for Q4_1, Q5_0, Q5_1 and IQ4_NL (matmul_q4_1_q5_iq4_avx512.cpp),
-// bit-identical to the AVX2 ones (which they use for prefill); IQ4_XS as avx512_kernel_kquants.
+// The AVX-512 VNNI kernels for Q4_1, Q5_0, Q5_1 and IQ4_NL (matmul_q4_1_q5_iq4_avx512.cpp),
+// bit-identical to the AVX2 ones; IQ4_XS as avx512_kernel_kquants.
 KernelFn avx512_kernel_q4_1_q5_iq4(GgmlType type);
 
 // The scalar path: each output element is one sequential loop over K (`kDot` of a weight row and

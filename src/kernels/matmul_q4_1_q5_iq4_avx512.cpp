@@ -1,6 +1,6 @@
-// AVX-512 (VL/BW/VNNI) decode kernels for Q4_1, Q5_0, Q5_1 and IQ4_NL, bit-identical to the AVX2
-// paired kernels (matmul_q4_1_q5_iq4_avx2.cpp), which this path keeps for batches of 4 rows and
-// more. IQ4_XS is matmul_kquants_avx512.cpp's (VNNI prefill, AVX2 decode).
+// AVX-512 (VL/BW/VNNI) decode and prefill kernels for Q4_1, Q5_0, Q5_1 and IQ4_NL, bit-identical
+// to the AVX2 paired kernels (matmul_q4_1_q5_iq4_avx2.cpp). IQ4_XS is matmul_kquants_avx512.cpp's
+// (VNNI prefill, AVX2 decode).
 //
 // Why the results match bit for bit: AVX2 builds, per pair of blocks and output element, 8 int32
 // lanes (0..3 the first block, 4..7 the second), each the exact sum of 8 byte products
@@ -317,11 +317,93 @@ struct PairVnni512 {
   }
 };
 
+// Prefill: weight pairs of two columns unpacked once per row block into an L1-sized buffer, and
+// every 4-row tile of the block run over them; each element sees the same dot() per pair in pair
+// order as in decode, so the results are those of AVX2 whatever the tile.
+constexpr int kMR = 4, kNP = 2;  // rows x column pairs per tile
+constexpr int64_t kRowBlock = 64;
+constexpr int64_t kPackPairs = 32;  // 2 column pairs x 32 x 256 B = 16 KB
+
+template <class T, int MR, int NP>
+void packed_tile(const KernelArgs& a, const typename PairVnni512<T>::Unpacked (*pk)[kPackPairs],
+                 int64_t i, int64_t p0, int64_t p1, __m512 (*acc)[kNP]) {
+  using K = PairVnni512<T>;
+  const ActPairQ8* x[MR];
+  for (int r = 0; r < MR; ++r) x[r] = row_at<ActPairQ8>(a.act, a.act_stride, i + r);
+  __m512 ac[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NP; ++c) ac[r][c] = acc[r][c];
+  for (int64_t p = p0; p < p1; ++p) {
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; ++r) {
+      const typename K::Act xa = K::act(x[r][p]);
+#pragma GCC unroll 2
+      for (int c = 0; c < NP; ++c) K::dot(pk[c][p - p0], xa, ac[r][c]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NP; ++c) acc[r][c] = ac[r][c];
+}
+
+template <class T>
+void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
+  using K = PairVnni512<T>;
+  using Block = typename T::Block;
+  using Packed = typename K::Unpacked;
+  using Fn = void (*)(const KernelArgs&, const Packed(*)[kPackPairs], int64_t, int64_t, int64_t,
+                      __m512(*)[kNP]);
+  static_assert(kMR == 4 && kNP == 2);
+  static constexpr Fn fn[kMR][kNP] = {
+      {packed_tile<T, 1, 1>, packed_tile<T, 1, 2>},
+      {packed_tile<T, 2, 1>, packed_tile<T, 2, 2>},
+      {packed_tile<T, 3, 1>, packed_tile<T, 3, 2>},
+      {packed_tile<T, 4, 1>, packed_tile<T, 4, 2>},
+  };
+  alignas(64) Packed pk[kNP][kPackPairs];
+  alignas(64) __m512 acc[kRowBlock][kNP];
+  const int64_t nb = a.n_in / 32;
+  const int64_t np_all = (nb + 1) / 2;
+  for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
+    const int64_t ie = ib + kRowBlock < a.m ? ib + kRowBlock : a.m;
+    for (int64_t j = j0; j < j1; j += 2 * kNP) {
+      const int64_t ncol = j1 - j < 2 * kNP ? j1 - j : 2 * kNP;
+      const int npair = static_cast<int>((ncol + 1) / 2);
+      for (int64_t r = 0; r < ie - ib; ++r)
+        for (int c = 0; c < kNP; ++c) acc[r][c] = _mm512_setzero_ps();
+      for (int64_t p0 = 0; p0 < np_all; p0 += kPackPairs) {
+        const int64_t p1 = p0 + kPackPairs < np_all ? p0 + kPackPairs : np_all;
+        for (int c = 0; c < npair; ++c) {
+          // An odd last column is paired with itself; its copy is discarded.
+          const Block* w0 = row_at<Block>(a.w, a.w_row_bytes, j + 2 * c);
+          const Block* w1 =
+              2 * c + 1 < ncol ? row_at<Block>(a.w, a.w_row_bytes, j + 2 * c + 1) : w0;
+          for (int64_t p = p0; p < p1; ++p)
+            pk[c][p - p0] = 2 * p + 2 <= nb ? K::template unpack<true>(w0 + 2 * p, w1 + 2 * p)
+                                            : K::template unpack<false>(w0 + 2 * p, w1 + 2 * p);
+        }
+        for (int64_t i = ib; i < ie; i += kMR) {
+          const int mr = static_cast<int>(ie - i < kMR ? ie - i : kMR);
+          fn[mr - 1][npair - 1](a, pk, i, p0, p1, acc + (i - ib));
+        }
+      }
+      for (int64_t r = 0; r < ie - ib; ++r) {
+        float* y = a.y + (ib + r) * a.y_stride + j;
+        for (int64_t c = 0; c < ncol; ++c) {
+          const __m512 v = acc[r][c / 2];
+          y[c] = hsum256(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
+        }
+      }
+    }
+  }
+}
+
 // Decode: Q5_0 and Q5_1 (the heavier unpack) run two columns per 512-bit register; Q4_1 and
 // IQ4_NL stay at 256 bits, which was faster for them (interleaved A/B on this Zen 4).
 template <class T, GgmlType kType>
 void run(const KernelArgs& a, int64_t j0, int64_t j1) {
-  if (a.m >= 4) return avx2_kernel_q4_1_q5_iq4(kType)(a, j0, j1);  // prefill: AVX2's tiles
+  if (a.m >= kMR) {
+    return run_packed<T>(a, j0, j1);
+  }
   using K = std::conditional_t<T::kFifthBit, PairVnni512<T>, PairVnni256<T>>;
   using Fn = void (*)(const KernelArgs&, int64_t, int64_t);
   static constexpr int kNR = K::kNR;
