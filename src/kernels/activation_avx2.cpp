@@ -1,5 +1,5 @@
-// AVX2 SiLU / SwiGLU / GeGLU: full vectors, then the tail through the same vector code with masks so an
-// element's result does not depend on its index modulo 8.
+// AVX2 SiLU / SwiGLU / GeGLU: full vectors, then the tail through the same vector code with masks
+// so an element's result does not depend on its index modulo 8.
 #include "kernels/activation.h"
 
 namespace chimera::ops_internal {

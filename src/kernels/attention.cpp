@@ -244,6 +244,11 @@ Status kv_write_token(const AttentionParams& params, const float* k, const float
       uint16_t* kd = static_cast<uint16_t*>(k_page) + dst;
       uint16_t* vd = static_cast<uint16_t*>(v_page) + dst;
       const bool half = params.kv_type == GgmlType::F16;
+      if (half && isa_supported(Isa::kAvx2)) {  // same bits as the scalar conversion
+        ops_internal::f32_to_fp16_row_avx2(ks, kd, hd);
+        ops_internal::f32_to_fp16_row_avx2(vs, vd, hd);
+        continue;
+      }
       for (int64_t e = 0; e < hd; ++e) {
         kd[e] = half ? f32_to_fp16(ks[e]) : f32_to_bf16(ks[e]);
         vd[e] = half ? f32_to_fp16(vs[e]) : f32_to_bf16(vs[e]);

@@ -99,6 +99,8 @@ struct AttentionTask {
 int64_t attention_scratch_floats(const AttentionParams& params);  // for any kv range
 void attention_task_scalar(const AttentionTask& task, float* scratch);
 void attention_task_avx2(const AttentionTask& task, float* scratch);
+// y[i] = f32_to_fp16(x[i]) with F16C, bit for bit (attention_kv_avx2.cpp).
+void f32_to_fp16_row_avx2(const float* x, uint16_t* y, int64_t n);
 }  // namespace ops_internal
 
 }  // namespace chimera

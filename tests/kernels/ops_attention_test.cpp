@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "gguf/types.h"
 #include "kernels/attention.h"
 
 namespace chimera {
@@ -291,6 +292,48 @@ TEST(OpsAttention, KvWriteRoundsToNearestEvenF16) {
 }
 
 // BF16 pages hold round-to-nearest-even truncations of the written floats (the top 16 bits).
+// Every F16 page element equals the scalar f32_to_fp16 of the written float, in the vector
+// body and the tail alike: ties, subnormal results, overflow, infinities, NaN payloads and random
+// bit patterns (the AVX2 write uses F16C and must not differ by a bit).
+TEST(OpsAttention, KvWriteF16EqualsScalarConversionBitForBit) {
+  AttentionParams p;
+  p.n_head = p.n_head_kv = 2;
+  p.head_dim = 67;  // 8 full vectors and a ragged tail per head
+  p.page_size = 3;
+  p.kv_type = GgmlType::F16;
+  const int64_t row = 2 * 67;
+  const uint32_t special[] = {0x3F800800u, 0x3F801800u, 0x477FF000u, 0x477FEFFFu, 0x7F800000u,
+                              0xFF800000u, 0x7F800001u, 0x7FC00000u, 0xFFA12345u, 0x7FFFFFFFu,
+                              0x33000000u, 0x33000001u, 0x387FC000u, 0x387FE000u, 0x38800000u,
+                              0x00000001u, 0x80000000u, 0x00000000u, 0x3A000800u, 0xB3800000u};
+  std::mt19937 rng(21);
+  std::uniform_int_distribution<uint32_t> bits;
+  std::uniform_real_distribution<float> small(-1e-4f, 1e-4f);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<float> k(row), v(row);
+    for (int64_t i = 0; i < row; ++i) {
+      uint32_t kb = bits(rng), vb = 0;
+      const float sv = small(rng);  // subnormal-result range of F16
+      std::memcpy(&vb, &sv, 4);
+      if (trial == 0) kb = special[i % std::size(special)];
+      if (trial == 1) vb = special[(i + 7) % std::size(special)];
+      std::memcpy(&k[i], &kb, 4);
+      std::memcpy(&v[i], &vb, 4);
+    }
+    std::vector<uint16_t> kp(2 * 3 * 67, 0), vp(2 * 3 * 67, 0);
+    ASSERT_TRUE(kv_write_token(p, k.data(), v.data(), kp.data(), vp.data(), 1).ok());
+    for (int g = 0; g < 2; ++g) {
+      for (int e = 0; e < 67; ++e) {
+        const size_t at = (static_cast<size_t>(g) * 3 + 1) * 67 + e;  // head-major pages
+        ASSERT_EQ(kp[at], f32_to_fp16(k[g * 67 + e]))
+            << "trial " << trial << " k " << g << "," << e;
+        ASSERT_EQ(vp[at], f32_to_fp16(v[g * 67 + e]))
+            << "trial " << trial << " v " << g << "," << e;
+      }
+    }
+  }
+}
+
 TEST(OpsAttention, KvWriteRoundsToNearestEvenBF16) {
   AttentionParams p;
   p.n_head = p.n_head_kv = 1;
