@@ -20,6 +20,10 @@ struct HybridMemory::Txn {
     bool snapshot_end = false;
     // Per-token states (speculative verification): slots[i] holds the state after batch token i.
     bool steps = false;
+    // Prefix by recompute (prefix_seqs, one run): the engine rewrites final_slot before a partial
+    // commit; prefix_n is the count it last wrote for (recurrent_prefix), 0 if none.
+    bool prefix = false;
+    uint32_t prefix_n = 0;
   };
   BatchPlan plan;
   std::vector<SeqTxn> seqs;
@@ -119,7 +123,8 @@ Status HybridMemory::check_idle(const char* op) const {
 // ---------------------------------------------------------------- batch transactions
 
 Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch,
-                                                   const std::vector<int32_t>& step_seqs) {
+                                                   const std::vector<int32_t>& step_seqs,
+                                                   const std::vector<int32_t>& prefix_seqs) {
   CHIMERA_RETURN_IF_ERROR(check_idle("begin_batch"));
   for (int32_t s : step_seqs) CHIMERA_RETURN_IF_ERROR(check_seq(s, "begin_batch (step_seqs)"));
   std::vector<int64_t> next(cfg_.max_seqs);
@@ -145,10 +150,28 @@ Result<const BatchPlan*> HybridMemory::begin_batch(const Batch& batch,
     ++txn->seqs[of_seq[s]].k;
   }
   for (int32_t s : step_seqs) {
-    if (of_seq[s] < 0)
+    if (s < 0 || s >= static_cast<int32_t>(cfg_.max_seqs) || of_seq[s] < 0)
       return Error(ErrorCode::kInvalidArgument, "begin_batch: per-token states asked for sequence ",
                    s, ", which has no token in the batch");
     txn->seqs[of_seq[s]].steps = true;
+  }
+  for (int32_t s : prefix_seqs) {
+    if (s < 0 || s >= static_cast<int32_t>(cfg_.max_seqs) || of_seq[s] < 0)
+      return Error(ErrorCode::kInvalidArgument, "begin_batch: prefix recompute asked for sequence ",
+                   s, ", which has no token in the batch");
+    Txn::SeqTxn& st = txn->seqs[of_seq[s]];
+    if (st.steps)
+      return Error(ErrorCode::kInvalidArgument, "begin_batch: sequence ", s,
+                   " asked for both per-token states and prefix recompute");
+    if (!has_recurrent_) continue;  // attention only: any prefix commits as it is
+    uint32_t n_runs = 0;
+    for (const Ubatch& ub : txn->plan.ubatches)
+      for (const SeqRun& run : ub.runs) n_runs += run.seq == s;
+    // Split over several runs: the state at a split would need its own slot; per-token states.
+    if (n_runs == 1)
+      st.prefix = true;
+    else
+      st.steps = true;
   }
 
   // Recurrent slots, planned with per-sequence virtual ids (index into SeqTxn::slots): run j
@@ -413,6 +436,45 @@ RecurrentRun HybridMemory::recurrent(uint32_t layer, size_t ubatch, size_t run) 
   out.pool = states_.get();
   out.step_slots = steps.data();
   out.layer = l;
+  const int32_t seq = txn_->plan.ubatches[ubatch].runs[run].seq;
+  for (const Txn::SeqTxn& st : txn_->seqs)
+    if (st.seq == seq) out.keep_inputs = st.prefix;
+  return out;
+}
+
+bool HybridMemory::replays_prefix(int32_t seq) const {
+  if (!txn_) return false;
+  for (const Txn::SeqTxn& st : txn_->seqs)
+    if (st.seq == seq) return st.prefix;
+  return false;
+}
+
+Result<RecurrentRun> HybridMemory::recurrent_prefix(uint32_t layer, int32_t seq, uint32_t n) {
+  if (!txn_) return Error(ErrorCode::kInvalidArgument, "recurrent_prefix: no batch in progress");
+  if (layer >= rec_index_.size() || rec_index_[layer] < 0)
+    return Error(ErrorCode::kInvalidArgument, "recurrent_prefix: layer ", layer,
+                 " is not a recurrent layer");
+  Txn::SeqTxn* st = nullptr;
+  for (Txn::SeqTxn& t : txn_->seqs)
+    if (t.seq == seq) st = &t;
+  if (!st || !st->prefix)
+    return Error(ErrorCode::kInvalidArgument, "recurrent_prefix: sequence ", seq,
+                 " was not begun for prefix recompute in one run");
+  if (n == 0 || n >= st->k)
+    return Error(ErrorCode::kInvalidArgument, "recurrent_prefix: ", n, " tokens of sequence ", seq,
+                 "'s ", st->k, " (a prefix is 1 .. count - 1)");
+  st->prefix_n = n;
+  const uint32_t l = static_cast<uint32_t>(rec_index_[layer]);
+  const uint32_t src = seqs_[seq].slot, dst = st->final_slot;
+  RecurrentRun out;
+  out.conv_src = states_->conv(src, l);
+  out.ssm_src = states_->ssm(src, l);
+  out.conv_dst = states_->conv(dst, l);
+  out.ssm_dst = states_->ssm(dst, l);
+  out.conv_floats = states_->conv_floats(l);
+  out.ssm_floats = states_->ssm_floats(l);
+  out.pool = states_.get();
+  out.layer = l;
   return out;
 }
 
@@ -433,12 +495,27 @@ Status HybridMemory::commit(const std::vector<SeqKeep>& keep) {
     if (sk.n > st.k)
       return Error(ErrorCode::kInvalidArgument, "commit: keep ", sk.n, " tokens of sequence ",
                    sk.seq, ", which has ", st.k, " in the batch");
-    if (has_recurrent_ && !st.steps && sk.n != 0 && sk.n != st.k)
-      return Error(ErrorCode::kInvalidArgument, "commit: keep ", sk.n, " of ", st.k,
-                   " tokens of sequence ", sk.seq,
-                   ": a partial commit needs per-token states (begin_batch step_seqs)");
+    if (has_recurrent_ && !st.steps && sk.n != 0 && sk.n != st.k) {
+      if (!st.prefix)
+        return Error(ErrorCode::kInvalidArgument, "commit: keep ", sk.n, " of ", st.k,
+                     " tokens of sequence ", sk.seq,
+                     ": a partial commit needs per-token states or prefix recompute (begin_batch "
+                     "step_seqs or prefix_seqs)");
+      if (st.prefix_n != sk.n)
+        return Error(ErrorCode::kInvalidArgument, "commit: keep ", sk.n, " of ", st.k,
+                     " tokens of sequence ", sk.seq, ": the state after them was not recomputed",
+                     " (recurrent_prefix was last asked for ", st.prefix_n, ")");
+    }
     listed[t] = 1;
     kept[t] = sk.n;
+  }
+  // A recomputed prefix overwrote the final state: only that prefix (or nothing) can be kept.
+  for (size_t t = 0; t < txn_->seqs.size(); ++t) {
+    const Txn::SeqTxn& st = txn_->seqs[t];
+    if (st.prefix && st.prefix_n != 0 && kept[t] != 0 && kept[t] != st.prefix_n)
+      return Error(ErrorCode::kInvalidArgument, "commit: keep ", kept[t], " of ", st.k,
+                   " tokens of sequence ", st.seq, ", but its state was recomputed for ",
+                   st.prefix_n);
   }
   for (size_t t = 0; t < txn_->seqs.size(); ++t) {
     Txn::SeqTxn& st = txn_->seqs[t];
@@ -464,6 +541,12 @@ Status HybridMemory::commit(const std::vector<SeqKeep>& keep) {
       st.final_slot = st.slots[kept[t] - 1];
       states_->unref(b.slot);
       b.slot = st.final_slot;
+    } else if (st.prefix) {
+      // Verification by recompute: the final slot holds the state after the kept tokens (all of
+      // them, or the prefix the engine rewrote); as with per-token states, no prompt snapshots.
+      states_->unref(b.slot);
+      b.slot = st.final_slot;
+      if (st.snapshot_end && kept[t] == st.k) add_snapshot(b, new_n, b.slot, b.pages, false);
     } else {
       auto has_snap_at = [&](uint32_t n) {
         return !b.snaps.empty() && snaps_.find(b.snaps.back())->n_tokens == n;

@@ -36,6 +36,16 @@
 // the other scratch slots are released. No replay; the result is bit-identical to having decoded
 // only those tokens. Other sequences of the batch commit all their tokens.
 //
+// Verification by prefix recompute (cheaper: no state per token): begin_batch(b, {}, {s}) plans s
+// like a plain sequence, one state slot; when all of s's batch tokens fall in one run, that run's
+// RecurrentRun::keep_inputs is set and the engine keeps what its kernels need to recompute the
+// state after any prefix of the run (the small per-token conv/scan inputs). Before
+// commit({{s, j + 1}}) with 0 < j + 1 < s's count, the engine asks recurrent_prefix(layer, s,
+// j + 1) for every recurrent layer and writes, from src (the pre-batch state, untouched), the state
+// after the first j + 1 tokens into dst with the same kernels; commit then makes it live. If s's
+// tokens span several runs (ubatch or snapshot splits), s falls back to per-token states
+// (replays_prefix(s) is false, RecurrentRun::n_steps as above).
+//
 // Paged KV layout (read by kernels/attention): for one attention layer, a K page is a contiguous
 // head-major [kv_heads][page_size][head_dim] array of kv_type elements (F32/F16/BF16), V likewise
 // (KvPageLayout in kv_pool.h); page i of a sequence holds its token indices
@@ -135,6 +145,8 @@ struct RecurrentRun {
   const StatePool* pool = nullptr;
   const uint32_t* step_slots = nullptr;
   uint32_t layer = 0;  // recurrent ordinal in the pool
+  // The run of a sequence begun in prefix_seqs: keep the inputs that recompute any prefix's state.
+  bool keep_inputs = false;
 };
 
 // commit(): keep the first n of this batch's tokens of sequence seq (0 <= n <= its count).
@@ -193,8 +205,11 @@ class HybridMemory {
   // (evicting automatic snapshots if that makes it fit). On error nothing changed. The plan stays
   // valid until commit() or abort(). Sequences in step_seqs keep the state after every token
   // (one scratch slot per token) so that commit() may keep a prefix of their tokens.
+  // Sequences in prefix_seqs may commit a prefix too, by recompute instead of per-token states
+  // (see the header comment); a sequence may not be in both lists.
   Result<const BatchPlan*> begin_batch(const Batch& batch,
-                                       const std::vector<int32_t>& step_seqs = {});
+                                       const std::vector<int32_t>& step_seqs = {},
+                                       const std::vector<int32_t>& prefix_seqs = {});
   bool in_batch() const { return txn_ != nullptr; }
   // `layer` is the model layer index; it must be an attention layer (checked).
   AttentionRun attention(uint32_t layer, size_t ubatch, size_t run) const;
@@ -202,12 +217,18 @@ class HybridMemory {
   // The page geometry of an attention layer (checked), for writing and reading token rows.
   const KvPageLayout& kv_layout(uint32_t layer) const;
   RecurrentRun recurrent(uint32_t layer, size_t ubatch, size_t run) const;
+  // True when seq was begun in prefix_seqs and its tokens form one run (prefix by recompute).
+  bool replays_prefix(int32_t seq) const;
+  // For such a sequence: src = its pre-batch state, dst = the slot commit() will make live; the
+  // engine writes there the state after its first n batch tokens (0 < n < its count). Records n:
+  // a partial commit of the sequence must keep exactly n tokens.
+  Result<RecurrentRun> recurrent_prefix(uint32_t layer, int32_t seq, uint32_t n);
   // Makes the batch live and applies the snapshot policy.
   Status commit() { return commit(std::vector<SeqKeep>{}); }
   // Same, keeping only a prefix of the listed sequences' batch tokens (others keep all). A prefix
   // shorter than the whole run and longer than 0 needs the sequence in begin_batch's step_seqs
-  // when the model has recurrent layers. On error (bad list) nothing changed and the batch is
-  // still open.
+  // when the model has recurrent layers, or in prefix_seqs with recurrent_prefix(.., n) called. On
+  // error (bad list) nothing changed and the batch is still open.
   Status commit(const std::vector<SeqKeep>& keep);
   // Returns to exactly the pre-batch state (for failures and cancellation).
   void abort();

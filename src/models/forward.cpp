@@ -96,6 +96,7 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
   const Ubatch& ub = plan.ubatches[u];
   const ModelHParams& hp = model_.hp;
   const int64_t T = ub.n_tokens(), D = hp.n_embd;
+  if (u == 0) n_kept_ = 0;  // a new batch
   pos_.resize(T);
   ids_.resize(T);
   for (int64_t r = 0; r < T; ++r) {
@@ -250,6 +251,92 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
   return Status::Ok();
 }
 
+void ForwardPass::mamba2_run_args(uint32_t il, const float* xbc_dt, int64_t stride,
+                                  uint32_t n_tokens, const RecurrentRun& s, float* xr, float* y,
+                                  SsmConvArgs& ca, SsmScanArgs& sa) const {
+  const ModelHParams& hp = model_.hp;
+  const Mamba2Weights& w = model_.layers[il].ssm;
+  const int64_t d_in = hp.ssm_inner, G = hp.ssm_groups, N = hp.ssm_state;
+  const int64_t C = hp.ssm_conv_channels();
+  ca = SsmConvArgs{};
+  ca.n_tokens = static_cast<int32_t>(n_tokens);
+  ca.n_channels = static_cast<int32_t>(C);
+  ca.kernel_size = static_cast<int32_t>(hp.ssm_conv_kernel);
+  ca.x = xbc_dt;
+  ca.x_stride = stride;
+  ca.weight = f32(w.conv);
+  ca.bias = f32(w.conv_bias);
+  ca.conv_state = s.conv_dst;
+  ca.conv_state_in = s.conv_src;
+  ca.out = xr;
+  ca.out_stride = C;
+  sa = SsmScanArgs{};
+  sa.n_tokens = static_cast<int32_t>(n_tokens);
+  sa.n_head = static_cast<int32_t>(hp.ssm_heads);
+  sa.head_dim = static_cast<int32_t>(hp.ssm_head_dim());
+  sa.n_group = static_cast<int32_t>(G);
+  sa.state_size = static_cast<int32_t>(N);
+  sa.x = xr;
+  sa.x_stride = C;
+  sa.dt = xbc_dt + C;
+  sa.dt_stride = stride;
+  sa.dt_bias = f32(w.dt_bias);
+  sa.A = f32(w.a);
+  sa.B = xr + d_in;
+  sa.B_stride = C;
+  sa.C = xr + d_in + G * N;
+  sa.C_stride = C;
+  sa.D = f32(w.d);
+  sa.y = y;
+  sa.y_stride = d_in;
+  sa.state = s.ssm_dst;
+  sa.state_in = s.ssm_src;
+}
+
+float* ForwardPass::keep_inputs(uint32_t il, int32_t seq, uint32_t n_tokens, size_t per_token) {
+  size_t i = 0;
+  while (i < n_kept_ && kept_[i].seq != seq) ++i;
+  if (i == n_kept_) {
+    if (kept_.size() <= n_kept_) kept_.emplace_back();
+    ++n_kept_;
+    kept_[i].seq = seq;
+    kept_[i].n_tokens = n_tokens;
+    kept_[i].layer.resize(model_.hp.n_layer);
+  }
+  return grow(kept_[i].layer[il], n_tokens * per_token);
+}
+
+Status ForwardPass::replay_prefix(HybridMemory& mem, int32_t seq, uint32_t n) {
+  size_t i = 0;
+  while (i < n_kept_ && kept_[i].seq != seq) ++i;
+  if (i == n_kept_ || n == 0 || n >= kept_[i].n_tokens)
+    return Error(ErrorCode::kInvalidArgument, "replay_prefix: no kept inputs of sequence ", seq,
+                 " for a prefix of ", n, " tokens");
+  const ModelHParams& hp = model_.hp;
+  const int64_t C = hp.ssm_conv_channels(), H = hp.ssm_heads, d_in = hp.ssm_inner;
+  for (uint32_t il = 0; il < hp.n_layer; ++il) {
+    const MixerKind kind = model_.layers[il].kind;
+    if (kind != MixerKind::kMamba2 && kind != MixerKind::kAttentionMamba2 &&
+        kind != MixerKind::kDeltaNet && kind != MixerKind::kShortConv)
+      continue;
+    CHIMERA_ASSIGN_OR_RETURN(const RecurrentRun s, mem.recurrent_prefix(mem_recr_[il], seq, n));
+    const float* k = kept_[i].layer[il].data();
+    if (kind == MixerKind::kDeltaNet) {
+      CHIMERA_RETURN_IF_ERROR(delta_net_prefix(il, k, n, s));
+    } else if (kind == MixerKind::kShortConv) {
+      CHIMERA_RETURN_IF_ERROR(short_conv_prefix(il, k, n, s));
+    } else {
+      // The same conv and scan over the kept [xBC | dt]; y is recomputed and dropped.
+      SsmConvArgs ca;
+      SsmScanArgs sa;
+      mamba2_run_args(il, k, C + H, n, s, grow(b_, n * C), grow(c_, n * d_in), ca, sa);
+      CHIMERA_RETURN_IF_ERROR(ssm_conv_runs(&ca, 1, &threads_));
+      CHIMERA_RETURN_IF_ERROR(ssm_scan_runs(&sa, 1, &threads_));
+    }
+  }
+  return Status::Ok();
+}
+
 Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u) {
   const ModelHParams& hp = model_.hp;
   const Mamba2Weights& w = model_.layers[il].ssm;
@@ -275,50 +362,23 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     const RecurrentRun s = mem.recurrent(mem_recr_[il], u, r);
     // The kernels read the incoming state from src and write dst: no copy first.
     const float* pr = p + int64_t(run.offset) * d_proj;
-    float* xr = xbc + int64_t(run.offset) * C;
-    SsmConvArgs ca;
-    ca.n_tokens = static_cast<int32_t>(run.n_tokens);
-    ca.n_channels = static_cast<int32_t>(C);
-    ca.kernel_size = static_cast<int32_t>(hp.ssm_conv_kernel);
-    ca.x = pr + d_in;
-    ca.x_stride = d_proj;
-    ca.weight = f32(w.conv);
-    ca.bias = f32(w.conv_bias);
-    ca.conv_state = s.conv_dst;
-    ca.conv_state_in = s.conv_src;
-    ca.out = xr;
-    ca.out_stride = C;
+    SsmConvArgs& ca = conv_args_[r];
+    SsmScanArgs& sa = scan_args_[r];
+    mamba2_run_args(il, pr + d_in, d_proj, run.n_tokens, s, xbc + int64_t(run.offset) * C,
+                    y + int64_t(run.offset) * d_in, ca, sa);
     // Speculative verification: the kernels also leave the state after every token in the
-    // memory's step buffers.
+    // memory's step buffers, or the raw [xBC | dt] inputs are kept to recompute any prefix.
     for (uint32_t t = 0; t < s.n_steps; ++t) {
       conv_steps_[n_steps + t] = s.conv_step(t);
       ssm_steps_[n_steps + t] = s.ssm_step(t);
     }
     if (s.n_steps > 0) ca.conv_state_steps = conv_steps_.data() + n_steps;
-    conv_args_[r] = ca;
-    SsmScanArgs sa;
-    sa.n_tokens = static_cast<int32_t>(run.n_tokens);
-    sa.n_head = static_cast<int32_t>(H);
-    sa.head_dim = static_cast<int32_t>(hp.ssm_head_dim());
-    sa.n_group = static_cast<int32_t>(G);
-    sa.state_size = static_cast<int32_t>(N);
-    sa.x = xr;
-    sa.x_stride = C;
-    sa.dt = pr + d_in + C;
-    sa.dt_stride = d_proj;
-    sa.dt_bias = f32(w.dt_bias);
-    sa.A = f32(w.a);
-    sa.B = xr + d_in;
-    sa.B_stride = C;
-    sa.C = xr + d_in + G * N;
-    sa.C_stride = C;
-    sa.D = f32(w.d);
-    sa.y = y + int64_t(run.offset) * d_in;
-    sa.y_stride = d_in;
-    sa.state = s.ssm_dst;
-    sa.state_in = s.ssm_src;
     if (s.n_steps > 0) sa.state_steps = ssm_steps_.data() + n_steps;
-    scan_args_[r] = sa;
+    if (s.keep_inputs) {
+      float* k = keep_inputs(il, run.seq, run.n_tokens, C + H);
+      for (uint32_t t = 0; t < run.n_tokens; ++t)
+        std::memcpy(k + t * (C + H), pr + t * d_proj + d_in, sizeof(float) * (C + H));
+    }
     n_steps += s.n_steps;
   }
   const int32_t runs = static_cast<int32_t>(n_runs);

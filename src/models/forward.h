@@ -27,6 +27,12 @@ class ForwardPass {
  public:
   ForwardPass(const Model& model, ThreadContext& threads);
 
+  // Verification by prefix recompute (HybridMemory::begin_batch prefix_seqs): writes into the
+  // memory, for every recurrent layer, the state after the first n of seq's batch tokens, by
+  // re-running its conv and scan from the pre-batch state over the inputs the verify pass kept.
+  // Same kernels and per-token arithmetic, so bit-identical to having decoded only those tokens.
+  Status replay_prefix(HybridMemory& mem, int32_t seq, uint32_t n);
+
   // Runs ubatch `u` of the memory's current batch plan. For each ubatch row r whose batch entry
   // wants logits, writes n_vocab floats to logits_out(batch entry index).
   template <typename LogitsOut>
@@ -45,6 +51,14 @@ class ForwardPass {
   Status delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status short_conv_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status ffn(uint32_t il, int64_t T);
+  // One Mamba2 run's conv and scan arguments over raw [xBC | dt] rows (stride floats apart).
+  void mamba2_run_args(uint32_t il, const float* xbc_dt, int64_t stride, uint32_t n_tokens,
+                       const RecurrentRun& s, float* xr, float* y, SsmConvArgs& ca,
+                       SsmScanArgs& sa) const;
+  Status delta_net_prefix(uint32_t il, const float* kept, uint32_t n, const RecurrentRun& s);
+  Status short_conv_prefix(uint32_t il, const float* kept, uint32_t n, const RecurrentRun& s);
+  // The buffer for a prefix_seqs run's per-token inputs of layer il (per_token floats each).
+  float* keep_inputs(uint32_t il, int32_t seq, uint32_t n_tokens, size_t per_token);
   static bool gate_up_adjacent(const FfnWeights& f);
   Status gated_mlp_fused(const FfnWeights& f, FfnActivation act, const float* v, int64_t T,
                          float* out);
@@ -64,6 +78,15 @@ class ForwardPass {
   std::vector<SsmConvArgs> conv_args_;  // per run of the ubatch (mamba2_layer)
   std::vector<SsmScanArgs> scan_args_;
   std::vector<float*> conv_steps_, ssm_steps_;  // per-token state buffers, run after run
+  // Inputs kept for prefix recompute, per sequence of the current batch and model layer; the
+  // first n_kept_ entries are this batch's (reset by its first ubatch).
+  struct KeptInputs {
+    int32_t seq = -1;
+    uint32_t n_tokens = 0;
+    std::vector<std::vector<float>> layer;
+  };
+  std::vector<KeptInputs> kept_;
+  size_t n_kept_ = 0;
 };
 
 }  // namespace chimera

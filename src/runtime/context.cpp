@@ -42,6 +42,9 @@ Status Context::decode_open(const Batch& batch, const std::vector<int32_t>& step
 
 Status Context::accept(const std::vector<SeqKeep>& keep) {
   if (!mem_->in_batch()) return Error(ErrorCode::kInvalidArgument, "accept: no open batch");
+  for (const SeqKeep& k : keep)
+    if (k.n > 0 && k.n < open_count(k.seq) && mem_->replays_prefix(k.seq))
+      CHIMERA_RETURN_IF_ERROR(fwd_.replay_prefix(*mem_, k.seq, static_cast<uint32_t>(k.n)));
   CHIMERA_RETURN_IF_ERROR(mem_->commit(keep));
   uint64_t kept = open_size_;
   for (const SeqKeep& k : keep) kept -= open_count(k.seq) - k.n;
@@ -57,7 +60,10 @@ void Context::reject() {
 }
 
 Status Context::run(const Batch& batch, const std::vector<int32_t>& step_seqs) {
-  CHIMERA_ASSIGN_OR_RETURN(const BatchPlan* plan, mem_->begin_batch(batch, step_seqs));
+  const bool recompute = params_.verify_by_recompute;
+  CHIMERA_ASSIGN_OR_RETURN(const BatchPlan* plan,
+                           mem_->begin_batch(batch, recompute ? std::vector<int32_t>{} : step_seqs,
+                                             recompute ? step_seqs : std::vector<int32_t>{}));
   open_seq_.assign(batch.seq.begin(), batch.seq.end());
   const int64_t V = model_.hp.n_vocab;
   logits_row_.assign(batch.size(), -1);

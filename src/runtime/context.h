@@ -32,6 +32,10 @@ struct ContextParams {
   // Sliding-window layers: rows kept behind the window for free rollbacks (MemoryConfig);
   // UINT32_MAX keeps every row.
   uint32_t window_reserve = 32;
+  // Speculative verification: recompute the kept prefix's recurrent state from the inputs the
+  // verify pass kept (true) instead of storing the state after every verified token (false).
+  // Both are exact; recompute writes one state per verify instead of one per token.
+  bool verify_by_recompute = true;
   // Sets the three fields above (memory_config.h: conversation() or one_shot()).
   void set_snapshot_policy(const SnapshotPolicy& p) {
     snapshot_interval = p.interval;
@@ -64,13 +68,17 @@ class Context {
   // n_vocab logits of batch entry i of the last successful decode; nullptr if not requested.
   const float* logits(size_t entry) const;
 
-  // Speculative verification: decodes like decode(), but the sequences in step_seqs keep the
-  // state after every token and the batch stays open, its logits readable, until accept() keeps
-  // a prefix of those sequences' tokens (the others keep all of theirs) or reject() drops the
-  // whole batch. No other operation may run in between. No replay: the memory then holds
-  // exactly what decoding only the kept tokens would have left, bit for bit.
+  // Speculative verification: decodes like decode(), but the batch stays open, its logits
+  // readable, until accept() keeps a prefix of the step_seqs sequences' tokens (the others keep
+  // all of theirs) or reject() drops the whole batch. No other operation may run in between. No
+  // replay of the model: the memory then holds exactly what decoding only the kept tokens would
+  // have left, bit for bit. Recurrent states of a kept prefix are recomputed by accept() from the
+  // verify pass's kept conv/scan inputs (ContextParams::verify_by_recompute), or were stored after
+  // every token.
   Status decode_open(const Batch& batch, const std::vector<int32_t>& step_seqs);
   Status accept(const std::vector<SeqKeep>& keep);
+  // ContextParams::verify_by_recompute, for the next decode_open (A/B benchmarks).
+  void set_verify_by_recompute(bool on) { params_.verify_by_recompute = on; }
   void reject();
   bool batch_open() const { return mem_->in_batch(); }
 

@@ -386,6 +386,128 @@ TEST_P(Exactness, SpeculativeCommitKeepsAPrefixExactly) {
   }
 }
 
+// Verification by prefix recompute (the default): the verify pass keeps only each recurrent
+// layer's per-token conv/scan inputs and accept() re-runs conv and scan over the kept prefix from
+// the pre-verify state. For every kept count j of a 6-token verify, with a second sequence
+// verifying 3 tokens and a third decoding plainly in the same batch, every recurrent state of
+// every sequence is byte-identical to decoding the kept tokens plainly one at a time, and so are
+// the next logits; the per-token-state path gives the same bytes.
+TEST_P(Exactness, SpeculativeRecomputeEqualsPlainDecodeForEveryPrefix) {
+  // Lengths keep each verify run clear of the snapshot interval (16): one run per sequence.
+  const auto a = tokens(18, 40), b = tokens(9, 41), c = tokens(5, 42);
+  const auto da = tokens(6, 43), db = tokens(3, 44), dc = tokens(2, 45);
+  const int32_t next = 7;
+  // The reference: prompts in one batch each, then the drafted tokens plainly, one at a time;
+  // the state bytes after every count, and forks (seq 3 + j for seq 0's count j) that decode
+  // `next` for the logits.
+  auto ref = make(params());
+  const MemoryConfig& cfg = ref->memory().config();
+  using States = std::vector<std::vector<float>>;
+  auto states = [&](const Context& ctx, int32_t seq) {
+    States out;
+    for (uint32_t il = 0; il < cfg.layers.size(); ++il) {
+      const MemoryLayer& l = cfg.layers[il];
+      if (l.kind != LayerKind::kRecurrent) continue;
+      const float* cs = ctx.memory().conv_state(il, seq);
+      const float* ss = ctx.memory().ssm_state(il, seq);
+      out.emplace_back(cs, cs + l.conv_floats);
+      out.emplace_back(ss, ss + l.ssm_floats);
+    }
+    return out;
+  };
+  auto bytes_equal = [](const States& x, const States& y) {
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (x[i].size() != y[i].size() ||
+          std::memcmp(x[i].data(), y[i].data(), x[i].size() * sizeof(float)) != 0)
+        return false;
+    return true;
+  };
+  feed(*ref, 0, a);
+  feed(*ref, 1, b);
+  feed(*ref, 2, c);
+  std::vector<States> ref_a, ref_b;
+  for (size_t j = 0; j <= da.size(); ++j) {
+    ref_a.push_back(states(*ref, 0));
+    ASSERT_TRUE(ref->memory().seq_cp(0, static_cast<int32_t>(3 + j)).ok());
+    if (j < da.size()) feed(*ref, 0, {da[j]});
+  }
+  for (size_t j = 0; j <= db.size(); ++j) {
+    ref_b.push_back(states(*ref, 1));
+    if (j < db.size()) feed(*ref, 1, {db[j]});
+  }
+  for (int32_t t : dc) feed(*ref, 2, {t});
+  const States ref_c = states(*ref, 2);
+  std::vector<std::vector<float>> ref_next;
+  for (size_t j = 0; j <= da.size(); ++j)
+    ref_next.push_back(feed(*ref, static_cast<int32_t>(3 + j), {next}));
+
+  for (bool recompute : {true, false}) {
+    for (uint32_t ja = 0; ja <= da.size(); ++ja) {
+      if (!recompute && ja != 1 && ja != 4) continue;  // the per-token path: two counts suffice
+      const uint32_t jb = ja % (db.size() + 1);
+      SCOPED_TRACE(::testing::Message() << (recompute ? "recompute" : "per-token states")
+                                        << " keep " << ja << ", " << jb);
+      ContextParams p = params(ja == 3 ? 2 : 1);
+      p.verify_by_recompute = recompute;
+      auto ctx = make(p);
+      feed(*ctx, 0, a);
+      feed(*ctx, 1, b);
+      feed(*ctx, 2, c);
+      Batch v;
+      for (size_t i = 0; i < da.size(); ++i) {
+        v.add(da[i], static_cast<int32_t>(a.size() + i), 0, true);
+        if (i < db.size()) v.add(db[i], static_cast<int32_t>(b.size() + i), 1, true);
+        if (i < dc.size()) v.add(dc[i], static_cast<int32_t>(c.size() + i), 2, i + 1 == dc.size());
+      }
+      ASSERT_TRUE(ctx->decode_open(v, {0, 1}).ok());
+      if (model_->n_recurrent_layers() > 0) {
+        EXPECT_EQ(ctx->memory().replays_prefix(0), recompute);  // the path under test is taken
+        EXPECT_FALSE(ctx->memory().replays_prefix(2));
+      }
+      ASSERT_TRUE(ctx->accept({{0, ja}, {1, jb}}).ok());
+      auto ea = a, eb = b, ec = c;
+      ea.insert(ea.end(), da.begin(), da.begin() + ja);
+      eb.insert(eb.end(), db.begin(), db.begin() + jb);
+      ec.insert(ec.end(), dc.begin(), dc.end());
+      EXPECT_EQ(ctx->memory().tokens(0), ea);
+      EXPECT_EQ(ctx->memory().tokens(1), eb);
+      EXPECT_EQ(ctx->memory().tokens(2), ec);
+      EXPECT_TRUE(bytes_equal(states(*ctx, 0), ref_a[ja])) << "seq 0's recurrent states";
+      EXPECT_TRUE(bytes_equal(states(*ctx, 1), ref_b[jb])) << "seq 1's recurrent states";
+      EXPECT_TRUE(bytes_equal(states(*ctx, 2), ref_c)) << "seq 2's recurrent states";
+      EXPECT_TRUE(same(feed(*ctx, 0, {next}), ref_next[ja]));
+    }
+  }
+}
+
+// The recompute contract: a partial keep needs the prefix recomputed for exactly that count
+// first; the memory refuses a commit that would make an unwritten or other prefix's state live.
+TEST_P(Exactness, SpeculativeRecomputeContractIsChecked) {
+  if (model_->n_recurrent_layers() == 0) GTEST_SKIP() << "no recurrent state to recompute";
+  const auto a = tokens(18, 46), d = tokens(5, 47);
+  auto ctx = make(params());
+  feed(*ctx, 0, a);
+  HybridMemory& mem = ctx->memory();
+  Batch v;
+  for (size_t i = 0; i < d.size(); ++i) v.add(d[i], static_cast<int32_t>(a.size() + i), 0, true);
+  ASSERT_TRUE(mem.begin_batch(v, {}, {0}).ok());
+  ASSERT_TRUE(mem.replays_prefix(0));
+  EXPECT_FALSE(mem.commit({{0, 2}}).ok());  // nothing recomputed
+  uint32_t rec = 0;
+  while (mem.config().layers[rec].kind != LayerKind::kRecurrent) ++rec;
+  EXPECT_FALSE(mem.recurrent_prefix(rec, 0, 0).ok());
+  EXPECT_FALSE(mem.recurrent_prefix(rec, 0, 5).ok());
+  EXPECT_FALSE(mem.recurrent_prefix(rec, 1, 2).ok());
+  ASSERT_TRUE(mem.recurrent_prefix(rec, 0, 3).ok());
+  EXPECT_FALSE(mem.commit({{0, 2}}).ok());  // recomputed for 3, not 2
+  EXPECT_FALSE(mem.commit({}).ok());        // the final state was overwritten: not all 5
+  EXPECT_TRUE(mem.in_batch());
+  mem.abort();
+  EXPECT_FALSE(mem.begin_batch(v, {0}, {0}).ok());  // both modes at once
+  EXPECT_FALSE(mem.begin_batch(v, {}, {3}).ok());   // not in the batch
+}
+
 // A verification batch that is rejected, or fails in a ubatch, leaves the memory as it was.
 TEST_P(Exactness, SpeculativeRejectAndFailureLeaveNoTrace) {
   const auto a = tokens(33, 26), d = tokens(12, 27);

@@ -103,8 +103,15 @@ struct SpecBench {
   std::string drafter;
 };
 
+struct SpecBenchOptions {
+  std::string prompt = "And God said";
+  float temperature = 0;       // 0: greedy; otherwise seeded sampling (seed 1 in every repetition)
+  bool verify_states = false;  // store every verified token's state instead of recomputing
+};
+
 Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, const SpecOptions& so,
-                                    const std::string& text, int n_gen, int reps) {
+                                    const SpecBenchOptions& bo, int n_gen, int reps) {
+  const std::string& text = bo.prompt;
   if (!lm.tokenizer)
     return Error(ErrorCode::kInvalidArgument,
                  "speculative benchmark: the model has no vocabulary to encode the prompt with");
@@ -113,11 +120,13 @@ Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, con
   SpecBench out;
   out.drafter = dr.describe();
   GenerateParams g;
-  g.sampling.temperature = 0;
+  g.sampling.temperature = bo.temperature;
+  g.sampling.seed = 1;
   g.n_predict = n_gen;
   g.ignore_eos = true;
   g.n_ctx = mo.n_ctx;
   Context& ctx = *lm.ctx;
+  ctx.set_verify_by_recompute(!bo.verify_states);
   for (int r = 0; r <= reps; ++r) {
     ctx.memory().clear();
     Sampler s1(g.sampling);
@@ -303,11 +312,18 @@ int bench_model_main(int argc, char** argv) {
       ->check(CLI::Range(1, 100));
   app.add_flag("--json", json, "print one JSON object");
   SpecOptions spec_opts;
-  std::string spec_prompt = "And God said";
+  SpecBenchOptions spec_bench;
+  const std::string& spec_prompt = spec_bench.prompt;
   spec_opts.add_to(app);
-  app.add_option("--spec-prompt", spec_prompt,
+  app.add_option("--spec-prompt", spec_bench.prompt,
                  "with --draft/--spec: the prompt of the speculative test (greedy, the first "
                  "non-zero -n tokens, the first -t threads)");
+  app.add_option("--spec-temp", spec_bench.temperature,
+                 "with --draft/--spec: sample at this temperature (seed 1) instead of greedy")
+      ->check(CLI::Range(0.0, 10.0));
+  app.add_flag("--spec-verify-states", spec_bench.verify_states,
+               "with --draft/--spec: keep the recurrent state after every verified token instead "
+               "of recomputing the kept prefix (the slower path, for comparison)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -403,7 +419,7 @@ int bench_model_main(int argc, char** argv) {
   int spec_n = 0;
   for (int nn : *ns) spec_n = spec_n > 0 ? spec_n : nn;
   if (spec_opts.enabled() && spec_n > 0) {
-    auto r = bench_speculative(*lm, mo, spec_opts, spec_prompt, spec_n, reps);
+    auto r = bench_speculative(*lm, mo, spec_opts, spec_bench, spec_n, reps);
     if (!r.ok()) return report_error("bench", r.status());
     sb = std::move(*r);
   }
@@ -447,6 +463,8 @@ int bench_model_main(int argc, char** argv) {
       sj["draft_max"] = spec_opts.draft_max;
       sj["adaptive"] = !spec_opts.fixed;
       sj["prompt"] = spec_prompt;
+      sj["temperature"] = spec_bench.temperature;
+      sj["verify_states"] = spec_bench.verify_states;
       sj["plain_tokens_per_s"] = stat(sb.plain).mean;
       sj["plain_tokens_per_s_sd"] = stat(sb.plain).sd;
       sj["spec_tokens_per_s"] = stat(sb.spec).mean;
@@ -486,8 +504,13 @@ int bench_model_main(int argc, char** argv) {
   }
   if (!sb.plain.empty()) {
     const Stat p = stat(sb.plain), q = stat(sb.spec);
-    std::printf("\nspeculative decoding (%s, draft-max %d%s), greedy, prompt \"%s\":\n",
+    const std::string how =
+        spec_bench.temperature > 0
+            ? "temperature " + std::to_string(spec_bench.temperature) + " seed 1"
+            : std::string("greedy");
+    std::printf("\nspeculative decoding (%s, draft-max %d%s%s), %s, prompt \"%s\":\n",
                 sb.drafter.c_str(), spec_opts.draft_max, spec_opts.fixed ? ", fixed" : ", adaptive",
+                spec_bench.verify_states ? ", per-token states" : "", how.c_str(),
                 spec_prompt.c_str());
     std::printf("| %-8s | %16s |\n|----------|------------------|\n", "test", "tokens/s");
     std::printf("| plain    | %8.2f ± %5.2f |\n| spec     | %8.2f ± %5.2f |\n", p.mean, p.sd,
