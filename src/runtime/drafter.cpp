@@ -198,7 +198,10 @@ SpecController::Choice SpecController::best() const {
     const double w = d - lo;
     const double verify =
         (1 - w) * verify_estimate(1 + lo) + (w > 0 ? w * verify_estimate(2 + lo) : 0.0);
-    const double gain = tokens / (k * draft_tok_ + verify) * plain_;  // vs plain decoding
+    // A model drafter runs one forward per call (its catch-up) and one per drafted token but
+    // the last: a call that proposes nothing still costs a forward.
+    const double draft = draft_fwd_ * (1.0 + std::min(d, k - 1.0));
+    const double gain = tokens / (draft + verify) * plain_;  // vs plain decoding
     if (gain > c.gain) c.k = k, c.gain = gain;
   }
   return c;
@@ -250,9 +253,10 @@ void SpecController::record(int32_t drafted, int32_t accepted, double draft_seco
     acc_ = acc_ * kDecay + accepted;
     rej_ = rej_ * kDecay + (accepted < drafted ? 1 : 0);
   }
-  // The drafter was asked for `requested` tokens (the caller may also have cut its answer).
+  // The drafter was asked for `requested` tokens (the caller may also have cut its answer); a
+  // model drafter ran 1 + min(drafted, requested - 1) forwards for it.
   const int32_t req = std::max(requested, std::max(drafted, 1));
-  ema(draft_tok_, std::max(1e-12, draft_seconds / req));
+  ema(draft_fwd_, std::max(1e-12, draft_seconds / (1 + std::min(drafted, req - 1))));
   fill_ += kAlpha * (double(std::min(drafted, req)) / req - fill_);
   ++rounds_;
   if (best().gain < kMinGain) {

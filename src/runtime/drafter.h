@@ -120,9 +120,10 @@ struct SpecStats {
 // Chooses each step's draft length k to maximise expected tokens per second:
 //   E(k) = 1 + a + ... + a^(f k)      (a: measured probability that a draft token is accepted
 //                                       given the ones before it were)
-//   cost(k) = k * draft_token + verify(1 + f k)
-// with draft_token the measured drafting time per requested token, f the measured share of
-// requested tokens the drafter actually proposes (so E and verify use f * k drafts), and
+//   cost(k) = draft_forward * (1 + min(f k, k - 1)) + verify(1 + f k)
+// with draft_forward the measured drafting time per draft forward (a call runs one to catch up,
+// even when it then proposes nothing, and one per drafted token but the last), f the measured share
+// of requested tokens the drafter actually proposes (so E and verify use f * k drafts), and
 // verify(n) the measured time of a step that runs n tokens through the target (n = 1: plain).
 // verify(n) comes from the steps seen at n, else a line through the plain step with the measured
 // slope. When no k > 0 beats a plain step, speculation pauses and probes again after a cool-down
@@ -162,7 +163,7 @@ class SpecController {
   int64_t calls_ = 0;           // draft_len() calls outside pauses
   double plain_ = 0;            // EMA seconds of a plain step (0: none yet)
   double slope_ = 0;            // EMA seconds per extra verified token (0: none yet)
-  double draft_tok_ = 0;        // EMA drafting seconds per requested draft token
+  double draft_fwd_ = 0;        // EMA drafting seconds per draft forward (1 + drafted but last)
   double fill_ = 1;             // EMA of drafted / requested tokens (drafters may propose fewer)
   std::vector<double> verify_;  // [n]: EMA seconds of a step verifying n tokens (0: none)
   double acc_ = 0, rej_ = 0;    // decayed counts of accepted / rejected draft tokens
