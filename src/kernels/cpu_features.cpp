@@ -69,8 +69,7 @@ CpuFeatures detect() {
 }
 
 bool compiled_for(Isa isa) {
-  // No AVX-512 kernels exist yet; advertise only what we can run.
-  return isa == Isa::kScalar || isa == Isa::kAvx2;
+  return isa == Isa::kScalar || isa == Isa::kAvx2 || isa == Isa::kAvx512;
 }
 
 Isa choose_active() {
@@ -147,7 +146,8 @@ bool isa_supported(Isa isa) {
     case Isa::kAvx2:
       return f.avx2 && f.fma && f.f16c && f.os_ymm;
     case Isa::kAvx512:
-      return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.os_zmm && f.fma && f.f16c;
+      return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.os_zmm &&
+             f.avx2 && f.fma && f.f16c;
   }
   return false;
 }

@@ -42,7 +42,8 @@ const char* isa_name(Isa isa);
 Result<Isa> parse_isa(std::string_view name);
 
 // The CPU (and OS) can run kernels compiled for `isa`. AVX2 needs AVX2 + FMA + F16C with YMM
-// state; AVX-512 needs F + BW + VL + DQ with ZMM state (VNNI/BF16 are optional extras).
+// state; AVX-512 needs F + BW + VL + DQ + VNNI with ZMM state, plus what AVX2 needs (the path
+// runs the AVX2 kernels for what it has no AVX-512 kernel for).
 bool isa_supported(Isa isa);
 
 // The best supported ISA for which chimera has kernels, unless the environment variable

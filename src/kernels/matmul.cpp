@@ -45,7 +45,8 @@ size_t act_row_bytes(GgmlType type, int64_t n_in) {
 }
 
 bool act_paired(GgmlType type, Isa isa) {
-  if (isa != Isa::kAvx2) return false;
+  // The AVX-512 path runs the AVX2 kernels for these types (its Q4_0 kernel reads pairs too).
+  if (isa != Isa::kAvx2 && isa != Isa::kAvx512) return false;
   switch (type) {
     case GgmlType::Q4_0:
     case GgmlType::Q4_1:
@@ -310,7 +311,13 @@ Status run_matmul(ThreadContext& ctx, const WeightMatrix& w, const uint8_t* wdat
       kernel = matmul_detail::avx2_kernel(w.type);
       break;
     case Isa::kAvx512:
-      return Error(ErrorCode::kUnsupported, "matmul: no AVX-512 kernels are built");
+      if (!isa_supported(Isa::kAvx512)) {
+        return Error(ErrorCode::kUnsupported,
+                     "matmul: the AVX-512 path needs AVX-512 F/BW/VL/DQ+VNNI, FMA and F16C, which ",
+                     "this CPU lacks (", cpu_features().ToString(), ")");
+      }
+      kernel = matmul_detail::avx512_kernel(w.type);
+      break;
   }
   CHIMERA_CHECK(kernel != nullptr, "no kernel for ", type_name(w.type));
 

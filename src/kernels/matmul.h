@@ -9,8 +9,10 @@
 // runs over K in one fixed order; threads split the output columns, never K. Quantized weights
 // use quantized activations (Q8 blocks of 32 for the 32-blocks Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL,
 // Q8_K blocks of 256 for K-quants and IQ4_XS),
-// computed from each activation row on its own. The guarantee holds per ISA path (scalar vs AVX2
-// differ in rounding); one process uses one path (active_isa()) unless a caller picks one.
+// computed from each activation row on its own. The guarantee holds per ISA path (scalar and AVX2
+// differ in rounding); one process uses one path (active_isa()) unless a caller picks one. The
+// AVX-512 path (VNNI prefill kernels for Q8_0, Q4_0 and the K-quants, AVX2 for the rest) gives
+// results bit-identical to the AVX2 path, for every type (tested), so AVX2 and AVX-512 hosts agree.
 #pragma once
 
 #include <cstddef>
@@ -99,7 +101,8 @@ ActFormat act_format(GgmlType type);
 size_t act_row_bytes(GgmlType type, int64_t n_in);
 // Whether a path's kernel for `type` wants its Q8 activation blocks rearranged in pairs
 // (ActPairQ8): the AVX2 kernels of the 4-bit and 5-bit 32-blocks (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL).
-// The quantized values are the same either way.
+// The AVX-512 path
+// uses the same layout. The quantized values are the same either way.
 bool act_paired(GgmlType type, Isa isa);
 size_t prepared_row_bytes(GgmlType type, Isa isa, int64_t n_in);
 
@@ -121,6 +124,9 @@ using KernelFn = void (*)(const KernelArgs& args, int64_t j0, int64_t j1);
 // Kernel for a type on a path; nullptr when the type is not supported.
 KernelFn scalar_kernel(GgmlType type);
 KernelFn avx2_kernel(GgmlType type);
+// The AVX-512 path (matmul_avx512.cpp): VNNI kernels for Q8_0, Q4_0 and (avx512_kernel_kquants)
+// Q4_K, Q5_K, Q6_K, bit-identical to the AVX2 ones, and the AVX2 kernel for every other type.
+KernelFn avx512_kernel(GgmlType type);
 // The same for Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS (matmul_q4_1_q5_iq4*.cpp); nullptr otherwise.
 KernelFn scalar_kernel_q4_1_q5_iq4(GgmlType type);
 KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type);

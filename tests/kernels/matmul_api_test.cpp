@@ -89,21 +89,40 @@ TEST(MatmulIsa, ParseAndSupport) {
   // CHIMERA_ISA, when set for this run, is honoured if the CPU can run it.
   if (const char* env = std::getenv("CHIMERA_ISA")) {
     auto forced = parse_isa(env);
-    if (forced.ok() && isa_supported(*forced) && *forced != Isa::kAvx512) {
+    if (forced.ok() && isa_supported(*forced)) {
       EXPECT_EQ(active_isa(), *forced);
     }
   }
 }
 
 TEST(MatmulIsa, UnavailablePathIsAnError) {
+  // A workspace for a path this CPU cannot run is refused, leaving the output untouched.
+  std::vector<Isa> unavailable;
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512})
+    if (!isa_supported(isa)) unavailable.push_back(isa);
+  if (unavailable.empty()) GTEST_SKIP() << "this CPU runs every path";
   const auto wq = matmul_test::random_weights(GgmlType::F32, 8, 2, 3);
   std::vector<float> x(8, 1.0f), y(2, -3.0f);
   ThreadContext ctx(1);
-  MatmulWorkspace ws(Isa::kAvx512);  // no AVX-512 kernels are built
-  const Status st =
-      matmul(ctx, WeightMatrix{GgmlType::F32, wq.data(), 8, 2}, x.data(), 1, y.data(), ws);
-  EXPECT_EQ(st.code(), ErrorCode::kUnsupported);
-  EXPECT_EQ(y[0], -3.0f);
+  for (Isa isa : unavailable) {
+    MatmulWorkspace ws(isa);
+    const Status st =
+        matmul(ctx, WeightMatrix{GgmlType::F32, wq.data(), 8, 2}, x.data(), 1, y.data(), ws);
+    EXPECT_EQ(st.code(), ErrorCode::kUnsupported) << isa_name(isa);
+    EXPECT_EQ(y[0], -3.0f);
+  }
+}
+
+TEST(MatmulIsa, Avx512NeedsVnniAndTheAvx2Features) {
+  const CpuFeatures& f = cpu_features();
+  if (isa_supported(Isa::kAvx512)) {
+    EXPECT_TRUE(f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.os_zmm);
+    EXPECT_TRUE(isa_supported(Isa::kAvx2));
+    EXPECT_EQ(best_isa(), Isa::kAvx512);
+  }
+  if (!f.avx512vnni) {
+    EXPECT_FALSE(isa_supported(Isa::kAvx512));
+  }
 }
 
 TEST(MatmulWorkspace, GrowsAndKeepsAlignment) {

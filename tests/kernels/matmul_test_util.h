@@ -23,6 +23,7 @@ inline const GgmlType kAllTypes[] = {
 inline std::vector<Isa> runnable_isas() {
   std::vector<Isa> out{Isa::kScalar};
   if (isa_supported(Isa::kAvx2)) out.push_back(Isa::kAvx2);
+  if (isa_supported(Isa::kAvx512)) out.push_back(Isa::kAvx512);
   return out;
 }
 

@@ -18,6 +18,7 @@ namespace {
 std::vector<Isa> OpIsas() {
   std::vector<Isa> out{Isa::kScalar};
   if (isa_supported(Isa::kAvx2)) out.push_back(Isa::kAvx2);
+  if (isa_supported(Isa::kAvx512)) out.push_back(Isa::kAvx512);  // runs the AVX2 ops
   return out;
 }
 

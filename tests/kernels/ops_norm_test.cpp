@@ -16,6 +16,7 @@ constexpr double kEps32 = 1.1920929e-7;
 std::vector<Isa> OpIsas() {
   std::vector<Isa> out{Isa::kScalar};
   if (isa_supported(Isa::kAvx2)) out.push_back(Isa::kAvx2);
+  if (isa_supported(Isa::kAvx512)) out.push_back(Isa::kAvx512);  // runs the AVX2 ops
   return out;
 }
 

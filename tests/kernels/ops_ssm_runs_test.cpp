@@ -15,6 +15,7 @@ namespace {
 std::vector<Isa> Isas() {
   std::vector<Isa> out{Isa::kScalar};
   if (isa_supported(Isa::kAvx2)) out.push_back(Isa::kAvx2);
+  if (isa_supported(Isa::kAvx512)) out.push_back(Isa::kAvx512);  // runs the AVX2 ops
   return out;
 }
 

@@ -1,0 +1,267 @@
+// AVX-512 (F/BW/VL/DQ + VNNI) prefill kernels for Q8_0 and Q4_0 weights, bit-identical to the
+// AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's dispatch: the K-quants' VNNI kernels
+// (matmul_kquants_avx512.cpp), and the AVX2 kernels for every other type and for batches of
+// fewer than kMR rows.
+//
+// Why the results match the AVX2 path bit for bit: AVX2 computes, per weight block and output
+// element, 8 int32 lanes (each the exact sum of the same 4 or 8 products, via maddubs/madd) and
+// then, per lane, acc = fma(d_w * d_a, float(lanes), acc), ending in one fixed horizontal sum.
+// Here vpdpbusd produces the same exact int32 lanes (its groups of 4 bytes are madd's), and one
+// 512-bit register holds the 8 lanes of two output columns side by side, so every lane sees the
+// same float operations in the same block order; the horizontal sum is AVX2's, per 256-bit half.
+// The tile shape, M, row position and thread split therefore never change a bit, as on AVX2.
+//
+// This file is compiled with AVX-512 flags: it must not include matmul_avx2_tiles.h (its inline
+// functions would be emitted with EVEX encodings and could be picked by the linker for the AVX2
+// files), so it keeps its own small helpers in an anonymous namespace.
+// GCC 12's _mm512_undefined_* (behind broadcasts, casts and inserts) self-initialize a variable
+// and trip -Wmaybe-uninitialized at every use: a known false positive, silenced for this file.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/act_quant.h"
+#include "kernels/matmul.h"
+
+namespace chimera::matmul_detail {
+namespace {
+
+// Rows of activations kept hot in cache while a thread walks its weight columns (as on AVX2).
+constexpr int64_t kRowBlock = 64;
+
+// AVX2's hsum (matmul_avx2_tiles.h), operation for operation.
+inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float fp16(uint16_t h) {
+  return _cvtsh_ss(h);
+}
+
+template <class T>
+inline const T* row_at(const uint8_t* base, size_t stride, int64_t index) {
+  return reinterpret_cast<const T*>(base + static_cast<size_t>(index) * stride);
+}
+
+// 32 bytes at p in both 256-bit halves.
+inline __m512i bcast256(const void* p) {
+  return _mm512_broadcast_i64x4(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
+}
+
+// Two columns' 256-bit halves side by side.
+inline __m512i join256(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
+}
+
+inline __m512 join_ps(__m256 lo, __m256 hi) {
+  return _mm512_castsi512_ps(join256(_mm256_castps_si256(lo), _mm256_castps_si256(hi)));
+}
+
+// ---------------------------------------------------------------- Q8_0
+// vpdpbusd multiplies unsigned by signed bytes. The activations (-127..127) are offset to a + 128
+// (unsigned) once per row and block; each column's lanes start from -128 x (sum of its 4 weights),
+// precomputed when packing, so the lane ends exactly at sum w a, as maddubs/madd give on AVX2.
+struct Q80 {
+  using Act = ActBlockQ8;
+  struct alignas(64) Packed {
+    __m512i w;     // column c's 32 values | column c + 1's
+    __m512i corr;  // -128 x sums of groups of 4 weights
+    __m512 d;      // each column's scale in its 8 lanes
+  };
+  static constexpr int64_t kPackUnits = 32;  // blocks: 2 pairs x 32 x 192 B = 12 KB
+  static int64_t units(const KernelArgs& a) { return a.n_in / 32; }
+
+  static void pack(const KernelArgs& a, int64_t j, bool two, int64_t u0, int64_t u1, Packed* out) {
+    const BlockQ8_0* w0 = row_at<BlockQ8_0>(a.w, a.w_row_bytes, j);
+    const BlockQ8_0* w1 = two ? row_at<BlockQ8_0>(a.w, a.w_row_bytes, j + 1) : nullptr;
+    const __m512i k128 = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int64_t b = u0; b < u1; ++b) {
+      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0[b].qs));
+      const __m256i v1 = two ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w1[b].qs))
+                             : _mm256_setzero_si256();
+      const __m512i w = join256(v0, v1);
+      Packed& p = out[b - u0];
+      p.w = w;
+      p.corr = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, w));
+      p.d = join_ps(_mm256_set1_ps(fp16(w0[b].d)), _mm256_set1_ps(two ? fp16(w1[b].d) : 0.0f));
+    }
+  }
+
+  template <int MR, int NP>
+  static void step(const Act* const (&x)[MR], const Packed* const (&pk)[NP], int64_t b,
+                   __m512 (&acc)[MR][NP]) {
+    const __m512i k128 = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int r = 0; r < MR; ++r) {
+      const Act& ab = x[r][b];
+      const __m512i au = _mm512_xor_si512(bcast256(ab.qs), k128);
+      const __m512 da = _mm512_set1_ps(ab.d);
+      for (int c = 0; c < NP; ++c) {
+        const __m512i p = _mm512_dpbusd_epi32(pk[c]->corr, au, pk[c]->w);
+        acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(pk[c]->d, da), _mm512_cvtepi32_ps(p), acc[r][c]);
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------- Q4_0
+// As the AVX2 Q4_0 kernel: two weight blocks per step against the paired activations
+// (ActPairQ8); the unsigned nibbles meet the signed activations in vpdpbusd directly, the lanes
+// start from -(8 x activation sums), and each half of a column's 8 lanes has its block's scales.
+struct Q40 {
+  using Act = ActPairQ8;
+  struct alignas(64) Packed {
+    __m512i lo, hi;  // per column: nibbles 0..15 / 16..31 of blocks 2u and 2u + 1
+    __m512 d;        // per column: block 2u's scale x4, block 2u + 1's x4
+  };
+  static constexpr int64_t kPackUnits = 32;  // block pairs: 2 pairs x 32 x 192 B = 12 KB
+  static int64_t units(const KernelArgs& a) { return (a.n_in / 32 + 1) / 2; }
+
+  // One column's two blocks as AVX2's Q40Kernel::unpack lays them out (a missing partner block:
+  // zero nibbles and scale).
+  static void unpack(const BlockQ4_0* blk, bool pair, __m256i* lo, __m256i* hi, __m256* d) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[0].qs));
+    const __m128i q1 =
+        pair ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk[1].qs)) : _mm_setzero_si128();
+    const __m256i q = _mm256_set_m128i(q1, q0);
+    *lo = _mm256_and_si256(q, low4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+    const float d0 = fp16(blk[0].d), d1 = pair ? fp16(blk[1].d) : 0.0f;
+    *d = _mm256_setr_ps(d0, d0, d0, d0, d1, d1, d1, d1);
+  }
+
+  static void pack(const KernelArgs& a, int64_t j, bool two, int64_t u0, int64_t u1, Packed* out) {
+    const int64_t nb = a.n_in / 32;
+    const BlockQ4_0* w0 = row_at<BlockQ4_0>(a.w, a.w_row_bytes, j);
+    const BlockQ4_0* w1 = two ? row_at<BlockQ4_0>(a.w, a.w_row_bytes, j + 1) : nullptr;
+    for (int64_t u = u0; u < u1; ++u) {
+      const bool pair = 2 * u + 2 <= nb;
+      __m256i lo0, hi0, lo1 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
+      __m256 d0, d1 = _mm256_setzero_ps();
+      unpack(w0 + 2 * u, pair, &lo0, &hi0, &d0);
+      if (two) unpack(w1 + 2 * u, pair, &lo1, &hi1, &d1);
+      Packed& p = out[u - u0];
+      p.lo = join256(lo0, lo1);
+      p.hi = join256(hi0, hi1);
+      p.d = join_ps(d0, d1);
+    }
+  }
+
+  template <int MR, int NP>
+  static void step(const Act* const (&x)[MR], const Packed* const (&pk)[NP], int64_t u,
+                   __m512 (&acc)[MR][NP]) {
+    for (int r = 0; r < MR; ++r) {
+      const Act& ap = x[r][u];
+      const __m512i alo = bcast256(ap.lo);
+      const __m512i ahi = bcast256(ap.hi);
+      const __m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(), bcast256(ap.sum8));
+      const __m512 da = _mm512_castsi512_ps(bcast256(ap.d));
+      for (int c = 0; c < NP; ++c) {
+        const __m512i p =
+            _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg, pk[c]->lo, alo), pk[c]->hi, ahi);
+        acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(pk[c]->d, da), _mm512_cvtepi32_ps(p), acc[r][c]);
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------- packed prefill driver
+// Register tile: kMR activation rows x kNP column pairs. For each kRowBlock-row block and group
+// of 2 kNP columns, up to K::kPackUnits units of K are packed into an L1-sized buffer and every
+// row tile runs over them; accumulators live in `acc` between K chunks (stored and reloaded
+// exactly). A group with an odd column count packs a zero partner column whose lanes are
+// discarded.
+constexpr int kMR = 4, kNP = 2;
+
+template <class K, int MR, int NP>
+void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits], int64_t i,
+                 int64_t u0, int64_t u1, __m512 (*acc)[kNP]) {
+  using Act = typename K::Act;
+  const Act* x[MR];
+  for (int r = 0; r < MR; ++r) x[r] = row_at<Act>(a.act, a.act_stride, i + r);
+  __m512 ac[MR][NP];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NP; ++c) ac[r][c] = acc[r][c];
+  for (int64_t u = u0; u < u1; ++u) {
+    const typename K::Packed* p[NP];
+    for (int c = 0; c < NP; ++c) p[c] = &pk[c][u - u0];
+    K::template step<MR, NP>(x, p, u, ac);
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < NP; ++c) acc[r][c] = ac[r][c];
+}
+
+template <class K>
+void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
+  using Packed = typename K::Packed;
+  constexpr int64_t kPU = K::kPackUnits;
+  using Fn =
+      void (*)(const KernelArgs&, const Packed(*)[kPU], int64_t, int64_t, int64_t, __m512(*)[kNP]);
+  static_assert(kMR == 4 && kNP == 2);
+  static constexpr Fn fn[kMR][kNP] = {
+      {packed_tile<K, 1, 1>, packed_tile<K, 1, 2>},
+      {packed_tile<K, 2, 1>, packed_tile<K, 2, 2>},
+      {packed_tile<K, 3, 1>, packed_tile<K, 3, 2>},
+      {packed_tile<K, 4, 1>, packed_tile<K, 4, 2>},
+  };
+  alignas(64) Packed pk[kNP][kPU];
+  alignas(64) __m512 acc[kRowBlock][kNP];
+  const int64_t nu = K::units(a);
+  for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
+    const int64_t ie = ib + kRowBlock < a.m ? ib + kRowBlock : a.m;
+    for (int64_t j = j0; j < j1; j += 2 * kNP) {
+      const int64_t ncol = j1 - j < 2 * kNP ? j1 - j : 2 * kNP;
+      const int np = static_cast<int>((ncol + 1) / 2);
+      for (int64_t r = 0; r < ie - ib; ++r)
+        for (int c = 0; c < kNP; ++c) acc[r][c] = _mm512_setzero_ps();
+      for (int64_t u0 = 0; u0 < nu; u0 += kPU) {
+        const int64_t u1 = u0 + kPU < nu ? u0 + kPU : nu;
+        for (int c = 0; c < np; ++c) K::pack(a, j + 2 * c, 2 * c + 1 < ncol, u0, u1, pk[c]);
+        for (int64_t i = ib; i < ie; i += kMR) {
+          const int mr = static_cast<int>(ie - i < kMR ? ie - i : kMR);
+          fn[mr - 1][np - 1](a, pk, i, u0, u1, acc + (i - ib));
+        }
+      }
+      for (int64_t r = 0; r < ie - ib; ++r) {
+        float* y = a.y + (ib + r) * a.y_stride + j;
+        for (int64_t c = 0; c < ncol; ++c) {
+          const __m512 v = acc[r][c / 2];
+          y[c] = hsum256(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
+        }
+      }
+    }
+  }
+}
+
+template <class K, GgmlType kType>
+void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+  if (a.m < kMR) return avx2_kernel(kType)(a, j0, j1);  // decode and tiny batches
+  run_packed<K>(a, j0, j1);
+}
+
+}  // namespace
+
+KernelFn avx512_kernel(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q8_0:
+      return run<Q80, GgmlType::Q8_0>;
+    case GgmlType::Q4_0:
+      return run<Q40, GgmlType::Q4_0>;
+    case GgmlType::Q4_K:
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K:
+      return avx512_kernel_kquants(type);  // matmul_kquants_avx512.cpp
+    default:
+      return avx2_kernel(type);
+  }
+}
+
+}  // namespace chimera::matmul_detail
