@@ -8,11 +8,11 @@
 // tile over rows and columns in registers, but every output element has its own accumulator that
 // runs over K in one fixed order; threads split the output columns, never K. Quantized weights
 // use quantized activations (Q8 blocks of 32 for the 32-blocks Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL,
-// Q8_K blocks of 256 for K-quants and IQ4_XS),
-// computed from each activation row on its own. The guarantee holds per ISA path (scalar and AVX2
-// differ in rounding); one process uses one path (active_isa()) unless a caller picks one. The
-// AVX-512 path (VNNI prefill kernels for Q8_0, Q4_0 and the K-quants, AVX2 for the rest) gives
-// results bit-identical to the AVX2 path, for every type (tested), so AVX2 and AVX-512 hosts agree.
+// Q8_K blocks of 256 for K-quants and IQ4_XS), computed from each activation row on its own. The
+// guarantee holds per ISA path (scalar and AVX2 differ in rounding); one process uses one path
+// (active_isa()) unless a caller picks one. The AVX-512 path (VNNI prefill kernels for Q8_0, Q4_0,
+// Q4_K, Q5_K and Q6_K; the AVX2 kernels for the rest and for decode) gives results bit-identical
+// to the AVX2 path for every type (tested), so AVX2 and AVX-512 hosts agree.
 #pragma once
 
 #include <cstddef>
@@ -100,9 +100,8 @@ ActFormat act_format(GgmlType type);
 // Bytes of one prepared activation row of n_in elements (0 for kF32: the rows are used in place).
 size_t act_row_bytes(GgmlType type, int64_t n_in);
 // Whether a path's kernel for `type` wants its Q8 activation blocks rearranged in pairs
-// (ActPairQ8): the AVX2 kernels of the 4-bit and 5-bit 32-blocks (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL).
-// The AVX-512 path
-// uses the same layout. The quantized values are the same either way.
+// (ActPairQ8): the AVX2 kernels of the 4-bit and 5-bit 32-blocks (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL),
+// and the AVX-512 path (which runs or mirrors them). The quantized values are the same either way.
 bool act_paired(GgmlType type, Isa isa);
 size_t prepared_row_bytes(GgmlType type, Isa isa, int64_t n_in);
 

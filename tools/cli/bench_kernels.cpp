@@ -302,7 +302,7 @@ int bench_kernels_main(int argc, char** argv) {
   bool no_ops = false;
   app.add_flag("--no-ops", no_ops, "skip the scan and attention measurements");
   app.add_option("-t,--threads", o.n_threads, "threads (default: all hardware threads)");
-  app.add_option("--isa", isa_str, "kernel path: scalar | avx2 (default: the active one)");
+  app.add_option("--isa", isa_str, "kernel path: scalar | avx2 | avx512 (default: the active one)");
   app.add_option("--types", types_str, "comma-separated weight types (default: all)");
   app.add_option(
          "--repeats", o.repeats,
