@@ -11,8 +11,8 @@
 // Q8_K blocks of 256 for K-quants and IQ4_XS), computed from each activation row on its own. The
 // guarantee holds per ISA path (scalar and AVX2 differ in rounding); one process uses one path
 // (active_isa()) unless a caller picks one. The AVX-512 path (VNNI prefill kernels for Q8_0, Q4_0,
-// Q4_K, Q5_K and Q6_K; the AVX2 kernels for the rest and for decode) gives results bit-identical
-// to the AVX2 path for every type (tested), so AVX2 and AVX-512 hosts agree.
+// the K-quants and IQ4_XS; the AVX2 kernels for the rest and for decode) gives results
+// bit-identical to the AVX2 path for every type (tested), so AVX2 and AVX-512 hosts agree.
 #pragma once
 
 #include <cstddef>
@@ -124,7 +124,7 @@ using KernelFn = void (*)(const KernelArgs& args, int64_t j0, int64_t j1);
 KernelFn scalar_kernel(GgmlType type);
 KernelFn avx2_kernel(GgmlType type);
 // The AVX-512 path (matmul_avx512.cpp): VNNI kernels for Q8_0, Q4_0 and (avx512_kernel_kquants)
-// Q4_K, Q5_K, Q6_K, bit-identical to the AVX2 ones, and the AVX2 kernel for every other type.
+// the K-quants and IQ4_XS, bit-identical to the AVX2 ones, and the AVX2 kernel for every other type.
 KernelFn avx512_kernel(GgmlType type);
 // The same for Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS (matmul_q4_1_q5_iq4*.cpp); nullptr otherwise.
 KernelFn scalar_kernel_q4_1_q5_iq4(GgmlType type);

@@ -1,5 +1,5 @@
 // AVX-512 (F/BW/VL/DQ + VNNI) prefill kernels for Q8_0 and Q4_0 weights, bit-identical to the
-// AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's dispatch: the K-quants' VNNI kernels
+// AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's dispatch: the super-block VNNI kernels
 // (matmul_kquants_avx512.cpp), and the AVX2 kernels for every other type and for batches of
 // fewer than kMR rows.
 //
@@ -255,11 +255,9 @@ KernelFn avx512_kernel(GgmlType type) {
       return run<Q80, GgmlType::Q8_0>;
     case GgmlType::Q4_0:
       return run<Q40, GgmlType::Q4_0>;
-    case GgmlType::Q4_K:
-    case GgmlType::Q5_K:
-    case GgmlType::Q6_K:
-      return avx512_kernel_kquants(type);  // matmul_kquants_avx512.cpp
     default:
+      // The super-block VNNI kernels (matmul_kquants_avx512.cpp) where they exist, else AVX2's.
+      if (KernelFn k = avx512_kernel_kquants(type)) return k;
       return avx2_kernel(type);
   }
 }
