@@ -10,9 +10,9 @@
 // use quantized activations (Q8 blocks of 32 for the 32-blocks Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/IQ4_NL,
 // Q8_K blocks of 256 for K-quants and IQ4_XS), computed from each activation row on its own. The
 // guarantee holds per ISA path (scalar and AVX2 differ in rounding); one process uses one path
-// (active_isa()) unless a caller picks one. The AVX-512 path (VNNI prefill kernels for Q8_0, Q4_0,
-// the K-quants and IQ4_XS; the AVX2 kernels for the rest and for decode) gives results
-// bit-identical to the AVX2 path for every type (tested), so AVX2 and AVX-512 hosts agree.
+// (active_isa()) unless a caller picks one. The AVX-512 path (VNNI prefill kernels for the
+// quantized types; the AVX2 kernels for the float types and for decode) gives results bit-identical
+// to the AVX2 path for every type (tested), so AVX2 and AVX-512 hosts agree.
 #pragma once
 
 #include <cstddef>
@@ -123,8 +123,9 @@ using KernelFn = void (*)(const KernelArgs& args, int64_t j0, int64_t j1);
 // Kernel for a type on a path; nullptr when the type is not supported.
 KernelFn scalar_kernel(GgmlType type);
 KernelFn avx2_kernel(GgmlType type);
-// The AVX-512 path (matmul_avx512.cpp): VNNI kernels for Q8_0, Q4_0 and (avx512_kernel_kquants)
-// the K-quants and IQ4_XS, bit-identical to the AVX2 ones, and the AVX2 kernel for every other type.
+// The AVX-512 path (matmul_avx512.cpp): its VNNI kernels for Q8_0 and Q4_0, those of
+// avx512_kernel_kquants and avx512_kernel_q4_1_q5_iq4, all bit-identical to the AVX2 ones, and
+// the AVX2 kernel for every other type.
 KernelFn avx512_kernel(GgmlType type);
 // The same for Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS (matmul_q4_1_q5_iq4*.cpp); nullptr otherwise.
 KernelFn scalar_kernel_q4_1_q5_iq4(GgmlType type);

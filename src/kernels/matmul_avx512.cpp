@@ -258,6 +258,7 @@ KernelFn avx512_kernel(GgmlType type) {
     default:
       // The super-block VNNI kernels (matmul_kquants_avx512.cpp) where they exist, else AVX2's.
       if (KernelFn k = avx512_kernel_kquants(type)) return k;
+      if (KernelFn k = avx512_kernel_q4_1_q5_iq4(type)) return k;  // Q4_1, Q5_0, Q5_1, IQ4_NL
       return avx2_kernel(type);
   }
 }
