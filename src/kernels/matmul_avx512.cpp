@@ -13,7 +13,7 @@
 //
 // This file is compiled with AVX-512 flags: it must not include matmul_avx2_tiles.h (its inline
 // functions would be emitted with EVEX encodings and could be picked by the linker for the AVX2
-// files), so it keeps its own small helpers in an anonymous namespace.
+// files); the AVX-512 files share their helpers and packed driver in matmul_avx512_common.h.
 // GCC 12's _mm512_undefined_* (behind broadcasts, casts and inserts) self-initialize a variable
 // and trip -Wmaybe-uninitialized at every use: a known false positive, silenced for this file.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -26,6 +26,7 @@
 
 #include "kernels/act_quant.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_avx512_common.h"
 
 namespace chimera::matmul_detail {
 namespace {
@@ -33,32 +34,7 @@ namespace {
 // Rows of activations kept hot in cache while a thread walks its weight columns (as on AVX2).
 constexpr int64_t kRowBlock = 64;
 
-// AVX2's hsum (matmul_avx2_tiles.h), operation for operation.
-inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float fp16(uint16_t h) {
-  return _cvtsh_ss(h);
-}
-
-template <class T>
-inline const T* row_at(const uint8_t* base, size_t stride, int64_t index) {
-  return reinterpret_cast<const T*>(base + static_cast<size_t>(index) * stride);
-}
-
-// 32 bytes at p in both 256-bit halves.
-inline __m512i bcast256(const void* p) {
-  return _mm512_broadcast_i64x4(_mm256_loadu_si256(static_cast<const __m256i*>(p)));
-}
-
-// Two columns' 256-bit halves side by side.
-inline __m512i join256(__m256i lo, __m256i hi) {
-  return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
-}
+using namespace avx512;  // NOLINT: the shared AVX-512 helpers and driver
 
 inline __m512 join_ps(__m256 lo, __m256 hi) {
   return _mm512_castsi512_ps(join256(_mm256_castps_si256(lo), _mm256_castps_si256(hi)));
@@ -173,88 +149,14 @@ struct Q40 {
   }
 };
 
-// ---------------------------------------------------------------- packed prefill driver
-// Register tile: kMR activation rows x kNP column pairs. For each kRowBlock-row block and group
-// of 2 kNP columns, up to K::kPackUnits units of K are packed into an L1-sized buffer and every
-// row tile runs over them; accumulators live in `acc` between K chunks (stored and reloaded
-// exactly). A group with an odd column count packs a zero partner column whose lanes are
-// discarded.
-constexpr int kMR = 4, kNP = 2;
-
-template <class K, int MR, int NP>
-void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits], int64_t i,
-                 int64_t u0, int64_t u1, __m512 (*acc)[kNP]) {
-  using Act = typename K::Act;
-  const Act* x[MR];
-  for (int r = 0; r < MR; ++r) x[r] = row_at<Act>(a.act, a.act_stride, i + r);
-  __m512 ac[MR][NP];
-  for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NP; ++c) ac[r][c] = acc[r][c];
-  for (int64_t u = u0; u < u1; ++u) {
-    const typename K::Packed* p[NP];
-    for (int c = 0; c < NP; ++c) p[c] = &pk[c][u - u0];
-    K::template step<MR, NP>(x, p, u, ac);
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int c = 0; c < NP; ++c) acc[r][c] = ac[r][c];
-}
-
-template <class K>
-void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
-  using Packed = typename K::Packed;
-  constexpr int64_t kPU = K::kPackUnits;
-  using Fn =
-      void (*)(const KernelArgs&, const Packed(*)[kPU], int64_t, int64_t, int64_t, __m512(*)[kNP]);
-  static_assert(kMR == 4 && kNP == 2);
-  static constexpr Fn fn[kMR][kNP] = {
-      {packed_tile<K, 1, 1>, packed_tile<K, 1, 2>},
-      {packed_tile<K, 2, 1>, packed_tile<K, 2, 2>},
-      {packed_tile<K, 3, 1>, packed_tile<K, 3, 2>},
-      {packed_tile<K, 4, 1>, packed_tile<K, 4, 2>},
-  };
-  alignas(64) Packed pk[kNP][kPU];
-  alignas(64) __m512 acc[kRowBlock][kNP];
-  const int64_t nu = K::units(a);
-  for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
-    const int64_t ie = ib + kRowBlock < a.m ? ib + kRowBlock : a.m;
-    for (int64_t j = j0; j < j1; j += 2 * kNP) {
-      const int64_t ncol = j1 - j < 2 * kNP ? j1 - j : 2 * kNP;
-      const int np = static_cast<int>((ncol + 1) / 2);
-      for (int64_t r = 0; r < ie - ib; ++r)
-        for (int c = 0; c < kNP; ++c) acc[r][c] = _mm512_setzero_ps();
-      for (int64_t u0 = 0; u0 < nu; u0 += kPU) {
-        const int64_t u1 = u0 + kPU < nu ? u0 + kPU : nu;
-        for (int c = 0; c < np; ++c) K::pack(a, j + 2 * c, 2 * c + 1 < ncol, u0, u1, pk[c]);
-        for (int64_t i = ib; i < ie; i += kMR) {
-          const int mr = static_cast<int>(ie - i < kMR ? ie - i : kMR);
-          fn[mr - 1][np - 1](a, pk, i, u0, u1, acc + (i - ib));
-        }
-      }
-      for (int64_t r = 0; r < ie - ib; ++r) {
-        float* y = a.y + (ib + r) * a.y_stride + j;
-        for (int64_t c = 0; c < ncol; ++c) {
-          const __m512 v = acc[r][c / 2];
-          y[c] = hsum256(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
-        }
-      }
-    }
-  }
-}
-
-template <class K, GgmlType kType>
-void run(const KernelArgs& a, int64_t j0, int64_t j1) {
-  if (a.m < kMR) return avx2_kernel(kType)(a, j0, j1);  // decode and tiny batches
-  run_packed<K>(a, j0, j1);
-}
-
 }  // namespace
 
 KernelFn avx512_kernel(GgmlType type) {
   switch (type) {
     case GgmlType::Q8_0:
-      return run<Q80, GgmlType::Q8_0>;
+      return run<Q80, GgmlType::Q8_0, kRowBlock>;
     case GgmlType::Q4_0:
-      return run<Q40, GgmlType::Q4_0>;
+      return run<Q40, GgmlType::Q4_0, kRowBlock>;
     default:
       // The super-block VNNI kernels (matmul_kquants_avx512.cpp) where they exist, else AVX2's.
       if (KernelFn k = avx512_kernel_kquants(type)) return k;

@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "kernels/matmul.h"
+#include "kernels/matmul_avx512_common.h"
 
 namespace chimera::matmul_detail {
 namespace {
@@ -34,36 +35,7 @@ namespace {
 // Rows of activations kept hot in cache while a thread walks its weight columns (as on AVX2).
 constexpr int64_t kRowBlock = 128;
 
-// AVX2's hsum, operation for operation.
-inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float fp16(uint16_t h) {
-  return _cvtsh_ss(h);
-}
-
-template <class T>
-inline const T* row_at(const uint8_t* base, size_t stride, int64_t index) {
-  return reinterpret_cast<const T*>(base + static_cast<size_t>(index) * stride);
-}
-
-inline __m256i load256(const void* p) {
-  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
-}
-
-// 32 bytes at p in both 256-bit halves.
-inline __m512i bcast256(const void* p) {
-  return _mm512_broadcast_i64x4(load256(p));
-}
-
-// Two columns' 256-bit halves side by side.
-inline __m512i join256(__m256i lo, __m256i hi) {
-  return _mm512_inserti64x4(_mm512_zextsi256_si512(lo), hi, 1);
-}
+using namespace avx512;  // NOLINT: the shared AVX-512 helpers and driver
 
 inline __m512 join_ps(float lo, float hi) {
   return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
@@ -235,7 +207,9 @@ struct SuperBlockVnni {
     __m512i tail16;
     __m512 d, dmin;
   };
+  using Act = BlockQ8_K;
   static constexpr int64_t kPackUnits = 8;  // 2 pairs x 8 x 960 B = 15 KB
+  static int64_t units(const KernelArgs& a) { return a.n_in / kQK_K; }
 
   static void pack(const KernelArgs& a, int64_t j, bool two, int64_t b0, int64_t b1, Packed* out) {
     const WBlock* w0 = row_at<WBlock>(a.w, a.w_row_bytes, j);
@@ -313,98 +287,18 @@ struct SuperBlockVnni {
   }
 };
 
-// ---------------------------------------------------------------- packed prefill driver
-// Register tile: kMR activation rows x kNP column pairs. The tile's loops are unrolled by
-// pragma, so that its integer and float accumulators stay in registers. For each kRowBlock-row
-// block and group of 2 kNP columns, up to K::kPackUnits super-blocks are packed into an L1-sized
-// buffer and every row tile runs over them; accumulators live in `acc` between chunks (stored and
-// reloaded exactly). A group with an odd column count packs a zero partner column whose lanes are
-// discarded.
-constexpr int kMR = 4, kNP = 2;
-
-template <class K, int MR, int NP>
-void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits], int64_t i,
-                 int64_t u0, int64_t u1, __m512 (*acc)[kNP]) {
-  const BlockQ8_K* x[MR];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r) x[r] = row_at<BlockQ8_K>(a.act, a.act_stride, i + r);
-  __m512 ac[MR][NP];
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 8
-    for (int c = 0; c < NP; ++c) ac[r][c] = acc[r][c];
-  for (int64_t u = u0; u < u1; ++u) {
-    const typename K::Packed* p[NP];
-#pragma GCC unroll 8
-    for (int c = 0; c < NP; ++c) p[c] = &pk[c][u - u0];
-    K::template step<MR, NP>(x, p, u, ac);
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 8
-    for (int c = 0; c < NP; ++c) acc[r][c] = ac[r][c];
-}
-
-template <class K>
-void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
-  using Packed = typename K::Packed;
-  constexpr int64_t kPU = K::kPackUnits;
-  using Fn =
-      void (*)(const KernelArgs&, const Packed(*)[kPU], int64_t, int64_t, int64_t, __m512(*)[kNP]);
-  static_assert(kMR == 4 && kNP == 2);
-  static constexpr Fn fn[kMR][kNP] = {
-      {packed_tile<K, 1, 1>, packed_tile<K, 1, 2>},
-      {packed_tile<K, 2, 1>, packed_tile<K, 2, 2>},
-      {packed_tile<K, 3, 1>, packed_tile<K, 3, 2>},
-      {packed_tile<K, 4, 1>, packed_tile<K, 4, 2>},
-  };
-  alignas(64) Packed pk[kNP][kPU];
-  alignas(64) __m512 acc[kRowBlock][kNP];
-  const int64_t nu = a.n_in / kQK_K;
-  for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
-    const int64_t ie = ib + kRowBlock < a.m ? ib + kRowBlock : a.m;
-    for (int64_t j = j0; j < j1; j += 2 * kNP) {
-      const int64_t ncol = j1 - j < 2 * kNP ? j1 - j : 2 * kNP;
-      const int np = static_cast<int>((ncol + 1) / 2);
-      for (int64_t r = 0; r < ie - ib; ++r)
-        for (int c = 0; c < kNP; ++c) acc[r][c] = _mm512_setzero_ps();
-      for (int64_t u0 = 0; u0 < nu; u0 += kPU) {
-        const int64_t u1 = u0 + kPU < nu ? u0 + kPU : nu;
-        for (int c = 0; c < np; ++c) K::pack(a, j + 2 * c, 2 * c + 1 < ncol, u0, u1, pk[c]);
-        for (int64_t i = ib; i < ie; i += kMR) {
-          const int mr = static_cast<int>(ie - i < kMR ? ie - i : kMR);
-          fn[mr - 1][np - 1](a, pk, i, u0, u1, acc + (i - ib));
-        }
-      }
-      for (int64_t r = 0; r < ie - ib; ++r) {
-        float* y = a.y + (ib + r) * a.y_stride + j;
-        for (int64_t c = 0; c < ncol; ++c) {
-          const __m512 v = acc[r][c / 2];
-          y[c] = hsum256(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
-        }
-      }
-    }
-  }
-}
-
-template <class K, GgmlType kType>
-void run(const KernelArgs& a, int64_t j0, int64_t j1) {
-  if (a.m < kMR) return avx2_kernel(kType)(a, j0, j1);  // decode and tiny batches
-  run_packed<K>(a, j0, j1);
-}
-
 }  // namespace
 
 KernelFn avx512_kernel_kquants(GgmlType type) {
   switch (type) {
     case GgmlType::Q4_K:
-      return run<SuperBlockVnni<Q45K<false>>, GgmlType::Q4_K>;
+      return run<SuperBlockVnni<Q45K<false>>, GgmlType::Q4_K, kRowBlock>;
     case GgmlType::Q5_K:
-      return run<SuperBlockVnni<Q45K<true>>, GgmlType::Q5_K>;
+      return run<SuperBlockVnni<Q45K<true>>, GgmlType::Q5_K, kRowBlock>;
     case GgmlType::Q6_K:
-      return run<SuperBlockVnni<Q6K>, GgmlType::Q6_K>;
+      return run<SuperBlockVnni<Q6K>, GgmlType::Q6_K, kRowBlock>;
     case GgmlType::IQ4_XS:
-      return run<SuperBlockVnni<IQ4XS>, GgmlType::IQ4_XS>;
+      return run<SuperBlockVnni<IQ4XS>, GgmlType::IQ4_XS, kRowBlock>;
     default:
       return nullptr;
   }

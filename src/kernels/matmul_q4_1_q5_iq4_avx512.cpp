@@ -28,29 +28,17 @@
 
 #include "kernels/act_quant.h"
 #include "kernels/matmul.h"
+#include "kernels/matmul_avx512_common.h"
 
 namespace chimera::matmul_detail {
 namespace {
 
-// AVX2's hsum, operation for operation.
-inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline __m256i load256(const void* p) {
-  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
-}
+using avx512::hsum256;
+using avx512::load256;
+using avx512::row_at;
 
 inline __m128i load128(const void* p) {
   return _mm_loadu_si128(static_cast<const __m128i*>(p));
-}
-
-template <class T>
-inline const T* row_at(const uint8_t* base, size_t stride, int64_t index) {
-  return reinterpret_cast<const T*>(base + static_cast<size_t>(index) * stride);
 }
 
 inline uint32_t load_u32(const void* p) {
