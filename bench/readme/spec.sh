@@ -8,13 +8,14 @@
 #   ngram     default model (models/default.gguf), n-gram / prompt-lookup drafting
 #   self      302M Granite-4.0-H-small-shaped synthetic model, F16 target, its own Q4_0 as draft
 #   draft     default model drafted by the small trained models/draft.gguf
-#   low       302M F16 target, a Q4_0 synthetic of another seed as draft, meant as the low-
-#             acceptance pair (the back-off must keep speculation within 5% of plain decoding).
-#             CAUTION: in a loaded test run this pair still accepted 100% (random synthetic
-#             models' greedy text seems to collapse alike); read its acceptance before using it
-#             as the back-off check.
 #   self-p0 / draftp0: the same pairs with --draft-p-min 0 (llama-speculative-simple's default;
 #             chimera's default is 0.75, which stops models/draft.gguf from drafting much)
+#   self-p0-states: self-p0 with --spec-verify-states, the older verify path (the recurrent state
+#             stored after every verified token instead of the kept prefix recomputed): the
+#             recompute's gain is the ratio of the self-p0 and self-p0-states speed-ups.
+#   *-t1:     seeded sampling at temperature 1.0 (--spec-temp 1): a draft token counts only when it
+#             equals the target's sample, so acceptance falls; the back-off cases (speculation
+#             must stay within 5% of plain decoding when acceptance is low).
 set -u
 cd "$(dirname "$0")/../.."
 CH=${CH:-build/bin/chimera}
@@ -23,10 +24,8 @@ T=2
 PROMPT="And God said"
 F16=/tmp/spec-g4h-f16.gguf
 Q40=/tmp/spec-g4h-q4_0.gguf
-LOW=/tmp/spec-g4h-q4_0-seed7.gguf
 [ -f "$F16" ] || "$CH" synthetic --preset granite4h-small -o "$F16" >/dev/null
 [ -f "$Q40" ] || "$CH" quantize "$F16" "$Q40" Q4_0 >/dev/null
-[ -f "$LOW" ] || "$CH" synthetic --preset granite4h-small --type Q4_0 --seed 7 -o "$LOW" >/dev/null
 echo "== spec.sh $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null); $(uptime)"
 
 # chimera bench: plain vs speculative, interleaved per repetition, one line per case.
@@ -64,10 +63,12 @@ chimera_case self 64 2 "$F16" --draft "$Q40"
 chimera_case self-p0 64 2 "$F16" --draft "$Q40" --draft-p-min 0
 chimera_case draft 128 3 models/default.gguf --draft models/draft.gguf
 chimera_case draftp0 128 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0
-chimera_case low 64 2 "$F16" --draft "$LOW"
+chimera_case self-p0-states 64 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-verify-states
+chimera_case ngram-t1 128 3 models/default.gguf --spec ngram --spec-temp 1
+chimera_case draft-t1 128 3 models/default.gguf --draft models/draft.gguf --spec-temp 1
+chimera_case self-t1 64 2 "$F16" --draft "$Q40" --spec-temp 1
 
 llama_case ngram 128 models/default.gguf --spec-type ngram-simple
 llama_case self 64 "$F16" -md "$Q40" --spec-type draft-simple -td $T
 llama_case draft 128 models/default.gguf -md models/draft.gguf --spec-type draft-simple -td $T
-llama_case low 64 "$F16" -md "$LOW" --spec-type draft-simple -td $T
 echo "== done $(date -u +%FT%TZ); $(uptime)"
