@@ -300,8 +300,12 @@ struct PairVnni512 {
       for (int c = 0; c < NP; ++c) dot(unpack<false>(w[2 * c] + b, w[2 * c + 1] + b), xa, acc[c]);
     }
 #pragma GCC unroll 4
-    for (int c = 0; c < NR; ++c)
-      a.y[i * a.y_stride + j + c] = hsum256(_mm512_extractf32x8_ps(acc[c / 2], c % 2));
+    for (int c = 0; c < NR; ++c) {
+      // The lane index must be a constant for clang (GCC folds it after unrolling).
+      const __m512 v = acc[c / 2];
+      a.y[i * a.y_stride + j + c] =
+          hsum256(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
+    }
   }
 };
 

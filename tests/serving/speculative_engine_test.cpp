@@ -54,7 +54,9 @@ void run_against_plain(const Fixture& f, Drafter& drafter) {
     Outcome o = collect(*hs[i]);
     testutil::expect_same(want[i], o, "request " + std::to_string(i) + " with " + drafter.name());
     EXPECT_LE(o.timings.draft_n_accepted, o.timings.draft_n);
-    if (reqs[i].draft_max == 0) EXPECT_EQ(o.timings.draft_n, 0);
+    if (reqs[i].draft_max == 0) {
+      EXPECT_EQ(o.timings.draft_n, 0);
+    }
     drafted += o.timings.draft_n;
   }
   EXPECT_GT(drafted, 0);
