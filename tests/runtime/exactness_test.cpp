@@ -419,7 +419,8 @@ TEST_P(Exactness, SpeculativeRecomputeEqualsPlainDecodeForEveryPrefix) {
     if (x.size() != y.size()) return false;
     for (size_t i = 0; i < x.size(); ++i)
       if (x[i].size() != y[i].size() ||
-          std::memcmp(x[i].data(), y[i].data(), x[i].size() * sizeof(float)) != 0)
+          (!x[i].empty() &&  // a short conv has no scan state: memcmp(nullptr, ...) is UB
+           std::memcmp(x[i].data(), y[i].data(), x[i].size() * sizeof(float)) != 0))
         return false;
     return true;
   };
