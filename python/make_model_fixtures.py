@@ -59,7 +59,7 @@ EOT_ID, PAD_ID = 0, 3
 # the HF checkpoints committed (in NAME/hf), for tests/python (test_converter.py and
 # test_converter_vs_llama_cpp.py, whose reference python/make_converter_reference.py makes)
 CI_CHECKPOINTS = {"granitehybrid-moe", "qwen35", "qwen35moe", "qwen3next", "nemotron_h",
-                  "nemotron_h_moe", "lfm2", "gemma3", "falcon-h1"}
+                  "nemotron_h_moe", "lfm2", "lfm2moe-tied", "gemma3", "falcon-h1"}
 D = 64  # hidden size of every fixture
 
 
@@ -162,6 +162,21 @@ def models() -> dict[str, dict]:
                   "routing; the random expert_bias changes which experts are chosen but not their "
                   "weights (renormalised to sum 1: llama.cpp divides by max(sum, 6.1e-5), HF by "
                   "sum + 1e-6); L_cache 4, untied output"),
+        # lfm2moe with a tied output, for the converter comparison with llama.cpp: its converter
+        # cannot map an untied lm_head for this architecture (the real LFM2-8B-A1B is tied)
+        "lfm2moe-tied": dict(
+            cls="Lfm2MoeForCausalLM", seed=113, config=dict(
+                vocab_size=N_VOCAB, hidden_size=D, num_hidden_layers=5,
+                layer_types=["conv", "conv", "full_attention", "conv", "full_attention"],
+                num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+                moe_intermediate_size=32, num_dense_layers=1, num_experts=8,
+                num_experts_per_tok=3, use_expert_bias=True, norm_topk_prob=True,
+                routed_scaling_factor=1.0, conv_L_cache=4, norm_eps=1e-5,
+                max_position_embeddings=512,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                tie_word_embeddings=True),
+            notes="LFM2-MoE as lfm2moe, with tied embeddings (the shape llama.cpp's converter "
+                  "handles): committed for the converter comparison"),
         "falcon-h1": dict(
             cls="FalconH1ForCausalLM", gguf_arch="falcon-h1", seed=112, config=dict(
                 vocab_size=N_VOCAB, hidden_size=D, num_hidden_layers=4, num_attention_heads=4,

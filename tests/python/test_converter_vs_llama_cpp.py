@@ -91,7 +91,8 @@ def test_records_cover_the_architectures():
     have_hf = {p.parent.name for p in FIXTURES.glob("*/hf")}
     assert set(RECORDS) <= have_hf, "a record without its checkpoint"
     for arch in ("qwen35", "qwen35moe", "qwen3next", "nemotron_h", "granitehybrid-moe",
-                 "nemotron_h_moe", "lfm2", "gemma3", "gemma3-spm", "falcon-h1"):
+                 "nemotron_h_moe", "lfm2", "lfm2moe-tied", "gemma3", "gemma3-spm",
+                 "falcon-h1"):
         assert arch in RECORDS
 
 

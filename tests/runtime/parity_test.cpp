@@ -262,7 +262,7 @@ std::vector<ParityCase> parity_cases(std::vector<const char*> weights) {
   std::vector<ParityCase> out;
   for (const char* m : {"granitehybrid-dense", "granitehybrid-moe", "mamba2", "mamba2-g2", "llama",
                         "granite", "qwen35", "qwen35moe", "qwen3next", "nemotron_h",
-                        "nemotron_h_moe", "lfm2", "lfm2moe", "falcon-h1", "gemma3"})
+                        "nemotron_h_moe", "lfm2", "lfm2moe", "lfm2moe-tied", "falcon-h1", "gemma3"})
     for (const char* w : weights) {
       out.push_back({m, w});
     }
