@@ -67,6 +67,16 @@ def models() -> dict[str, dict]:
     """name -> (HF class name, config kwargs, seed, notes)."""
     mamba = dict(mamba_n_heads=8, mamba_d_head=16, mamba_d_state=16, mamba_n_groups=1,
                  mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=32)
+    lfm2moe = dict(
+        vocab_size=N_VOCAB, hidden_size=D, num_hidden_layers=5,
+        layer_types=["conv", "conv", "full_attention", "conv", "full_attention"],
+        num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
+        moe_intermediate_size=32, num_dense_layers=1, num_experts=8,
+        num_experts_per_tok=3, use_expert_bias=True, norm_topk_prob=True,
+        routed_scaling_factor=1.0, conv_L_cache=4, norm_eps=1e-5,
+        max_position_embeddings=512,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
     granite4 = dict(vocab_size=N_VOCAB, hidden_size=D, num_attention_heads=4, num_key_value_heads=2,
                     rms_norm_eps=1e-5, max_position_embeddings=512,
                     position_embedding_type="nope", embedding_multiplier=4.0,
@@ -148,16 +158,7 @@ def models() -> dict[str, dict]:
         # logits (python/check_f16_sensitivity.py); with seed 112 one routing choice flips at
         # batch-c position 8 (NMSE 0.023) -- the model's sensitivity, not the engine's
         "lfm2moe": dict(
-            cls="Lfm2MoeForCausalLM", seed=113, config=dict(
-                vocab_size=N_VOCAB, hidden_size=D, num_hidden_layers=5,
-                layer_types=["conv", "conv", "full_attention", "conv", "full_attention"],
-                num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
-                moe_intermediate_size=32, num_dense_layers=1, num_experts=8,
-                num_experts_per_tok=3, use_expert_bias=True, norm_topk_prob=True,
-                routed_scaling_factor=1.0, conv_L_cache=4, norm_eps=1e-5,
-                max_position_embeddings=512,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-                tie_word_embeddings=False),
+            cls="Lfm2MoeForCausalLM", seed=113, config=dict(lfm2moe, tie_word_embeddings=False),
             notes="LFM2-MoE: one leading dense layer, then 8 experts (3 used) with sigmoid "
                   "routing; the random expert_bias changes which experts are chosen but not their "
                   "weights (renormalised to sum 1: llama.cpp divides by max(sum, 6.1e-5), HF by "
@@ -165,16 +166,7 @@ def models() -> dict[str, dict]:
         # lfm2moe with a tied output, for the converter comparison with llama.cpp: its converter
         # cannot map an untied lm_head for this architecture (the real LFM2-8B-A1B is tied)
         "lfm2moe-tied": dict(
-            cls="Lfm2MoeForCausalLM", seed=113, config=dict(
-                vocab_size=N_VOCAB, hidden_size=D, num_hidden_layers=5,
-                layer_types=["conv", "conv", "full_attention", "conv", "full_attention"],
-                num_attention_heads=4, num_key_value_heads=2, intermediate_size=96,
-                moe_intermediate_size=32, num_dense_layers=1, num_experts=8,
-                num_experts_per_tok=3, use_expert_bias=True, norm_topk_prob=True,
-                routed_scaling_factor=1.0, conv_L_cache=4, norm_eps=1e-5,
-                max_position_embeddings=512,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-                tie_word_embeddings=True),
+            cls="Lfm2MoeForCausalLM", seed=113, config=dict(lfm2moe, tie_word_embeddings=True),
             notes="LFM2-MoE as lfm2moe, with tied embeddings (the shape llama.cpp's converter "
                   "handles): committed for the converter comparison"),
         "falcon-h1": dict(
