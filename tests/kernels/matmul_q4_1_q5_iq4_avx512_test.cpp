@@ -70,25 +70,7 @@ TEST_P(MatmulQ41Q5IQ4Avx512, BitIdenticalToAvx2) {
       args.act_stride = stride;
       args.n_in = n_in;
       args.y_stride = n_out;
-      for (int threads : {1, 2}) {
-        ThreadContext ctx(threads);
-        for (int64_t m : ms) {
-          args.m = m;
-          std::vector<float> y2(m * n_out, -1.0f), y5(m * n_out, -2.0f);
-          // Column chunks of 16 (matmul's grain) spread over the threads, as matmul() does.
-          args.y = y2.data();
-          ctx.parallel_for(n_out, 16, [&](int64_t j0, int64_t j1) { k2(args, j0, j1); });
-          auto args5 = args;
-          args5.y = y5.data();
-          ctx.parallel_for(n_out, 16, [&](int64_t j0, int64_t j1) { k5(args5, j0, j1); });
-          for (int64_t i = 0; i < m * n_out; ++i) {
-            ASSERT_EQ(0, std::memcmp(&y2[i], &y5[i], sizeof(float)))
-                << type_name(t) << " n_in=" << n_in << " n_out=" << n_out << " m=" << m
-                << " threads=" << threads << " row " << i / n_out << " col " << i % n_out
-                << ": avx2 " << y2[i] << " avx512 " << y5[i];
-          }
-        }
-      }
+      matmul_test::expect_kernels_bit_identical(k2, k5, args, ms, t, n_out);
     }
   }
 }

@@ -6,8 +6,12 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <span>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "core/threads.h"
 #include "gguf/quants.h"
 #include "gguf/types.h"
 #include "kernels/matmul.h"
@@ -113,6 +117,33 @@ inline std::vector<float> random_activations(int64_t m, int64_t n_in, uint32_t s
     for (int64_t k = 0; k < n_in; ++k) x[i * n_in + k] = scale * uni(rng);
   }
   return x;
+}
+
+// Runs kernels `a` and `b` (two ISA paths of one type) on the same prepared arguments, for every
+// m in `ms` and 1 and 2 threads (column chunks of 16, matmul's grain, spread over the threads as
+// matmul() does), and requires byte-identical outputs. `args` must have everything but m and y.
+inline void expect_kernels_bit_identical(matmul_detail::KernelFn a, matmul_detail::KernelFn b,
+                                         matmul_detail::KernelArgs args,
+                                         std::span<const int64_t> ms, GgmlType t, int64_t n_out) {
+  for (int threads : {1, 2}) {
+    ThreadContext ctx(threads);
+    for (int64_t m : ms) {
+      args.m = m;
+      std::vector<float> ya(m * n_out, -1.0f), yb(m * n_out, -2.0f);
+      auto args_a = args;
+      args_a.y = ya.data();
+      ctx.parallel_for(n_out, 16, [&](int64_t j0, int64_t j1) { a(args_a, j0, j1); });
+      auto args_b = args;
+      args_b.y = yb.data();
+      ctx.parallel_for(n_out, 16, [&](int64_t j0, int64_t j1) { b(args_b, j0, j1); });
+      for (int64_t i = 0; i < m * n_out; ++i) {
+        ASSERT_EQ(0, std::memcmp(&ya[i], &yb[i], sizeof(float)))
+            << type_name(t) << " n_in=" << args.n_in << " n_out=" << n_out << " m=" << m
+            << " threads=" << threads << " row " << i / n_out << " col " << i % n_out << ": "
+            << ya[i] << " vs " << yb[i];
+      }
+    }
+  }
 }
 
 }  // namespace chimera::matmul_test
