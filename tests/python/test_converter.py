@@ -40,8 +40,9 @@ ALL_MODELS = sorted(p.name for p in FIXTURES.iterdir() if (p / "reference.json")
 QWEN_MODELS = ("qwen35", "qwen35moe", "qwen3next")
 # nemotron_h: test_converter_nemotron_h.py and the engine's parity tests (no numpy forward here).
 NEMOTRON_MODELS = ("nemotron_h", "nemotron_h_moe", "falcon-h1")  # falcon-h1: its own file
-# lfm2, lfm2moe: test_converter_lfm2.py and the engine's parity tests (no numpy forward here).
-LFM2_MODELS = ("lfm2", "lfm2moe")
+# lfm2, lfm2moe (and lfm2moe-tied, for test_converter_vs_llama_cpp.py): test_converter_lfm2.py and
+# the engine's parity tests (no numpy forward here).
+LFM2_MODELS = ("lfm2", "lfm2moe", "lfm2moe-tied")
 # gemma3: test_converter_gemma3.py, test_converter_vs_llama_cpp.py and the engine's parity tests.
 GEMMA_MODELS = ("gemma3",)
 MODELS = [m for m in ALL_MODELS
