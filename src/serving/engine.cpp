@@ -138,6 +138,7 @@ struct Active {
   std::vector<uint32_t> snap_points;  // ascending token counts at which to pin a snapshot
   std::vector<uint64_t> snaps;        // pinned here, handed to the prefix cache at the end
   std::vector<uint32_t> thinned;      // snapshot points dropped to stay in budget
+  PrefixCache::PromptEnd prompt_end;  // the snapshot at the prompt's end, with its logits
   int64_t chunk_end = 0;              // this step's prompt chunk ends here (0: none)
   int64_t replay_end = 0;             // prompt tokens below this were found in the cache
   int64_t chunk_entry = -1;           // batch entry of the chunk's last token
@@ -175,7 +176,7 @@ class EngineImpl : public Engine {
     for (const MemoryLayer& l : ctx_->memory().config().layers)
       slot_bytes_ += (l.conv_floats + l.ssm_floats) * sizeof(float);
     for (int32_t s = static_cast<int32_t>(p.max_seqs) - 1; s >= 0; --s) free_seqs_.push_back(s);
-    cache_ = std::make_unique<PrefixCache>(ctx_->memory(), cfg_);
+    cache_ = std::make_unique<PrefixCache>(ctx_->memory(), cfg_, ctx_->n_vocab());
     if (!cfg_.cache_file.empty()) {
       Status st = cache_->load_file(cfg_.cache_file, free_seqs_);
       if (!st.ok())
@@ -267,6 +268,9 @@ class EngineImpl : public Engine {
  private:
   static constexpr uint32_t kMaxChoices = 16;
   static constexpr uint32_t kMaxParked = 64;
+  // At most this many tokens between a chat's last message and its prompt's end are taken for
+  // the generation header (the prompt-end snapshot then replaces the message's).
+  static constexpr uint32_t kHeaderTokens = 32;
 
   // ------------------------------------------------------------ the loop
 
@@ -449,28 +453,59 @@ class EngineImpl : public Engine {
     a.timings.prompt_reused = static_cast<int64_t>(a.held);
     a.timings.prompt_replayed = std::max<int64_t>(0, hit_end - static_cast<int64_t>(a.held));
     a.timings.prompt_processed = static_cast<int64_t>(P) - std::max<int64_t>(hit_end, a.held);
-    // Snapshot points past what is held: message boundaries and every snapshot_every tokens
-    // (never the prompt's full length: a later identical prompt still runs its last token).
-    // Attention alone rolls back to any token without one.
+    // Snapshot points past what is held: message boundaries, every snapshot_every tokens, and
+    // the prompt's end. The prompt end's snapshot keeps the last token's logits: the same
+    // prompt again (regenerate, retry, another seed) samples from them with no forward pass,
+    // and a next turn that sends the answer back re-tokenized resumes right there. It replaces
+    // the last message's boundary when only the generation header lies between them: a request
+    // sharing those messages shares the header too. Attention alone rolls back to any token
+    // without a snapshot.
     a.held0 = a.held;
-    if (ctx_->memory().has_recurrent())
+    const bool recurrent = ctx_->memory().has_recurrent();
+    // The last message's end, when a generation header follows it (not when it ends the prompt).
+    const uint32_t last_boundary =
+        !a.p.boundaries.empty() && a.p.boundaries.back() < P ? a.p.boundaries.back() : 0;
+    if (recurrent)
       for (uint32_t b : a.p.boundaries)
-        if (b > a.held && b < P) a.snap_points.push_back(b);
-    // Without message boundaries (a completion), the prompt's last token but one: where the
-    // same prompt again (a retry, another seed) resumes.
-    if (a.p.boundaries.empty() && P >= 2 && P - 1 > a.held && ctx_->memory().has_recurrent())
-      a.snap_points.push_back(static_cast<uint32_t>(P - 1));
-    if (cfg_.snapshot_every > 0 && ctx_->memory().has_recurrent())
+        if (b > a.held && b < P && !(b == last_boundary && P - b <= kHeaderTokens))
+          a.snap_points.push_back(b);
+    if (recurrent && P > a.held) a.snap_points.push_back(static_cast<uint32_t>(P));
+    if (cfg_.snapshot_every > 0 && recurrent)
       for (size_t k = (a.held / cfg_.snapshot_every + 1) * cfg_.snapshot_every; k < P;
            k += cfg_.snapshot_every)
         a.snap_points.push_back(static_cast<uint32_t>(k));
     std::sort(a.snap_points.begin(), a.snap_points.end());
     a.snap_points.erase(std::unique(a.snap_points.begin(), a.snap_points.end()),
                         a.snap_points.end());
-    std::lock_guard<std::mutex> lock(metrics_mu_);
-    --metrics_.requests_queued;
-    ++metrics_.requests_running;
-    metrics_.prompt_tokens_cached += a.held;
+    {
+      std::lock_guard<std::mutex> lock(metrics_mu_);
+      --metrics_.requests_queued;
+      ++metrics_.requests_running;
+      metrics_.prompt_tokens_cached += a.held;
+    }
+    if (at.logits) {
+      // The whole prompt came from the cache with its last token's logits: fork the choices
+      // and sample now; nothing runs through the model.
+      CHIMERA_CHECK(a.held == P && at.logits->size() == static_cast<size_t>(ctx_->n_vocab()),
+                    "prefix cache logits for ", a.held, " of ", P, " tokens");
+      a.timings.prompt_logits_reused = true;
+      a.prompting = false;
+      sample_prompt_end(a, at.logits->data());
+    }
+  }
+
+  // The prompt is processed (or came whole from the cache): the n choices share it (O(1)
+  // forks), then each samples its first token from the last prompt token's logits.
+  void sample_prompt_end(Active& a, const float* logits) {
+    HybridMemory& mem = ctx_->memory();
+    for (size_t i = 1; i < a.choices.size(); ++i) {
+      Status st = mem.seq_cp(a.choices[0].seq, a.choices[i].seq);
+      CHIMERA_CHECK(st.ok(), "seq_cp of a processed prompt: ", st.ToString());
+    }
+    for (Choice& c : a.choices) on_logits(a, c, logits);
+    bool all_done = true;
+    for (const Choice& c : a.choices) all_done = all_done && c.done;
+    if (all_done) finish_done(a);
   }
 
   // ------------------------------------------------------------ one batch
@@ -652,23 +687,26 @@ class EngineImpl : public Engine {
           metrics_.prompt_tokens_replayed += replayed_now;
           metrics_.prompt_tokens_processed += n_chunk - replayed_now;
         }
+        const bool prompt_done = a.held == a.p.prompt.size();
+        const float* logits =
+            prompt_done ? ctx_->logits(static_cast<size_t>(a.chunk_entry)) : nullptr;
         if (std::binary_search(a.snap_points.begin(), a.snap_points.end(),
                                static_cast<uint32_t>(a.held))) {
           auto id = mem.snapshot(a.choices[0].seq);
           if (id.ok()) {
             a.snaps.push_back(*id);
+            if (prompt_done && logits) {
+              a.prompt_end.snap = *id;
+              a.prompt_end.logits =
+                  std::make_shared<const std::vector<float>>(logits, logits + ctx_->n_vocab());
+            }
             thin_request_snapshots(a);
           }
         }
-        if (a.held == a.p.prompt.size()) {
+        if (prompt_done) {
           a.prompting = false;
-          const float* logits = ctx_->logits(static_cast<size_t>(a.chunk_entry));
-          // n choices share the processed prompt: O(1) forks, then one sample each.
-          for (size_t i = 1; i < a.choices.size(); ++i) {
-            Status st = mem.seq_cp(a.choices[0].seq, a.choices[i].seq);
-            CHIMERA_CHECK(st.ok(), "seq_cp of a processed prompt: ", st.ToString());
-          }
-          for (Choice& c : a.choices) on_logits(a, c, logits);
+          sample_prompt_end(a, logits);
+          continue;  // its choices were sampled; none was in this batch
         }
       }
       for (Choice& c : a.choices) {
@@ -831,7 +869,7 @@ class EngineImpl : public Engine {
       }
       std::vector<int32_t> seqs;
       for (const Choice& c : a.choices) seqs.push_back(c.seq);
-      cache_->park(seqs, std::move(a.snaps), a.thinned, a.p.boundaries, free_seqs_);
+      cache_->park(seqs, std::move(a.snaps), a.thinned, a.p.boundaries, a.prompt_end, free_seqs_);
       if (a.done_event) done_.emplace_back(a.h, std::move(*a.done_event));
       it = running_.erase(it);
       std::lock_guard<std::mutex> lock(metrics_mu_);
@@ -859,16 +897,17 @@ class EngineImpl : public Engine {
   }
 
   void refresh_gauges() {
-    const MemoryUsage u = ctx_->memory().usage();
+    // The memory plus the logits the cache keeps beside it (host bytes the cache counts).
+    const uint64_t memory_bytes = ctx_->memory().usage().total_bytes() + cache_->logits_bytes();
     const std::vector<int32_t> running = running_seqs();
     nlohmann::json info = cache_->info(running);
     std::lock_guard<std::mutex> lock(metrics_mu_);
-    metrics_.memory_bytes = u.total_bytes();
+    metrics_.memory_bytes = memory_bytes;
     metrics_.cache_bytes = info["bytes"].get<uint64_t>();
     metrics_.cache_hits = cache_->hits();
     metrics_.cache_entries = cache_->entries();
     metrics_.cache_tokens = cache_->tokens();
-    info["memory_bytes"] = u.total_bytes();
+    info["memory_bytes"] = memory_bytes;
     info["memory_baseline_bytes"] = baseline_bytes_;
     cache_info_ = std::move(info);
   }

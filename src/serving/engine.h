@@ -68,7 +68,10 @@ struct Timings {
   int64_t prompt_reused = 0;     // prompt tokens taken from the prefix cache or a live sequence
   int64_t prompt_processed = 0;  // new prompt tokens run through the model
   int64_t prompt_replayed = 0;   // tokens re-run to roll a recurrent state back to the match
-  double prompt_ms = 0;          // admission to first sampled token
+  // The whole prompt was cached with its last token's logits (an exact repeat: regenerate,
+  // retry, another seed): the choices sampled from those logits, with no forward pass.
+  bool prompt_logits_reused = false;
+  double prompt_ms = 0;  // admission to first sampled token
   int64_t predicted_n = 0;
   double predicted_ms = 0;
   int64_t draft_n = 0;  // speculative decoding (issue 12)
@@ -176,6 +179,7 @@ class Engine {
   virtual MetricsSnapshot metrics() const = 0;
   // The prefix cache for its endpoint (refreshed every engine step):
   //   {"n_entries", "tokens", "bytes", "budget_bytes", "hits", "snapshots", "snapshot_bytes",
+  //    "logits_bytes" (prompt-end logits, host memory counted in bytes and memory_bytes),
   //    "tree_nodes", "memory_bytes", "memory_baseline_bytes",
   //    "entries": [{"id", "tokens", "bytes", "hits", "last_use", "messages",
   //                 "snapshots": [token counts]}]}

@@ -106,11 +106,25 @@ namespace {
 constexpr size_t kMaxTombstones = 64;
 // Priors for the value of a snapshot against a whole entry (which a continuation reuses whole):
 // the share of requests that diverge at a message boundary (edit, regenerate) or elsewhere.
-// A conversation's next turn resumes at its tip snapshot whenever it diverges inside the last
-// answer (sent back re-tokenized, or regenerated): that one weighs most.
+// A conversation's tip snapshot (its last prompt's end) serves its next turn whenever that
+// diverges inside the last answer (sent back re-tokenized), and every regeneration of it:
+// that one weighs most.
 constexpr double kTipDivergence = 0.5;
 constexpr double kBoundaryDivergence = 0.25;
 constexpr double kIntervalDivergence = 0.1;
+// Tiers (lowest goes first): prompt-end snapshots of conversations that moved on (a later turn
+// holds snapshots past them, at the answer end and its own prompt end; only branching back to
+// regenerate that old answer wants them), then old branches and inner snapshots, then branch
+// points live conversations share, then what a conversation's next turn needs: its tip, and
+// last its entry (a tip serves a next turn only with its entry; an entry without its tip still
+// serves every turn that sends the last answer back as generated, and the rest replays from an
+// earlier snapshot).
+constexpr int kTierStalePromptEnd = 0;
+constexpr int kTierInner = 1;
+constexpr int kTierShared = 2;
+constexpr int kTierTip = 3;
+constexpr int kTierEntry = 4;
+constexpr int kTiers = 5;
 constexpr double kRecencyWeight = 0.5;
 
 size_t common_prefix(const std::vector<TokenId>& a, const std::vector<TokenId>& b) {
@@ -128,7 +142,8 @@ size_t message_of(const std::vector<uint32_t>& boundaries, size_t at) {
 
 }  // namespace
 
-PrefixCache::PrefixCache(HybridMemory& mem, const EngineConfig& cfg) : mem_(mem), cfg_(cfg) {
+PrefixCache::PrefixCache(HybridMemory& mem, const EngineConfig& cfg, int32_t n_vocab)
+    : mem_(mem), cfg_(cfg), n_vocab_(n_vocab) {
   baseline_bytes_ = mem_.usage().total_bytes();
 }
 
@@ -138,6 +153,17 @@ uint64_t PrefixCache::slot_bytes() const {
   uint64_t floats = 0;
   for (const MemoryLayer& l : mem_.config().layers) floats += l.conv_floats + l.ssm_floats;
   return floats * sizeof(float);
+}
+
+uint64_t PrefixCache::snap_bytes(const SnapInfo& s) const {
+  return slot_bytes() + (s.logits ? s.logits->size() * sizeof(float) : 0);
+}
+
+uint64_t PrefixCache::logits_bytes() const {
+  uint64_t n = 0;
+  for (const auto& [sid, s] : snaps_)
+    if (s.logits) n += s.logits->size() * sizeof(float);
+  return n;
 }
 
 uint64_t PrefixCache::tokens() const {
@@ -156,9 +182,11 @@ PrefixCache::Attach PrefixCache::attach(const std::vector<TokenId>& prompt,
   for (const auto& [id, l] : lcp) matched = std::max(matched, l);
   // The best entry: the one whose state, rolled back to at most P - 1 tokens (the last prompt
   // token always runs, for its logits), keeps the most tokens without compute.
+  // Or the whole prompt, where a snapshot at its end kept the last token's logits.
   uint64_t best = 0, deepest = 0;
   size_t best_rp = 0;
   uint64_t best_snap = 0;
+  Logits best_logits;
   for (const auto& [id, l] : lcp) {
     const Entry& e = entries_.at(id);
     if (!deepest || l > lcp.at(deepest) ||
@@ -167,7 +195,19 @@ PrefixCache::Attach PrefixCache::attach(const std::vector<TokenId>& prompt,
     const size_t t = std::min(l, P - 1);
     size_t rp = 0;
     uint64_t snap = 0;
-    if (t == e.tokens.size() || !mem_.has_recurrent()) {
+    Logits logits;
+    if (l == P)
+      for (auto [sid, n] : mem_.snapshots_of(e.seq)) {
+        auto it = snaps_.find(sid);
+        if (n == P && it != snaps_.end() && it->second.logits) {
+          rp = P;
+          snap = sid;
+          logits = it->second.logits;
+        }
+      }
+    if (logits) {
+      // the whole prompt, nothing to run
+    } else if (t == e.tokens.size() || !mem_.has_recurrent()) {
       rp = t;  // the whole entry, or attention alone (any prefix of it is exact)
     } else {
       for (auto [sid, n] : mem_.snapshots_of(e.seq))
@@ -180,6 +220,7 @@ PrefixCache::Attach PrefixCache::attach(const std::vector<TokenId>& prompt,
       best = id;
       best_rp = rp;
       best_snap = snap;
+      best_logits = logits;
     }
   }
   out.report.matched = static_cast<int64_t>(std::min(matched, P));
@@ -198,6 +239,7 @@ PrefixCache::Attach PrefixCache::attach(const std::vector<TokenId>& prompt,
     ++hits_;
     if (best_snap) snaps_[best_snap].last_use = clock_;
     out.held = best_rp;
+    out.logits = best_logits;
   }
   out.report.reused = static_cast<int64_t>(out.held);
   // Why it matched less than it could have.
@@ -244,7 +286,8 @@ void PrefixCache::disown_snapshot(uint64_t id) {
 }
 
 uint64_t PrefixCache::add_entry(int32_t seq, std::vector<uint32_t> boundaries,
-                                std::vector<uint64_t> pinned) {
+                                std::vector<uint64_t> pinned,
+                                const std::map<uint64_t, Logits>& logits) {
   Entry e;
   e.id = next_id_++;
   e.seq = seq;
@@ -265,14 +308,17 @@ uint64_t PrefixCache::add_entry(int32_t seq, std::vector<uint32_t> boundaries,
   // Snapshots pinned for this sequence: one pin each, which the cache now holds.
   for (uint64_t sid : pinned) {
     auto it = snaps_.find(sid);
+    auto lg = logits.find(sid);
     if (it != snaps_.end()) {
       (void)mem_.release(sid);  // the cache already holds a pin on it
+      if (lg != logits.end() && !it->second.logits) it->second.logits = lg->second;
     } else {
       SnapInfo si;
       for (auto [id2, n] : mem_.snapshots_of(seq))
         if (id2 == sid) si.n_tokens = n;
       si.boundary = std::binary_search(e.boundaries.begin(), e.boundaries.end(), si.n_tokens);
       si.last_use = e.last_use;
+      if (lg != logits.end()) si.logits = lg->second;
       snaps_[sid] = si;
     }
   }
@@ -294,8 +340,13 @@ uint64_t PrefixCache::add_entry(int32_t seq, std::vector<uint32_t> boundaries,
 
 void PrefixCache::park(const std::vector<int32_t>& seqs, std::vector<uint64_t> snaps,
                        const std::vector<uint32_t>& thinned,
-                       const std::vector<uint32_t>& boundaries, std::vector<int32_t>& free_seqs) {
+                       const std::vector<uint32_t>& boundaries, const PromptEnd& prompt_end,
+                       std::vector<int32_t>& free_seqs) {
   std::vector<uint64_t> pinned = std::move(snaps);
+  std::map<uint64_t, Logits> logits;
+  if (prompt_end.snap && prompt_end.logits &&
+      std::find(pinned.begin(), pinned.end(), prompt_end.snap) != pinned.end())
+    logits[prompt_end.snap] = prompt_end.logits;
   for (size_t i = 0; i < seqs.size(); ++i) {
     const int32_t seq = seqs[i];
     if (mem_.n_tokens(seq) == 0 || cfg_.cache_mem == 0) {
@@ -304,7 +355,8 @@ void PrefixCache::park(const std::vector<int32_t>& seqs, std::vector<uint64_t> s
       continue;
     }
     // The first sequence takes the request's pins; the others own them through the cache.
-    const uint64_t id = add_entry(seq, boundaries, i == 0 ? pinned : std::vector<uint64_t>{});
+    const uint64_t id =
+        add_entry(seq, boundaries, i == 0 ? pinned : std::vector<uint64_t>{}, logits);
     if (i == 0) pinned.clear();
     Entry& e = entries_.at(id);
     e.evicted_snaps = thinned;
@@ -367,7 +419,6 @@ uint64_t PrefixCache::entry_bytes(const Entry& e, const MemoryUsage& u) const {
 bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
   if (entries_.empty()) return false;
   const MemoryUsage u = mem_.usage();
-  const double sb = static_cast<double>(std::max<uint64_t>(slot_bytes(), 1));
   const bool recurrent = mem_.has_recurrent();
   // The entries, their snapshots (ascending) and the prefix each pair shares.
   std::vector<const Entry*> es;
@@ -409,9 +460,10 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
   };
   // Candidates, scored by the compute their loss would cost the request most likely to want
   // them (tokens it would run again, weighted by how likely it is), per byte they free. Tiers
-  // first: what a conversation's next turn needs (its tip, the snapshot where its last turn
-  // began) outlasts branch points that live conversations share (a common system prompt), and
-  // those outlast everything else (old branches, snapshots inside a conversation).
+  // first: what a conversation's next turn needs (its entry and its tip, the snapshot at its
+  // last prompt's end) outlasts branch points that live conversations share (a common system
+  // prompt), those outlast old branches and snapshots inside a conversation, and those outlast
+  // the prompt-end snapshots of turns a conversation has moved on from.
   struct Cand {
     bool entry;
     uint64_t id;
@@ -424,8 +476,12 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
     const Entry& e = *es[i];
     const double saved = static_cast<double>(e.tokens.size() - fallback(i, e.tokens.size(), i, 0));
     double bytes = static_cast<double>(entry_bytes(e, u));
-    for (uint64_t sid : e.snaps) bytes += snaps_.at(sid).owners == 1 ? sb : 0.0;  // go with it
-    cands.push_back({true, e.id, old[i] ? 0 : 2, saved / std::max(bytes, 1.0), e.last_use});
+    for (uint64_t sid : e.snaps) {  // those only it holds go with it
+      const SnapInfo& s = snaps_.at(sid);
+      bytes += s.owners == 1 ? static_cast<double>(snap_bytes(s)) : 0.0;
+    }
+    cands.push_back(
+        {true, e.id, old[i] ? kTierInner : kTierEntry, saved / std::max(bytes, 1.0), e.last_use});
   }
   if (!need_seq) {
     for (const auto& [sid, s] : snaps_) {
@@ -440,8 +496,8 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
         live_owners += !old[i];
         const bool is_tip = !old[i] && at[i].back().second == sid;
         tip = tip || is_tip;
-        // A next turn that diverges inside the last answer (re-tokenized, regenerated) resumes
-        // at the tip snapshot; an edit resumes at a message boundary.
+        // A next turn that diverges inside the last answer (re-tokenized) resumes at the tip
+        // snapshot, a regeneration samples there; an edit resumes at a message boundary.
         const double weight = is_tip       ? kTipDivergence
                               : s.boundary ? kBoundaryDivergence
                                            : kIntervalDivergence;
@@ -449,10 +505,15 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
             static_cast<double>(s.n_tokens - fallback(i, s.n_tokens, SIZE_MAX, sid));
         value = std::max(value, weight * saved);
       }
-      cands.push_back({false, sid, tip ? 2 : live_owners >= 2 ? 1 : 0, value / sb, last});
+      const int tier = tip                ? kTierTip
+                       : live_owners >= 2 ? kTierShared
+                       : s.logits         ? kTierStalePromptEnd
+                                          : kTierInner;
+      cands.push_back({false, sid, tier,
+                       value / static_cast<double>(std::max<uint64_t>(snap_bytes(s), 1)), last});
     }
   }
-  double max_eff[3] = {0, 0, 0};
+  double max_eff[kTiers] = {0, 0, 0, 0, 0};
   uint64_t min_last = UINT64_MAX, max_last = 0;
   for (const Cand& c : cands) {
     max_eff[c.tier] = std::max(max_eff[c.tier], c.eff);
@@ -499,7 +560,7 @@ uint64_t PrefixCache::bytes(const std::vector<int32_t>& running) const {
       const uint64_t own = q.kv_bytes - q.kv_shared_bytes + q.state_bytes;
       total = total > own ? total - own : 0;
     }
-  return total;
+  return total + logits_bytes();
 }
 
 nlohmann::json PrefixCache::info(const std::vector<int32_t>& running) const {
@@ -524,6 +585,7 @@ nlohmann::json PrefixCache::info(const std::vector<int32_t>& running) const {
           {"hits", hits_},
           {"snapshots", snaps_.size()},
           {"snapshot_bytes", snaps_.size() * slot_bytes()},
+          {"logits_bytes", logits_bytes()},
           {"tree_nodes", tree_.nodes()},
           {"entries", list}};
 }
@@ -531,13 +593,15 @@ nlohmann::json PrefixCache::info(const std::vector<int32_t>& running) const {
 // ---------------------------------------------------------------- persistence
 // File (little-endian): magic "CHIMPCAC", u32 version, u64 memory layout fingerprint,
 // u32 n_entries; per entry: u64 hits, u32 n_boundaries, u32 boundaries[], u32 n_snapshots,
-// u32 snapshot token counts[], u64 state bytes, the memory's save_seq() of its sequence;
-// then u64 checksum64 of everything before it.
+// u32 snapshot token counts[], (version 2:) u32 n_logits, per kept logits: u32 snapshot token
+// count, u32 n_vocab, f32 logits[n_vocab]; then u64 state bytes, the memory's save_seq() of its
+// sequence; then u64 checksum64 of everything before it. Version 1 files (no logits) load too.
 
 namespace {
 
 constexpr char kCacheMagic[8] = {'C', 'H', 'I', 'M', 'P', 'C', 'A', 'C'};
-constexpr uint32_t kCacheVersion = 1;
+constexpr uint32_t kCacheVersion = 2;
+constexpr uint32_t kOldestCacheVersion = 1;
 
 template <typename T>
 void put(std::vector<uint8_t>& out, T v) {
@@ -585,6 +649,18 @@ Status PrefixCache::save_file(const std::string& path) const {
     std::sort(at.begin(), at.end());
     put<uint32_t>(out, static_cast<uint32_t>(at.size()));
     for (uint32_t n : at) put<uint32_t>(out, n);
+    std::vector<std::pair<uint32_t, Logits>> kept;
+    for (uint64_t sid : e.snaps)
+      if (const SnapInfo& s = snaps_.at(sid); s.logits) kept.emplace_back(s.n_tokens, s.logits);
+    std::sort(kept.begin(), kept.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+    put<uint32_t>(out, static_cast<uint32_t>(kept.size()));
+    for (const auto& [n, lg] : kept) {
+      put<uint32_t>(out, n);
+      put<uint32_t>(out, static_cast<uint32_t>(lg->size()));
+      const auto* b = reinterpret_cast<const uint8_t*>(lg->data());
+      out.insert(out.end(), b, b + lg->size() * sizeof(float));
+    }
     CHIMERA_ASSIGN_OR_RETURN(std::vector<uint8_t> blob, mem_.save_seq(e.seq));
     put<uint64_t>(out, blob.size());
     out.insert(out.end(), blob.begin(), blob.end());
@@ -618,9 +694,9 @@ Status PrefixCache::load_file(const std::string& path, std::vector<int32_t>& fre
   uint32_t version, n_entries;
   uint64_t layout;
   (void)r.get(&version);
-  if (version != kCacheVersion)
-    return bad("version " + std::to_string(version) + ", this build reads version " +
-               std::to_string(kCacheVersion));
+  if (version < kOldestCacheVersion || version > kCacheVersion)
+    return bad("version " + std::to_string(version) + ", this build reads versions " +
+               std::to_string(kOldestCacheVersion) + " to " + std::to_string(kCacheVersion));
   if (checksum64(data.data(), data.size() - 8) != sum) return bad("checksum mismatch");
   (void)r.get(&layout);
   if (layout != mem_.config().layout_fingerprint())
@@ -629,6 +705,7 @@ Status PrefixCache::load_file(const std::string& path, std::vector<int32_t>& fre
   struct Parsed {
     uint64_t hits;
     std::vector<uint32_t> boundaries, snaps;
+    std::map<uint32_t, Logits> logits;  // by snapshot token count
     const uint8_t* blob;
     uint64_t size;
   };
@@ -642,6 +719,22 @@ Status PrefixCache::load_file(const std::string& path, std::vector<int32_t>& fre
     if (!r.get(&ns) || ns > r.left() / 4) return bad("entry truncated");
     p.snaps.resize(ns);
     for (uint32_t& s : p.snaps) (void)r.get(&s);
+    uint32_t nl = 0;
+    if (version >= 2 && !r.get(&nl)) return bad("entry truncated");
+    for (uint32_t k = 0; k < nl; ++k) {
+      uint32_t at, nv;
+      if (!r.get(&at) || !r.get(&nv)) return bad("entry logits truncated");
+      if (nv != static_cast<uint32_t>(n_vocab_))
+        return bad("logits of " + std::to_string(nv) + " tokens, the model has " +
+                   std::to_string(n_vocab_));
+      if (!std::binary_search(p.snaps.begin(), p.snaps.end(), at))
+        return bad("logits at token " + std::to_string(at) + " without a snapshot there");
+      const uint8_t* f = r.take(static_cast<uint64_t>(nv) * sizeof(float));
+      if (!f) return bad("entry logits truncated");
+      auto lg = std::make_shared<std::vector<float>>(nv);
+      std::memcpy(lg->data(), f, static_cast<size_t>(nv) * sizeof(float));
+      p.logits[at] = std::move(lg);
+    }
     if (!r.get(&p.size) || !(p.blob = r.take(p.size))) return bad("entry state truncated");
     parsed.push_back(std::move(p));
   }
@@ -659,10 +752,13 @@ Status PrefixCache::load_file(const std::string& path, std::vector<int32_t>& fre
     if (!st.ok()) break;
     free_seqs.pop_back();
     std::vector<uint64_t> pins;
+    std::map<uint64_t, Logits> logits;
     for (auto [sid, n] : mem_.snapshots_of(seq))
-      if (std::binary_search(p.snaps.begin(), p.snaps.end(), n) && mem_.pin(sid).ok())
+      if (std::binary_search(p.snaps.begin(), p.snaps.end(), n) && mem_.pin(sid).ok()) {
         pins.push_back(sid);
-    const uint64_t id = add_entry(seq, p.boundaries, pins);
+        if (auto it = p.logits.find(n); it != p.logits.end()) logits[sid] = it->second;
+      }
+    const uint64_t id = add_entry(seq, p.boundaries, pins, logits);
     entries_.at(id).hits = p.hits;
   }
   if (!st.ok()) {

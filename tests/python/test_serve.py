@@ -409,11 +409,43 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+# The engine's rule for the generation header (src/serving/engine.cpp, kHeaderTokens): the
+# prompt-end snapshot replaces the last message's boundary when at most this many tokens lie
+# between them.
+HEADER_TOKENS = 32
+
+
+def snapshot_points(tokens: list[int], bounds: list[int]) -> list[int]:
+    """Where a request's prompt leaves snapshots: its message boundaries (but the last one,
+    when only the generation header follows it) and its prompt's end (with its logits)."""
+    inner = [b for b in bounds if b < len(tokens)]
+    if bounds and bounds[-1] < len(tokens) and len(tokens) - bounds[-1] <= HEADER_TOKENS:
+        inner.pop()
+    return inner + [len(tokens)]
+
+
+def expected_reuse(seen: list[tuple[list[int], list[int]]], tokens: list[int]) -> tuple[int, int]:
+    """(tokens reused without compute, tokens matched) for a prompt after the prompts `seen`:
+    the whole prompt when an earlier one was the same (its logits were kept at its end), else
+    the deepest snapshot at or before the divergence, short of the last prompt token."""
+    expected, matched = 0, 0
+    for prev, prev_bounds in seen:
+        lcp = common_prefix(prev, tokens)
+        matched = max(matched, lcp)
+        if lcp == len(tokens) == len(prev):
+            expected = len(tokens)
+            continue
+        limit = min(lcp, len(tokens) - 1)
+        expected = max([expected] + [p for p in snapshot_points(prev, prev_bounds) if p <= limit])
+    return expected, matched
+
+
 def test_cached_tokens_are_exact(chimera_bin):
     """One system message, four user messages: the 2nd repeats the 1st, the 3rd changes its last
     word, the 4th an early word. A request reuses, without compute, the longest state the cache
-    holds exactly: a message boundary (where snapshots are kept) at or before the divergence,
-    and never the last prompt token (its logits are needed)."""
+    holds exactly: the whole prompt when it was seen before (it samples from the logits kept at
+    its end), else a snapshot at or before the divergence (message boundaries), short of the
+    last prompt token (its logits are needed)."""
     first = "And the earth was without form, and void; and darkness was upon the deep."
     users = [first, first, first.replace("deep.", "waters."), first.replace("earth", "land")]
     with ServeProcess(chimera_bin, *SERVER_ARGS) as s:
@@ -426,13 +458,7 @@ def test_cached_tokens_are_exact(chimera_bin):
             # Tokenizing the rendered prompt gives the same tokens.
             assert requests.post(s.url + "/tokenize", json={"content": tpl["prompt"]},
                                  timeout=10).json()["tokens"] == tokens
-            expected, matched = 0, 0
-            for prev, prev_bounds in seen:
-                lcp = common_prefix(prev, tokens)
-                matched = max(matched, lcp)
-                limit = min(lcp, len(tokens) - 1)
-                expected = max([expected] + [b for b in prev_bounds
-                                             if b <= limit and b < len(prev)])
+            expected, matched = expected_reuse(seen, tokens)
             r = chat_text(c, user, max_tokens=4)
             got = r.usage.prompt_tokens_details.cached_tokens
             assert got == expected, (k, got, expected, r.model_extra["cache"])
@@ -440,9 +466,66 @@ def test_cached_tokens_are_exact(chimera_bin):
             t = r.model_extra["timings"]
             assert t["prompt_reused"] == expected
             assert t["prompt_processed"] + t["prompt_replayed"] == len(tokens) - expected
+            assert t["prompt_logits_reused"] == (expected == len(tokens))
             seen.append((tokens, bounds))
         # The scenario exercises each case: cold, a full repeat, late and early divergence.
         assert [len(x[0]) for x in seen][0] > 0
+
+
+def test_regenerate_runs_nothing_and_matches_a_cold_server(chimera_bin):
+    """Regenerating the last answer of a conversation (the same messages again), greedy and
+    seeded, streamed and not: cached_tokens is the whole prompt (from the template's token
+    list), nothing is processed or replayed, and the text is the text a cold server gives."""
+    chat = [{"role": "system", "content": SYSTEM},
+            {"role": "user", "content": PROMPTS[2]},
+            {"role": "assistant", "content": "And the LORD spake unto Moses."},
+            {"role": "user", "content": PROMPTS[3]}]
+    specs = [dict(max_tokens=10, temperature=0), dict(max_tokens=10, temperature=0.9, seed=77),
+             dict(max_tokens=10, temperature=0.9, seed=78, stream=True)]
+
+    def ask(c, spec):
+        spec = dict(spec)
+        if spec.get("stream"):
+            spec["stream_options"] = {"include_usage": True}
+            text, usage, extra = "", None, {}
+            for ch in c.chat.completions.create(model="default", messages=chat, **spec):
+                if ch.choices:
+                    text += ch.choices[0].delta.content or ""
+                if ch.usage:
+                    usage = ch.usage
+                extra.update({k: v for k, v in (ch.model_extra or {}).items()
+                              if k in ("timings", "cache")})
+            return text, usage, extra
+        r = c.chat.completions.create(model="default", messages=chat, **spec)
+        return r.choices[0].message.content, r.usage, r.model_extra
+
+    regen = {}
+    with ServeProcess(chimera_bin, *SERVER_ARGS) as s:
+        c = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0)
+        tpl = template(s, chat)
+        tokens = tpl["tokens"]
+        first_text, first_usage, first_extra = ask(c, specs[0])
+        assert first_usage.prompt_tokens_details.cached_tokens == 0
+        assert first_extra["timings"]["prompt_processed"] == len(tokens)
+        for spec in specs + [specs[0]]:
+            text, usage, extra = ask(c, spec)
+            assert usage.prompt_tokens == len(tokens)
+            assert usage.prompt_tokens_details.cached_tokens == len(tokens), extra
+            t = extra["timings"]
+            assert t["prompt_processed"] == 0 and t["prompt_replayed"] == 0, t
+            assert t["prompt_logits_reused"] is True
+            assert extra["cache"]["matched"] == len(tokens) and extra["cache"]["reason"] == ""
+            regen.setdefault(json.dumps(spec, sort_keys=True), []).append(text)
+        assert regen[json.dumps(specs[0], sort_keys=True)] == [first_text, first_text]
+    # A server whose cache keeps nothing (a 1-byte budget): every request runs cold, same bytes.
+    i = SERVER_ARGS.index("--cache-mem")
+    cold_args = [*SERVER_ARGS[:i + 1], "1", *SERVER_ARGS[i + 2:]]
+    with ServeProcess(chimera_bin, *cold_args) as s:
+        c = openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0)
+        for spec in specs:
+            text, usage, _ = ask(c, spec)
+            assert usage.prompt_tokens_details.cached_tokens == 0
+            assert regen[json.dumps(spec, sort_keys=True)][0] == text, spec
 
 
 # ---------------------------------------------------------------------------------- exactness

@@ -119,11 +119,11 @@ TEST_F(CacheTest, ScriptedTurnsReuseExactlyWhatTheTokenListsPredict) {
     c.add(u);
     return req(c);
   };
-  // 1: cold. 2: repeats 1: rolls back to the end of the user message (the boundary snapshot),
-  // replaying only the generation prompt. 3: last word changed; 4: an early word changed: both
+  // 1: cold. 2: repeats 1: the whole prompt, from the snapshot at its end, and samples from
+  // the logits kept there (nothing runs). 3: last word changed; 4: an early word changed: both
   // roll back to the end of the system message.
   const RequestParams r1 = turn(u1), r2 = turn(u1), r3 = turn(u3), r4 = turn(u4);
-  const int64_t want[] = {0, static_cast<int64_t>(S + u1.size()), static_cast<int64_t>(S),
+  const int64_t want[] = {0, static_cast<int64_t>(r1.prompt.size()), static_cast<int64_t>(S),
                           static_cast<int64_t>(S)};
   const RequestParams* rs[] = {&r1, &r2, &r3, &r4};
   ASSERT_GT(lcp(u1, u3), 2u);
@@ -137,6 +137,11 @@ TEST_F(CacheTest, ScriptedTurnsReuseExactlyWhatTheTokenListsPredict) {
     EXPECT_EQ(o.cache.matched, matched) << "request " << i + 1;
     EXPECT_EQ(o.timings.prompt_processed, static_cast<int64_t>(rs[i]->prompt.size()) -
                                               std::min<int64_t>(matched, rs[i]->prompt.size()));
+    EXPECT_EQ(o.timings.prompt_logits_reused, i == 1) << "request " << i + 1;
+    if (i == 1) {
+      EXPECT_EQ(o.timings.prompt_replayed, 0);
+      EXPECT_EQ(o.cache.reason, "");
+    }
     if (i >= 2) {
       EXPECT_NE(o.cache.reason.find("diverged at token " + std::to_string(matched)),
                 std::string::npos)
@@ -179,10 +184,12 @@ TEST_F(CacheTest, AppendRegenerateEditAndSwitchAreExact) {
   o = f.run(*engine, req(b2));
   EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(req(b).prompt.size() + 7));
   expect_cold_equal(req(b2), o, "switch to b");
-  // Regenerate a2's answer with another seed: back to the end of its last user message.
+  // Regenerate a2's answer with another seed: the whole prompt, with the logits kept at its end.
   RequestParams regen = req(a2, 99);
   o = f.run(*engine, regen);
-  EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(a2.boundaries.back())) << o.cache.reason;
+  EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(regen.prompt.size())) << o.cache.reason;
+  EXPECT_EQ(o.timings.prompt_processed + o.timings.prompt_replayed, 0);
+  EXPECT_TRUE(o.timings.prompt_logits_reused);
   expect_cold_equal(regen, o, "regenerate");
   // Edit the first user message of a2: back to the end of the system message.
   Chat edit;
@@ -195,6 +202,55 @@ TEST_F(CacheTest, AppendRegenerateEditAndSwitchAreExact) {
   EXPECT_GE(info["n_entries"].get<int>(), 2);
   EXPECT_GT(info["hits"].get<int>(), 0);
   EXPECT_GE(engine->metrics().cache_hits, 4u);
+}
+
+// Regenerating the last answer (the same prompt again): greedy, seeded, n = 2 and a one-token
+// answer all sample from the logits kept with the snapshot at the prompt's end, run nothing
+// through the model, and give the bytes a cold engine gives.
+TEST_F(CacheTest, RegenerateRunsNothingAndMatchesAColdRun) {
+  auto engine = f.engine(cfg());
+  Chat a;
+  a.add(msg("System: be brief."));
+  a.add(msg(" Who made the light?"));
+  a.add(msg("<|assistant|> God made it."));
+  a.add(msg(" And the darkness?"));
+  RequestParams greedy = req(a);
+  greedy.sampling = SamplingParams();
+  greedy.sampling.temperature = 0;
+  const Outcome first = f.run(*engine, greedy);
+  EXPECT_FALSE(first.timings.prompt_logits_reused);
+  RequestParams seeded = req(a, 1234);
+  RequestParams two = req(a, 55);
+  two.n = 2;
+  RequestParams one_token = req(a, 8);
+  one_token.max_tokens = 1;
+  const RequestParams* regens[] = {&greedy, &seeded, &two, &one_token, &greedy};
+  const char* names[] = {"greedy", "seeded", "n=2", "one token", "greedy again"};
+  for (int k = 0; k < 5; ++k) {
+    const RequestParams& p = *regens[k];
+    const uint64_t processed = engine->metrics().prompt_tokens_processed;
+    const uint64_t replayed = engine->metrics().prompt_tokens_replayed;
+    Outcome o = f.run(*engine, p);
+    SCOPED_TRACE(names[k]);
+    EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(p.prompt.size())) << o.cache.reason;
+    EXPECT_EQ(o.cache.matched, static_cast<int64_t>(p.prompt.size()));
+    EXPECT_EQ(o.timings.prompt_processed, 0);
+    EXPECT_EQ(o.timings.prompt_replayed, 0);
+    EXPECT_TRUE(o.timings.prompt_logits_reused);
+    EXPECT_EQ(engine->metrics().prompt_tokens_processed, processed);
+    EXPECT_EQ(engine->metrics().prompt_tokens_replayed, replayed);
+    ASSERT_EQ(o.choices.size(), static_cast<size_t>(p.n));
+    expect_cold_equal(p, o, names[k]);
+    if (&p == &greedy) testutil::expect_same(first, o, "greedy regeneration equals the first");
+  }
+  // An edit of the last user message still resumes at the end of the message before it.
+  Chat edit = a;
+  edit.tokens.resize(edit.boundaries[2]);
+  edit.boundaries.pop_back();
+  edit.add(msg(" And the light?"));
+  Outcome o = f.run(*engine, req(edit));
+  EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(edit.boundaries[2])) << o.cache.reason;
+  expect_cold_equal(req(edit), o, "edit of the last message");
 }
 
 TEST_F(CacheTest, SaveAndLoadKeepTheWarmCacheExactly) {
@@ -229,6 +285,12 @@ TEST_F(CacheTest, SaveAndLoadKeepTheWarmCacheExactly) {
     Outcome e = f.run(*engine, req(edit));
     EXPECT_EQ(e.usage.cached_tokens, static_cast<int64_t>(edit.boundaries[0])) << e.cache.reason;
     expect_cold_equal(req(edit), e, "edit after restart");
+    // So did the logits at the prompt's end: a regeneration of the first turn runs nothing.
+    RequestParams regen = req(a, 77);
+    Outcome r = f.run(*engine, regen);
+    EXPECT_EQ(r.usage.cached_tokens, static_cast<int64_t>(regen.prompt.size())) << r.cache.reason;
+    EXPECT_TRUE(r.timings.prompt_logits_reused);
+    expect_cold_equal(regen, r, "regenerate after restart");
   }
   expect_cold_equal(req(a2), before_restart, "append after restart");
   // A third start reads the file the second one wrote.
@@ -486,10 +548,10 @@ TEST(CacheThinning, RoundRobinConversationsAllStayCached) {
 
 // bench_serve.py's switch scenario at small scale: conversations used in turn, each next turn
 // sending the last answer back re-tokenized (it diverges inside the answer, as a random model's
-// text does), so it needs the snapshot at the end of its last user message; every turn leaves an
-// old branch (the answer as generated) behind. Under a budget that holds every conversation and
-// that one snapshot each, but not the old branches and the earlier messages' snapshots, each next
-// turn resumes at its last user message and processes only what follows.
+// text does), so it needs the snapshot at the end of its last prompt (after the generation
+// header); every turn leaves an old branch (the answer as generated) behind. Under a budget that
+// holds every conversation and that one snapshot each, but not the old branches and the earlier
+// snapshots, each next turn resumes at its last prompt's end and processes only what follows.
 TEST(CacheThinning, RoundRobinTurnsKeepEachConversationsLastSnapshot) {
   Fixture f;
   EngineConfig c = f.config();
@@ -513,7 +575,8 @@ TEST(CacheThinning, RoundRobinTurnsKeepEachConversationsLastSnapshot) {
     p.ignore_eos = true;
     p.top_logprobs = 1;
   }
-  // Everything the first round leaves, kept: 6 conversations, 4 snapshots each.
+  // Everything the first round leaves, kept: 6 conversations, 4 snapshots each (3 message
+  // boundaries and the prompt end, which replaces the last message's boundary).
   uint64_t full = 0, slot = 0;
   {
     auto probe = f.engine(c);
@@ -538,7 +601,7 @@ TEST(CacheThinning, RoundRobinTurnsKeepEachConversationsLastSnapshot) {
   for (int round = 0; round < 3; ++round) {
     for (int i = 0; i < kConvs; ++i) {
       const RequestParams& prev = turn[i];
-      const uint32_t last_user_end = prev.boundaries.back();
+      const uint32_t prompt_end = static_cast<uint32_t>(prev.prompt.size());
       // The answer as sent back: its first two tokens as generated, then other text.
       RequestParams next = prev;
       std::vector<TokenId> answer(out[i].choices[0].tokens.begin(),
@@ -552,11 +615,12 @@ TEST(CacheThinning, RoundRobinTurnsKeepEachConversationsLastSnapshot) {
       seen.insert(seen.end(), out[i].choices[0].tokens.begin(), out[i].choices[0].tokens.end());
       const size_t diverge = lcp(seen, next.prompt);
       ASSERT_LT(diverge, prev.prompt.size() + 5) << "the answer must diverge inside the entry";
+      ASSERT_GE(diverge, prev.prompt.size());
       Outcome o = f.run(*engine, next);
-      EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(last_user_end))
+      EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(prompt_end))
           << "round " << round << ", conversation " << i << ": " << o.cache.reason;
       EXPECT_EQ(o.timings.prompt_processed + o.timings.prompt_replayed,
-                static_cast<int64_t>(next.prompt.size() - last_user_end));
+                static_cast<int64_t>(next.prompt.size() - prompt_end));
       EXPECT_LE(engine->metrics().cache_bytes, c.cache_mem);
       testutil::expect_same(
           f.run(*cold, next), o,
@@ -569,7 +633,7 @@ TEST(CacheThinning, RoundRobinTurnsKeepEachConversationsLastSnapshot) {
   EXPECT_GE(engine->cache_info()["n_entries"].get<int>(), kConvs);
 }
 
-TEST(CacheThinning, ACompletionAgainResumesAtItsLastTokenButOne) {
+TEST(CacheThinning, ACompletionAgainSamplesWithNoForwardPass) {
   Fixture f;
   EngineConfig c = f.config();
   auto engine = f.engine(c);
@@ -577,13 +641,105 @@ TEST(CacheThinning, ACompletionAgainResumesAtItsLastTokenButOne) {
   p.sampling = f.hot_sampling(1);
   f.run(*engine, p);
   p.sampling.seed = 2;
+  const uint64_t processed = engine->metrics().prompt_tokens_processed;
   Outcome again = f.run(*engine, p);
-  EXPECT_EQ(again.usage.cached_tokens, static_cast<int64_t>(p.prompt.size() - 1))
-      << again.cache.reason;
+  EXPECT_EQ(again.usage.cached_tokens, static_cast<int64_t>(p.prompt.size())) << again.cache.reason;
+  EXPECT_TRUE(again.timings.prompt_logits_reused);
+  EXPECT_EQ(again.timings.prompt_processed + again.timings.prompt_replayed, 0);
+  EXPECT_EQ(engine->metrics().prompt_tokens_processed, processed);
   EngineConfig none = f.config();
   none.cache_mem = 0;
   auto cold = f.engine(none);
   testutil::expect_same(f.run(*cold, p), again, "same prompt, another seed");
+}
+
+// A conversation that moved on: its first prompt's end lies inside its second turn's entry,
+// before that turn's snapshot at the answer's end and its own prompt end. When another
+// conversation then needs room (one snapshot short), that stale prompt end is what goes; the
+// second turn's regeneration still runs nothing, and an edit of its user message still resumes
+// at the answer's end.
+TEST(CacheThinning, APromptEndTheConversationMovedOnFromGoesFirst) {
+  Fixture f;
+  EngineConfig c = f.config();
+  c.snapshot_every = 4096;
+  const std::vector<TokenId> gen = f.encode("<|assistant|>");
+  auto add = [](RequestParams& p, const std::vector<TokenId>& t) {
+    p.prompt.insert(p.prompt.end(), t.begin(), t.end());
+    p.boundaries.push_back(static_cast<uint32_t>(p.prompt.size()));
+  };
+  auto first_turn = [&](const std::string& who) {
+    RequestParams t1;
+    add(t1, f.encode("System: you are a scribe of the book of " + who + "."));
+    add(t1, f.encode(" Sing of the morning and of the evening."));
+    t1.prompt.insert(t1.prompt.end(), gen.begin(), gen.end());
+    t1.max_tokens = 6;
+    t1.sampling = f.hot_sampling(3);
+    t1.ignore_eos = true;
+    t1.top_logprobs = 1;
+    return t1;
+  };
+  const RequestParams a1 = first_turn("psalms"), b1 = first_turn("kings");
+  auto second_turn = [&](const Outcome& o1) {
+    RequestParams t2 = a1;
+    t2.prompt.resize(a1.boundaries.back());  // without the generation header
+    std::vector<TokenId> answer = gen;
+    answer.insert(answer.end(), o1.choices[0].tokens.begin(), o1.choices[0].tokens.end());
+    add(t2, answer);
+    add(t2, f.encode(" Sing again."));
+    t2.prompt.insert(t2.prompt.end(), gen.begin(), gen.end());
+    return t2;
+  };
+  const uint32_t p1 = static_cast<uint32_t>(a1.prompt.size());
+  // Everything kept: a's entry (its second turn) and b's.
+  auto snapshots_of = [](const nlohmann::json& info, size_t tokens_at_least) {
+    for (const auto& e : info["entries"])
+      if (e["tokens"].get<size_t>() >= tokens_at_least)
+        return e["snapshots"].get<std::vector<uint32_t>>();
+    return std::vector<uint32_t>{};
+  };
+  uint64_t full = 0, slot = 0;
+  std::vector<uint32_t> all_a;
+  RequestParams a2;
+  {
+    auto probe = f.engine(c);
+    a2 = second_turn(f.run(*probe, a1));
+    f.run(*probe, a2);
+    f.run(*probe, b1);
+    const nlohmann::json info = probe->cache_info();
+    ASSERT_EQ(info["n_entries"].get<int>(), 2);  // a's second turn holds its first
+    all_a = snapshots_of(info, a2.prompt.size());
+    // The system message's end, the first prompt's end, the answer's end, the second prompt's.
+    const std::vector<uint32_t> want = {a2.boundaries[0], p1, a2.boundaries[2],
+                                        static_cast<uint32_t>(a2.prompt.size())};
+    ASSERT_EQ(all_a, want);
+    full = info["bytes"].get<uint64_t>();
+    slot = info["snapshot_bytes"].get<uint64_t>() / info["snapshots"].get<uint64_t>();
+  }
+  c.cache_mem = full - slot / 2;
+  auto engine = f.engine(c);
+  ASSERT_EQ(second_turn(f.run(*engine, a1)).prompt, a2.prompt);
+  f.run(*engine, a2);
+  f.run(*engine, b1);
+  const nlohmann::json info = engine->cache_info();
+  EXPECT_LE(info["bytes"].get<uint64_t>(), c.cache_mem);
+  ASSERT_EQ(info["n_entries"].get<int>(), 2);
+  std::vector<uint32_t> want = all_a;
+  want.erase(std::find(want.begin(), want.end(), p1));
+  EXPECT_EQ(snapshots_of(info, a2.prompt.size()), want);
+  EngineConfig none = f.config();
+  none.cache_mem = 0;
+  auto cold = f.engine(none);
+  RequestParams regen = a2;
+  regen.sampling.seed = 41;
+  Outcome o = f.run(*engine, regen);
+  EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(regen.prompt.size())) << o.cache.reason;
+  EXPECT_TRUE(o.timings.prompt_logits_reused);
+  testutil::expect_same(f.run(*cold, regen), o, "regeneration of the second turn");
+  RequestParams edit = a2;
+  edit.prompt[a2.boundaries[2]] = edit.prompt[a2.boundaries[2]] == 5 ? 6 : 5;
+  o = f.run(*engine, edit);
+  EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(a2.boundaries[2])) << o.cache.reason;
+  testutil::expect_same(f.run(*cold, edit), o, "edit of the second user message");
 }
 
 TEST(Engine, TimeoutEndsTheRequest) {

@@ -30,6 +30,7 @@ json timings_json(const serving::Timings& t) {
       {"prompt_reused", t.prompt_reused},
       {"prompt_processed", t.prompt_processed},
       {"prompt_replayed", t.prompt_replayed},
+      {"prompt_logits_reused", t.prompt_logits_reused},
       {"prompt_ms", t.prompt_ms},
       {"prompt_per_second", t.prompt_ms > 0 ? t.prompt_processed * 1000.0 / t.prompt_ms : 0.0},
       {"predicted_n", t.predicted_n},
