@@ -85,6 +85,31 @@ Status ModelDrafter::rewind(int32_t seq, uint32_t n) {
   return ctx_->seq_rm(seq, n, -1);  // not a drafting rollback (e.g. a new prompt): exact replay
 }
 
+namespace {
+
+// Whether softmax(logits)[best] >= p_min, i.e. sum_v exp(l_v - l_best) <= 1 / p_min, without a
+// full pass of exponentials where the runner-up settles it (it runs once per drafted token, and
+// on a small draft model a vocabulary of exponentials costs as much as a forward). Only decides
+// whether to draft on: speed, never the output.
+bool top_probability_at_least(const float* logits, int32_t V, int32_t best, float second,
+                              float p_min) {
+  const double limit = 1.0 / p_min;
+  const double r = std::exp(double(second) - double(logits[best]));
+  if (1.0 + r > limit) return false;            // the runner-up alone takes too much
+  if (1.0 + (V - 1) * r <= limit) return true;  // even V - 1 runners-up would fit
+  const float top = logits[best];
+  double sum = 0;
+  for (int32_t v = 0; v < V; ++v) {
+    const float d = logits[v] - top;
+    if (d < -30.0f) continue;  // exp(-30) * V adds nothing at float precision
+    sum += std::exp(d);
+    if (sum > limit) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<TokenId>& history,
                                                  int32_t max_tokens) {
   std::vector<TokenId> out;
@@ -134,13 +159,16 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
     CHIMERA_ASSIGN_OR_RETURN(uint64_t id, mem.snapshot(seq));
     marks_[seq].emplace_back(mem.n_tokens(seq), id);
     int32_t best = 0;
-    for (int32_t v = 1; v < V; ++v)
-      if (logits[v] > logits[best]) best = v;
-    if (p_.p_min > 0) {
-      double sum = 0;
-      for (int32_t v = 0; v < V; ++v) sum += std::exp(double(logits[v]) - double(logits[best]));
-      if (1.0 / sum < p_.p_min) break;
+    float second = -INFINITY;
+    for (int32_t v = 1; v < V; ++v) {
+      if (logits[v] > logits[best]) {
+        second = logits[best];
+        best = v;
+      } else if (logits[v] > second) {
+        second = logits[v];
+      }
     }
+    if (p_.p_min > 0 && !top_probability_at_least(logits, V, best, second, p_.p_min)) break;
     out.push_back(best);
     if (i + 1 == max_tokens) break;  // the last draft token is verified, never run here
     Batch one;
@@ -212,13 +240,21 @@ int32_t SpecController::draft_len() {
   if (!p_.adaptive) return last_k_ = p_.draft_max;
   if (pause_left_ > 0) {
     --pause_left_;
+    ++totals_.paused_steps;
+    // Acceptance evidence ages while paused: after a long pause the probe's own outcome counts
+    // most (the text may have changed; a probe is made anyway).
+    acc_ *= 0.99;
+    rej_ *= 0.99;
+    probe_next_ = true;
     return last_k_ = 0;
   }
   const Choice c = best();
   int32_t k = c.k;
-  if (c.gain < kMinGain) {  // the end of a pause: probe with a short draft
+  if (probe_next_ || c.gain < kMinGain) {
+    // The end of a pause: a probe, short unless the estimates say a length pays.
     probing_ = true;
-    k = std::min(p_.draft_max, 2);
+    probe_next_ = false;
+    if (c.gain < kMinGain) k = std::min(p_.draft_max, 2);
   } else if (++calls_ % 8 == 0) {
     // Now and then a plain step or a neighbouring length, to keep their measurements fresh.
     switch ((calls_ / 8) % 3) {
@@ -234,14 +270,54 @@ int32_t SpecController::draft_len() {
   return last_k_ = k;
 }
 
+double SpecController::realized_gain() const {
+  if (real_steps_ < kRealSteps || plain_ <= 0 || real_seconds_ <= 0) return 0;
+  return real_tokens_ / real_seconds_ * plain_;
+}
+
+void SpecController::pause() {
+  // Long enough that the probe ending it (the drafter's catch-up included) costs at most
+  // kProbeShare of the pause; longer each time in a row that speculation does not pay.
+  int64_t len = cooldown_;
+  if (plain_ > 0 && probe_cost_ > 0)
+    len = std::max<int64_t>(len,
+                            static_cast<int64_t>(std::ceil(probe_cost_ / (kProbeShare * plain_))));
+  pause_left_ = static_cast<int32_t>(std::min<int64_t>(len, kMaxPause));
+  cooldown_ = std::min(cooldown_ * 2, kMaxCooldown);
+  real_tokens_ = real_seconds_ = 0;
+  real_steps_ = 0;
+}
+
+SpecCosts SpecController::costs() const {
+  SpecCosts c = totals_;
+  c.plain = plain_;
+  c.draft_forward = draft_fwd_;
+  c.verify = verify_;
+  if (!c.verify.empty()) c.verify[0] = 0;
+  if (c.verify.size() > 1) c.verify[1] = plain_;
+  c.fill = fill_;
+  c.acceptance = acceptance_estimate();
+  c.realized_gain = realized_gain();
+  return c;
+}
+
 void SpecController::record(int32_t drafted, int32_t accepted, double draft_seconds,
-                            double verify_seconds) {
+                            double verify_seconds, double catch_up_seconds) {
   if (!p_.adaptive) return;
   constexpr double kAlpha = 0.3;   // EMA weight of the newest measurement
   constexpr double kDecay = 0.95;  // per speculative step, for the acceptance counts
   auto ema = [](double& v, double x) { v = v <= 0 ? x : v + kAlpha * (x - v); };
   const int32_t requested = last_k_;
   last_k_ = 0;
+  const bool probe = probing_;
+  probing_ = false;
+  // A measurement may at most double an estimate: a step that lost the CPU for a while (a
+  // loaded machine) must not stop speculation that pays, while a lasting change is still
+  // followed within a few steps.
+  if (const double est = verify_estimate(std::max(1, drafted + 1)); est > 0)
+    verify_seconds = std::min(verify_seconds, 2 * est);
+  if (draft_fwd_ > 0 && catch_up_seconds <= 0)
+    draft_seconds = std::min(draft_seconds, 2 * draft_fwd_ * (1 + std::max(0, drafted)));
   if (drafted <= 0) {
     ema(plain_, verify_seconds);
     // A plain step (or the caller did not ask the drafter): nothing else to learn.
@@ -253,20 +329,40 @@ void SpecController::record(int32_t drafted, int32_t accepted, double draft_seco
     acc_ = acc_ * kDecay + accepted;
     rej_ = rej_ * kDecay + (accepted < drafted ? 1 : 0);
   }
+  const double catch_up = std::clamp(catch_up_seconds, 0.0, draft_seconds);
+  ++totals_.spec_steps;
+  totals_.catch_up_seconds += catch_up;
   // The drafter was asked for `requested` tokens (the caller may also have cut its answer); a
-  // model drafter ran 1 + min(drafted, requested - 1) forwards for it.
+  // model drafter ran 1 + min(drafted, requested - 1) forwards for it. A catch-up replaces the
+  // first of them: its cost belongs to the pause before it (see pause()), not to drafting.
   const int32_t req = std::max(requested, std::max(drafted, 1));
-  ema(draft_fwd_, std::max(1e-12, draft_seconds / (1 + std::min(drafted, req - 1))));
+  const int32_t forwards = 1 + std::min(drafted, req - 1);
+  const int32_t steady = catch_up > 0 ? forwards - 1 : forwards;
+  if (steady > 0) ema(draft_fwd_, std::max(1e-12, (draft_seconds - catch_up) / steady));
   fill_ += kAlpha * (double(std::min(drafted, req)) / req - fill_);
-  ++rounds_;
-  if (best().gain < kMinGain) {
-    // Speculation does not pay now: plain steps for a while, longer each time in a row.
-    pause_left_ = cooldown_;
-    cooldown_ = std::min(cooldown_ * 2, 512);
-  } else if (probing_) {
-    cooldown_ = 8;
+  // Measured speed: a steady forward stands for the catch-up.
+  const double emitted = 1.0 + (drafted > 0 ? accepted : 0);
+  constexpr double kRealDecay = 0.9;  // per speculative step: the recent ones count
+  real_tokens_ = real_tokens_ * kRealDecay + emitted;
+  real_seconds_ = real_seconds_ * kRealDecay + draft_seconds - catch_up +
+                  std::min(catch_up, draft_fwd_) + verify_seconds;
+  ++real_steps_;
+  if (probe) {
+    ++totals_.probes;
+    // What the probe cost beyond plain steps; the first speculative step's catch-up (a new
+    // sequence's prompt) does not recur, so it does not set the pause lengths.
+    if (rounds_ > 0 && plain_ > 0) {
+      probe_cost_ = std::max(0.0, draft_seconds + verify_seconds - plain_ * emitted);
+      totals_.probe_seconds += probe_cost_;
+    }
   }
-  probing_ = false;
+  ++rounds_;
+  const double real = realized_gain();
+  if (best().gain < kMinGain || (real > 0 && real < kMinRealGain)) {
+    pause();
+  } else if (real > 0) {
+    cooldown_ = kMinCooldown;  // measured to pay: the next pause starts short again
+  }
 }
 
 float token_logprob(const float* logits, int32_t n_vocab, TokenId token) {

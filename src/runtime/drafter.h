@@ -36,8 +36,8 @@ class Drafter {
   // The sequence is finished or reused for another request: drop what is kept for it.
   virtual void forget(int32_t seq) {}
   // Seconds of the last draft() spent catching up on tokens the drafter had not seen (a new
-  // prompt, the steps of a pause) beyond the steady state: a one-off cost, so the draft length
-  // control leaves it out of the drafting cost per token.
+  // prompt, the steps of a pause): its first forward when that ran more than the steady-state two
+  // tokens. The controller charges it to the pause (probe cost), not to drafting per token.
   virtual double last_catch_up_seconds() const { return 0; }
 };
 
@@ -117,6 +117,21 @@ struct SpecStats {
   double acceptance() const { return drafted > 0 ? double(accepted) / double(drafted) : 0.0; }
 };
 
+// The controller's measurements (diagnostics: `chimera bench` prints them as ratios).
+struct SpecCosts {
+  double plain = 0;             // seconds of a plain step
+  double draft_forward = 0;     // drafting seconds per draft forward (steady state)
+  std::vector<double> verify;   // [n]: seconds of a step verifying n tokens (0: not measured)
+  double fill = 0;              // share of requested tokens the drafter proposes
+  double acceptance = 0;        // per draft token, given the ones before it were accepted
+  double realized_gain = 0;     // measured tokens/s of speculative steps over plain decoding's
+  int64_t spec_steps = 0;       // steps that asked the drafter
+  int64_t paused_steps = 0;     // plain steps of pauses
+  int64_t probes = 0;           // speculative steps that ended a pause
+  double catch_up_seconds = 0;  // the drafter's catch-up (new prompt, after pauses), in total
+  double probe_seconds = 0;     // probes' time beyond what plain steps would have taken
+};
+
 // Chooses each step's draft length k to maximise expected tokens per second:
 //   E(k) = 1 + a + ... + a^(f k)      (a: measured probability that a draft token is accepted
 //                                       given the ones before it were)
@@ -126,18 +141,28 @@ struct SpecStats {
 // of requested tokens the drafter actually proposes (so E and verify use f * k drafts), and
 // verify(n) the measured time of a step that runs n tokens through the target (n = 1: plain).
 // verify(n) comes from the steps seen at n, else a line through the plain step with the measured
-// slope. When no k > 0 beats a plain step, speculation pauses and probes again after a cool-down
-// that doubles each time a probe does not pay (so a drafter that never fits costs almost nothing;
-// one that costs next to nothing, like an n-gram lookup without a match, is kept). Every few steps
-// it takes a plain step or tries a neighbouring length, to keep the measurements fresh.
+// slope. Every few steps it takes a plain step or tries a neighbouring length, to keep the
+// measurements fresh.
+//
+// Back-off: speculation pauses (plain steps, the drafter not asked) when no k > 0 beats a plain
+// step by the model above, or when the measured speed of the recent speculative steps (tokens
+// over drafting + verification time) is below plain decoding's: the second catches what the model
+// misses (per-call overheads, a drafter whose proposals vary). A pause ends with a probe; a probe
+// that does not pay makes the next pause twice as long, and every pause is long enough that the
+// probe after it, the drafter's catch-up on the paused steps included, costs at most kProbeShare
+// of the pause. So a drafter that never pays costs a few percent at most; one that costs next to
+// nothing, like an n-gram lookup without a match, is kept.
 class SpecController {
  public:
   explicit SpecController(const SpecParams& p);
   // Tokens to draft for the next step (0: decode plainly, do not call the drafter).
   int32_t draft_len();
   // After a step: drafted/accepted counts (0, 0 when nothing was drafted), seconds spent in the
-  // drafter (0 when it was not called) and seconds of the verification step (decode + sampling).
-  void record(int32_t drafted, int32_t accepted, double draft_seconds, double verify_seconds);
+  // drafter (0 when it was not called; the catch-up included), seconds of the verification step
+  // (decode + sampling) and the part of draft_seconds the drafter spent catching up
+  // (Drafter::last_catch_up_seconds).
+  void record(int32_t drafted, int32_t accepted, double draft_seconds, double verify_seconds,
+              double catch_up_seconds = 0);
   // The same when drafting and verification cannot be timed apart (one time for the step).
   void record(int32_t drafted, int32_t accepted, double seconds) {
     record(drafted, accepted, 0.0, seconds);
@@ -146,6 +171,10 @@ class SpecController {
   // Current estimates (tests, diagnostics).
   double acceptance_estimate() const;
   double verify_estimate(int32_t n_tokens) const;  // seconds; 0 until a plain step was seen
+  // Measured speed of the speculative steps since the last pause over plain decoding's (0: fewer
+  // than kRealSteps of them).
+  double realized_gain() const;
+  SpecCosts costs() const;
 
  private:
   // The draft length with the best expected speed, and that speed over plain decoding's.
@@ -154,9 +183,17 @@ class SpecController {
     double gain = 0;
   };
   Choice best() const;
+  void pause();
   // Below this gain speculation pauses: a drafter that proposes nothing and costs (next to)
   // nothing, like a lookup that finds no match, keeps being asked.
   static constexpr double kMinGain = 0.99;
+  // Below this measured gain speculation pauses (lower than kMinGain: measurements are noisy),
+  // once kRealSteps speculative steps since the last pause have been measured.
+  static constexpr double kMinRealGain = 0.97;
+  static constexpr int32_t kRealSteps = 3;
+  // A probe (with the drafter's catch-up) may cost this share of the pause before it.
+  static constexpr double kProbeShare = 0.02;
+  static constexpr int32_t kMinCooldown = 8, kMaxCooldown = 512, kMaxPause = 4096;
   SpecParams p_;
   int32_t last_k_ = 0;          // what draft_len() returned last
   int64_t rounds_ = 0;          // speculative steps so far
@@ -167,9 +204,15 @@ class SpecController {
   double fill_ = 1;             // EMA of drafted / requested tokens (drafters may propose fewer)
   std::vector<double> verify_;  // [n]: EMA seconds of a step verifying n tokens (0: none)
   double acc_ = 0, rej_ = 0;    // decayed counts of accepted / rejected draft tokens
-  int32_t pause_left_ = 1;      // a plain step first, to measure it
-  int32_t cooldown_ = 8;
-  bool probing_ = false;  // the current speculative step ends a pause
+  // Sums over the speculative steps since the last pause: tokens emitted, their seconds, steps.
+  double real_tokens_ = 0, real_seconds_ = 0;
+  int32_t real_steps_ = 0;
+  double probe_cost_ = 0;   // EMA seconds a probe costs beyond plain steps (catch-up included)
+  int32_t pause_left_ = 1;  // a plain step first, to measure it
+  int32_t cooldown_ = kMinCooldown;
+  bool probe_next_ = false;  // a pause just ended: the next speculative step is a probe
+  bool probing_ = false;     // the current speculative step is a probe
+  SpecCosts totals_;         // counters for costs()
 };
 
 // log p(token) under the softmax of `logits` (double precision).

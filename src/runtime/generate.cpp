@@ -121,6 +121,7 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
   }
   while (go) {
     double draft_seconds = 0;  // 0: the drafter was not asked
+    double catch_up_seconds = 0;
     const uint32_t held = mem.n_tokens(seq);
     std::vector<TokenId> drafts;
     if (params.drafter && !length_done()) {
@@ -134,8 +135,8 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
         const double t0 = now_seconds();
         CHIMERA_ASSIGN_OR_RETURN(drafts,
                                  params.drafter->draft(seq, history, static_cast<int32_t>(k)));
-        draft_seconds =
-            std::max(1e-9, now_seconds() - t0 - params.drafter->last_catch_up_seconds());
+        draft_seconds = std::max(1e-9, now_seconds() - t0);
+        catch_up_seconds = params.drafter->last_catch_up_seconds();
         if (static_cast<int64_t>(drafts.size()) > k) drafts.resize(k);
         if (static_cast<int32_t>(drafts.size()) < std::max(1, params.spec.draft_min))
           drafts.clear();
@@ -189,7 +190,7 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
     }
     CHIMERA_RETURN_IF_ERROR(failure);
     control.record(static_cast<int32_t>(drafts.size()), static_cast<int32_t>(keep - 1),
-                   draft_seconds, now_seconds() - verify_t0);
+                   draft_seconds, now_seconds() - verify_t0, catch_up_seconds);
   }
   if (res.stop != StopReason::kStopString) {
     std::string rest = stops.feed(stream.flush());
@@ -198,6 +199,7 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
     if (cb.on_text && !rest.empty()) cb.on_text(rest);
   }
   res.gen_seconds = now_seconds() - t1;
+  if (params.drafter) res.spec_costs = control.costs();
   return res;
 }
 

@@ -42,6 +42,7 @@ struct GenerateResult {
   StopReason stop = StopReason::kLength;
   std::vector<float> logprobs;  // per generated token (GenerateParams::logprobs)
   SpecStats spec;               // drafted / accepted tokens (speculative decoding)
+  SpecCosts spec_costs;         // the speculation controller's measurements
 };
 
 struct GenerateCallbacks {

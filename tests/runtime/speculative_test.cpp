@@ -349,12 +349,112 @@ TEST(SpeculativeDrafters, ControllerPausesWhenSpeculationIsSlower) {
   int plain = 0;
   while (c.draft_len() == 0 && plain < 100) ++plain, c.record(0, 0, 0.0, 0.010);
   EXPECT_EQ(plain, 8);
-  // The probe fails too: the next pause is twice as long.
-  c.record(2, 0, 0.002, 0.030);
+  // The probe fails too (cheaply): the next pause is twice as long.
+  c.record(2, 0, 0.0001, 0.0102);
   EXPECT_TRUE(c.paused());
   plain = 0;
-  while (c.draft_len() == 0 && plain < 100) ++plain, c.record(0, 0, 0.0, 0.010);
+  while (c.draft_len() == 0 && plain < 1000) ++plain, c.record(0, 0, 0.0, 0.010);
   EXPECT_EQ(plain, 16);
+  // A probe whose drafter first caught up for 3 plain steps' time: the pause after it is long
+  // enough that such a probe costs at most 2% of it (0.031 s over 0.010 s steps: >= 155 steps).
+  c.record(2, 0, 0.031, 0.0102, 0.030);
+  EXPECT_TRUE(c.paused());
+  plain = 0;
+  while (c.draft_len() == 0 && plain < 1000) ++plain, c.record(0, 0, 0.0, 0.010);
+  EXPECT_GE(plain, 155);
+  EXPECT_LE(plain, 157);
+}
+
+// A deterministic stand-in for a target / drafter pair: every cost in units of a plain step,
+// acceptance from a fixed pseudo-random sequence. run() drives a SpecController as generate()
+// does, for n tokens, and returns the time taken over plain decoding's (n plain steps).
+struct FakePair {
+  double draft_forward = 0.1;            // one draft forward
+  double catch_up_per_token = 0.02;      // each token the drafter missed (batched, cheap)
+  double verify_per_token = 0.1;         // verify(n) = 1 + (n - 1) * this
+  double acceptance = 0;                 // each draft token, given the ones before it
+  double propose = 1;                    // share of calls that propose (the rest: none)
+  bool acceptance_flips_to_all = false;  // from the middle on, every draft is accepted
+  SpecCosts costs = {};
+  int64_t drafted = 0, accepted = 0;
+
+  double run(int64_t n, int32_t draft_max = 8) {
+    SpecController c({.draft_max = draft_max, .draft_min = 0, .adaptive = true});
+    uint64_t rng = 12345;
+    auto uniform = [&rng] {
+      rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+      return double(rng >> 11) * 0x1.0p-53;
+    };
+    double time = 0;
+    int64_t done = 0;
+    int64_t missed = 10;  // tokens the drafter has not run (first: the prompt)
+    while (done < n) {
+      const int32_t k = static_cast<int32_t>(std::min<int64_t>(c.draft_len(), n - done - 1));
+      if (k <= 0) {
+        c.record(0, 0, 0.0, 1.0);
+        time += 1.0, ++done, ++missed;
+        continue;
+      }
+      // The drafter catches up on what it missed (more than the steady two tokens: a pause),
+      // from a 32-token window past 64, as ModelDrafter does; then drafts.
+      ++missed;  // the pending token
+      const double catch_up =
+          missed > 2 ? draft_forward + catch_up_per_token * double(missed > 64 ? 32 : missed) : 0;
+      const int32_t d = uniform() < propose ? k : 0;
+      const double draft =
+          (catch_up > 0 ? catch_up : draft_forward) + draft_forward * std::min(d, k - 1);
+      const double a = acceptance_flips_to_all && done >= n / 2 ? 1.0 : acceptance;
+      int32_t acc = 0;
+      while (acc < d && uniform() < a) ++acc;
+      const double verify = 1.0 + verify_per_token * d;
+      c.record(d, acc, draft, verify, catch_up);
+      drafted += d, accepted += acc;
+      time += draft + verify;
+      done += acc + 1;
+      missed = 0;
+    }
+    costs = c.costs();
+    return time / double(n);
+  }
+};
+
+// The back-off (issue 12: never more than 5% slower than plain decoding when speculation does not
+// pay): driven with fixed costs, the controller pauses, and what it spends on probes, the
+// drafter's catch-up after each pause included, stays within a few percent.
+TEST(SpeculativeDrafters, ControllerBackOffCostsAtMostAFewPercent) {
+  // A draft model that never proposes (p-min at temperature 1) but costs a fifth of a step per
+  // call, and a catch-up per missed token.
+  FakePair silent{.draft_forward = 0.2, .catch_up_per_token = 0.02, .propose = 0};
+  EXPECT_LE(silent.run(1024), 1.02);
+  EXPECT_EQ(silent.drafted, 0);
+  EXPECT_GE(silent.costs.paused_steps, 990);
+  EXPECT_LE(silent.costs.probes, 8);
+  EXPECT_LE(silent.costs.probe_seconds, 0.01 * 1024);
+
+  // The same with an expensive catch-up (a long pause costs the drafter up to 64 tokens): the
+  // pauses lengthen so that probes stay cheap.
+  FakePair dear_catch_up{.draft_forward = 0.2, .catch_up_per_token = 0.2, .propose = 0};
+  EXPECT_LE(dear_catch_up.run(2048), 1.03);
+  EXPECT_LE(dear_catch_up.costs.probe_seconds, 0.02 * 2048 + 16);
+
+  // A drafter that proposes rarely (one call in ten), always accepted, at a quarter of a step per
+  // forward: speculation cannot pay (each call costs more than its rare token saves).
+  FakePair rare{.draft_forward = 0.25, .verify_per_token = 0.3, .acceptance = 1, .propose = 0.1};
+  EXPECT_LE(rare.run(1024), 1.03);
+  EXPECT_LE(rare.costs.probes, 10);
+
+  // Drafts rejected (temperature 1 with an n-gram lookup that costs nothing): pauses too.
+  FakePair rejected{.draft_forward = 1e-4, .catch_up_per_token = 0, .verify_per_token = 0.3};
+  EXPECT_LE(rejected.run(1024), 1.02);
+
+  // A pair that pays: the controller keeps speculating (time per token well under a step)...
+  FakePair good{.draft_forward = 0.1, .verify_per_token = 0.1, .acceptance = 0.9};
+  EXPECT_LE(good.run(1024), 0.5);
+  EXPECT_LE(good.costs.paused_steps, 8);
+  // ...and one that stops rejecting half-way is picked up again after its pauses.
+  FakePair flips{.draft_forward = 0.1, .verify_per_token = 0.3, .acceptance_flips_to_all = true};
+  EXPECT_LE(flips.run(2048), 0.8);
+  EXPECT_GT(flips.accepted, 700);  // of at most ~1024 tokens in the second half
 }
 
 // One step of a simulated decode: asks for a length, "runs" it with the given costs (all drafts

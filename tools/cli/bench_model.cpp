@@ -99,6 +99,7 @@ Stat stat(const std::vector<double>& v) {
 struct SpecBench {
   std::vector<double> plain, spec;  // tokens/s
   SpecStats stats;
+  SpecCosts costs;  // the controller's measurements in the last repetition
   bool identical = true;
   std::string drafter;
 };
@@ -142,6 +143,7 @@ Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, con
     if (r == 0) continue;
     out.plain.push_back(plain.tokens.size() / plain.gen_seconds);
     out.spec.push_back(spec.tokens.size() / spec.gen_seconds);
+    out.costs = spec.spec_costs;
     const SpecStats& st = spec.spec;
     out.stats.steps += st.steps;
     out.stats.drafted += st.drafted;
@@ -525,6 +527,22 @@ int bench_model_main(int argc, char** argv) {
       std::printf(" %.0f%%",
                   100.0 * sb.stats.accepted_at[i] / std::max<int64_t>(1, sb.stats.drafted_at[i]));
     std::printf("\n");
+    // The adaptive controller's own measurements (last repetition), in plain steps: where the
+    // speculative step's time goes.
+    const SpecCosts& c = sb.costs;
+    if (!spec_opts.fixed && c.plain > 0) {
+      std::printf(
+          "controller (last run, in plain steps of %.3f ms): draft forward %.3f; verify(n):",
+          1e3 * c.plain, c.draft_forward / c.plain);
+      for (size_t n = 2; n < c.verify.size(); ++n)
+        if (c.verify[n] > 0) std::printf(" %zu:%.2f", n, c.verify[n] / c.plain);
+      std::printf(
+          "; fill %.2f, acceptance %.2f; %lld speculative steps, %lld paused, %lld probes "
+          "(%.1f beyond plain), catch-up %.1f\n",
+          c.fill, c.acceptance, static_cast<long long>(c.spec_steps),
+          static_cast<long long>(c.paused_steps), static_cast<long long>(c.probes),
+          c.probe_seconds / c.plain, c.catch_up_seconds / c.plain);
+    }
   }
   std::printf("\nmeasured streaming read GB/s by threads (a reference point, not a ceiling):");
   for (auto& [k, v] : roofs.items()) std::printf(" %s: %.1f", k.c_str(), v.get<double>());
