@@ -13,6 +13,9 @@
 #   self-p0-states: self-p0 with --spec-verify-states, the older verify path (the recurrent state
 #             stored after every verified token instead of the kept prefix recomputed): the
 #             recompute's gain is the ratio of the self-p0 and self-p0-states speed-ups.
+#   --spec-costs (self-p0, draftp0): also times the parts of a speculative step apart (plain step,
+#             verification of n tokens, one draft forward, a whole drafter call), as ratios to a
+#             plain step: what bounds the speed-up.
 #   *-t1:     seeded sampling at temperature 1.0 (--spec-temp 1): a draft token counts only when it
 #             equals the target's sample, so acceptance falls; the back-off cases (speculation
 #             must stay within 5% of plain decoding when acceptance is low).
@@ -40,6 +43,8 @@ chimera_case() {  # name n reps model drafter-args...
   line=$(echo "$out" | grep '^speed-up')
   pos=$(echo "$out" | grep '^acceptance by draft position' | cut -d: -f2)
   printf "chimera   %-6s plain %8s tok/s  spec %8s tok/s  %s |%s\n" "$name" "$plain" "$spec" "$line" "$pos"
+  # The controller's measured costs, and with --spec-costs each part of a step timed apart.
+  echo "$out" | grep -E '^(controller|step costs)' | sed 's/^/          /'
 }
 
 # llama.cpp: plain decode speed from llama-bench (tg n), speculative from llama-speculative-simple.
@@ -60,9 +65,9 @@ llama_case() {  # name n model spec-args...
 
 chimera_case ngram 128 3 models/default.gguf --spec ngram
 chimera_case self 64 2 "$F16" --draft "$Q40"
-chimera_case self-p0 64 2 "$F16" --draft "$Q40" --draft-p-min 0
+chimera_case self-p0 64 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-costs
 chimera_case draft 128 3 models/default.gguf --draft models/draft.gguf
-chimera_case draftp0 128 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0
+chimera_case draftp0 128 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0 --spec-costs
 chimera_case self-p0-states 64 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-verify-states
 chimera_case ngram-t1 128 3 models/default.gguf --spec ngram --spec-temp 1
 chimera_case draft-t1 128 3 models/default.gguf --draft models/draft.gguf --spec-temp 1

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -94,20 +95,131 @@ Stat stat(const std::vector<double>& v) {
   return s;
 }
 
+struct SpecBenchOptions {
+  std::string prompt = "And God said";
+  float temperature = 0;       // 0: greedy; otherwise seeded sampling (seed 1 in every repetition)
+  bool verify_states = false;  // store every verified token's state instead of recomputing
+  bool costs = false;          // also measure the step costs apart (spec_costs)
+};
+
+// Where a speculative step's time goes, each part timed apart, interleaved per repetition: the
+// target's plain step, its verification of n = 2..K+1 tokens (all kept), and one forward of the
+// draft model. Wall time, and process CPU time (which leaves out time the process did not run on
+// a loaded machine; with -t 1 it is the step's own time). Medians, in seconds.
+struct SpecStepCosts {
+  std::vector<double> verify_wall, verify_cpu;  // [n], n = 1: the plain step
+  double draft_wall = 0, draft_cpu = 0;         // one draft model forward (0: no draft model)
+  // One drafter call for K tokens in the steady state (the previous K all accepted): its
+  // forwards plus everything around them (snapshots, rollback marks, p-min, copies).
+  double call_wall = 0, call_cpu = 0;
+  // Verification of K+1 tokens of which half are kept (the kept prefix recomputed).
+  double half_wall = 0, half_cpu = 0;
+};
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+Result<SpecStepCosts> measure_spec_step_costs(Context& ctx, Drafter* drafter,
+                                              const std::vector<TokenId>& prompt, int32_t k_max,
+                                              int reps) {
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  std::vector<std::vector<double>> vw(k_max + 2), vc(k_max + 2);
+  std::vector<double> dw, dc, cw, cc, hw, hc;
+  auto* model_drafter = dynamic_cast<ModelDrafter*>(drafter);
+  auto run_prompt = [&](Context& c) {
+    c.memory().clear();
+    Batch b;
+    for (size_t i = 0; i < prompt.size(); ++i)
+      b.add(prompt[i], static_cast<int32_t>(i), 0, i + 1 == prompt.size());
+    return c.decode(b);
+  };
+  auto tok = [&](size_t i) { return prompt[i % prompt.size()]; };
+  for (int r = 0; r <= reps; ++r) {
+    CHIMERA_RETURN_IF_ERROR(run_prompt(ctx));
+    for (int32_t n = 1; n <= k_max + 1; ++n) {
+      Batch b;
+      const int32_t p0 = static_cast<int32_t>(ctx.memory().next_pos(0));
+      for (int32_t i = 0; i < n; ++i) b.add(tok(p0 + i), p0 + i, 0, true);
+      const double w0 = now_seconds(), c0 = process_cpu_seconds();
+      if (n == 1) {
+        CHIMERA_RETURN_IF_ERROR(ctx.decode(b));
+      } else {
+        CHIMERA_RETURN_IF_ERROR(ctx.decode_open(b, {0}));
+        CHIMERA_RETURN_IF_ERROR(ctx.accept({{0, static_cast<uint32_t>(n)}}));
+      }
+      if (r > 0) vw[n].push_back(now_seconds() - w0), vc[n].push_back(process_cpu_seconds() - c0);
+    }
+    {
+      Batch b;
+      const int32_t p0 = static_cast<int32_t>(ctx.memory().next_pos(0));
+      for (int32_t i = 0; i <= k_max; ++i) b.add(tok(p0 + i), p0 + i, 0, true);
+      const double w0 = now_seconds(), c0 = process_cpu_seconds();
+      CHIMERA_RETURN_IF_ERROR(ctx.decode_open(b, {0}));
+      CHIMERA_RETURN_IF_ERROR(ctx.accept({{0, static_cast<uint32_t>((k_max + 2) / 2)}}));
+      if (r > 0) hw.push_back(now_seconds() - w0), hc.push_back(process_cpu_seconds() - c0);
+    }
+    if (drafter && k_max > 0) {
+      drafter->forget(0);
+      std::vector<TokenId> history = prompt;
+      for (int i = 0; i < 4; ++i) {
+        const double w0 = now_seconds(), c0 = process_cpu_seconds();
+        CHIMERA_ASSIGN_OR_RETURN(std::vector<TokenId> d, drafter->draft(0, history, k_max));
+        if (r > 0 && i > 0)
+          cw.push_back(now_seconds() - w0), cc.push_back(process_cpu_seconds() - c0);
+        history.insert(history.end(), d.begin(), d.end());
+        history.push_back(tok(history.size()));  // the target's own next token
+      }
+      drafter->forget(0);
+    }
+    if (model_drafter) {
+      Context& d = model_drafter->context();
+      CHIMERA_RETURN_IF_ERROR(run_prompt(d));
+      for (int i = 0; i < 3; ++i) {
+        Batch b;
+        const int32_t p = static_cast<int32_t>(d.memory().next_pos(0));
+        b.add(tok(p), p, 0, true);
+        const double w0 = now_seconds(), c0 = process_cpu_seconds();
+        CHIMERA_RETURN_IF_ERROR(d.decode(b));
+        if (r > 0) dw.push_back(now_seconds() - w0), dc.push_back(process_cpu_seconds() - c0);
+      }
+      d.memory().clear();
+    }
+  }
+  ctx.memory().clear();
+  if (drafter) drafter->forget(0);
+  SpecStepCosts out;
+  out.verify_wall.assign(k_max + 2, 0);
+  out.verify_cpu.assign(k_max + 2, 0);
+  for (int32_t n = 1; n <= k_max + 1; ++n)
+    out.verify_wall[n] = median(vw[n]), out.verify_cpu[n] = median(vc[n]);
+  out.draft_wall = median(dw);
+  out.draft_cpu = median(dc);
+  out.call_wall = median(cw);
+  out.call_cpu = median(cc);
+  out.half_wall = median(hw);
+  out.half_cpu = median(hc);
+  return out;
+}
+
 // Speculative decoding against plain decoding, interleaved per repetition (r == 0 warms up):
 // greedy generation of n_gen tokens from a text prompt, timed from the first generated token.
 struct SpecBench {
   std::vector<double> plain, spec;  // tokens/s
   SpecStats stats;
-  SpecCosts costs;  // the controller's measurements in the last repetition
+  SpecCosts costs;     // the controller's measurements in the last repetition
+  SpecStepCosts step;  // --spec-costs
   bool identical = true;
   std::string drafter;
-};
-
-struct SpecBenchOptions {
-  std::string prompt = "And God said";
-  float temperature = 0;       // 0: greedy; otherwise seeded sampling (seed 1 in every repetition)
-  bool verify_states = false;  // store every verified token's state instead of recomputing
 };
 
 Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, const SpecOptions& so,
@@ -156,6 +268,10 @@ Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, con
       out.stats.drafted_at[i] += st.drafted_at[i];
       out.stats.accepted_at[i] += st.accepted_at[i];
     }
+  }
+  if (bo.costs) {
+    CHIMERA_ASSIGN_OR_RETURN(out.step, measure_spec_step_costs(ctx, dr.drafter.get(), prompt,
+                                                               so.draft_max, std::max(reps, 3)));
   }
   return out;
 }
@@ -323,6 +439,9 @@ int bench_model_main(int argc, char** argv) {
   app.add_option("--spec-temp", spec_bench.temperature,
                  "with --draft/--spec: sample at this temperature (seed 1) instead of greedy")
       ->check(CLI::Range(0.0, 10.0));
+  app.add_flag("--spec-costs", spec_bench.costs,
+               "with --draft/--spec: also time the parts of a speculative step apart (plain "
+               "step, verification of 2..K+1 tokens, one draft forward; wall and CPU time)");
   app.add_flag("--spec-verify-states", spec_bench.verify_states,
                "with --draft/--spec: keep the recurrent state after every verified token instead "
                "of recomputing the kept prefix (the slower path, for comparison)");
@@ -542,6 +661,20 @@ int bench_model_main(int argc, char** argv) {
           c.fill, c.acceptance, static_cast<long long>(c.spec_steps),
           static_cast<long long>(c.paused_steps), static_cast<long long>(c.probes),
           c.probe_seconds / c.plain, c.catch_up_seconds / c.plain);
+    }
+    const SpecStepCosts& st = sb.step;
+    for (int cpu = 0; cpu < 2 && st.verify_wall.size() > 1; ++cpu) {
+      const std::vector<double>& v = cpu ? st.verify_cpu : st.verify_wall;
+      if (v[1] <= 0) continue;
+      std::printf(
+          "step costs apart (%s, median; in plain steps of %.3f ms): draft forward %.3f; "
+          "verify(n):",
+          cpu ? "process CPU time" : "wall time", 1e3 * v[1],
+          (cpu ? st.draft_cpu : st.draft_wall) / v[1]);
+      for (size_t n = 2; n < v.size(); ++n) std::printf(" %zu:%.2f", n, v[n] / v[1]);
+      std::printf("; verify(%zu) keeping %zu: %.2f; a drafter call for %zu: %.3f\n", v.size() - 1,
+                  v.size() / 2, (cpu ? st.half_cpu : st.half_wall) / v[1], v.size() - 2,
+                  (cpu ? st.call_cpu : st.call_wall) / v[1]);
     }
   }
   std::printf("\nmeasured streaming read GB/s by threads (a reference point, not a ceiling):");
