@@ -268,9 +268,6 @@ class EngineImpl : public Engine {
  private:
   static constexpr uint32_t kMaxChoices = 16;
   static constexpr uint32_t kMaxParked = 64;
-  // At most this many tokens between a chat's last message and its prompt's end are taken for
-  // the generation header (the prompt-end snapshot then replaces the message's).
-  static constexpr uint32_t kHeaderTokens = 32;
 
   // ------------------------------------------------------------ the loop
 
@@ -456,19 +453,15 @@ class EngineImpl : public Engine {
     // Snapshot points past what is held: message boundaries, every snapshot_every tokens, and
     // the prompt's end. The prompt end's snapshot keeps the last token's logits: the same
     // prompt again (regenerate, retry, another seed) samples from them with no forward pass,
-    // and a next turn that sends the answer back re-tokenized resumes right there. It replaces
-    // the last message's boundary when only the generation header lies between them: a request
-    // sharing those messages shares the header too. Attention alone rolls back to any token
-    // without a snapshot.
+    // and a next turn that sends the answer back re-tokenized resumes right there. The last
+    // message's boundary stays too: a next turn whose answer, sent back, tokenizes together
+    // with the generation header's last characters diverges inside the header. Attention alone
+    // rolls back to any token without a snapshot.
     a.held0 = a.held;
     const bool recurrent = ctx_->memory().has_recurrent();
-    // The last message's end, when a generation header follows it (not when it ends the prompt).
-    const uint32_t last_boundary =
-        !a.p.boundaries.empty() && a.p.boundaries.back() < P ? a.p.boundaries.back() : 0;
     if (recurrent)
       for (uint32_t b : a.p.boundaries)
-        if (b > a.held && b < P && !(b == last_boundary && P - b <= kHeaderTokens))
-          a.snap_points.push_back(b);
+        if (b > a.held && b < P) a.snap_points.push_back(b);
     if (recurrent && P > a.held) a.snap_points.push_back(static_cast<uint32_t>(P));
     if (cfg_.snapshot_every > 0 && recurrent)
       for (size_t k = (a.held / cfg_.snapshot_every + 1) * cfg_.snapshot_every; k < P;

@@ -115,8 +115,10 @@ constexpr double kIntervalDivergence = 0.1;
 // Tiers (lowest goes first): prompt-end snapshots of conversations that moved on (a later turn
 // holds snapshots past them, at the answer end and its own prompt end; only branching back to
 // regenerate that old answer wants them), then old branches and inner snapshots, then branch
-// points live conversations share, then what a conversation's next turn needs: its tip, and
-// last its entry (a tip serves a next turn only with its entry; an entry without its tip still
+// points live conversations share, then what a conversation's next turn needs: its tip (its
+// last prompt's end, and the end of its last message just before it: a next turn whose answer
+// sent back tokenizes together with the generation header diverges inside the header), and last its
+// entry (a tip serves a next turn only with its entry; an entry without its tip still
 // serves every turn that sends the last answer back as generated, and the rest replays from an
 // earlier snapshot).
 constexpr int kTierStalePromptEnd = 0;
@@ -494,7 +496,10 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
           continue;
         last = std::max(last, es[i]->last_use);
         live_owners += !old[i];
-        const bool is_tip = !old[i] && at[i].back().second == sid;
+        const size_t k = at[i].size();
+        const bool is_tip = !old[i] && (at[i][k - 1].second == sid ||
+                                        (k >= 2 && at[i][k - 2].second == sid && s.boundary &&
+                                         snaps_.at(at[i][k - 1].second).logits));
         tip = tip || is_tip;
         // A next turn that diverges inside the last answer (re-tokenized) resumes at the tip
         // snapshot, a regeneration samples there; an edit resumes at a message boundary.

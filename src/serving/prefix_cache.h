@@ -14,11 +14,12 @@
 // byte it frees, plus half-weighted recency; the lowest goes first, in tiers: old branches (a
 // newer entry redid or continued their last turn) and snapshots inside conversations go first,
 // then branch points live conversations share (a common system prompt), and last what a
-// conversation's next turn needs: its entry and its tip, the snapshot at its last prompt's end
-// (a next turn that sends the last answer back re-tokenized resumes there; a regeneration needs
-// no compute there). Lowest of all go prompt-end snapshots of conversations that moved on
-// (their next turn's snapshots supersede them). So many conversations used in turn stay cached
-// within a budget that holds them and one snapshot each.
+// conversation's next turn needs: its tip snapshots (its last prompt's end: a next turn that
+// sends the last answer back re-tokenized resumes there, a regeneration needs no compute there;
+// and its last message's end, where a next turn diverging inside the generation header
+// resumes), and last its entry. Lowest of all go prompt-end snapshots of conversations that moved
+// on (their next turn's snapshots supersede them). So many conversations used in turn stay cached
+// within a budget that holds them and their tip snapshots.
 // What running requests hold is theirs (shared pages and states are ref-counted in the memory),
 // so eviction never changes a running sequence.
 //

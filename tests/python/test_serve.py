@@ -409,19 +409,10 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-# The engine's rule for the generation header (src/serving/engine.cpp, kHeaderTokens): the
-# prompt-end snapshot replaces the last message's boundary when at most this many tokens lie
-# between them.
-HEADER_TOKENS = 32
-
-
 def snapshot_points(tokens: list[int], bounds: list[int]) -> list[int]:
-    """Where a request's prompt leaves snapshots: its message boundaries (but the last one,
-    when only the generation header follows it) and its prompt's end (with its logits)."""
-    inner = [b for b in bounds if b < len(tokens)]
-    if bounds and bounds[-1] < len(tokens) and len(tokens) - bounds[-1] <= HEADER_TOKENS:
-        inner.pop()
-    return inner + [len(tokens)]
+    """Where a request's prompt leaves snapshots: its message boundaries and its prompt's end
+    (with its last token's logits)."""
+    return [b for b in bounds if b < len(tokens)] + [len(tokens)]
 
 
 def expected_reuse(seen: list[tuple[list[int], list[int]]], tokens: list[int]) -> tuple[int, int]:

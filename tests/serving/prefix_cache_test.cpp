@@ -450,9 +450,9 @@ TEST(CacheThinning, SnapshotsGiveWayFirstAndTheReportSaysSo) {
     auto probe = f.engine(c);
     f.run(*probe, p);
     const nlohmann::json info = probe->cache_info();
-    ASSERT_EQ(info["snapshots"].get<uint64_t>(), 10u);
+    ASSERT_EQ(info["snapshots"].get<uint64_t>(), 11u);  // the boundaries and the prompt end
     full = info["bytes"].get<uint64_t>();
-    slot = info["snapshot_bytes"].get<uint64_t>() / 10;
+    slot = info["snapshot_bytes"].get<uint64_t>() / 11;
   }
   ASSERT_GT(slot, 0u);
   c.cache_mem = full - 3 * slot;
@@ -462,7 +462,7 @@ TEST(CacheThinning, SnapshotsGiveWayFirstAndTheReportSaysSo) {
   EXPECT_LE(info["bytes"].get<uint64_t>(), c.cache_mem);
   ASSERT_EQ(info["n_entries"].get<int>(), 1);  // the entry saves more per byte: it stays
   std::vector<uint32_t> kept = info["entries"][0]["snapshots"].get<std::vector<uint32_t>>();
-  EXPECT_LE(kept.size(), 7u);
+  EXPECT_LE(kept.size(), 8u);
   EXPECT_GT(engine->metrics().cache_evictions, 0u);
   // Edit the message right after a thinned boundary: the rollback lands on the nearest kept one.
   size_t m = 0;
@@ -575,15 +575,15 @@ TEST(CacheThinning, RoundRobinTurnsKeepEachConversationsLastSnapshot) {
     p.ignore_eos = true;
     p.top_logprobs = 1;
   }
-  // Everything the first round leaves, kept: 6 conversations, 4 snapshots each (3 message
-  // boundaries and the prompt end, which replaces the last message's boundary).
+  // Everything the first round leaves, kept: 6 conversations, 5 snapshots each (4 message
+  // boundaries and the prompt end).
   uint64_t full = 0, slot = 0;
   {
     auto probe = f.engine(c);
     for (const auto& p : turn) f.run(*probe, p);
     const nlohmann::json info = probe->cache_info();
     ASSERT_EQ(info["n_entries"].get<int>(), kConvs);
-    ASSERT_EQ(info["snapshots"].get<uint64_t>(), 4u * kConvs);
+    ASSERT_EQ(info["snapshots"].get<uint64_t>(), 5u * kConvs);
     full = info["bytes"].get<uint64_t>();
     slot = info["snapshot_bytes"].get<uint64_t>() / info["snapshots"].get<uint64_t>();
   }
@@ -662,7 +662,12 @@ TEST(CacheThinning, APromptEndTheConversationMovedOnFromGoesFirst) {
   Fixture f;
   EngineConfig c = f.config();
   c.snapshot_every = 4096;
-  const std::vector<TokenId> gen = f.encode("<|assistant|>");
+  c.n_parallel = 1;  // a request's share of the budget holds all its snapshots: the cache picks
+  // A long generation header and a short answer: by replay spared alone, the answer's end
+  // (2 tokens past the first prompt's end) would go before the first prompt's end (a header
+  // past the message end); the tier says otherwise.
+  const std::vector<TokenId> gen =
+      f.encode("<|assistant|> And the scribe wrote these words in his book:");
   auto add = [](RequestParams& p, const std::vector<TokenId>& t) {
     p.prompt.insert(p.prompt.end(), t.begin(), t.end());
     p.boundaries.push_back(static_cast<uint32_t>(p.prompt.size()));
@@ -672,7 +677,7 @@ TEST(CacheThinning, APromptEndTheConversationMovedOnFromGoesFirst) {
     add(t1, f.encode("System: you are a scribe of the book of " + who + "."));
     add(t1, f.encode(" Sing of the morning and of the evening."));
     t1.prompt.insert(t1.prompt.end(), gen.begin(), gen.end());
-    t1.max_tokens = 6;
+    t1.max_tokens = 2;
     t1.sampling = f.hot_sampling(3);
     t1.ignore_eos = true;
     t1.top_logprobs = 1;
@@ -708,9 +713,10 @@ TEST(CacheThinning, APromptEndTheConversationMovedOnFromGoesFirst) {
     const nlohmann::json info = probe->cache_info();
     ASSERT_EQ(info["n_entries"].get<int>(), 2);  // a's second turn holds its first
     all_a = snapshots_of(info, a2.prompt.size());
-    // The system message's end, the first prompt's end, the answer's end, the second prompt's.
-    const std::vector<uint32_t> want = {a2.boundaries[0], p1, a2.boundaries[2],
-                                        static_cast<uint32_t>(a2.prompt.size())};
+    // The message ends and the prompt ends of both turns.
+    const std::vector<uint32_t> want = {
+        a2.boundaries[0], a2.boundaries[1], p1,
+        a2.boundaries[2], a2.boundaries[3], static_cast<uint32_t>(a2.prompt.size())};
     ASSERT_EQ(all_a, want);
     full = info["bytes"].get<uint64_t>();
     slot = info["snapshot_bytes"].get<uint64_t>() / info["snapshots"].get<uint64_t>();
