@@ -112,6 +112,8 @@ struct SpecStepCosts {
   // One drafter call for K tokens in the steady state (the previous K all accepted): its
   // forwards plus everything around them (snapshots, rollback marks, p-min, copies).
   double call_wall = 0, call_cpu = 0;
+  // The same after the previous call's second draft token was rejected (a snapshot restored).
+  double rcall_wall = 0, rcall_cpu = 0;
   // Verification of K+1 tokens of which half are kept (the kept prefix recomputed).
   double half_wall = 0, half_cpu = 0;
 };
@@ -134,7 +136,7 @@ Result<SpecStepCosts> measure_spec_step_costs(Context& ctx, Drafter* drafter,
     return v.empty() ? 0.0 : v[v.size() / 2];
   };
   std::vector<std::vector<double>> vw(k_max + 2), vc(k_max + 2);
-  std::vector<double> dw, dc, cw, cc, hw, hc;
+  std::vector<double> dw, dc, cw, cc, hw, hc, rw, rc;
   auto* model_drafter = dynamic_cast<ModelDrafter*>(drafter);
   auto run_prompt = [&](Context& c) {
     c.memory().clear();
@@ -146,7 +148,12 @@ Result<SpecStepCosts> measure_spec_step_costs(Context& ctx, Drafter* drafter,
   auto tok = [&](size_t i) { return prompt[i % prompt.size()]; };
   for (int r = 0; r <= reps; ++r) {
     CHIMERA_RETURN_IF_ERROR(run_prompt(ctx));
-    for (int32_t n = 1; n <= k_max + 1; ++n) {
+    // Plain steps first and last too: the first step after a prompt may pay for caches.
+    std::vector<int32_t> order = {1};
+    for (int32_t n = 2; n <= k_max + 1; ++n) order.push_back(n);
+    order.push_back(1);
+    order.push_back(1);
+    for (int32_t n : order) {
       Batch b;
       const int32_t p0 = static_cast<int32_t>(ctx.memory().next_pos(0));
       for (int32_t i = 0; i < n; ++i) b.add(tok(p0 + i), p0 + i, 0, true);
@@ -171,13 +178,21 @@ Result<SpecStepCosts> measure_spec_step_costs(Context& ctx, Drafter* drafter,
     if (drafter && k_max > 0) {
       drafter->forget(0);
       std::vector<TokenId> history = prompt;
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < 8; ++i) {
         const double w0 = now_seconds(), c0 = process_cpu_seconds();
         CHIMERA_ASSIGN_OR_RETURN(std::vector<TokenId> d, drafter->draft(0, history, k_max));
-        if (r > 0 && i > 0)
-          cw.push_back(now_seconds() - w0), cc.push_back(process_cpu_seconds() - c0);
-        history.insert(history.end(), d.begin(), d.end());
-        history.push_back(tok(history.size()));  // the target's own next token
+        const double w = now_seconds() - w0, c = process_cpu_seconds() - c0;
+        // Odd calls: all of the previous drafts were accepted; even ones: the second was not.
+        if (r > 0 && i > 1) (i % 2 ? cw : rw).push_back(w), (i % 2 ? cc : rc).push_back(c);
+        if (i % 2 == 0 || d.size() < 2) {
+          history.insert(history.end(), d.begin(), d.end());
+        } else {
+          history.push_back(d[0]);
+        }
+        // The target's own next token (after a rejection: one that differs from the draft).
+        TokenId next = tok(history.size());
+        if (i % 2 == 1 && d.size() >= 2 && next == d[1]) next = tok(history.size() + 1);
+        history.push_back(next);
       }
       drafter->forget(0);
     }
@@ -206,6 +221,8 @@ Result<SpecStepCosts> measure_spec_step_costs(Context& ctx, Drafter* drafter,
   out.draft_cpu = median(dc);
   out.call_wall = median(cw);
   out.call_cpu = median(cc);
+  out.rcall_wall = median(rw);
+  out.rcall_cpu = median(rc);
   out.half_wall = median(hw);
   out.half_cpu = median(hc);
   return out;
@@ -672,9 +689,11 @@ int bench_model_main(int argc, char** argv) {
           cpu ? "process CPU time" : "wall time", 1e3 * v[1],
           (cpu ? st.draft_cpu : st.draft_wall) / v[1]);
       for (size_t n = 2; n < v.size(); ++n) std::printf(" %zu:%.2f", n, v[n] / v[1]);
-      std::printf("; verify(%zu) keeping %zu: %.2f; a drafter call for %zu: %.3f\n", v.size() - 1,
-                  v.size() / 2, (cpu ? st.half_cpu : st.half_wall) / v[1], v.size() - 2,
-                  (cpu ? st.call_cpu : st.call_wall) / v[1]);
+      std::printf(
+          "; verify(%zu) keeping %zu: %.2f; a drafter call for %zu: %.3f (after a rejection: "
+          "%.3f)\n",
+          v.size() - 1, v.size() / 2, (cpu ? st.half_cpu : st.half_wall) / v[1], v.size() - 2,
+          (cpu ? st.call_cpu : st.call_wall) / v[1], (cpu ? st.rcall_cpu : st.rcall_wall) / v[1]);
     }
   }
   std::printf("\nmeasured streaming read GB/s by threads (a reference point, not a ceiling):");
