@@ -16,6 +16,8 @@
 #   --spec-costs (self-p0, draftp0): also times the parts of a speculative step apart (plain step,
 #             verification of n tokens, one draft forward, a whole drafter call), as ratios to a
 #             plain step: what bounds the speed-up.
+#   *-td1:    the tiny draft model on one thread (--threads-draft 1) while the target uses two:
+#             whether a second thread's synchronisation costs the 48-wide draft more than it gains.
 #   *-t1:     seeded sampling at temperature 1.0 (--spec-temp 1): a draft token counts only when it
 #             equals the target's sample, so acceptance falls; the back-off cases (speculation
 #             must stay within 5% of plain decoding when acceptance is low).
@@ -68,6 +70,8 @@ chimera_case self 64 2 "$F16" --draft "$Q40"
 chimera_case self-p0 64 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-costs
 chimera_case draft 128 3 models/default.gguf --draft models/draft.gguf
 chimera_case draftp0 128 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0 --spec-costs
+chimera_case draftp0-td1 128 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0 --threads-draft 1
+chimera_case draft-td1 128 3 models/default.gguf --draft models/draft.gguf --threads-draft 1
 chimera_case self-p0-states 64 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-verify-states
 chimera_case ngram-t1 128 3 models/default.gguf --spec ngram --spec-temp 1
 chimera_case draft-t1 128 3 models/default.gguf --draft models/draft.gguf --spec-temp 1

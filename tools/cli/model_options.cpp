@@ -95,6 +95,10 @@ void SpecOptions::add_to(CLI::App& app) {
   app.add_option("--draft-p-min", draft_p_min,
                  "stop drafting when the draft model's top probability is below (default 0.75)")
       ->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--threads-draft", threads_draft,
+                 "threads of the draft model (default: as many as -t; a tiny draft model may run "
+                 "faster on one)")
+      ->check(CLI::Range(1, 1024));
   app.add_flag("--draft-fixed", fixed,
                "always draft --draft-max tokens (default: adapt the length, pause when slower)");
 }
@@ -132,6 +136,7 @@ Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo
   dp.p_min = so.draft_p_min;
   CHIMERA_ASSIGN_OR_RETURN(dp.context, mo.context_params());
   dp.context.max_seqs = max_seqs;
+  if (so.threads_draft > 0) dp.context.n_threads = so.threads_draft;
   auto md =
       ModelDrafter::create(*target.model, target.tokenizer.get(), *d.model, d.tokenizer.get(), dp);
   if (!md.ok()) return Error(md.status().code(), so.draft_path, ": ", md.status().message());
