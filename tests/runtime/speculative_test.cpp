@@ -375,6 +375,7 @@ struct FakePair {
   double acceptance = 0;                 // each draft token, given the ones before it
   double propose = 1;                    // share of calls that propose (the rest: none)
   bool acceptance_flips_to_all = false;  // from the middle on, every draft is accepted
+  std::vector<double> verify_table;      // else verify(n) = verify_table[n] when given
   SpecCosts costs = {};
   int64_t drafted = 0, accepted = 0;
 
@@ -406,7 +407,9 @@ struct FakePair {
       const double a = acceptance_flips_to_all && done >= n / 2 ? 1.0 : acceptance;
       int32_t acc = 0;
       while (acc < d && uniform() < a) ++acc;
-      const double verify = 1.0 + verify_per_token * d;
+      const double verify = static_cast<size_t>(d + 1) < verify_table.size()
+                                ? verify_table[d + 1]
+                                : 1.0 + verify_per_token * d;
       c.record(d, acc, draft, verify, catch_up);
       drafted += d, accepted += acc;
       time += draft + verify;
@@ -520,6 +523,22 @@ TEST(SpeculativeDrafters, ControllerLengthFollowsCostAndAcceptance) {
   for (int i = 0; i < 200; ++i)
     spec_steps += simulate_step(empty_dear, 0.010, 0.004, cheap_verify, false, false) > 0;
   EXPECT_LE(spec_steps, 12);
+}
+
+// The draft length follows measured costs: with the costs of the 302M F16 target and its Q4_0
+// self-draft (measured with `chimera bench --spec-costs`: a draft forward 0.325 of a plain step,
+// verify(n) below) and every draft accepted, the best fixed length is k = 7 (8 tokens for
+// 7 x 0.325 + 2.04 steps: 1.85x); the controller gets within 5% of it, exploration included.
+TEST(SpeculativeDrafters, ControllerFindsTheBestLengthFromMeasuredCosts) {
+  const std::vector<double> verify = {0, 1.0, 1.06, 1.19, 1.51, 1.64, 1.72, 1.84, 2.04, 2.63};
+  double best = 0;
+  for (int32_t k = 1; k <= 8; ++k) best = std::max(best, (k + 1) / (0.325 * k + verify[k + 1]));
+  EXPECT_NEAR(best, 8 / (0.325 * 7 + 2.04), 1e-12);
+  FakePair self{
+      .draft_forward = 0.325, .catch_up_per_token = 0.05, .acceptance = 1, .verify_table = verify};
+  const double time_per_token = self.run(2048);
+  EXPECT_LE(time_per_token, 1.05 / best) << "speed-up " << 1 / time_per_token << ", best " << best;
+  EXPECT_LE(self.costs.paused_steps, 8);
 }
 
 }  // namespace
