@@ -9,55 +9,175 @@
 
 namespace chimera::ops_internal {
 
-void ssm_conv_avx2(const SsmConvArgs& a, int32_t c_begin, int32_t c_end) {
-  const int32_t K = a.kernel_size;
-  for (int32_t c0 = c_begin; c0 < c_end; c0 += 8) {
-    const int32_t nc = std::min(8, c_end - c0);
-    const __m256i mask = tail_mask_avx2(nc);
-    __m256 w[kSsmMaxConvKernel];
-    __m256 hist[kSsmMaxConvKernel];  // hist[i] = X(t + i) for the next token t, i < K-1
-    alignas(32) float lane[8];
-    for (int32_t k = 0; k < K; ++k) {
-      for (int32_t i = 0; i < 8; ++i)
-        lane[i] = i < nc ? a.weight[static_cast<int64_t>(c0 + i) * K + k] : 0.0f;
-      w[k] = _mm256_load_ps(lane);
+namespace {
+
+// Tokens per tile of the conv: channel blocks run token-major within a tile, so a tile's rows of x
+// and out (7-14 KB apart, a page each) are walked once per tile instead of once per channel block
+// for all T tokens, which no prefetcher follows across pages.
+constexpr int64_t kConvTile = 16;
+
+// Tokens [t0, t1) of channels [c0, c0 + 8) (kFull) or the first nc of them (a ragged last block,
+// through masked loads and stores). The K-1 history values come from the incoming state or from x
+// itself, the same raw values whatever the tiling, so every output has the same arithmetic.
+// kK > 0 fixes the kernel size at compile time (kK == a.kernel_size), so the taps and the history
+// live in registers; kK == 0 reads it at run time (the arrays then live on the stack).
+template <bool kFull, int32_t kK>
+void conv_block(const SsmConvArgs& a, int32_t c0, int32_t nc, int64_t t0, int64_t t1) {
+  const int32_t K = kK > 0 ? kK : a.kernel_size;
+  const __m256i mask = tail_mask_avx2(nc);
+  auto load = [&](const float* p) {
+    if constexpr (kFull) {
+      return _mm256_loadu_ps(p);
+    } else {
+      return _mm256_maskload_ps(p, mask);
     }
-    const float* in = a.conv_state_in ? a.conv_state_in : a.conv_state;
-    for (int32_t k = 0; k < K - 1; ++k) {
-      for (int32_t i = 0; i < 8; ++i)
-        lane[i] = i < nc ? in[static_cast<int64_t>(c0 + i) * (K - 1) + k] : 0.0f;
+  };
+  __m256 w[kSsmMaxConvKernel];
+  __m256 hist[kSsmMaxConvKernel];  // hist[i] = X(t + i) for the next token t, i < K-1
+  alignas(32) float lane[8];
+  for (int32_t k = 0; k < K; ++k) {
+    for (int32_t i = 0; i < 8; ++i)
+      lane[i] = i < nc ? a.weight[static_cast<int64_t>(c0 + i) * K + k] : 0.0f;
+    w[k] = _mm256_load_ps(lane);
+  }
+  const float* in = a.conv_state_in ? a.conv_state_in : a.conv_state;
+  for (int32_t k = 0; k < K - 1; ++k) {
+    const int64_t i = t0 + k;  // X(i): the incoming state for i < K-1, else token i - (K-1)
+    if (i >= K - 1) {
+      hist[k] = load(a.x + (i - (K - 1)) * a.x_stride + c0);
+    } else {
+      for (int32_t j = 0; j < 8; ++j)
+        lane[j] = j < nc ? in[static_cast<int64_t>(c0 + j) * (K - 1) + i] : 0.0f;
       hist[k] = _mm256_load_ps(lane);
     }
-    const __m256 bias = a.bias ? _mm256_maskload_ps(a.bias + c0, mask) : _mm256_setzero_ps();
-    for (int64_t t = 0; t < a.n_tokens; ++t) {
-      const __m256 xv = _mm256_maskload_ps(a.x + t * a.x_stride + c0, mask);
-      __m256 acc = _mm256_setzero_ps();
-      for (int32_t k = 0; k < K - 1; ++k) acc = _mm256_fmadd_ps(w[k], hist[k], acc);
-      acc = _mm256_fmadd_ps(w[K - 1], xv, acc);
-      for (int32_t k = 0; k + 1 < K - 1; ++k) hist[k] = hist[k + 1];
-      if (K > 1) hist[K - 2] = xv;
-      const __m256 pre = _mm256_add_ps(acc, bias);
-      _mm256_maskstore_ps(a.out + t * a.out_stride + c0, mask, a.silu ? silu_avx2_vec(pre) : pre);
-      if (a.conv_state_steps && t + 1 < a.n_tokens) {  // the state after token t
-        float* step = a.conv_state_steps[t];
-        for (int32_t k = 0; k < K - 1; ++k) {
-          _mm256_store_ps(lane, hist[k]);
-          for (int32_t i = 0; i < nc; ++i)
-            step[static_cast<int64_t>(c0 + i) * (K - 1) + k] = lane[i];
-        }
+  }
+  const __m256 bias = a.bias ? load(a.bias + c0) : _mm256_setzero_ps();
+  for (int64_t t = t0; t < t1; ++t) {
+    const __m256 xv = load(a.x + t * a.x_stride + c0);
+    __m256 acc = _mm256_setzero_ps();
+    for (int32_t k = 0; k < K - 1; ++k) acc = _mm256_fmadd_ps(w[k], hist[k], acc);
+    acc = _mm256_fmadd_ps(w[K - 1], xv, acc);
+    for (int32_t k = 0; k + 1 < K - 1; ++k) hist[k] = hist[k + 1];
+    if (K > 1) hist[K - 2] = xv;
+    const __m256 pre = _mm256_add_ps(acc, bias);
+    const __m256 out = a.silu ? silu_avx2_vec(pre) : pre;
+    if constexpr (kFull) {
+      _mm256_storeu_ps(a.out + t * a.out_stride + c0, out);
+    } else {
+      _mm256_maskstore_ps(a.out + t * a.out_stride + c0, mask, out);
+    }
+    if (a.conv_state_steps && t + 1 < a.n_tokens) {  // the state after token t
+      float* step = a.conv_state_steps[t];
+      for (int32_t k = 0; k < K - 1; ++k) {
+        _mm256_store_ps(lane, hist[k]);
+        for (int32_t i = 0; i < nc; ++i) step[static_cast<int64_t>(c0 + i) * (K - 1) + k] = lane[i];
       }
     }
-    for (int32_t k = 0; k < K - 1; ++k) {
-      _mm256_store_ps(lane, hist[k]);
-      for (int32_t i = 0; i < nc; ++i)
-        a.conv_state[static_cast<int64_t>(c0 + i) * (K - 1) + k] = lane[i];
+  }
+  if (t1 < a.n_tokens) return;
+  // The new state, written after the last tile read the incoming one (they may be the same).
+  for (int32_t k = 0; k < K - 1; ++k) {
+    _mm256_store_ps(lane, hist[k]);
+    for (int32_t i = 0; i < nc; ++i)
+      a.conv_state[static_cast<int64_t>(c0 + i) * (K - 1) + k] = lane[i];
+  }
+}
+
+}  // namespace
+
+void ssm_conv_avx2(const SsmConvArgs& a, int32_t c_begin, int32_t c_end) {
+  // One pass even for T = 0: the state is still copied from conv_state_in.
+  for (int64_t t0 = 0; t0 == 0 || t0 < a.n_tokens; t0 += kConvTile) {
+    const int64_t t1 = std::min<int64_t>(a.n_tokens, t0 + kConvTile);
+    for (int32_t c0 = c_begin; c0 < c_end; c0 += 8) {
+      const int32_t nc = std::min(8, c_end - c0);
+      if (nc == 8 && a.kernel_size == 4) {  // Mamba2's d_conv
+        conv_block<true, 4>(a, c0, nc, t0, t1);
+      } else if (nc == 8) {
+        conv_block<true, 0>(a, c0, nc, t0, t1);
+      } else {
+        conv_block<false, 0>(a, c0, nc, t0, t1);
+      }
     }
   }
 }
 
+namespace {
+
+// Four partial sums of a row's y, sum k taking the chunks c with c % 4 == k in ascending c. Named
+// registers, not an array indexed by c % 4: an indexed array lives on the stack, and every
+// accumulation then waits on a store-to-load round trip.
+struct Sum4 {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
+         s3 = _mm256_setzero_ps();
+  // s[k] += n * c; k is a constant wherever the loop is unrolled by four.
+  inline void add(int64_t k, __m256 n, __m256 c) {
+    switch (k & 3) {
+      case 0:
+        s0 = _mm256_fmadd_ps(n, c, s0);
+        break;
+      case 1:
+        s1 = _mm256_fmadd_ps(n, c, s1);
+        break;
+      case 2:
+        s2 = _mm256_fmadd_ps(n, c, s2);
+        break;
+      default:
+        s3 = _mm256_fmadd_ps(n, c, s3);
+        break;
+    }
+  }
+  float total() const {
+    return hsum_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+  }
+};
+
+// One token of rows [p, p + kRows) of a head: new state n = prev * dA + B * (x * delta) per
+// chunk of 8 state entries (stored to s), y partial sums += n * C. B and C loads are shared by the
+// rows; each row's arithmetic is the same whatever kRows is.
+template <int kRows, bool kStream>
+inline void scan_rows(const float* prev, float* S, int64_t N, const float* B, const float* C,
+                      __m256 vdA, const __m256* xdt, Sum4* sum, __m256i tail) {
+  const int64_t n_full = N / 8;
+  auto store = [](float* dst, __m256 v) {
+    if constexpr (kStream) {
+      _mm256_stream_ps(dst, v);
+    } else {
+      _mm256_storeu_ps(dst, v);
+    }
+  };
+  auto chunk = [&](int64_t c) {
+    const __m256 b = _mm256_loadu_ps(B + 8 * c), cc = _mm256_loadu_ps(C + 8 * c);
+    for (int r = 0; r < kRows; ++r) {
+      const __m256 n =
+          _mm256_fmadd_ps(_mm256_loadu_ps(prev + r * N + 8 * c), vdA, _mm256_mul_ps(b, xdt[r]));
+      store(S + r * N + 8 * c, n);
+      sum[r].add(c, n, cc);
+    }
+  };
+  int64_t c = 0;
+  for (; c + 4 <= n_full; c += 4) {
+    chunk(c);
+    chunk(c + 1);
+    chunk(c + 2);
+    chunk(c + 3);
+  }
+  for (; c < n_full; ++c) chunk(c);
+  if (N % 8 != 0) {  // masked lanes: state 0, B 0, C 0 -> contribute exactly 0
+    const __m256 b = _mm256_maskload_ps(B + 8 * c, tail), cc = _mm256_maskload_ps(C + 8 * c, tail);
+    for (int r = 0; r < kRows; ++r) {
+      const __m256 n = _mm256_fmadd_ps(_mm256_maskload_ps(prev + r * N + 8 * c, tail), vdA,
+                                       _mm256_mul_ps(b, xdt[r]));
+      _mm256_maskstore_ps(S + r * N + 8 * c, tail, n);
+      sum[r].add(c, n, cc);
+    }
+  }
+}
+
+}  // namespace
+
 void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
   const int64_t P = a.head_dim, N = a.state_size;
-  const int64_t n_full = N / 8;
   const bool ragged = N % 8 != 0;
   const __m256i tail = tail_mask_avx2(N % 8);
   const int32_t g = h / (a.n_head / a.n_group);
@@ -77,13 +197,6 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
     const bool stream =
         t + 1 == a.n_tokens && !ragged && S != prev && reinterpret_cast<uintptr_t>(S) % 32 == 0;
     streamed = streamed || stream;
-    auto store = [stream](float* dst, __m256 v) {
-      if (stream) {
-        _mm256_stream_ps(dst, v);
-      } else {
-        _mm256_storeu_ps(dst, v);
-      }
-    };
     // delta and dA in scalar libm arithmetic, identical to the scalar path.
     const float delta = softplus(a.dt[t * a.dt_stride + h] + (a.dt_bias ? a.dt_bias[h] : 0.0f));
     const float dA = std::exp(delta * a.A[h]);
@@ -93,72 +206,33 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
     const float* x = a.x + t * a.x_stride + h * P;
     float* y = a.y + t * a.y_stride + h * P;
     // Rows p run in pairs sharing the loads of B and C; each row keeps its own state and four
-    // partial sums (sum index = vector index mod 4), so a row's arithmetic is the same paired
-    // or alone.
+    // partial sums (sum index = chunk index mod 4), so a row's arithmetic is the same paired or
+    // alone.
     int64_t p = 0;
     for (; p + 2 <= P; p += 2) {
       const float xv0 = x[p], xv1 = x[p + 1];
       // both x values are read before y is written: y may alias x
-      const __m256 xdt0 = _mm256_set1_ps(xv0 * delta), xdt1 = _mm256_set1_ps(xv1 * delta);
-      float* s0 = S + p * N;
-      float* s1 = s0 + N;
-      const float* r0 = prev + p * N;
-      const float* r1 = r0 + N;
-      __m256 u[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
-      __m256 v[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                     _mm256_setzero_ps()};
-      int64_t c = 0;
-      for (; c < n_full; ++c) {
-        const __m256 b = _mm256_loadu_ps(B + 8 * c), cc = _mm256_loadu_ps(C + 8 * c);
-        const __m256 n0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + 8 * c), vdA, _mm256_mul_ps(b, xdt0));
-        const __m256 n1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + 8 * c), vdA, _mm256_mul_ps(b, xdt1));
-        store(s0 + 8 * c, n0);
-        store(s1 + 8 * c, n1);
-        u[c & 3] = _mm256_fmadd_ps(n0, cc, u[c & 3]);
-        v[c & 3] = _mm256_fmadd_ps(n1, cc, v[c & 3]);
+      const __m256 xdt[2] = {_mm256_set1_ps(xv0 * delta), _mm256_set1_ps(xv1 * delta)};
+      Sum4 sum[2];
+      if (stream) {
+        scan_rows<2, true>(prev + p * N, S + p * N, N, B, C, vdA, xdt, sum, tail);
+      } else {
+        scan_rows<2, false>(prev + p * N, S + p * N, N, B, C, vdA, xdt, sum, tail);
       }
-      if (ragged) {  // masked lanes: state 0, B 0, C 0 -> contribute exactly 0
-        const __m256 b = _mm256_maskload_ps(B + 8 * c, tail),
-                     cc = _mm256_maskload_ps(C + 8 * c, tail);
-        const __m256 n0 =
-            _mm256_fmadd_ps(_mm256_maskload_ps(r0 + 8 * c, tail), vdA, _mm256_mul_ps(b, xdt0));
-        const __m256 n1 =
-            _mm256_fmadd_ps(_mm256_maskload_ps(r1 + 8 * c, tail), vdA, _mm256_mul_ps(b, xdt1));
-        _mm256_maskstore_ps(s0 + 8 * c, tail, n0);
-        _mm256_maskstore_ps(s1 + 8 * c, tail, n1);
-        u[c & 3] = _mm256_fmadd_ps(n0, cc, u[c & 3]);
-        v[c & 3] = _mm256_fmadd_ps(n1, cc, v[c & 3]);
-      }
-      const float t0 =
-          hsum_avx2(_mm256_add_ps(_mm256_add_ps(u[0], u[1]), _mm256_add_ps(u[2], u[3])));
-      const float t1 =
-          hsum_avx2(_mm256_add_ps(_mm256_add_ps(v[0], v[1]), _mm256_add_ps(v[2], v[3])));
+      const float t0 = sum[0].total(), t1 = sum[1].total();
       y[p] = a.D ? t0 + a.D[h] * xv0 : t0;
       y[p + 1] = a.D ? t1 + a.D[h] * xv1 : t1;
     }
     for (; p < P; ++p) {
       const float xv = x[p];
-      const __m256 x_dt = _mm256_set1_ps(xv * delta);
-      float* s = S + p * N;
-      const float* r = prev + p * N;
-      __m256 sum[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                       _mm256_setzero_ps()};
-      int64_t c = 0;
-      for (; c < n_full; ++c) {
-        const __m256 sn = _mm256_fmadd_ps(_mm256_loadu_ps(r + 8 * c), vdA,
-                                          _mm256_mul_ps(_mm256_loadu_ps(B + 8 * c), x_dt));
-        store(s + 8 * c, sn);
-        sum[c & 3] = _mm256_fmadd_ps(sn, _mm256_loadu_ps(C + 8 * c), sum[c & 3]);
+      const __m256 xdt[1] = {_mm256_set1_ps(xv * delta)};
+      Sum4 sum[1];
+      if (stream) {
+        scan_rows<1, true>(prev + p * N, S + p * N, N, B, C, vdA, xdt, sum, tail);
+      } else {
+        scan_rows<1, false>(prev + p * N, S + p * N, N, B, C, vdA, xdt, sum, tail);
       }
-      if (ragged) {
-        const __m256 sn = _mm256_fmadd_ps(_mm256_maskload_ps(r + 8 * c, tail), vdA,
-                                          _mm256_mul_ps(_mm256_maskload_ps(B + 8 * c, tail), x_dt));
-        _mm256_maskstore_ps(s + 8 * c, tail, sn);
-        sum[c & 3] = _mm256_fmadd_ps(sn, _mm256_maskload_ps(C + 8 * c, tail), sum[c & 3]);
-      }
-      const float total =
-          hsum_avx2(_mm256_add_ps(_mm256_add_ps(sum[0], sum[1]), _mm256_add_ps(sum[2], sum[3])));
+      const float total = sum[0].total();
       y[p] = a.D ? total + a.D[h] * xv : total;
     }
     prev = S;

@@ -75,7 +75,7 @@ TEST(OpsSsmConv, MatchesReference) {
   ThreadContext two(2);
   for (int K : {1, 2, 4, 5}) {
     for (int C : {1, 5, 8, 13, 37}) {
-      for (int T : {1, 2, 9}) {
+      for (int T : {1, 2, 9, 40}) {  // 40: several of the AVX2 kernel's token tiles
         const ConvData d = make_conv(T, C, K, C % 2 == 1, rng);
         for (Isa isa : OpIsas()) {
           SCOPED_TRACE(::testing::Message()
@@ -193,7 +193,7 @@ TEST(OpsSsmConv, SeparateIncomingStateMatchesInPlace) {
   ThreadContext two(2);
   for (int K : {1, 2, 4}) {
     for (int C : {5, 40}) {
-      for (int T : {0, 1, 7}) {
+      for (int T : {0, 1, 7, 37}) {
         const ConvData d = make_conv(T, C, K, true, rng);
         for (Isa isa : OpIsas()) {
           SCOPED_TRACE(::testing::Message()
@@ -232,7 +232,7 @@ TEST(OpsSsmConv, PerTokenStatesMatchShorterRuns) {
   ThreadContext two(2);
   for (int K : {1, 2, 4}) {
     for (int C : {5, 40}) {
-      const int T = 9;
+      const int T = 21;
       const ConvData d = make_conv(T, C, K, true, rng);
       for (Isa isa : OpIsas()) {
         SCOPED_TRACE(::testing::Message() << isa_name(isa) << " K " << K << " C " << C);
