@@ -111,7 +111,7 @@ struct Sum4 {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
          s3 = _mm256_setzero_ps();
   // s[k] += n * c; k is a constant wherever the loop is unrolled by four.
-  inline void add(int64_t k, __m256 n, __m256 c) {
+  __attribute__((always_inline)) void add(int64_t k, __m256 n, __m256 c) {
     switch (k & 3) {
       case 0:
         s0 = _mm256_fmadd_ps(n, c, s0);
@@ -132,29 +132,19 @@ struct Sum4 {
   }
 };
 
-// One token of rows [p, p + kRows) of a head: new state n = prev * dA + B * (x * delta) per
-// chunk of 8 state entries (stored to s), y partial sums += n * C. B and C loads are shared by the
-// rows; each row's arithmetic is the same whatever kRows is.
-template <int kRows, bool kStream>
-inline void scan_rows(const float* prev, float* S, int64_t N, const float* B, const float* C,
-                      __m256 vdA, const __m256* xdt, Sum4* sum, __m256i tail) {
-  const int64_t n_full = N / 8;
-  auto store = [](float* dst, __m256 v) {
-    if constexpr (kStream) {
-      _mm256_stream_ps(dst, v);
-    } else {
-      _mm256_storeu_ps(dst, v);
-    }
-  };
-  auto chunk = [&](int64_t c) {
-    const __m256 b = _mm256_loadu_ps(B + 8 * c), cc = _mm256_loadu_ps(C + 8 * c);
-    for (int r = 0; r < kRows; ++r) {
-      const __m256 n =
-          _mm256_fmadd_ps(_mm256_loadu_ps(prev + r * N + 8 * c), vdA, _mm256_mul_ps(b, xdt[r]));
-      store(S + r * N + 8 * c, n);
-      sum[r].add(c, n, cc);
-    }
-  };
+template <bool kStream>
+inline void store8(float* dst, __m256 v) {
+  if constexpr (kStream) {
+    _mm256_stream_ps(dst, v);
+  } else {
+    _mm256_storeu_ps(dst, v);
+  }
+}
+
+// Calls chunk(c) for the n_full full chunks of 8 state entries, unrolled by four so that Sum4's
+// index is a constant.
+template <typename Chunk>
+__attribute__((always_inline)) inline void for_chunks(int64_t n_full, Chunk&& chunk) {
   int64_t c = 0;
   for (; c + 4 <= n_full; c += 4) {
     chunk(c);
@@ -163,7 +153,27 @@ inline void scan_rows(const float* prev, float* S, int64_t N, const float* B, co
     chunk(c + 3);
   }
   for (; c < n_full; ++c) chunk(c);
+}
+
+// One token of rows [p, p + kRows) of a head: new state n = prev * dA + B * (x * delta) per
+// chunk of 8 state entries (stored to S), y partial sums += n * C. B and C loads are shared by
+// the rows; each row's arithmetic is the same whatever kRows is.
+template <int kRows, bool kStream>
+inline void scan_rows(const float* prev, float* S, int64_t N, const float* B, const float* C,
+                      __m256 vdA, const __m256* xdt, Sum4* sum, __m256i tail) {
+  const int64_t n_full = N / 8;
+  for_chunks(
+      n_full, [&](int64_t c) __attribute__((always_inline)) {
+        const __m256 b = _mm256_loadu_ps(B + 8 * c), cc = _mm256_loadu_ps(C + 8 * c);
+        for (int r = 0; r < kRows; ++r) {
+          const __m256 n =
+              _mm256_fmadd_ps(_mm256_loadu_ps(prev + r * N + 8 * c), vdA, _mm256_mul_ps(b, xdt[r]));
+          store8<kStream>(S + r * N + 8 * c, n);
+          sum[r].add(c, n, cc);
+        }
+      });
   if (N % 8 != 0) {  // masked lanes: state 0, B 0, C 0 -> contribute exactly 0
+    const int64_t c = n_full;
     const __m256 b = _mm256_maskload_ps(B + 8 * c, tail), cc = _mm256_maskload_ps(C + 8 * c, tail);
     for (int r = 0; r < kRows; ++r) {
       const __m256 n = _mm256_fmadd_ps(_mm256_maskload_ps(prev + r * N + 8 * c, tail), vdA,
@@ -172,6 +182,27 @@ inline void scan_rows(const float* prev, float* S, int64_t N, const float* B, co
       sum[r].add(c, n, cc);
     }
   }
+}
+
+// Two consecutive tokens (0 and 1) of one row, N a multiple of 8: each chunk of the state is
+// loaded once, advanced by token 0 then by token 1, and stored once (plus the state after token 0
+// where a step buffer wants it), halving the state traffic of one token per pass. Each token's
+// operations are those of scan_rows.
+template <bool kStream, bool kStep>
+inline void scan_row_two_tokens(const float* prev, float* S0, float* S1, int64_t N, const float* B0,
+                                const float* C0, const float* B1, const float* C1, __m256 dA0,
+                                __m256 dA1, __m256 xdt0, __m256 xdt1, Sum4& sum0, Sum4& sum1) {
+  for_chunks(
+      N / 8, [&](int64_t c) __attribute__((always_inline)) {
+        const __m256 n0 = _mm256_fmadd_ps(_mm256_loadu_ps(prev + 8 * c), dA0,
+                                          _mm256_mul_ps(_mm256_loadu_ps(B0 + 8 * c), xdt0));
+        if constexpr (kStep) _mm256_storeu_ps(S0 + 8 * c, n0);
+        sum0.add(c, n0, _mm256_loadu_ps(C0 + 8 * c));
+        const __m256 n1 =
+            _mm256_fmadd_ps(n0, dA1, _mm256_mul_ps(_mm256_loadu_ps(B1 + 8 * c), xdt1));
+        store8<kStream>(S1 + 8 * c, n1);
+        sum1.add(c, n1, _mm256_loadu_ps(C1 + 8 * c));
+      });
 }
 
 }  // namespace
@@ -186,19 +217,73 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
   if (a.n_tokens == 0 && S_in != S_last) std::copy(S_in, S_in + P * N, S_last);
   const float* prev = S_in;  // token 0 reads the incoming state
   bool streamed = false;
-  for (int64_t t = 0; t < a.n_tokens; ++t) {
-    // Where the state after token t goes: its step buffer, or `state` for the last token.
-    float* S = a.state_steps && t + 1 < a.n_tokens
-                   ? a.state_steps[t] + static_cast<int64_t>(h) * P * N
-                   : S_last;
-    // The last token's state is not read again before the next step has streamed the weights
-    // through the caches: non-temporal stores skip reading its lines first (a third of the
-    // state traffic of a decode step). Same values, only the store instruction differs.
-    const bool stream =
-        t + 1 == a.n_tokens && !ragged && S != prev && reinterpret_cast<uintptr_t>(S) % 32 == 0;
+  // Where the state after token t goes: its step buffer, or `state` for the last token.
+  auto state_after = [&](int64_t t) {
+    return a.state_steps && t + 1 < a.n_tokens ? a.state_steps[t] + static_cast<int64_t>(h) * P * N
+                                               : S_last;
+  };
+  // The last token's state is not read again before the next step has streamed the weights
+  // through the caches: non-temporal stores skip reading its lines first (a third of the state
+  // traffic of a decode step). Same values, only the store instruction differs.
+  auto streams = [&](int64_t t, const float* S, const float* from) {
+    return t + 1 == a.n_tokens && !ragged && S != from && reinterpret_cast<uintptr_t>(S) % 32 == 0;
+  };
+  // delta and dA in scalar libm arithmetic, identical to the scalar path.
+  auto delta_of = [&](int64_t t) {
+    return softplus(a.dt[t * a.dt_stride + h] + (a.dt_bias ? a.dt_bias[h] : 0.0f));
+  };
+  int64_t t = 0;
+  // Token pairs, one row at a time (for N a multiple of 8).
+  for (; !ragged && t + 2 <= a.n_tokens; t += 2) {
+    float* S0 = state_after(t);
+    float* S1 = state_after(t + 1);
+    const bool step = S0 != S1;  // the state after token t is kept (a step buffer)
+    const bool stream = streams(t + 1, S1, prev);
     streamed = streamed || stream;
-    // delta and dA in scalar libm arithmetic, identical to the scalar path.
-    const float delta = softplus(a.dt[t * a.dt_stride + h] + (a.dt_bias ? a.dt_bias[h] : 0.0f));
+    const float delta0 = delta_of(t), delta1 = delta_of(t + 1);
+    const __m256 dA0 = _mm256_set1_ps(std::exp(delta0 * a.A[h]));
+    const __m256 dA1 = _mm256_set1_ps(std::exp(delta1 * a.A[h]));
+    const float* B0 = a.B + t * a.B_stride + g * N;
+    const float* C0 = a.C + t * a.C_stride + g * N;
+    const float* B1 = B0 + a.B_stride;
+    const float* C1 = C0 + a.C_stride;
+    const float* x0 = a.x + t * a.x_stride + h * P;
+    const float* x1 = x0 + a.x_stride;
+    float* y0 = a.y + t * a.y_stride + h * P;
+    float* y1 = y0 + a.y_stride;
+    for (int64_t p = 0; p < P; ++p) {
+      // both x values are read before y is written: y may alias x
+      const float xv0 = x0[p], xv1 = x1[p];
+      const __m256 xdt0 = _mm256_set1_ps(xv0 * delta0), xdt1 = _mm256_set1_ps(xv1 * delta1);
+      Sum4 sum0, sum1;
+      const float* r = prev + p * N;
+      float* s0 = S0 + p * N;
+      float* s1 = S1 + p * N;
+      if (step && stream) {
+        scan_row_two_tokens<true, true>(r, s0, s1, N, B0, C0, B1, C1, dA0, dA1, xdt0, xdt1, sum0,
+                                        sum1);
+      } else if (step) {
+        scan_row_two_tokens<false, true>(r, s0, s1, N, B0, C0, B1, C1, dA0, dA1, xdt0, xdt1, sum0,
+                                         sum1);
+      } else if (stream) {
+        scan_row_two_tokens<true, false>(r, s0, s1, N, B0, C0, B1, C1, dA0, dA1, xdt0, xdt1, sum0,
+                                         sum1);
+      } else {
+        scan_row_two_tokens<false, false>(r, s0, s1, N, B0, C0, B1, C1, dA0, dA1, xdt0, xdt1, sum0,
+                                          sum1);
+      }
+      const float total0 = sum0.total(), total1 = sum1.total();
+      y0[p] = a.D ? total0 + a.D[h] * xv0 : total0;
+      y1[p] = a.D ? total1 + a.D[h] * xv1 : total1;
+    }
+    prev = S1;
+  }
+  // The remaining token (odd T, decode) or every token when N is ragged: one token per pass.
+  for (; t < a.n_tokens; ++t) {
+    float* S = state_after(t);
+    const bool stream = streams(t, S, prev);
+    streamed = streamed || stream;
+    const float delta = delta_of(t);
     const float dA = std::exp(delta * a.A[h]);
     const __m256 vdA = _mm256_set1_ps(dA);
     const float* B = a.B + t * a.B_stride + g * N;
