@@ -11,8 +11,9 @@
 // Q8_K blocks of 256 for K-quants and IQ4_XS), computed from each activation row on its own. The
 // guarantee holds per ISA path (scalar and AVX2 differ in rounding); one process uses one path
 // (active_isa()) unless a caller picks one. The AVX-512 path (VNNI prefill kernels for the
-// quantized types; the AVX2 kernels for the float types and for decode) gives results bit-identical
-// to the AVX2 path for every type (tested), so AVX2 and AVX-512 hosts agree.
+// quantized types, 512-bit FMA kernels for the float types; the AVX2 kernels for quantized decode)
+// gives results bit-identical to the AVX2 path for every type (tested), so AVX2 and AVX-512 hosts
+// agree.
 #pragma once
 
 #include <cstddef>
@@ -124,8 +125,8 @@ using KernelFn = void (*)(const KernelArgs& args, int64_t j0, int64_t j1);
 KernelFn scalar_kernel(GgmlType type);
 KernelFn avx2_kernel(GgmlType type);
 // The AVX-512 path (matmul_avx512.cpp): its VNNI kernels for Q8_0 and Q4_0, those of
-// avx512_kernel_kquants and avx512_kernel_q4_1_q5_iq4, all bit-identical to the AVX2 ones, and
-// the AVX2 kernel for every other type.
+// avx512_kernel_kquants, avx512_kernel_q4_1_q5_iq4 and avx512_kernel_float, all bit-identical
+// to the AVX2 ones, and the AVX2 kernel for every other type.
 KernelFn avx512_kernel(GgmlType type);
 // The same for Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS (matmul_q4_1_q5_iq4*.cpp); nullptr otherwise.
 KernelFn scalar_kernel_q4_1_q5_iq4(GgmlType type);
@@ -136,6 +137,9 @@ KernelFn avx512_kernel_kquants(GgmlType type);
 // The AVX-512 VNNI kernels for Q4_1, Q5_0, Q5_1 and IQ4_NL (matmul_q4_1_q5_iq4_avx512.cpp),
 // bit-identical to the AVX2 ones; IQ4_XS as avx512_kernel_kquants.
 KernelFn avx512_kernel_q4_1_q5_iq4(GgmlType type);
+// The AVX-512 kernels for F16, BF16 and F32 weights (matmul_f16_avx512.cpp), bit-identical to the
+// AVX2 ones; nullptr for other types.
+KernelFn avx512_kernel_float(GgmlType type);
 
 // The scalar path: each output element is one sequential loop over K (`kDot` of a weight row and
 // a prepared activation row), trivially independent of the batch.

@@ -1,6 +1,7 @@
 // AVX-512 (F/BW/VL/DQ + VNNI) prefill kernels for Q8_0 and Q4_0 weights, bit-identical to the
 // AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's dispatch: the super-block VNNI kernels
-// (matmul_kquants_avx512.cpp), and the AVX2 kernels for every other type and for batches of
+// (matmul_kquants_avx512.cpp, matmul_q4_1_q5_iq4_avx512.cpp), the float kernels
+// (matmul_f16_avx512.cpp), and the AVX2 kernels for every other type and for quantized batches of
 // fewer than kMR rows.
 //
 // Why the results match the AVX2 path bit for bit: AVX2 computes, per weight block and output
@@ -161,6 +162,7 @@ KernelFn avx512_kernel(GgmlType type) {
       // The super-block VNNI kernels (matmul_kquants_avx512.cpp) where they exist, else AVX2's.
       if (KernelFn k = avx512_kernel_kquants(type)) return k;
       if (KernelFn k = avx512_kernel_q4_1_q5_iq4(type)) return k;  // Q4_1, Q5_0, Q5_1, IQ4_NL
+      if (KernelFn k = avx512_kernel_float(type)) return k;        // F16, BF16, F32
       return avx2_kernel(type);
   }
 }

@@ -1,6 +1,7 @@
 // The AVX-512 path promises results bit-identical to the AVX2 path (matmul.h): its VNNI kernels
-// (Q8_0, Q4_0 prefill) rebuild AVX2's exact integer lanes and float steps, and every other type
-// and op runs the AVX2 code. Checked here byte for byte for every type, batch sizes on both sides
+// (Q8_0, Q4_0 prefill) rebuild AVX2's exact integer lanes and float steps, its float kernels
+// (F16, BF16, F32) AVX2's FMA lanes and horizontal sum, and every other type and op runs the AVX2
+// code. Checked here byte for byte for every type, batch sizes on both sides
 // of the kernels' tile and row-block edges, odd column counts (the zero partner column), K
 // spanning several packing chunks, and 1 to 3 threads. Runs only where the CPU has AVX-512.
 #include <gtest/gtest.h>
@@ -55,6 +56,48 @@ TEST_P(MatmulAvx512, BitIdenticalToAvx2) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MatmulAvx512, testing::ValuesIn(kAllTypes),
+                         [](const auto& info) { return std::string(type_name(info.param)); });
+
+// The float kernels (matmul_f16_avx512.cpp) against AVX2's, more closely: every batch size from
+// 1 to 17 and the row-block edges (the even split of a block into tiles of up to 6 rows, and the
+// AVX2 kernel below 5 rows), K with no multiple of 8 at all (the whole dot product in the scalar
+// tail), exactly 8, ragged and model-sized, column counts that leave 1 to 7 columns in the last
+// group of 8 (odd ones run a repeated partner column), and 1 to 3 threads.
+class MatmulAvx512Float : public testing::TestWithParam<GgmlType> {};
+
+TEST_P(MatmulAvx512Float, BitIdenticalToAvx2) {
+  if (!have_both()) GTEST_SKIP() << "needs AVX2 and AVX-512 VNNI";
+  const GgmlType t = GetParam();
+  std::vector<int64_t> ms;
+  for (int64_t m = 1; m <= 17; ++m) ms.push_back(m);
+  for (int64_t m : {23, 63, 64, 65, 70, 130}) ms.push_back(m);
+  struct Shape {
+    int64_t n_in, n_out;
+  };
+  for (const Shape s : {Shape{7, 13}, Shape{8, 9}, Shape{773, 37}, Shape{2048, 23}}) {
+    const auto wbytes = matmul_test::random_weights(t, s.n_in, s.n_out, 5 + s.n_in);
+    const WeightMatrix w{t, wbytes.data(), s.n_in, s.n_out};
+    const auto x = matmul_test::random_activations(130, s.n_in, 17 + s.n_in);
+    MatmulWorkspace ws2(Isa::kAvx2), ws5(Isa::kAvx512);
+    for (int threads : {1, 2, 3}) {
+      ThreadContext ctx(threads);
+      for (int64_t m : ms) {
+        std::vector<float> y2(m * s.n_out, -1.0f), y5(m * s.n_out, -2.0f);
+        ASSERT_TRUE(matmul(ctx, w, x.data(), m, y2.data(), ws2).ok());
+        ASSERT_TRUE(matmul(ctx, w, x.data(), m, y5.data(), ws5).ok());
+        for (int64_t i = 0; i < m * s.n_out; ++i) {
+          ASSERT_EQ(0, std::memcmp(&y2[i], &y5[i], sizeof(float)))
+              << type_name(t) << " n_in=" << s.n_in << " n_out=" << s.n_out << " m=" << m
+              << " threads=" << threads << " row " << i / s.n_out << " col " << i % s.n_out
+              << ": avx2 " << y2[i] << " avx512 " << y5[i];
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, MatmulAvx512Float,
+                         testing::Values(GgmlType::F16, GgmlType::BF16, GgmlType::F32),
                          [](const auto& info) { return std::string(type_name(info.param)); });
 
 // The other kernel families have no AVX-512 code: on the AVX-512 path they must run their AVX2
