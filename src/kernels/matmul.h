@@ -11,9 +11,9 @@
 // Q8_K blocks of 256 for K-quants and IQ4_XS), computed from each activation row on its own. The
 // guarantee holds per ISA path (scalar and AVX2 differ in rounding); one process uses one path
 // (active_isa()) unless a caller picks one. The AVX-512 path (VNNI prefill kernels for the
-// quantized types, 512-bit FMA kernels for the float types; the AVX2 kernels for quantized decode)
-// gives results bit-identical to the AVX2 path for every type (tested), so AVX2 and AVX-512 hosts
-// agree.
+// quantized types, 512-bit FMA kernels for the float types; the AVX2 kernels for decode and small
+// batches) gives results bit-identical to the AVX2 path for every type (tested), so AVX2 and
+// AVX-512 hosts agree.
 #pragma once
 
 #include <cstddef>

@@ -12,7 +12,7 @@
 //
 // Why it is faster: a tile of kMR rows x 2 kNP columns does 24 512-bit FMAs per 8 values of K
 // from 6 activation loads and 4 weight conversions (AVX2's 4 x 3 tile: 12 256-bit FMAs from 4
-// loads and 3 conversions), and 9 rows run as 4 + 5 instead of 4 + 4 + 1. The weights are read
+// loads and 3 conversions), and 17 rows run as 5 + 6 + 6 instead of 4 x 4 + 1. The weights are read
 // as stored (no packing pass: it cost more than it saved at every batch size measured), and the
 // accumulators stay in registers from the first FMA to the horizontal sum, as on AVX2.
 //
@@ -36,12 +36,10 @@ using namespace avx512;  // NOLINT: hsum256, fp16, row_at
 
 constexpr int kMR = 6, kNP = 4;  // register tile: 6 rows x 4 column pairs = 24 accumulators
 constexpr int64_t kRowBlock = 64;
-// Batches of up to this many rows stream each weight row about once, like decode: the first row
-// tile of a column group prefetches the next group's rows (as AVX2's kPrefetchMaxRows).
-constexpr int64_t kPrefetchMaxRows = 16;
-// Smaller batches (decode, 2..4 rows) run the AVX2 kernel (same bits): its 4-row tiles are full
-// there, and decode is bound by the weight read.
-constexpr int64_t kMinRows = 5;
+// Batches of up to 16 rows (decode, speculative verification) run the AVX2 kernel (same bits):
+// with the weights coming from memory, as in a model, its 3-column tiles measured 4-7% faster
+// there at 9 and 16 rows (this kernel's 8 weight rows and the tile's activations crowd L1).
+constexpr int64_t kMinRows = 17;
 
 // Eight weights of row a at w_a and eight of row b at w_b as 16 floats (a's in the low half).
 struct LoadF16 {
@@ -86,7 +84,8 @@ struct FloatKernel {
   // Rows [i, i + MR) x the NP column pairs of the group starting at column j, over all of K:
   // `w[c]` are the group's weight rows (a missing partner column repeats its first; its lanes are
   // discarded), ncol its real column count. `next`: where to prefetch the next group's weights
-  // from (nullptr: no prefetch).
+  // from (nullptr: no prefetch). The first row tile of each group prefetches: the weights come
+  // from memory once per row block, and the hardware prefetcher alone left 10% on the table.
   template <int MR, int NP>
   static void tile(const KernelArgs& a, int64_t i, int64_t j, int ncol,
                    const Elem* const (&w)[2 * kNP], const uint8_t* next) {
@@ -167,16 +166,14 @@ struct FloatKernel {
     if (a.m < kMinRows) return avx2_kernel(L::kType)(a, j0, j1);
     for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
       const int64_t rows = a.m - ib < kRowBlock ? a.m - ib : kRowBlock;
-      const int64_t tiles = (rows + kMR - 1) / kMR;  // split evenly: 9 rows run as 4 + 5
+      const int64_t tiles = (rows + kMR - 1) / kMR;  // split evenly: 17 rows run as 5 + 6 + 6
       for (int64_t j = j0; j < j1; j += 2 * kNP) {
         const int ncol = static_cast<int>(j1 - j < 2 * kNP ? j1 - j : 2 * kNP);
         const int np = (ncol + 1) / 2;
         const Elem* w[2 * kNP];
         for (int c = 0; c < 2 * kNP; ++c)
           w[c] = row_at<Elem>(a.w, a.w_row_bytes, j + (c < ncol ? c : ncol - 1));
-        const uint8_t* next = a.m <= kPrefetchMaxRows
-                                  ? reinterpret_cast<const uint8_t*>(w[0]) + 2 * kNP * a.w_row_bytes
-                                  : nullptr;
+        const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + 2 * kNP * a.w_row_bytes;
         for (int64_t t = 0; t < tiles; ++t) {
           const int64_t r0 = t * rows / tiles, r1 = (t + 1) * rows / tiles;
           kTiles[r1 - r0 - 1][np - 1](a, ib + r0, j, ncol, w, t == 0 ? next : nullptr);
