@@ -29,6 +29,10 @@ WeightMatrix as_matrix(Weight w) {
 using forward_internal::f32;
 using forward_internal::grow;
 
+// Rows per piece of the element-wise ops split over threads: a few rows of work per hand-off, and
+// a single row (decode) stays on the calling thread.
+constexpr int64_t kRowGrain = 4;
+
 // y[r] += b for every row (bias add, row-local).
 void add_bias(float* y, int64_t rows, int64_t n, int64_t stride, Weight b) {
   if (!b) return;
@@ -112,11 +116,14 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
 
   // A branch's output (in d_) joins the residual stream: scale the branch, then add (never
   // scale the sum, spec 8.8).
+  // Rows split over the threads in prefill (element-wise, so no bit depends on the split).
   auto add_branch = [&] {
     float* o = d_.data();
-    if (hp.residual_scale != 0)
-      for (int64_t i = 0; i < T * D; ++i) o[i] *= hp.residual_scale;
-    for (int64_t i = 0; i < T * D; ++i) x[i] += o[i];
+    threads_.parallel_for(T, kRowGrain, [&](int64_t r0, int64_t r1) {
+      if (hp.residual_scale != 0)
+        for (int64_t i = r0 * D; i < r1 * D; ++i) o[i] *= hp.residual_scale;
+      for (int64_t i = r0 * D; i < r1 * D; ++i) x[i] += o[i];
+    });
   };
   for (uint32_t il = 0; il < hp.n_layer; ++il) {
     const LayerWeights& l = model_.layers[il];
@@ -522,14 +529,16 @@ Status ForwardPass::gated_mlp_fused(const FfnWeights& f, FfnActivation act, cons
   add_bias(gh, T, F, 2 * F, f.gate_b);
   add_bias(gh + F, T, F, 2 * F, f.up_b);
   const bool geglu = act == FfnActivation::kGeGluTanh;
-  for (int64_t r = 0; r < T; ++r) {
-    const float* gate = gh + r * 2 * F;
-    if (geglu) {
-      geglu_tanh(gate, gate + F, g + r * F, F);
-    } else {
-      swiglu(gate, gate + F, g + r * F, F);
+  threads_.parallel_for(T, kRowGrain, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* gate = gh + r * 2 * F;
+      if (geglu) {
+        geglu_tanh(gate, gate + F, g + r * F, F);
+      } else {
+        swiglu(gate, gate + F, g + r * F, F);
+      }
     }
-  }
+  });
   CHIMERA_RETURN_IF_ERROR(mm(f.down, g, T, out));
   add_bias(out, T, D, D, f.down_b);
   return Status::Ok();
