@@ -116,14 +116,13 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
 
   // A branch's output (in d_) joins the residual stream: scale the branch, then add (never
   // scale the sum, spec 8.8).
-  // Rows split over the threads in prefill (element-wise, so no bit depends on the split).
+  // On the calling thread: split over two threads it measured slower (memory-bound, and the
+  // hand-off costs more than the half it saves).
   auto add_branch = [&] {
     float* o = d_.data();
-    threads_.parallel_for(T, kRowGrain, [&](int64_t r0, int64_t r1) {
-      if (hp.residual_scale != 0)
-        for (int64_t i = r0 * D; i < r1 * D; ++i) o[i] *= hp.residual_scale;
-      for (int64_t i = r0 * D; i < r1 * D; ++i) x[i] += o[i];
-    });
+    if (hp.residual_scale != 0)
+      for (int64_t i = 0; i < T * D; ++i) o[i] *= hp.residual_scale;
+    for (int64_t i = 0; i < T * D; ++i) x[i] += o[i];
   };
   for (uint32_t il = 0; il < hp.n_layer; ++il) {
     const LayerWeights& l = model_.layers[il];
