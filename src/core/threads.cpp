@@ -106,4 +106,28 @@ void ThreadContext::parallel_for(int64_t n, int64_t grain,
   });
 }
 
+void ThreadContext::parallel_for_balanced(int64_t n, int64_t grain,
+                                          const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(1, grain);
+  const int64_t pieces = (n + grain - 1) / grain;
+  const int64_t nth = n_threads_;
+  const int64_t home = pieces * 3 / (4 * nth);  // pieces each thread takes first
+  if (nth == 1 || home == 0) return parallel_for(n, grain, fn);
+  // The tail in chunks of about 1/32 of the pieces (2 threads): few enough that the shared
+  // counter costs little, small enough that the last one ends the job soon after the other.
+  const int64_t tail = home * nth;
+  const int64_t chunk = std::max<int64_t>(1, (pieces - tail + 4 * nth - 1) / (4 * nth));
+  next_piece_.store(tail, std::memory_order_relaxed);  // published by run()'s hand-off
+  run([&](int ith, int) {
+    // Thread nth - 1's share ends where the tail begins, so it streams on without a gap.
+    fn(ith * home * grain, std::min(n, (ith + 1) * home * grain));
+    for (;;) {
+      const int64_t p = next_piece_.fetch_add(chunk, std::memory_order_relaxed);
+      if (p >= pieces) break;
+      fn(p * grain, std::min(n, std::min(pieces, p + chunk) * grain));
+    }
+  });
+}
+
 }  // namespace chimera

@@ -35,6 +35,15 @@ class ThreadContext {
   // fn(begin, end) on each non-empty chunk. Each index is handled by exactly one call.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+  // As parallel_for, for work whose pieces are independent of which thread runs them (matmul
+  // columns, scan heads): each thread first takes a fixed contiguous share of about three
+  // quarters of the pieces, then the rest goes in small chunks to whichever thread is free first.
+  // A thread that started late or was slowed (by a cold cache, or by another process on a shared
+  // machine) no longer holds the others at the barrier. fn may be called several times per
+  // thread, always on whole grains; each index is handled by exactly one call.
+  void parallel_for_balanced(int64_t n, int64_t grain,
+                             const std::function<void(int64_t, int64_t)>& fn);
+
  private:
   void worker_loop(int ith);
 
@@ -47,7 +56,8 @@ class ThreadContext {
   std::atomic<uint64_t> generation_{0};                 // +1 per job (and once to stop)
   std::atomic<int> pending_{0};                         // workers still running the job
   std::atomic<bool> stop_{false};
-  std::atomic<bool> running_{false};  // catches reentrant / concurrent run() calls
+  std::atomic<bool> running_{false};                // catches reentrant / concurrent run() calls
+  alignas(64) std::atomic<int64_t> next_piece_{0};  // parallel_for_balanced's shared tail
 };
 
 }  // namespace chimera

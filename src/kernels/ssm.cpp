@@ -174,7 +174,7 @@ Status ssm_scan_runs(const SsmScanArgs* runs, int32_t n_runs, ThreadContext* thr
     }
   };
   if (threads) {
-    threads->parallel_for(first.back(), 1, run_items);
+    threads->parallel_for_balanced(first.back(), 1, run_items);
   } else {
     run_items(0, first.back());
   }

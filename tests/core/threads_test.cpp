@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 namespace chimera {
@@ -39,6 +40,45 @@ TEST(ThreadContext, ParallelForCoversEachIndexOnce) {
     }
   }
   ctx.parallel_for(0, 4, [&](int64_t, int64_t) { ADD_FAILURE() << "called for n = 0"; });
+}
+
+TEST(ThreadContext, ParallelForBalancedCoversEachIndexOnce) {
+  for (int threads : {1, 2, 3}) {
+    ThreadContext ctx(threads);
+    for (int64_t n : {1, 2, 7, 16, 17, 100, 1000, 3376}) {
+      for (int64_t grain : {1, 4, 16, 64}) {
+        std::vector<std::atomic<int>> hits(n);
+        ctx.parallel_for_balanced(n, grain, [&](int64_t b, int64_t e) {
+          EXPECT_EQ(b % grain, 0) << "chunks start on whole grains";
+          EXPECT_LT(b, e);
+          for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+        });
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(hits[i].load(), 1) << "threads=" << threads << " n=" << n << " i=" << i;
+      }
+    }
+    ctx.parallel_for_balanced(0, 4, [&](int64_t, int64_t) { ADD_FAILURE() << "called for 0"; });
+  }
+}
+
+// A thread held up in its own share leaves the shared tail to the other: thread 0 (the caller)
+// waits in its share until thread 1 has done everything else, and then finds nothing left.
+TEST(ThreadContext, ParallelForBalancedTailGoesToTheFreeThread) {
+  ThreadContext ctx(2);
+  std::atomic<int64_t> others{0}, mine{0};
+  const std::thread::id caller = std::this_thread::get_id();
+  ctx.parallel_for_balanced(1000, 1, [&](int64_t b, int64_t e) {
+    if (std::this_thread::get_id() != caller) {
+      others.fetch_add(e - b);
+      return;
+    }
+    mine.fetch_add(e - b);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (others.load() < 1000 - 375 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  EXPECT_EQ(mine.load(), 375);  // its own share (3/8 of the pieces), none of the tail
+  EXPECT_EQ(others.load(), 625);
 }
 
 TEST(ThreadContext, ManyShortJobsAndIdleGaps) {

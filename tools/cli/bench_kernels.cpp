@@ -309,12 +309,24 @@ int bench_kernels_main(int argc, char** argv) {
          "rounds; each runs the streaming read and every GEMV weight set once, the best round is "
          "kept")
       ->check(CLI::Range(1, 100));
+  std::vector<int> gemv_shape;
+  app.add_option("--gemv-shape", gemv_shape,
+                 "GEMV matrix n_in,n_out (default 4096,4096; a model's decode shapes are smaller, "
+                 "e.g. 768,3376); GEMM keeps its m and n_out, capped at n_out, with this n_in")
+      ->expected(2)
+      ->delimiter(',')
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--set-mb", o.weight_set_bytes, "GEMV weight set size in MiB (default 576)")
       ->transform([](std::string s) { return std::to_string(std::stoull(s) << 20); });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+  if (gemv_shape.size() == 2) {
+    o.gemv_n_in = o.gemm_n_in = gemv_shape[0];
+    o.gemv_n_out = gemv_shape[1];
+    o.gemm_n_out = std::min(o.gemm_n_out, o.gemv_n_out);
   }
   if (!isa_str.empty()) {
     auto isa = parse_isa(isa_str);
