@@ -119,8 +119,28 @@ struct Q40 {
     const int64_t nb = a.n_in / 32;
     const BlockQ4_0* w0 = row_at<BlockQ4_0>(a.w, a.w_row_bytes, j);
     const BlockQ4_0* w1 = two ? row_at<BlockQ4_0>(a.w, a.w_row_bytes, j + 1) : nullptr;
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i quads = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     for (int64_t u = u0; u < u1; ++u) {
       const bool pair = 2 * u + 2 <= nb;
+      if (pair && two) {
+        // The common case in 512-bit registers: the four blocks' nibbles in one vector, the four
+        // scales converted together (exactly as one at a time) and spread to their 4 lanes each.
+        const BlockQ4_0* b0 = w0 + 2 * u;
+        const BlockQ4_0* b1 = w1 + 2 * u;
+        __m512i q = _mm512_castsi128_si512(load128(b0[0].qs));
+        q = _mm512_inserti32x4(q, load128(b0[1].qs), 1);
+        q = _mm512_inserti32x4(q, load128(b1[0].qs), 2);
+        q = _mm512_inserti32x4(q, load128(b1[1].qs), 3);
+        const __m128i h = _mm_setr_epi16(
+            static_cast<int16_t>(b0[0].d), static_cast<int16_t>(b0[1].d),
+            static_cast<int16_t>(b1[0].d), static_cast<int16_t>(b1[1].d), 0, 0, 0, 0);
+        Packed& p = out[u - u0];
+        p.lo = _mm512_and_si512(q, low4);
+        p.hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+        p.d = _mm512_permutexvar_ps(quads, _mm512_castps128_ps512(_mm_cvtph_ps(h)));
+        continue;
+      }
       __m256i lo0, hi0, lo1 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
       __m256 d0, d1 = _mm256_setzero_ps();
       unpack(w0 + 2 * u, pair, &lo0, &hi0, &d0);

@@ -32,6 +32,10 @@ inline const T* row_at(const uint8_t* base, size_t stride, int64_t index) {
   return reinterpret_cast<const T*>(base + static_cast<size_t>(index) * stride);
 }
 
+inline __m128i load128(const void* p) {
+  return _mm_loadu_si128(static_cast<const __m128i*>(p));
+}
+
 inline __m256i load256(const void* p) {
   return _mm256_loadu_si256(static_cast<const __m256i*>(p));
 }
@@ -80,6 +84,22 @@ void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUni
     for (int c = 0; c < NP; ++c) acc[r][c] = ac[r][c];
 }
 
+// Batches of up to this many rows (a few sequences decoding together, speculative verification)
+// are not compute-bound enough to hide the weight reads: the driver prefetches, into L2, the
+// weights of the column group kPrefetchGroups ahead while it packs and multiplies this one. The
+// rows are a few hundred bytes, too short a stream for the hardware prefetcher; without this the
+// packing waits on every weight line (distances of 2 to 8 groups did alike).
+constexpr int64_t kPrefetchMaxRows = 16;
+constexpr int64_t kPrefetchGroups = 4;
+
+// Prefetches bytes [b0, b1) of weight rows [j, j_end) into L2.
+inline void prefetch_rows(const KernelArgs& a, int64_t j, int64_t j_end, size_t b0, size_t b1) {
+  for (int64_t r = j; r < j_end; ++r) {
+    const char* row = reinterpret_cast<const char*>(a.w) + static_cast<size_t>(r) * a.w_row_bytes;
+    for (size_t o = b0; o < b1; o += 64) _mm_prefetch(row + o, _MM_HINT_T1);
+  }
+}
+
 template <class K, int64_t kRowBlock>
 void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
   using Packed = typename K::Packed;
@@ -105,6 +125,12 @@ void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
         for (int c = 0; c < kNP; ++c) acc[r][c] = _mm512_setzero_ps();
       for (int64_t u0 = 0; u0 < nu; u0 += kPU) {
         const int64_t u1 = u0 + kPU < nu ? u0 + kPU : nu;
+        if (a.m <= kPrefetchMaxRows) {  // the same units of a later group's rows
+          const int64_t jn = j + kPrefetchGroups * 2 * kNP;
+          const int64_t jn_end = jn + 2 * kNP < j1 ? jn + 2 * kNP : j1;
+          prefetch_rows(a, jn, jn_end, static_cast<size_t>(u0) * a.w_row_bytes / nu,
+                        static_cast<size_t>(u1) * a.w_row_bytes / nu);
+        }
         for (int c = 0; c < np; ++c) K::pack(a, j + 2 * c, 2 * c + 1 < ncol, u0, u1, pk[c]);
         for (int64_t i = ib; i < ie; i += kMR) {
           const int mr = static_cast<int>(ie - i < kMR ? ie - i : kMR);
