@@ -282,8 +282,28 @@ namespace {
 // for about a tenth of the step.
 constexpr int64_t kColumnGrain = 16;
 
+// Output columns a thread computes between two read-ahead slices: a multiple of kColumnGrain
+// (so the kernels see the same column groups) and of every tile width, and long enough for the
+// kernels' own weight prefetch, which stops at the end of a call's columns.
+constexpr int64_t kReadAheadColumns = 256;
+
+// Prefetches bytes [b0, b1) of the concatenation of the read-ahead ranges into L2.
+void prefetch_ahead(const ReadAhead& ra, uint64_t b0, uint64_t b1) {
+  uint64_t base = 0;
+  for (int64_t i = 0; i < ra.n_ranges && base < b1; ++i) {
+    const ReadAhead::Range& r = ra.ranges[i];
+    const uint64_t lo = std::max(b0, base), hi = std::min(b1, base + r.bytes);
+    if (r.data != nullptr && lo < hi) {
+      const char* p = static_cast<const char*>(r.data) - base;
+      for (uint64_t o = lo / 64 * 64; o < hi; o += 64) __builtin_prefetch(p + o, 0, 2);
+    }
+    base += r.bytes;
+  }
+}
+
 Status run_matmul(ThreadContext& ctx, const WeightMatrix& w, const uint8_t* wdata, const float* x,
-                  int64_t m, float* y, MatmulWorkspace& ws, int64_t x_stride, int64_t y_stride) {
+                  int64_t m, float* y, MatmulWorkspace& ws, int64_t x_stride, int64_t y_stride,
+                  const ReadAhead* ahead = nullptr) {
   if (m < 0) return Error(ErrorCode::kInvalidArgument, "matmul: negative row count ", m);
   if (x_stride == 0) x_stride = w.n_in;
   if (y_stride == 0) y_stride = w.n_out;
@@ -375,21 +395,38 @@ Status run_matmul(ThreadContext& ctx, const WeightMatrix& w, const uint8_t* wdat
     args.act = act;
     args.act_stride = row;
   }
-  ctx.parallel_for_balanced(w.n_out, kColumnGrain,
-                            [&](int64_t j0, int64_t j1) { kernel(args, j0, j1); });
+  if (ahead == nullptr || ahead->end <= ahead->begin) {
+    ctx.parallel_for_balanced(w.n_out, kColumnGrain,
+                              [&](int64_t j0, int64_t j1) { kernel(args, j0, j1); });
+    return Status::Ok();
+  }
+  // Column blocks, each followed by its share of the read-ahead bytes (block boundaries are
+  // multiples of kColumnGrain, as thread boundaries are: the kernels' results do not change).
+  const uint64_t span = ahead->end - ahead->begin;
+  const auto share = [&](int64_t j) {
+    return ahead->begin + static_cast<uint64_t>(static_cast<double>(span) * j / w.n_out);
+  };
+  ctx.parallel_for_balanced(w.n_out, kColumnGrain, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; j += kReadAheadColumns) {
+      const int64_t je = std::min(j1, j + kReadAheadColumns);
+      kernel(args, j, je);
+      prefetch_ahead(*ahead, share(j), je == w.n_out ? ahead->end : share(je));
+    }
+  });
   return Status::Ok();
 }
 
 }  // namespace
 
 Status matmul(ThreadContext& ctx, const WeightMatrix& w, const float* x, int64_t m, float* y,
-              MatmulWorkspace& ws, int64_t x_stride, int64_t y_stride) {
+              MatmulWorkspace& ws, int64_t x_stride, int64_t y_stride, const ReadAhead* ahead) {
   CHIMERA_RETURN_IF_ERROR(validate_weights(w));
   if (w.n_expert != 1) {
     return Error(ErrorCode::kInvalidArgument, "matmul: weight has ", w.n_expert,
                  " experts; use matmul_expert to pick one");
   }
-  return run_matmul(ctx, w, static_cast<const uint8_t*>(w.data), x, m, y, ws, x_stride, y_stride);
+  return run_matmul(ctx, w, static_cast<const uint8_t*>(w.data), x, m, y, ws, x_stride, y_stride,
+                    ahead);
 }
 
 Status gemv(ThreadContext& ctx, const WeightMatrix& w, const float* x, float* y,

@@ -68,12 +68,29 @@ class MatmulWorkspace {
   size_t capacity_ = 0;
 };
 
+// Memory the caller reads soon after a matmul: e.g. the recurrent states of the next layer's
+// scan, which is bound by memory, while a matmul over a few rows is bound by compute and leaves
+// the memory bus idle. A matmul given one prefetches (into L2, whence lines fall to L3) bytes
+// [begin, end) of the concatenated ranges while it computes: each thread, after each block of
+// its output columns, the share that matches those columns. A hint only: results never depend
+// on it.
+struct ReadAhead {
+  struct Range {
+    const void* data = nullptr;
+    uint64_t bytes = 0;
+  };
+  const Range* ranges = nullptr;
+  int64_t n_ranges = 0;
+  uint64_t begin = 0, end = 0;
+};
+
 // Y[i][j] = sum_k X[i][k] * W[j][k] for i < m, j < n_out. x rows are x_stride floats apart
 // (0 = n_in), y rows y_stride floats apart (0 = n_out). W must be 2-D (n_expert == 1). m == 0 is
 // a no-op. X and Y must not overlap. Errors (bad type/shape/stride, unsupported ISA) change
-// nothing.
+// nothing. `ahead`: optional memory to prefetch meanwhile (see ReadAhead).
 Status matmul(ThreadContext& ctx, const WeightMatrix& w, const float* x, int64_t m, float* y,
-              MatmulWorkspace& ws, int64_t x_stride = 0, int64_t y_stride = 0);
+              MatmulWorkspace& ws, int64_t x_stride = 0, int64_t y_stride = 0,
+              const ReadAhead* ahead = nullptr);
 
 // The same for one activation row (decode). Shares matmul's kernels: y is bit-identical to the
 // corresponding row of a batched call.

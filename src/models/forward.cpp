@@ -91,8 +91,18 @@ ForwardPass::ForwardPass(const Model& model, ThreadContext& threads)
 }
 
 Status ForwardPass::mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride,
-                       int64_t y_stride) {
-  return matmul(threads_, as_matrix(w), x, m, y, ws_, x_stride, y_stride);
+                       int64_t y_stride, const ReadAhead* ahead) {
+  return matmul(threads_, as_matrix(w), x, m, y, ws_, x_stride, y_stride, ahead);
+}
+
+const ReadAhead* ForwardPass::ahead_window(double from, double to) {
+  if (ahead_bytes_ == 0) return nullptr;
+  ahead_.ranges = ahead_ranges_.data();
+  ahead_.n_ranges = static_cast<int64_t>(ahead_ranges_.size());
+  ahead_.begin = static_cast<uint64_t>(from * static_cast<double>(ahead_bytes_));
+  ahead_.end =
+      to >= 1.0 ? ahead_bytes_ : static_cast<uint64_t>(to * static_cast<double>(ahead_bytes_));
+  return &ahead_;
 }
 
 Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const BatchPlan& plan,
@@ -151,6 +161,23 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
       add_branch();
     }
     if (l.ffn_kind == FfnKind::kNone) continue;
+    // Several sequences: each reads and writes its own recurrent state in the next layer's scan
+    // (memory-bound), while the FFN over their few rows is compute-bound: it prefetches the
+    // states meanwhile.
+    ahead_ranges_.clear();
+    ahead_bytes_ = 0;
+    if (ub.runs.size() >= 2 && il + 1 < hp.n_layer) {
+      const MixerKind next = model_.layers[il + 1].kind;
+      if (next == MixerKind::kMamba2 || next == MixerKind::kAttentionMamba2 ||
+          next == MixerKind::kDeltaNet || next == MixerKind::kShortConv) {
+        for (size_t r = 0; r < ub.runs.size(); ++r) {
+          const RecurrentRun s = mem.recurrent(mem_recr_[il + 1], u, r);
+          ahead_ranges_.push_back({s.conv_src, s.conv_floats * sizeof(float)});
+          ahead_ranges_.push_back({s.ssm_src, s.ssm_floats * sizeof(float)});
+          ahead_bytes_ += (s.conv_floats + s.ssm_floats) * sizeof(float);
+        }
+      }
+    }
     CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.ffn_norm), un, D, D, T, hp.rms_eps, &threads_));
     CHIMERA_RETURN_IF_ERROR(ffn(il, T));
     if (l.ffn_post_norm)
@@ -437,8 +464,14 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
     if (biases) add_bias(dst, m, D, D, f.down_b);
     return Status::Ok();
   };
+  // The dense FFN's matmuls share the read-ahead by their sizes (gate, up and down alike).
+  const double n_mats = relu2 ? 2.0 : 3.0;
   auto dense = [&](int k, const float* in, int64_t m, float* y) {
-    return mm(k == 0 ? f.gate : k == 1 ? f.up : f.down, in, m, y);
+    const double first = relu2 ? k - 1 : k;
+    return mm(k == 0   ? f.gate
+              : k == 1 ? f.up
+                       : f.down,
+              in, m, y, 0, 0, ahead_window(first / n_mats, (first + 1) / n_mats));
   };
   if (model_.layers[il].ffn_kind == FfnKind::kDense) {
     if (!relu2 && gate_up_adjacent(f))
@@ -524,7 +557,7 @@ Status ForwardPass::gated_mlp_fused(const FfnWeights& f, FfnActivation act, cons
   gu.n_out = 2 * F;
   float* gh = grow(a_, T * 2 * F);  // per row [gate | up]
   float* g = grow(b_, T * F);
-  CHIMERA_RETURN_IF_ERROR(matmul(threads_, gu, v, T, gh, ws_));
+  CHIMERA_RETURN_IF_ERROR(matmul(threads_, gu, v, T, gh, ws_, 0, 0, ahead_window(0, 2.0 / 3)));
   add_bias(gh, T, F, 2 * F, f.gate_b);
   add_bias(gh + F, T, F, 2 * F, f.up_b);
   const bool geglu = act == FfnActivation::kGeGluTanh;
@@ -538,7 +571,7 @@ Status ForwardPass::gated_mlp_fused(const FfnWeights& f, FfnActivation act, cons
       }
     }
   });
-  CHIMERA_RETURN_IF_ERROR(mm(f.down, g, T, out));
+  CHIMERA_RETURN_IF_ERROR(mm(f.down, g, T, out, 0, 0, ahead_window(2.0 / 3, 1.0)));
   add_bias(out, T, D, D, f.down_b);
   return Status::Ok();
 }

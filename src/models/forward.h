@@ -63,7 +63,9 @@ class ForwardPass {
   Status gated_mlp_fused(const FfnWeights& f, FfnActivation act, const float* v, int64_t T,
                          float* out);
   Status mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride = 0,
-            int64_t y_stride = 0);
+            int64_t y_stride = 0, const ReadAhead* ahead = nullptr);
+  // Bytes [from, to) x the total of the read-ahead ranges (null when there are none).
+  const ReadAhead* ahead_window(double from, double to);
 
   const Model& model_;
   ThreadContext& threads_;
@@ -87,6 +89,11 @@ class ForwardPass {
   };
   std::vector<KeptInputs> kept_;
   size_t n_kept_ = 0;
+  // Several sequences: the next layer's recurrent states (all runs), prefetched by this layer's
+  // FFN matmuls so that the scan's state reads overlap their compute (see ReadAhead).
+  std::vector<ReadAhead::Range> ahead_ranges_;
+  uint64_t ahead_bytes_ = 0;
+  ReadAhead ahead_;
 };
 
 }  // namespace chimera

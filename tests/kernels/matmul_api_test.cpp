@@ -138,3 +138,43 @@ TEST(MatmulWorkspace, GrowsAndKeepsAlignment) {
 
 }  // namespace
 }  // namespace chimera
+
+namespace chimera {
+namespace {
+
+// A read-ahead is a hint: with one (ranges with a gap, a null range, windows of every size) the
+// output bytes are those of the call without, for every path, batch size and thread count (the
+// calls then run in column blocks with prefetches between them).
+TEST(MatmulReadAhead, ResultsAreTheSameBytes) {
+  std::vector<float> side(5000, 1.0f);
+  const ReadAhead::Range ranges[] = {{side.data(), 4096}, {nullptr, 100}, {side.data() + 1111, 7}};
+  const uint64_t total = 4096 + 100 + 7;
+  const int64_t n_in = 96, n_out = 1061;  // several 256-column blocks and a ragged end
+  for (GgmlType t : {GgmlType::F32, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K}) {
+    const int64_t k = t == GgmlType::Q4_K ? 256 : n_in;
+    const auto wbytes = matmul_test::random_weights(t, k, n_out, 5);
+    const WeightMatrix w{t, wbytes.data(), k, n_out};
+    const auto x = matmul_test::random_activations(16, k, 6);
+    for (Isa isa : matmul_test::runnable_isas()) {
+      MatmulWorkspace ws(isa);
+      for (int threads : {1, 2, 3}) {
+        ThreadContext ctx(threads);
+        for (int64_t m : {1, 4, 16}) {
+          std::vector<float> plain(m * n_out, -1.0f);
+          ASSERT_TRUE(matmul(ctx, w, x.data(), m, plain.data(), ws).ok());
+          for (auto [b, e] : {std::pair<uint64_t, uint64_t>{0, total}, {10, 4100}, {4196, total}}) {
+            const ReadAhead ra{ranges, 3, b, e};
+            std::vector<float> with(m * n_out, -2.0f);
+            ASSERT_TRUE(matmul(ctx, w, x.data(), m, with.data(), ws, 0, 0, &ra).ok());
+            ASSERT_EQ(std::memcmp(plain.data(), with.data(), plain.size() * sizeof(float)), 0)
+                << type_name(t) << " m=" << m << " threads=" << threads << " window " << b << ".."
+                << e;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace chimera
