@@ -30,7 +30,7 @@ const char* error_code_name(ErrorCode code);
 template <typename... Args>
 std::string StrCat(const Args&... args) {
   std::ostringstream os;
-  (os << ... << args);
+  ((os << args), ...);  // a comma fold: an empty pack is void(), not a no-effect `os`
   return os.str();
 }
 
