@@ -41,15 +41,19 @@ constexpr int64_t kRowBlock = 64;
 // there at 9 and 16 rows (this kernel's 8 weight rows and the tile's activations crowd L1).
 constexpr int64_t kMinRows = 17;
 
+// Eight 16-bit weights of row a at wa (low half) and eight of row b at wb (high half).
+inline __m256i load_halves(const uint16_t* wa, const uint16_t* wb) {
+  return _mm256_inserti128_si256(
+      _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wa))),
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb)), 1);
+}
+
 // Eight weights of row a at w_a and eight of row b at w_b as 16 floats (a's in the low half).
 struct LoadF16 {
   using Elem = uint16_t;
   static constexpr GgmlType kType = GgmlType::F16;
   static __m512 load_pair(const Elem* wa, const Elem* wb) {
-    const __m256i h = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wa))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb)), 1);
-    return _mm512_cvtph_ps(h);
+    return _mm512_cvtph_ps(load_halves(wa, wb));
   }
   static float load1(const Elem* w) { return fp16(*w); }
 };
@@ -57,10 +61,7 @@ struct LoadBF16 {
   using Elem = uint16_t;
   static constexpr GgmlType kType = GgmlType::BF16;
   static __m512 load_pair(const Elem* wa, const Elem* wb) {
-    const __m256i h = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wa))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb)), 1);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_halves(wa, wb)), 16));
   }
   static float load1(const Elem* w) {
     const uint32_t u = static_cast<uint32_t>(*w) << 16;
