@@ -114,17 +114,19 @@ constexpr double kBoundaryDivergence = 0.25;
 constexpr double kIntervalDivergence = 0.1;
 // Tiers (lowest goes first): prompt-end snapshots of conversations that moved on (a later turn
 // holds snapshots past them, at the answer end and its own prompt end; only branching back to
-// regenerate that old answer wants them), then old branches and inner snapshots, then branch
-// points live conversations share, then what a conversation's next turn needs: its tip (its
-// last prompt's end, and the end of its last message just before it: a next turn whose answer
-// sent back tokenizes together with the generation header diverges inside the header), and last its
-// entry (a tip serves a next turn only with its entry; an entry without its tip still
-// serves every turn that sends the last answer back as generated, and the rest replays from an
-// earlier snapshot).
+// regenerate that old answer wants them), then old branches and inner snapshots, then what a
+// conversation's next turn needs: its tip (its last prompt's end, and the end of its last
+// message just before it: a next turn whose answer sent back tokenizes together with the
+// generation header diverges inside the header), then branch points live conversations share
+// (one serves every conversation that shares it, a common system prompt; below the tips, the
+// two tips of many conversations filled the budget and evicted it, so each new user ran the
+// system prompt again), and last each entry (a tip serves a next turn only with its entry; an
+// entry without its tip still serves every turn that sends the last answer back as generated,
+// and the rest replays from an earlier snapshot).
 constexpr int kTierStalePromptEnd = 0;
 constexpr int kTierInner = 1;
-constexpr int kTierShared = 2;
-constexpr int kTierTip = 3;
+constexpr int kTierTip = 2;
+constexpr int kTierShared = 3;
 constexpr int kTierEntry = 4;
 constexpr int kTiers = 5;
 constexpr double kRecencyWeight = 0.5;
@@ -462,10 +464,7 @@ bool PrefixCache::evict_one(std::vector<int32_t>& free_seqs, bool need_seq) {
   };
   // Candidates, scored by the compute their loss would cost the request most likely to want
   // them (tokens it would run again, weighted by how likely it is), per byte they free. Tiers
-  // first: what a conversation's next turn needs (its entry and its tip, the snapshot at its
-  // last prompt's end) outlasts branch points that live conversations share (a common system
-  // prompt), those outlast old branches and snapshots inside a conversation, and those outlast
-  // the prompt-end snapshots of turns a conversation has moved on from.
+  // first, in the order above.
   struct Cand {
     bool entry;
     uint64_t id;
