@@ -748,6 +748,75 @@ TEST(CacheThinning, APromptEndTheConversationMovedOnFromGoesFirst) {
   testutil::expect_same(f.run(*cold, edit), o, "edit of the second user message");
 }
 
+// A system prompt that live conversations share outlasts the tip snapshots of other
+// conversations: it serves every new user, a tip serves one conversation's next turn. With the
+// tips ranked above it, a full cache dropped it and each new user ran the system prompt again.
+TEST(CacheThinning, ASharedSystemPromptOutlastsOtherConversationsTips) {
+  Fixture f;
+  EngineConfig c = f.config();
+  c.snapshot_every = 4096;
+  c.n_parallel = 1;
+  const std::vector<TokenId> system =
+      f.encode("System: you answer questions about the weather, the sea and the stars.");
+  const std::vector<TokenId> gen = f.encode("<|assistant|>");
+  auto request = [&](const std::vector<TokenId>& first, const std::string& user) {
+    RequestParams p;
+    p.prompt = first;
+    p.boundaries.push_back(static_cast<uint32_t>(p.prompt.size()));
+    const auto t = f.encode(user);
+    p.prompt.insert(p.prompt.end(), t.begin(), t.end());
+    p.boundaries.push_back(static_cast<uint32_t>(p.prompt.size()));
+    p.prompt.insert(p.prompt.end(), gen.begin(), gen.end());  // the generation header
+    p.max_tokens = 2;
+    p.sampling = f.hot_sampling(7);
+    p.ignore_eos = true;
+    p.top_logprobs = 1;
+    return p;
+  };
+  const std::vector<RequestParams> shared = {request(system, " Apples?"),
+                                             request(system, " Birds?")};
+  std::vector<RequestParams> others;
+  for (int i = 0; i < 4; ++i) {  // one message each: their snapshots are their tips
+    RequestParams p = shared[0];
+    p.prompt = f.encode("Conversation " + std::to_string(i) + ": a question?");
+    p.boundaries = {static_cast<uint32_t>(p.prompt.size())};
+    p.prompt.insert(p.prompt.end(), gen.begin(), gen.end());
+    others.push_back(p);
+  }
+  auto run_all = [&](Engine& e) {
+    for (const auto& p : shared) f.run(e, p);
+    for (const auto& p : others) f.run(e, p);
+  };
+  uint64_t full = 0, slot = 0;
+  {
+    auto probe = f.engine(c);
+    run_all(*probe);
+    const nlohmann::json info = probe->cache_info();
+    ASSERT_EQ(info["n_entries"].get<int>(), 6);
+    full = info["bytes"].get<uint64_t>();
+    slot = info["snapshot_bytes"].get<uint64_t>() / info["snapshots"].get<uint64_t>();
+  }
+  // Half a snapshot short: one snapshot goes, and every one left is a tip or the shared one.
+  c.cache_mem = full - slot / 2;
+  auto engine = f.engine(c);
+  run_all(*engine);
+  EXPECT_LE(engine->cache_info()["bytes"].get<uint64_t>(), c.cache_mem);
+  EXPECT_GT(engine->metrics().cache_evictions, 0u);
+  const RequestParams third = request(system, " Clouds?");
+  const Outcome o = f.run(*engine, third);
+  // It resumes at the system prompt's snapshot and replays only up to where it diverges.
+  const size_t common =
+      std::max(lcp(third.prompt, shared[0].prompt), lcp(third.prompt, shared[1].prompt));
+  ASSERT_GE(common, system.size());
+  EXPECT_EQ(o.usage.cached_tokens, static_cast<int64_t>(system.size())) << o.cache.reason;
+  EXPECT_EQ(o.timings.prompt_replayed, static_cast<int64_t>(common - system.size()))
+      << o.cache.reason;
+  EngineConfig none = f.config();
+  none.cache_mem = 0;
+  auto cold = f.engine(none);
+  testutil::expect_same(f.run(*cold, third), o, "a third user of the shared system prompt");
+}
+
 TEST(Engine, TimeoutEndsTheRequest) {
   Fixture f;
   auto engine = f.engine();
