@@ -168,8 +168,7 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
     ahead_bytes_ = 0;
     if (ub.runs.size() >= 2 && il + 1 < hp.n_layer) {
       const MixerKind next = model_.layers[il + 1].kind;
-      if (next == MixerKind::kMamba2 || next == MixerKind::kAttentionMamba2 ||
-          next == MixerKind::kDeltaNet || next == MixerKind::kShortConv) {
+      if (keeps_recurrent_state(next)) {
         for (size_t r = 0; r < ub.runs.size(); ++r) {
           const RecurrentRun s = mem.recurrent(mem_recr_[il + 1], u, r);
           ahead_ranges_.push_back({s.conv_src, s.conv_floats * sizeof(float)});
@@ -349,9 +348,7 @@ Status ForwardPass::replay_prefix(HybridMemory& mem, int32_t seq, uint32_t n) {
   const int64_t C = hp.ssm_conv_channels(), H = hp.ssm_heads, d_in = hp.ssm_inner;
   for (uint32_t il = 0; il < hp.n_layer; ++il) {
     const MixerKind kind = model_.layers[il].kind;
-    if (kind != MixerKind::kMamba2 && kind != MixerKind::kAttentionMamba2 &&
-        kind != MixerKind::kDeltaNet && kind != MixerKind::kShortConv)
-      continue;
+    if (!keeps_recurrent_state(kind)) continue;
     CHIMERA_ASSIGN_OR_RETURN(const RecurrentRun s, mem.recurrent_prefix(mem_recr_[il], seq, n));
     const float* k = kept_[i].layer[il].data();
     if (kind == MixerKind::kDeltaNet) {

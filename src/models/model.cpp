@@ -13,9 +13,7 @@ uint32_t Model::n_attention_layers() const {
 
 uint32_t Model::n_recurrent_layers() const {
   uint32_t n = 0;
-  for (const LayerWeights& l : layers)
-    n += l.kind == MixerKind::kMamba2 || l.kind == MixerKind::kDeltaNet ||
-         l.kind == MixerKind::kShortConv || l.kind == MixerKind::kAttentionMamba2;
+  for (const LayerWeights& l : layers) n += keeps_recurrent_state(l.kind);
   return n;
 }
 

@@ -19,6 +19,11 @@ namespace chimera {
 // kAttentionMamba2: attention and Mamba2 side by side on the same normed input, outputs summed
 // (Falcon-H1); such a layer has a KV cache and a recurrent state.
 enum class MixerKind { kAttention, kMamba2, kDeltaNet, kNone, kShortConv, kAttentionMamba2 };
+// Whether a layer of this kind keeps a recurrent state (a memory layer of LayerKind::kRecurrent).
+constexpr bool keeps_recurrent_state(MixerKind k) {
+  return k == MixerKind::kMamba2 || k == MixerKind::kAttentionMamba2 || k == MixerKind::kDeltaNet ||
+         k == MixerKind::kShortConv;
+}
 enum class FfnKind { kNone, kDense, kMoe };
 // kSwiGlu: down(silu(gate x) * up x). kReluSquared: down(relu(up x)^2), no gate (Nemotron-H;
 // for MoE layers it applies to the routed experts and the shared expert alike).
