@@ -51,18 +51,20 @@ inline __m512i join256(__m256i lo, __m256i hi) {
 }
 
 // ---------------------------------------------------------------- packed prefill driver
-// Register tile: kMR activation rows x kNP column pairs (one 512-bit accumulator holds the 8
+// Register tile: kMR activation rows x K::kNP column pairs (one 512-bit accumulator holds the 8
 // lanes of two output columns). The tile's loops are unrolled by pragma, so that its integer and
-// float accumulators stay in registers. For each kRowBlock-row block and group of 2 kNP columns,
-// up to K::kPackUnits units of K (blocks, block pairs or super-blocks) are packed into an
+// float accumulators stay in registers. For each kRowBlock-row block and group of 2 K::kNP
+// columns, up to K::kPackUnits units of K (blocks, block pairs or super-blocks) are packed into an
 // L1-sized buffer and every row tile runs over them; accumulators live in `acc` between chunks
 // (stored and reloaded exactly). A group with an odd column count packs a zero partner column
-// whose lanes are discarded. K provides Act, Packed, kPackUnits, units(a), pack() and step().
-constexpr int kMR = 4, kNP = 2;
+// whose lanes are discarded. K provides Act, Packed, kNP (at most 4), kPackUnits, units(a), pack()
+// and step(). The tile shape only decides which elements share a loop: each element's operations
+// are the same for every shape, so kNP is chosen per kernel for speed alone.
+constexpr int kMR = 4;
 
 template <class K, int MR, int NP>
 void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits], int64_t i,
-                 int64_t u0, int64_t u1, __m512 (*acc)[kNP]) {
+                 int64_t u0, int64_t u1, __m512 (*acc)[K::kNP]) {
   using Act = typename K::Act;
   const Act* x[MR];
 #pragma GCC unroll 8
@@ -84,11 +86,32 @@ void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUni
     for (int c = 0; c < NP; ++c) acc[r][c] = ac[r][c];
 }
 
+// packed_tile<K, MR, NP> by [MR - 1][NP - 1] (entries past K::kNP are never called).
+template <class K>
+struct PackedTiles {
+  using Fn = void (*)(const KernelArgs&, const typename K::Packed (*)[K::kPackUnits], int64_t,
+                      int64_t, int64_t, __m512 (*)[K::kNP]);
+  template <int MR, int NP>
+  static constexpr Fn entry() {
+    if constexpr (NP <= K::kNP) {
+      return packed_tile<K, MR, NP>;
+    } else {
+      return nullptr;
+    }
+  }
+  template <int MR>
+  static constexpr Fn kRow[4] = {entry<MR, 1>(), entry<MR, 2>(), entry<MR, 3>(), entry<MR, 4>()};
+  static constexpr const Fn* kTable[kMR] = {kRow<1>, kRow<2>, kRow<3>, kRow<4>};
+};
+
 // Batches of up to this many rows (a few sequences decoding together, speculative verification)
 // are not compute-bound enough to hide the weight reads: the driver prefetches, into L2, the
 // weights of the column group kPrefetchGroups ahead while it packs and multiplies this one. The
 // rows are a few hundred bytes, too short a stream for the hardware prefetcher; without this the
-// packing waits on every weight line (distances of 2 to 8 groups did alike).
+// packing waits on every weight line (distances of 2 to 8 groups did alike). Larger batches
+// prefetch the next group's weights: packing a group waited on its weight lines for about a
+// tenth of a Q8_0 prefill GEMM (a profile), although a group's tiles take long enough to hide
+// the read.
 constexpr int64_t kPrefetchMaxRows = 16;
 constexpr int64_t kPrefetchGroups = 4;
 
@@ -104,15 +127,9 @@ template <class K, int64_t kRowBlock>
 void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
   using Packed = typename K::Packed;
   constexpr int64_t kPU = K::kPackUnits;
-  using Fn =
-      void (*)(const KernelArgs&, const Packed(*)[kPU], int64_t, int64_t, int64_t, __m512(*)[kNP]);
-  static_assert(kMR == 4 && kNP == 2);
-  static constexpr Fn fn[kMR][kNP] = {
-      {packed_tile<K, 1, 1>, packed_tile<K, 1, 2>},
-      {packed_tile<K, 2, 1>, packed_tile<K, 2, 2>},
-      {packed_tile<K, 3, 1>, packed_tile<K, 3, 2>},
-      {packed_tile<K, 4, 1>, packed_tile<K, 4, 2>},
-  };
+  constexpr int kNP = K::kNP;
+  static_assert(kMR == 4 && kNP >= 1 && kNP <= 4);
+  const auto& fn = PackedTiles<K>::kTable;
   alignas(64) Packed pk[kNP][kPU];
   alignas(64) __m512 acc[kRowBlock][kNP];
   const int64_t nu = K::units(a);
@@ -125,8 +142,8 @@ void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
         for (int c = 0; c < kNP; ++c) acc[r][c] = _mm512_setzero_ps();
       for (int64_t u0 = 0; u0 < nu; u0 += kPU) {
         const int64_t u1 = u0 + kPU < nu ? u0 + kPU : nu;
-        if (a.m <= kPrefetchMaxRows) {  // the same units of a later group's rows
-          const int64_t jn = j + kPrefetchGroups * 2 * kNP;
+        {  // the same units of a later group's rows
+          const int64_t jn = j + (a.m <= kPrefetchMaxRows ? kPrefetchGroups : 1) * 2 * kNP;
           const int64_t jn_end = jn + 2 * kNP < j1 ? jn + 2 * kNP : j1;
           prefetch_rows(a, jn, jn_end, static_cast<size_t>(u0) * a.w_row_bytes / nu,
                         static_cast<size_t>(u1) * a.w_row_bytes / nu);

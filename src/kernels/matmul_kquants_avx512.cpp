@@ -208,6 +208,7 @@ struct SuperBlockVnni {
     __m512 d, dmin;
   };
   using Act = BlockQ8_K;
+  static constexpr int kNP = 2;             // column pairs per register tile
   static constexpr int64_t kPackUnits = 8;  // 2 pairs x 8 x 960 B = 15 KB
   static int64_t units(const KernelArgs& a) { return a.n_in / kQK_K; }
 

@@ -29,30 +29,33 @@ TEST_P(MatmulAvx512, BitIdenticalToAvx2) {
   const GgmlType t = GetParam();
   const int64_t bs = matmul_test::block_size(t);
   // K: for 32-blocks 5 blocks (odd: Q4_0's half-empty last pair) and 71 blocks (three packing
-  // chunks of 32 units for Q8_0, two of 32 pairs for Q4_0); super-blocks 1 and 3; element types a
+  // chunks of 24 units for Q8_0, two of 24 pairs for Q4_0); super-blocks 1 and 3; element types a
   // ragged 37 and 300.
   const int64_t n_ins[2] = {bs == 1 ? 37 : bs == 32 ? 5 * 32 : bs, bs == 1 ? 300 : 71 * bs};
-  const int64_t n_out = 37;  // odd, and not a multiple of 4: partial column groups on each thread
+  // n_out 37: odd, and not a multiple of 4: partial column groups on each thread (the packed
+  // tiles' 8-column groups end with 5 columns); 4 and 10: groups ending with 4 and 2 columns.
   const int64_t ms[] = {1, 2, 3, 4, 5, 7, 8, 16, 33, 64, 65, 130};
-  for (int64_t n_in : n_ins) {
-    const auto wbytes = matmul_test::random_weights(t, n_in, n_out, 77 + n_in);
-    const WeightMatrix w{t, wbytes.data(), n_in, n_out};
-    const auto x = matmul_test::random_activations(130, n_in, 91 + n_in);
-    MatmulWorkspace ws2(Isa::kAvx2), ws5(Isa::kAvx512);
-    for (int threads : {1, 2, 3}) {
-      ThreadContext ctx(threads);
-      for (int64_t m : ms) {
-        std::vector<float> y2(m * n_out, -1.0f), y5(m * n_out, -2.0f);
-        ASSERT_TRUE(matmul(ctx, w, x.data(), m, y2.data(), ws2).ok());
-        ASSERT_TRUE(matmul(ctx, w, x.data(), m, y5.data(), ws5).ok());
-        for (int64_t i = 0; i < m * n_out; ++i) {
-          ASSERT_EQ(0, std::memcmp(&y2[i], &y5[i], sizeof(float)))
-              << type_name(t) << " n_in=" << n_in << " m=" << m << " threads=" << threads << " row "
-              << i / n_out << " col " << i % n_out << ": avx2 " << y2[i] << " avx512 " << y5[i];
+  for (int64_t n_out : {37, 4, 10})
+    for (int64_t n_in : n_ins) {
+      const auto wbytes = matmul_test::random_weights(t, n_in, n_out, 77 + n_in);
+      const WeightMatrix w{t, wbytes.data(), n_in, n_out};
+      const auto x = matmul_test::random_activations(130, n_in, 91 + n_in);
+      MatmulWorkspace ws2(Isa::kAvx2), ws5(Isa::kAvx512);
+      for (int threads : {1, 2, 3}) {
+        ThreadContext ctx(threads);
+        for (int64_t m : ms) {
+          std::vector<float> y2(m * n_out, -1.0f), y5(m * n_out, -2.0f);
+          ASSERT_TRUE(matmul(ctx, w, x.data(), m, y2.data(), ws2).ok());
+          ASSERT_TRUE(matmul(ctx, w, x.data(), m, y5.data(), ws5).ok());
+          for (int64_t i = 0; i < m * n_out; ++i) {
+            ASSERT_EQ(0, std::memcmp(&y2[i], &y5[i], sizeof(float)))
+                << type_name(t) << " n_in=" << n_in << " n_out=" << n_out << " m=" << m
+                << " threads=" << threads << " row " << i / n_out << " col " << i % n_out
+                << ": avx2 " << y2[i] << " avx512 " << y5[i];
+          }
         }
       }
     }
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MatmulAvx512, testing::ValuesIn(kAllTypes),
