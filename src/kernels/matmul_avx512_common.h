@@ -62,9 +62,44 @@ inline __m512i join256(__m256i lo, __m256i hi) {
 // are the same for every shape, so kNP is chosen per kernel for speed alone.
 constexpr int kMR = 4;
 
+// The horizontal sums of the 2 NP output columns of one row, y[0..ncol), each exactly hsum256 of
+// its 8 lanes (and so AVX2's hsum): the same three rounds of adds with the same operands in the
+// same order (lo + hi halves, then lanes 0 + 2 and 1 + 3, then their sum), done for 8 columns at
+// once instead of one at a time (a tenth of a K-quant GEMM went to the one-at-a-time sums).
+template <int NP>
+inline void store_row_sums(const __m512 (&ac)[NP], float* y, int ncol) {
+  __m512 v[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                 _mm512_setzero_ps()};
+#pragma GCC unroll 4
+  for (int c = 0; c < NP; ++c) v[c] = ac[c];
+  // Round 1, per column: its lanes 0..3 + lanes 4..7. Column 2c + h (h = 0, 1) sits in v[c]'s
+  // 128-bit chunks 2h (lanes 0..3) and 2h + 1 (lanes 4..7).
+  const __m512 lo01 = _mm512_shuffle_f32x4(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512 hi01 = _mm512_shuffle_f32x4(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512 s01 = _mm512_add_ps(lo01, hi01);  // chunk k: column k's 4 partial sums
+  __m512 s23 = _mm512_setzero_ps();
+  if constexpr (NP > 2) {
+    const __m512 lo23 = _mm512_shuffle_f32x4(v[2], v[3], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 hi23 = _mm512_shuffle_f32x4(v[2], v[3], _MM_SHUFFLE(3, 1, 3, 1));
+    s23 = _mm512_add_ps(lo23, hi23);  // chunk k: column 4 + k's
+  }
+  // Round 2: s0 + s2 and s1 + s3 of column k (lanes 0, 1 of chunk k) and of column 4 + k (2, 3).
+  const __m512 w = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm512_shuffle_ps(s01, s23, _MM_SHUFFLE(3, 2, 3, 2)));
+  // Round 3: their sum; chunk k lane 0 is column k, lane 1 column 4 + k.
+  const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(w, w, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_ps(w, w, _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m256 out = _mm512_castps512_ps256(_mm512_permutexvar_ps(order, z));
+  _mm256_mask_storeu_ps(y, static_cast<__mmask8>((1u << ncol) - 1), out);
+}
+
+// Rows [i, i + MR) x columns [j, j + ncol) (2 NP - 1 <= ncol <= 2 NP) over units [u0, u1) of
+// nu. The accumulators start from zero at the first unit and, after the last, end in their
+// horizontal sums in y; in between (K in several chunks) they wait in `acc` (row r at acc[r]).
 template <class K, int MR, int NP>
 void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits], int64_t i,
-                 int64_t u0, int64_t u1, __m512 (*acc)[K::kNP]) {
+                 int64_t j, int ncol, int64_t u0, int64_t u1, int64_t nu, __m512 (*acc)[K::kNP]) {
   using Act = typename K::Act;
   const Act* x[MR];
 #pragma GCC unroll 8
@@ -73,12 +108,17 @@ void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUni
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
-    for (int c = 0; c < NP; ++c) ac[r][c] = acc[r][c];
+    for (int c = 0; c < NP; ++c) ac[r][c] = u0 == 0 ? _mm512_setzero_ps() : acc[r][c];
   for (int64_t u = u0; u < u1; ++u) {
     const typename K::Packed* p[NP];
 #pragma GCC unroll 8
     for (int c = 0; c < NP; ++c) p[c] = &pk[c][u - u0];
     K::template step<MR, NP>(x, p, u, ac);
+  }
+  if (u1 == nu) {
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) store_row_sums<NP>(ac[r], a.y + (i + r) * a.y_stride + j, ncol);
+    return;
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
@@ -90,7 +130,7 @@ void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUni
 template <class K>
 struct PackedTiles {
   using Fn = void (*)(const KernelArgs&, const typename K::Packed (*)[K::kPackUnits], int64_t,
-                      int64_t, int64_t, __m512 (*)[K::kNP]);
+                      int64_t, int, int64_t, int64_t, int64_t, __m512 (*)[K::kNP]);
   template <int MR, int NP>
   static constexpr Fn entry() {
     if constexpr (NP <= K::kNP) {
@@ -138,8 +178,6 @@ void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; j += 2 * kNP) {
       const int64_t ncol = j1 - j < 2 * kNP ? j1 - j : 2 * kNP;
       const int np = static_cast<int>((ncol + 1) / 2);
-      for (int64_t r = 0; r < ie - ib; ++r)
-        for (int c = 0; c < kNP; ++c) acc[r][c] = _mm512_setzero_ps();
       for (int64_t u0 = 0; u0 < nu; u0 += kPU) {
         const int64_t u1 = u0 + kPU < nu ? u0 + kPU : nu;
         {  // the same units of a later group's rows
@@ -151,14 +189,7 @@ void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
         for (int c = 0; c < np; ++c) K::pack(a, j + 2 * c, 2 * c + 1 < ncol, u0, u1, pk[c]);
         for (int64_t i = ib; i < ie; i += kMR) {
           const int mr = static_cast<int>(ie - i < kMR ? ie - i : kMR);
-          fn[mr - 1][np - 1](a, pk, i, u0, u1, acc + (i - ib));
-        }
-      }
-      for (int64_t r = 0; r < ie - ib; ++r) {
-        float* y = a.y + (ib + r) * a.y_stride + j;
-        for (int64_t c = 0; c < ncol; ++c) {
-          const __m512 v = acc[r][c / 2];
-          y[c] = hsum256(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
+          fn[mr - 1][np - 1](a, pk, i, j, static_cast<int>(ncol), u0, u1, nu, acc + (i - ib));
         }
       }
     }
