@@ -4,9 +4,13 @@
 //   GemvCached     1 x 4096 by 4096 x 256: weights in cache, the kernel's compute speed (GB/s)
 //   GemvLarge      1 x 4096 by 4096 x 4096, cycling through 576 MiB of matrices (GB/s)
 //   Gemm           512 x 4096 by 4096 x 1024 (FLOP/s counter)
+//   SmallBatch     m x 768 by 768 x 2048 for m = 1..16 (speculative verification, small decode
+//                  batches), cycling through 576 MiB of matrices as a model's weights do; args:
+//                  type, m, threads. Compare a row count's time with m = 1's.
 //   ActQuant       activation quantization of 512 rows of 4096 (Q8 and Q8_K)
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -100,6 +104,42 @@ void BM_Gemm(benchmark::State& state) {
       benchmark::Counter(2.0 * m * n * k * state.iterations(), benchmark::Counter::kIsRate);
 }
 
+void BM_SmallBatch(benchmark::State& state) {
+  const GgmlType t = static_cast<GgmlType>(state.range(0));
+  const int64_t m = state.range(1), n_in = 768, n_out = 2048;
+  ThreadContext ctx(static_cast<int>(state.range(2)));
+  const WeightMatrix proto{t, nullptr, n_in, n_out};
+  const uint64_t mb = proto.matrix_bytes();
+  const int64_t n_mat = std::max<int64_t>(1, kLargeSet / mb);
+  static Aligned* buf = nullptr;  // one weight set per type, shared by the row counts
+  static GgmlType buf_type = GgmlType::F32;
+  if (buf == nullptr || buf_type != t) {
+    delete buf;
+    buf = new Aligned(n_mat * mb);
+    buf_type = t;
+    fill_random_weights(t, buf->p, mb, n_mat * mb);
+  }
+  const auto x = activations(m * n_in);
+  std::vector<float> y(m * n_out);
+  MatmulWorkspace ws;
+  int64_t i = 0;
+  for (auto _ : state) {
+    WeightMatrix w = proto;
+    w.data = buf->p + (i++ % n_mat) * mb;
+    if (!matmul(ctx, w, x.data(), m, y.data(), ws).ok()) state.SkipWithError("matmul failed");
+  }
+  state.SetBytesProcessed(state.iterations() * mb);
+  state.counters["FLOP/s"] =
+      benchmark::Counter(2.0 * m * n_in * n_out * state.iterations(), benchmark::Counter::kIsRate);
+}
+
+void small_batch_args(benchmark::internal::Benchmark* b) {
+  for (GgmlType t : {GgmlType::F16, GgmlType::BF16, GgmlType::F32})
+    for (int threads : {1, 2})
+      for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16})
+        b->Args({static_cast<int64_t>(t), m, threads});
+}
+
 void BM_ActQuant(benchmark::State& state) {
   const bool k_quant = state.range(0) != 0;
   const int64_t rows = 512, n = 4096;
@@ -130,6 +170,7 @@ BENCHMARK(BM_Roofline)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisec
 BENCHMARK(BM_GemvCached)->Apply(type_thread_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_GemvLarge)->Apply(type_thread_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Gemm)->Apply(type_thread_args)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SmallBatch)->Apply(small_batch_args)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_ActQuant)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 }  // namespace

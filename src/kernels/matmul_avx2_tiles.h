@@ -46,11 +46,12 @@ inline const T* row_ptr(const uint8_t* base, size_t stride, int64_t index) {
 // hardware prefetcher to ramp up. A GEMV tile therefore prefetches the next tile's rows (they
 // follow this tile's in memory) at the same relative position, one tile ahead. `next` is the
 // start of the next tile; step k of the loop covers bytes [k * kBytes, (k + 1) * kBytes).
-template <size_t kBytes>
+// kLocality as __builtin_prefetch's: 3 (prefetcht0, into L1) or 2 (prefetcht1, into L2: for a
+// stream read further ahead, where L1's few miss buffers would cap the bytes in flight).
+template <size_t kBytes, int kLocality = 3>
 inline void prefetch_ahead(const uint8_t* next, int64_t k) {
   const uint8_t* p = next + static_cast<size_t>(k) * kBytes;
-  for (size_t o = 0; o < kBytes; o += 64)
-    _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+  for (size_t o = 0; o < kBytes; o += 64) __builtin_prefetch(p + o, 0, kLocality);
 }
 
 // Batches of up to this many rows (speculative verification, small decode batches) still stream
