@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/act_quant.h"
 #include "kernels/matmul.h"
@@ -172,23 +173,50 @@ void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
   };
   Packed pk[P::kNR][kPB];
   __m256 acc[kRowBlock][P::kNR];
+  // The row block's results for kOutCols columns, written to y a line per row at a time: y's
+  // rows are often 4 KB apart (n_out 1024), so a group's few floats per row all fall in one L1
+  // set and were evicted before the next group wrote beside them.
+  constexpr int64_t kOutCols = 16;
+  static_assert(kOutCols % P::kNR == 0);
+  float ybuf[kRowBlock][kOutCols];
   const int64_t nu = P::pack_units(a);
   for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
     const int64_t ie = std::min(a.m, ib + kRowBlock);
     for (int64_t j = j0; j < j1; j += P::kNR) {
       const int nr = static_cast<int>(std::min<int64_t>(P::kNR, j1 - j));
+      const int64_t jb = j0 + (j - j0) / kOutCols * kOutCols;  // this group's ybuf columns
       for (int64_t r = 0; r < ie - ib; ++r)
         for (int c = 0; c < P::kNR; ++c) acc[r][c] = _mm256_setzero_ps();
       for (int64_t u0 = 0; u0 < nu; u0 += kPB) {
         const int64_t u1 = std::min(nu, u0 + kPB);
+        // The next group's bytes for these units, into L2 while this group computes: a profile
+        // showed the packing waiting on weight lines (the rows are too short a stream for the
+        // hardware prefetcher).
+        for (int64_t c = j + P::kNR; c < std::min(j1, j + 2 * P::kNR); ++c) {
+          const uint8_t* row = a.w + static_cast<size_t>(c) * a.w_row_bytes;
+          const size_t b1 = static_cast<size_t>(u1) * a.w_row_bytes / nu;
+          for (size_t o = static_cast<size_t>(u0) * a.w_row_bytes / nu; o < b1; o += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(row + o), _MM_HINT_T1);
+        }
         for (int c = 0; c < nr; ++c) P::pack_column(a, j + c, u0, u1, pk[c]);
         for (int64_t i = ib; i < ie; i += P::kMR) {
           const int mr = static_cast<int>(std::min<int64_t>(P::kMR, ie - i));
           fn[mr - 1][nr - 1](a, pk, i, u0, u1, acc + (i - ib));
         }
       }
-      for (int64_t r = 0; r < ie - ib; ++r)
-        for (int c = 0; c < nr; ++c) a.y[(ib + r) * a.y_stride + j + c] = hsum(acc[r][c]);
+      for (int64_t r = 0; r < ie - ib; ++r) {
+        for (int c = 0; c < nr; ++c) {
+          // One 256-bit load of what the tile just stored: hsum's two 128-bit halves read
+          // straight from memory missed the store forwarding (a profile's hot spot).
+          __m256 v = acc[r][c];
+          asm("" : "+x"(v));
+          ybuf[r][j - jb + c] = hsum(v);
+        }
+      }
+      if (j + nr == j1 || j + nr - jb == kOutCols) {  // ybuf full (or the last group): to y
+        for (int64_t r = 0; r < ie - ib; ++r)
+          std::memcpy(a.y + (ib + r) * a.y_stride + jb, ybuf[r], sizeof(float) * (j + nr - jb));
+      }
     }
   }
 }
