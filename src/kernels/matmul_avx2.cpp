@@ -52,46 +52,42 @@ struct FloatKernel {
   using Elem = typename L::Elem;
   static constexpr int kMR = 4, kNR = 3, kNRGemv = 4;
 
-  // Rows [i, i + MR) x columns [j, j + NR): one 8-lane accumulator per element, k in steps of 8,
-  // hsum, the ragged tail as scalar FMAs. `prefetch(s)` runs once per step s.
-  template <int MR, int NR, class Prefetch>
-  static void dot_tile(const KernelArgs& a, int64_t i, int64_t j, const Prefetch& prefetch) {
+  // Decode and prefill (run_kernel); decode prefetches the next tile's weights into L1.
+  template <int MR, int NR>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
     const TileRows<float, Elem, MR, NR> t(a, i, j);
     const auto& x = t.x;
     const auto& w = t.w;
     __m256 acc[MR][NR];
     zero_tile(acc);
     const int64_t k8 = a.n_in & ~int64_t(7);
+    const uint8_t* next = t.next(a);
     for (int64_t k = 0; k < k8; k += 8) {
-      prefetch(k / 8);
+      if (MR == 1 || a.m <= kPrefetchMaxRows) prefetch_ahead<NR * 8 * sizeof(Elem)>(next, k / 8);
       __m256 wv[NR];
       for (int c = 0; c < NR; ++c) wv[c] = L::load8(w[c] + k);
       for (int r = 0; r < MR; ++r) {
-        __m256 xv = _mm256_loadu_ps(x[r] + k);
-        // One load per row: left alone, the compiler folds it into each of the NR FMAs (NR
-        // loads), and the 5- and 6-row tiles ran at 60% of their FMA rate.
-        if constexpr (NR > 1) asm("" : "+x"(xv));
+        const __m256 xv = _mm256_loadu_ps(x[r] + k);
         for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
       }
     }
+    store_with_tail<MR, NR>(a, i, j, t, k8, acc);
+  }
+
+  // The horizontal sum and the ragged tail k8..n_in as scalar FMAs, the same order for every
+  // element.
+  template <int MR, int NR>
+  static void store_with_tail(const KernelArgs& a, int64_t i, int64_t j,
+                              const TileRows<float, Elem, MR, NR>& t, int64_t k8,
+                              const __m256 (&acc)[MR][NR]) {
     for (int r = 0; r < MR; ++r) {
       for (int c = 0; c < NR; ++c) {
         __m128 s = _mm_set_ss(hsum(acc[r][c]));
-        for (int64_t k = k8; k < a.n_in; ++k) {  // ragged tail, same order for every element
-          s = _mm_fmadd_ss(_mm_set_ss(x[r][k]), _mm_set_ss(L::load1(w[c] + k)), s);
-        }
+        for (int64_t k = k8; k < a.n_in; ++k)
+          s = _mm_fmadd_ss(_mm_set_ss(t.x[r][k]), _mm_set_ss(L::load1(t.w[c] + k)), s);
         a.y[(i + r) * a.y_stride + j + c] = _mm_cvtss_f32(s);
       }
     }
-  }
-
-  // Decode and prefill (run_kernel); decode prefetches the next tile's weights into L1.
-  template <int MR, int NR>
-  static void tile(const KernelArgs& a, int64_t i, int64_t j) {
-    const uint8_t* next = a.w + static_cast<size_t>(j + NR) * a.w_row_bytes;
-    dot_tile<MR, NR>(a, i, j, [&](int64_t s) {
-      if (MR == 1 || a.m <= kPrefetchMaxRows) prefetch_ahead<NR * 8 * sizeof(Elem)>(next, s);
-    });
   }
 
   // ---- 2 to 16 rows (speculative verification, small decode batches)
@@ -109,12 +105,29 @@ struct FloatKernel {
   static constexpr int64_t kSmallMaxRows = 16;
   static constexpr int64_t kGroup = 12;
 
+  // tile() with the L2 prefetch of the next group (when `ahead`), and one load per activation
+  // vector: left alone, the compiler folds the load into each of the NR FMAs (NR loads), and the
+  // 5- and 6-row tiles ran at 60% of their FMA rate.
   template <int MR, int NR>
   static void group_tile(const KernelArgs& a, int64_t i, int64_t j, bool ahead) {
+    const TileRows<float, Elem, MR, NR> t(a, i, j);
+    const auto& x = t.x;
+    const auto& w = t.w;
+    __m256 acc[MR][NR];
+    zero_tile(acc);
+    const int64_t k8 = a.n_in & ~int64_t(7);
     const uint8_t* next = a.w + static_cast<size_t>(j + kGroup) * a.w_row_bytes;
-    dot_tile<MR, NR>(a, i, j, [&](int64_t s) {
-      if (ahead) prefetch_ahead<NR * 8 * sizeof(Elem), 2>(next, s);
-    });
+    for (int64_t k = 0; k < k8; k += 8) {
+      if (ahead) prefetch_ahead<NR * 8 * sizeof(Elem), 2>(next, k / 8);
+      __m256 wv[NR];
+      for (int c = 0; c < NR; ++c) wv[c] = L::load8(w[c] + k);
+      for (int r = 0; r < MR; ++r) {
+        __m256 xv = _mm256_loadu_ps(x[r] + k);
+        if constexpr (NR > 1) asm("" : "+x"(xv));
+        for (int c = 0; c < NR; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+      }
+    }
+    store_with_tail<MR, NR>(a, i, j, t, k8, acc);
   }
 
   using GroupTileFn = void (*)(const KernelArgs&, int64_t, int64_t, bool);
