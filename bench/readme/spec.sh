@@ -21,6 +21,13 @@
 #   *-t1:     seeded sampling at temperature 1.0 (--spec-temp 1): a draft token counts only when it
 #             equals the target's sample, so acceptance falls; the back-off cases (speculation
 #             must stay within 5% of plain decoding when acceptance is low).
+#
+# Run lengths: long enough for the steady state. A plain step of the 5M default model takes
+# ~0.23 ms, so 128 tokens lasted ~30 ms: one time slice lost to another process (a few ms) or the
+# controller's first probe moved a case by 10-20%, and speculation's learning steps were a large
+# share of the run. 1024 tokens (~0.25 s a run) make such one-off costs ~1%; the 302M model
+# (~25 ms a step) gets 192 tokens (~5 s a run). Every case runs once untimed first (chimera bench
+# repetition 0: both paths warmed), then alternates plain-first and speculative-first.
 set -u
 cd "$(dirname "$0")/../.."
 CH=${CH:-build/bin/chimera}
@@ -65,19 +72,19 @@ llama_case() {  # name n model spec-args...
       (p > 0 ? s / p : 0), a }'
 }
 
-chimera_case ngram 128 3 models/default.gguf --spec ngram
-chimera_case self 64 2 "$F16" --draft "$Q40"
-chimera_case self-p0 64 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-costs
-chimera_case draft 128 3 models/default.gguf --draft models/draft.gguf
-chimera_case draftp0 128 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0 --spec-costs
-chimera_case draftp0-td1 128 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0 --threads-draft 1
-chimera_case draft-td1 128 3 models/default.gguf --draft models/draft.gguf --threads-draft 1
-chimera_case self-p0-states 64 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-verify-states
-chimera_case ngram-t1 128 3 models/default.gguf --spec ngram --spec-temp 1
-chimera_case draft-t1 128 3 models/default.gguf --draft models/draft.gguf --spec-temp 1
-chimera_case self-t1 64 2 "$F16" --draft "$Q40" --spec-temp 1
+chimera_case ngram 1024 3 models/default.gguf --spec ngram
+chimera_case self 192 2 "$F16" --draft "$Q40"
+chimera_case self-p0 192 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-costs
+chimera_case draft 1024 3 models/default.gguf --draft models/draft.gguf
+chimera_case draftp0 1024 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0 --spec-costs
+chimera_case draftp0-td1 1024 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0 --threads-draft 1
+chimera_case draft-td1 1024 3 models/default.gguf --draft models/draft.gguf --threads-draft 1
+chimera_case self-p0-states 192 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-verify-states
+chimera_case ngram-t1 1024 3 models/default.gguf --spec ngram --spec-temp 1
+chimera_case draft-t1 1024 3 models/default.gguf --draft models/draft.gguf --spec-temp 1
+chimera_case self-t1 192 2 "$F16" --draft "$Q40" --spec-temp 1
 
-llama_case ngram 128 models/default.gguf --spec-type ngram-simple
-llama_case self 64 "$F16" -md "$Q40" --spec-type draft-simple -td $T
-llama_case draft 128 models/default.gguf -md models/draft.gguf --spec-type draft-simple -td $T
+llama_case ngram 1024 models/default.gguf --spec-type ngram-simple
+llama_case self 192 "$F16" -md "$Q40" --spec-type draft-simple -td $T
+llama_case draft 1024 models/default.gguf -md models/draft.gguf --spec-type draft-simple -td $T
 echo "== done $(date -u +%FT%TZ); $(uptime)"

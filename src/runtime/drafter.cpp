@@ -57,7 +57,35 @@ Result<std::unique_ptr<ModelDrafter>> ModelDrafter::create(const Model& target,
   if (!(params.p_min >= 0.0f && params.p_min <= 1.0f))
     return Error(ErrorCode::kInvalidArgument, "draft p-min ", params.p_min, " outside [0, 1]");
   CHIMERA_ASSIGN_OR_RETURN(std::unique_ptr<Context> ctx, Context::create(draft, params.context));
-  return std::unique_ptr<ModelDrafter>(new ModelDrafter(std::move(ctx), params));
+  std::unique_ptr<ModelDrafter> d(new ModelDrafter(std::move(ctx), params));
+  CHIMERA_RETURN_IF_ERROR(d->warm_up());
+  return d;
+}
+
+Status ModelDrafter::warm_up() {
+  // What drafting first touches -- the weights' pages, the scratch buffers of a catch-up batch
+  // and of a one-token step, the snapshot path, the worker threads -- is touched here once, so
+  // that the first drafter call of a request does not pay it and the controller's first cost
+  // measurements are those of the steady state. The memory is cleared afterwards.
+  HybridMemory& mem = ctx_->memory();
+  const int32_t V = ctx_->n_vocab();
+  Batch b;
+  for (int32_t i = 0; i < 4; ++i) b.add(i % V, i, 0, i == 3);
+  Status st = ctx_->decode(b);
+  for (int32_t i = 0; st.ok() && i < 2; ++i) {
+    auto id = mem.snapshot(0);
+    if (!id.ok()) {
+      st = id.status();
+      break;
+    }
+    Batch one;
+    one.add(i % V, static_cast<int32_t>(mem.next_pos(0)), 0, true);
+    st = ctx_->decode(one);
+    if (st.ok()) st = mem.restore(0, *id);
+    (void)mem.release(*id);
+  }
+  mem.clear();
+  return st;
 }
 
 ModelDrafter::ModelDrafter(std::unique_ptr<Context> ctx, const DraftModelParams& p)
@@ -197,7 +225,9 @@ void SpecStats::record(int32_t n_drafted, int32_t n_accepted) {
 }
 
 SpecController::SpecController(const SpecParams& p)
-    : p_(p), verify_(static_cast<size_t>(std::max(1, p.draft_max)) + 2, 0.0) {
+    : p_(p),
+      verify_(static_cast<size_t>(std::max(1, p.draft_max)) + 2, 0.0),
+      verify_samples_(verify_.size()) {
   if (!p_.adaptive) pause_left_ = 0;
 }
 
@@ -215,7 +245,23 @@ double SpecController::verify_estimate(int32_t n) const {
   return plain_ + slope * (n - 1);
 }
 
-SpecController::Choice SpecController::best() const {
+void SpecController::Recent::push(double x) {
+  v[next] = x;
+  next = (next + 1) % kSamples;
+  n = std::min(n + 1, kSamples);
+}
+
+double SpecController::Recent::median(int last) const {
+  const int m = std::min(n, std::max(1, last));
+  if (m == 0) return 0;
+  double s[kSamples];
+  for (int i = 0; i < m; ++i) s[i] = v[(next - 1 - i + 2 * kSamples) % kSamples];
+  for (int i = 1; i < m; ++i)  // insertion sort of at most kSamples values
+    for (int j = i; j > 0 && s[j] < s[j - 1]; --j) std::swap(s[j], s[j - 1]);
+  return s[(m - 1) / 2];  // the lower one of an even count: noise only ever adds time
+}
+
+SpecController::Choice SpecController::best(double draft_forward) const {
   Choice c;
   if (plain_ <= 0) return c;
   const double a = std::min(acceptance_estimate(), 0.999);
@@ -228,7 +274,7 @@ SpecController::Choice SpecController::best() const {
         (1 - w) * verify_estimate(1 + lo) + (w > 0 ? w * verify_estimate(2 + lo) : 0.0);
     // A model drafter runs one forward per call (its catch-up) and one per drafted token but
     // the last: a call that proposes nothing still costs a forward.
-    const double draft = draft_fwd_ * (1.0 + std::min(d, k - 1.0));
+    const double draft = draft_forward * (1.0 + std::min(d, k - 1.0));
     const double gain = tokens / (draft + verify) * plain_;  // vs plain decoding
     if (gain > c.gain) c.k = k, c.gain = gain;
   }
@@ -271,8 +317,22 @@ int32_t SpecController::draft_len() {
 }
 
 double SpecController::realized_gain() const {
-  if (real_steps_ < kRealSteps || plain_ <= 0 || real_seconds_ <= 0) return 0;
-  return real_tokens_ / real_seconds_ * plain_;
+  if (real_steps_ < kRealSteps || plain_ <= 0) return 0;
+  // Tokens over seconds of the window's steps, leaving out the slowest quarter (at least one:
+  // steps that lost the CPU do not decide) and, from five steps on, the fastest (nor one lucky
+  // step).
+  const int32_t n = std::min(real_steps_, kRealWindow);
+  int32_t order[kRealWindow];
+  for (int32_t i = 0; i < n; ++i) order[i] = i;
+  auto rate = [this](int32_t i) { return real_tokens_[i] / real_seconds_[i]; };
+  for (int32_t i = 1; i < n; ++i)  // insertion sort by rate, slowest first
+    for (int32_t j = i; j > 0 && rate(order[j]) < rate(order[j - 1]); --j)
+      std::swap(order[j], order[j - 1]);
+  const int32_t slow = (n + 3) / 4, fast = n >= 5 ? 1 : 0;
+  double tokens = 0, seconds = 0;
+  for (int32_t i = slow; i < n - fast; ++i)
+    tokens += real_tokens_[order[i]], seconds += real_seconds_[order[i]];
+  return seconds > 0 ? tokens / seconds * plain_ : 0;
 }
 
 void SpecController::pause() {
@@ -284,7 +344,6 @@ void SpecController::pause() {
                             static_cast<int64_t>(std::ceil(probe_cost_ / (kProbeShare * plain_))));
   pause_left_ = static_cast<int32_t>(std::min<int64_t>(len, kMaxPause));
   cooldown_ = std::min(cooldown_ * 2, kMaxCooldown);
-  real_tokens_ = real_seconds_ = 0;
   real_steps_ = 0;
 }
 
@@ -319,13 +378,18 @@ void SpecController::record(int32_t drafted, int32_t accepted, double draft_seco
   if (draft_fwd_ > 0 && catch_up_seconds <= 0)
     draft_seconds = std::min(draft_seconds, 2 * draft_fwd_ * (1 + std::max(0, drafted)));
   if (drafted <= 0) {
-    ema(plain_, verify_seconds);
+    plain_samples_.push(verify_seconds);
+    plain_ = plain_samples_.median();
     // A plain step (or the caller did not ask the drafter): nothing else to learn.
     if (requested <= 0 || draft_seconds <= 0) return;
   } else {
     const int32_t n = drafted + 1;
-    if (static_cast<size_t>(n) < verify_.size()) ema(verify_[n], verify_seconds);
-    if (plain_ > 0) ema(slope_, std::max(1e-9, (verify_seconds - plain_) / (n - 1)));
+    if (static_cast<size_t>(n) < verify_.size()) {
+      verify_samples_[n].push(verify_seconds);
+      verify_[n] = verify_samples_[n].median();
+    }
+    const double v = static_cast<size_t>(n) < verify_.size() ? verify_[n] : verify_seconds;
+    if (plain_ > 0) ema(slope_, std::max(1e-9, (v - plain_) / (n - 1)));
     acc_ = acc_ * kDecay + accepted;
     rej_ = rej_ * kDecay + (accepted < drafted ? 1 : 0);
   }
@@ -338,27 +402,36 @@ void SpecController::record(int32_t drafted, int32_t accepted, double draft_seco
   const int32_t req = std::max(requested, std::max(drafted, 1));
   const int32_t forwards = 1 + std::min(drafted, req - 1);
   const int32_t steady = catch_up > 0 ? forwards - 1 : forwards;
-  if (steady > 0) ema(draft_fwd_, std::max(1e-12, (draft_seconds - catch_up) / steady));
+  if (steady > 0) {
+    draft_samples_.push(std::max(1e-12, (draft_seconds - catch_up) / steady));
+    draft_fwd_ = draft_samples_.median();
+  }
   fill_ += kAlpha * (double(std::min(drafted, req)) / req - fill_);
   // Measured speed: a steady forward stands for the catch-up.
   const double emitted = 1.0 + (drafted > 0 ? accepted : 0);
-  constexpr double kRealDecay = 0.9;  // per speculative step: the recent ones count
-  real_tokens_ = real_tokens_ * kRealDecay + emitted;
-  real_seconds_ = real_seconds_ * kRealDecay + draft_seconds - catch_up +
-                  std::min(catch_up, draft_fwd_) + verify_seconds;
+  const int32_t slot = real_steps_ % kRealWindow;
+  real_tokens_[slot] = emitted;
+  real_seconds_[slot] =
+      std::max(1e-12, draft_seconds - catch_up + std::min(catch_up, draft_fwd_) + verify_seconds);
   ++real_steps_;
   if (probe) {
     ++totals_.probes;
     // What the probe cost beyond plain steps; the first speculative step's catch-up (a new
     // sequence's prompt) does not recur, so it does not set the pause lengths.
     if (rounds_ > 0 && plain_ > 0) {
-      probe_cost_ = std::max(0.0, draft_seconds + verify_seconds - plain_ * emitted);
-      totals_.probe_seconds += probe_cost_;
+      const double cost = std::max(0.0, draft_seconds + verify_seconds - plain_ * emitted);
+      probe_samples_.push(cost);
+      probe_cost_ = probe_samples_.median(3);
+      totals_.probe_seconds += cost;
     }
   }
   ++rounds_;
   const double real = realized_gain();
-  if (best().gain < kMinGain || (real > 0 && real < kMinRealGain)) {
+  // A pause that rests on the draft forward's cost needs two samples of it: the first could be
+  // one that lost the CPU.
+  const bool model_says_pause =
+      best().gain < kMinGain && (draft_samples_.n >= 2 || best(0.0).gain < kMinGain);
+  if (model_says_pause || (real > 0 && real < kMinRealGain)) {
     pause();
   } else if (real > 0) {
     cooldown_ = kMinCooldown;  // measured to pay: the next pause starts short again

@@ -85,6 +85,8 @@ class ModelDrafter : public Drafter {
 
  private:
   ModelDrafter(std::unique_ptr<Context> ctx, const DraftModelParams& p);
+  // One catch-up batch and two one-token steps (with a snapshot restored), then a clear memory.
+  Status warm_up();
   void release_marks(int32_t seq);
   // Makes the draft memory hold history[0, n) exactly: restores a mark, else an exact seq_rm.
   Status rewind(int32_t seq, uint32_t n);
@@ -147,10 +149,17 @@ struct SpecCosts {
 // Back-off: speculation pauses (plain steps, the drafter not asked) when no k > 0 beats a plain
 // step by the model above, or when the measured speed of the recent speculative steps (tokens
 // over drafting + verification time) is below plain decoding's: the second catches what the model
-// misses (per-call overheads, a drafter whose proposals vary). A pause ends with a probe; a probe
+// misses (per-call overheads, a drafter whose proposals vary).
+// Timing noise (a shared host takes the CPU away for milliseconds at a time) must not pause
+// speculation that pays, since a pause then lasts long (see below): no single timing decides.
+// The costs (a plain step, a verification of n tokens, a draft forward) are lower medians of their
+// last few samples, and a pause that rests on the draft forward's needs two of them; a measured
+// verification or draft time may at most double an estimate; the measured speed is taken over the
+// last kRealWindow speculative steps leaving out the slowest (and from five steps on the fastest);
+// a probe's cost is the lower median of the last few probes'. A pause ends with a probe; a probe
 // that does not pay makes the next pause twice as long, and every pause is long enough that the
-// probe after it, the drafter's catch-up on the paused steps included, costs at most kProbeShare
-// of the pause. So a drafter that never pays costs a few percent at most; one that costs next to
+// probe after it, the drafter's catch-up on the paused steps included, costs at most kProbeShare of
+// the pause. So a drafter that never pays costs a few percent at most; one that costs next to
 // nothing, like an n-gram lookup without a match, is kept.
 class SpecController {
  public:
@@ -182,7 +191,18 @@ class SpecController {
     int32_t k = 0;
     double gain = 0;
   };
-  Choice best() const;
+  // draft_forward: seconds per draft forward assumed (the estimate, or 0 to ask whether
+  // acceptance and verification alone rule speculation out).
+  Choice best(double draft_forward) const;
+  Choice best() const { return best(draft_fwd_); }
+  // The lower median of the last kSamples values pushed (0: none yet).
+  struct Recent {
+    static constexpr int kSamples = 5;
+    double v[kSamples] = {};
+    int n = 0, next = 0;
+    void push(double x);
+    double median(int last = kSamples) const;  // of the newest `last` (at most n) samples
+  };
   void pause();
   // Below this gain speculation pauses: a drafter that proposes nothing and costs (next to)
   // nothing, like a lookup that finds no match, keeps being asked.
@@ -191,23 +211,28 @@ class SpecController {
   // once kRealSteps speculative steps since the last pause have been measured.
   static constexpr double kMinRealGain = 0.97;
   static constexpr int32_t kRealSteps = 3;
+  static constexpr int32_t kRealWindow = 8;  // steps the measured speed looks at
   // A probe (with the drafter's catch-up) may cost this share of the pause before it.
   static constexpr double kProbeShare = 0.02;
   static constexpr int32_t kMinCooldown = 8, kMaxCooldown = 512, kMaxPause = 4096;
   SpecParams p_;
-  int32_t last_k_ = 0;          // what draft_len() returned last
-  int64_t rounds_ = 0;          // speculative steps so far
-  int64_t calls_ = 0;           // draft_len() calls outside pauses
-  double plain_ = 0;            // EMA seconds of a plain step (0: none yet)
+  int32_t last_k_ = 0;  // what draft_len() returned last
+  int64_t rounds_ = 0;  // speculative steps so far
+  int64_t calls_ = 0;   // draft_len() calls outside pauses
+  double plain_ = 0;    // seconds of a plain step: plain_samples_' median (0: none yet)
+  Recent plain_samples_;
   double slope_ = 0;            // EMA seconds per extra verified token (0: none yet)
-  double draft_fwd_ = 0;        // EMA drafting seconds per draft forward (1 + drafted but last)
+  double draft_fwd_ = 0;        // drafting seconds per draft forward: draft_samples_' median
+  Recent draft_samples_;        // seconds per draft forward of the last steps that ran one
   double fill_ = 1;             // EMA of drafted / requested tokens (drafters may propose fewer)
-  std::vector<double> verify_;  // [n]: EMA seconds of a step verifying n tokens (0: none)
-  double acc_ = 0, rej_ = 0;    // decayed counts of accepted / rejected draft tokens
-  // Sums over the speculative steps since the last pause: tokens emitted, their seconds, steps.
-  double real_tokens_ = 0, real_seconds_ = 0;
-  int32_t real_steps_ = 0;
-  double probe_cost_ = 0;   // EMA seconds a probe costs beyond plain steps (catch-up included)
+  std::vector<double> verify_;  // [n]: seconds of a step verifying n tokens (0: none): median of
+  std::vector<Recent> verify_samples_;  // [n]: the last ones
+  double acc_ = 0, rej_ = 0;            // decayed counts of accepted / rejected draft tokens
+  // The last kRealWindow speculative steps since the last pause: tokens emitted, their seconds.
+  double real_tokens_[kRealWindow] = {}, real_seconds_[kRealWindow] = {};
+  int32_t real_steps_ = 0;  // since the last pause
+  double probe_cost_ = 0;   // seconds a probe costs beyond plain steps: probe_samples_' median
+  Recent probe_samples_;
   int32_t pause_left_ = 1;  // a plain step first, to measure it
   int32_t cooldown_ = kMinCooldown;
   bool probe_next_ = false;  // a pause just ended: the next speculative step is a probe
