@@ -8,12 +8,13 @@
 #   ngram     default model (models/default.gguf), n-gram / prompt-lookup drafting
 #   self      302M Granite-4.0-H-small-shaped synthetic model, F16 target, its own Q4_0 as draft
 #   draft     default model drafted by the small trained models/draft.gguf
-#   self-p0 / draftp0: the same pairs with --draft-p-min 0 (llama-speculative-simple's default;
-#             chimera's default is 0.75, which stops models/draft.gguf from drafting much)
-#   self-p0-states: self-p0 with --spec-verify-states, the older verify path (the recurrent state
+#   self / draft: the default --draft-p-min 0 (llama-speculative-simple's too: the adaptive draft
+#             length settles how much to draft); self-p75 / draft-p75: --draft-p-min 0.75 (the
+#             default until 2026-12-06; it cut the 302M self-draft's speed-up)
+#   self-states: self with --spec-verify-states, the older verify path (the recurrent state
 #             stored after every verified token instead of the kept prefix recomputed): the
-#             recompute's gain is the ratio of the self-p0 and self-p0-states speed-ups.
-#   --spec-costs (self-p0, draftp0): also times the parts of a speculative step apart (plain step,
+#             recompute's gain is the ratio of the self and self-states speed-ups.
+#   --spec-costs (self, draft): also times the parts of a speculative step apart (plain step,
 #             verification of n tokens, one draft forward, a whole drafter call), as ratios to a
 #             plain step: what bounds the speed-up.
 #   *-td1:    the tiny draft model on one thread (--threads-draft 1) while the target uses two:
@@ -73,13 +74,12 @@ llama_case() {  # name n model spec-args...
 }
 
 chimera_case ngram 1024 3 models/default.gguf --spec ngram
-chimera_case self 192 2 "$F16" --draft "$Q40"
-chimera_case self-p0 192 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-costs
-chimera_case draft 1024 3 models/default.gguf --draft models/draft.gguf
-chimera_case draftp0 1024 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0 --spec-costs
-chimera_case draftp0-td1 1024 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0 --threads-draft 1
+chimera_case self 192 2 "$F16" --draft "$Q40" --spec-costs
+chimera_case self-p75 192 2 "$F16" --draft "$Q40" --draft-p-min 0.75
+chimera_case draft 1024 3 models/default.gguf --draft models/draft.gguf --spec-costs
+chimera_case draft-p75 1024 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0.75
 chimera_case draft-td1 1024 3 models/default.gguf --draft models/draft.gguf --threads-draft 1
-chimera_case self-p0-states 192 2 "$F16" --draft "$Q40" --draft-p-min 0 --spec-verify-states
+chimera_case self-states 192 2 "$F16" --draft "$Q40" --spec-verify-states
 chimera_case ngram-t1 1024 3 models/default.gguf --spec ngram --spec-temp 1
 chimera_case draft-t1 1024 3 models/default.gguf --draft models/draft.gguf --spec-temp 1
 chimera_case self-t1 192 2 "$F16" --draft "$Q40" --spec-temp 1

@@ -93,7 +93,7 @@ void SpecOptions::add_to(CLI::App& app) {
                  "decode without verification when fewer are drafted (default 0)")
       ->check(CLI::Range(0, 64));
   app.add_option("--draft-p-min", draft_p_min,
-                 "stop drafting when the draft model's top probability is below (default 0.75)")
+                 "stop drafting when the draft model's top probability is below (default 0: the adaptive draft length decides)")
       ->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--threads-draft", threads_draft,
                  "threads of the draft model (default: as many as -t; a tiny draft model may run "

@@ -45,7 +45,7 @@ struct SpecOptions {
   std::string spec;  // "ngram" or empty
   int32_t draft_max = 8;
   int32_t draft_min = 0;
-  float draft_p_min = 0.75f;
+  float draft_p_min = 0.0f;
   int32_t threads_draft = 0;  // threads of the draft model (0: as many as the target's)
   bool fixed = false;         // no adaptation of the draft length
   void add_to(CLI::App& app);
