@@ -237,7 +237,7 @@ class SpecController {
   int32_t real_steps_ = 0;  // since the last pause
   double probe_cost_ = 0;   // seconds a probe costs beyond plain steps: probe_samples_' median
   Recent probe_samples_;
-  int32_t pause_left_ = 1;  // a plain step first, to measure it
+  int32_t pause_left_ = 2;  // plain steps first, to measure them (two: one may have stalled)
   int32_t cooldown_ = kMinCooldown;
   bool probe_next_ = false;  // a pause just ended: the next speculative step is a probe
   bool probing_ = false;     // the current speculative step is a probe
