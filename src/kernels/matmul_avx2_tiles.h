@@ -59,9 +59,6 @@ inline void prefetch_ahead(const uint8_t* next, int64_t k) {
 // each weight row about once, like decode: their tiles prefetch too.
 constexpr int64_t kPrefetchMaxRows = 16;
 
-// The least distance, in bytes, that a GEMV tile's prefetch runs ahead of its loads.
-constexpr size_t kPrefetchMinBytes = 4096;
-
 // The pointers to a tile's MR activation rows and NR weight rows.
 template <class A, class W, int MR, int NR>
 struct TileRows {
@@ -71,13 +68,9 @@ struct TileRows {
     for (int r = 0; r < MR; ++r) x[r] = row_ptr<A>(a.act, a.act_stride, i + r);
     for (int c = 0; c < NR; ++c) w[c] = row_ptr<W>(a.w, a.w_row_bytes, j + c);
   }
-  // What decode prefetches: the tile after this one (the next NR weight rows), or a later one
-  // where tiles are short (rows of 768 values: 1.7 KB of Q4_0 per 4-row tile), so that the
-  // prefetch runs at least kPrefetchMinBytes ahead, about a DRAM latency at one core's bandwidth.
+  // Where the tile after this one (the next NR weight rows) starts: what decode prefetches.
   const uint8_t* next(const KernelArgs& a) const {
-    const size_t tile = NR * a.w_row_bytes;
-    const size_t tiles = tile >= kPrefetchMinBytes ? 1 : (kPrefetchMinBytes + tile - 1) / tile;
-    return reinterpret_cast<const uint8_t*>(w[0]) + tiles * tile;
+    return reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
   }
 };
 
