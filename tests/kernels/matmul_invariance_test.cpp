@@ -12,21 +12,7 @@ namespace {
 
 using matmul_test::kAllTypes;
 
-struct Case {
-  GgmlType type;
-  Isa isa;
-};
-
-std::string case_name(const testing::TestParamInfo<Case>& info) {
-  return std::string(type_name(info.param.type)) + "_" + isa_name(info.param.isa);
-}
-
-std::vector<Case> all_cases() {
-  std::vector<Case> out;
-  for (GgmlType t : kAllTypes)
-    for (Isa isa : matmul_test::runnable_isas()) out.push_back({t, isa});
-  return out;
-}
+using Case = matmul_test::TypeIsa;
 
 class MatmulInvariance : public testing::TestWithParam<Case> {};
 
@@ -111,7 +97,9 @@ TEST_P(MatmulInvariance, ExpertSliceAndStridesMatchPlainMatmul) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulInvariance, testing::ValuesIn(all_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(AllTypes, MatmulInvariance,
+                         testing::ValuesIn(matmul_test::type_isa_cases(kAllTypes, true)),
+                         matmul_test::type_isa_name);
 
 }  // namespace
 }  // namespace chimera

@@ -28,22 +28,8 @@ float ordered_dot(const float* x, const float* w, int64_t n) {
   return s;
 }
 
-struct Case {
-  GgmlType type;
-  Isa isa;
-};
-
-std::string case_name(const testing::TestParamInfo<Case>& info) {
-  return std::string(type_name(info.param.type)) + "_" + isa_name(info.param.isa);
-}
-
-std::vector<Case> simd_cases() {
-  std::vector<Case> out;
-  for (GgmlType t : {GgmlType::F16, GgmlType::BF16, GgmlType::F32})
-    for (Isa isa : matmul_test::runnable_isas())
-      if (isa != Isa::kScalar) out.push_back({t, isa});
-  return out;
-}
+using Case = matmul_test::TypeIsa;
+constexpr GgmlType kFloatTypes[] = {GgmlType::F16, GgmlType::BF16, GgmlType::F32};
 
 class MatmulSmallBatchFloat : public testing::TestWithParam<Case> {};
 
@@ -87,7 +73,9 @@ TEST_P(MatmulSmallBatchFloat, EveryRowCountMatchesTheSummationOrder) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, MatmulSmallBatchFloat, testing::ValuesIn(simd_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Types, MatmulSmallBatchFloat,
+                         testing::ValuesIn(matmul_test::type_isa_cases(kFloatTypes, false)),
+                         matmul_test::type_isa_name);
 
 }  // namespace
 }  // namespace chimera

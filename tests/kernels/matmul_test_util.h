@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -28,6 +29,25 @@ inline std::vector<Isa> runnable_isas() {
   std::vector<Isa> out{Isa::kScalar};
   if (isa_supported(Isa::kAvx2)) out.push_back(Isa::kAvx2);
   if (isa_supported(Isa::kAvx512)) out.push_back(Isa::kAvx512);
+  return out;
+}
+
+// A parameterised matmul test's case: one weight type on one ISA path, named "Q4_0_avx2".
+struct TypeIsa {
+  GgmlType type;
+  Isa isa;
+};
+
+inline std::string type_isa_name(const testing::TestParamInfo<TypeIsa>& info) {
+  return std::string(type_name(info.param.type)) + "_" + isa_name(info.param.isa);
+}
+
+// Each of `types` on each path this machine runs, the scalar one only when `with_scalar`.
+inline std::vector<TypeIsa> type_isa_cases(std::span<const GgmlType> types, bool with_scalar) {
+  std::vector<TypeIsa> out;
+  for (GgmlType t : types)
+    for (Isa isa : runnable_isas())
+      if (with_scalar || isa != Isa::kScalar) out.push_back({t, isa});
   return out;
 }
 
