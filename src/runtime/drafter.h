@@ -59,9 +59,9 @@ class NgramDrafter : public Drafter {
 
 struct DraftModelParams {
   // Stop drafting when the draft model's top probability falls below. 0 (llama.cpp's default):
-  // SpecController settles the draft length from the measured acceptance and costs; a cut-off
-  // stops drafts that would have been accepted (the 302M Q4_0 self-draft: 1.10-1.35x at 0.75
-  // against 1.51-1.59x at 0, in the same runs).
+  // SpecController settles the draft length from the measured acceptance and costs. The
+  // measurements of a cut-off are mixed (the 302M Q4_0 self-draft: 1.10-1.35x at 0.75 against
+  // 1.51-1.59x at 0 in two runs, 1.73x against 1.43x in a later one; README).
   float p_min = 0.0f;
   ContextParams context;
 };
