@@ -1,8 +1,8 @@
-// AVX-512 (F/BW/VL/DQ + VNNI) prefill kernels for Q8_0 and Q4_0 weights, bit-identical to the
-// AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's dispatch: the super-block VNNI kernels
-// (matmul_kquants_avx512.cpp, matmul_q4_1_q5_iq4_avx512.cpp), the float kernels
-// (matmul_f16_avx512.cpp), and the AVX2 kernels for every other type and for quantized batches of
-// fewer than kMR rows.
+// AVX-512 (F/BW/VL/DQ + VNNI) prefill kernels for Q8_0 and Q4_0 weights and a Q4_0 decode kernel,
+// bit-identical to the AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's dispatch: the
+// super-block VNNI kernels (matmul_kquants_avx512.cpp, matmul_q4_1_q5_iq4_avx512.cpp), the float
+// kernels (matmul_f16_avx512.cpp), and the AVX2 kernels for every other type and for the other
+// quantized batches of fewer than kMR rows.
 //
 // Why the results match the AVX2 path bit for bit: AVX2 computes, per weight block and output
 // element, 8 int32 lanes (each the exact sum of the same 4 or 8 products, via maddubs/madd) and
@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/act_quant.h"
 #include "kernels/matmul.h"
@@ -175,6 +176,71 @@ struct Q40 {
   }
 };
 
+// ---------------------------------------------------------------- Q4_0 decode
+// One activation row (decode, a speculative drafter's steps): AVX2's Q4_0 decode tile
+// (Q40Kernel::tile<1, NR> in matmul_avx2.cpp) step for step, except that each block pair's int32
+// lanes come from two 256-bit vpdpbusd (AVX-512 VL + VNNI) started from minus the activation sums,
+// where AVX2 runs two maddubs, an add, a madd and a subtraction. Every lane is the exact sum of
+// the same products minus the same 8 x sum (no term saturates: at most 4 x 15 x 127 in AVX2's 16
+// bits), so the floats, their steps and the horizontal sum are AVX2's, bit for bit. Fewer
+// instructions per weight: decode of the 4-bit drafts is bound by them as much as by memory.
+struct Q40Decode {
+  static constexpr int kNR = 4;
+  struct Unpacked {
+    __m256i lo, hi;  // nibbles 0..15 / 16..31 of both blocks, unsigned
+    __m256 d;        // block 0's scale x4, block 1's x4
+  };
+  // As AVX2's Q40Kernel::unpack (kPair false: the last block of an odd count alone).
+  template <bool kPair>
+  static Unpacked unpack(const BlockQ4_0* blk) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m128i q0 = load128(blk[0].qs);
+    const __m128i q1 = kPair ? load128(blk[1].qs) : _mm_setzero_si128();
+    const __m256i q = _mm256_set_m128i(q1, q0);
+    const __m128i h = _mm_insert_epi16(_mm_cvtsi32_si128(blk[0].d), kPair ? blk[1].d : 0, 1);
+    const __m256i halves = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    return {_mm256_and_si256(q, low4), _mm256_and_si256(_mm256_srli_epi16(q, 4), low4),
+            _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(h)), halves)};
+  }
+  template <int NR>
+  static void tile(const KernelArgs& a, int64_t j) {
+    const ActPairQ8* x = reinterpret_cast<const ActPairQ8*>(a.act);
+    const BlockQ4_0* w[NR];
+    for (int c = 0; c < NR; ++c) w[c] = row_at<BlockQ4_0>(a.w, a.w_row_bytes, j + c);
+    // The next tile's rows follow this tile's: pair step b / 2 prefetches its share into L1, as
+    // AVX2's tile does (its memory pattern exactly).
+    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + NR * a.w_row_bytes;
+    __m256 acc[NR];
+    for (int c = 0; c < NR; ++c) acc[c] = _mm256_setzero_ps();
+    const int64_t nb = a.n_in / 32;
+    auto step = [&](int64_t b, auto pair) __attribute__((always_inline)) {
+      const ActPairQ8& ap = x[b / 2];
+      const __m256i alo = load256(ap.lo), ahi = load256(ap.hi);
+      const __m256i neg = _mm256_sub_epi32(_mm256_setzero_si256(), load256(ap.sum8));
+      const __m256 da = _mm256_loadu_ps(ap.d);
+      for (int c = 0; c < NR; ++c) {
+        const Unpacked u = unpack<decltype(pair)::value>(w[c] + b);
+        const __m256i p = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(neg, u.lo, alo), u.hi, ahi);
+        acc[c] = _mm256_fmadd_ps(_mm256_mul_ps(u.d, da), _mm256_cvtepi32_ps(p), acc[c]);
+      }
+    };
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+      const uint8_t* pf = next + static_cast<size_t>(b / 2) * (2 * NR * sizeof(BlockQ4_0));
+      for (size_t o = 0; o < 2 * NR * sizeof(BlockQ4_0); o += 64) __builtin_prefetch(pf + o, 0, 3);
+      step(b, std::true_type{});
+    }
+    if (b < nb) step(b, std::false_type{});
+    for (int c = 0; c < NR; ++c) a.y[j + c] = hsum256(acc[c]);
+  }
+  static constexpr void (*kTiles[kNR])(const KernelArgs&, int64_t) = {tile<1>, tile<2>, tile<3>,
+                                                                      tile<4>};
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    if (a.m != 1) return avx512::run<Q40, GgmlType::Q4_0, kRowBlock>(a, j0, j1);
+    for (int64_t j = j0; j < j1; j += kNR) kTiles[(j1 - j < kNR ? j1 - j : kNR) - 1](a, j);
+  }
+};
+
 }  // namespace
 
 KernelFn avx512_kernel(GgmlType type) {
@@ -182,7 +248,7 @@ KernelFn avx512_kernel(GgmlType type) {
     case GgmlType::Q8_0:
       return run<Q80, GgmlType::Q8_0, kRowBlock>;
     case GgmlType::Q4_0:
-      return run<Q40, GgmlType::Q4_0, kRowBlock>;
+      return Q40Decode::run;
     default:
       // The super-block VNNI kernels (matmul_kquants_avx512.cpp) where they exist, else AVX2's.
       if (KernelFn k = avx512_kernel_kquants(type)) return k;
