@@ -1,6 +1,6 @@
-// AVX-512 VNNI prefill kernels for the K-quants Q4_K, Q5_K, Q6_K and for IQ4_XS (Q8_K activations),
-// bit-identical to the AVX2 super-block kernels (matmul_avx2.cpp, SuperBlockKernel in
-// matmul_avx2_tiles.h), which the AVX-512 path keeps for decode and batches of fewer than kMR rows.
+// AVX-512 VNNI kernels for the K-quants Q4_K, Q5_K, Q6_K (prefill and decode) and for IQ4_XS
+// (prefill; Q8_K activations), bit-identical to the AVX2 super-block kernels (matmul_avx2.cpp,
+// SuperBlockKernel in matmul_avx2_tiles.h), which the AVX-512 path keeps for IQ4_XS's decode.
 //
 // Why the results match bit for bit: per weight block, AVX2 builds 8 int32 lanes per output
 // element, lane m = sum over the 8 steps s of scale_s(m) x (the sum of the 4 products of step s's
@@ -16,12 +16,15 @@
 // would be emitted with EVEX encodings and could be picked by the linker for the AVX2 files), nor
 // call inline functions of other headers; it keeps its own helpers in an anonymous namespace.
 // GCC 12's _mm512_undefined_* (behind broadcasts, casts and inserts) self-initialize a variable
-// and trip -Wmaybe-uninitialized at every use: a known false positive, silenced for this file.
+// and trip -Wmaybe-uninitialized (and -Wuninitialized) at every use: a known false positive,
+// silenced for this file.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -62,6 +65,14 @@ struct ColBlock {
   float d = 0, dmin = 0;
 };
 
+// A column pair's super-block scales for decode: ColBlock's scp, tail16, d and dmin, the first
+// column's in the low 256-bit halves, the second's in the high ones.
+struct PairPrep {
+  __m512i scp[4];
+  __m512i tail16;
+  __m512 d, dmin;
+};
+
 // ---------------------------------------------------------------- Q4_K / Q5_K
 template <bool kFiveBit>
 struct Q45K {
@@ -99,6 +110,60 @@ struct Q45K {
     cb.d = fp16(blk.d);
     cb.dmin = fp16(blk.dmin);
     return cb;
+  }
+
+  // Decode (GemvVnni): what unpack() gives blocks b0 (low halves) and b1 (high halves), built in
+  // registers from the blocks' first 16 bytes (d, dmin and the 12 bytes of packed scales and mins
+  // u0, u1, u2, as dwords 1..3).
+  static PairPrep pair_prep(const WBlock& b0, const WBlock& b1) {
+    static_assert(offsetof(WBlock, scales) == 4);
+    const __m256i h = _mm256_set_m128i(load128(&b1), load128(&b0));
+    // unpack()'s four words: u0 & 3f, (u2 & 0f) | (u0 >> 6 & 03) << 4, u1 & 3f,
+    // (u2 >> 4 & 0f) | (u1 >> 6 & 03) << 4 per byte; (u >> 6 & 03) << 4 is u >> 2 & 30.
+    const __m256i lo =
+        _mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi32(h, _MM_SHUFFLE(3, 2, 3, 1)),
+                                           _mm256_setr_epi32(0, 0, 0, 4, 0, 0, 0, 4)),
+                         _mm256_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f,
+                                           0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m256i hi = _mm256_and_si256(
+        _mm256_srli_epi32(_mm256_shuffle_epi32(h, _MM_SHUFFLE(2, 2, 1, 1)), 2),
+        _mm256_setr_epi32(0, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030));
+    // int16 lanes: 0..7 b0's scales, 8..15 its mins, 16..23 b1's scales, 24..31 its mins.
+    const __m512i z = _mm512_cvtepu8_epi16(_mm256_or_si256(lo, hi));
+    PairPrep pp;
+    // Steps 2p, 2p + 1 take scales 2p, 2p + 1: int16 lanes 2p, 2p + 1 are dword p of z.
+    for (int p = 0; p < 4; ++p)
+      pp.scp[p] =
+          _mm512_permutexvar_epi32(_mm512_setr_epi32(p, p, p, p, p, p, p, p, 8 + p, 8 + p, 8 + p,
+                                                     8 + p, 8 + p, 8 + p, 8 + p, 8 + p),
+                                   z);
+    // Each min twice: lanes 8, 8, 9, 9, ..., 15, 15, then b1's 24, 24, ..., 31, 31.
+    pp.tail16 = _mm512_permutexvar_epi16(
+        _mm512_set_epi16(31, 31, 30, 30, 29, 29, 28, 28, 27, 27, 26, 26, 25, 25, 24, 24, 15, 15, 14,
+                         14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8),
+        z);
+    // d0, dmin0, d1, dmin1 (dwords 0 and 4 of h) as floats: exact conversions, as fp16().
+    const __m512 f = _mm512_castps128_ps512(_mm_cvtph_ps(_mm256_castsi256_si128(
+        _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0)))));
+    pp.d =
+        _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), f);
+    pp.dmin =
+        _mm512_permutexvar_ps(_mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3), f);
+    return pp;
+  }
+  // Step s's values (unpack()'s v[s]) of both blocks.
+  static __m512i pair_values(const WBlock& b0, const WBlock& b1, int s) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i q = join256(load256(b0.qs + 32 * (s / 2)), load256(b1.qs + 32 * (s / 2)));
+    __m512i v = _mm512_and_si512((s & 1) ? _mm512_srli_epi16(q, 4) : q, low4);
+    if constexpr (kFiveBit) {
+      const __m512i qh = join256(load256(b0.qh), load256(b1.qh));
+      v = _mm512_or_si512(
+          v, _mm512_slli_epi16(_mm512_and_si512(_mm512_srl_epi16(qh, _mm_cvtsi32_si128(s)),
+                                                _mm512_set1_epi8(0x01)),
+                               4));
+    }
+    return v;
   }
 
   // AVX2's float step: acc += (d * da) * sumi, then acc -= (dmin * da) * (mins . bsums).
@@ -150,6 +215,56 @@ struct Q6K {
     cb.tail16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
     cb.d = fp16(blk.d);
     return cb;
+  }
+
+  // Decode (GemvVnni): unpack()'s scales of blocks b0 (low halves) and b1 (high halves).
+  static PairPrep pair_prep(const BlockQ6_K& b0, const BlockQ6_K& b1) {
+    // int16 lanes 0..15: b0's 16 scales, 16..31: b1's (tail16 as unpack() has it).
+    const __m512i z =
+        _mm512_cvtepi8_epi16(_mm256_set_m128i(load128(b1.scales), load128(b0.scales)));
+    PairPrep pp;
+    pp.tail16 = z;
+    // Pair p: dwords 0..3 hold scales (base, base + 2), dwords 4..7 (base + 1, base + 3).
+    for (int p = 0; p < 4; ++p) {
+      const int b = 8 * (p / 2) + 4 * (p % 2);
+      const short lo0 = static_cast<short>(b), lo1 = static_cast<short>(b + 2);
+      const short hi0 = static_cast<short>(b + 1), hi1 = static_cast<short>(b + 3);
+      const short o = 16;
+      pp.scp[p] = _mm512_permutexvar_epi16(
+          _mm512_set_epi16(hi1 + o, hi0 + o, hi1 + o, hi0 + o, hi1 + o, hi0 + o, hi1 + o, hi0 + o,
+                           lo1 + o, lo0 + o, lo1 + o, lo0 + o, lo1 + o, lo0 + o, lo1 + o, lo0 + o,
+                           hi1, hi0, hi1, hi0, hi1, hi0, hi1, hi0, lo1, lo0, lo1, lo0, lo1, lo0,
+                           lo1, lo0),
+          z);
+    }
+    pp.d = join_ps(fp16(b0.d), fp16(b1.d));
+    pp.dmin = _mm512_setzero_ps();
+    return pp;
+  }
+  // Step s's values (unpack()'s v[s]) of both blocks.
+  static __m512i pair_values(const BlockQ6_K& b0, const BlockQ6_K& b1, int s) {
+    const int half = s / 4, g = s % 4;
+    const __m512i qh = join256(load256(b0.qh + 32 * half), load256(b1.qh + 32 * half));
+    __m512i ql = join256(load256(b0.ql + 64 * half + 32 * (g & 1)),
+                         load256(b1.ql + 64 * half + 32 * (g & 1)));
+    if (g >= 2) ql = _mm512_srli_epi16(ql, 4);
+    const __m512i m = _mm512_set1_epi8(0x30);
+    __m512i hb;
+    switch (g) {
+      case 0:
+        hb = _mm512_and_si512(_mm512_slli_epi16(qh, 4), m);
+        break;
+      case 1:
+        hb = _mm512_and_si512(_mm512_slli_epi16(qh, 2), m);
+        break;
+      case 2:
+        hb = _mm512_and_si512(qh, m);
+        break;
+      default:
+        hb = _mm512_and_si512(_mm512_srli_epi16(qh, 2), m);
+        break;
+    }
+    return _mm512_or_si512(_mm512_and_si512(ql, _mm512_set1_epi8(0x0F)), hb);
   }
 
   // AVX2's float step: the stored values are q + 32, so 32 x (scales . bsums) comes off first.
@@ -288,16 +403,94 @@ struct SuperBlockVnni {
   }
 };
 
+// ---------------------------------------------------------------- decode
+// Batches of fewer than kMR rows (decode): each row against kGemvNP column pairs at a time,
+// straight from the weights (no packing), with the same exact integer sums per lane (vpdpbusd +
+// vpdpwssd, as step()), the same float step per block and the same horizontal sums as AVX2's
+// gemv_tile. The weights of a pair are decoded once and used once, so decoding them in 512-bit
+// registers (two columns per instruction) and summing with VNNI halves the instructions per weight
+// byte: AVX2's decode kernel ran near its compute rate while reading from memory, which held the
+// model's decode below the memory's streaming rate.
+template <class Ops>
+struct GemvVnni {
+  using WBlock = typename Ops::WBlock;
+  static constexpr int kGemvNP = 2;  // 4 columns per tile, as AVX2's kNRGemv
+
+  // Row i against columns [j, j + ncol), 1 <= ncol <= 2 NP; a missing partner column repeats the
+  // previous one (its lanes are discarded). Prefetches the next tile's rows (they follow this
+  // tile's in memory) at the same relative position, one super-block step at a time, as AVX2.
+  template <int NP>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j, int ncol) {
+    const BlockQ8_K* x = row_at<BlockQ8_K>(a.act, a.act_stride, i);
+    const WBlock* w[2 * NP];
+#pragma GCC unroll 8
+    for (int c = 0; c < 2 * NP; ++c)
+      w[c] = row_at<WBlock>(a.w, a.w_row_bytes, j + (c < ncol ? c : ncol - 1));
+    const uint8_t* next = a.w + static_cast<size_t>(j + 2 * NP) * a.w_row_bytes;
+    __m512 acc[NP];
+#pragma GCC unroll 8
+    for (int c = 0; c < NP; ++c) acc[c] = _mm512_setzero_ps();
+    const int64_t nb = a.n_in / kQK_K;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* pf = next + static_cast<size_t>(b) * (2 * NP * sizeof(WBlock));
+#pragma GCC unroll 16
+      for (size_t o = 0; o < 2 * NP * sizeof(WBlock); o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+      const BlockQ8_K& xb = x[b];
+      const __m512i bsums = bcast256(xb.bsums);
+      const __m512 da = _mm512_set1_ps(xb.d);
+#pragma GCC unroll 8
+      for (int c = 0; c < NP; ++c) {
+        const WBlock& b0 = w[2 * c][b];
+        const WBlock& b1 = w[2 * c + 1][b];
+        const PairPrep pp = Ops::pair_prep(b0, b1);
+        __m512i sumi = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          const __m512i t0 = _mm512_dpbusd_epi32(
+              _mm512_setzero_si512(), Ops::pair_values(b0, b1, 2 * p), bcast256(xb.qs + 64 * p));
+          const __m512i t1 =
+              _mm512_dpbusd_epi32(_mm512_setzero_si512(), Ops::pair_values(b0, b1, 2 * p + 1),
+                                  bcast256(xb.qs + 64 * p + 32));
+          sumi = _mm512_dpwssd_epi32(sumi, pair_words(t0, t1), pp.scp[p]);
+        }
+        Ops::finish(pp.tail16, pp.d, pp.dmin, bsums, da, sumi, acc[c]);
+      }
+    }
+    store_row_sums<NP>(acc, a.y + i * a.y_stride + j, ncol);
+  }
+
+  template <int NP>
+  static void tile_entry(const KernelArgs& a, int64_t i, int64_t j, int ncol) {
+    if constexpr (NP <= kGemvNP) tile<NP>(a, i, j, ncol);
+  }
+  using TileFn = void (*)(const KernelArgs&, int64_t, int64_t, int);
+  static constexpr TileFn kTiles[4] = {tile_entry<1>, tile_entry<2>, tile_entry<3>, tile_entry<4>};
+  static_assert(kGemvNP >= 1 && kGemvNP <= 4);
+
+  // K: the packed prefill kernel for batches of kMR rows or more.
+  template <class K>
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    if (a.m >= kMR) return run_packed<K, kRowBlock>(a, j0, j1);
+    for (int64_t i = 0; i < a.m; ++i) {
+      for (int64_t j = j0; j < j1; j += 2 * kGemvNP) {
+        const int ncol = static_cast<int>(j1 - j < 2 * kGemvNP ? j1 - j : 2 * kGemvNP);
+        kTiles[(ncol + 1) / 2 - 1](a, i, j, ncol);
+      }
+    }
+  }
+};
+
 }  // namespace
 
 KernelFn avx512_kernel_kquants(GgmlType type) {
   switch (type) {
     case GgmlType::Q4_K:
-      return run<SuperBlockVnni<Q45K<false>>, GgmlType::Q4_K, kRowBlock>;
+      return GemvVnni<Q45K<false>>::run<SuperBlockVnni<Q45K<false>>>;
     case GgmlType::Q5_K:
-      return run<SuperBlockVnni<Q45K<true>>, GgmlType::Q5_K, kRowBlock>;
+      return GemvVnni<Q45K<true>>::run<SuperBlockVnni<Q45K<true>>>;
     case GgmlType::Q6_K:
-      return run<SuperBlockVnni<Q6K>, GgmlType::Q6_K, kRowBlock>;
+      return GemvVnni<Q6K>::run<SuperBlockVnni<Q6K>>;
     case GgmlType::IQ4_XS:
       return run<SuperBlockVnni<IQ4XS>, GgmlType::IQ4_XS, kRowBlock>;
     default:
