@@ -5,10 +5,13 @@
 namespace chimera {
 
 Context::Context(const Model& model, const ContextParams& params)
-    : model_(model), params_(params), threads_(params.n_threads), fwd_(model, threads_) {}
+    : model_(model),
+      params_(params),
+      threads_(params.threads ? params.threads : std::make_shared<ThreadContext>(params.n_threads)),
+      fwd_(model, *threads_) {}
 
 Result<std::unique_ptr<Context>> Context::create(const Model& model, const ContextParams& params) {
-  if (params.n_threads < 1 || params.n_threads > 256)
+  if (!params.threads && (params.n_threads < 1 || params.n_threads > 256))
     return Error(ErrorCode::kInvalidArgument, "thread count ", params.n_threads,
                  " out of range 1..256");
   MemoryConfig cfg = memory_config_for(model);

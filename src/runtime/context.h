@@ -36,6 +36,12 @@ struct ContextParams {
   // verify pass kept (true) instead of storing the state after every verified token (false).
   // Both are exact; recompute writes one state per verify instead of one per token.
   bool verify_by_recompute = true;
+  // Run on this worker pool (its thread count, not n_threads) instead of an own one. A draft
+  // model shares its target's: each pool's workers spin ~0.2 ms after a job before they sleep
+  // (ThreadContext), so with two pools on two cores the idle one's spinning worker takes the core
+  // the busy one's needs, every time drafting and verification alternate. The contexts sharing a
+  // pool must decode from one thread at a time.
+  std::shared_ptr<ThreadContext> threads;
   // Sets the three fields above (memory_config.h: conversation() or one_shot()).
   void set_snapshot_policy(const SnapshotPolicy& p) {
     snapshot_interval = p.interval;
@@ -59,7 +65,9 @@ class Context {
   const Model& model() const { return model_; }
   HybridMemory& memory() { return *mem_; }
   const HybridMemory& memory() const { return *mem_; }
-  ThreadContext& threads() { return threads_; }
+  ThreadContext& threads() { return *threads_; }
+  // The pool, for another context to share (ContextParams::threads).
+  std::shared_ptr<ThreadContext> shared_threads() const { return threads_; }
   int32_t n_vocab() const { return static_cast<int32_t>(model_.hp.n_vocab); }
 
   // Decodes the batch transactionally. Logits of entries with batch.logits[i] set are kept until
@@ -103,7 +111,7 @@ class Context {
 
   const Model& model_;
   ContextParams params_;
-  ThreadContext threads_;
+  std::shared_ptr<ThreadContext> threads_;
   std::unique_ptr<HybridMemory> mem_;
   ForwardPass fwd_;
   std::vector<float> logits_;

@@ -97,8 +97,10 @@ int run_serve(int argc, char** argv) {
   auto cp = mo.context_params();
   if (!cp.ok()) return report_error("serve", cp.status());
 
-  // A draft model's sequences mirror the engine's (n_parallel * 16 running + 64 parked).
-  auto dr = load_drafter(spec, mo, *lm, n_parallel * 16 + 64);
+  // A draft model's sequences mirror the engine's (n_parallel * 16 running + 64 parked). It
+  // shares the engine context's pool (the engine thread alone decodes with either).
+  cp->threads = std::make_shared<ThreadContext>(cp->n_threads);
+  auto dr = load_drafter(spec, mo, *lm, n_parallel * 16 + 64, cp->threads);
   if (!dr.ok()) return report_error("serve", dr.status());
   serving::EngineConfig ec;
   ec.drafter = dr->drafter.get();

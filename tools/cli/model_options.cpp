@@ -93,7 +93,8 @@ void SpecOptions::add_to(CLI::App& app) {
                  "decode without verification when fewer are drafted (default 0)")
       ->check(CLI::Range(0, 64));
   app.add_option("--draft-p-min", draft_p_min,
-                 "stop drafting when the draft model's top probability is below (default 0: the adaptive draft length decides)")
+                 "stop drafting when the draft model's top probability is below (default 0: the "
+                 "adaptive draft length decides)")
       ->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--threads-draft", threads_draft,
                  "threads of the draft model (default: as many as -t; a tiny draft model may run "
@@ -117,7 +118,8 @@ std::string LoadedDrafter::describe() const {
 }
 
 Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo,
-                                   const LoadedModel& target, uint32_t max_seqs) {
+                                   const LoadedModel& target, uint32_t max_seqs,
+                                   std::shared_ptr<ThreadContext> target_threads) {
   LoadedDrafter d;
   if (!so.draft_path.empty() && !so.spec.empty())
     return Error(ErrorCode::kInvalidArgument, "--draft and --spec ", so.spec,
@@ -137,6 +139,11 @@ Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo
   CHIMERA_ASSIGN_OR_RETURN(dp.context, mo.context_params());
   dp.context.max_seqs = max_seqs;
   if (so.threads_draft > 0) dp.context.n_threads = so.threads_draft;
+  // The same thread count: the target's pool (ContextParams::threads: two pools' spinning
+  // workers fight over the cores).
+  if (!target_threads && target.ctx) target_threads = target.ctx->shared_threads();
+  if (target_threads && target_threads->n_threads() == dp.context.n_threads)
+    dp.context.threads = target_threads;
   auto md =
       ModelDrafter::create(*target.model, target.tokenizer.get(), *d.model, d.tokenizer.get(), dp);
   if (!md.ok()) return Error(md.status().code(), so.draft_path, ": ", md.status().message());

@@ -56,7 +56,8 @@ struct SpecOptions {
 struct LoadedModel;
 
 // The drafter the options ask for (null when none): a draft model is loaded and its vocabulary
-// checked against the target's.
+// checked against the target's. A draft model with the target's thread count runs on the
+// target's pool: target_threads, else target.ctx's (decode with both from one thread only).
 struct LoadedDrafter {
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -64,7 +65,8 @@ struct LoadedDrafter {
   std::string describe() const;
 };
 Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo,
-                                   const LoadedModel& target, uint32_t max_seqs = 16);
+                                   const LoadedModel& target, uint32_t max_seqs = 16,
+                                   std::shared_ptr<ThreadContext> target_threads = nullptr);
 
 struct LoadedModel {
   std::string path;  // the file loaded: -m, or the default model
