@@ -94,3 +94,32 @@ def test_serve_speculates_exactly(chimera_bin) -> None:
         assert m['chimera_draft_position_tokens_total{position="0"}'] > 0
         per_pos = sum(v for k, v in m.items() if k.startswith("chimera_draft_position_accepted"))
         assert per_pos == t["draft_n_accepted"]
+
+
+def test_serve_with_a_draft_model_on_the_engines_pool(chimera_bin) -> None:
+    """`chimera serve --draft MODEL -t 2`: the draft model runs on the engine context's thread pool
+    (one pool, decoded from the engine thread alone); completions are those of a server without
+    it, greedy and seeded."""
+    import sys
+
+    import requests
+
+    sys.path.insert(0, str(REPO_ROOT / "python"))
+    from serve_util import ServeProcess
+
+    args = ["-np", "2", "-c", "512", "--mem", "256M", "--cache-mem", "64M", "-q", "-t", "2"]
+    bodies = [{"model": "default", "prompt": "And God said", "max_tokens": 40, "temperature": 0},
+              {"model": "default", "prompt": "In the beginning", "max_tokens": 40,
+               "temperature": 0.9, "seed": 5}]
+
+    def complete(server, body) -> dict:
+        r = requests.post(server.url + "/v1/completions", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ServeProcess(chimera_bin, *args) as plain:
+        want = [complete(plain, b)["choices"][0]["text"] for b in bodies]
+    with ServeProcess(chimera_bin, *args, "--draft", str(MODEL), "--draft-fixed") as spec:
+        got = [complete(spec, b) for b in bodies]
+    assert [g["choices"][0]["text"] for g in got] == want
+    assert got[0]["timings"]["draft_n_accepted"] > 0

@@ -305,6 +305,48 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, Speculative,
                            return n;
                          });
 
+// The draft model on its target's two-thread pool (ContextParams::threads, as chimera run and
+// serve do): the same bytes as plain generation on two threads, greedy and seeded, and the one
+// pool has done the drafter's work too (no second pool).
+TEST(SpeculativeDrafters, DraftModelOnTheTargetsThreadPoolIsExact) {
+  const Loaded l = load("granitehybrid-dense");
+  ASSERT_TRUE(l.target && l.draft);
+  auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
+  ASSERT_TRUE(prompt.ok());
+  ContextParams p = ctx_params();
+  p.n_threads = 2;
+  auto ctx = Context::create(*l.target, p);
+  ASSERT_TRUE(ctx.ok());
+  ContextParams dp = ctx_params();
+  dp.n_threads = 1;  // ignored: the shared pool's count rules
+  dp.threads = (*ctx)->shared_threads();
+  auto drafter = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
+                                      {.p_min = 0.0f, .context = dp});
+  ASSERT_TRUE(drafter.ok()) << drafter.status().ToString();
+  EXPECT_EQ(&(*drafter)->context().threads(), &(*ctx)->threads());
+  EXPECT_EQ((*drafter)->context().threads().n_threads(), 2);
+  for (bool seeded : {false, true}) {
+    GenerateParams g = gen_params(seeded, 40);
+    (*ctx)->memory().clear();
+    Sampler plain_sampler(g.sampling);
+    auto want = generate(**ctx, *l.tok, 1, *prompt, g, plain_sampler);
+    ASSERT_TRUE(want.ok()) << want.status().ToString();
+    g.drafter = drafter->get();
+    g.spec.draft_max = 4;
+    (*ctx)->memory().clear();
+    Sampler spec_sampler(g.sampling);
+    auto got = generate(**ctx, *l.tok, 1, *prompt, g, spec_sampler);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(want->tokens, got->tokens) << (seeded ? "seeded" : "greedy");
+    EXPECT_EQ(want->text, got->text);
+    ASSERT_EQ(want->logprobs.size(), got->logprobs.size());
+    EXPECT_EQ(0, std::memcmp(want->logprobs.data(), got->logprobs.data(),
+                             want->logprobs.size() * sizeof(float)));
+    EXPECT_GT(got->spec.drafted, 0);
+    if (!seeded) EXPECT_GT(got->spec.accepted, 0);
+  }
+}
+
 TEST(SpeculativeDrafters, NgramContinuesTheLatestOccurrence) {
   NgramDrafter d({.n_max = 3, .n_min = 1});
   // "... 5 6 7 8 9 ... 5 6 7 1 2 ... 6 7" -> latest "6 7" is followed by "1 2 ..."
