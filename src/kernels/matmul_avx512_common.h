@@ -94,12 +94,11 @@ inline void store_row_sums(const __m512 (&ac)[NP], float* y, int ncol) {
   _mm256_mask_storeu_ps(y, static_cast<__mmask8>((1u << ncol) - 1), out);
 }
 
-// Rows [i, i + MR) x columns [j, j + ncol) (2 NP - 1 <= ncol <= 2 NP) over units [u0, u1) of
-// nu. The accumulators start from zero at the first unit and, after the last, end in their
-// horizontal sums in y; in between (K in several chunks) they wait in `acc` (row r at acc[r]).
+// The tile of a kernel that provides step() (packed_tile's contract): the loop over the units.
 template <class K, int MR, int NP>
-void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits], int64_t i,
-                 int64_t j, int ncol, int64_t u0, int64_t u1, int64_t nu, __m512 (*acc)[K::kNP]) {
+void packed_tile_steps(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits],
+                       int64_t i, int64_t j, int ncol, int64_t u0, int64_t u1, int64_t nu,
+                       __m512 (*acc)[K::kNP]) {
   using Act = typename K::Act;
   const Act* x[MR];
 #pragma GCC unroll 8
@@ -124,6 +123,20 @@ void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUni
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 8
     for (int c = 0; c < NP; ++c) acc[r][c] = ac[r][c];
+}
+
+// Rows [i, i + MR) x columns [j, j + ncol) (2 NP - 1 <= ncol <= 2 NP) over units [u0, u1) of
+// nu. The accumulators start from zero at the first unit and, after the last, end in their
+// horizontal sums in y; in between (K in several chunks) they wait in `acc` (row r at acc[r]).
+// A kernel with K::kOwnTile runs the whole tile itself (K::tile, same contract).
+template <class K, int MR, int NP>
+void packed_tile(const KernelArgs& a, const typename K::Packed (*pk)[K::kPackUnits], int64_t i,
+                 int64_t j, int ncol, int64_t u0, int64_t u1, int64_t nu, __m512 (*acc)[K::kNP]) {
+  if constexpr (requires { K::kOwnTile; }) {
+    K::template tile<MR, NP>(a, pk, i, j, ncol, u0, u1, nu, acc);
+  } else {
+    packed_tile_steps<K, MR, NP>(a, pk, i, j, ncol, u0, u1, nu, acc);
+  }
 }
 
 // packed_tile<K, MR, NP> by [MR - 1][NP - 1] (entries past K::kNP are never called).
