@@ -62,8 +62,10 @@ struct FloatKernel {
     zero_tile(acc);
     const int64_t k8 = a.n_in & ~int64_t(7);
     const uint8_t* next = t.next(a);
+    const bool to_l2 = NR * a.w_row_bytes > kL1PrefetchMaxTileBytes;
     for (int64_t k = 0; k < k8; k += 8) {
-      if (MR == 1 || a.m <= kPrefetchMaxRows) prefetch_ahead<NR * 8 * sizeof(Elem)>(next, k / 8);
+      if (MR == 1 || a.m <= kPrefetchMaxRows)
+        prefetch_next_tile<NR * 8 * sizeof(Elem)>(next, k / 8, to_l2);
       __m256 wv[NR];
       for (int c = 0; c < NR; ++c) wv[c] = L::load8(w[c] + k);
       for (int r = 0; r < MR; ++r) {

@@ -55,6 +55,16 @@ inline void prefetch_ahead(const uint8_t* next, int64_t k) {
   for (size_t o = 0; o < kBytes; o += 64) __builtin_prefetch(p + o, 0, kLocality);
 }
 
+// prefetch_ahead into L1, or into L2 for a tile too large for L1 (kL1PrefetchMaxTileBytes).
+template <size_t kBytes>
+inline void prefetch_next_tile(const uint8_t* next, int64_t k, bool to_l2) {
+  if (to_l2) {
+    prefetch_ahead<kBytes, 2>(next, k);
+  } else {
+    prefetch_ahead<kBytes, 3>(next, k);
+  }
+}
+
 // Batches of up to this many rows (speculative verification, small decode batches) still stream
 // each weight row about once, like decode: their tiles prefetch too.
 constexpr int64_t kPrefetchMaxRows = 16;
@@ -283,8 +293,10 @@ struct Block32Kernel {
     zero_tile(acc);
     const int64_t nb = a.n_in / 32;
     const uint8_t* next = t.next(a);
+    const bool to_l2 = NR * a.w_row_bytes > kL1PrefetchMaxTileBytes;
     for (int64_t b = 0; b < nb; ++b) {
-      if (MR == 1 || a.m <= kPrefetchMaxRows) prefetch_ahead<NR * sizeof(Block)>(next, b);
+      if (MR == 1 || a.m <= kPrefetchMaxRows)
+        prefetch_next_tile<NR * sizeof(Block)>(next, b, to_l2);
       Unpacked u[NR];
       const Unpacked* up[NR];
       for (int c = 0; c < NR; ++c) {
@@ -387,8 +399,9 @@ struct SuperBlockKernel {
     zero_tile(acc);
     const int64_t nb = a.n_in / kQK_K;
     const uint8_t* next = t.next(a);
+    const bool to_l2 = NR * a.w_row_bytes > kL1PrefetchMaxTileBytes;
     for (int64_t b = 0; b < nb; ++b) {
-      prefetch_ahead<NR * sizeof(WBlock)>(next, b);
+      prefetch_next_tile<NR * sizeof(WBlock)>(next, b, to_l2);
       const BlockQ8_K& ab = t.x[0][b];
       for (int c = 0; c < NR; ++c) {
         const WBlock& blk = t.w[c][b];

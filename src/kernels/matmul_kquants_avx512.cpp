@@ -418,7 +418,8 @@ struct GemvVnni {
 
   // Row i against columns [j, j + ncol), 1 <= ncol <= 2 NP; a missing partner column repeats the
   // previous one (its lanes are discarded). Prefetches the next tile's rows (they follow this
-  // tile's in memory) at the same relative position, one super-block step at a time, as AVX2.
+  // tile's in memory) at the same relative position, one super-block step at a time, as AVX2
+  // (into L2 for a tile too large for L1).
   template <int NP>
   static void tile(const KernelArgs& a, int64_t i, int64_t j, int ncol) {
     const BlockQ8_K* x = row_at<BlockQ8_K>(a.act, a.act_stride, i);
@@ -427,15 +428,22 @@ struct GemvVnni {
     for (int c = 0; c < 2 * NP; ++c)
       w[c] = row_at<WBlock>(a.w, a.w_row_bytes, j + (c < ncol ? c : ncol - 1));
     const uint8_t* next = a.w + static_cast<size_t>(j + 2 * NP) * a.w_row_bytes;
+    const bool to_l2 = 2 * NP * a.w_row_bytes > kL1PrefetchMaxTileBytes;
     __m512 acc[NP];
 #pragma GCC unroll 8
     for (int c = 0; c < NP; ++c) acc[c] = _mm512_setzero_ps();
     const int64_t nb = a.n_in / kQK_K;
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* pf = next + static_cast<size_t>(b) * (2 * NP * sizeof(WBlock));
+      if (to_l2) {
 #pragma GCC unroll 16
-      for (size_t o = 0; o < 2 * NP * sizeof(WBlock); o += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+        for (size_t o = 0; o < 2 * NP * sizeof(WBlock); o += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
+      } else {
+#pragma GCC unroll 16
+        for (size_t o = 0; o < 2 * NP * sizeof(WBlock); o += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
+      }
       const BlockQ8_K& xb = x[b];
       const __m512i bsums = bcast256(xb.bsums);
       const __m512 da = _mm512_set1_ps(xb.d);
