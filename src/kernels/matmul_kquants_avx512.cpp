@@ -415,20 +415,25 @@ template <class Ops>
 struct GemvVnni {
   using WBlock = typename Ops::WBlock;
   static constexpr int kGemvNP = 2;  // 4 columns per tile, as AVX2's kNRGemv
+  static constexpr size_t kShortTileBytes = 2048, kFarBytes = 12288;
 
   // Row i against columns [j, j + ncol), 1 <= ncol <= 2 NP; a missing partner column repeats the
   // previous one (its lanes are discarded). Prefetches the next tile's rows (they follow this
   // tile's in memory) at the same relative position, one super-block step at a time, as AVX2
   // (into L2 for a tile too large for L1).
-  template <int NP>
+  template <int NP, bool kFar>
   static void tile(const KernelArgs& a, int64_t i, int64_t j, int ncol) {
     const BlockQ8_K* x = row_at<BlockQ8_K>(a.act, a.act_stride, i);
     const WBlock* w[2 * NP];
 #pragma GCC unroll 8
     for (int c = 0; c < 2 * NP; ++c)
       w[c] = row_at<WBlock>(a.w, a.w_row_bytes, j + (c < ncol ? c : ncol - 1));
-    const uint8_t* next = a.w + static_cast<size_t>(j + 2 * NP) * a.w_row_bytes;
-    const bool to_l2 = 2 * NP * a.w_row_bytes > kL1PrefetchMaxTileBytes;
+    // A tile of short rows is too close a distance to hide the memory's latency (n_in 768: 1.7 KB
+    // of Q4_K): those prefetch the tile ~12 KB on into L2 (as the AVX-512 Q4_0 decode does).
+    const size_t tile_bytes = 2 * NP * a.w_row_bytes;
+    const size_t ahead = kFar ? (kFarBytes + tile_bytes / 2) / tile_bytes : 1;
+    const uint8_t* next = a.w + static_cast<size_t>(j) * a.w_row_bytes + ahead * tile_bytes;
+    const bool to_l2 = kFar || tile_bytes > kL1PrefetchMaxTileBytes;
     __m512 acc[NP];
 #pragma GCC unroll 8
     for (int c = 0; c < NP; ++c) acc[c] = _mm512_setzero_ps();
@@ -468,22 +473,26 @@ struct GemvVnni {
     store_row_sums<NP>(acc, a.y + i * a.y_stride + j, ncol);
   }
 
-  template <int NP>
+  template <int NP, bool kFar>
   static void tile_entry(const KernelArgs& a, int64_t i, int64_t j, int ncol) {
-    if constexpr (NP <= kGemvNP) tile<NP>(a, i, j, ncol);
+    if constexpr (NP <= kGemvNP) tile<NP, kFar>(a, i, j, ncol);
   }
   using TileFn = void (*)(const KernelArgs&, int64_t, int64_t, int);
-  static constexpr TileFn kTiles[4] = {tile_entry<1>, tile_entry<2>, tile_entry<3>, tile_entry<4>};
+  template <bool kFar>
+  static constexpr TileFn kTiles[4] = {tile_entry<1, kFar>, tile_entry<2, kFar>,
+                                       tile_entry<3, kFar>, tile_entry<4, kFar>};
   static_assert(kGemvNP >= 1 && kGemvNP <= 4);
 
   // K: the packed prefill kernel for batches of kMR rows or more.
   template <class K>
   static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
     if (a.m >= kMR) return run_packed<K, kRowBlock>(a, j0, j1);
+    const TileFn* tiles =
+        2 * kGemvNP * a.w_row_bytes < kShortTileBytes ? kTiles<true> : kTiles<false>;
     for (int64_t i = 0; i < a.m; ++i) {
       for (int64_t j = j0; j < j1; j += 2 * kGemvNP) {
         const int ncol = static_cast<int>(j1 - j < 2 * kGemvNP ? j1 - j : 2 * kGemvNP);
-        kTiles[(ncol + 1) / 2 - 1](a, i, j, ncol);
+        tiles[(ncol + 1) / 2 - 1](a, i, j, ncol);
       }
     }
   }
