@@ -49,9 +49,12 @@ def test_draft_with_another_vocabulary_is_refused(chimera) -> None:
 
 
 def test_bench_reports_speculation(chimera) -> None:
-    j = chimera.json("bench", "-m", MODEL, "-p", "0", "-n", "24", "-r", "1", "-t", "1",
+    j = chimera.json("bench", "-m", MODEL, "-p", "0", "-n", "24", "-r", "3", "-t", "1",
                      "--spec", "ngram", "--draft-fixed", "--json")
     s = j["speculative"]
+    # The speed-up is the median of the three back-to-back pairs' ratios, between its quartiles.
+    assert 0 < s["speedup_q1"] <= s["speedup"] <= s["speedup_q3"]
+    assert s["speedup_ratio_of_means"] > 0
     assert s["drafter"] == "ngram" and s["output_identical"] is True
     assert s["plain_tokens_per_s"] > 0 and s["spec_tokens_per_s"] > 0
     assert s["drafted"] > 0 and 0 <= s["accepted"] <= s["drafted"]
