@@ -415,7 +415,11 @@ template <class Ops>
 struct GemvVnni {
   using WBlock = typename Ops::WBlock;
   static constexpr int kGemvNP = 2;  // 4 columns per tile, as AVX2's kNRGemv
-  static constexpr size_t kShortTileBytes = 2048, kFarBytes = 12288;
+  // Tiles shorter than this prefetch far (see tile()); by measurement per type (one thread,
+  // interleaved, weights from memory): Q4_K at n_in 1536 and 2048 (3.5 and 4.6 KB tiles) ran
+  // 5-15% slower with the far prefetch, Q6_K at n_in 2048 (6.7 KB) ~30% faster.
+  static constexpr size_t kShortTileBytes = std::is_same_v<WBlock, BlockQ6_K> ? 8192 : 2048;
+  static constexpr size_t kFarBytes = 12288;
 
   // Row i against columns [j, j + ncol), 1 <= ncol <= 2 NP; a missing partner column repeats the
   // previous one (its lanes are discarded). Prefetches the next tile's rows (they follow this
