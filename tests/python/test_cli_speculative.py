@@ -50,7 +50,8 @@ def test_draft_with_another_vocabulary_is_refused(chimera) -> None:
 
 def test_bench_reports_speculation(chimera) -> None:
     j = chimera.json("bench", "-m", MODEL, "-p", "0", "-n", "24", "-r", "3", "-t", "1",
-                     "--spec", "ngram", "--draft-fixed", "--json")
+                     "--spec", "ngram", "--draft-fixed", "--spec-only", "--json")
+    assert j["tests"] == []  # --spec-only: no tg test of its own
     s = j["speculative"]
     # The speed-up is the median of the three back-to-back pairs' ratios, between its quartiles.
     assert 0 < s["speedup_q1"] <= s["speedup"] <= s["speedup_q3"]

@@ -489,6 +489,10 @@ int bench_model_main(int argc, char** argv) {
   app.add_flag("--spec-costs", spec_bench.costs,
                "with --draft/--spec: also time the parts of a speculative step apart (plain "
                "step, verification of 2..K+1 tokens, one draft forward; wall and CPU time)");
+  bool spec_only = false;
+  app.add_flag("--spec-only", spec_only,
+               "with --draft/--spec: run only the speculative test (no pp/tg/parallel tests, no "
+               "streaming-read probe)");
   app.add_flag("--spec-verify-states", spec_bench.verify_states,
                "with --draft/--spec: keep the recurrent state after every verified token instead "
                "of recomputing the kept prefix (the slower path, for comparison)");
@@ -526,6 +530,7 @@ int bench_model_main(int argc, char** argv) {
   std::vector<TestResult> results;
   nlohmann::json roofs = nlohmann::json::object();
   for (int nt : *ts) {
+    if (spec_only && spec_opts.enabled()) break;
     ContextParams p = *cp;
     p.n_threads = nt;
     auto ctx = Context::create(model, p);
