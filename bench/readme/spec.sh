@@ -29,6 +29,10 @@
 # share of the run. 1024 tokens (~0.25 s a run) make such one-off costs ~1%; the 302M model
 # (~25 ms a step) gets 192 tokens (~5 s a run). Every case runs once untimed first (chimera bench
 # repetition 0: both paths warmed), then alternates plain-first and speculative-first.
+# The 5M cases run 11 repetitions: the speed-up printed is the median of the back-to-back pairs'
+# ratios (quartiles beside it), which a burst of another process's work moves far less than the
+# ratio of means over 3 runs did (0.90-1.05x over 8 runs of the back-off cases). --spec-only: no
+# tg test of its own.
 set -u
 cd "$(dirname "$0")/../.."
 CH=${CH:-build/bin/chimera}
@@ -46,7 +50,7 @@ chimera_case() {  # name n reps model drafter-args...
   local name=$1 n=$2 reps=$3 model=$4
   shift 4
   local out
-  out=$("$CH" bench -m "$model" -p 0 -n "$n" -r "$reps" -t $T --spec-prompt "$PROMPT" "$@" 2>&1)
+  out=$("$CH" bench -m "$model" -p 0 -n "$n" -r "$reps" -t $T --spec-only --spec-prompt "$PROMPT" "$@" 2>&1)
   local plain spec line pos
   plain=$(echo "$out" | awk '/^\| plain/ {print $4}')
   spec=$(echo "$out" | awk '/^\| spec / {print $4}')
@@ -73,15 +77,15 @@ llama_case() {  # name n model spec-args...
       (p > 0 ? s / p : 0), a }'
 }
 
-chimera_case ngram 1024 3 models/default.gguf --spec ngram
+chimera_case ngram 1024 11 models/default.gguf --spec ngram
 chimera_case self 192 2 "$F16" --draft "$Q40" --spec-costs
 chimera_case self-p75 192 2 "$F16" --draft "$Q40" --draft-p-min 0.75
-chimera_case draft 1024 3 models/default.gguf --draft models/draft.gguf --spec-costs
-chimera_case draft-p75 1024 3 models/default.gguf --draft models/draft.gguf --draft-p-min 0.75
-chimera_case draft-td1 1024 3 models/default.gguf --draft models/draft.gguf --threads-draft 1
+chimera_case draft 1024 11 models/default.gguf --draft models/draft.gguf --spec-costs
+chimera_case draft-p75 1024 11 models/default.gguf --draft models/draft.gguf --draft-p-min 0.75
+chimera_case draft-td1 1024 11 models/default.gguf --draft models/draft.gguf --threads-draft 1
 chimera_case self-states 192 2 "$F16" --draft "$Q40" --spec-verify-states
-chimera_case ngram-t1 1024 3 models/default.gguf --spec ngram --spec-temp 1
-chimera_case draft-t1 1024 3 models/default.gguf --draft models/draft.gguf --spec-temp 1
+chimera_case ngram-t1 1024 11 models/default.gguf --spec ngram --spec-temp 1
+chimera_case draft-t1 1024 11 models/default.gguf --draft models/draft.gguf --spec-temp 1
 chimera_case self-t1 192 2 "$F16" --draft "$Q40" --spec-temp 1
 
 llama_case ngram 1024 models/default.gguf --spec-type ngram-simple
