@@ -141,6 +141,9 @@ inline void store8(float* dst, __m256 v) {
   }
 }
 
+// How many state rows ahead a one-token scan prefetches (rows of N floats).
+constexpr int64_t kScanAheadRows = 6;
+
 // Calls chunk(c) for the n_full full chunks of 8 state entries, unrolled by four so that Sum4's
 // index is a constant.
 template <typename Chunk>
@@ -295,6 +298,13 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
     // alone.
     int64_t p = 0;
     for (; p + 2 <= P; p += 2) {
+      // The state rows kScanAheadRows on (past the head's end: the next head's, which follow),
+      // into L1: a decode step reads each state once, a short stream per head.
+      {
+        const char* ahead = reinterpret_cast<const char*>(prev + (p + kScanAheadRows) * N);
+        for (int64_t o = 0; o < 2 * N * int64_t(sizeof(float)); o += 64)
+          _mm_prefetch(ahead + o, _MM_HINT_T0);
+      }
       const float xv0 = x[p], xv1 = x[p + 1];
       // both x values are read before y is written: y may alias x
       const __m256 xdt[2] = {_mm256_set1_ps(xv0 * delta), _mm256_set1_ps(xv1 * delta)};
