@@ -249,7 +249,7 @@ struct Q40 {
 // instructions per weight: decode of the 4-bit drafts is bound by them as much as by memory.
 struct Q40Decode {
   static constexpr int kNR = 4;
-  static constexpr size_t kShortTileBytes = 2048, kFarBytes = 12288;
+  static constexpr size_t kShortTileBytes = 2048;
   struct Unpacked {
     __m256i lo, hi;  // nibbles 0..15 / 16..31 of both blocks, unsigned
     __m256 d;        // block 0's scale x4, block 1's x4
@@ -279,8 +279,8 @@ struct Q40Decode {
     // prefetch cost 12-15%, hence only short tiles.
     const size_t tile_bytes = NR * a.w_row_bytes;
     const bool far = tile_bytes < kShortTileBytes;
-    const size_t ahead = far ? (kFarBytes + tile_bytes / 2) / tile_bytes : 1;
-    const uint8_t* next = reinterpret_cast<const uint8_t*>(w[0]) + ahead * tile_bytes;
+    const uint8_t* next =
+        reinterpret_cast<const uint8_t*>(w[0]) + far_tiles_ahead(far, tile_bytes) * tile_bytes;
     __m256 acc[NR];
     for (int c = 0; c < NR; ++c) acc[c] = _mm256_setzero_ps();
     const int64_t nb = a.n_in / 32;
@@ -297,14 +297,8 @@ struct Q40Decode {
     };
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
-      const uint8_t* pf = next + static_cast<size_t>(b / 2) * (2 * NR * sizeof(BlockQ4_0));
-      if (far) {
-        for (size_t o = 0; o < 2 * NR * sizeof(BlockQ4_0); o += 64)
-          __builtin_prefetch(pf + o, 0, 2);
-      } else {
-        for (size_t o = 0; o < 2 * NR * sizeof(BlockQ4_0); o += 64)
-          __builtin_prefetch(pf + o, 0, 3);
-      }
+      constexpr size_t kStepBytes = 2 * NR * sizeof(BlockQ4_0);
+      prefetch_span<kStepBytes>(next + static_cast<size_t>(b / 2) * kStepBytes, far);
       step(b, std::true_type{});
     }
     if (b < nb) step(b, std::false_type{});

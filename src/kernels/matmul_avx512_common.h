@@ -176,6 +176,28 @@ inline void prefetch_rows(const KernelArgs& a, int64_t j, int64_t j_end, size_t 
   }
 }
 
+// Decode tiles (one activation row) prefetch the weights of the tile far_tiles_ahead() on while
+// they read their own: the next tile for long rows, ~kFarPrefetchBytes on (into L2) for a tile of
+// short rows, whose next tile is too close to hide the memory's latency (n_in 768: ~1.7 KB of
+// Q4_0 or Q4_K a tile). Shared by the Q4_0 and K-quant decode tiles.
+constexpr size_t kFarPrefetchBytes = 12288;
+inline size_t far_tiles_ahead(bool far, size_t tile_bytes) {
+  return far ? (kFarPrefetchBytes + tile_bytes / 2) / tile_bytes : 1;
+}
+// Prefetches [p, p + kBytes) into L2 (to_l2) or L1.
+template <size_t kBytes>
+inline void prefetch_span(const uint8_t* p, bool to_l2) {
+  if (to_l2) {
+#pragma GCC unroll 16
+    for (size_t o = 0; o < kBytes; o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T1);
+  } else {
+#pragma GCC unroll 16
+    for (size_t o = 0; o < kBytes; o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T0);
+  }
+}
+
 template <class K, int64_t kRowBlock>
 void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
   using Packed = typename K::Packed;

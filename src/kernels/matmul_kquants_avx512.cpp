@@ -419,7 +419,6 @@ struct GemvVnni {
   // interleaved, weights from memory): Q4_K at n_in 1536 and 2048 (3.5 and 4.6 KB tiles) ran
   // 5-15% slower with the far prefetch, Q6_K at n_in 2048 (6.7 KB) ~30% faster.
   static constexpr size_t kShortTileBytes = std::is_same_v<WBlock, BlockQ6_K> ? 8192 : 2048;
-  static constexpr size_t kFarBytes = 12288;
 
   // Row i against columns [j, j + ncol), 1 <= ncol <= 2 NP; a missing partner column repeats the
   // previous one (its lanes are discarded). Prefetches the next tile's rows (they follow this
@@ -435,24 +434,16 @@ struct GemvVnni {
     // A tile of short rows is too close a distance to hide the memory's latency (n_in 768: 1.7 KB
     // of Q4_K): those prefetch the tile ~12 KB on into L2 (as the AVX-512 Q4_0 decode does).
     const size_t tile_bytes = 2 * NP * a.w_row_bytes;
-    const size_t ahead = kFar ? (kFarBytes + tile_bytes / 2) / tile_bytes : 1;
-    const uint8_t* next = a.w + static_cast<size_t>(j) * a.w_row_bytes + ahead * tile_bytes;
+    const uint8_t* next = a.w + static_cast<size_t>(j) * a.w_row_bytes +
+                          far_tiles_ahead(kFar, tile_bytes) * tile_bytes;
     const bool to_l2 = kFar || tile_bytes > kL1PrefetchMaxTileBytes;
     __m512 acc[NP];
 #pragma GCC unroll 8
     for (int c = 0; c < NP; ++c) acc[c] = _mm512_setzero_ps();
     const int64_t nb = a.n_in / kQK_K;
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* pf = next + static_cast<size_t>(b) * (2 * NP * sizeof(WBlock));
-      if (to_l2) {
-#pragma GCC unroll 16
-        for (size_t o = 0; o < 2 * NP * sizeof(WBlock); o += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T1);
-      } else {
-#pragma GCC unroll 16
-        for (size_t o = 0; o < 2 * NP * sizeof(WBlock); o += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(pf + o), _MM_HINT_T0);
-      }
+      constexpr size_t kStepBytes = 2 * NP * sizeof(WBlock);
+      prefetch_span<kStepBytes>(next + static_cast<size_t>(b) * kStepBytes, to_l2);
       const BlockQ8_K& xb = x[b];
       const __m512i bsums = bcast256(xb.bsums);
       const __m512 da = _mm512_set1_ps(xb.d);
