@@ -31,10 +31,47 @@ inline __m256 load8(const Bf16* p) {  // BF16 is the top half of an F32: widen a
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
+// The first n (1..7) 16-bit elements at p in the low lanes, zeros above, built in registers: a
+// copy through a stack buffer cost a memcpy call (n is not a constant), a spill of every live
+// vector around it and a store-forwarding stall on the reload, once per key and vector of a
+// ragged head_dim (the 12-wide heads of a small draft model spent most of a forward there).
+inline __m128i load_halves(const uint16_t* p, int64_t n) {
+  __m128i h = _mm_setzero_si128();
+  if (n >= 4) {
+    h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));  // elements 0..3
+    switch (n) {
+      case 7:
+        h = _mm_insert_epi16(h, p[6], 6);
+        [[fallthrough]];
+      case 6:
+        h = _mm_insert_epi16(h, p[5], 5);
+        [[fallthrough]];
+      case 5:
+        h = _mm_insert_epi16(h, p[4], 4);
+        [[fallthrough]];
+      default:
+        break;
+    }
+    return h;
+  }
+  switch (n) {
+    case 3:
+      h = _mm_insert_epi16(h, p[2], 2);
+      [[fallthrough]];
+    case 2:
+      h = _mm_insert_epi16(h, p[1], 1);
+      [[fallthrough]];
+    case 1:
+      h = _mm_insert_epi16(h, p[0], 0);
+      [[fallthrough]];
+    default:
+      break;
+  }
+  return h;
+}
 inline __m256 load_tail(const Bf16* p, int64_t n) {
-  alignas(16) Bf16 tmp[8] = {};
-  std::copy(p, p + n, tmp);
-  return load8(tmp);
+  const __m128i h = load_halves(reinterpret_cast<const uint16_t*>(p), n);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -43,9 +80,7 @@ inline __m256 load8(const float* p) {
   return _mm256_loadu_ps(p);
 }
 inline __m256 load_tail(const uint16_t* p, int64_t n) {
-  alignas(16) uint16_t tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  std::copy(p, p + n, tmp);
-  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp)));
+  return _mm256_cvtph_ps(load_halves(p, n));
 }
 inline __m256 load_tail(const float* p, int64_t n) {
   return _mm256_maskload_ps(p, tail_mask_avx2(n));

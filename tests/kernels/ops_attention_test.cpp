@@ -270,6 +270,60 @@ TEST(OpsAttention, QueryOutputIsBatchPageOrderAndThreadInvariant) {
   }
 }
 
+// A ragged head_dim reads exactly its elements and counts zeros in the vector lanes past them:
+// bitwise the same output as the same heads zero-padded to a multiple of 8 (the kernels' padded
+// arithmetic), for every tail length, KV type and ISA. The pages are NaN garbage past each row,
+// so a tail load that read one element too many, or left a lane unzeroed, shows.
+TEST(OpsAttention, RaggedHeadDimEqualsZeroPaddedBitwise) {
+  std::mt19937 rng(33);
+  for (GgmlType type : {GgmlType::F16, GgmlType::BF16, GgmlType::F32}) {
+    for (int hd = 1; hd <= 23; ++hd) {
+      const int pad = (hd + 7) / 8 * 8;
+      if (pad == hd) continue;
+      AttentionParams p;
+      p.n_head = 4;
+      p.n_head_kv = 2;
+      p.head_dim = hd;
+      p.page_size = 16;
+      p.kv_type = type;
+      p.scale = 0.3f;
+      AttentionParams pp = p;
+      pp.head_dim = pad;
+      const int n = 45;  // two key blocks, the second partial; three pages
+      const SeqKv s = make_seq(n, p.n_head_kv * hd, rng, type);
+      const std::vector<float> q = random_queries(n, p.n_head * hd, rng);
+      // The same K, V and q with zeros appended to every head's row.
+      SeqKv sp{n, pp.n_head_kv * pad, {}, {}};
+      sp.k.assign(static_cast<size_t>(n) * sp.row, 0.0f);
+      sp.v.assign(sp.k.size(), 0.0f);
+      std::vector<float> qp(static_cast<size_t>(n) * pp.n_head * pad, 0.0f);
+      for (int t = 0; t < n; ++t) {
+        for (int g = 0; g < p.n_head_kv; ++g)
+          for (int e = 0; e < hd; ++e) {
+            sp.k[static_cast<size_t>(t) * sp.row + g * pad + e] = s.k[t * s.row + g * hd + e];
+            sp.v[static_cast<size_t>(t) * sp.row + g * pad + e] = s.v[t * s.row + g * hd + e];
+          }
+        for (int h = 0; h < p.n_head; ++h)
+          for (int e = 0; e < hd; ++e)
+            qp[(static_cast<size_t>(t) * p.n_head + h) * pad + e] =
+                q[(static_cast<size_t>(t) * p.n_head + h) * hd + e];
+      }
+      for (Isa isa : OpIsas()) {
+        SCOPED_TRACE(::testing::Message()
+                     << isa_name(isa) << " hd " << hd << " " << type_name(type));
+        const std::vector<float> out = run_causal(p, s, q, nullptr, isa);
+        const std::vector<float> outp = run_causal(pp, sp, qp, nullptr, isa);
+        for (int t = 0; t < n; ++t)
+          for (int h = 0; h < p.n_head; ++h)
+            ASSERT_EQ(0, std::memcmp(&out[(static_cast<size_t>(t) * p.n_head + h) * hd],
+                                     &outp[(static_cast<size_t>(t) * p.n_head + h) * pad],
+                                     hd * sizeof(float)))
+                << "query " << t << " head " << h;
+      }
+    }
+  }
+}
+
 // F16 pages hold round-to-nearest-even halves of the written floats.
 TEST(OpsAttention, KvWriteRoundsToNearestEvenF16) {
   AttentionParams p;
