@@ -188,37 +188,40 @@ struct Q40 {
     const int64_t nb = a.n_in / 32;
     const BlockQ4_0* w0 = row_at<BlockQ4_0>(a.w, a.w_row_bytes, j);
     const BlockQ4_0* w1 = two ? row_at<BlockQ4_0>(a.w, a.w_row_bytes, j + 1) : nullptr;
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-    const __m512i quads = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     for (int64_t u = u0; u < u1; ++u) {
       const bool pair = 2 * u + 2 <= nb;
       if (pair && two) {
-        // The common case in 512-bit registers: the four blocks' nibbles in one vector, the four
-        // scales converted together (exactly as one at a time) and spread to their 4 lanes each.
-        const BlockQ4_0* b0 = w0 + 2 * u;
-        const BlockQ4_0* b1 = w1 + 2 * u;
-        __m512i q = _mm512_castsi128_si512(load128(b0[0].qs));
-        q = _mm512_inserti32x4(q, load128(b0[1].qs), 1);
-        q = _mm512_inserti32x4(q, load128(b1[0].qs), 2);
-        q = _mm512_inserti32x4(q, load128(b1[1].qs), 3);
-        const __m128i h = _mm_setr_epi16(
-            static_cast<int16_t>(b0[0].d), static_cast<int16_t>(b0[1].d),
-            static_cast<int16_t>(b1[0].d), static_cast<int16_t>(b1[1].d), 0, 0, 0, 0);
-        Packed& p = out[u - u0];
-        p.lo = _mm512_and_si512(q, low4);
-        p.hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
-        p.d = _mm512_permutexvar_ps(quads, _mm512_castps128_ps512(_mm_cvtph_ps(h)));
+        out[u - u0] = full_pair(w0 + 2 * u, w1 + 2 * u);
         continue;
       }
-      __m256i lo0, hi0, lo1 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
-      __m256 d0, d1 = _mm256_setzero_ps();
-      unpack(w0 + 2 * u, pair, &lo0, &hi0, &d0);
-      if (two) unpack(w1 + 2 * u, pair, &lo1, &hi1, &d1);
-      Packed& p = out[u - u0];
-      p.lo = join256(lo0, lo1);
-      p.hi = join256(hi0, hi1);
-      p.d = join_ps(d0, d1);
+      out[u - u0] = partial_pair(w0 + 2 * u, two ? w1 + 2 * u : nullptr, pair);
     }
+  }
+
+  // Columns b0 and b1's block pairs (both blocks present) as packed: the four blocks' nibbles in
+  // one vector, the four scales converted together (exactly as one at a time) and spread to their
+  // 4 lanes each.
+  __attribute__((always_inline)) static Packed full_pair(const BlockQ4_0* b0, const BlockQ4_0* b1) {
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i quads = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512i q = _mm512_castsi128_si512(load128(b0[0].qs));
+    q = _mm512_inserti32x4(q, load128(b0[1].qs), 1);
+    q = _mm512_inserti32x4(q, load128(b1[0].qs), 2);
+    q = _mm512_inserti32x4(q, load128(b1[1].qs), 3);
+    const __m128i h =
+        _mm_setr_epi16(static_cast<int16_t>(b0[0].d), static_cast<int16_t>(b0[1].d),
+                       static_cast<int16_t>(b1[0].d), static_cast<int16_t>(b1[1].d), 0, 0, 0, 0);
+    return {_mm512_and_si512(q, low4), _mm512_and_si512(_mm512_srli_epi16(q, 4), low4),
+            _mm512_permutexvar_ps(quads, _mm512_castps128_ps512(_mm_cvtph_ps(h)))};
+  }
+  // The rare pairs: a last block without its partner  // The rare pairs: a last block without its
+  // partner (!pair) or no second column (b1 null).
+  static Packed partial_pair(const BlockQ4_0* b0, const BlockQ4_0* b1, bool pair) {
+    __m256i lo0, hi0, lo1 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
+    __m256 d0, d1 = _mm256_setzero_ps();
+    unpack(b0, pair, &lo0, &hi0, &d0);
+    if (b1 != nullptr) unpack(b1, pair, &lo1, &hi1, &d1);
+    return {join256(lo0, lo1), join256(hi0, hi1), join_ps(d0, d1)};
   }
 
   template <int MR, int NP>
@@ -234,6 +237,99 @@ struct Q40 {
         const __m512i p =
             _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg, pk[c]->lo, alo), pk[c]->hi, ahi);
         acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(pk[c]->d, da), _mm512_cvtepi32_ps(p), acc[r][c]);
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------- Q4_0 small batches
+// A few rows (sequences decoding together, speculative verification): each column pair's block
+// pair is unpacked once, in registers, as Q40::pack lays it out, and applied to every row of the
+// tile; nothing goes through memory. At 4 rows the packed driver spent more time packing (each
+// packed unit is read back by a single row tile) than multiplying. Every element's operations are
+// Q40::step's (and so the decode tile's and AVX2's): the same lanes, block-pair steps, float
+// operations and horizontal sum. The weights are prefetched as the decode tile does.
+struct Q40Direct {
+  // Rows of batches up to kMaxRows run in ceil(m / kMR) tiles over 2 kNP columns: 4 x 4 was
+  // faster than 8 x 2 and 6 x 2 at every m up to 8 (768 x 2048, one thread). From 9 rows on the
+  // packed driver was as fast or faster (its packing is shared by more row tiles).
+  static constexpr int kMR = 4, kNP = 4;
+  static constexpr int64_t kMaxRows = 8;
+  static constexpr size_t kShortTileBytes = 2048;  // as Q40Decode
+
+  // Rows [i, i + MR) x columns [j, j + ncol), 2 NP - 1 <= ncol <= 2 NP (an odd count repeats its
+  // last column as the partner, whose lanes are dropped). `prefetch`: the first row tile over
+  // these columns prefetches the weights ahead.
+  template <int MR, int NP>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j, int ncol, bool prefetch) {
+    const ActPairQ8* x[MR];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) x[r] = row_at<ActPairQ8>(a.act, a.act_stride, i + r);
+    const BlockQ4_0* w[2 * NP];
+#pragma GCC unroll 8
+    for (int c = 0; c < 2 * NP; ++c)
+      w[c] = row_at<BlockQ4_0>(a.w, a.w_row_bytes, j + (c < ncol ? c : ncol - 1));
+    const size_t tile_bytes = 2 * NP * a.w_row_bytes;
+    const bool far = tile_bytes < kShortTileBytes;
+    const uint8_t* next =
+        reinterpret_cast<const uint8_t*>(w[0]) + far_tiles_ahead(far, tile_bytes) * tile_bytes;
+    __m512 acc[MR][NP];
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < NP; ++c) acc[r][c] = _mm512_setzero_ps();
+    // Q40::step on weights in registers.
+    const auto apply = [&](const Q40::Packed(&wp)[NP], int64_t u) __attribute__((always_inline)) {
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const ActPairQ8& ap = x[r][u];
+        const __m512i alo = bcast256(ap.lo);
+        const __m512i ahi = bcast256(ap.hi);
+        const __m512i neg = _mm512_sub_epi32(_mm512_setzero_si512(), bcast256(ap.sum8));
+        const __m512 da = _mm512_castsi512_ps(bcast256(ap.d));
+#pragma GCC unroll 8
+        for (int c = 0; c < NP; ++c) {
+          const __m512i p =
+              _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg, wp[c].lo, alo), wp[c].hi, ahi);
+          acc[r][c] = _mm512_fmadd_ps(_mm512_mul_ps(wp[c].d, da), _mm512_cvtepi32_ps(p), acc[r][c]);
+        }
+      }
+    };
+    const int64_t nb = a.n_in / 32;
+    int64_t u = 0;
+    for (; 2 * u + 2 <= nb; ++u) {
+      constexpr size_t kStepBytes = 4 * NP * sizeof(BlockQ4_0);
+      if (prefetch) prefetch_span<kStepBytes>(next + static_cast<size_t>(u) * kStepBytes, far);
+      Q40::Packed wp[NP];
+#pragma GCC unroll 8
+      for (int c = 0; c < NP; ++c) wp[c] = Q40::full_pair(w[2 * c] + 2 * u, w[2 * c + 1] + 2 * u);
+      apply(wp, u);
+    }
+    if (2 * u < nb) {  // the last block alone
+      Q40::Packed wp[NP];
+      for (int c = 0; c < NP; ++c)
+        wp[c] = Q40::partial_pair(w[2 * c] + 2 * u, w[2 * c + 1] + 2 * u, false);
+      apply(wp, u);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) store_row_sums<NP>(acc[r], a.y + (i + r) * a.y_stride + j, ncol);
+  }
+
+  using Fn = void (*)(const KernelArgs&, int64_t, int64_t, int, bool);
+  template <int MR>
+  static constexpr Fn kRow[kNP] = {tile<MR, 1>, tile<MR, 2>, tile<MR, 3>, tile<MR, 4>};
+
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    static constexpr const Fn* kTiles[kMR] = {kRow<1>, kRow<2>, kRow<3>, kRow<4>};
+    // The rows in ceil(m / kMR) tiles of near-equal height (5 rows: 3 + 2, not 4 + 1: a tile's
+    // unpacking is shared by its rows).
+    const int64_t tiles = (a.m + kMR - 1) / kMR;
+    for (int64_t j = j0; j < j1; j += 2 * kNP) {
+      const int ncol = static_cast<int>(j1 - j < 2 * kNP ? j1 - j : 2 * kNP);
+      for (int64_t t = 0, i = 0; t < tiles; ++t) {
+        const int mr = static_cast<int>((a.m - i + (tiles - t) - 1) / (tiles - t));
+        kTiles[mr - 1][(ncol + 1) / 2 - 1](a, i, j, ncol, t == 0);
+        i += mr;
       }
     }
   }
@@ -307,7 +403,8 @@ struct Q40Decode {
   static constexpr void (*kTiles[kNR])(const KernelArgs&, int64_t) = {tile<1>, tile<2>, tile<3>,
                                                                       tile<4>};
   static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
-    if (a.m != 1) return avx512::run<Q40, GgmlType::Q4_0, kRowBlock>(a, j0, j1);
+    if (a.m > 1 && a.m <= Q40Direct::kMaxRows) return Q40Direct::run(a, j0, j1);
+    if (a.m != 1) return run_packed<Q40, kRowBlock>(a, j0, j1);
     for (int64_t j = j0; j < j1; j += kNR) kTiles[(j1 - j < kNR ? j1 - j : kNR) - 1](a, j);
   }
 };
