@@ -1,8 +1,8 @@
-// AVX-512 (F/BW/VL/DQ + VNNI) prefill kernels for Q8_0 and Q4_0 weights and a Q4_0 decode kernel,
-// bit-identical to the AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's dispatch: the
-// super-block VNNI kernels (matmul_kquants_avx512.cpp, matmul_q4_1_q5_iq4_avx512.cpp), the float
-// kernels (matmul_f16_avx512.cpp), and the AVX2 kernels for every other type and for the other
-// quantized batches of fewer than kMR rows.
+// AVX-512 (F/BW/VL/DQ + VNNI) kernels for Q8_0 and Q4_0 weights (prefill, small batches of 2 to 8
+// rows, Q4_0 decode), bit-identical to the AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's
+// dispatch: the super-block VNNI kernels (matmul_kquants_avx512.cpp,
+// matmul_q4_1_q5_iq4_avx512.cpp), the float kernels (matmul_f16_avx512.cpp), and the AVX2 kernels
+// for every other type, for Q8_0 decode and for the other quantized batches of fewer than kMR rows.
 //
 // Why the results match the AVX2 path bit for bit: AVX2 computes, per weight block and output
 // element, 8 int32 lanes (each the exact sum of the same 4 or 8 products, via maddubs/madd) and
@@ -154,6 +154,107 @@ struct Q80 {
       for (int q = 0; q < NP; ++q) acc[r][q] = joined[r][q];
   }
 };
+
+// ---------------------------------------------------------------- Q8_0 small batches
+// As Q40Direct for Q8_0: each column's block is loaded and its correction made once, in
+// registers, and applied to every row of the tile; the products of the scales are made one block
+// ahead as in Q80::tile. Every element's operations are Q80::tile's (so AVX2's).
+struct Q80Direct {
+  // 4 rows x 4 columns: 16 accumulators and the 4 columns' weights and corrections in registers.
+  // From 9 rows on the packed driver was faster (768 x 2048, one thread).
+  static constexpr int kMR = 4, kNP = 2;
+  static constexpr int64_t kMaxRows = 8;
+  static constexpr size_t kShortTileBytes = 2048;  // as the decode tiles
+
+  // Rows [i, i + MR) x columns [j, j + ncol), 2 NP - 1 <= ncol <= 2 NP (an odd count repeats its
+  // last column, whose lanes are dropped); `prefetch` as Q40Direct.
+  template <int MR, int NP>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j, int ncol, bool prefetch) {
+    constexpr int NC = 2 * NP;
+    const ActBlockQ8* x[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) x[r] = row_at<ActBlockQ8>(a.act, a.act_stride, i + r);
+    const BlockQ8_0* w[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c)
+      w[c] = row_at<BlockQ8_0>(a.w, a.w_row_bytes, j + (c < ncol ? c : ncol - 1));
+    const size_t tile_bytes = NC * a.w_row_bytes;
+    const bool far = tile_bytes < kShortTileBytes;
+    const uint8_t* next =
+        reinterpret_cast<const uint8_t*>(w[0]) + far_tiles_ahead(far, tile_bytes) * tile_bytes;
+    // sc[u % 2][r][c]: column c's scale x row r's for block u (Q80::tile's prescale).
+    alignas(32) float sc[2][MR][4];
+    const auto prescale = [&](int64_t u) __attribute__((always_inline)) {
+      const __m128i h = _mm_setr_epi16(
+          static_cast<int16_t>(w[0][u].d), static_cast<int16_t>(w[1][u].d),
+          static_cast<int16_t>(w[2][u].d), static_cast<int16_t>(w[3][u].d), 0, 0, 0, 0);
+      const __m128 dw = _mm_cvtph_ps(h);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r)
+        _mm_store_ps(sc[u % 2][r], _mm_mul_ps(dw, _mm_set1_ps(x[r][u].d)));
+    };
+    __m256 ac[MR][NC];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int c = 0; c < NC; ++c) ac[r][c] = _mm256_setzero_ps();
+    const __m256i k128 = _mm256_set1_epi8(static_cast<char>(0x80));
+    const int64_t nb = a.n_in / 32;
+    if (nb > 0) prescale(0);
+    for (int64_t u = 0; u < nb; ++u) {
+      constexpr size_t kStepBytes = NC * sizeof(BlockQ8_0);
+      if (prefetch) prefetch_span<kStepBytes>(next + static_cast<size_t>(u) * kStepBytes, far);
+      if (u + 1 < nb) prescale(u + 1);
+      __m256i wv[NC], corr[NC];
+#pragma GCC unroll 4
+      for (int c = 0; c < NC; ++c) {
+        wv[c] = load256(w[c][u].qs);
+        corr[c] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                   _mm256_dpbusd_epi32(_mm256_setzero_si256(), k128, wv[c]));
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        const __m256i au = _mm256_xor_si256(load256(x[r][u].qs), k128);
+#pragma GCC unroll 4
+        for (int c = 0; c < NC; ++c) {
+          const __m256i p = _mm256_dpbusd_epi32(corr[c], au, wv[c]);
+          ac[r][c] =
+              _mm256_fmadd_ps(_mm256_set1_ps(sc[u % 2][r][c]), _mm256_cvtepi32_ps(p), ac[r][c]);
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      __m512 joined[NP];
+#pragma GCC unroll 2
+      for (int q = 0; q < NP; ++q) joined[q] = join_ps(ac[r][2 * q], ac[r][2 * q + 1]);
+      store_row_sums<NP>(joined, a.y + (i + r) * a.y_stride + j, ncol);
+    }
+  }
+
+  using Fn = void (*)(const KernelArgs&, int64_t, int64_t, int, bool);
+  template <int MR>
+  static constexpr Fn kRow[kNP] = {tile<MR, 1>, tile<MR, 2>};
+
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    static constexpr const Fn* kTiles[kMR] = {kRow<1>, kRow<2>, kRow<3>, kRow<4>};
+    const int64_t tiles = (a.m + kMR - 1) / kMR;  // of near-equal height, as Q40Direct
+    for (int64_t j = j0; j < j1; j += 2 * kNP) {
+      const int ncol = static_cast<int>(j1 - j < 2 * kNP ? j1 - j : 2 * kNP);
+      for (int64_t t = 0, i = 0; t < tiles; ++t) {
+        const int mr = static_cast<int>((a.m - i + (tiles - t) - 1) / (tiles - t));
+        kTiles[mr - 1][(ncol + 1) / 2 - 1](a, i, j, ncol, t == 0);
+        i += mr;
+      }
+    }
+  }
+};
+
+void run_q8_0(const KernelArgs& a, int64_t j0, int64_t j1) {
+  if (a.m == 1) return avx2_kernel(GgmlType::Q8_0)(a, j0, j1);
+  if (a.m <= Q80Direct::kMaxRows) return Q80Direct::run(a, j0, j1);
+  run_packed<Q80, kRowBlock>(a, j0, j1);
+}
 
 // ---------------------------------------------------------------- Q4_0
 // As the AVX2 Q4_0 kernel: two weight blocks per step against the paired activations
@@ -414,7 +515,7 @@ struct Q40Decode {
 KernelFn avx512_kernel(GgmlType type) {
   switch (type) {
     case GgmlType::Q8_0:
-      return run<Q80, GgmlType::Q8_0, kRowBlock>;
+      return run_q8_0;
     case GgmlType::Q4_0:
       return Q40Decode::run;
     default:
