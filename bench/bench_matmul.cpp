@@ -134,7 +134,8 @@ void BM_SmallBatch(benchmark::State& state) {
 }
 
 void small_batch_args(benchmark::internal::Benchmark* b) {
-  for (GgmlType t : {GgmlType::F16, GgmlType::BF16, GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_0})
+  for (GgmlType t : {GgmlType::F16, GgmlType::BF16, GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_0,
+                     GgmlType::Q4_K, GgmlType::Q6_K})
     for (int threads : {1, 2})
       for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 24})
         b->Args({static_cast<int64_t>(t), m, threads});

@@ -404,17 +404,24 @@ struct SuperBlockVnni {
 };
 
 // ---------------------------------------------------------------- decode
-// Batches of fewer than kMR rows (decode): each row against kGemvNP column pairs at a time,
-// straight from the weights (no packing), with the same exact integer sums per lane (vpdpbusd +
-// vpdpwssd, as step()), the same float step per block and the same horizontal sums as AVX2's
-// gemv_tile. The weights of a pair are decoded once and used once, so decoding them in 512-bit
-// registers (two columns per instruction) and summing with VNNI halves the instructions per weight
-// byte: AVX2's decode kernel ran near its compute rate while reading from memory, which held the
-// model's decode below the memory's streaming rate.
+// Decode and small batches (up to kSmallMaxRows rows): up to kSmallMR rows against kGemvNP column
+// pairs at a time, straight from the weights (no packing), with the same exact integer sums per
+// lane (vpdpbusd + vpdpwssd, as step()), the same float step per block and the same horizontal
+// sums as AVX2's gemv_tile. In decode the weights of a pair are decoded once and used once, so
+// decoding them in 512-bit registers (two columns per instruction) and summing with VNNI halves
+// the instructions per weight byte: AVX2's decode kernel ran near its compute rate while reading
+// from memory, which held the model's decode below the memory's streaming rate. A small batch
+// decodes them once per tile of rows (the packed driver once per kRowBlock rows).
 template <class Ops>
 struct GemvVnni {
   using WBlock = typename Ops::WBlock;
   static constexpr int kGemvNP = 2;  // 4 columns per tile, as AVX2's kNRGemv
+  // Batches of up to kSmallMaxRows rows (a few sequences decoding together, speculative
+  // verification) run tiles of up to kSmallMR rows x 4 columns, each pair's weights decoded once
+  // for the tile's rows; from 7 rows on the packed driver was as fast or faster (Q4_K and Q6_K,
+  // 768 x 2048, one thread).
+  static constexpr int kSmallMR = 4;
+  static constexpr int64_t kSmallMaxRows = 6;
   // Tiles shorter than this prefetch far (see tile()); by measurement per type (one thread,
   // interleaved, weights from memory): Q4_K at n_in 1536 and 2048 (3.5 and 4.6 KB tiles) ran
   // 5-15% slower with the far prefetch, Q6_K at n_in 2048 (6.7 KB) ~30% faster.
@@ -424,9 +431,11 @@ struct GemvVnni {
   // previous one (its lanes are discarded). Prefetches the next tile's rows (they follow this
   // tile's in memory) at the same relative position, one super-block step at a time, as AVX2
   // (into L2 for a tile too large for L1).
-  template <int NP, bool kFar>
+  template <int MR, int NP, bool kFar>
   static void tile(const KernelArgs& a, int64_t i, int64_t j, int ncol) {
-    const BlockQ8_K* x = row_at<BlockQ8_K>(a.act, a.act_stride, i);
+    const BlockQ8_K* x[MR];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) x[r] = row_at<BlockQ8_K>(a.act, a.act_stride, i + r);
     const WBlock* w[2 * NP];
 #pragma GCC unroll 8
     for (int c = 0; c < 2 * NP; ++c)
@@ -437,57 +446,76 @@ struct GemvVnni {
     const uint8_t* next = a.w + static_cast<size_t>(j) * a.w_row_bytes +
                           far_tiles_ahead(kFar, tile_bytes) * tile_bytes;
     const bool to_l2 = kFar || tile_bytes > kL1PrefetchMaxTileBytes;
-    __m512 acc[NP];
+    __m512 acc[MR][NP];
 #pragma GCC unroll 8
-    for (int c = 0; c < NP; ++c) acc[c] = _mm512_setzero_ps();
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < NP; ++c) acc[r][c] = _mm512_setzero_ps();
     const int64_t nb = a.n_in / kQK_K;
     for (int64_t b = 0; b < nb; ++b) {
       constexpr size_t kStepBytes = 2 * NP * sizeof(WBlock);
       prefetch_span<kStepBytes>(next + static_cast<size_t>(b) * kStepBytes, to_l2);
-      const BlockQ8_K& xb = x[b];
-      const __m512i bsums = bcast256(xb.bsums);
-      const __m512 da = _mm512_set1_ps(xb.d);
 #pragma GCC unroll 8
       for (int c = 0; c < NP; ++c) {
         const WBlock& b0 = w[2 * c][b];
         const WBlock& b1 = w[2 * c + 1][b];
         const PairPrep pp = Ops::pair_prep(b0, b1);
-        __m512i sumi = _mm512_setzero_si512();
+        __m512i sumi[MR];
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r) sumi[r] = _mm512_setzero_si512();
 #pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {
-          const __m512i t0 = _mm512_dpbusd_epi32(
-              _mm512_setzero_si512(), Ops::pair_values(b0, b1, 2 * p), bcast256(xb.qs + 64 * p));
-          const __m512i t1 =
-              _mm512_dpbusd_epi32(_mm512_setzero_si512(), Ops::pair_values(b0, b1, 2 * p + 1),
-                                  bcast256(xb.qs + 64 * p + 32));
-          sumi = _mm512_dpwssd_epi32(sumi, pair_words(t0, t1), pp.scp[p]);
+          // The pair's values decoded once for all the tile's rows.
+          const __m512i v0 = Ops::pair_values(b0, b1, 2 * p);
+          const __m512i v1 = Ops::pair_values(b0, b1, 2 * p + 1);
+#pragma GCC unroll 8
+          for (int r = 0; r < MR; ++r) {
+            const __m512i t0 =
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), v0, bcast256(x[r][b].qs + 64 * p));
+            const __m512i t1 =
+                _mm512_dpbusd_epi32(_mm512_setzero_si512(), v1, bcast256(x[r][b].qs + 64 * p + 32));
+            sumi[r] = _mm512_dpwssd_epi32(sumi[r], pair_words(t0, t1), pp.scp[p]);
+          }
         }
-        Ops::finish(pp.tail16, pp.d, pp.dmin, bsums, da, sumi, acc[c]);
+#pragma GCC unroll 8
+        for (int r = 0; r < MR; ++r)
+          Ops::finish(pp.tail16, pp.d, pp.dmin, bcast256(x[r][b].bsums), _mm512_set1_ps(x[r][b].d),
+                      sumi[r], acc[r][c]);
       }
     }
-    store_row_sums<NP>(acc, a.y + i * a.y_stride + j, ncol);
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) store_row_sums<NP>(acc[r], a.y + (i + r) * a.y_stride + j, ncol);
   }
 
-  template <int NP, bool kFar>
+  template <int MR, int NP, bool kFar>
   static void tile_entry(const KernelArgs& a, int64_t i, int64_t j, int ncol) {
-    if constexpr (NP <= kGemvNP) tile<NP, kFar>(a, i, j, ncol);
+    if constexpr (NP <= kGemvNP) tile<MR, NP, kFar>(a, i, j, ncol);
   }
   using TileFn = void (*)(const KernelArgs&, int64_t, int64_t, int);
+  template <int MR, bool kFar>
+  static constexpr TileFn kRow[4] = {tile_entry<MR, 1, kFar>, tile_entry<MR, 2, kFar>,
+                                     tile_entry<MR, 3, kFar>, tile_entry<MR, 4, kFar>};
+  // [rows - 1][column pairs - 1]
   template <bool kFar>
-  static constexpr TileFn kTiles[4] = {tile_entry<1, kFar>, tile_entry<2, kFar>,
-                                       tile_entry<3, kFar>, tile_entry<4, kFar>};
-  static_assert(kGemvNP >= 1 && kGemvNP <= 4);
+  static constexpr const TileFn* kTiles[kSmallMR] = {kRow<1, kFar>, kRow<2, kFar>, kRow<3, kFar>,
+                                                     kRow<4, kFar>};
+  static_assert(kGemvNP >= 1 && kGemvNP <= 4 && kSmallMR == 4);
 
-  // K: the packed prefill kernel for batches of kMR rows or more.
+  // K: the packed prefill kernel for batches of more than kSmallMaxRows rows.
   template <class K>
   static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
-    if (a.m >= kMR) return run_packed<K, kRowBlock>(a, j0, j1);
-    const TileFn* tiles =
-        2 * kGemvNP * a.w_row_bytes < kShortTileBytes ? kTiles<true> : kTiles<false>;
-    for (int64_t i = 0; i < a.m; ++i) {
-      for (int64_t j = j0; j < j1; j += 2 * kGemvNP) {
-        const int ncol = static_cast<int>(j1 - j < 2 * kGemvNP ? j1 - j : 2 * kGemvNP);
-        tiles[(ncol + 1) / 2 - 1](a, i, j, ncol);
+    if (a.m > kSmallMaxRows) return run_packed<K, kRowBlock>(a, j0, j1);
+    const bool far = 2 * kGemvNP * a.w_row_bytes < kShortTileBytes;
+    const TileFn* const* tiles = far ? kTiles<true> : kTiles<false>;
+    // The rows in ceil(m / kSmallMR) tiles of near-equal height, the rows of a tile sharing its
+    // decoded weights; every column group's tiles one after the other (the weights in cache).
+    const int64_t row_tiles = (a.m + kSmallMR - 1) / kSmallMR;
+    for (int64_t j = j0; j < j1; j += 2 * kGemvNP) {
+      const int ncol = static_cast<int>(j1 - j < 2 * kGemvNP ? j1 - j : 2 * kGemvNP);
+      for (int64_t t = 0, i = 0; t < row_tiles; ++t) {
+        const int mr = static_cast<int>((a.m - i + (row_tiles - t) - 1) / (row_tiles - t));
+        tiles[mr - 1][(ncol + 1) / 2 - 1](a, i, j, ncol);
+        i += mr;
       }
     }
   }

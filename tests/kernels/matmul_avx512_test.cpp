@@ -63,7 +63,8 @@ INSTANTIATE_TEST_SUITE_P(Types, MatmulAvx512, testing::ValuesIn(kAllTypes),
                          [](const auto& info) { return std::string(type_name(info.param)); });
 
 // Small batches (sequences decoding together, speculative verification) run their own tiles on
-// the AVX-512 path (Q4_0: the unpacked multi-row tile up to 8 rows, the packed driver above).
+// the AVX-512 path (Q4_0 and Q8_0 up to 8 rows, Q4_K, Q5_K and Q6_K up to 6: multi-row tiles that
+// decode the weights in registers; the packed driver above).
 // Every batch size from 1 to 20, each row checked byte for byte against the same row decoded
 // alone (the GEMV tile) and against the AVX2 kernels' batch: block counts odd (Q4_0's last pair
 // half empty) and even, several packing chunks, column counts leaving 1 to 7 columns in the last
