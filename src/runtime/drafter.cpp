@@ -29,6 +29,12 @@ Result<std::vector<TokenId>> NgramDrafter::draft(int32_t, const std::vector<Toke
 
 // ---------------------------------------------------------------- draft model
 
+int32_t default_draft_threads(const Model& draft, int32_t target_threads) {
+  uint64_t bytes = 0;
+  for (const GgufTensorInfo& t : draft.file->tensors()) bytes += t.nbytes;
+  return bytes < kTinyDraftBytes ? 1 : std::max(1, target_threads);
+}
+
 Status check_same_vocabulary(const Model& target, const Tokenizer* target_tok, const Model& draft,
                              const Tokenizer* draft_tok) {
   if (target.hp.n_vocab != draft.hp.n_vocab)

@@ -66,6 +66,14 @@ struct DraftModelParams {
   ContextParams context;
 };
 
+// Threads for a draft model when the user did not choose: one for a model of fewer than
+// kTinyDraftBytes of weights (a forward that small -- the 200K-parameter draft of the 5M default
+// model -- costs more in its ops' thread barriers than the second thread saves, and those
+// barriers stall whenever the host takes a core away), else the target's count (then it shares
+// the target's pool).
+constexpr uint64_t kTinyDraftBytes = 1 << 20;
+int32_t default_draft_threads(const Model& draft, int32_t target_threads);
+
 // Fails with a message naming the first difference when the two models' vocabularies differ
 // (size, or any token's text); tokenizers may be null (then only the sizes are compared).
 Status check_same_vocabulary(const Model& target, const Tokenizer* target_tok, const Model& draft,

@@ -362,6 +362,27 @@ TEST(SpeculativeDrafters, NgramContinuesTheLatestOccurrence) {
   EXPECT_EQ(*capped, (std::vector<TokenId>{2, 1}));
 }
 
+// A draft model too small to split runs on one thread unless asked otherwise; a larger one gets
+// the target's count.
+TEST(SpeculativeDrafters, TinyDraftModelsDefaultToOneThread) {
+  auto tiny = load_model(kFixtures + "llama/model-f16.gguf");
+  ASSERT_TRUE(tiny.ok());
+  uint64_t bytes = 0;
+  for (const GgufTensorInfo& t : (*tiny)->file->tensors()) bytes += t.nbytes;
+  ASSERT_LT(bytes, kTinyDraftBytes);
+  EXPECT_EQ(default_draft_threads(**tiny, 2), 1);
+  EXPECT_EQ(default_draft_threads(**tiny, 8), 1);
+  SyntheticSpec spec;
+  spec.n_embd = 512;  // its Mamba2 in-projections alone are several MiB
+  const std::string path = ::testing::TempDir() + "/spec_draft_threads.gguf";
+  ASSERT_TRUE(write_synthetic_model(spec, path).ok());
+  auto big = load_model(path);
+  ASSERT_TRUE(big.ok());
+  EXPECT_EQ(default_draft_threads(**big, 2), 2);
+  EXPECT_EQ(default_draft_threads(**big, 8), 8);
+  EXPECT_EQ(default_draft_threads(**big, 0), 1);
+}
+
 TEST(SpeculativeDrafters, DraftModelWithAnotherVocabularyIsRefused) {
   auto a = load_model(kFixtures + "llama/model-f32.gguf");
   ASSERT_TRUE(a.ok());

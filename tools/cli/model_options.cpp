@@ -97,8 +97,8 @@ void SpecOptions::add_to(CLI::App& app) {
                  "adaptive draft length decides)")
       ->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--threads-draft", threads_draft,
-                 "threads of the draft model (default: as many as -t; a tiny draft model may run "
-                 "faster on one)")
+                 "threads of the draft model (default: as many as -t, or one for a draft model "
+                 "of under 1 MiB of weights)")
       ->check(CLI::Range(1, 1024));
   app.add_flag("--draft-fixed", fixed,
                "always draft --draft-max tokens (default: adapt the length, pause when slower)");
@@ -138,7 +138,9 @@ Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo
   dp.p_min = so.draft_p_min;
   CHIMERA_ASSIGN_OR_RETURN(dp.context, mo.context_params());
   dp.context.max_seqs = max_seqs;
-  if (so.threads_draft > 0) dp.context.n_threads = so.threads_draft;
+  dp.context.n_threads = so.threads_draft > 0
+                             ? so.threads_draft
+                             : default_draft_threads(*d.model, dp.context.n_threads);
   // The same thread count: the target's pool (ContextParams::threads: two pools' spinning
   // workers fight over the cores).
   if (!target_threads && target.ctx) target_threads = target.ctx->shared_threads();

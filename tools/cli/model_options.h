@@ -46,7 +46,7 @@ struct SpecOptions {
   int32_t draft_max = 8;
   int32_t draft_min = 0;
   float draft_p_min = 0.0f;
-  int32_t threads_draft = 0;  // threads of the draft model (0: as many as the target's)
+  int32_t threads_draft = 0;  // threads of the draft model (0: default_draft_threads)
   bool fixed = false;         // no adaptation of the draft length
   void add_to(CLI::App& app);
   bool enabled() const { return !draft_path.empty() || !spec.empty(); }
