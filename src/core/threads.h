@@ -3,19 +3,47 @@
 // result of every element is independent of the thread count.
 //
 // Decode calls run() hundreds of times per token, each for tens of microseconds, so hand-off is
-// spin-then-wait: workers and the caller spin briefly on atomics (catching back-to-back jobs
-// without a syscall) and only then sleep on a condition variable (so an idle pool costs no CPU).
+// spin-then-wait: workers and the caller spin on atomics (catching back-to-back jobs without a
+// syscall or a lock) and only then sleep on a condition variable (so an idle pool costs no CPU).
+// The mutex and the condition variables are touched only when someone actually sleeps.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace chimera {
+
+// A non-owning reference to a callable: what run() and parallel_for() take instead of a
+// std::function, which heap-allocates a lambda capturing more than two pointers on every call.
+// Valid only while the referenced callable lives: pass a lambda straight as the argument (it lives
+// to the end of the call), never keep an FnRef made from a temporary in a variable.
+template <class Sig>
+class FnRef;
+template <class R, class... Args>
+class FnRef<R(Args...)> {
+ public:
+  FnRef() = default;  // empty: calling it is undefined (ThreadContext's idle job slot)
+  template <class F, class = std::enable_if_t<!std::is_same_v<std::remove_cvref_t<F>, FnRef> &&
+                                              std::is_invocable_r_v<R, F&, Args...>>>
+  FnRef(F&& f)  // NOLINT(google-explicit-constructor): lambdas convert implicitly
+      : obj_(const_cast<void*>(static_cast<const void*>(std::addressof(f)))),
+        call_([](void* o, Args... a) -> R {
+          return (*static_cast<std::remove_reference_t<F>*>(o))(std::forward<Args>(a)...);
+        }) {}
+  R operator()(Args... a) const { return call_(obj_, std::forward<Args>(a)...); }
+  explicit operator bool() const { return call_ != nullptr; }
+
+ private:
+  void* obj_ = nullptr;
+  R (*call_)(void*, Args...) = nullptr;
+};
 
 class ThreadContext {
  public:
@@ -29,11 +57,12 @@ class ThreadContext {
 
   // Runs fn(thread_index, n_threads) on every thread and waits for all of them. Not reentrant:
   // fn must not call run() on the same context.
-  void run(const std::function<void(int ith, int nth)>& fn);
+  void run(FnRef<void(int ith, int nth)> fn);
 
   // Splits [0, n) into contiguous chunks of whole `grain`-sized pieces, one per thread, and calls
-  // fn(begin, end) on each non-empty chunk. Each index is handled by exactly one call.
-  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+  // fn(begin, end) on each non-empty chunk. Each index is handled by exactly one call. A single
+  // piece runs on the calling thread without a hand-off.
+  void parallel_for(int64_t n, int64_t grain, FnRef<void(int64_t, int64_t)> fn);
 
   // As parallel_for, for work whose pieces are independent of which thread runs them (matmul
   // columns, scan heads): each thread first takes a fixed contiguous share of about three
@@ -41,8 +70,11 @@ class ThreadContext {
   // A thread that started late or was slowed (by a cold cache, or by another process on a shared
   // machine) no longer holds the others at the barrier. fn may be called several times per
   // thread, always on whole grains; each index is handled by exactly one call.
-  void parallel_for_balanced(int64_t n, int64_t grain,
-                             const std::function<void(int64_t, int64_t)>& fn);
+  void parallel_for_balanced(int64_t n, int64_t grain, FnRef<void(int64_t, int64_t)> fn);
+
+  // Parallel regions handed to the workers so far (run() calls with more than one thread): what
+  // a decode step's synchronisation cost is counted in (tests and benchmarks read it).
+  uint64_t regions() const { return regions_.load(std::memory_order_relaxed); }
 
  private:
   void worker_loop(int ith);
@@ -52,12 +84,17 @@ class ThreadContext {
   std::mutex mu_;
   std::condition_variable cv_start_;
   std::condition_variable cv_done_;
-  const std::function<void(int, int)>* job_ = nullptr;  // published by generation_ (release)
-  std::atomic<uint64_t> generation_{0};                 // +1 per job (and once to stop)
-  std::atomic<int> pending_{0};                         // workers still running the job
   std::atomic<bool> stop_{false};
-  std::atomic<bool> running_{false};                // catches reentrant / concurrent run() calls
-  alignas(64) std::atomic<int64_t> next_piece_{0};  // parallel_for_balanced's shared tail
+  std::atomic<bool> running_{false};  // catches reentrant / concurrent run() calls
+  std::atomic<uint64_t> regions_{0};
+  // Hand-off words on two cache lines: the caller writes the first (the job, published by
+  // generation_), the workers the second, so a worker picks up a job in one line transfer.
+  alignas(64) std::atomic<uint64_t> generation_{0};  // +1 per job (and once to stop)
+  FnRef<void(int, int)> job_;                        // published by generation_ (release)
+  std::atomic<int> sleepers_{0};                     // workers asleep or about to sleep
+  alignas(64) std::atomic<int> pending_{0};          // workers still running the job
+  std::atomic<bool> caller_sleeping_{false};         // the caller waits on cv_done_
+  alignas(64) std::atomic<int64_t> next_piece_{0};   // parallel_for_balanced's shared tail
 };
 
 }  // namespace chimera

@@ -280,7 +280,7 @@ namespace {
 // thread that computes them, so they are dealt out balanced (the last quarter to whichever thread
 // is free): in decode the thread that starts an op second used to hold the other at the barrier
 // for about a tenth of the step.
-constexpr int64_t kColumnGrain = 16;
+constexpr int64_t kColumnGrain = kMatmulColumnGrain;
 
 // Output columns a thread computes between two read-ahead slices: a multiple of kColumnGrain
 // (so the kernels see the same column groups) and of every tile width, and long enough for the
@@ -301,119 +301,206 @@ void prefetch_ahead(const ReadAhead& ra, uint64_t b0, uint64_t b1) {
   }
 }
 
-Status run_matmul(ThreadContext& ctx, const WeightMatrix& w, const uint8_t* wdata, const float* x,
-                  int64_t m, float* y, MatmulWorkspace& ws, int64_t x_stride, int64_t y_stride,
-                  const ReadAhead* ahead = nullptr) {
-  if (m < 0) return Error(ErrorCode::kInvalidArgument, "matmul: negative row count ", m);
-  if (x_stride == 0) x_stride = w.n_in;
-  if (y_stride == 0) y_stride = w.n_out;
-  if (x_stride < w.n_in || y_stride < w.n_out) {
-    return Error(ErrorCode::kInvalidArgument, "matmul: row strides (x ", x_stride, ", y ", y_stride,
-                 ") are shorter than the rows (n_in ", w.n_in, ", n_out ", w.n_out, ")");
-  }
-  if (m == 0) return Status::Ok();
-  if (x == nullptr || y == nullptr) {
-    return Error(ErrorCode::kInvalidArgument, "matmul: null ", x == nullptr ? "input" : "output",
-                 " rows");
-  }
-  const float* x_end = x + (m - 1) * x_stride + w.n_in;
-  const float* y_end = y + (m - 1) * y_stride + w.n_out;
-  if (x < y_end && y < x_end) {
-    return Error(ErrorCode::kInvalidArgument, "matmul: input and output rows overlap");
-  }
-  matmul_detail::KernelFn kernel = nullptr;
-  switch (ws.isa()) {
+matmul_detail::KernelFn kernel_for(GgmlType type, Isa isa, Status& st) {
+  switch (isa) {
     case Isa::kScalar:
-      kernel = matmul_detail::scalar_kernel(w.type);
-      break;
+      return matmul_detail::scalar_kernel(type);
     case Isa::kAvx2:
       if (!isa_supported(Isa::kAvx2)) {
-        return Error(ErrorCode::kUnsupported, "matmul: the AVX2 path needs AVX2+FMA+F16C, which ",
-                     "this CPU lacks (", cpu_features().ToString(), ")");
+        st = Error(ErrorCode::kUnsupported, "matmul: the AVX2 path needs AVX2+FMA+F16C, which ",
+                   "this CPU lacks (", cpu_features().ToString(), ")");
+        return nullptr;
       }
-      kernel = matmul_detail::avx2_kernel(w.type);
-      break;
+      return matmul_detail::avx2_kernel(type);
     case Isa::kAvx512:
       if (!isa_supported(Isa::kAvx512)) {
-        return Error(ErrorCode::kUnsupported,
-                     "matmul: the AVX-512 path needs AVX-512 F/BW/VL/DQ+VNNI, FMA and F16C, which ",
-                     "this CPU lacks (", cpu_features().ToString(), ")");
+        st = Error(ErrorCode::kUnsupported,
+                   "matmul: the AVX-512 path needs AVX-512 F/BW/VL/DQ+VNNI, FMA and F16C, which ",
+                   "this CPU lacks (", cpu_features().ToString(), ")");
+        return nullptr;
       }
-      kernel = matmul_detail::avx512_kernel(w.type);
-      break;
+      return matmul_detail::avx512_kernel(type);
   }
-  CHIMERA_CHECK(kernel != nullptr, "no kernel for ", type_name(w.type));
+  return nullptr;
+}
 
-  matmul_detail::KernelArgs args{};
-  args.w = wdata;
-  args.w_row_bytes = w.row_bytes();
-  args.m = m;
-  args.n_in = w.n_in;
-  args.y = y;
-  args.y_stride = y_stride;
-
-  const ActFormat fmt = matmul_detail::act_format(w.type);
-  if (fmt == ActFormat::kF32) {
-    args.act = reinterpret_cast<const uint8_t*>(x);
-    args.act_stride = static_cast<size_t>(x_stride) * sizeof(float);
-  } else {
-    // Each row is quantized on its own, so splitting rows over threads cannot change a bit.
-    const size_t row = matmul_detail::prepared_row_bytes(w.type, ws.isa(), w.n_in);
-    uint8_t* act = static_cast<uint8_t*>(ws.reserve(row * static_cast<size_t>(m)));
-    const bool simd = ws.isa() != Isa::kScalar;
-    const bool paired = matmul_detail::act_paired(w.type, ws.isa());
-    auto quantize_rows = [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        void* dst = act + static_cast<size_t>(i) * row;
-        // Both quantizers give identical bits; AVX2 only saves time.
-        const float* xr = x + i * x_stride;
-        if (fmt == ActFormat::kQ8 && paired) {
-          // Two blocks at a time through a small buffer, so no second row-sized scratch.
-          ActPairQ8* pairs = static_cast<ActPairQ8*>(dst);
-          ActBlockQ8 two[2];
-          const int64_t nb = w.n_in / 32;
-          for (int64_t b = 0; b < nb; b += 2) {
-            const int64_t cnt = std::min<int64_t>(2, nb - b);
-            simd ? quantize_act_q8_avx2(xr + 32 * b, 32 * cnt, two)
-                 : quantize_act_q8(xr + 32 * b, 32 * cnt, two);
-            pair_act_q8(two, cnt, pairs + b / 2);
-          }
-        } else if (fmt == ActFormat::kQ8) {
-          ActBlockQ8* q = static_cast<ActBlockQ8*>(dst);
-          simd ? quantize_act_q8_avx2(xr, w.n_in, q) : quantize_act_q8(xr, w.n_in, q);
-        } else {
-          BlockQ8_K* q = static_cast<BlockQ8_K*>(dst);
-          simd ? quantize_act_q8k_avx2(xr, w.n_in, q) : quantize_act_q8k(xr, w.n_in, q);
-        }
+// Quantizes rows [i0, i1) of x into `act` (row bytes apart) in the format `type` wants.
+void prepare_rows(GgmlType type, Isa isa, const float* x, int64_t x_stride, int64_t n_in,
+                  uint8_t* act, size_t row, int64_t i0, int64_t i1) {
+  const ActFormat fmt = matmul_detail::act_format(type);
+  const bool simd = isa != Isa::kScalar;
+  const bool paired = matmul_detail::act_paired(type, isa);
+  for (int64_t i = i0; i < i1; ++i) {
+    void* dst = act + static_cast<size_t>(i) * row;
+    // Both quantizers give identical bits; AVX2 only saves time.
+    const float* xr = x + i * x_stride;
+    if (fmt == ActFormat::kQ8 && paired) {
+      // Two blocks at a time through a small buffer, so no second row-sized scratch.
+      ActPairQ8* pairs = static_cast<ActPairQ8*>(dst);
+      ActBlockQ8 two[2];
+      const int64_t nb = n_in / 32;
+      for (int64_t b = 0; b < nb; b += 2) {
+        const int64_t cnt = std::min<int64_t>(2, nb - b);
+        simd ? quantize_act_q8_avx2(xr + 32 * b, 32 * cnt, two)
+             : quantize_act_q8(xr + 32 * b, 32 * cnt, two);
+        pair_act_q8(two, cnt, pairs + b / 2);
       }
+    } else if (fmt == ActFormat::kQ8) {
+      ActBlockQ8* q = static_cast<ActBlockQ8*>(dst);
+      simd ? quantize_act_q8_avx2(xr, n_in, q) : quantize_act_q8(xr, n_in, q);
+    } else {
+      BlockQ8_K* q = static_cast<BlockQ8_K*>(dst);
+      simd ? quantize_act_q8k_avx2(xr, n_in, q) : quantize_act_q8k(xr, n_in, q);
+    }
+  }
+}
+
+// Activations are prepared the same way for two types when format, pairing and row size match.
+bool same_preparation(GgmlType a, GgmlType b, Isa isa, int64_t n_in) {
+  using matmul_detail::act_format;
+  using matmul_detail::act_paired;
+  using matmul_detail::prepared_row_bytes;
+  return act_format(a) == act_format(b) && act_paired(a, isa) == act_paired(b, isa) &&
+         prepared_row_bytes(a, isa, n_in) == prepared_row_bytes(b, isa, n_in);
+}
+
+// Every part's columns in one parallel region. Each part's columns sit in a virtual column space
+// at an offset that is a multiple of kColumnGrain, so every chunk a kernel sees starts at a
+// multiple of kColumnGrain of its own matrix and ends at one or at its n_out, as in a call of its
+// own: the kernels compute the same columns the same way (each output element's arithmetic
+// depends on neither the chunk nor the thread).
+Status run_matmul(ThreadContext& ctx, const MatmulPart* parts, int n_parts, const float* x,
+                  int64_t m, MatmulWorkspace& ws, int64_t x_stride, const ReadAhead* ahead,
+                  FnRef<void(int, int64_t, int64_t)> after) {
+  constexpr int kMaxParts = kMaxMatmulParts;
+  if (m < 0) return Error(ErrorCode::kInvalidArgument, "matmul: negative row count ", m);
+  const int64_t n_in = parts[0].w.n_in;
+  if (x_stride == 0) x_stride = n_in;
+  matmul_detail::KernelArgs args[kMaxParts];
+  matmul_detail::KernelFn kernels[kMaxParts];
+  int64_t offset[kMaxParts + 1];  // virtual column offsets
+  int prep_of[kMaxParts];         // the part whose prepared activations a part uses
+  offset[0] = 0;
+  for (int p = 0; p < n_parts; ++p) {
+    const MatmulPart& part = parts[p];
+    const WeightMatrix& w = part.w;
+    if (w.n_in != n_in)
+      return Error(ErrorCode::kInvalidArgument, "matmul: part ", p, " has n_in ", w.n_in,
+                   ", part 0 ", n_in);
+    const int64_t y_stride = part.y_stride == 0 ? w.n_out : part.y_stride;
+    if (x_stride < w.n_in || y_stride < w.n_out) {
+      return Error(ErrorCode::kInvalidArgument, "matmul: row strides (x ", x_stride, ", y ",
+                   y_stride, ") are shorter than the rows (n_in ", w.n_in, ", n_out ", w.n_out,
+                   ")");
+    }
+    if (m > 0 && (x == nullptr || part.y == nullptr)) {
+      return Error(ErrorCode::kInvalidArgument, "matmul: null ", x == nullptr ? "input" : "output",
+                   " rows");
+    }
+    if (m > 0) {
+      const float* x_end = x + (m - 1) * x_stride + w.n_in;
+      const float* y_end = part.y + (m - 1) * y_stride + w.n_out;
+      if (x < y_end && part.y < x_end) {
+        return Error(ErrorCode::kInvalidArgument, "matmul: input and output rows overlap");
+      }
+    }
+    args[p] = matmul_detail::KernelArgs{};
+    args[p].w = static_cast<const uint8_t*>(w.data);
+    args[p].w_row_bytes = w.row_bytes();
+    args[p].m = m;
+    args[p].n_in = w.n_in;
+    args[p].y = part.y;
+    args[p].y_stride = y_stride;
+    offset[p + 1] = offset[p] + (w.n_out + kColumnGrain - 1) / kColumnGrain * kColumnGrain;
+    prep_of[p] = p;
+    for (int q = 0; q < p; ++q)
+      if (prep_of[q] == q && same_preparation(parts[q].w.type, w.type, ws.isa(), n_in)) {
+        prep_of[p] = q;
+        break;
+      }
+  }
+  if (m == 0) return Status::Ok();
+  for (int p = 0; p < n_parts; ++p) {
+    Status st = Status::Ok();
+    kernels[p] = kernel_for(parts[p].w.type, ws.isa(), st);
+    CHIMERA_RETURN_IF_ERROR(st);
+    CHIMERA_CHECK(kernels[p] != nullptr, "no kernel for ", type_name(parts[p].w.type));
+  }
+
+  // Each distinct preparation once, all in one workspace buffer. Each row is quantized on its
+  // own, so splitting rows over threads cannot change a bit.
+  size_t bytes = 0, at[kMaxParts] = {};
+  for (int p = 0; p < n_parts; ++p) {
+    if (prep_of[p] != p || matmul_detail::act_format(parts[p].w.type) == ActFormat::kF32) continue;
+    at[p] = bytes;
+    bytes += (matmul_detail::prepared_row_bytes(parts[p].w.type, ws.isa(), n_in) *
+                  static_cast<size_t>(m) +
+              63) /
+             64 * 64;
+  }
+  uint8_t* act = bytes ? static_cast<uint8_t*>(ws.reserve(bytes)) : nullptr;
+  for (int p = 0; p < n_parts; ++p) {
+    const int q = prep_of[p];
+    const GgmlType type = parts[q].w.type;
+    if (matmul_detail::act_format(type) == ActFormat::kF32) {
+      args[p].act = reinterpret_cast<const uint8_t*>(x);
+      args[p].act_stride = static_cast<size_t>(x_stride) * sizeof(float);
+      continue;
+    }
+    const size_t row = matmul_detail::prepared_row_bytes(type, ws.isa(), n_in);
+    args[p].act = act + at[q];
+    args[p].act_stride = row;
+    if (q != p) continue;
+    auto quantize_rows = [&](int64_t i0, int64_t i1) {
+      prepare_rows(type, ws.isa(), x, x_stride, n_in, act + at[q], row, i0, i1);
     };
     if (m >= 8) {
       ctx.parallel_for(m, 1, quantize_rows);
     } else {
       quantize_rows(0, m);
     }
-    args.act = act;
-    args.act_stride = row;
   }
+
+  // Virtual columns [v0, v1) (multiples of kColumnGrain, or the end) to the parts' kernels.
+  const int64_t n_virtual = offset[n_parts];
+  auto columns = [&](int64_t v0, int64_t v1) {
+    for (int p = 0; p < n_parts && v0 < v1; ++p) {
+      if (v0 >= offset[p + 1]) continue;
+      const int64_t j0 = v0 - offset[p];
+      const int64_t j1 = std::min(v1 - offset[p], parts[p].w.n_out);
+      if (j0 < j1) {
+        kernels[p](args[p], j0, j1);
+        if (after) after(p, j0, j1);
+      }
+      v0 = offset[p + 1];
+    }
+  };
   if (ahead == nullptr || ahead->end <= ahead->begin) {
-    ctx.parallel_for_balanced(w.n_out, kColumnGrain,
-                              [&](int64_t j0, int64_t j1) { kernel(args, j0, j1); });
+    ctx.parallel_for_balanced(n_virtual, kColumnGrain, columns);
     return Status::Ok();
   }
   // Column blocks, each followed by its share of the read-ahead bytes (block boundaries are
   // multiples of kColumnGrain, as thread boundaries are: the kernels' results do not change).
   const uint64_t span = ahead->end - ahead->begin;
   const auto share = [&](int64_t j) {
-    return ahead->begin + static_cast<uint64_t>(static_cast<double>(span) * j / w.n_out);
+    return ahead->begin + static_cast<uint64_t>(static_cast<double>(span) * j / n_virtual);
   };
-  ctx.parallel_for_balanced(w.n_out, kColumnGrain, [&](int64_t j0, int64_t j1) {
+  ctx.parallel_for_balanced(n_virtual, kColumnGrain, [&](int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; j += kReadAheadColumns) {
       const int64_t je = std::min(j1, j + kReadAheadColumns);
-      kernel(args, j, je);
-      prefetch_ahead(*ahead, share(j), je == w.n_out ? ahead->end : share(je));
+      columns(j, je);
+      prefetch_ahead(*ahead, share(j), je == n_virtual ? ahead->end : share(je));
     }
   });
   return Status::Ok();
+}
+
+Status run_matmul(ThreadContext& ctx, const WeightMatrix& w, const uint8_t* wdata, const float* x,
+                  int64_t m, float* y, MatmulWorkspace& ws, int64_t x_stride, int64_t y_stride,
+                  const ReadAhead* ahead = nullptr) {
+  MatmulPart part{w, y, y_stride};
+  part.w.data = wdata;
+  return run_matmul(ctx, &part, 1, x, m, ws, x_stride, ahead, {});
 }
 
 }  // namespace
@@ -427,6 +514,21 @@ Status matmul(ThreadContext& ctx, const WeightMatrix& w, const float* x, int64_t
   }
   return run_matmul(ctx, w, static_cast<const uint8_t*>(w.data), x, m, y, ws, x_stride, y_stride,
                     ahead);
+}
+
+Status matmul_parts(ThreadContext& ctx, const MatmulPart* parts, int n_parts, const float* x,
+                    int64_t m, MatmulWorkspace& ws, int64_t x_stride, const ReadAhead* ahead,
+                    FnRef<void(int part, int64_t j0, int64_t j1)> after) {
+  if (n_parts < 1 || n_parts > kMaxMatmulParts || parts == nullptr)
+    return Error(ErrorCode::kInvalidArgument, "matmul_parts: ", n_parts, " parts at ", parts,
+                 " (1 to ", kMaxMatmulParts, " allowed)");
+  for (int p = 0; p < n_parts; ++p) {
+    CHIMERA_RETURN_IF_ERROR(validate_weights(parts[p].w));
+    if (parts[p].w.n_expert != 1)
+      return Error(ErrorCode::kInvalidArgument, "matmul_parts: part ", p, " has ",
+                   parts[p].w.n_expert, " experts");
+  }
+  return run_matmul(ctx, parts, n_parts, x, m, ws, x_stride, ahead, after);
 }
 
 Status gemv(ThreadContext& ctx, const WeightMatrix& w, const float* x, float* y,

@@ -92,6 +92,25 @@ Status matmul(ThreadContext& ctx, const WeightMatrix& w, const float* x, int64_t
               MatmulWorkspace& ws, int64_t x_stride = 0, int64_t y_stride = 0,
               const ReadAhead* ahead = nullptr);
 
+// Several matrices with the same n_in applied to the same X in one parallel region: threads meet
+// once instead of once per matrix, and X is quantized once per distinct activation format (e.g.
+// an attention layer's Q, K and V). Each part's y is bit-identical to matmul() of that part
+// alone. `after`, when not empty, is called as after(part, j0, j1) on the thread that computed
+// columns [j0, j1) of a part, once they are final for all m rows: work that needs only those
+// columns (a convolution over them, an activation) joins the same region. j0 is a multiple of
+// kMatmulColumnGrain, j1 one too or the part's n_out. Up to kMaxMatmulParts parts, each W 2-D.
+struct MatmulPart {
+  WeightMatrix w;
+  float* y = nullptr;
+  int64_t y_stride = 0;  // floats; 0 = w.n_out
+};
+constexpr int64_t kMatmulColumnGrain = 16;
+constexpr int kMaxMatmulParts = 8;
+Status matmul_parts(ThreadContext& ctx, const MatmulPart* parts, int n_parts, const float* x,
+                    int64_t m, MatmulWorkspace& ws, int64_t x_stride = 0,
+                    const ReadAhead* ahead = nullptr,
+                    FnRef<void(int part, int64_t j0, int64_t j1)> after = {});
+
 // The same for one activation row (decode). Shares matmul's kernels: y is bit-identical to the
 // corresponding row of a batched call.
 Status gemv(ThreadContext& ctx, const WeightMatrix& w, const float* x, float* y,

@@ -38,8 +38,7 @@ Status check_rows(const char* op, int64_t n, int64_t n_rows,
   return Status::Ok();
 }
 
-void for_rows(ThreadContext* threads, int64_t n_rows,
-              const std::function<void(int64_t, int64_t)>& fn) {
+void for_rows(ThreadContext* threads, int64_t n_rows, FnRef<void(int64_t, int64_t)> fn) {
   if (threads) {
     threads->parallel_for(n_rows, 1, fn);
   } else if (n_rows > 0) {

@@ -116,13 +116,32 @@ Status ssm_scan(const SsmScanArgs& args, ThreadContext* threads, Isa isa) {
   return ssm_scan_runs(&args, 1, threads, isa);
 }
 
-Status ssm_conv_runs(const SsmConvArgs* runs, int32_t n_runs, ThreadContext* threads, Isa isa) {
+Status ssm_conv_check_runs(const SsmConvArgs* runs, int32_t n_runs) {
   if (n_runs < 0 || (n_runs > 0 && !runs))
     return Error(ErrorCode::kInvalidArgument, "ssm_conv: ", n_runs, " runs at ", runs);
   for (int32_t r = 0; r < n_runs; ++r) {
     Status st = check_conv(runs[r]);
     if (!st.ok()) return Error(st.code(), "run ", r, ": ", st.message());
   }
+  return Status::Ok();
+}
+
+void ssm_conv_channels(const SsmConvArgs* runs, int32_t n_runs, int32_t c_begin, int32_t c_end,
+                       Isa isa) {
+  for (int32_t r = 0; r < n_runs; ++r) {
+    const SsmConvArgs& a = runs[r];
+    const int32_t c1 = std::min(c_end, a.n_channels);
+    if (c_begin >= c1) continue;
+    if (ops_internal::use_avx2(isa)) {
+      ops_internal::ssm_conv_avx2(a, c_begin, c1);
+    } else {
+      for (int32_t c = c_begin; c < c1; ++c) conv_channel_scalar(a, c);
+    }
+  }
+}
+
+Status ssm_conv_runs(const SsmConvArgs* runs, int32_t n_runs, ThreadContext* threads, Isa isa) {
+  CHIMERA_RETURN_IF_ERROR(ssm_conv_check_runs(runs, n_runs));
   // Work is dealt in blocks of 8 channels so that a channel always lands in the same vector lane;
   // item i is block i % n_blocks[r] of run r, items of run r following those of run r - 1.
   std::vector<int64_t> first(static_cast<size_t>(n_runs) + 1, 0);

@@ -89,6 +89,15 @@ Status ssm_conv_runs(const SsmConvArgs* runs, int32_t n_runs, ThreadContext* thr
 Status ssm_scan_runs(const SsmScanArgs* runs, int32_t n_runs, ThreadContext* threads,
                      Isa isa = active_isa());
 
+// For a caller that deals the channels out itself, e.g. in the parallel region of the matmul that
+// produces them: ssm_conv_check_runs validates as ssm_conv_runs does, then ssm_conv_channels
+// computes channels [c_begin, c_end) of every run on the calling thread, each exactly as
+// ssm_conv_runs does. c_begin must be a multiple of 8 (the blocks channels are dealt in, which
+// fix each channel's vector lane), c_end one too or at least a run's n_channels (clamped).
+Status ssm_conv_check_runs(const SsmConvArgs* runs, int32_t n_runs);
+void ssm_conv_channels(const SsmConvArgs* runs, int32_t n_runs, int32_t c_begin, int32_t c_end,
+                       Isa isa = active_isa());
+
 namespace ops_internal {
 // Channels [c_begin, c_end) (c_begin a multiple of 8) / heads [h_begin, h_end).
 void ssm_conv_avx2(const SsmConvArgs& a, int32_t c_begin, int32_t c_end);

@@ -33,6 +33,11 @@ using forward_internal::grow;
 // a single row (decode) stays on the calling thread.
 constexpr int64_t kRowGrain = 4;
 
+// Row-wise ops (norms, gating) over fewer floats than this run on the calling thread: a hand-off
+// and the wait at its end cost more than half of a few microseconds' work (a decode step's rows,
+// or a few sequences' rows, at the widths here). Rows are computed alike either way.
+constexpr int64_t kParallelFloats = 16384;
+
 // y[r] += b for every row (bias add, row-local).
 void add_bias(float* y, int64_t rows, int64_t n, int64_t stride, Weight b) {
   if (!b) return;
@@ -90,6 +95,10 @@ ForwardPass::ForwardPass(const Model& model, ThreadContext& threads)
   }
 }
 
+ThreadContext* ForwardPass::pool_for(int64_t floats) {
+  return floats >= kParallelFloats ? &threads_ : nullptr;
+}
+
 Status ForwardPass::mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride,
                        int64_t y_stride, const ReadAhead* ahead) {
   return matmul(threads_, as_matrix(w), x, m, y, ws_, x_stride, y_stride, ahead);
@@ -138,7 +147,8 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
     const LayerWeights& l = model_.layers[il];
     float* un = grow(u_, T * D);
     if (l.kind != MixerKind::kNone) {  // an FFN-only layer goes straight to its FFN
-      CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.attn_norm), un, D, D, T, hp.rms_eps, &threads_));
+      CHIMERA_RETURN_IF_ERROR(
+          rms_norm(x, D, f32(l.attn_norm), un, D, D, T, hp.rms_eps, pool_for(T * D)));
       if (l.kind == MixerKind::kAttentionMamba2) {
         // attn_out + ssm_out, then into the residual (llama.cpp's order of the two adds)
         CHIMERA_RETURN_IF_ERROR(attention_layer(il, mem, ub, u));
@@ -157,7 +167,7 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
       }
       if (l.attn_post_norm)  // Gemma: the branch output is normed before the residual add
         CHIMERA_RETURN_IF_ERROR(rms_norm(d_.data(), D, f32(l.attn_post_norm), d_.data(), D, D, T,
-                                         hp.rms_eps, &threads_));
+                                         hp.rms_eps, pool_for(T * D)));
       add_branch();
     }
     if (l.ffn_kind == FfnKind::kNone) continue;
@@ -177,11 +187,12 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
         }
       }
     }
-    CHIMERA_RETURN_IF_ERROR(rms_norm(x, D, f32(l.ffn_norm), un, D, D, T, hp.rms_eps, &threads_));
+    CHIMERA_RETURN_IF_ERROR(
+        rms_norm(x, D, f32(l.ffn_norm), un, D, D, T, hp.rms_eps, pool_for(T * D)));
     CHIMERA_RETURN_IF_ERROR(ffn(il, T));
     if (l.ffn_post_norm)
-      CHIMERA_RETURN_IF_ERROR(
-          rms_norm(d_.data(), D, f32(l.ffn_post_norm), d_.data(), D, D, T, hp.rms_eps, &threads_));
+      CHIMERA_RETURN_IF_ERROR(rms_norm(d_.data(), D, f32(l.ffn_post_norm), d_.data(), D, D, T,
+                                       hp.rms_eps, pool_for(T * D)));
     add_branch();
   }
   return Status::Ok();
@@ -198,25 +209,24 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
   // Gated attention: wq yields per head [q | gate]; q is copied out, the gate stays in e_.
   const bool gated = l.attn.output_gate;
   float* qg = gated ? grow(e_, T * 2 * nq) : nullptr;
-  if (gated) {
-    CHIMERA_RETURN_IF_ERROR(mm(l.attn.wq, u_.data(), T, qg));
+  // Q, K and V read the same input: one parallel region, one activation quantization.
+  const MatmulPart qkv[3] = {{as_matrix(l.attn.wq), gated ? qg : q, 0},
+                             {as_matrix(l.attn.wk), k, 0},
+                             {as_matrix(l.attn.wv), v, 0}};
+  CHIMERA_RETURN_IF_ERROR(matmul_parts(threads_, qkv, 3, u_.data(), T, ws_));
+  if (gated)
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < hp.n_head; ++h)
         std::memcpy(q + t * nq + h * hd, qg + t * 2 * nq + h * 2 * hd, hd * 4);
-  } else {
-    CHIMERA_RETURN_IF_ERROR(mm(l.attn.wq, u_.data(), T, q));
-  }
-  CHIMERA_RETURN_IF_ERROR(mm(l.attn.wk, u_.data(), T, k));
-  CHIMERA_RETURN_IF_ERROR(mm(l.attn.wv, u_.data(), T, v));
   add_bias(q, T, nq, nq, l.attn.bq);
   add_bias(k, T, nkv, nkv, l.attn.bk);
   add_bias(v, T, nkv, nkv, l.attn.bv);
   if (l.attn.q_norm)  // per-head RMSNorm, every head a row of hd
-    CHIMERA_RETURN_IF_ERROR(
-        rms_norm(q, hd, f32(l.attn.q_norm), q, hd, hd, T * hp.n_head, hp.rms_eps, &threads_));
+    CHIMERA_RETURN_IF_ERROR(rms_norm(q, hd, f32(l.attn.q_norm), q, hd, hd, T * hp.n_head,
+                                     hp.rms_eps, pool_for(T * nq)));
   if (l.attn.k_norm)
-    CHIMERA_RETURN_IF_ERROR(
-        rms_norm(k, hd, f32(l.attn.k_norm), k, hd, hd, T * l.n_head_kv, hp.rms_eps, &threads_));
+    CHIMERA_RETURN_IF_ERROR(rms_norm(k, hd, f32(l.attn.k_norm), k, hd, hd, T * l.n_head_kv,
+                                     hp.rms_eps, pool_for(T * nkv)));
   if (hp.use_rope) {
     RopeParams rp;
     rp.n_rot = static_cast<int32_t>(hp.n_rot);
@@ -376,9 +386,10 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
   float* p = grow(a_, T * d_proj);  // [z | xBC | dt] per token (spec 3.4 step 1)
   float* xbc = grow(b_, T * C);
   float* y = grow(c_, T * d_in);
-  CHIMERA_RETURN_IF_ERROR(mm(w.in, u_.data(), T, p));
   // Every sequence's conv, then every sequence's scan, each in one parallel region: threads meet
-  // twice per layer instead of twice per sequence, and each run's arithmetic is unchanged.
+  // twice per layer instead of twice per sequence, and each run's arithmetic is unchanged. The
+  // conv joins the in-projection's region: each thread convolves the channels whose xBC columns
+  // it has just computed (the channels' blocks of 8 stay aligned when d_in is a multiple of 8).
   const size_t n_runs = ub.runs.size();
   conv_args_.resize(n_runs);
   scan_args_.resize(n_runs);
@@ -404,15 +415,34 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     }
     if (s.n_steps > 0) ca.conv_state_steps = conv_steps_.data() + n_steps;
     if (s.n_steps > 0) sa.state_steps = ssm_steps_.data() + n_steps;
-    if (s.keep_inputs) {
-      float* k = keep_inputs(il, run.seq, run.n_tokens, C + H);
-      for (uint32_t t = 0; t < run.n_tokens; ++t)
-        std::memcpy(k + t * (C + H), pr + t * d_proj + d_in, sizeof(float) * (C + H));
-    }
     n_steps += s.n_steps;
   }
   const int32_t runs = static_cast<int32_t>(n_runs);
-  CHIMERA_RETURN_IF_ERROR(ssm_conv_runs(conv_args_.data(), runs, &threads_));
+  const bool conv_in_matmul = d_in % 8 == 0;
+  if (conv_in_matmul) {
+    CHIMERA_RETURN_IF_ERROR(ssm_conv_check_runs(conv_args_.data(), runs));
+    const MatmulPart part{as_matrix(w.in), p, 0};
+    CHIMERA_RETURN_IF_ERROR(matmul_parts(
+        threads_, &part, 1, u_.data(), T, ws_, 0, nullptr, [&](int, int64_t j0, int64_t j1) {
+          const int64_t c0 = std::max<int64_t>(j0 - d_in, 0);
+          const int64_t c1 = std::min<int64_t>(j1 - d_in, C);
+          if (c0 < c1)
+            ssm_conv_channels(conv_args_.data(), runs, static_cast<int32_t>(c0),
+                              static_cast<int32_t>(c1));
+        }));
+  } else {
+    CHIMERA_RETURN_IF_ERROR(mm(w.in, u_.data(), T, p));
+  }
+  // Speculative verification may keep the raw [xBC | dt] inputs to recompute any prefix.
+  for (size_t r = 0; r < n_runs; ++r) {
+    const SeqRun& run = ub.runs[r];
+    if (!mem.recurrent(mem_recr_[il], u, r).keep_inputs) continue;
+    const float* pr = p + int64_t(run.offset) * d_proj;
+    float* k = keep_inputs(il, run.seq, run.n_tokens, C + H);
+    for (uint32_t t = 0; t < run.n_tokens; ++t)
+      std::memcpy(k + t * (C + H), pr + t * d_proj + d_in, sizeof(float) * (C + H));
+  }
+  if (!conv_in_matmul) CHIMERA_RETURN_IF_ERROR(ssm_conv_runs(conv_args_.data(), runs, &threads_));
   CHIMERA_RETURN_IF_ERROR(ssm_scan_runs(scan_args_.data(), runs, &threads_));
   if (w.gate_only) {  // y * silu(z), no norm (Falcon-H1)
     for (int64_t t = 0; t < T; ++t) swiglu(p + t * d_proj, y + t * d_in, y + t * d_in, d_in);
@@ -420,7 +450,7 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
   }
   // Gate then per-group RMSNorm (spec 3.4 steps 8-9), in place.
   CHIMERA_RETURN_IF_ERROR(gated_group_rms_norm(y, d_in, p, d_proj, f32(w.norm), y, d_in, d_in, G, T,
-                                               hp.rms_eps, &threads_));
+                                               hp.rms_eps, pool_for(T * d_in)));
   return mm(w.out, y, T, grow(d_, T * D));
 }
 
@@ -558,7 +588,7 @@ Status ForwardPass::gated_mlp_fused(const FfnWeights& f, FfnActivation act, cons
   add_bias(gh, T, F, 2 * F, f.gate_b);
   add_bias(gh + F, T, F, 2 * F, f.up_b);
   const bool geglu = act == FfnActivation::kGeGluTanh;
-  threads_.parallel_for(T, kRowGrain, [&](int64_t r0, int64_t r1) {
+  auto activate = [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* gate = gh + r * 2 * F;
       if (geglu) {
@@ -567,7 +597,12 @@ Status ForwardPass::gated_mlp_fused(const FfnWeights& f, FfnActivation act, cons
         swiglu(gate, gate + F, g + r * F, F);
       }
     }
-  });
+  };
+  if (ThreadContext* pool = pool_for(T * F)) {
+    pool->parallel_for(T, kRowGrain, activate);
+  } else {
+    activate(0, T);
+  }
   CHIMERA_RETURN_IF_ERROR(mm(f.down, g, T, out, 0, 0, ahead_window(2.0 / 3, 1.0)));
   add_bias(out, T, D, D, f.down_b);
   return Status::Ok();
@@ -585,7 +620,7 @@ Status ForwardPass::run_head(const Batch& batch, const Ubatch& ub,
   float* h = grow(a_, n * D);
   for (int64_t i = 0; i < n; ++i) std::memcpy(h + i * D, x_.data() + rows[i] * D, D * 4);
   CHIMERA_RETURN_IF_ERROR(
-      rms_norm(h, D, f32(model_.output_norm), h, D, D, n, hp.rms_eps, &threads_));
+      rms_norm(h, D, f32(model_.output_norm), h, D, D, n, hp.rms_eps, pool_for(n * D)));
   float* logits = grow(b_, n * V);
   CHIMERA_RETURN_IF_ERROR(mm(model_.output, h, n, logits));
   for (int64_t i = 0; i < n; ++i) {

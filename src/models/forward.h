@@ -62,6 +62,9 @@ class ForwardPass {
   static bool gate_up_adjacent(const FfnWeights& f);
   Status gated_mlp_fused(const FfnWeights& f, FfnActivation act, const float* v, int64_t T,
                          float* out);
+  // The pool for a row-wise op over `floats` floats, or null where the calling thread alone is
+  // faster (small ops: a decode step's norms).
+  ThreadContext* pool_for(int64_t floats);
   Status mm(Weight w, const float* x, int64_t m, float* y, int64_t x_stride = 0,
             int64_t y_stride = 0, const ReadAhead* ahead = nullptr);
   // Bytes [from, to) x the total of the read-ahead ranges (null when there are none).

@@ -94,6 +94,34 @@ TEST(ThreadContext, ManyShortJobsAndIdleGaps) {
   EXPECT_EQ(sum.load(), 20000 * 3 + 3);
 }
 
+TEST(ThreadContext, RegionsCountsHandOffsOnly) {
+  ThreadContext two(2), one(1);
+  int calls = 0;
+  two.run([&](int ith, int) { calls += ith == 0; });
+  two.parallel_for(100, 10, [&](int64_t, int64_t) {});
+  two.parallel_for(5, 10, [&](int64_t, int64_t) { ++calls; });  // one piece: the caller alone
+  two.parallel_for_balanced(1000, 1, [&](int64_t, int64_t) {});
+  EXPECT_EQ(two.regions(), 3u);
+  EXPECT_EQ(calls, 2);
+  one.run([&](int, int) { ++calls; });
+  one.parallel_for(100, 10, [&](int64_t, int64_t) {});
+  EXPECT_EQ(one.regions(), 0u);
+  EXPECT_EQ(calls, 3);
+}
+
+TEST(ThreadContext, CallerSleepsUntilASlowWorkerFinishes) {
+  // The worker outlasts the caller's spin: the caller must sleep and be woken, every time.
+  ThreadContext ctx(2);
+  std::atomic<int> done{0};
+  for (int rep = 0; rep < 5; ++rep) {
+    ctx.run([&](int ith, int) {
+      if (ith == 1) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      done.fetch_add(1);
+    });
+    EXPECT_EQ(done.load(), 2 * (rep + 1));
+  }
+}
+
 TEST(ThreadContext, ResultsVisibleToCaller) {
   ThreadContext ctx(2);
   std::vector<int> out(1000, 0);  // plain writes, published by run()'s completion

@@ -131,6 +131,38 @@ TEST(OpsSsmRuns, ManyRunsInOneCallEqualOneCallPerRun) {
   }
 }
 
+// A caller dealing channels out itself (matmul_parts' hook) in chunks of 16 from 0, in any order,
+// gets the outputs and states of ssm_conv_runs.
+TEST(OpsSsmRuns, ChannelChunksEqualOneCall) {
+  std::mt19937 rng(5);
+  Weights w{rnd(size_t(kC) * kK, rng), rnd(kC, rng), rnd(kH, rng, -2.0f, -0.1f), rnd(kH, rng),
+            rnd(kH, rng)};
+  std::vector<RunData> base;
+  for (int T : {1, 4, 0, 2}) base.push_back(make_run(T, rng));
+  for (Isa isa : Isas()) {
+    std::vector<RunData> one = base, chunks = base;
+    std::vector<SsmConvArgs> ca, cb;
+    for (RunData& r : one) ca.push_back(conv_args(r, w));
+    for (RunData& r : chunks) cb.push_back(conv_args(r, w));
+    const int32_t n = static_cast<int32_t>(ca.size());
+    ASSERT_TRUE(ssm_conv_runs(ca.data(), n, nullptr, isa).ok());
+    ASSERT_TRUE(ssm_conv_check_runs(cb.data(), n).ok());
+    for (int32_t c0 = (kC - 1) / 16 * 16; c0 >= 0; c0 -= 16)  // last chunk first
+      ssm_conv_channels(cb.data(), n, c0, c0 + 16, isa);
+    for (size_t i = 0; i < base.size(); ++i) {
+      EXPECT_EQ(std::memcmp(one[i].xc.data(), chunks[i].xc.data(), one[i].xc.size() * 4), 0)
+          << isa_name(isa) << " run " << i;
+      EXPECT_EQ(std::memcmp(one[i].conv_out.data(), chunks[i].conv_out.data(),
+                            one[i].conv_out.size() * 4),
+                0)
+          << isa_name(isa) << " run " << i;
+    }
+  }
+  std::vector<SsmConvArgs> bad{conv_args(base[0], w)};
+  bad[0].kernel_size = 0;
+  EXPECT_FALSE(ssm_conv_check_runs(bad.data(), 1).ok());
+}
+
 TEST(OpsSsmRuns, ABadRunIsAnErrorAndWritesNothing) {
   std::mt19937 rng(4);
   Weights w{rnd(size_t(kC) * kK, rng), rnd(kC, rng), rnd(kH, rng, -2.0f, -0.1f), rnd(kH, rng),
