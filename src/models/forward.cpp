@@ -501,8 +501,7 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
               in, m, y, 0, 0, ahead_window(first / n_mats, (first + 1) / n_mats));
   };
   if (model_.layers[il].ffn_kind == FfnKind::kDense) {
-    if (!relu2 && gate_up_adjacent(f))
-      return gated_mlp_fused(f, model_.layers[il].ffn_act, v, T, out);
+    if (!relu2 && gate_up_pair(f)) return gated_mlp_fused(f, model_.layers[il].ffn_act, v, T, out);
     return mlp(dense, f.up->ne[1], v, T, out, true);
   }
   // MoE: softmax (or sigmoid + selection bias) -> top-k -> renormalise -> scale (spec 2), experts
@@ -562,29 +561,26 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
   return Status::Ok();
 }
 
-// The gate and up matrices stored back to back (same type and shape, up's bytes right after
-// gate's, as files written in tensor order have them) are one matrix of 2F rows.
-bool ForwardPass::gate_up_adjacent(const FfnWeights& f) {
-  if (!f.gate || !f.up || f.gate->type != f.up->type) return false;
+// Gate and up of one shape, each one 2-D matrix (their types may differ), go through one
+// matmul_parts call whatever their places in the file.
+bool ForwardPass::gate_up_pair(const FfnWeights& f) {
+  if (!f.gate || !f.up) return false;
   for (int d = 0; d < 3; ++d)
     if (f.gate->ne[d] != f.up->ne[d]) return false;
-  if (f.gate->ne[2] != 1) return false;
-  const WeightMatrix g = as_matrix(f.gate);
-  return static_cast<const uint8_t*>(g.data) + g.matrix_bytes() == f.up->data;
+  return f.gate->ne[2] == 1;
 }
 
-// Gated MLP (SwiGLU, or GeGLU for Gemma) with gate and up in one matmul (gate_up_adjacent): one
-// parallel region and one activation quantization instead of two. Every output element is
-// computed as by separate calls (matmul's columns are independent of how many there are), then
-// the activation row by row.
+// Gated MLP (SwiGLU, or GeGLU for Gemma) with gate and up in one parallel region and one
+// activation quantization instead of two (matmul_parts: every output element is computed as by
+// separate calls), then the activation row by row.
 Status ForwardPass::gated_mlp_fused(const FfnWeights& f, FfnActivation act, const float* v,
                                     int64_t T, float* out) {
   const int64_t D = model_.hp.n_embd, F = f.gate->ne[1];
-  WeightMatrix gu = as_matrix(f.gate);
-  gu.n_out = 2 * F;
   float* gh = grow(a_, T * 2 * F);  // per row [gate | up]
   float* g = grow(b_, T * F);
-  CHIMERA_RETURN_IF_ERROR(matmul(threads_, gu, v, T, gh, ws_, 0, 0, ahead_window(0, 2.0 / 3)));
+  const MatmulPart gate_up[2] = {{as_matrix(f.gate), gh, 2 * F}, {as_matrix(f.up), gh + F, 2 * F}};
+  CHIMERA_RETURN_IF_ERROR(
+      matmul_parts(threads_, gate_up, 2, v, T, ws_, 0, ahead_window(0, 2.0 / 3)));
   add_bias(gh, T, F, 2 * F, f.gate_b);
   add_bias(gh + F, T, F, 2 * F, f.up_b);
   const bool geglu = act == FfnActivation::kGeGluTanh;

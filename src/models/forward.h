@@ -59,7 +59,7 @@ class ForwardPass {
   Status short_conv_prefix(uint32_t il, const float* kept, uint32_t n, const RecurrentRun& s);
   // The buffer for a prefix_seqs run's per-token inputs of layer il (per_token floats each).
   float* keep_inputs(uint32_t il, int32_t seq, uint32_t n_tokens, size_t per_token);
-  static bool gate_up_adjacent(const FfnWeights& f);
+  static bool gate_up_pair(const FfnWeights& f);
   Status gated_mlp_fused(const FfnWeights& f, FfnActivation act, const float* v, int64_t T,
                          float* out);
   // The pool for a row-wise op over `floats` floats, or null where the calling thread alone is
