@@ -315,8 +315,7 @@ struct Q40 {
     return {_mm512_and_si512(q, low4), _mm512_and_si512(_mm512_srli_epi16(q, 4), low4),
             _mm512_permutexvar_ps(quads, _mm512_castps128_ps512(_mm_cvtph_ps(h)))};
   }
-  // The rare pairs: a last block without its partner  // The rare pairs: a last block without its
-  // partner (!pair) or no second column (b1 null).
+  // The rare pairs: a last block without its partner (!pair) or no second column (b1 null).
   static Packed partial_pair(const BlockQ4_0* b0, const BlockQ4_0* b1, bool pair) {
     __m256i lo0, hi0, lo1 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
     __m256 d0, d1 = _mm256_setzero_ps();
