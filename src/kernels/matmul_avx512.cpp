@@ -88,6 +88,26 @@ struct Q80 {
     }
   }
 
+  // Block u of rows x against NC columns' weights w and corrections corr, with the scale
+  // products sc[r][c] made beforehand: each lane update of the tile (Q80::tile and Q80Direct).
+  template <int MR, int NC>
+  __attribute__((always_inline)) static void block_step(const Act* const (&x)[MR], int64_t u,
+                                                        const __m256i (&w)[NC],
+                                                        const __m256i (&corr)[NC],
+                                                        const float (&sc)[MR][4],
+                                                        __m256 (&ac)[MR][NC]) {
+    const __m256i k128 = _mm256_set1_epi8(static_cast<char>(0x80));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256i au = _mm256_xor_si256(load256(x[r][u].qs), k128);
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) {
+        const __m256i p = _mm256_dpbusd_epi32(corr[c], au, w[c]);
+        ac[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(sc[r][c]), _mm256_cvtepi32_ps(p), ac[r][c]);
+      }
+    }
+  }
+
   // Rows [i, i + MR) x columns [j, j + ncol) over blocks [u0, u1) of nu, as packed_tile.
   template <int MR, int NP>
   static void tile(const KernelArgs& a, const Packed (*pk)[kPackUnits], int64_t i, int64_t j,
@@ -117,7 +137,6 @@ struct Q80 {
         ac[r][c] = u0 == 0      ? _mm256_setzero_ps()
                    : c % 2 == 0 ? _mm512_castps512_ps256(acc[r][c / 2])
                                 : _mm512_extractf32x8_ps(acc[r][c / 2], 1);
-    const __m256i k128 = _mm256_set1_epi8(static_cast<char>(0x80));
     for (int64_t u = u0; u < u1; ++u) {
       if (u + 1 < u1) prescale(u + 1);
       __m256i w[NC], corr[NC];
@@ -126,16 +145,7 @@ struct Q80 {
         w[c] = pk[c / 2][u - u0].w[c % 2];
         corr[c] = pk[c / 2][u - u0].corr[c % 2];
       }
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        const __m256i au = _mm256_xor_si256(load256(x[r][u].qs), k128);
-#pragma GCC unroll 8
-        for (int c = 0; c < NC; ++c) {
-          const __m256i p = _mm256_dpbusd_epi32(corr[c], au, w[c]);
-          ac[r][c] =
-              _mm256_fmadd_ps(_mm256_set1_ps(sc[u % 2][r][c]), _mm256_cvtepi32_ps(p), ac[r][c]);
-        }
-      }
+      block_step<MR, NC>(x, u, w, corr, sc[u % 2], ac);
     }
     __m512 joined[MR][NP];
 #pragma GCC unroll 8
@@ -212,16 +222,7 @@ struct Q80Direct {
         corr[c] = _mm256_sub_epi32(_mm256_setzero_si256(),
                                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), k128, wv[c]));
       }
-#pragma GCC unroll 8
-      for (int r = 0; r < MR; ++r) {
-        const __m256i au = _mm256_xor_si256(load256(x[r][u].qs), k128);
-#pragma GCC unroll 4
-        for (int c = 0; c < NC; ++c) {
-          const __m256i p = _mm256_dpbusd_epi32(corr[c], au, wv[c]);
-          ac[r][c] =
-              _mm256_fmadd_ps(_mm256_set1_ps(sc[u % 2][r][c]), _mm256_cvtepi32_ps(p), ac[r][c]);
-        }
-      }
+      Q80::block_step<MR, NC>(x, u, wv, corr, sc[u % 2], ac);
     }
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
