@@ -19,6 +19,12 @@ std::vector<Isa> Isas() {
   return out;
 }
 
+// Byte equality of two float vectors (memcmp only when non-empty: an empty vector's data() may be
+// null, which memcmp must not get).
+bool same(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+}
+
 std::vector<float> rnd(size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
   std::uniform_real_distribution<float> u(lo, hi);
   std::vector<float> v(n);
@@ -118,10 +124,6 @@ TEST(OpsSsmRuns, ManyRunsInOneCallEqualOneCallPerRun) {
       ASSERT_TRUE(ssm_conv_runs(ca.data(), static_cast<int32_t>(ca.size()), th, isa).ok());
       ASSERT_TRUE(ssm_scan_runs(sa.data(), static_cast<int32_t>(sa.size()), th, isa).ok());
       for (size_t i = 0; i < base.size(); ++i) {
-        const auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
-          return a.size() == b.size() &&
-                 (a.empty() || std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
-        };
         EXPECT_TRUE(same(one[i].xc, many[i].xc)) << "conv out, run " << i;
         EXPECT_TRUE(same(one[i].conv_out, many[i].conv_out)) << "conv state, run " << i;
         EXPECT_TRUE(same(one[i].y, many[i].y)) << "y, run " << i;
@@ -150,12 +152,9 @@ TEST(OpsSsmRuns, ChannelChunksEqualOneCall) {
     for (int32_t c0 = (kC - 1) / 16 * 16; c0 >= 0; c0 -= 16)  // last chunk first
       ssm_conv_channels(cb.data(), n, c0, c0 + 16, isa);
     for (size_t i = 0; i < base.size(); ++i) {
-      EXPECT_EQ(std::memcmp(one[i].xc.data(), chunks[i].xc.data(), one[i].xc.size() * 4), 0)
-          << isa_name(isa) << " run " << i;
-      EXPECT_EQ(std::memcmp(one[i].conv_out.data(), chunks[i].conv_out.data(),
-                            one[i].conv_out.size() * 4),
-                0)
-          << isa_name(isa) << " run " << i;
+      EXPECT_TRUE(same(one[i].xc, chunks[i].xc)) << isa_name(isa) << " conv out, run " << i;
+      EXPECT_TRUE(same(one[i].conv_out, chunks[i].conv_out))
+          << isa_name(isa) << " conv state, run " << i;
     }
   }
   std::vector<SsmConvArgs> bad{conv_args(base[0], w)};
