@@ -165,6 +165,27 @@ struct Q80 {
   }
 };
 
+// The driver of the small-batch tiles (Q80Direct, Q40Direct): D::kRow<MR>[NP - 1] is the tile of
+// MR rows and NP column pairs. The rows go in ceil(m / kMR) tiles of near-equal height (5 rows:
+// 3 + 2, not 4 + 1: a tile's unpacking is shared by its rows); the first row tile over a group of
+// columns prefetches the weights ahead.
+template <class D>
+void run_direct(const KernelArgs& a, int64_t j0, int64_t j1) {
+  constexpr int kMR = D::kMR, kNP = D::kNP;
+  static_assert(kMR == 4);
+  static constexpr const typename D::Fn* kTiles[kMR] = {D::template kRow<1>, D::template kRow<2>,
+                                                        D::template kRow<3>, D::template kRow<4>};
+  const int64_t tiles = (a.m + kMR - 1) / kMR;
+  for (int64_t j = j0; j < j1; j += 2 * kNP) {
+    const int ncol = static_cast<int>(j1 - j < 2 * kNP ? j1 - j : 2 * kNP);
+    for (int64_t t = 0, i = 0; t < tiles; ++t) {
+      const int mr = static_cast<int>((a.m - i + (tiles - t) - 1) / (tiles - t));
+      kTiles[mr - 1][(ncol + 1) / 2 - 1](a, i, j, ncol, t == 0);
+      i += mr;
+    }
+  }
+}
+
 // ---------------------------------------------------------------- Q8_0 small batches
 // As Q40Direct for Q8_0: each column's block is loaded and its correction made once, in
 // registers, and applied to every row of the tile; the products of the scales are made one block
@@ -238,16 +259,7 @@ struct Q80Direct {
   static constexpr Fn kRow[kNP] = {tile<MR, 1>, tile<MR, 2>};
 
   static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
-    static constexpr const Fn* kTiles[kMR] = {kRow<1>, kRow<2>, kRow<3>, kRow<4>};
-    const int64_t tiles = (a.m + kMR - 1) / kMR;  // of near-equal height, as Q40Direct
-    for (int64_t j = j0; j < j1; j += 2 * kNP) {
-      const int ncol = static_cast<int>(j1 - j < 2 * kNP ? j1 - j : 2 * kNP);
-      for (int64_t t = 0, i = 0; t < tiles; ++t) {
-        const int mr = static_cast<int>((a.m - i + (tiles - t) - 1) / (tiles - t));
-        kTiles[mr - 1][(ncol + 1) / 2 - 1](a, i, j, ncol, t == 0);
-        i += mr;
-      }
-    }
+    run_direct<Q80Direct>(a, j0, j1);
   }
 };
 
@@ -421,18 +433,7 @@ struct Q40Direct {
   static constexpr Fn kRow[kNP] = {tile<MR, 1>, tile<MR, 2>, tile<MR, 3>, tile<MR, 4>};
 
   static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
-    static constexpr const Fn* kTiles[kMR] = {kRow<1>, kRow<2>, kRow<3>, kRow<4>};
-    // The rows in ceil(m / kMR) tiles of near-equal height (5 rows: 3 + 2, not 4 + 1: a tile's
-    // unpacking is shared by its rows).
-    const int64_t tiles = (a.m + kMR - 1) / kMR;
-    for (int64_t j = j0; j < j1; j += 2 * kNP) {
-      const int ncol = static_cast<int>(j1 - j < 2 * kNP ? j1 - j : 2 * kNP);
-      for (int64_t t = 0, i = 0; t < tiles; ++t) {
-        const int mr = static_cast<int>((a.m - i + (tiles - t) - 1) / (tiles - t));
-        kTiles[mr - 1][(ncol + 1) / 2 - 1](a, i, j, ncol, t == 0);
-        i += mr;
-      }
-    }
+    run_direct<Q40Direct>(a, j0, j1);
   }
 };
 
