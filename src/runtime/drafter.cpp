@@ -18,9 +18,17 @@ Result<std::vector<TokenId>> NgramDrafter::draft(int32_t, const std::vector<Toke
     const TokenId* suffix = history.data() + (L - n);
     for (int64_t i = L - n - 1; i >= 0; --i) {
       if (!std::equal(suffix, suffix + n, history.data() + i)) continue;
+      // The text is taken to continue as it did after the occurrence: draft token j is the
+      // token at c + j of history followed by the draft itself. When that continuation runs
+      // into the present (c + j >= L) it goes on with the tokens just drafted, so a loop of
+      // period L - c is drafted to any length rather than cut at one period (greedy text that
+      // cycles through a few tokens would otherwise get drafts no longer than its period).
       const int64_t c = i + n;  // first token after the occurrence (< L)
-      const int64_t take = std::min<int64_t>(max_tokens, L - c);
-      out.assign(history.begin() + c, history.begin() + c + take);
+      const int64_t take = p_.extend ? max_tokens : std::min<int64_t>(max_tokens, L - c);
+      out.reserve(static_cast<size_t>(take));
+      for (int64_t j = 0; j < take; ++j)
+        out.push_back(c + j < L ? history[static_cast<size_t>(c + j)]
+                                : out[static_cast<size_t>(c + j - L)]);
       return out;
     }
   }

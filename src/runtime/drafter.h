@@ -8,7 +8,8 @@
 // Drafters only change speed.
 //
 //   NgramDrafter    prompt lookup: continues the latest earlier occurrence of the sequence's
-//                   last n tokens in its own token list (no second model);
+//                   last n tokens in its own token list (no second model), periodically past
+//                   the present;
 //   ModelDrafter    a small draft model with the same vocabulary, drafting greedily; its memory
 //                   rolls back replay-free too (O(1) snapshots after each drafted token).
 // SpecController picks the draft length per step and pauses speculation when it does not pay.
@@ -44,6 +45,9 @@ class Drafter {
 struct NgramParams {
   int32_t n_max = 4;  // longest suffix looked up first
   int32_t n_min = 2;  // shortest suffix tried
+  // Continue past the present with the drafted tokens themselves (a repeating text drafts to
+  // full length); false stops at the end of the history.
+  bool extend = true;
 };
 
 class NgramDrafter : public Drafter {

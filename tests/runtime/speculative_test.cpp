@@ -358,7 +358,17 @@ TEST(SpeculativeDrafters, NgramContinuesTheLatestOccurrence) {
   auto none = d.draft(0, {1, 2, 3}, 4);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
-  auto capped = d.draft(0, {1, 2, 1}, 4);  // continuation runs into the end of the history
+  // The continuation runs into the end of the history: it goes on with the drafted tokens, so a
+  // loop drafts to full length; with extend off it stops there.
+  auto looped = d.draft(0, {1, 2, 1}, 4);
+  ASSERT_TRUE(looped.ok());
+  EXPECT_EQ(*looped, (std::vector<TokenId>{2, 1, 2, 1}));
+  auto loop3 = d.draft(0, {9, 4, 7, 5, 4, 7, 5, 4}, 7);  // "7 5 4" last seen at 2: period 3
+  ASSERT_TRUE(loop3.ok());
+  EXPECT_EQ(*loop3, (std::vector<TokenId>{7, 5, 4, 7, 5, 4, 7}));
+  NgramDrafter capped_drafter({.n_max = 3, .n_min = 1, .extend = false});
+  auto capped = capped_drafter.draft(0, {1, 2, 1}, 4);
+  ASSERT_TRUE(capped.ok());
   EXPECT_EQ(*capped, (std::vector<TokenId>{2, 1}));
 }
 
