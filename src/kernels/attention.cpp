@@ -189,9 +189,11 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
   // KV rows). Few queries (decode): kv heads are split so every thread has work. Tasks are dealt
   // round-robin: causal prefill queries grow in cost, contiguous chunks would leave one thread
   // with the long ones. Each task owns its outputs, so neither choice is visible in the results.
+  // One thread: one task per query (splitting its kv heads would only repeat the per-task and
+  // per-block set-up; the 1-thread draft model of speculative decoding runs here).
   const int nth = threads ? threads->n_threads() : 1;
   const int64_t want_chunks =
-      (2 * static_cast<int64_t>(nth) + batch.n_queries - 1) / batch.n_queries;
+      nth == 1 ? 1 : (2 * static_cast<int64_t>(nth) + batch.n_queries - 1) / batch.n_queries;
   const int32_t chunks =
       static_cast<int32_t>(std::clamp<int64_t>(want_chunks, 1, params.n_head_kv));
   const int64_t n_tasks = batch.n_queries * chunks;

@@ -242,7 +242,9 @@ struct Task {
   }
 
   // acc_h = acc_h * alpha_h + sum_j p_hj v_j: four vectors of head_dim at a time for up to three
-  // heads, two for four heads. Each element's arithmetic is the same whatever the grouping.
+  // heads, two for four heads, and the remaining vectors in one pass too (a pass per remaining
+  // vector left a 12-wide head's two vectors as two latency-bound chains of 32 FMAs each). Each
+  // element's arithmetic is the same whatever the grouping.
   template <int H>
   void accumulate(float* const* acc, const float* alpha, const float (*s)[kKB],
                   const Elem* const* vrow, int64_t off, int32_t nb, const Elem* const* pf_v,
@@ -251,8 +253,20 @@ struct Task {
     int64_t c = 0;
     for (; c + CV <= nvec; c += CV)
       accumulate_cols<H, CV>(acc, alpha, s, vrow, off, nb, c, c == 0 ? pf_v : nullptr, nb_next);
-    for (; c < nvec; ++c)
-      accumulate_cols<H, 1>(acc, alpha, s, vrow, off, nb, c, c == 0 ? pf_v : nullptr, nb_next);
+    const Elem* const* pf = c == 0 ? pf_v : nullptr;
+    switch (nvec - c) {  // 0 .. CV-1
+      case 3:
+        accumulate_cols<H, CV == 4 ? 3 : 1>(acc, alpha, s, vrow, off, nb, c, pf, nb_next);
+        break;
+      case 2:
+        accumulate_cols<H, 2>(acc, alpha, s, vrow, off, nb, c, pf, nb_next);
+        break;
+      case 1:
+        accumulate_cols<H, 1>(acc, alpha, s, vrow, off, nb, c, pf, nb_next);
+        break;
+      default:
+        break;
+    }
   }
 
   // Task head r's padded query row and accumulator row in the scratch buffer.
