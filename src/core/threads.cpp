@@ -22,7 +22,7 @@ constexpr int kSpinIterations = 1 << 13;
 // runnable than there are cores (one other busy process on two cores is enough), the thread it
 // waits for may be the one queued behind it, and a spinner that holds its core to the end of its
 // time slice stalls the pool for milliseconds per hand-off (tg64 of the 302M Q4_0 model beside
-// one busy loop: 13 tokens/s spinning, 70 yielding).
+// one busy loop: 25 tokens/s spinning, 40 yielding).
 constexpr int kYieldAfter = 1 << 10;
 inline void spin_pause(int i) {
   CHIMERA_CPU_RELAX();
