@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <utility>
 #include <vector>
 
 namespace chimera {
@@ -110,20 +111,25 @@ namespace ops_internal {
 
 int64_t attention_scratch_floats(const AttentionParams& p) {
   const int64_t hd_pad = padded_head_dim(p.head_dim);
-  const int64_t heads = p.n_head;  // all kv heads of a query with their query heads
-  return 2 * static_cast<int64_t>(p.n_head_kv) * kAttentionKeyBlock * hd_pad + 2 * heads * hd_pad +
-         kAttentionKeyBlock + 2 * heads + 8;
+  const int64_t heads = int64_t{kAttentionMaxGroup} * p.n_head;  // (query, head) pairs of a task
+  // AVX2: a query row and an accumulator row per pair, then m and l. Scalar: one query's K and V
+  // blocks, accumulators and block scores (smaller).
+  return std::max(2 * heads * hd_pad + 2 * heads, 2 * kAttentionKeyBlock * hd_pad +
+                                                      2 * p.n_head * hd_pad + kAttentionKeyBlock +
+                                                      2 * p.n_head) +
+         8;
 }
 
 // Scalar reference of the blocked online softmax. Per head and block: scores by a sequential
 // dot product, block max, rescale of the running sum and accumulator, then p_j in key order.
 namespace {
-void attention_head_group_scalar(const AttentionParams& p, const AttentionTask& task,
+void attention_head_group_scalar(const AttentionParams& p, const float* q_query, float* out_query,
+                                 const KvPageTable& table, int32_t n_visible, int32_t first_visible,
                                  int32_t kv_head, float* scratch) {
   const float* q_group =
-      task.q + static_cast<int64_t>(kv_head) * (p.n_head / p.n_head_kv) * p.head_dim;
+      q_query + static_cast<int64_t>(kv_head) * (p.n_head / p.n_head_kv) * p.head_dim;
   float* out_group =
-      task.out + static_cast<int64_t>(kv_head) * (p.n_head / p.n_head_kv) * p.head_dim;
+      out_query + static_cast<int64_t>(kv_head) * (p.n_head / p.n_head_kv) * p.head_dim;
   const int64_t hd = p.head_dim;
   const int64_t hd_pad = padded_head_dim(p.head_dim);
   const int32_t rep = p.n_head / p.n_head_kv;
@@ -138,10 +144,10 @@ void attention_head_group_scalar(const AttentionParams& p, const AttentionTask& 
     l[r] = 0.0f;
     std::fill(acc + r * hd_pad, acc + (r + 1) * hd_pad, 0.0f);
   }
-  for (int32_t j0 = task.first_visible; j0 < task.n_visible; j0 += kAttentionKeyBlock) {
-    const int32_t nb = std::min(kAttentionKeyBlock, task.n_visible - j0);
-    gather_block_scalar(p, task.table->k_pages, kv_head, j0, nb, kblk);
-    gather_block_scalar(p, task.table->v_pages, kv_head, j0, nb, vblk);
+  for (int32_t j0 = first_visible; j0 < n_visible; j0 += kAttentionKeyBlock) {
+    const int32_t nb = std::min(kAttentionKeyBlock, n_visible - j0);
+    gather_block_scalar(p, table.k_pages, kv_head, j0, nb, kblk);
+    gather_block_scalar(p, table.v_pages, kv_head, j0, nb, vblk);
     for (int32_t r = 0; r < rep; ++r) {
       const float* q = q_group + r * hd;
       float block_max = -std::numeric_limits<float>::infinity();
@@ -174,8 +180,11 @@ void attention_head_group_scalar(const AttentionParams& p, const AttentionTask& 
 }  // namespace
 
 void attention_task_scalar(const AttentionTask& task, float* scratch) {
-  for (int32_t g = task.kv_begin; g < task.kv_end; ++g)
-    attention_head_group_scalar(*task.params, task, g, scratch);
+  for (int32_t i = 0; i < task.n_q; ++i)
+    for (int32_t g = task.kv_begin; g < task.kv_end; ++g)
+      attention_head_group_scalar(*task.params, task.q + i * task.q_stride,
+                                  task.out + i * task.out_stride, *task.table, task.n_visible[i],
+                                  task.first_visible, g, scratch);
 }
 
 }  // namespace ops_internal
@@ -185,33 +194,56 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
   CHIMERA_RETURN_IF_ERROR(check_params(params));
   CHIMERA_RETURN_IF_ERROR(check_batch(params, batch));
   if (batch.n_queries == 0) return Status::Ok();
-  // Tasks are (query, range of kv heads). Many queries: one task per query (one pass over its
-  // KV rows). Few queries (decode): kv heads are split so every thread has work. Tasks are dealt
-  // round-robin: causal prefill queries grow in cost, contiguous chunks would leave one thread
-  // with the long ones. Each task owns its outputs, so neither choice is visible in the results.
-  // One thread: one task per query (splitting its kv heads would only repeat the per-task and
-  // per-block set-up; the 1-thread draft model of speculative decoding runs here).
+  // Tasks are (group of queries, range of kv heads). A group is a run of up to
+  // kAttentionMaxGroup consecutive queries of one sequence with the same first visible key
+  // (speculative verify, prefill): the task reads each key block once for all of them. Few
+  // tasks (decode): kv heads are split so every thread has work, and groups are made smaller
+  // while there are fewer tasks than threads. Tasks are dealt round-robin: causal prefill
+  // queries grow in cost, contiguous chunks would leave one thread with the long ones. Each task
+  // owns its outputs, so none of these choices is visible in the results. One thread: one task
+  // per group (splitting its kv heads would only repeat the per-task and per-block set-up; the
+  // 1-thread draft model of speculative decoding runs here).
   const int nth = threads ? threads->n_threads() : 1;
-  const int64_t want_chunks =
-      nth == 1 ? 1 : (2 * static_cast<int64_t>(nth) + batch.n_queries - 1) / batch.n_queries;
-  const int32_t chunks =
-      static_cast<int32_t>(std::clamp<int64_t>(want_chunks, 1, params.n_head_kv));
-  const int64_t n_tasks = batch.n_queries * chunks;
+  const auto first_of = [&](int64_t i) { return batch.first_visible ? batch.first_visible[i] : 0; };
+  std::vector<std::pair<int64_t, int32_t>> groups;  // (first query, queries)
+  int32_t chunks = 1;
+  for (int32_t max_group = ops_internal::kAttentionMaxGroup;; max_group /= 2) {
+    groups.clear();
+    for (int64_t i = 0; i < batch.n_queries; ++i) {
+      if (!groups.empty()) {
+        auto& [g0, n] = groups.back();
+        if (n < max_group && batch.seq[i] == batch.seq[g0] && first_of(i) == first_of(g0)) {
+          ++n;
+          continue;
+        }
+      }
+      groups.emplace_back(i, 1);
+    }
+    const auto n_groups = static_cast<int64_t>(groups.size());
+    const int64_t want_chunks =
+        nth == 1 ? 1 : (2 * static_cast<int64_t>(nth) + n_groups - 1) / n_groups;
+    chunks = static_cast<int32_t>(std::clamp<int64_t>(want_chunks, 1, params.n_head_kv));
+    if (max_group == 1 || n_groups * chunks >= nth) break;
+  }
+  const int64_t n_tasks = static_cast<int64_t>(groups.size()) * chunks;
   const int64_t scratch_floats = ops_internal::attention_scratch_floats(params);
   auto work = [&](int ith, int nth_run) {
     // Uninitialized: each task writes every scratch float it reads.
     const auto scratch =
         std::make_unique_for_overwrite<float[]>(static_cast<size_t>(scratch_floats));
     for (int64_t t = ith; t < n_tasks; t += nth_run) {
-      const int64_t i = t / chunks;
+      const auto [i, n_q] = groups[static_cast<size_t>(t / chunks)];
       const int32_t ch = static_cast<int32_t>(t % chunks);
       ops_internal::AttentionTask task{
           &params,
           batch.q + i * batch.q_stride,
           batch.out + i * batch.out_stride,
+          batch.q_stride,
+          batch.out_stride,
           &batch.seqs[batch.seq[i]],
-          batch.n_visible[i],
-          batch.first_visible ? batch.first_visible[i] : 0,
+          batch.n_visible + i,
+          n_q,
+          first_of(i),
           static_cast<int32_t>(int64_t{ch} * params.n_head_kv / chunks),
           static_cast<int32_t>(int64_t{ch + 1} * params.n_head_kv / chunks)};
       if (ops_internal::use_avx2(isa)) {

@@ -23,8 +23,8 @@
 // sliding-window layer, first_visible: the query then reads keys [first_visible, n_visible) only,
 // in key blocks starting at first_visible (so the blocks depend on the query alone), and pages
 // wholly before first_visible are never read (they may be null). No other masks are supported.
-// Queries are already rotated (RoPE) when the model uses it. Threads split (query, range of kv
-// heads) pairs, never the keys.
+// Queries are already rotated (RoPE) when the model uses it. Threads split (group of consecutive
+// queries of one sequence, range of kv heads) tasks, never the keys.
 #pragma once
 
 #include <cstdint>
@@ -83,20 +83,29 @@ Status kv_write_token(const AttentionParams& params, const float* k, const float
                       void* v_page, int32_t slot);
 
 namespace ops_internal {
-// One query, kv heads [kv_begin, kv_end) with their n_head/n_head_kv query heads each. Internal
-// to the attention files; q and out point at the query's head 0. How kv heads are grouped into
-// tasks never changes a head's arithmetic.
+// Queries of one sequence that one task processes together against each key block (verify,
+// prefill): each block's K/V rows are read once for all of them, from L1 after the first.
+constexpr int32_t kAttentionMaxGroup = 8;
+
+// A group of n_q (1..kAttentionMaxGroup) queries of one sequence sharing first_visible, kv heads
+// [kv_begin, kv_end) with their n_head/n_head_kv query heads each. Internal to the attention
+// files; q and out point at query 0's head 0, query i is i*q_stride / i*out_stride further. How
+// queries and kv heads are grouped into tasks never changes a (query, head)'s arithmetic: each
+// keeps its own key blocks (its own last, partial one) and its own order of operations.
 struct AttentionTask {
   const AttentionParams* params;
   const float* q;
   float* out;
+  int64_t q_stride;
+  int64_t out_stride;
   const KvPageTable* table;
-  int32_t n_visible;
-  int32_t first_visible;  // keys [first_visible, n_visible)
+  const int32_t* n_visible;  // [n_q]
+  int32_t n_q;
+  int32_t first_visible;  // keys [first_visible, n_visible[i]) for every query of the group
   int32_t kv_begin;
   int32_t kv_end;
 };
-int64_t attention_scratch_floats(const AttentionParams& params);  // for any kv range
+int64_t attention_scratch_floats(const AttentionParams& params);  // for any task
 void attention_task_scalar(const AttentionTask& task, float* scratch);
 void attention_task_avx2(const AttentionTask& task, float* scratch);
 // y[i] = f32_to_fp16(x[i]) with F16C, bit for bit (attention_kv_avx2.cpp).

@@ -1,7 +1,9 @@
-// AVX2 blocked online-softmax attention for one (query, kv head range) task.
+// AVX2 blocked online-softmax attention for one (query group, kv head range) task.
 //
 // The keys and values are read straight from the head-major pages (F16/BF16 converted in registers)
-// and shared by up to four query heads of the same kv head, so each KV row is read once per task.
+// and shared by up to four (query, head) pairs of the same kv head: the query heads of the kv head
+// and, in a multi-query task, the same heads of the group's other queries; a block's rows stay in
+// L1 while the rest of the group's pairs read them.
 // The arithmetic of each (query head, key) score, of the block softmax and of each accumulator
 // element is fixed by the key block and head_dim only: every score is its own FMA chain over
 // head_dim followed by one fixed pairwise tree over its 8 lanes (computed for four keys at once
@@ -18,7 +20,12 @@ namespace {
 
 constexpr int32_t kKB = kAttentionKeyBlock;
 static_assert(kKB % 8 == 0, "the block exp/sum runs on whole vectors");
-constexpr int kMaxHeads = 4;  // query heads sharing one pass over a kv head's keys
+// (query, head) pairs sharing one pass over a kv head's keys: four, or three where head_dim has
+// four or more vectors. Three pairs score four keys at a time (12 independent FMA chains), four
+// only two (8 chains, too few to cover the FMA latency): 12-27% faster multi-query and
+// 4-heads-per-kv-head tasks at head_dim 64-128. Short heads are dominated by the per-pass cost
+// instead (head_dim 12: 30% slower in threes).
+constexpr int kMaxHeads = 4;
 
 // A BF16 element: its own type, so that the loads below pick the BF16 conversion (uint16_t is F16).
 struct Bf16 {
@@ -26,8 +33,10 @@ struct Bf16 {
 };
 
 // 8 elements of a KV row as floats; the _tail variants read only n < 8 and zero the rest (so no
-// read past a row, and padding lanes contribute exactly 0).
-inline __m256 load8(const Bf16* p) {  // BF16 is the top half of an F32: widen and shift
+// read past a row, and padding lanes contribute exactly 0). Always inlined: GCC left load_vec
+// out of line in the grown task code, a call per vector (10% of a 12-wide head's time).
+// BF16 is the top half of an F32: widen and shift.
+[[gnu::always_inline]] inline __m256 load8(const Bf16* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
@@ -35,7 +44,7 @@ inline __m256 load8(const Bf16* p) {  // BF16 is the top half of an F32: widen a
 // copy through a stack buffer cost a memcpy call (n is not a constant), a spill of every live
 // vector around it and a store-forwarding stall on the reload, once per key and vector of a
 // ragged head_dim (the 12-wide heads of a small draft model spent most of a forward there).
-inline __m128i load_halves(const uint16_t* p, int64_t n) {
+[[gnu::always_inline]] inline __m128i load_halves(const uint16_t* p, int64_t n) {
   __m128i h = _mm_setzero_si128();
   if (n >= 4) {
     h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));  // elements 0..3
@@ -69,34 +78,38 @@ inline __m128i load_halves(const uint16_t* p, int64_t n) {
   }
   return h;
 }
-inline __m256 load_tail(const Bf16* p, int64_t n) {
+[[gnu::always_inline]] inline __m256 load_tail(const Bf16* p, int64_t n) {
   const __m128i h = load_halves(reinterpret_cast<const uint16_t*>(p), n);
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
-inline __m256 load8(const uint16_t* p) {
+[[gnu::always_inline]] inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-inline __m256 load8(const float* p) {
+[[gnu::always_inline]] inline __m256 load8(const float* p) {
   return _mm256_loadu_ps(p);
 }
-inline __m256 load_tail(const uint16_t* p, int64_t n) {
+[[gnu::always_inline]] inline __m256 load_tail(const uint16_t* p, int64_t n) {
   return _mm256_cvtph_ps(load_halves(p, n));
 }
-inline __m256 load_tail(const float* p, int64_t n) {
+[[gnu::always_inline]] inline __m256 load_tail(const float* p, int64_t n) {
   return _mm256_maskload_ps(p, tail_mask_avx2(n));
 }
 
 // Element e-block c of a row: full vectors below n_full, the ragged tail at n_full. kRagged is
 // false when head_dim is a multiple of 8 (every block full): no test per load.
 template <bool kRagged, class Elem>
-inline __m256 load_vec(const Elem* row, int64_t c, int64_t n_full, int64_t rem) {
+[[gnu::always_inline]] inline __m256 load_vec(const Elem* row, int64_t c, int64_t n_full,
+                                              int64_t rem) {
   if constexpr (!kRagged) return load8(row + 8 * c);
   return c < n_full ? load8(row + 8 * c) : load_tail(row + 8 * c, rem);
 }
 
-// One task: query heads of kv heads [kv_begin, kv_end). Key blocks are the outer loop, so each
-// block's rows are read once (per kv head a contiguous run of keys within a page); every head
-// keeps its own running max, sum and accumulator across blocks.
+// One task: (query, head) pairs of kv heads [kv_begin, kv_end), one kv head after the other. Per
+// kv head, key blocks are the outer loop, so each block's rows are read once (a contiguous run of
+// keys within a page) for every pair; every pair keeps its own running max, sum and accumulator
+// across blocks, and its own key blocks: blocks start at first_visible, a query's last block
+// stops at its n_visible, and a block is computed for the pairs whose queries see it whole
+// together, then for each query that sees only part of it with that query's key count.
 template <class Elem, bool kRagged>
 struct Task {
   const AttentionParams& p;
@@ -104,12 +117,21 @@ struct Task {
   int64_t hd, hd_pad, nvec, n_full, rem;
   int64_t head_stride;  // elements between one kv head's slot and the next head's (page_size*hd)
 
-  // Pointers to keys [j0, j0 + nb) at kv head kv_begin in the K and V pages (head-major pages:
-  // kv head g of the same key is g * head_stride elements further).
-  void rows(int32_t j0, int32_t nb, const Elem** krow, const Elem** vrow) const {
+  // Pointers to keys [j0, j0 + nb) at kv head g in the K and V pages (head-major pages: kv head g
+  // of a key is g * head_stride elements after kv head 0).
+  void rows(int32_t j0, int32_t nb, int32_t g, const Elem** krow, const Elem** vrow) const {
     int32_t page = j0 / p.page_size, slot = j0 % p.page_size;
+    if (slot + nb <= p.page_size) {  // within one page (the usual case): consecutive rows
+      const Elem* k = static_cast<const Elem*>(task.table->k_pages[page]) + g * head_stride;
+      const Elem* v = static_cast<const Elem*>(task.table->v_pages[page]) + g * head_stride;
+      for (int32_t j = 0; j < nb; ++j) {
+        krow[j] = k + (slot + j) * hd;
+        vrow[j] = v + (slot + j) * hd;
+      }
+      return;
+    }
     for (int32_t j = 0; j < nb; ++j) {
-      const int64_t off = task.kv_begin * head_stride + slot * hd;
+      const int64_t off = g * head_stride + slot * hd;
       krow[j] = static_cast<const Elem*>(task.table->k_pages[page]) + off;
       vrow[j] = static_cast<const Elem*>(task.table->v_pages[page]) + off;
       if (++slot == p.page_size) {
@@ -119,18 +141,16 @@ struct Task {
     }
   }
 
-  // The next block is prefetched a key at a time (every kv head of the task): its K rows alongside
-  // the current block's scores, its V rows alongside the current block's V pass, so the misses
+  // The next block is prefetched a key at a time (the kv head's row): its K rows alongside the
+  // current block's scores, its V rows alongside the current block's V pass, so the misses
   // are spread over the whole block (a burst would overflow the miss buffers). Within a page each
   // head's keys are contiguous, so this mostly runs ahead of the hardware prefetcher across page
   // boundaries. Always inlined: out of line, GCC's IPA pass finds a function whose only effect is
   // a prefetch "const" and deletes every call.
   [[gnu::always_inline]] void prefetch_row(const Elem* row) const {
-    for (int32_t g = 0; g < task.kv_end - task.kv_begin; ++g) {
-      const char* b = reinterpret_cast<const char*>(row + g * head_stride);
-      for (int64_t o = 0; o < hd * static_cast<int64_t>(sizeof(Elem)); o += 64)
-        _mm_prefetch(b + o, _MM_HINT_T1);
-    }
+    const char* b = reinterpret_cast<const char*>(row);
+    for (int64_t o = 0; o < hd * static_cast<int64_t>(sizeof(Elem)); o += 64)
+      _mm_prefetch(b + o, _MM_HINT_T1);
   }
 
   // Scores of keys [j, j + KJ) (KJ = 1, 2 or 4) for H heads: one FMA chain per (head, key) over
@@ -139,10 +159,9 @@ struct Task {
   // vectors stand in for the missing keys). Prefetches the next block's keys [j, j + KJ) below
   // nb_next when pf_k is not null.
   template <int H, int KJ>
-  [[gnu::always_inline]] void score_keys(const float* const* qh, const Elem* const* krow,
-                                         int64_t off, int32_t j, float (*s)[kKB],
-                                         const Elem* const* pf_k, const Elem* const* pf_v,
-                                         int32_t nb_next) const {
+  [[gnu::always_inline]] void score_keys(const float* const* qh, const Elem* const* krow, int32_t j,
+                                         float (*s)[kKB], const Elem* const* pf_k,
+                                         const Elem* const* pf_v, int32_t nb_next) const {
     if (pf_k)
       for (int k = 0; k < KJ; ++k)
         if (j + k < nb_next) prefetch_row(pf_k[j + k]);
@@ -152,7 +171,7 @@ struct Task {
     for (int64_t c = 0; c < nvec; ++c) {
       // One key vector live at a time, q as a memory operand: KJ*H accumulators + 1 register.
       for (int k = 0; k < KJ; ++k) {
-        const __m256 kv = load_vec<kRagged>(krow[j + k] + off, c, n_full, rem);
+        const __m256 kv = load_vec<kRagged>(krow[j + k], c, n_full, rem);
         for (int h = 0; h < H; ++h)
           a[k][h] = _mm256_fmadd_ps(_mm256_loadu_ps(qh[h] + 8 * c), kv, a[k][h]);
       }
@@ -175,19 +194,19 @@ struct Task {
     }
   }
 
-  // s[h][j] = (q_h . k_j) * scale for the block's keys (rows at element offset `off`): four keys
+  // s[h][j] = (q_h . k_j) * scale for the block's keys: four keys
   // at a time for up to three heads (12 accumulators), two for four heads; the rest one or two.
   template <int H>
-  void scores(float* const* q, const Elem* const* krow, int64_t off, int32_t nb, float (*s)[kKB],
+  void scores(float* const* q, const Elem* const* krow, int32_t nb, float (*s)[kKB],
               const Elem* const* pf_k, const Elem* const* pf_v, int32_t nb_next) const {
     const float* qh[H];  // local copies: the compiler keeps them in registers
     for (int h = 0; h < H; ++h) qh[h] = q[h];
     int32_t j = 0;
     if constexpr (H <= 3) {
-      for (; j + 4 <= nb; j += 4) score_keys<H, 4>(qh, krow, off, j, s, pf_k, pf_v, nb_next);
+      for (; j + 4 <= nb; j += 4) score_keys<H, 4>(qh, krow, j, s, pf_k, pf_v, nb_next);
     }
-    for (; j + 2 <= nb; j += 2) score_keys<H, 2>(qh, krow, off, j, s, pf_k, pf_v, nb_next);
-    if (j < nb) score_keys<H, 1>(qh, krow, off, j, s, pf_k, pf_v, nb_next);
+    for (; j + 2 <= nb; j += 2) score_keys<H, 2>(qh, krow, j, s, pf_k, pf_v, nb_next);
+    if (j < nb) score_keys<H, 1>(qh, krow, j, s, pf_k, pf_v, nb_next);
     for (int h = 0; h < H; ++h)
       for (int32_t jj = nb; jj < kKB; ++jj) s[h][jj] = -std::numeric_limits<float>::infinity();
   }
@@ -219,8 +238,8 @@ struct Task {
   template <int H, int CV>
   [[gnu::always_inline]] void accumulate_cols(float* const* acc, const float* alpha,
                                               const float (*s)[kKB], const Elem* const* vrow,
-                                              int64_t off, int32_t nb, int64_t c,
-                                              const Elem* const* pf_v, int32_t nb_next) const {
+                                              int32_t nb, int64_t c, const Elem* const* pf_v,
+                                              int32_t nb_next) const {
     __m256 v[H][CV];
     for (int h = 0; h < H; ++h) {
       const __m256 va = _mm256_set1_ps(alpha[h]);
@@ -231,7 +250,7 @@ struct Task {
       __m256 w[H];
       for (int h = 0; h < H; ++h) w[h] = _mm256_set1_ps(s[h][j]);
       if (pf_v && j < nb_next) prefetch_row(pf_v[j]);
-      const Elem* row = vrow[j] + off;
+      const Elem* row = vrow[j];
       for (int i = 0; i < CV; ++i) {
         const __m256 r = load_vec<kRagged>(row, c + i, n_full, rem);
         for (int h = 0; h < H; ++h) v[h][i] = _mm256_fmadd_ps(w[h], r, v[h][i]);
@@ -247,109 +266,139 @@ struct Task {
   // element's arithmetic is the same whatever the grouping.
   template <int H>
   void accumulate(float* const* acc, const float* alpha, const float (*s)[kKB],
-                  const Elem* const* vrow, int64_t off, int32_t nb, const Elem* const* pf_v,
+                  const Elem* const* vrow, int32_t nb, const Elem* const* pf_v,
                   int32_t nb_next) const {
     constexpr int CV = H <= 3 ? 4 : 2;
     int64_t c = 0;
     for (; c + CV <= nvec; c += CV)
-      accumulate_cols<H, CV>(acc, alpha, s, vrow, off, nb, c, c == 0 ? pf_v : nullptr, nb_next);
+      accumulate_cols<H, CV>(acc, alpha, s, vrow, nb, c, c == 0 ? pf_v : nullptr, nb_next);
     const Elem* const* pf = c == 0 ? pf_v : nullptr;
     switch (nvec - c) {  // 0 .. CV-1
       case 3:
-        accumulate_cols<H, CV == 4 ? 3 : 1>(acc, alpha, s, vrow, off, nb, c, pf, nb_next);
+        accumulate_cols<H, CV == 4 ? 3 : 1>(acc, alpha, s, vrow, nb, c, pf, nb_next);
         break;
       case 2:
-        accumulate_cols<H, 2>(acc, alpha, s, vrow, off, nb, c, pf, nb_next);
+        accumulate_cols<H, 2>(acc, alpha, s, vrow, nb, c, pf, nb_next);
         break;
       case 1:
-        accumulate_cols<H, 1>(acc, alpha, s, vrow, off, nb, c, pf, nb_next);
+        accumulate_cols<H, 1>(acc, alpha, s, vrow, nb, c, pf, nb_next);
         break;
       default:
         break;
     }
   }
 
-  // Task head r's padded query row and accumulator row in the scratch buffer.
-  float* q_row(float* scratch, int32_t r) const { return scratch + 2 * r * hd_pad; }
-  float* acc_row(float* scratch, int32_t r) const { return q_row(scratch, r) + hd_pad; }
+  // Pair t's padded query row and accumulator row in the scratch buffer.
+  float* q_row(float* scratch, int32_t t) const { return scratch + 2 * t * hd_pad; }
+  float* acc_row(float* scratch, int32_t t) const { return q_row(scratch, t) + hd_pad; }
 
-  // One key block for H query heads starting at task head index r (kv head (kv_begin*rep + r) /
-  // rep); m/l are the task's per-head running max and sum.
+  // One key block of nb keys for H pairs t[0..H) of the same kv head (rows krow/vrow); m/l are
+  // the task's per-pair running max and sum.
   template <int H>
-  void block(int32_t r, float* scratch, float* m, float* l, const Elem* const* krow,
+  void block(const int32_t* t, float* scratch, float* m, float* l, const Elem* const* krow,
              const Elem* const* vrow, int32_t nb, const Elem* const* pf_k, const Elem* const* pf_v,
              int32_t nb_next) const {
-    const int32_t rep = p.n_head / p.n_head_kv;
-    const int64_t off = (r / rep) * head_stride;  // kv head within the task's range
     float* q[H];
     float* acc[H];
     for (int h = 0; h < H; ++h) {
-      q[h] = q_row(scratch, r + h);
-      acc[h] = acc_row(scratch, r + h);
+      q[h] = q_row(scratch, t[h]);
+      acc[h] = acc_row(scratch, t[h]);
     }
     alignas(32) float s[H][kKB];
     float alpha[H];
-    scores<H>(q, krow, off, nb, s, pf_k, pf_v, nb_next);
-    for (int h = 0; h < H; ++h) alpha[h] = softmax_step(s[h], &m[r + h], &l[r + h]);
-    accumulate<H>(acc, alpha, s, vrow, off, nb, pf_v, nb_next);
+    scores<H>(q, krow, nb, s, pf_k, pf_v, nb_next);
+    for (int h = 0; h < H; ++h) alpha[h] = softmax_step(s[h], &m[t[h]], &l[t[h]]);
+    accumulate<H>(acc, alpha, s, vrow, nb, pf_v, nb_next);
   }
 
-  // scratch: per task head a padded query row and an accumulator row, then m and l.
+  // scratch: per (query, head) pair t = i * nh + r (nh task heads per query) a padded query row
+  // and an accumulator row, then m and l.
   void run(float* scratch) const {
     const int32_t rep = p.n_head / p.n_head_kv;
     const int32_t nh = (task.kv_end - task.kv_begin) * rep;
+    const int32_t n_pairs = task.n_q * nh;
     const int32_t h_first = task.kv_begin * rep;  // query head of task head 0
-    float* m = scratch + 2 * nh * hd_pad;
-    float* l = m + nh;
-    for (int32_t r = 0; r < nh; ++r) {
-      float* q = q_row(scratch, r);
-      const float* src = task.q + static_cast<int64_t>(h_first + r) * hd;
-      std::copy(src, src + hd, q);
-      std::fill(q + hd, q + hd_pad, 0.0f);
-      std::fill(acc_row(scratch, r), acc_row(scratch, r) + hd_pad, 0.0f);
-      m[r] = -std::numeric_limits<float>::infinity();
-      l[r] = 0.0f;
+    float* m = scratch + 2 * n_pairs * hd_pad;
+    float* l = m + n_pairs;
+    int32_t n_max = 0;
+    for (int32_t i = 0; i < task.n_q; ++i) {
+      n_max = std::max(n_max, task.n_visible[i]);
+      for (int32_t r = 0; r < nh; ++r) {
+        const int32_t t = i * nh + r;
+        float* q = q_row(scratch, t);
+        const float* src = task.q + i * task.q_stride + static_cast<int64_t>(h_first + r) * hd;
+        std::copy(src, src + hd, q);
+        std::fill(q + hd, q + hd_pad, 0.0f);
+        std::fill(acc_row(scratch, t), acc_row(scratch, t) + hd_pad, 0.0f);
+        m[t] = -std::numeric_limits<float>::infinity();
+        l[t] = 0.0f;
+      }
     }
     const Elem* krow[2][kKB];
     const Elem* vrow[2][kKB];
     const int32_t j_first = task.first_visible;
-    rows(j_first, std::min(kKB, task.n_visible - j_first), krow[0], vrow[0]);
-    for (int32_t j0 = j_first, b = 0; j0 < task.n_visible; j0 += kKB, b ^= 1) {
-      const int32_t nb = std::min(kKB, task.n_visible - j0);
-      const int32_t nb_next = std::clamp(task.n_visible - j0 - kKB, 0, kKB);
-      if (nb_next > 0) rows(j0 + kKB, nb_next, krow[b ^ 1], vrow[b ^ 1]);
-      for (int32_t g = 0; g < task.kv_end - task.kv_begin; ++g) {
-        for (int32_t r0 = 0; r0 < rep; r0 += kMaxHeads) {
-          const int32_t r = g * rep + r0;
-          // The first head group of the block prefetches the next block's rows.
-          const bool pf = g == 0 && r0 == 0;
-          const Elem* const* pk = pf ? krow[b ^ 1] : nullptr;
-          const Elem* const* pv = pf ? vrow[b ^ 1] : nullptr;
-          switch (std::min(kMaxHeads, rep - r0)) {
+    const int max_pairs = nvec >= 4 ? 3 : kMaxHeads;
+    for (int32_t g = task.kv_begin; g < task.kv_end; ++g) {
+      const int32_t r_first = (g - task.kv_begin) * rep;  // task head of the kv head's first
+      rows(j_first, std::min(kKB, n_max - j_first), g, krow[0], vrow[0]);
+      for (int32_t j0 = j_first, b = 0; j0 < n_max; j0 += kKB, b ^= 1) {
+        const int32_t nb_next = std::clamp(n_max - j0 - kKB, 0, kKB);
+        if (nb_next > 0) rows(j0 + kKB, nb_next, g, krow[b ^ 1], vrow[b ^ 1]);
+        // The first call of the block prefetches the next block's rows.
+        const Elem* const* pk = nb_next > 0 ? krow[b ^ 1] : nullptr;
+        const Elem* const* pv = nb_next > 0 ? vrow[b ^ 1] : nullptr;
+        int32_t pending[kMaxHeads];
+        int n_pending = 0;
+        const auto flush = [&](int32_t nb) {
+          switch (n_pending) {
             case 1:
-              block<1>(r, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              block<1>(pending, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
               break;
             case 2:
-              block<2>(r, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              block<2>(pending, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
               break;
             case 3:
-              block<3>(r, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              block<3>(pending, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
               break;
             default:
-              block<4>(r, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+              block<4>(pending, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
               break;
           }
+          n_pending = 0;
+          pk = pv = nullptr;
+        };
+        // The pairs of the queries that see the whole block, max_pairs at a time...
+        for (int32_t i = 0; i < task.n_q; ++i) {
+          if (task.n_visible[i] - j0 < kKB) continue;
+          for (int32_t r = 0; r < rep; ++r) {
+            pending[n_pending++] = i * nh + r_first + r;
+            if (n_pending == max_pairs) flush(kKB);
+          }
+        }
+        if (n_pending > 0) flush(kKB);
+        // ...then each query that sees part of it (its last block), with its own key count.
+        for (int32_t i = 0; i < task.n_q; ++i) {
+          const int32_t nb = task.n_visible[i] - j0;
+          if (nb <= 0 || nb >= kKB) continue;
+          for (int32_t r = 0; r < rep; ++r) {
+            pending[n_pending++] = i * nh + r_first + r;
+            if (n_pending == max_pairs) flush(nb);
+          }
+          if (n_pending > 0) flush(nb);
         }
       }
     }
-    for (int32_t r = 0; r < nh; ++r) {
-      const __m256 vl = _mm256_set1_ps(l[r]);
-      const float* acc = acc_row(scratch, r);
-      float* o = task.out + static_cast<int64_t>(h_first + r) * hd;
-      int64_t e = 0;
-      for (; e + 8 <= hd; e += 8)
-        _mm256_storeu_ps(o + e, _mm256_div_ps(_mm256_loadu_ps(acc + e), vl));
-      for (; e < hd; ++e) o[e] = acc[e] / l[r];  // IEEE division: same as the vector lanes
+    for (int32_t i = 0; i < task.n_q; ++i) {
+      for (int32_t r = 0; r < nh; ++r) {
+        const int32_t t = i * nh + r;
+        const __m256 vl = _mm256_set1_ps(l[t]);
+        const float* acc = acc_row(scratch, t);
+        float* o = task.out + i * task.out_stride + static_cast<int64_t>(h_first + r) * hd;
+        int64_t e = 0;
+        for (; e + 8 <= hd; e += 8)
+          _mm256_storeu_ps(o + e, _mm256_div_ps(_mm256_loadu_ps(acc + e), vl));
+        for (; e < hd; ++e) o[e] = acc[e] / l[t];  // IEEE division: same as the vector lanes
+      }
     }
   }
 };

@@ -477,6 +477,81 @@ TEST(OpsAttention, WindowEqualsTheSameKeysAsAPrefix) {
   }
 }
 
+// Queries of one sequence next to each other in a batch are computed together, a key block at a
+// time for the group (speculative verify, prefill). Each must still give bitwise what it gives
+// alone: ragged visible counts in any order (so each query's last block differs, and some
+// queries end blocks before others), GQA, sliding windows (runs of queries sharing a first key,
+// and ones that do not), head_dim not a multiple of 8, runs longer than a group, other
+// sequences' runs in between, 1 to 3 threads and every ISA.
+TEST(OpsAttention, MultiQueryGroupEqualsEachQueryAloneBitwise) {
+  std::mt19937 rng(35);
+  ThreadContext one(1), two(2), three(3);
+  ThreadContext* const pools[] = {&one, &two, &three};
+  const Case cases[] = {{4, 2, 13, 150, 16, GgmlType::F16},  {8, 2, 20, 200, 32, GgmlType::F16},
+                        {6, 3, 64, 120, 7, GgmlType::BF16},  {3, 1, 9, 97, 5, GgmlType::F32},
+                        {12, 4, 64, 180, 32, GgmlType::F16}, {2, 2, 5, 70, 1000, GgmlType::F32}};
+  for (const Case& c : cases) {
+    const AttentionParams p = params_for(c);
+    const int width = c.n_head * c.head_dim, row = c.n_head_kv * c.head_dim;
+    const SeqKv sa = make_seq(c.n_tokens, row, rng, c.type);
+    const SeqKv sb = make_seq(c.n_tokens / 2 + 3, row, rng, c.type);
+    auto pa = page(sa, p);
+    auto pb = page(sb, p);
+    const KvPageTable tables[2] = {pa->table, pb->table};
+    const int n_tok[2] = {sa.n_tokens, sb.n_tokens};
+    // Runs of consecutive queries of one sequence: 1 to 19 long (groups hold up to 8), with
+    // random visible counts; a run either shares a first key (0 or a window start) or gives each
+    // query its own.
+    std::vector<int32_t> vis, first, seq;
+    for (int run = 0; run < 12; ++run) {
+      const int sq = run % 3 == 2 ? 1 : 0;
+      const int len = std::uniform_int_distribution<int>(1, 19)(rng);
+      const int mode = run % 4;  // 0: all keys from 0, 1: shared window start, 2/3: own starts
+      const int shared = std::uniform_int_distribution<int>(0, n_tok[sq] / 2)(rng);
+      for (int k = 0; k < len; ++k) {
+        int nv = std::uniform_int_distribution<int>(1, n_tok[sq])(rng);
+        int f = 0;
+        if (mode == 1) {
+          nv = std::max(nv, shared + 1);
+          f = shared;
+        } else if (mode >= 2) {
+          f = std::uniform_int_distribution<int>(0, nv - 1)(rng);
+        }
+        vis.push_back(nv);
+        first.push_back(f);
+        seq.push_back(sq);
+      }
+    }
+    const int n = static_cast<int>(vis.size());
+    const std::vector<float> q = random_queries(n, width, rng);
+    for (Isa isa : OpIsas()) {
+      for (ThreadContext* threads : pools) {
+        SCOPED_TRACE(::testing::Message()
+                     << isa_name(isa) << " H " << c.n_head << "/" << c.n_head_kv << " hd "
+                     << c.head_dim << " " << type_name(c.type) << " threads "
+                     << threads->n_threads());
+        std::vector<float> out(q.size(), -7.0f);
+        AttentionBatch b{n,      q.data(), width,      vis.data(), seq.data(),
+                         tables, 2,        out.data(), width,      first.data()};
+        ASSERT_TRUE(attention_paged(p, b, threads, isa).ok());
+        for (int i = 0; i < n; ++i) {
+          std::vector<float> alone(width, -9.0f);
+          AttentionBatch ob{1,       &q[static_cast<size_t>(i) * width],
+                            width,   &vis[i],
+                            &seq[i], tables,
+                            2,       alone.data(),
+                            width,   &first[i]};
+          ASSERT_TRUE(attention_paged(p, ob, nullptr, isa).ok());
+          ASSERT_EQ(0, std::memcmp(alone.data(), &out[static_cast<size_t>(i) * width],
+                                   width * sizeof(float)))
+              << "query " << i << " sees [" << first[i] << ", " << vis[i] << ") of sequence "
+              << seq[i];
+        }
+      }
+    }
+  }
+}
+
 TEST(OpsAttention, BadInputIsAnErrorAndWritesNothing) {
   std::mt19937 rng(33);
   const Case c{4, 2, 8, 20, 8, GgmlType::F16};
