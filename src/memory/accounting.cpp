@@ -128,6 +128,7 @@ uint64_t HybridMemory::fingerprint() const {
     add(id);
     add(snap.n_tokens);
     add(snap.pins);
+    add(snap.made_by_handle);
     add(snap.seq_refs);
     add(static_cast<uint64_t>(snap.pos_base));
     add_list(*snap.pages, snap.n_tokens);

@@ -257,6 +257,12 @@ class HybridMemory {
   Result<uint64_t> snapshot(int32_t seq);  // pinned until release()
   Status restore(int32_t seq, uint64_t snapshot_id);
   Status release(uint64_t snapshot_id);
+  // As release(), but when that was the last handle on a snapshot that snapshot() created (not
+  // an automatic one it pinned), the snapshot also leaves every sequence's path and is freed: a
+  // rollback point its owner has moved past (a drafter's per-token marks). release() leaves it
+  // listed as a restore point, so marks taken every step would pile up. Never changes what a
+  // sequence holds; a later seq_rm to there replays from an older snapshot.
+  Status discard(uint64_t snapshot_id);
   // One more explicit handle on an existing snapshot (e.g. an automatic one a load brought back,
   // or one a second owner wants kept); each pin needs its own release().
   Status pin(uint64_t snapshot_id);

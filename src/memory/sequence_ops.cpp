@@ -247,7 +247,9 @@ Result<uint64_t> HybridMemory::snapshot(int32_t seq) {
       return last->id;
     }
   }
-  return add_snapshot(b, b.n, b.slot, b.pages, true);
+  const uint64_t id = add_snapshot(b, b.n, b.slot, b.pages, true);
+  snaps_.find(id)->made_by_handle = true;
+  return id;
 }
 
 Status HybridMemory::restore(int32_t seq, uint64_t snapshot_id) {
@@ -287,6 +289,20 @@ Status HybridMemory::release(uint64_t snapshot_id) {
     return Error(ErrorCode::kInvalidArgument, "release: snapshot ", snapshot_id,
                  " has no explicit handle left (already released)");
   if (--s->pins == 0 && s->seq_refs == 0) erase_snapshot(*s);
+  if (!txn_) enforce_snapshot_budget();
+  return Status::Ok();
+}
+
+Status HybridMemory::discard(uint64_t snapshot_id) {
+  Snapshot* s = snaps_.find(snapshot_id);
+  if (!s) return Error(ErrorCode::kNotFound, "discard: no snapshot ", snapshot_id);
+  if (s->pins == 0)
+    return Error(ErrorCode::kInvalidArgument, "discard: snapshot ", snapshot_id,
+                 " has no explicit handle left (already released)");
+  if (--s->pins == 0 && (s->seq_refs == 0 || s->made_by_handle)) {
+    erase_snapshot(*s);  // frees bytes: the snapshot budget needs no check
+    return Status::Ok();
+  }
   if (!txn_) enforce_snapshot_budget();
   return Status::Ok();
 }

@@ -22,6 +22,7 @@ struct Snapshot {
   std::shared_ptr<PageList> pages;  // exactly ceil(n_tokens / page_size) pages
   uint32_t seq_refs = 0;            // sequence books listing it (it is on their path)
   uint32_t pins = 0;                // explicit handles (snapshot() calls not yet released)
+  bool made_by_handle = false;      // created by snapshot(), not by the snapshot policy
   uint64_t stamp = 0;               // creation order: automatic eviction takes the oldest
   bool evictable() const { return pins == 0; }
 };

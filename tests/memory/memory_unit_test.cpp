@@ -231,6 +231,61 @@ TEST(Snapshots, PinKeepsAnAutomaticSnapshotUntilEveryHandleIsReleased) {
   EXPECT_EQ(m->release(id).code(), ErrorCode::kNotFound);
 }
 
+// discard(): a snapshot() mark leaves every path with its last handle (a drafter's per-token
+// marks must not pile up as restore points); an automatic snapshot it pinned stays listed; the
+// sequences are untouched either way.
+TEST(Snapshots, DiscardDropsMarksButKeepsAutomaticSnapshots) {
+  MemoryConfig c = small_hybrid();
+  c.snapshot_interval = 4;
+  auto m = make(c);
+  std::vector<int32_t> toks = iota(4);
+  ASSERT_TRUE(decode(*m, 0, toks).ok());  // an automatic snapshot at 4
+  auto automatic = m->snapshot(0);        // pins it
+  ASSERT_TRUE(automatic.ok());
+  ASSERT_TRUE(decode(*m, 0, {7}).ok());
+  toks.push_back(7);
+  auto mark = m->snapshot(0);  // a new one at 5
+  ASSERT_TRUE(mark.ok());
+  auto again = m->snapshot(0);  // a second handle on the same mark
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *mark);
+  ASSERT_TRUE(m->seq_cp(0, 1).ok());  // the mark is on two paths now
+  ASSERT_TRUE(decode(*m, 0, {8}).ok());
+  toks.push_back(8);
+  auto counts = [&](int32_t seq) {
+    std::vector<uint32_t> at;
+    for (auto [id, n] : m->snapshots_of(seq)) at.push_back(n);
+    return at;
+  };
+  EXPECT_EQ(counts(0), (std::vector<uint32_t>{4, 5}));
+  const uint64_t fp_before = m->fingerprint();
+  ASSERT_TRUE(m->discard(*mark).ok());  // one handle left: nothing changes but the count
+  EXPECT_EQ(counts(0), (std::vector<uint32_t>{4, 5}));
+  EXPECT_NE(m->fingerprint(), fp_before);
+  ASSERT_TRUE(m->discard(*mark).ok());  // the last one: off both paths, freed
+  EXPECT_EQ(counts(0), (std::vector<uint32_t>{4}));
+  EXPECT_EQ(counts(1), (std::vector<uint32_t>{4}));
+  EXPECT_EQ(m->discard(*mark).code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(m->discard(*automatic).ok());  // the policy's own snapshot stays a restore point
+  EXPECT_EQ(counts(0), (std::vector<uint32_t>{4}));
+  EXPECT_EQ(m->usage().n_pinned_snapshots, 0u);
+  EXPECT_EQ(m->discard(*automatic).code(), ErrorCode::kInvalidArgument);
+  expect_seq(*m, 0, toks);
+  expect_seq(*m, 1, std::vector<int32_t>(toks.begin(), toks.begin() + 5));
+  // A rollback to where the mark was replays from the snapshot before it, exactly.
+  auto rep = m->seq_rm(0, 5, -1);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_EQ(rep->pos0, 4);
+  EXPECT_EQ(rep->tokens, std::vector<int32_t>{7});
+  // A mark off every path already (its sequence rolled back past it) goes like release().
+  auto lone = m->snapshot(1);
+  ASSERT_TRUE(lone.ok());
+  ASSERT_TRUE(m->seq_rm(1, 0, -1).ok());
+  const uint32_t before = m->usage().n_snapshots;
+  ASSERT_TRUE(m->discard(*lone).ok());
+  EXPECT_EQ(m->usage().n_snapshots, before - 1);
+}
+
 TEST(Transactions, OutOfBudgetChangesNothing) {
   MemoryConfig c = small_hybrid();
   c.budget_bytes = 4096;

@@ -348,6 +348,36 @@ TEST(SpeculativeDrafters, DraftModelOnTheTargetsThreadPoolIsExact) {
   }
 }
 
+// The draft model's rollback marks do not pile up in its memory: after a long generation it
+// holds its periodic snapshots and the last step's marks, no more (each step's marks used to stay
+// on the path as restore points, and the snapshot bookkeeping slowed with their number).
+TEST(SpeculativeDrafters, DraftModelMarksDoNotPileUp) {
+  const Loaded l = load("granitehybrid-dense");
+  ASSERT_TRUE(l.target && l.draft);
+  auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
+  ASSERT_TRUE(prompt.ok());
+  const ContextParams p = ctx_params();
+  auto drafter = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
+                                      {.p_min = 0.0f, .context = p});
+  ASSERT_TRUE(drafter.ok()) << drafter.status().ToString();
+  GenerateParams g = gen_params(false, 120);
+  const Outcome want = run(l, *prompt, g);
+  g.drafter = drafter->get();
+  g.spec.draft_max = 3;
+  const Outcome got = run(l, *prompt, g);
+  expect_same(want, got, "greedy, draft model, K 3");
+  EXPECT_GT(got.r.spec.steps, 20);
+  const HybridMemory& mem = (*drafter)->context().memory();
+  const uint32_t held = mem.n_tokens(1);
+  EXPECT_GE(held, prompt->size() + 100);
+  EXPECT_LE(mem.snapshots_of(1).size(), held / p.snapshot_interval + 3)
+      << "periodic snapshots plus the last step's three marks";
+  EXPECT_GT(mem.usage().n_pinned_snapshots, 0u);  // the last call's marks (fewer near the end)
+  EXPECT_LE(mem.usage().n_pinned_snapshots, 3u);
+  (*drafter)->forget(1);
+  EXPECT_EQ(mem.usage().n_pinned_snapshots, 0u);
+}
+
 TEST(SpeculativeDrafters, NgramContinuesTheLatestOccurrence) {
   NgramDrafter d({.n_max = 3, .n_min = 1});
   // "... 5 6 7 8 9 ... 5 6 7 1 2 ... 6 7" -> latest "6 7" is followed by "1 2 ..."
