@@ -31,7 +31,8 @@ inline void spin_pause(int i) {
 
 }  // namespace
 
-ThreadContext::ThreadContext(int n_threads) : n_threads_(std::max(1, n_threads)) {
+ThreadContext::ThreadContext(int n_threads)
+    : n_threads_(std::max(1, n_threads)), claims_(new Claim[n_threads_]) {
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -39,6 +40,7 @@ ThreadContext::~ThreadContext() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_.store(true, std::memory_order_relaxed);
+    hold_.store(false, std::memory_order_relaxed);
     generation_.fetch_add(1, std::memory_order_release);
   }
   cv_start_.notify_all();
@@ -71,6 +73,13 @@ void ThreadContext::worker_loop(int ith) {
     }
     seen = g;
     if (stop_.load(std::memory_order_relaxed)) return;
+    while (hold_.load(std::memory_order_relaxed)) std::this_thread::yield();
+    // The caller may have taken this share already (and finished the job, and even started later
+    // ones: then the claim holds a newer generation and the exchange fails just the same). A
+    // claim that fails leaves pending_ alone: the caller counts the shares it runs.
+    uint64_t free_gen = g - 1;
+    if (!claims_[ith].generation.compare_exchange_strong(free_gen, g, std::memory_order_relaxed))
+      continue;
     job_(ith, n_threads_);
     if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
         caller_sleeping_.load(std::memory_order_seq_cst)) {
@@ -91,12 +100,29 @@ void ThreadContext::run(FnRef<void(int, int)> fn) {
   regions_.store(regions_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   job_ = fn;
   pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_seq_cst);  // publishes job_ and pending_
+  // Publishes job_ and pending_. Only run() and the destructor move the generation, so g is
+  // this job's.
+  const uint64_t g = generation_.fetch_add(1, std::memory_order_seq_cst) + 1;
   if (sleepers_.load(std::memory_order_seq_cst) != 0) {
     { std::lock_guard<std::mutex> lock(mu_); }
     cv_start_.notify_all();
   }
   fn(0, n_threads_);
+  // Shares whose workers have not started yet (descheduled, or still waking up) are run here
+  // rather than waited for. On a quiet machine the workers have claimed theirs long ago: one
+  // load of each claim line, and none when the workers are already done.
+  if (pending_.load(std::memory_order_acquire) != 0) {
+    int taken = 0;
+    for (int i = 1; i < n_threads_; ++i) {
+      uint64_t free_gen = g - 1;
+      if (claims_[i].generation.load(std::memory_order_relaxed) == free_gen &&
+          claims_[i].generation.compare_exchange_strong(free_gen, g, std::memory_order_relaxed)) {
+        fn(i, n_threads_);
+        ++taken;
+      }
+    }
+    if (taken != 0) pending_.fetch_sub(taken, std::memory_order_relaxed);
+  }
   for (int i = 0; pending_.load(std::memory_order_acquire) != 0 && i < kSpinIterations; ++i) {
     spin_pause(i);
   }

@@ -6,6 +6,12 @@
 // spin-then-wait: workers and the caller spin on atomics (catching back-to-back jobs without a
 // syscall or a lock) and only then sleep on a condition variable (so an idle pool costs no CPU).
 // The mutex and the condition variables are touched only when someone actually sleeps.
+//
+// Each thread index's share of a job is claimed exactly once: by its worker when it picks the job
+// up, or else by the caller once its own share is done. A worker that is descheduled (another
+// process on a shared machine) or still waking from its sleep therefore costs the job nothing: the
+// caller runs that share itself instead of waiting for the worker to start. A share a worker has
+// claimed is always waited for.
 #pragma once
 
 #include <atomic>
@@ -55,8 +61,13 @@ class ThreadContext {
 
   int n_threads() const { return n_threads_; }
 
-  // Runs fn(thread_index, n_threads) on every thread and waits for all of them. Not reentrant:
-  // fn must not call run() on the same context.
+  // Calls fn(ith, n_threads) once for every ith in [0, n_threads) and waits for all the calls.
+  // Not reentrant: fn must not call run() on the same context.
+  // The rule for fn: ith names a share of the work, not a thread. Share ith runs on its worker or,
+  // when that worker has not started it by the time the caller is done with its own share, on the
+  // calling thread (after share 0, so one thread may run several shares one after the other). So
+  // per-share state is indexed by ith (or is local to the call), never tied to the physical
+  // thread: no thread_local, no thread ids.
   void run(FnRef<void(int ith, int nth)> fn);
 
   // Splits [0, n) into contiguous chunks of whole `grain`-sized pieces, one per thread, and calls
@@ -76,6 +87,10 @@ class ThreadContext {
   // a decode step's synchronisation cost is counted in (tests and benchmarks read it).
   uint64_t regions() const { return regions_.load(std::memory_order_relaxed); }
 
+  // Tests only: while held, workers that see a new job wait before claiming their share, so the
+  // caller runs every share itself (what a descheduled worker looks like, made deterministic).
+  void hold_workers_for_test(bool hold) { hold_.store(hold, std::memory_order_relaxed); }
+
  private:
   void worker_loop(int ith);
 
@@ -91,10 +106,18 @@ class ThreadContext {
   // generation_), the workers the second, so a worker picks up a job in one line transfer.
   alignas(64) std::atomic<uint64_t> generation_{0};  // +1 per job (and once to stop)
   FnRef<void(int, int)> job_;                        // published by generation_ (release)
+  std::atomic<bool> hold_{false};                    // hold_workers_for_test
   std::atomic<int> sleepers_{0};                     // workers asleep or about to sleep
-  alignas(64) std::atomic<int> pending_{0};          // workers still running the job
+  alignas(64) std::atomic<int> pending_{0};          // worker shares not yet finished
   std::atomic<bool> caller_sleeping_{false};         // the caller waits on cv_done_
   alignas(64) std::atomic<int64_t> next_piece_{0};   // parallel_for_balanced's shared tail
+  // Per worker index, on its own cache line (its worker writes it once per job): the generation
+  // whose share was last claimed. Share ith of job g is free while it holds g - 1; whoever moves
+  // it to g (the worker, or the caller stealing it) runs that share.
+  struct alignas(64) Claim {
+    std::atomic<uint64_t> generation{0};
+  };
+  std::unique_ptr<Claim[]> claims_;
 };
 
 }  // namespace chimera

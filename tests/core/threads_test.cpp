@@ -1,11 +1,13 @@
-// ThreadContext: every thread runs each job exactly once, parallel_for covers each index once,
-// and the spin-then-sleep hand-off survives many back-to-back jobs and idle gaps.
+// ThreadContext: every share of a job runs exactly once (on its worker, or on the caller when the
+// worker has not started it), parallel_for covers each index once, and the spin-then-sleep
+// hand-off survives many back-to-back jobs and idle gaps.
 #include "core/threads.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -130,6 +132,113 @@ TEST(ThreadContext, ResultsVisibleToCaller) {
       for (int64_t i = b; i < e; ++i) out[i] = rep;
     });
     for (int v : out) ASSERT_EQ(v, rep);
+  }
+}
+
+// Busy-waits about `us` microseconds (sleep_for would hand the core to the other threads, and
+// would mostly sleep far longer than asked).
+void spin_for_us(int us) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  while (std::chrono::steady_clock::now() < end) {
+  }
+}
+
+// Workers held back from claiming: the caller must run every share itself, with each share's
+// own index, and the job must still end (nobody waits for a worker that never started).
+TEST(ThreadContext, CallerRunsTheSharesOfWorkersThatHaveNotStarted) {
+  for (int n : {2, 3, 4}) {
+    ThreadContext ctx(n);
+    const std::thread::id caller = std::this_thread::get_id();
+    ctx.hold_workers_for_test(true);
+    for (int rep = 0; rep < 200; ++rep) {
+      std::vector<std::atomic<int>> calls(n);
+      std::atomic<int> elsewhere{0};
+      ctx.run([&](int ith, int nth) {
+        EXPECT_EQ(nth, n);
+        calls[ith].fetch_add(1);
+        if (std::this_thread::get_id() != caller) elsewhere.fetch_add(1);
+      });
+      for (int i = 0; i < n; ++i) ASSERT_EQ(calls[i].load(), 1) << "n=" << n << " share " << i;
+      ASSERT_EQ(elsewhere.load(), 0) << "a held worker ran a share";
+      // Every piece on the caller, the balanced tail included.
+      std::vector<std::atomic<int>> hits(1000);
+      ctx.parallel_for_balanced(1000, 4, [&](int64_t b, int64_t e) {
+        if (std::this_thread::get_id() != caller) elsewhere.fetch_add(1);
+        for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+      });
+      for (int64_t i = 0; i < 1000; ++i) ASSERT_EQ(hits[i].load(), 1) << "i=" << i;
+      ASSERT_EQ(elsewhere.load(), 0);
+    }
+    // Released, the workers find their old shares taken, and take part again in later jobs.
+    ctx.hold_workers_for_test(false);
+    std::atomic<int> elsewhere{0};
+    for (int rep = 0; rep < 1000 && elsewhere.load() == 0; ++rep) {
+      ctx.run([&](int ith, int) {
+        if (ith == 0) spin_for_us(200);  // time for the workers to pick the job up
+        if (std::this_thread::get_id() != caller) elsewhere.fetch_add(1);
+      });
+    }
+    EXPECT_GT(elsewhere.load(), 0) << "released workers never ran a share";
+  }
+}
+
+// A share its worker has claimed is waited for, never taken: the caller blocks inside share 0
+// until the worker has started share 1, and run() must not return before share 1 has ended.
+TEST(ThreadContext, CallerWaitsForAClaimedShare) {
+  ThreadContext ctx(2);
+  const std::thread::id caller = std::this_thread::get_id();
+  for (int rep = 0; rep < 5; ++rep) {
+    std::atomic<bool> started{false}, finished{false};
+    std::atomic<int> share1_on_caller{0};
+    ctx.run([&](int ith, int) {
+      if (ith == 1) {
+        if (std::this_thread::get_id() == caller) {
+          share1_on_caller.fetch_add(1);
+          return;
+        }
+        started.store(true);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        finished.store(true);
+        return;
+      }
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (!started.load() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    });
+    EXPECT_TRUE(started.load());
+    EXPECT_TRUE(finished.load()) << "run() returned before the worker's share ended";
+    EXPECT_EQ(share1_on_caller.load(), 0) << "a claimed share was run twice";
+  }
+}
+
+// Many jobs with random per-share delays (some shares long, some workers slow to start, idle
+// gaps that put workers to sleep): whoever runs a share, each one runs exactly once per job.
+TEST(ThreadContext, EveryShareOnceUnderStress) {
+  for (int n : {2, 3, 4}) {
+    ThreadContext ctx(n);
+    std::mt19937 rng(1234 + n);
+    std::vector<int> delay_us(n);
+    for (int rep = 0; rep < 3000; ++rep) {
+      for (int& d : delay_us) d = rng() % 4 == 0 ? static_cast<int>(rng() % 50) : 0;
+      std::vector<std::atomic<int>> calls(n);
+      ctx.run([&](int ith, int nth) {
+        EXPECT_EQ(nth, n);
+        spin_for_us(delay_us[ith]);
+        calls[ith].fetch_add(1);
+      });
+      for (int i = 0; i < n; ++i)
+        ASSERT_EQ(calls[i].load(), 1) << "n=" << n << " rep=" << rep << " share " << i;
+      if (rep % 8 == 0) {  // the balanced split too, with a delay per piece now and then
+        const int64_t m = 64 + rng() % 2000;
+        std::vector<std::atomic<int>> hits(m);
+        ctx.parallel_for_balanced(m, 1 + rng() % 8, [&](int64_t b, int64_t e) {
+          if ((b & 7) == 0) spin_for_us(static_cast<int>(b % 13));
+          for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+        });
+        for (int64_t i = 0; i < m; ++i) ASSERT_EQ(hits[i].load(), 1) << "m=" << m << " i=" << i;
+      }
+      if (rep % 500 == 499) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
   }
 }
 
