@@ -322,6 +322,8 @@ class HybridMemory {
   void set_snaps(SeqBook& b, std::vector<uint64_t> snaps);  // adjusts seq_refs
   void unlist_snapshot(uint64_t id);                        // drops one seq_ref
   void erase_snapshot(Snapshot& s);                         // frees it, removing it from books
+  // release() (drop_marks false) and discard() (true): one explicit handle fewer.
+  Status unpin(uint64_t snapshot_id, const char* op, bool drop_marks);
   uint64_t add_snapshot(SeqBook& b, uint32_t n, uint32_t slot,
                         const std::shared_ptr<PageList>& pages, bool pinned);
   // Bytes pages + slots in use; bytes held by sequences (and pinned snapshots if asked).

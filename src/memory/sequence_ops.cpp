@@ -283,26 +283,22 @@ Status HybridMemory::restore(int32_t seq, uint64_t snapshot_id) {
 }
 
 Status HybridMemory::release(uint64_t snapshot_id) {
-  Snapshot* s = snaps_.find(snapshot_id);
-  if (!s) return Error(ErrorCode::kNotFound, "release: no snapshot ", snapshot_id);
-  if (s->pins == 0)
-    return Error(ErrorCode::kInvalidArgument, "release: snapshot ", snapshot_id,
-                 " has no explicit handle left (already released)");
-  if (--s->pins == 0 && s->seq_refs == 0) erase_snapshot(*s);
-  if (!txn_) enforce_snapshot_budget();
-  return Status::Ok();
+  return unpin(snapshot_id, "release", false);
 }
 
 Status HybridMemory::discard(uint64_t snapshot_id) {
+  return unpin(snapshot_id, "discard", true);
+}
+
+Status HybridMemory::unpin(uint64_t snapshot_id, const char* op, bool drop_marks) {
   Snapshot* s = snaps_.find(snapshot_id);
-  if (!s) return Error(ErrorCode::kNotFound, "discard: no snapshot ", snapshot_id);
+  if (!s) return Error(ErrorCode::kNotFound, op, ": no snapshot ", snapshot_id);
   if (s->pins == 0)
-    return Error(ErrorCode::kInvalidArgument, "discard: snapshot ", snapshot_id,
+    return Error(ErrorCode::kInvalidArgument, op, ": snapshot ", snapshot_id,
                  " has no explicit handle left (already released)");
-  if (--s->pins == 0 && (s->seq_refs == 0 || s->made_by_handle)) {
-    erase_snapshot(*s);  // frees bytes: the snapshot budget needs no check
-    return Status::Ok();
-  }
+  // A snapshot that snapshot() made is dropped with its last handle when discarded, even while
+  // sequences still list it as a restore point.
+  if (--s->pins == 0 && (s->seq_refs == 0 || (drop_marks && s->made_by_handle))) erase_snapshot(*s);
   if (!txn_) enforce_snapshot_budget();
   return Status::Ok();
 }
