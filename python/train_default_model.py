@@ -15,6 +15,10 @@ Reproducible: one seed fixes the tokenizer, the initial weights and the batch or
 thread (torch.set_num_threads(1), deterministic algorithms), a fixed number of steps. A wall-clock
 guard (--max-minutes) ends training early if the machine is slower than expected; the log says so.
 
+--draft --distill-from models/default.gguf trains the speculative-decoding draft on the target's
+own next-token distributions and generations (computed by a built chimera, see teacher_data), so
+that its greedy predictions agree with the target's (models/README.md has the command).
+
 Writes to --out: train_log.txt (config, per-step loss, held-out perplexity), default.gguf (F16,
 converted with chimera's converter), heldout.txt (the held-out text, for `chimera perplexity`).
 The HF checkpoint + tokenizer go to --hf-dir (default build-default-model/hf/, not committed).
@@ -96,6 +100,68 @@ def perplexity(model, ids, n_ctx: int) -> tuple[float, int, int]:
     return math.exp(nll / count), count, windows
 
 
+def teacher_topk(chimera: str, teacher: str, ids, k: int, tmp: Path):
+    """The teacher's next-token distribution at every position of ids, from `chimera logits
+    --all` (one thread): the k most likely tokens (int16) and their probabilities renormalised
+    over those k (float32), each (len(ids), k); row i predicts token i+1."""
+    import subprocess
+    import numpy as np
+
+    subprocess.run([chimera, "logits", "-m", teacher, "-t", "1", "-q", "--all", "--tokens",
+                    ",".join(str(int(t)) for t in ids), "-o", str(tmp)], check=True,
+                   capture_output=True)
+    logits = np.fromfile(tmp, dtype=np.float32).reshape(len(ids), VOCAB)
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    val = np.take_along_axis(logits, top, axis=1).astype(np.float64)
+    p = np.exp(val - val.max(axis=1, keepdims=True))
+    return top.astype(np.int16), (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def teacher_data(args, hf_tok, train_ids, train_lines, log):
+    """Distillation data from the target model (issue 12: a draft that predicts what the target
+    says, not only the corpus): two streams of (tokens, teacher top-k ids, top-k probabilities).
+    corpus: --distill-chunks seeded chunks of 1024 training tokens, scored by the teacher.
+    gen: the teacher's own text (`chimera run`, one thread), greedy and sampled (temperature 0.8,
+    top-k 40, top-p 0.95, seed = prompt index) from --distill-prompts prompts (the first 2..6
+    words of seeded training verses), --distill-gen tokens each, re-tokenised and scored."""
+    import subprocess
+    import numpy as np
+
+    rng = np.random.default_rng(args.seed + 1)
+    tmp = Path(args.hf_dir) / "teacher_logits.bin"
+    t0 = time.time()
+
+    def stream(seqs):
+        tok, ids, prob = [], [], []
+        for s in seqs:
+            i, p = teacher_topk(args.chimera, args.distill_from, s, args.distill_k, tmp)
+            tok.append(np.asarray(s, dtype=np.int64))
+            ids.append(i)
+            prob.append(p)
+        return np.concatenate(tok), np.concatenate(ids), np.concatenate(prob)
+
+    L = 1024
+    starts = np.sort(rng.choice(len(train_ids) // L, size=args.distill_chunks, replace=False))
+    corpus = stream(train_ids[s * L:(s + 1) * L] for s in starts)
+    log(f"distill corpus: {len(corpus[0])} training tokens scored by the teacher, "
+        f"{time.time() - t0:.0f}s")
+    seqs = []
+    for i in range(args.distill_prompts):
+        words = train_lines[int(rng.integers(len(train_lines)))].split()
+        prompt = " ".join(words[:int(rng.integers(2, 7))])
+        for temp in ("0", "0.8"):
+            text = subprocess.run(
+                [args.chimera, "run", "-m", args.distill_from, "-t", "1", "-q", "-n",
+                 str(args.distill_gen), "--temp", temp, "--top-k", "40", "--top-p", "0.95",
+                 "-s", str(i), "--ignore-eos", "-p", prompt],
+                check=True, capture_output=True, text=True).stdout
+            seqs.append(hf_tok(text, add_special_tokens=False)["input_ids"])
+    gen = stream(seqs)
+    log(f"distill gen: {len(seqs)} teacher generations ({args.distill_prompts} prompts, greedy "
+        f"and sampled), {len(gen[0])} tokens, {time.time() - t0:.0f}s in all")
+    return corpus, gen
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="train the default model")
     ap.add_argument("--out", default=str(REPO / "models"))
@@ -111,6 +177,20 @@ def main() -> int:
     ap.add_argument("--bench", type=int, default=0, help="only time this many steps")
     ap.add_argument("--draft", action="store_true",
                     help="train the small draft model (DRAFT_CONFIG) into OUT/draft.gguf")
+    ap.add_argument("--distill-from", default="",
+                    help="teacher GGUF (models/default.gguf): distil its next-token "
+                         "distributions and its own generations into the model")
+    ap.add_argument("--chimera", default=str(REPO / "build" / "bin" / "chimera"),
+                    help="chimera binary that computes the teacher's logits and text")
+    ap.add_argument("--distill-alpha", type=float, default=0.8,
+                    help="weight of the teacher loss; 1 - alpha weights the next-token CE")
+    ap.add_argument("--distill-k", type=int, default=32, help="teacher tokens kept per position")
+    ap.add_argument("--distill-chunks", type=int, default=512,
+                    help="1024-token training chunks scored by the teacher")
+    ap.add_argument("--distill-prompts", type=int, default=256)
+    ap.add_argument("--distill-gen", type=int, default=256, help="tokens per teacher generation")
+    ap.add_argument("--distill-gen-frac", type=float, default=0.5,
+                    help="share of each batch drawn from the teacher's generations")
     args = ap.parse_args()
     cfg_dict = DRAFT_CONFIG if args.draft else MODEL_CONFIG
     name = "draft" if args.draft else "default"
@@ -153,6 +233,14 @@ def main() -> int:
     log(f"training: steps {args.steps}, batch {args.batch} x {args.seq} tokens, AdamW lr "
         f"{args.lr} (warmup 30, cosine to 10%), wd 0.1, grad clip 1.0")
 
+    teacher = None
+    if args.distill_from:
+        log(f"distillation: teacher {Path(args.distill_from).name} via {Path(args.chimera).name} "
+            f"logits/run (1 thread); loss (1 - {args.distill_alpha}) * next-token CE + "
+            f"{args.distill_alpha} * CE against the teacher's top-{args.distill_k} (renormalised); "
+            f"batch share of teacher generations {args.distill_gen_frac}")
+        teacher = teacher_data(args, hf_tok, train_ids, train_lines, log)
+
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
@@ -168,10 +256,26 @@ def main() -> int:
             0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, args.steps))))
         for g in opt.param_groups:
             g["lr"] = args.lr * lr_scale
-        starts = gen.integers(0, len(train_ids) - args.seq - 1, size=args.batch)
-        x = torch.from_numpy(np.stack([train_ids[s:s + args.seq + 1] for s in starts]))
+        if teacher:
+            # windows from both teacher streams; rows of the top-k arrays predict the next token
+            n_gen = round(args.batch * args.distill_gen_frac)
+            rows = []
+            for (tok, tid, tp), n in ((teacher[0], args.batch - n_gen), (teacher[1], n_gen)):
+                for s in gen.integers(0, len(tok) - args.seq - 1, size=n):
+                    rows.append((tok[s:s + args.seq + 1], tid[s:s + args.seq], tp[s:s + args.seq]))
+            x = torch.from_numpy(np.stack([r[0] for r in rows]))
+            t_ids = torch.from_numpy(np.stack([r[1] for r in rows]).astype(np.int64))
+            t_p = torch.from_numpy(np.stack([r[2] for r in rows]))
+        else:
+            starts = gen.integers(0, len(train_ids) - args.seq - 1, size=args.batch)
+            x = torch.from_numpy(np.stack([train_ids[s:s + args.seq + 1] for s in starts]))
         logits = model(input_ids=x[:, :-1], use_cache=False).logits
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), x[:, 1:].reshape(-1))
+        if teacher:
+            # cross-entropy against the teacher's top-k distribution (= KL up to a constant)
+            logp = torch.log_softmax(logits, dim=-1).gather(2, t_ids)
+            soft = -(t_p * logp).sum(-1).mean()
+            loss = (1 - args.distill_alpha) * loss + args.distill_alpha * soft
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
