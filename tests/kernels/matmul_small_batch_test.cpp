@@ -73,6 +73,42 @@ TEST_P(MatmulSmallBatchFloat, EveryRowCountMatchesTheSummationOrder) {
   }
 }
 
+// The default model's F16 shapes (256 and 512 wide; 1096 columns: 16-column thread pieces and a
+// ragged last one), at the batch sizes of speculative verification: every row of every batch of
+// 1 to 16 rows is, byte for byte, what gemv (one row, the decode path) on the AVX2 path gives for
+// that row, on every path and thread count.
+TEST(MatmulSmallBatchF16, ModelShapesMatchGemvOnEveryPath) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no AVX2 path on this CPU";
+  struct Shape {
+    int64_t n_in, n_out;
+  };
+  const Shape shapes[] = {{256, 1096}, {512, 256}, {256, 2048}};
+  for (const Shape s : shapes) {
+    const auto wbytes = matmul_test::random_weights(GgmlType::F16, s.n_in, s.n_out, 5 + s.n_out);
+    const WeightMatrix w{GgmlType::F16, wbytes.data(), s.n_in, s.n_out};
+    const auto x = matmul_test::random_activations(16, s.n_in, 3 + s.n_in);
+    MatmulWorkspace ws2(Isa::kAvx2);
+    ThreadContext one(1);
+    std::vector<float> want(16 * s.n_out);
+    for (int64_t i = 0; i < 16; ++i)
+      ASSERT_TRUE(gemv(one, w, x.data() + i * s.n_in, want.data() + i * s.n_out, ws2).ok());
+    for (Isa isa : matmul_test::runnable_isas()) {
+      if (isa == Isa::kScalar) continue;
+      MatmulWorkspace ws(isa);
+      for (int threads : {1, 2}) {
+        ThreadContext ctx(threads);
+        for (int64_t m = 1; m <= 16; ++m) {
+          std::vector<float> y(m * s.n_out, -1.0f);
+          ASSERT_TRUE(matmul(ctx, w, x.data(), m, y.data(), ws).ok());
+          ASSERT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * sizeof(float)))
+              << isa_name(isa) << " n_in=" << s.n_in << " n_out=" << s.n_out << " m=" << m
+              << " threads=" << threads;
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, MatmulSmallBatchFloat,
                          testing::ValuesIn(matmul_test::type_isa_cases(kFloatTypes, false)),
                          matmul_test::type_isa_name);
