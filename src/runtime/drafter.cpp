@@ -194,6 +194,7 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
     return Error(ErrorCode::kInvalidArgument, "draft: sequence ", seq, " out of range [0, ",
                  marks_.size(), ")");
   catch_up_seconds_ = 0;
+  tail_hits_.clear();
   if (max_tokens <= 0 || history.empty()) return out;
   HybridMemory& mem = ctx_->memory();
   // Bring the draft memory to `history`: roll back to the common prefix (a snapshot taken while
@@ -221,16 +222,23 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
   release_marks(seq);
   Batch b;
   const int64_t p0 = mem.next_pos(seq);
-  for (size_t i = base + common; i < history.size(); ++i)
-    b.add(history[i], static_cast<int32_t>(p0 + (i - base - common)), seq, i + 1 == history.size());
+  const size_t first = base + common, n_run = history.size() - first;
+  // Logits also for the entries before the last few (kMaxTailHits): each one's argmax is what
+  // the drafter would have drafted for the next token, which the controller compares with it.
+  const size_t tail_from = n_run > kMaxTailHits + 1 ? n_run - kMaxTailHits - 1 : 0;
+  for (size_t e = 0; e < n_run; ++e)
+    b.add(history[first + e], static_cast<int32_t>(p0 + e), seq, e >= tail_from);
   // Steady state runs two tokens here (the last draft and the target's own next token).
   const auto t0 = std::chrono::steady_clock::now();
   CHIMERA_RETURN_IF_ERROR(ctx_->decode(b));
   catch_up_seconds_ =
       b.size() > 2 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
                    : 0.0;
-  const float* logits = ctx_->logits(b.size() - 1);
   const int32_t V = ctx_->n_vocab();
+  tail_hits_.clear();
+  for (size_t e = tail_from + 1; e < n_run; ++e)
+    tail_hits_.push_back(first_argmax(ctx_->logits(e - 1), V) == history[first + e]);
+  const float* logits = ctx_->logits(b.size() - 1);
   for (int32_t i = 0; i < max_tokens; ++i) {
     // The rollback point after this many tokens (O(1): references, no copy).
     CHIMERA_ASSIGN_OR_RETURN(uint64_t id, mem.snapshot(seq));
@@ -303,15 +311,62 @@ double SpecController::Recent::median(int last) const {
   return s[(m - 1) / 2];  // the lower one of an even count: noise only ever adds time
 }
 
-SpecController::Choice SpecController::best(double draft_forward) const {
+double SpecController::run_hit_rate(int32_t r) const {
+  const int32_t b = std::clamp(r, 0, kRuns - 1);
+  return (run_hit_[b] + kRunPrior * acceptance_estimate()) /
+         (run_hit_[b] + run_miss_[b] + kRunPrior);
+}
+
+void SpecController::learn_run(bool hit) {
+  if (run_ >= 0) (hit ? run_hit_ : run_miss_)[run_ < kRuns ? run_ : kRuns - 1] += 1;
+  run_ = hit ? (run_ >= 0 ? run_ + 1 : -1) : 0;
+}
+
+void SpecController::expected_tokens(bool from_state, std::vector<double>& tokens) const {
+  const int32_t K = std::max(1, p_.draft_max);
+  tokens.assign(static_cast<size_t>(K) + 1, 1.0);
+  if (!from_state || run_ < 0) {
+    const double a = std::min(acceptance_estimate(), 0.999);
+    double p = 1;
+    for (int32_t k = 1; k <= K; ++k) p *= a, tokens[k] = tokens[k - 1] + p;
+    return;
+  }
+  // The run lengths the next draft starts at: run_ carried through the unjudged tokens.
+  double start[kRuns] = {};
+  start[run_ < kRuns ? run_ : kRuns - 1] = 1;
+  for (int32_t u = 0; u < unjudged_; ++u) {
+    double next[kRuns] = {};
+    for (int32_t r = 0; r < kRuns; ++r) {
+      if (start[r] == 0) continue;
+      const double q = run_hit_rate(r);
+      next[r + 1 < kRuns ? r + 1 : kRuns - 1] += start[r] * q;
+      next[0] += start[r] * (1 - q);
+    }
+    std::copy(next, next + kRuns, start);
+  }
+  // tokens[k] - tokens[k - 1]: the chance that the k-th draft is accepted.
+  std::vector<double> more(static_cast<size_t>(K) + 1, 0.0);
+  for (int32_t r = 0; r < kRuns; ++r) {
+    if (start[r] < 1e-6) continue;
+    double p = start[r];
+    for (int32_t k = 1; k <= K; ++k) p *= run_hit_rate(r + k - 1), more[k] += p;
+  }
+  for (int32_t k = 1; k <= K; ++k) tokens[k] = tokens[k - 1] + more[k];
+}
+
+SpecController::Choice SpecController::best(double draft_forward, bool from_state) const {
   Choice c;
   if (plain_ <= 0) return c;
-  const double a = std::min(acceptance_estimate(), 0.999);
+  std::vector<double> e;
+  expected_tokens(from_state, e);
+  // k = 0, a plain step, is a choice too; below kMinGain, as for pausing, so that a drafter
+  // kept for costing (next to) nothing is asked, and its answers keep the run lengths known.
+  if (from_state) c.gain = kMinGain;
   for (int32_t k = 1; k <= p_.draft_max; ++k) {
     const double d = fill_ * k;  // expected drafted tokens
-    const double tokens = (1.0 - std::pow(a, d + 1.0)) / (1.0 - a);
     const int32_t lo = static_cast<int32_t>(std::floor(d));
     const double w = d - lo;
+    const double tokens = (1 - w) * e[lo] + (w > 0 ? w * e[std::min(lo + 1, p_.draft_max)] : 0.0);
     const double verify =
         (1 - w) * verify_estimate(1 + lo) + (w > 0 ? w * verify_estimate(2 + lo) : 0.0);
     // A model drafter runs one forward per call (its catch-up) and one per drafted token but
@@ -343,17 +398,19 @@ int32_t SpecController::draft_len() {
     probing_ = true;
     probe_next_ = false;
     if (c.gain < kMinGain) k = std::min(p_.draft_max, 2);
-  } else if (++calls_ % 8 == 0) {
+  } else {
+    k = best(draft_fwd_, true).k;  // where the next draft starts in the drafter's runs
     // Now and then a plain step or a neighbouring length, to keep their measurements fresh.
-    switch ((calls_ / 8) % 3) {
-      case 0:
-        return last_k_ = 0;
-      case 1:
-        k = std::min(p_.draft_max, k + 1);
-        break;
-      default:
-        k = std::max(1, k - 1);
-    }
+    if (++calls_ % 8 == 0) switch ((calls_ / 8) % 3) {
+        case 0:
+          return last_k_ = 0;
+        case 1:
+          k = std::min(p_.draft_max, k + 1);
+          break;
+        default:
+          k = std::max(1, k - 1);
+      }
+    if (k == 0) ++totals_.miss_steps;
   }
   return last_k_ = k;
 }
@@ -403,8 +460,26 @@ SpecCosts SpecController::costs() const {
 }
 
 void SpecController::record(int32_t drafted, int32_t accepted, double draft_seconds,
-                            double verify_seconds, double catch_up_seconds) {
+                            double verify_seconds, double catch_up_seconds,
+                            const std::vector<uint8_t>* tail_hits) {
   if (!p_.adaptive) return;
+  // Run lengths: the drafter's report judges the newest unjudged tokens (the older ones, if it
+  // saw fewer, leave the run unknown until its next miss), then this step's drafts are judged by
+  // the verification; a full accept leaves its extra token unjudged, a plain step its sample.
+  if (tail_hits && !tail_hits->empty()) {
+    const int32_t m = static_cast<int32_t>(tail_hits->size());
+    if (m < unjudged_) run_ = -1;
+    for (int32_t i = std::max(0, m - unjudged_); i < m; ++i) learn_run((*tail_hits)[i] != 0);
+    unjudged_ = 0;
+  }
+  if (drafted > 0) {
+    if (unjudged_ > 0) run_ = -1, unjudged_ = 0;
+    for (int32_t i = 0; i < accepted; ++i) learn_run(true);
+    if (accepted < drafted) learn_run(false);  // the target's token there is judged too
+    unjudged_ = accepted < drafted ? 0 : 1;
+  } else {
+    ++unjudged_;
+  }
   constexpr double kAlpha = 0.3;  // EMA weight of the newest measurement
   // Per speculative step, for the acceptance counts: ~50 steps of memory. At 0.95 (~20) the
   // estimate of a 72%-accepted drafter at k = 1 fell below the ~38% where k = 1 stops paying (the
@@ -437,6 +512,7 @@ void SpecController::record(int32_t drafted, int32_t accepted, double draft_seco
     if (plain_ > 0) ema(slope_, std::max(1e-9, (v - plain_) / (n - 1)));
     acc_ = acc_ * kDecay + accepted;
     rej_ = rej_ * kDecay + (accepted < drafted ? 1 : 0);
+    for (int32_t r = 0; r < kRuns; ++r) run_hit_[r] *= kDecay, run_miss_[r] *= kDecay;
   }
   const double catch_up = std::clamp(catch_up_seconds, 0.0, draft_seconds);
   ++totals_.spec_steps;

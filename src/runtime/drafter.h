@@ -40,6 +40,16 @@ class Drafter {
   // prompt, the steps of a pause): its first forward when that ran more than the steady-state two
   // tokens. The controller charges it to the pause (probe cost), not to drafting per token.
   virtual double last_catch_up_seconds() const { return 0; }
+  // After draft(): whether the drafter's own prediction for each of the last few tokens of
+  // `history` (oldest first, the last entry for history.back()) was that token, as far as the
+  // call saw it (empty: not known). A step that accepts every draft never shows whether the
+  // drafter would have got the target's next token right; this does, and SpecController learns
+  // from it where the drafter's misses fall (see there).
+  const std::vector<uint8_t>& last_tail_hits() const { return tail_hits_; }
+  static constexpr size_t kMaxTailHits = 4;
+
+ protected:
+  std::vector<uint8_t> tail_hits_;
 };
 
 struct NgramParams {
@@ -145,6 +155,7 @@ struct SpecCosts {
   double realized_gain = 0;     // measured tokens/s of speculative steps over plain decoding's
   int64_t spec_steps = 0;       // steps that asked the drafter
   int64_t paused_steps = 0;     // plain steps of pauses
+  int64_t miss_steps = 0;       // plain steps chosen because the next draft would likely miss
   int64_t probes = 0;           // speculative steps that ended a pause
   double catch_up_seconds = 0;  // the drafter's catch-up (new prompt, after pauses), in total
   double probe_seconds = 0;     // probes' time beyond what plain steps would have taken
@@ -152,7 +163,8 @@ struct SpecCosts {
 
 // Chooses each step's draft length k to maximise expected tokens per second:
 //   E(k) = 1 + a + ... + a^(f k)      (a: measured probability that a draft token is accepted
-//                                       given the ones before it were)
+//                                       given the ones before it were; but see "Where the
+//                                       misses fall" below)
 //   cost(k) = draft_forward * (1 + min(f k, k - 1)) + verify(1 + f k)
 // with draft_forward the measured drafting time per draft forward (a call runs one to catch up,
 // even when it then proposes nothing, and one per drafted token but the last), f the measured share
@@ -177,6 +189,19 @@ struct SpecCosts {
 // probe after it, the drafter's catch-up on the paused steps included, costs at most kProbeShare of
 // the pause. So a drafter that never pays costs a few percent at most; one that costs next to
 // nothing, like an n-gram lookup without a match, is kept.
+//
+// Where the misses fall. One acceptance rate for every draft token misjudges texts whose misses
+// come at a rhythm: the 5M default model's greedy text ends in a four-token loop of which its
+// draft model gets three right, so a step drafting 3 right after a miss gets 4 tokens every time,
+// while a rate of 3/4 predicts far less and drafting 4 or more wastes a verified token a step. So
+// the controller also keeps the drafter's hit rate by run length r (its right predictions since
+// its last wrong one): q(r), decayed counts pulled towards a by kRunPrior pseudo-counts. A step's
+// draft positions have known run lengths when the drafter reports whether it would have predicted
+// the tokens it had not drafted (Drafter::last_tail_hits: a full accept's extra token, a plain
+// step's), and then E(k) = 1 + sum_i prod_{j<i} q(r + j) over the run lengths the next draft
+// starts at; without that report (run lengths unknown) it is the formula above. The length that
+// pays best may then be 0 for one step (the next token is a likely miss): a plain step, not a
+// pause. Pausing still rests on the formula above and on measured speed.
 class SpecController {
  public:
   explicit SpecController(const SpecParams& p);
@@ -186,11 +211,13 @@ class SpecController {
   // drafter (0 when it was not called; the catch-up included), seconds of the verification step
   // (decode + sampling) and the part of draft_seconds the drafter spent catching up
   // (Drafter::last_catch_up_seconds).
+  // tail_hits: Drafter::last_tail_hits() when the drafter was asked this step (else null).
   void record(int32_t drafted, int32_t accepted, double draft_seconds, double verify_seconds,
-              double catch_up_seconds = 0);
+              double catch_up_seconds = 0, const std::vector<uint8_t>* tail_hits = nullptr);
   // The same when drafting and verification cannot be timed apart (one time for the step).
-  void record(int32_t drafted, int32_t accepted, double seconds) {
-    record(drafted, accepted, 0.0, seconds);
+  void record(int32_t drafted, int32_t accepted, double seconds,
+              const std::vector<uint8_t>* tail_hits = nullptr) {
+    record(drafted, accepted, 0.0, seconds, 0.0, tail_hits);
   }
   bool paused() const { return pause_left_ > 0; }
   // Current estimates (tests, diagnostics).
@@ -208,9 +235,14 @@ class SpecController {
     double gain = 0;
   };
   // draft_forward: seconds per draft forward assumed (the estimate, or 0 to ask whether
-  // acceptance and verification alone rule speculation out).
-  Choice best(double draft_forward) const;
+  // acceptance and verification alone rule speculation out). from_state: expected tokens from
+  // the run lengths the next draft starts at, when known; else from one acceptance rate.
+  Choice best(double draft_forward, bool from_state = false) const;
   Choice best() const { return best(draft_fwd_); }
+  // tokens[k], k = 0..draft_max: expected tokens of a step drafting k (accepted + 1).
+  void expected_tokens(bool from_state, std::vector<double>& tokens) const;
+  double run_hit_rate(int32_t r) const;  // q(r)
+  void learn_run(bool hit);              // one judged prediction at run length run_
   // The lower median of the last kSamples values pushed (0: none yet).
   struct Recent {
     static constexpr int kSamples = 5;
@@ -246,6 +278,13 @@ class SpecController {
   std::vector<double> verify_;  // [n]: seconds of a step verifying n tokens (0: none): median of
   std::vector<Recent> verify_samples_;  // [n]: the last ones
   double acc_ = 0, rej_ = 0;            // decayed counts of accepted / rejected draft tokens
+  // Run lengths (see "Where the misses fall"): decayed counts of the drafter's right and wrong
+  // predictions by run length (the last bucket takes longer runs); run_: the run length before
+  // the oldest of the unjudged_ emitted tokens whose prediction is not known yet (-1: unknown).
+  static constexpr int32_t kRuns = 32;
+  static constexpr double kRunPrior = 4;  // pseudo-counts of the overall rate in each q(r)
+  double run_hit_[kRuns] = {}, run_miss_[kRuns] = {};
+  int32_t run_ = -1, unjudged_ = 0;
   // The last kRealWindow speculative steps since the last pause: tokens emitted, their seconds.
   double real_tokens_[kRealWindow] = {}, real_seconds_[kRealWindow] = {};
   int32_t real_steps_ = 0;  // since the last pause

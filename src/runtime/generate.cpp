@@ -122,6 +122,7 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
   while (go) {
     double draft_seconds = 0;  // 0: the drafter was not asked
     double catch_up_seconds = 0;
+    const std::vector<uint8_t>* tail_hits = nullptr;  // the drafter's, when it was asked
     const uint32_t held = mem.n_tokens(seq);
     std::vector<TokenId> drafts;
     if (params.drafter && !length_done()) {
@@ -137,6 +138,7 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
                                  params.drafter->draft(seq, history, static_cast<int32_t>(k)));
         draft_seconds = std::max(1e-9, now_seconds() - t0);
         catch_up_seconds = params.drafter->last_catch_up_seconds();
+        tail_hits = &params.drafter->last_tail_hits();
         if (static_cast<int64_t>(drafts.size()) > k) drafts.resize(k);
         if (static_cast<int32_t>(drafts.size()) < std::max(1, params.spec.draft_min))
           drafts.clear();
@@ -190,7 +192,7 @@ Result<GenerateResult> generate(Context& ctx, const Tokenizer& tok, int32_t seq,
     }
     CHIMERA_RETURN_IF_ERROR(failure);
     control.record(static_cast<int32_t>(drafts.size()), static_cast<int32_t>(keep - 1),
-                   draft_seconds, now_seconds() - verify_t0, catch_up_seconds);
+                   draft_seconds, now_seconds() - verify_t0, catch_up_seconds, tail_hits);
   }
   if (res.stop != StopReason::kStopString) {
     std::string rest = stops.feed(stream.flush());

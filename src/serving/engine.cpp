@@ -124,6 +124,11 @@ struct Choice {
   std::vector<TokenId> drafts;
   std::unique_ptr<SpecController> spec;
   Clock::time_point step_t0;
+  bool drafter_asked = false;      // this step
+  std::vector<uint8_t> tail_hits;  // the drafter's, when asked (SpecController::record)
+  const std::vector<uint8_t>* asked_tail_hits() const {
+    return drafter_asked ? &tail_hits : nullptr;
+  }
 };
 
 struct Active {
@@ -565,6 +570,7 @@ class EngineImpl : public Engine {
   // sampled (max_tokens, the context). A drafter error only means no drafts.
   void draft(const Active& a, Choice& c) {
     c.step_t0 = Clock::now();
+    c.drafter_asked = false;
     c.history.push_back(c.next_token);
     int64_t k = c.spec->draft_len();
     if (a.p.max_tokens >= 0) k = std::min<int64_t>(k, a.p.max_tokens - c.n_generated);
@@ -573,6 +579,8 @@ class EngineImpl : public Engine {
     if (k <= 0) return;
     auto d = cfg_.drafter->draft(c.seq, c.history, static_cast<int32_t>(k));
     if (!d.ok()) return;
+    c.drafter_asked = true;
+    c.tail_hits = cfg_.drafter->last_tail_hits();
     c.drafts = std::move(*d);
     if (static_cast<int64_t>(c.drafts.size()) > k) c.drafts.resize(k);
     if (static_cast<int32_t>(c.drafts.size()) < std::max(1, cfg_.spec.draft_min)) c.drafts.clear();
@@ -624,7 +632,8 @@ class EngineImpl : public Engine {
             if (j < n_accepted) ++ok_pos[j];
           }
         }
-        c.spec->record(n_drafted, n_accepted, seconds_between(c.step_t0, Clock::now()));
+        c.spec->record(n_drafted, n_accepted, seconds_between(c.step_t0, Clock::now()),
+                       c.asked_tail_hits());
         c.batch_entry = -1;  // sampled here, not again in after_decode()
       }
     }
@@ -705,7 +714,8 @@ class EngineImpl : public Engine {
       for (Choice& c : a.choices) {
         if (c.batch_entry < 0) continue;
         on_logits(a, c, ctx_->logits(static_cast<size_t>(c.batch_entry)));
-        if (c.spec) c.spec->record(0, 0, seconds_between(c.step_t0, Clock::now()));
+        if (c.spec)
+          c.spec->record(0, 0, seconds_between(c.step_t0, Clock::now()), c.asked_tail_hits());
       }
       bool all_done = true;
       for (const Choice& c : a.choices) all_done = all_done && c.done;

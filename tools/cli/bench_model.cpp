@@ -714,11 +714,12 @@ int bench_model_main(int argc, char** argv) {
       for (size_t n = 2; n < c.verify.size(); ++n)
         if (c.verify[n] > 0) std::printf(" %zu:%.2f", n, c.verify[n] / c.plain);
       std::printf(
-          "; fill %.2f, acceptance %.2f; %lld speculative steps, %lld paused, %lld probes "
-          "(%.1f beyond plain), catch-up %.1f\n",
+          "; fill %.2f, acceptance %.2f; %lld speculative steps, %lld plain before a likely "
+          "miss, %lld paused, %lld probes (%.1f beyond plain), catch-up %.1f\n",
           c.fill, c.acceptance, static_cast<long long>(c.spec_steps),
-          static_cast<long long>(c.paused_steps), static_cast<long long>(c.probes),
-          c.probe_seconds / c.plain, c.catch_up_seconds / c.plain);
+          static_cast<long long>(c.miss_steps), static_cast<long long>(c.paused_steps),
+          static_cast<long long>(c.probes), c.probe_seconds / c.plain,
+          c.catch_up_seconds / c.plain);
     }
     const SpecStepCosts& st = sb.step;
     for (int cpu = 0; cpu < 2 && st.verify_wall.size() > 1; ++cpu) {
