@@ -703,6 +703,12 @@ int bench_model_main(int argc, char** argv) {
     for (size_t i = 0; i < sb.stats.drafted_at.size(); ++i)
       std::printf(" %.0f%%",
                   100.0 * sb.stats.accepted_at[i] / std::max<int64_t>(1, sb.stats.drafted_at[i]));
+    std::printf("\nverifications by draft length:");
+    for (size_t i = 0; i < sb.stats.drafted_at.size(); ++i) {
+      const int64_t longer = i + 1 < sb.stats.drafted_at.size() ? sb.stats.drafted_at[i + 1] : 0;
+      if (sb.stats.drafted_at[i] > longer)
+        std::printf(" %zu:%lld", i + 1, static_cast<long long>(sb.stats.drafted_at[i] - longer));
+    }
     std::printf("\n");
     // The adaptive controller's own measurements (last repetition), in plain steps: where the
     // speculative step's time goes.
