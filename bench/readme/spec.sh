@@ -17,6 +17,7 @@
 #   --spec-costs (self, draft): also times the parts of a speculative step apart (plain step,
 #             verification of n tokens, one draft forward, a whole drafter call), as ratios to a
 #             plain step: what bounds the speed-up.
+#   draft-k6: the draft length fixed at 6 (--draft-fixed): what the adaptive length leaves.
 #   *-td1:    the tiny draft model on one thread (--threads-draft 1) while the target uses two:
 #             whether a second thread's synchronisation costs the 48-wide draft more than it gains.
 #   *-t1:     seeded sampling at temperature 1.0 (--spec-temp 1): a draft token counts only when it
@@ -57,6 +58,7 @@ chimera_case() {  # name n reps model drafter-args...
   line=$(echo "$out" | grep '^speed-up')
   pos=$(echo "$out" | grep '^acceptance by draft position' | cut -d: -f2)
   printf "chimera   %-6s plain %8s tok/s  spec %8s tok/s  %s |%s\n" "$name" "$plain" "$spec" "$line" "$pos"
+  echo "$out" | grep '^verifications by draft length' | sed 's/^/          /'
   # The controller's measured costs, and with --spec-costs each part of a step timed apart.
   echo "$out" | grep -E '^(controller|step costs)' | sed 's/^/          /'
 }
@@ -82,6 +84,7 @@ chimera_case self 192 2 "$F16" --draft "$Q40" --spec-costs
 chimera_case self-p75 192 2 "$F16" --draft "$Q40" --draft-p-min 0.75
 chimera_case draft 1024 11 models/default.gguf --draft models/draft.gguf --spec-costs
 chimera_case draft-p75 1024 11 models/default.gguf --draft models/draft.gguf --draft-p-min 0.75
+chimera_case draft-k6 1024 11 models/default.gguf --draft models/draft.gguf --draft-max 6 --draft-fixed
 chimera_case draft-td1 1024 11 models/default.gguf --draft models/draft.gguf --threads-draft 1
 chimera_case self-states 192 2 "$F16" --draft "$Q40" --spec-verify-states
 chimera_case ngram-t1 1024 11 models/default.gguf --spec ngram --spec-temp 1
