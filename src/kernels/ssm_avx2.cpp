@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/ssm.h"
 
@@ -15,6 +16,66 @@ namespace {
 // and out (7-14 KB apart, a page each) are walked once per tile instead of once per channel block
 // for all T tokens, which no prefetcher follows across pages.
 constexpr int64_t kConvTile = 16;
+
+// Mamba2's d_conv 4 over a full block of 8 channels: the taps (channel-major, 4 per channel) and
+// the state (3 per channel) of the block are contiguous, so they are moved between memory and the
+// one-vector-per-position layout with whole-vector loads, permutes and blends. Before, each value
+// went through a scalar store and a vector reload (a store-forwarding stall per vector), a cost
+// paid per block on every decode step. The same values land in the same lanes: bit-identical.
+
+// w[k] = tap k of channels 0..7, from 32 floats (channel c's taps at 4c..4c+3).
+inline void load_taps4(const float* src, __m256* w) {
+  const __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + 8);
+  const __m256 r2 = _mm256_loadu_ps(src + 16), r3 = _mm256_loadu_ps(src + 24);
+  // Channel c in the low lane, c + 4 in the high lane, then a 4 x 4 transpose per lane.
+  const __m256 c04 = _mm256_permute2f128_ps(r0, r2, 0x20),
+               c15 = _mm256_permute2f128_ps(r0, r2, 0x31);
+  const __m256 c26 = _mm256_permute2f128_ps(r1, r3, 0x20),
+               c37 = _mm256_permute2f128_ps(r1, r3, 0x31);
+  const __m256 t0 = _mm256_unpacklo_ps(c04, c15), t1 = _mm256_unpackhi_ps(c04, c15);
+  const __m256 t2 = _mm256_unpacklo_ps(c26, c37), t3 = _mm256_unpackhi_ps(c26, c37);
+  w[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+  w[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+  w[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+  w[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
+// h[k] = state value k of channels 0..7, from 24 floats (channel j's at 3j..3j+2): h[k][j] is
+// float 3j + k, lane (3j + k) % 8 of load (3j + k) / 8.
+inline void load_hist3(const float* src, __m256* h) {
+  const __m256 v0 = _mm256_loadu_ps(src), v1 = _mm256_loadu_ps(src + 8);
+  const __m256 v2 = _mm256_loadu_ps(src + 16);
+  auto gather = [&](__m256i idx, auto m1, auto m2) {
+    const __m256 p0 = _mm256_permutevar8x32_ps(v0, idx), p1 = _mm256_permutevar8x32_ps(v1, idx);
+    const __m256 p2 = _mm256_permutevar8x32_ps(v2, idx);
+    return _mm256_blend_ps(_mm256_blend_ps(p0, p1, decltype(m1)::value), p2, decltype(m2)::value);
+  };
+  h[0] = gather(_mm256_setr_epi32(0, 3, 6, 1, 4, 7, 2, 5), std::integral_constant<int, 0xF8>{},
+                std::integral_constant<int, 0xC0>{});
+  h[1] = gather(_mm256_setr_epi32(1, 4, 7, 2, 5, 0, 3, 6), std::integral_constant<int, 0xF8>{},
+                std::integral_constant<int, 0xE0>{});
+  h[2] = gather(_mm256_setr_epi32(2, 5, 0, 3, 6, 1, 4, 7), std::integral_constant<int, 0xFC>{},
+                std::integral_constant<int, 0xE0>{});
+}
+
+// The inverse of load_hist3: float 8r + p = h[(8r + p) % 3][(8r + p) / 3].
+inline void store_hist3(float* dst, const __m256* h) {
+  auto scatter = [&](__m256i idx, auto m1, auto m2) {
+    const __m256 p0 = _mm256_permutevar8x32_ps(h[0], idx), p1 = _mm256_permutevar8x32_ps(h[1], idx);
+    const __m256 p2 = _mm256_permutevar8x32_ps(h[2], idx);
+    return _mm256_blend_ps(_mm256_blend_ps(p0, p1, decltype(m1)::value), p2, decltype(m2)::value);
+  };
+  // Lanes of value 1 and of value 2 (the rest take value 0): the masks pick them.
+  _mm256_storeu_ps(
+      dst, scatter(_mm256_setr_epi32(0, 0, 0, 1, 1, 1, 2, 2), std::integral_constant<int, 0x92>{},
+                   std::integral_constant<int, 0x24>{}));
+  _mm256_storeu_ps(
+      dst + 8, scatter(_mm256_setr_epi32(2, 3, 3, 3, 4, 4, 4, 5),
+                       std::integral_constant<int, 0x24>{}, std::integral_constant<int, 0x49>{}));
+  _mm256_storeu_ps(
+      dst + 16, scatter(_mm256_setr_epi32(5, 5, 6, 6, 6, 7, 7, 7),
+                        std::integral_constant<int, 0x49>{}, std::integral_constant<int, 0x92>{}));
+}
 
 // Tokens [t0, t1) of channels [c0, c0 + 8) (kFull) or the first nc of them (a ragged last block,
 // through masked loads and stores). The K-1 history values come from the incoming state or from x
@@ -35,13 +96,19 @@ void conv_block(const SsmConvArgs& a, int32_t c0, int32_t nc, int64_t t0, int64_
   __m256 w[kSsmMaxConvKernel];
   __m256 hist[kSsmMaxConvKernel];  // hist[i] = X(t + i) for the next token t, i < K-1
   alignas(32) float lane[8];
-  for (int32_t k = 0; k < K; ++k) {
-    for (int32_t i = 0; i < 8; ++i)
-      lane[i] = i < nc ? a.weight[static_cast<int64_t>(c0 + i) * K + k] : 0.0f;
-    w[k] = _mm256_load_ps(lane);
+  constexpr bool kD4 = kFull && kK == 4;  // Mamba2's d_conv over a full block
+  if constexpr (kD4) {
+    load_taps4(a.weight + static_cast<int64_t>(c0) * 4, w);
+  } else {
+    for (int32_t k = 0; k < K; ++k) {
+      for (int32_t i = 0; i < 8; ++i)
+        lane[i] = i < nc ? a.weight[static_cast<int64_t>(c0 + i) * K + k] : 0.0f;
+      w[k] = _mm256_load_ps(lane);
+    }
   }
   const float* in = a.conv_state_in ? a.conv_state_in : a.conv_state;
-  for (int32_t k = 0; k < K - 1; ++k) {
+  if (kD4 && t0 == 0) load_hist3(in + static_cast<int64_t>(c0) * 3, hist);  // all from the state
+  for (int32_t k = 0; k < K - 1 && !(kD4 && t0 == 0); ++k) {
     const int64_t i = t0 + k;  // X(i): the incoming state for i < K-1, else token i - (K-1)
     if (i >= K - 1) {
       hist[k] = load(a.x + (i - (K - 1)) * a.x_stride + c0);
@@ -76,6 +143,10 @@ void conv_block(const SsmConvArgs& a, int32_t c0, int32_t nc, int64_t t0, int64_
   }
   if (t1 < a.n_tokens) return;
   // The new state, written after the last tile read the incoming one (they may be the same).
+  if constexpr (kD4) {
+    store_hist3(a.conv_state + static_cast<int64_t>(c0) * 3, hist);
+    return;
+  }
   for (int32_t k = 0; k < K - 1; ++k) {
     _mm256_store_ps(lane, hist[k]);
     for (int32_t i = 0; i < nc; ++i)

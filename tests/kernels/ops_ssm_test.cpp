@@ -186,6 +186,53 @@ TEST(OpsSsmConv, ChunkingAndThreadsAreBitwiseInvariant) {
   }
 }
 
+// The AVX2 conv's full blocks of kernel size 4 (Mamba2's d_conv: taps and state moved with vector
+// permutes) against the generic code of ragged blocks, which moves them value by value: every
+// channel's outputs and new state, bit for bit. Channels [c, c + 7) and [c + 7, c + 8) of each
+// block run as two ragged blocks (a channel's arithmetic does not depend on its lane).
+TEST(OpsSsmConv, KernelSize4FullBlocksMatchRaggedBlocksBitwise) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(44);
+  const int C = 48, K = 4;
+  for (int T : {0, 1, 2, 5, 17, 40}) {  // 17, 40: tiles that start past the incoming state
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool separate_in = variant & 1, silu = variant & 2;
+      SCOPED_TRACE(::testing::Message() << "T " << T << " variant " << variant);
+      const ConvData d = make_conv(T, C, K, true, rng);
+      auto run = [&](bool full, std::vector<float>& state, std::vector<float>& out) {
+        SsmConvArgs a;
+        a.n_tokens = T;
+        a.n_channels = C;
+        a.kernel_size = K;
+        a.x = d.x.data();
+        a.x_stride = d.x_stride;
+        a.weight = d.w.data();
+        a.bias = d.bias.data();
+        a.silu = silu;
+        a.conv_state = state.data();
+        if (separate_in) a.conv_state_in = d.state.data();
+        a.out = out.data();
+        a.out_stride = C;
+        for (int c = 0; c < C; c += 8) {
+          if (full) {
+            ops_internal::ssm_conv_avx2(a, c, c + 8);
+          } else {
+            ops_internal::ssm_conv_avx2(a, c, c + 7);
+            ops_internal::ssm_conv_avx2(a, c + 7, c + 8);
+          }
+        }
+      };
+      std::vector<float> s_full = separate_in ? std::vector<float>(d.state.size()) : d.state;
+      std::vector<float> s_ragged = s_full, o_full(static_cast<size_t>(T) * C + 1, -1.0f);
+      std::vector<float> o_ragged = o_full;
+      run(true, s_full, o_full);
+      run(false, s_ragged, o_ragged);
+      EXPECT_TRUE(same_bits(o_full, o_ragged)) << "outputs";
+      EXPECT_TRUE(same_bits(s_full, s_ragged)) << "state";
+    }
+  }
+}
+
 // Reading the incoming state from a separate buffer (conv_state_in) gives the same outputs and
 // new state as updating in place, leaves the source untouched, and T = 0 just copies it.
 TEST(OpsSsmConv, SeparateIncomingStateMatchesInPlace) {
