@@ -54,8 +54,8 @@ ConvData make_conv(int T, int C, int K, bool with_bias, std::mt19937& rng) {
 }
 
 // Runs tokens [t0, t0+n) of d against `state`, writing out rows [t0, t0+n) (stride C).
-void conv_run(const ConvData& d, int t0, int n, std::vector<float>& state, std::vector<float>& out,
-              ThreadContext* threads, Isa isa) {
+// The conv of tokens [t0, t0 + n) of `d`, updating `state` in place, into `out` (all tokens).
+SsmConvArgs conv_args(const ConvData& d, int t0, int n, float* state, float* out) {
   SsmConvArgs a;
   a.n_tokens = n;
   a.n_channels = d.C;
@@ -64,10 +64,15 @@ void conv_run(const ConvData& d, int t0, int n, std::vector<float>& state, std::
   a.x_stride = d.x_stride;
   a.weight = d.w.data();
   a.bias = d.bias.empty() ? nullptr : d.bias.data();
-  a.conv_state = state.data();
-  a.out = out.data() + static_cast<int64_t>(t0) * d.C;
+  a.conv_state = state;
+  a.out = out + static_cast<int64_t>(t0) * d.C;
   a.out_stride = d.C;
-  ASSERT_TRUE(ssm_conv(a, threads, isa).ok());
+  return a;
+}
+
+void conv_run(const ConvData& d, int t0, int n, std::vector<float>& state, std::vector<float>& out,
+              ThreadContext* threads, Isa isa) {
+  ASSERT_TRUE(ssm_conv(conv_args(d, t0, n, state.data(), out.data()), threads, isa).ok());
 }
 
 TEST(OpsSsmConv, MatchesReference) {
@@ -120,17 +125,8 @@ TEST(OpsSsmConv, WithoutSiluMatchesReference) {
       for (Isa isa : OpIsas()) {
         SCOPED_TRACE(::testing::Message() << isa_name(isa) << " K " << K << " C " << C);
         std::vector<float> state = d.state, out(static_cast<size_t>(T) * C);
-        SsmConvArgs a;
-        a.n_tokens = T;
-        a.n_channels = C;
-        a.kernel_size = K;
-        a.x = d.x.data();
-        a.x_stride = d.x_stride;
-        a.weight = d.w.data();
+        SsmConvArgs a = conv_args(d, 0, T, state.data(), out.data());
         a.silu = false;
-        a.conv_state = state.data();
-        a.out = out.data();
-        a.out_stride = C;
         ASSERT_TRUE(ssm_conv(a, &two, isa).ok());
         std::vector<float> state_silu = d.state, out_silu(out.size());
         conv_run(d, 0, T, state_silu, out_silu, &two, isa);
@@ -200,19 +196,9 @@ TEST(OpsSsmConv, KernelSize4FullBlocksMatchRaggedBlocksBitwise) {
       SCOPED_TRACE(::testing::Message() << "T " << T << " variant " << variant);
       const ConvData d = make_conv(T, C, K, true, rng);
       auto run = [&](bool full, std::vector<float>& state, std::vector<float>& out) {
-        SsmConvArgs a;
-        a.n_tokens = T;
-        a.n_channels = C;
-        a.kernel_size = K;
-        a.x = d.x.data();
-        a.x_stride = d.x_stride;
-        a.weight = d.w.data();
-        a.bias = d.bias.data();
+        SsmConvArgs a = conv_args(d, 0, T, state.data(), out.data());
         a.silu = silu;
-        a.conv_state = state.data();
         if (separate_in) a.conv_state_in = d.state.data();
-        a.out = out.data();
-        a.out_stride = C;
         for (int c = 0; c < C; c += 8) {
           if (full) {
             ops_internal::ssm_conv_avx2(a, c, c + 8);
@@ -249,18 +235,8 @@ TEST(OpsSsmConv, SeparateIncomingStateMatchesInPlace) {
           conv_run(d, 0, T, s_ip, o_ip, &two, isa);
           const std::vector<float> src = d.state;
           std::vector<float> dst(d.state.size(), -7.0f), o_sep(o_ip.size());
-          SsmConvArgs a;
-          a.n_tokens = T;
-          a.n_channels = C;
-          a.kernel_size = K;
-          a.x = d.x.data();
-          a.x_stride = d.x_stride;
-          a.weight = d.w.data();
-          a.bias = d.bias.data();
-          a.conv_state = dst.data();
+          SsmConvArgs a = conv_args(d, 0, T, dst.data(), o_sep.data());
           a.conv_state_in = src.data();
-          a.out = o_sep.data();
-          a.out_stride = C;
           ASSERT_TRUE(ssm_conv(a, &two, isa).ok());
           EXPECT_TRUE(same_bits(o_ip, o_sep));
           EXPECT_TRUE(same_bits(s_ip, dst));
@@ -290,19 +266,9 @@ TEST(OpsSsmConv, PerTokenStatesMatchShorterRuns) {
         std::vector<float*> ptrs;
         for (auto& v : steps) ptrs.push_back(v.data());
         std::vector<float> dst(d.state.size(), -7.0f), o(o_plain.size());
-        SsmConvArgs a;
-        a.n_tokens = T;
-        a.n_channels = C;
-        a.kernel_size = K;
-        a.x = d.x.data();
-        a.x_stride = d.x_stride;
-        a.weight = d.w.data();
-        a.bias = d.bias.data();
-        a.conv_state = dst.data();
+        SsmConvArgs a = conv_args(d, 0, T, dst.data(), o.data());
         a.conv_state_in = src.data();
         a.conv_state_steps = ptrs.data();
-        a.out = o.data();
-        a.out_stride = C;
         ASSERT_TRUE(ssm_conv(a, &two, isa).ok());
         EXPECT_TRUE(same_bits(o_plain, o));
         EXPECT_TRUE(same_bits(s_plain, dst));
