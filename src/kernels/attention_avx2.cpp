@@ -11,6 +11,7 @@
 // key order. How keys and heads are grouped for instruction-level
 // parallelism never changes a bit.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "kernels/attention.h"
@@ -228,7 +229,10 @@ struct Task {
       _mm256_storeu_ps(s + 8 * c, e);
       vsum = _mm256_add_ps(vsum, e);
     }
-    *l = *l * alpha + hsum_avx2(vsum);
+    // One fused multiply-add, written out: the compilers contract `*l * alpha + sum` to the
+    // same FMA by default, but an explicit one does not rest on that (nor would another ISA's
+    // path that shares these results).
+    *l = std::fma(*l, alpha, hsum_avx2(vsum));
     *m = new_max;
     return alpha;
   }
