@@ -235,7 +235,6 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
       b.size() > 2 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
                    : 0.0;
   const int32_t V = ctx_->n_vocab();
-  tail_hits_.clear();
   for (size_t e = tail_from + 1; e < n_run; ++e)
     tail_hits_.push_back(first_argmax(ctx_->logits(e - 1), V) == history[first + e]);
   const float* logits = ctx_->logits(b.size() - 1);
@@ -344,14 +343,14 @@ void SpecController::expected_tokens(bool from_state, std::vector<double>& token
     }
     std::copy(next, next + kRuns, start);
   }
-  // tokens[k] - tokens[k - 1]: the chance that the k-th draft is accepted.
-  std::vector<double> more(static_cast<size_t>(K) + 1, 0.0);
+  // First tokens[k] = the chance that the k-th draft is accepted, then the running sum.
+  std::fill(tokens.begin() + 1, tokens.end(), 0.0);
   for (int32_t r = 0; r < kRuns; ++r) {
     if (start[r] < 1e-6) continue;
     double p = start[r];
-    for (int32_t k = 1; k <= K; ++k) p *= run_hit_rate(r + k - 1), more[k] += p;
+    for (int32_t k = 1; k <= K; ++k) p *= run_hit_rate(r + k - 1), tokens[k] += p;
   }
-  for (int32_t k = 1; k <= K; ++k) tokens[k] = tokens[k - 1] + more[k];
+  for (int32_t k = 1; k <= K; ++k) tokens[k] += tokens[k - 1];
 }
 
 SpecController::Choice SpecController::best(double draft_forward, bool from_state) const {
