@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 
 namespace chimera {
 
@@ -109,7 +110,11 @@ Status ModelDrafter::warm_up() {
 }
 
 ModelDrafter::ModelDrafter(std::unique_ptr<Context> ctx, const DraftModelParams& p)
-    : ctx_(std::move(ctx)), p_(p), marks_(p.context.max_seqs), base_(p.context.max_seqs, 0) {}
+    : ctx_(std::move(ctx)),
+      p_(p),
+      marks_(p.context.max_seqs),
+      base_(p.context.max_seqs, 0),
+      lookup_(NgramParams{}) {}
 
 ModelDrafter::~ModelDrafter() {
   for (size_t s = 0; s < marks_.size(); ++s) release_marks(static_cast<int32_t>(s));
@@ -238,10 +243,21 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
   for (size_t e = tail_from + 1; e < n_run; ++e)
     tail_hits_.push_back(first_argmax(ctx_->logits(e - 1), V) == history[first + e]);
   const float* logits = ctx_->logits(b.size() - 1);
-  for (int32_t i = 0; i < max_tokens; ++i) {
+  if (p_.lookup && p_.p_min <= 0) {
+    CHIMERA_RETURN_IF_ERROR(stage_lookup(seq, history, max_tokens, logits, out));
+    if (!out.empty()) {
+      if (static_cast<int32_t>(out.size()) >= max_tokens) return out;
+      // Go on token by token from the first draft the lookup did not propose.
+      CHIMERA_RETURN_IF_ERROR(mark(seq));
+      Batch one;
+      one.add(out.back(), static_cast<int32_t>(mem.next_pos(seq)), seq, true);
+      CHIMERA_RETURN_IF_ERROR(ctx_->decode(one));
+      logits = ctx_->logits(0);
+    }
+  }
+  for (int32_t i = static_cast<int32_t>(out.size()); i < max_tokens; ++i) {
     // The rollback point after this many tokens (O(1): references, no copy).
-    CHIMERA_ASSIGN_OR_RETURN(uint64_t id, mem.snapshot(seq));
-    marks_[seq].emplace_back(mem.n_tokens(seq), id);
+    CHIMERA_RETURN_IF_ERROR(mark(seq));
     const int32_t best = first_argmax(logits, V);
     if (p_.p_min > 0 &&
         !top_probability_at_least(logits, V, best, max_except(logits, V, best), p_.p_min))
@@ -254,6 +270,54 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
     logits = ctx_->logits(0);
   }
   return out;
+}
+
+Status ModelDrafter::mark(int32_t seq) {
+  HybridMemory& mem = ctx_->memory();
+  CHIMERA_ASSIGN_OR_RETURN(uint64_t id, mem.snapshot(seq));
+  marks_[seq].emplace_back(mem.n_tokens(seq), id);
+  return Status::Ok();
+}
+
+Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& history,
+                                  int32_t max_tokens, const float* logits,
+                                  std::vector<TokenId>& out) {
+  if (max_tokens < 3) return Status::Ok();  // a batch of one token is a plain forward
+  if (lookup_kept_ < kLookupMinKept && ++lookup_skipped_ % kLookupProbe != 0) return Status::Ok();
+  const int32_t V = ctx_->n_vocab();
+  const TokenId first = first_argmax(logits, V);
+  CHIMERA_ASSIGN_OR_RETURN(std::vector<TokenId> p, lookup_.draft(seq, history, max_tokens));
+  // The draft's first token costs no forward: a lookup that disagrees with it is not tried.
+  if (p.size() < 3 || p[0] != first) return Status::Ok();
+  // Entries: the first draft, then proposals 2 .. m-1 (the last draft token is never run). Entry
+  // e's logits give draft e + 2; its input is the draft model's own token while every proposal up
+  // to it matched the draft before it.
+  HybridMemory& mem = ctx_->memory();
+  CHIMERA_RETURN_IF_ERROR(mark(seq));
+  const int32_t n_entries = static_cast<int32_t>(p.size()) - 1;
+  Batch b;
+  const int32_t p0 = static_cast<int32_t>(mem.next_pos(seq));
+  for (int32_t e = 0; e < n_entries; ++e) b.add(p[e], p0 + e, seq, true);
+  CHIMERA_RETURN_IF_ERROR(ctx_->decode_open(b, {seq}));
+  out.push_back(first);
+  int32_t kept = 1;  // leading entries whose input was the draft's own token
+  for (int32_t e = 0; e < kept; ++e) {
+    const TokenId d = first_argmax(ctx_->logits(e), V);
+    out.push_back(d);
+    if (static_cast<int32_t>(out.size()) == max_tokens) break;
+    if (e + 1 < n_entries && p[e + 1] == d) ++kept;
+  }
+  // The memory keeps the entries run with the draft's own tokens: all of them but its last.
+  Status st = ctx_->accept({{seq, static_cast<uint32_t>(kept)}});
+  if (!st.ok()) {
+    ctx_->reject();
+    out.clear();
+    return st;
+  }
+  constexpr double kAlpha = 0.25;
+  const double share = n_entries > 1 ? double(kept - 1) / double(n_entries - 1) : 1.0;
+  lookup_kept_ += kAlpha * (share - lookup_kept_);
+  return Status::Ok();
 }
 
 // ---------------------------------------------------------------- statistics and control

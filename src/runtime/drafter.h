@@ -77,6 +77,12 @@ struct DraftModelParams {
   // measurements of a cut-off are mixed (the 302M Q4_0 self-draft: 1.10-1.35x at 0.75 against
   // 1.51-1.59x at 0 in two runs, 1.73x against 1.43x in a later one; README).
   float p_min = 0.0f;
+  // Lookup staging: before drafting token by token, the draft model checks in one batch the
+  // continuation an n-gram lookup of the history proposes, and keeps as many of those tokens as
+  // are its own greedy choices. The drafts are the same either way (the draft model's greedy
+  // tokens); on a text that repeats, a step costs about two draft forwards instead of one per
+  // drafted token. Off with p_min > 0 (the cut-off is judged token by token).
+  bool lookup = true;
   ContextParams context;
 };
 
@@ -116,6 +122,14 @@ class ModelDrafter : public Drafter {
   void release_marks(int32_t seq);
   // Makes the draft memory hold history[0, n) exactly: restores a mark, else an exact seq_rm.
   Status rewind(int32_t seq, uint32_t n);
+  // A rollback point at the draft memory's current end.
+  Status mark(int32_t seq);
+  // Lookup staging (DraftModelParams::lookup): with the memory at history's end and `logits`
+  // its last entry's, appends the draft tokens a lookup batch confirms to `out` (none when the
+  // lookup proposes nothing that starts with the draft's own first token) and leaves the memory
+  // holding every one of them but the last.
+  Status stage_lookup(int32_t seq, const std::vector<TokenId>& history, int32_t max_tokens,
+                      const float* logits, std::vector<TokenId>& out);
 
   std::unique_ptr<Context> ctx_;
   DraftModelParams p_;
@@ -124,6 +138,14 @@ class ModelDrafter : public Drafter {
   // Per sequence: the draft memory holds history[base_, ...) (see draft()).
   std::vector<size_t> base_;
   double catch_up_seconds_ = 0;
+  NgramDrafter lookup_;
+  // Share of the lookup batches' proposals the draft model kept (recent steps): below
+  // kLookupMinKept a batch is tried only every kLookupProbe-th call, so a text whose lookups miss
+  // costs next to nothing.
+  double lookup_kept_ = 1.0;
+  int64_t lookup_skipped_ = 0;
+  static constexpr double kLookupMinKept = 0.3;
+  static constexpr int64_t kLookupProbe = 8;
   static constexpr size_t kMaxCatchUp = 64;     // more missing tokens: restart from a window
   static constexpr size_t kCatchUpWindow = 32;  // tokens the restart runs
 };

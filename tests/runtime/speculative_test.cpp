@@ -344,7 +344,9 @@ TEST(SpeculativeDrafters, DraftModelOnTheTargetsThreadPoolIsExact) {
     EXPECT_EQ(0, std::memcmp(want->logprobs.data(), got->logprobs.data(),
                              want->logprobs.size() * sizeof(float)));
     EXPECT_GT(got->spec.drafted, 0);
-    if (!seeded) EXPECT_GT(got->spec.accepted, 0);
+    if (!seeded) {
+      EXPECT_GT(got->spec.accepted, 0);
+    }
   }
 }
 
@@ -433,6 +435,66 @@ TEST(SpeculativeDrafters, DraftModelReportsItsHitsOnTokensItDidNotDraft) {
   rejected.push_back((own[own.size() - 2] + 1) % V);
   ASSERT_TRUE(a2->draft(0, rejected, 2).ok());
   EXPECT_TRUE(a2->last_tail_hits().empty());
+}
+
+// Lookup staging (DraftModelParams::lookup) changes what drafting costs, never the drafts: along a
+// history that the draft model's own greedy text makes repetitive, with the target keeping a
+// varying share of each draft and now and then a token of its own (a rejection), drafters with and
+// without staging propose the same tokens at every step, for every length 1..10. Staging runs far
+// fewer draft-model batches, and rollbacks into a staged span replay from the mark before it.
+TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
+  const Loaded l = load("granitehybrid-dense");
+  ASSERT_TRUE(l.target && l.draft);
+  auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
+  ASSERT_TRUE(prompt.ok());
+  auto make = [&](bool lookup) {
+    auto d = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
+                                  {.p_min = 0.0f, .lookup = lookup, .context = ctx_params()});
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    return std::move(*d);
+  };
+  auto staged = make(true), plain = make(false);
+  const int32_t V = l.draft->hp.n_vocab;
+  std::vector<TokenId> history = *prompt;
+  uint64_t rng = 99;
+  auto next = [&rng](uint64_t n) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (rng >> 33) % n;
+  };
+  int64_t long_drafts = 0;
+  for (int32_t step = 0; step < 120; ++step) {
+    const int32_t k = 1 + step % 10;
+    auto a = staged->draft(2, history, k);
+    auto b = plain->draft(2, history, k);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString() << b.status().ToString();
+    ASSERT_EQ(*a, *b) << "step " << step << ", k " << k;
+    ASSERT_EQ(static_cast<int32_t>(a->size()), k);
+    EXPECT_EQ(staged->last_tail_hits(), plain->last_tail_hits()) << "step " << step;
+    long_drafts += k >= 3;
+    // The target keeps a prefix of the draft, then its own token: mostly the draft's next one
+    // (the text goes on repeating), every fifth step another (a rejection there).
+    const size_t keep = next(a->size() + 1);
+    history.insert(history.end(), a->begin(), a->begin() + static_cast<std::ptrdiff_t>(keep));
+    const bool reject = step % 5 == 4;
+    history.push_back(keep < a->size() && !reject ? (*a)[keep] : static_cast<TokenId>(next(V)));
+    if (step % 3 == 2) {
+      // A decoy: the last four tokens, a turn the draft model may take for a token or two, two
+      // random tokens, and the four again, so the next lookup proposes a continuation that
+      // leaves the draft model's part way (a lookup batch kept in part).
+      const std::vector<TokenId> tail(history.end() - 4, history.end());
+      history.insert(history.end(), tail.begin(), tail.end());
+      history.insert(history.end(), a->begin(), a->begin() + std::min<std::ptrdiff_t>(2, k));
+      for (int i = 0; i < 2; ++i) history.push_back(static_cast<TokenId>(next(V)));
+      history.insert(history.end(), tail.begin(), tail.end());
+    }
+  }
+  const ContextStats& s = staged->context().stats();
+  const ContextStats& p = plain->context().stats();
+  EXPECT_LT(s.batches * 10, p.batches * 8)
+      << "staged " << s.batches << " draft batches, token by token " << p.batches;
+  EXPECT_GT(long_drafts, 80);
+  staged->forget(2);
+  EXPECT_EQ(staged->context().memory().usage().n_pinned_snapshots, 0u);
 }
 
 TEST(SpeculativeDrafters, NgramContinuesTheLatestOccurrence) {

@@ -100,6 +100,9 @@ void SpecOptions::add_to(CLI::App& app) {
                  "threads of the draft model (default: as many as -t, or one for a draft model "
                  "of under 1 MiB of weights)")
       ->check(CLI::Range(1, 1024));
+  app.add_flag("--no-draft-lookup", no_lookup,
+               "a draft model drafts token by token only (default: it first checks, in one "
+               "batch, the continuation a lookup of the sequence's own tokens proposes)");
   app.add_flag("--draft-fixed", fixed,
                "always draft --draft-max tokens (default: adapt the length, pause when slower)");
 }
@@ -136,6 +139,7 @@ Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo
   }
   DraftModelParams dp;
   dp.p_min = so.draft_p_min;
+  dp.lookup = !so.no_lookup;
   CHIMERA_ASSIGN_OR_RETURN(dp.context, mo.context_params());
   dp.context.max_seqs = max_seqs;
   dp.context.n_threads = so.threads_draft > 0

@@ -48,6 +48,7 @@ struct SpecOptions {
   float draft_p_min = 0.0f;
   int32_t threads_draft = 0;  // threads of the draft model (0: default_draft_threads)
   bool fixed = false;         // no adaptation of the draft length
+  bool no_lookup = false;     // DraftModelParams::lookup off
   void add_to(CLI::App& app);
   bool enabled() const { return !draft_path.empty() || !spec.empty(); }
   SpecParams params() const;
