@@ -90,6 +90,7 @@ struct FloatKernel {
   static void store_with_tail(const KernelArgs& a, int64_t i, int64_t j,
                               const TileRows<float, Elem, MR, NR>& t, int64_t k8,
                               const __m256 (&acc)[MR][NR]) {
+    if (k8 == a.n_in) return store_tile(a, i, j, acc);  // no ragged tail: the sums alone
     for (int r = 0; r < MR; ++r) {
       for (int c = 0; c < NR; ++c) {
         __m128 s = _mm_set_ss(hsum(acc[r][c]));
