@@ -283,6 +283,7 @@ Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& histo
                                   int32_t max_tokens, const float* logits,
                                   std::vector<TokenId>& out) {
   if (max_tokens < 3) return Status::Ok();  // a batch of one token is a plain forward
+  ++lookup_stats_.calls;
   if (lookup_kept_ < kLookupMinKept && ++lookup_skipped_ % kLookupProbe != 0) return Status::Ok();
   const int32_t V = ctx_->n_vocab();
   const TokenId first = first_argmax(logits, V);
@@ -314,6 +315,9 @@ Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& histo
     out.clear();
     return st;
   }
+  ++lookup_stats_.batches;
+  lookup_stats_.proposed += n_entries - 1;
+  lookup_stats_.confirmed += kept - 1;
   constexpr double kAlpha = 0.25;
   const double share = n_entries > 1 ? double(kept - 1) / double(n_entries - 1) : 1.0;
   lookup_kept_ += kAlpha * (share - lookup_kept_);

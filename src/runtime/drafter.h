@@ -94,6 +94,13 @@ struct DraftModelParams {
 constexpr uint64_t kTinyDraftBytes = 1 << 20;
 int32_t default_draft_threads(const Model& draft, int32_t target_threads);
 
+// Lookup staging's counts (diagnostics: `chimera bench` prints them): drafter calls that could
+// stage (DraftModelParams::lookup, k >= 3), lookup batches run, and their proposals past the
+// first token (the draft model's own): run, and confirmed as its greedy choices.
+struct LookupStats {
+  int64_t calls = 0, batches = 0, proposed = 0, confirmed = 0;
+};
+
 // Fails with a message naming the first difference when the two models' vocabularies differ
 // (size, or any token's text); tokenizers may be null (then only the sizes are compared).
 Status check_same_vocabulary(const Model& target, const Tokenizer* target_tok, const Model& draft,
@@ -113,6 +120,7 @@ class ModelDrafter : public Drafter {
                                      int32_t max_tokens) override;
   void forget(int32_t seq) override;
   double last_catch_up_seconds() const override { return catch_up_seconds_; }
+  const LookupStats& lookup_stats() const { return lookup_stats_; }
   Context& context() { return *ctx_; }
 
  private:
@@ -144,6 +152,7 @@ class ModelDrafter : public Drafter {
   // costs next to nothing.
   double lookup_kept_ = 1.0;
   int64_t lookup_skipped_ = 0;
+  LookupStats lookup_stats_;
   static constexpr double kLookupMinKept = 0.3;
   static constexpr int64_t kLookupProbe = 8;
   static constexpr size_t kMaxCatchUp = 64;     // more missing tokens: restart from a window

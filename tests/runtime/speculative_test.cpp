@@ -493,6 +493,11 @@ TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
   EXPECT_LT(s.batches * 10, p.batches * 8)
       << "staged " << s.batches << " draft batches, token by token " << p.batches;
   EXPECT_GT(long_drafts, 80);
+  const LookupStats& ls = staged->lookup_stats();
+  EXPECT_GT(ls.batches, 20);
+  EXPECT_GT(ls.confirmed, 0);
+  EXPECT_LT(ls.confirmed, ls.proposed) << "no lookup batch was kept in part";
+  EXPECT_EQ(plain->lookup_stats().calls, 0);
   staged->forget(2);
   EXPECT_EQ(staged->context().memory().usage().n_pinned_snapshots, 0u);
 }

@@ -251,6 +251,7 @@ struct SpecBench {
   SpecStepCosts step;  // --spec-costs
   bool identical = true;
   std::string drafter;
+  LookupStats lookup;  // a draft model's lookup staging, over the timed repetitions
 };
 
 Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, const SpecOptions& so,
@@ -263,6 +264,7 @@ Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, con
   CHIMERA_ASSIGN_OR_RETURN(std::vector<TokenId> prompt, lm.tokenizer->encode(text));
   SpecBench out;
   out.drafter = dr.describe();
+  LookupStats lookup0;  // after the untimed repetition
   GenerateParams g;
   g.sampling.temperature = bo.temperature;
   g.sampling.seed = 1;
@@ -298,7 +300,11 @@ Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, con
       CHIMERA_ASSIGN_OR_RETURN(plain, run_plain());
     }
     out.identical = out.identical && plain.tokens == spec.tokens;
-    if (r == 0) continue;
+    if (r == 0) {
+      if (auto* md = dynamic_cast<const ModelDrafter*>(dr.drafter.get()))
+        lookup0 = md->lookup_stats();
+      continue;
+    }
     out.plain.push_back(plain.tokens.size() / plain.gen_seconds);
     out.spec.push_back(spec.tokens.size() / spec.gen_seconds);
     out.ratio.push_back(out.spec.back() / out.plain.back());
@@ -315,6 +321,11 @@ Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, con
       out.stats.drafted_at[i] += st.drafted_at[i];
       out.stats.accepted_at[i] += st.accepted_at[i];
     }
+  }
+  if (auto* md = dynamic_cast<const ModelDrafter*>(dr.drafter.get())) {
+    const LookupStats& l = md->lookup_stats();
+    out.lookup = {l.calls - lookup0.calls, l.batches - lookup0.batches,
+                  l.proposed - lookup0.proposed, l.confirmed - lookup0.confirmed};
   }
   if (bo.costs) {
     CHIMERA_ASSIGN_OR_RETURN(out.step, measure_spec_step_costs(ctx, dr.drafter.get(), prompt,
@@ -653,6 +664,10 @@ int bench_model_main(int argc, char** argv) {
       sj["drafted_by_position"] = sb.stats.drafted_at;
       sj["accepted_by_position"] = sb.stats.accepted_at;
       sj["output_identical"] = sb.identical;
+      sj["lookup_calls"] = sb.lookup.calls;
+      sj["lookup_batches"] = sb.lookup.batches;
+      sj["lookup_proposed"] = sb.lookup.proposed;
+      sj["lookup_confirmed"] = sb.lookup.confirmed;
       j["speculative"] = sj;
     }
     std::printf("%s\n", j.dump(2).c_str());
@@ -703,6 +718,13 @@ int bench_model_main(int argc, char** argv) {
     for (size_t i = 0; i < sb.stats.drafted_at.size(); ++i)
       std::printf(" %.0f%%",
                   100.0 * sb.stats.accepted_at[i] / std::max<int64_t>(1, sb.stats.drafted_at[i]));
+    if (sb.lookup.calls > 0)
+      std::printf(
+          "\nlookup staging: %lld of %lld drafter calls ran a lookup batch; %.1f%% of its %lld "
+          "proposals confirmed",
+          static_cast<long long>(sb.lookup.batches), static_cast<long long>(sb.lookup.calls),
+          100.0 * sb.lookup.confirmed / std::max<int64_t>(1, sb.lookup.proposed),
+          static_cast<long long>(sb.lookup.proposed));
     std::printf("\nverifications by draft length:");
     for (size_t i = 0; i < sb.stats.drafted_at.size(); ++i) {
       const int64_t longer = i + 1 < sb.stats.drafted_at.size() ? sb.stats.drafted_at[i + 1] : 0;
