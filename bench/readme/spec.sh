@@ -20,6 +20,8 @@
 #   *-nolk:   the draft model drafting token by token only (--no-draft-lookup): without the
 #             lookup batch that checks an n-gram continuation of the history first (self / draft
 #             use it, the default).
+#   self-k16: up to 16 drafted tokens a step (--draft-max 16): with lookup staging a longer draft
+#             costs the draft model little more, and every draft of this pair is accepted.
 #   draft-k6: the draft length fixed at 6 (--draft-fixed): what the adaptive length leaves.
 #   *-td1:    the tiny draft model on one thread (--threads-draft 1) while the target uses two:
 #             whether a second thread's synchronisation costs the 48-wide draft more than it gains.
@@ -85,6 +87,7 @@ llama_case() {  # name n model spec-args...
 chimera_case ngram 1024 11 models/default.gguf --spec ngram
 chimera_case self 192 2 "$F16" --draft "$Q40" --spec-costs
 chimera_case self-nolk 192 2 "$F16" --draft "$Q40" --no-draft-lookup
+chimera_case self-k16 192 2 "$F16" --draft "$Q40" --draft-max 16
 chimera_case self-p75 192 2 "$F16" --draft "$Q40" --draft-p-min 0.75
 chimera_case draft 1024 11 models/default.gguf --draft models/draft.gguf --spec-costs
 chimera_case draft-nolk 1024 11 models/default.gguf --draft models/draft.gguf --no-draft-lookup
