@@ -578,6 +578,13 @@ class EngineImpl : public Engine {
                                  static_cast<int64_t>(ctx_->memory().n_tokens(c.seq)));
     if (k <= 0) return;
     auto d = cfg_.drafter->draft(c.seq, c.history, static_cast<int32_t>(k));
+    if (const auto* md = dynamic_cast<const ModelDrafter*>(cfg_.drafter)) {
+      const LookupStats& l = md->lookup_stats();
+      std::lock_guard<std::mutex> lock(metrics_mu_);
+      metrics_.draft_lookup_batches = static_cast<uint64_t>(l.batches);
+      metrics_.draft_lookup_proposed = static_cast<uint64_t>(l.proposed);
+      metrics_.draft_lookup_confirmed = static_cast<uint64_t>(l.confirmed);
+    }
     if (!d.ok()) return;
     c.drafter_asked = true;
     c.tail_hits = cfg_.drafter->last_tail_hits();

@@ -154,6 +154,9 @@ struct MetricsSnapshot {
   uint64_t draft_tokens = 0, draft_tokens_accepted = 0;
   std::vector<uint64_t> draft_accepted_by_position;
   std::vector<uint64_t> draft_tokens_by_position;  // drafted at each draft position
+  // A draft model's lookup staging (LookupStats): batches run, proposals in them past the first
+  // token, and those confirmed as the draft model's own greedy tokens.
+  uint64_t draft_lookup_batches = 0, draft_lookup_proposed = 0, draft_lookup_confirmed = 0;
   Histogram time_to_first_token, inter_token_latency;
   uint64_t requests_running = 0, requests_queued = 0;
   uint64_t cache_bytes = 0, cache_entries = 0, cache_tokens = 0;

@@ -125,5 +125,9 @@ def test_serve_with_a_draft_model_on_the_engines_pool(chimera_bin) -> None:
         want = [complete(plain, b)["choices"][0]["text"] for b in bodies]
     with ServeProcess(chimera_bin, *args, "--draft", str(MODEL), "--draft-fixed") as spec:
         got = [complete(spec, b) for b in bodies]
+        m = spec.metrics()
     assert [g["choices"][0]["text"] for g in got] == want
     assert got[0]["timings"]["draft_n_accepted"] > 0
+    # The draft model's lookup staging, in /metrics (the default model's greedy text repeats).
+    assert m["chimera_draft_lookup_batches_total"] > 0
+    assert 0 < m["chimera_draft_lookup_confirmed_total"] <= m["chimera_draft_lookup_proposed_total"]

@@ -30,7 +30,8 @@ std::vector<RequestParams> requests(const Fixture& f) {
   return reqs;
 }
 
-void run_against_plain(const Fixture& f, Drafter& drafter) {
+// out: the engine's metrics at the end (when not null).
+void run_against_plain(const Fixture& f, Drafter& drafter, MetricsSnapshot* out = nullptr) {
   const std::vector<RequestParams> reqs = requests(f);
   std::vector<Outcome> want;
   {
@@ -71,6 +72,7 @@ void run_against_plain(const Fixture& f, Drafter& drafter) {
   EXPECT_EQ(by_pos, m.draft_tokens);
   EXPECT_EQ(ok_pos, m.draft_tokens_accepted);
   EXPECT_GT(m.draft_tokens_accepted, 0u);
+  if (out) *out = m;
 }
 
 TEST(SpeculativeEngine, NgramDraftsAreExactInTheContinuousBatch) {
@@ -95,7 +97,14 @@ TEST(SpeculativeEngine, DraftModelIsExactInTheContinuousBatch) {
     dp.context.max_seqs = f.config().n_parallel * 16 + 64;
     auto drafter = ModelDrafter::create(*f.model, f.tok.get(), **draft, f.tok.get(), dp);
     ASSERT_TRUE(drafter.ok()) << drafter.status().ToString();
-    run_against_plain(f, **drafter);
+    MetricsSnapshot m;
+    run_against_plain(f, **drafter, &m);
+    // The engine reports the draft model's lookup staging as it stands.
+    const LookupStats& l = (*drafter)->lookup_stats();
+    EXPECT_EQ(m.draft_lookup_batches, static_cast<uint64_t>(l.batches));
+    EXPECT_EQ(m.draft_lookup_proposed, static_cast<uint64_t>(l.proposed));
+    EXPECT_EQ(m.draft_lookup_confirmed, static_cast<uint64_t>(l.confirmed));
+    EXPECT_LE(m.draft_lookup_confirmed, m.draft_lookup_proposed);
   }
 }
 

@@ -204,6 +204,14 @@ std::string prometheus_text(const serving::MetricsSnapshot& m, const HttpCounter
          m.draft_tokens);
   metric(o, "chimera_draft_tokens_accepted_total", "counter", "Speculative draft tokens accepted.",
          m.draft_tokens_accepted);
+  metric(o, "chimera_draft_lookup_batches_total", "counter",
+         "Lookup batches a draft model ran (n-gram continuations checked in one batch).",
+         m.draft_lookup_batches);
+  metric(o, "chimera_draft_lookup_proposed_total", "counter",
+         "Tokens proposed by those lookups past their first.", m.draft_lookup_proposed);
+  metric(o, "chimera_draft_lookup_confirmed_total", "counter",
+         "Proposed tokens the draft model confirmed as its own greedy choices.",
+         m.draft_lookup_confirmed);
   // Per draft position (0 = the first drafted token of a step): drafted and accepted counts.
   if (!m.draft_tokens_by_position.empty()) {
     o += "# HELP chimera_draft_position_tokens_total Draft tokens proposed at each draft "
