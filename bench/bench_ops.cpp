@@ -30,11 +30,12 @@ bool setup_isa(benchmark::State& state, Isa* isa) {
 }
 
 // One sequence of `ctx` keys in pages; n_queries causal queries at the end of it.
-void run_attention(benchmark::State& state, int ctx, int n_queries) {
+void run_attention(benchmark::State& state, int ctx, int n_queries,
+                   const AttentionParams& shape = granite_small_attention()) {
   Isa isa;
   if (!setup_isa(state, &isa)) return;
   ThreadContext threads(static_cast<int>(state.range(1)));
-  auto w = make_attention_workload(ctx, n_queries);
+  auto w = make_attention_workload(ctx, n_queries, shape);
   if (!w.ok()) std::abort();
   for (auto _ : state) {
     if (!attention_paged((*w)->params, (*w)->batch, &threads, isa).ok()) std::abort();
@@ -49,6 +50,17 @@ void BM_AttentionDecode(benchmark::State& state) {
 BENCHMARK(BM_AttentionDecode)
     ->ArgNames({"isa", "threads", "ctx"})
     ->ArgsProduct({{0, 1}, {1, 2}, {512, 4096}})
+    ->Unit(benchmark::kMicrosecond);
+
+// The draft model of speculative decoding (head_dim 12, one thread): its decode step (1 query)
+// and its catch-up batches (2 queries) at the depths a long generation reaches.
+void BM_AttentionDraftModel(benchmark::State& state) {
+  run_attention(state, static_cast<int>(state.range(2)), static_cast<int>(state.range(3)),
+                draft_model_attention());
+}
+BENCHMARK(BM_AttentionDraftModel)
+    ->ArgNames({"isa", "threads", "ctx", "q"})
+    ->ArgsProduct({{1}, {1}, {500, 1000, 2000}, {1, 2}})
     ->Unit(benchmark::kMicrosecond);
 
 void BM_AttentionPrefill512(benchmark::State& state) {

@@ -108,6 +108,9 @@ struct AttentionTask {
 int64_t attention_scratch_floats(const AttentionParams& params);  // for any task
 void attention_task_scalar(const AttentionTask& task, float* scratch);
 void attention_task_avx2(const AttentionTask& task, float* scratch);
+// attention_task_avx2 with head_dim always a run-time value: what its compile-time head_dim
+// specializations (12, 16) must equal bit for bit (tests).
+void attention_task_avx2_runtime_hd(const AttentionTask& task, float* scratch);
 // y[i] = f32_to_fp16(x[i]) with F16C, bit for bit (attention_kv_avx2.cpp).
 void f32_to_fp16_row_avx2(const float* x, uint16_t* y, int64_t n);
 }  // namespace ops_internal

@@ -111,19 +111,37 @@ std::unique_ptr<ScanWorkload> make_scan_workload(int n_tokens) {
   return w;
 }
 
-Result<std::unique_ptr<AttentionWorkload>> make_attention_workload(int n_ctx, int n_queries) {
-  if (n_ctx < 1 || n_queries < 1 || n_queries > n_ctx) {
-    return Error(ErrorCode::kInvalidArgument, "attention workload: ", n_queries, " queries over ",
-                 n_ctx, " keys");
-  }
-  auto w = std::make_unique<AttentionWorkload>();
-  AttentionParams& p = w->params;
+AttentionParams granite_small_attention() {
+  AttentionParams p;
   p.n_head = 32;
   p.n_head_kv = 8;
   p.head_dim = 128;
   p.page_size = 64;
   p.kv_type = GgmlType::F16;
   p.scale = 0.088388f;
+  return p;
+}
+
+AttentionParams draft_model_attention() {
+  AttentionParams p;
+  p.n_head = 4;
+  p.n_head_kv = 2;
+  p.head_dim = 12;
+  p.page_size = 32;
+  p.kv_type = GgmlType::F16;
+  p.scale = 0.288675f;
+  return p;
+}
+
+Result<std::unique_ptr<AttentionWorkload>> make_attention_workload(int n_ctx, int n_queries,
+                                                                   const AttentionParams& shape) {
+  if (n_ctx < 1 || n_queries < 1 || n_queries > n_ctx) {
+    return Error(ErrorCode::kInvalidArgument, "attention workload: ", n_queries, " queries over ",
+                 n_ctx, " keys");
+  }
+  auto w = std::make_unique<AttentionWorkload>();
+  AttentionParams& p = w->params;
+  p = shape;
   const int row = p.n_head_kv * p.head_dim;
   const int n_pages = (n_ctx + p.page_size - 1) / p.page_size;
   const std::vector<float> k = random_floats(row, 1), v = random_floats(row, 2);
@@ -149,7 +167,7 @@ Result<std::unique_ptr<AttentionWorkload>> make_attention_workload(int n_ctx, in
   w->batch =
       AttentionBatch{n_queries, w->q.data(),   width, w->n_visible.data(), w->seq.data(), &w->table,
                      1,         w->out.data(), width};
-  w->kv_bytes_per_query = 2ll * n_ctx * row * 2;
+  w->kv_bytes_per_query = 2ll * n_ctx * row * (p.kv_type == GgmlType::F32 ? 4 : 2);
   return w;
 }
 

@@ -37,8 +37,13 @@ struct DeltaNetWorkload {
 };
 std::unique_ptr<DeltaNetWorkload> make_delta_net_workload(int n_tokens);
 
-// One sequence of n_ctx keys (32 query heads, 8 KV heads of 128, F16 KV in pages of 64) and
-// n_queries causal queries at its end.
+// Attention shapes: Granite 4.0-H small's (32 query heads, 8 KV heads of 128, F16 KV in pages of
+// 64), and the small draft model's of speculative decoding (4 query heads, 2 KV heads of 12, F16
+// KV in pages of 32: models/draft.gguf).
+AttentionParams granite_small_attention();
+AttentionParams draft_model_attention();
+
+// One sequence of n_ctx keys of the given shape and n_queries causal queries at its end.
 struct AttentionWorkload {
   AttentionParams params;
   std::vector<std::vector<uint8_t>> pages;
@@ -49,6 +54,7 @@ struct AttentionWorkload {
   AttentionBatch batch;
   int64_t kv_bytes_per_query = 0;  // K and V bytes the last query reads
 };
-Result<std::unique_ptr<AttentionWorkload>> make_attention_workload(int n_ctx, int n_queries);
+Result<std::unique_ptr<AttentionWorkload>> make_attention_workload(
+    int n_ctx, int n_queries, const AttentionParams& shape = granite_small_attention());
 
 }  // namespace chimera

@@ -552,6 +552,67 @@ TEST(OpsAttention, MultiQueryGroupEqualsEachQueryAloneBitwise) {
   }
 }
 
+// The AVX2 task's shortcuts for small heads: head_dim 12 and 16 compiled as constants, and two or
+// four kv heads in one pass where a kv head has fewer than four (query, head) pairs (a decode).
+// Each must give bitwise what the run-time head_dim path gives one kv head at a time: every
+// (query, head) keeps its own arithmetic. Ragged visible counts (partial last blocks), windows,
+// 1 to 3 queries, 1 to 4 heads per kv head, kv head ranges that leave 1 or 3 heads (a pass of two
+// then one), every KV type.
+TEST(OpsAttention, SmallHeadPassesEqualOneKvHeadAtATimeBitwise) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no AVX2";
+  std::mt19937 rng(36);
+  struct Shape {
+    int n_head, n_head_kv, head_dim;
+  };
+  const Shape shapes[] = {{4, 2, 12}, {4, 4, 12}, {2, 2, 16}, {8, 4, 16}, {6, 3, 12},
+                          {5, 5, 12}, {8, 2, 12}, {4, 2, 13}, {3, 3, 7},  {4, 4, 8}};
+  for (const Shape& sh : shapes) {
+    for (GgmlType type : {GgmlType::F16, GgmlType::BF16, GgmlType::F32}) {
+      const Case c{sh.n_head, sh.n_head_kv, sh.head_dim, 150, 32, type};
+      const AttentionParams p = params_for(c);
+      const int width = c.n_head * c.head_dim;
+      const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng, type);
+      auto paged = page(s, p);
+      std::vector<float> scratch(static_cast<size_t>(ops_internal::attention_scratch_floats(p)));
+      for (int n_q = 1; n_q <= 3; ++n_q) {
+        for (int trial = 0; trial < 4; ++trial) {
+          std::vector<int32_t> vis(n_q);
+          const int first = trial == 3 ? std::uniform_int_distribution<int>(0, 40)(rng) : 0;
+          for (int32_t& v : vis) v = std::uniform_int_distribution<int>(first + 1, c.n_tokens)(rng);
+          const std::vector<float> q = random_queries(n_q, width, rng);
+          SCOPED_TRACE(::testing::Message()
+                       << "H " << c.n_head << "/" << c.n_head_kv << " hd " << c.head_dim << " "
+                       << type_name(type) << " queries " << n_q << " first " << first);
+          const auto run = [&](int kv_begin, int kv_end, bool runtime_hd, std::vector<float>& out) {
+            const ops_internal::AttentionTask task{&p,    q.data(),      out.data(), width,
+                                                   width, &paged->table, vis.data(), n_q,
+                                                   first, kv_begin,      kv_end};
+            if (runtime_hd) {
+              ops_internal::attention_task_avx2_runtime_hd(task, scratch.data());
+            } else {
+              ops_internal::attention_task_avx2(task, scratch.data());
+            }
+          };
+          std::vector<float> want(q.size(), -7.0f), got(q.size(), -8.0f);
+          for (int g = 0; g < c.n_head_kv; ++g) run(g, g + 1, true, want);
+          for (int kv_begin : {0, 1}) {  // 1: an odd number of kv heads from an odd start
+            if (kv_begin >= c.n_head_kv) continue;
+            std::fill(got.begin(), got.end(), -8.0f);
+            run(0, kv_begin, false, got);
+            run(kv_begin, c.n_head_kv, false, got);
+            for (int i = 0; i < n_q; ++i)
+              ASSERT_EQ(0,
+                        std::memcmp(&got[static_cast<size_t>(i) * width],
+                                    &want[static_cast<size_t>(i) * width], width * sizeof(float)))
+                  << "query " << i << " sees [" << first << ", " << vis[i] << "), kv heads from "
+                  << kv_begin;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(OpsAttention, BadInputIsAnErrorAndWritesNothing) {
   std::mt19937 rng(33);
   const Case c{4, 2, 8, 20, 8, GgmlType::F16};
