@@ -287,9 +287,17 @@ Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& histo
   if (lookup_kept_ < kLookupMinKept && ++lookup_skipped_ % kLookupProbe != 0) return Status::Ok();
   const int32_t V = ctx_->n_vocab();
   const TokenId first = first_argmax(logits, V);
+  ++lookup_stats_.lookups;
   CHIMERA_ASSIGN_OR_RETURN(std::vector<TokenId> p, lookup_.draft(seq, history, max_tokens));
+  // Of the recent lookups, the share of proposals kept (one that proposes nothing usable keeps
+  // none: on a text that does not repeat, the lookup's own scan of the history, tens of us on a
+  // long one, is then made only every kLookupProbe-th call too).
+  constexpr double kAlpha = 0.25;
   // The draft's first token costs no forward: a lookup that disagrees with it is not tried.
-  if (p.size() < 3 || p[0] != first) return Status::Ok();
+  if (p.size() < 3 || p[0] != first) {
+    lookup_kept_ += kAlpha * (0.0 - lookup_kept_);
+    return Status::Ok();
+  }
   // Entries: the first draft, then proposals 2 .. m-1 (the last draft token is never run). Entry
   // e's logits give draft e + 2; its input is the draft model's own token while every proposal up
   // to it matched the draft before it.
@@ -318,7 +326,6 @@ Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& histo
   ++lookup_stats_.batches;
   lookup_stats_.proposed += n_entries - 1;
   lookup_stats_.confirmed += kept - 1;
-  constexpr double kAlpha = 0.25;
   const double share = n_entries > 1 ? double(kept - 1) / double(n_entries - 1) : 1.0;
   lookup_kept_ += kAlpha * (share - lookup_kept_);
   return Status::Ok();

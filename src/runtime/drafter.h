@@ -95,10 +95,11 @@ constexpr uint64_t kTinyDraftBytes = 1 << 20;
 int32_t default_draft_threads(const Model& draft, int32_t target_threads);
 
 // Lookup staging's counts (diagnostics: `chimera bench` prints them): drafter calls that could
-// stage (DraftModelParams::lookup, k >= 3), lookup batches run, and their proposals past the
-// first token (the draft model's own): run, and confirmed as its greedy choices.
+// stage (DraftModelParams::lookup, k >= 3), lookups made (the rest skipped while lookups do not
+// pay), lookup batches run, and their proposals past the first token (the draft model's own):
+// run, and confirmed as its greedy choices.
 struct LookupStats {
-  int64_t calls = 0, batches = 0, proposed = 0, confirmed = 0;
+  int64_t calls = 0, lookups = 0, batches = 0, proposed = 0, confirmed = 0;
 };
 
 // Fails with a message naming the first difference when the two models' vocabularies differ
@@ -147,9 +148,9 @@ class ModelDrafter : public Drafter {
   std::vector<size_t> base_;
   double catch_up_seconds_ = 0;
   NgramDrafter lookup_;
-  // Share of the lookup batches' proposals the draft model kept (recent steps): below
-  // kLookupMinKept a batch is tried only every kLookupProbe-th call, so a text whose lookups miss
-  // costs next to nothing.
+  // Share of the lookups' proposals the draft model kept (recent calls; a lookup that proposes
+  // nothing usable counts as none kept): below kLookupMinKept a lookup is made only every
+  // kLookupProbe-th call, so a text whose lookups miss costs next to nothing.
   double lookup_kept_ = 1.0;
   int64_t lookup_skipped_ = 0;
   LookupStats lookup_stats_;

@@ -472,12 +472,12 @@ TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
     EXPECT_EQ(staged->last_tail_hits(), plain->last_tail_hits()) << "step " << step;
     long_drafts += k >= 3;
     // The target keeps a prefix of the draft, then its own token: mostly the draft's next one
-    // (the text goes on repeating), every fifth step another (a rejection there).
+    // (the text goes on repeating), every seventh step another (a rejection there).
     const size_t keep = next(a->size() + 1);
     history.insert(history.end(), a->begin(), a->begin() + static_cast<std::ptrdiff_t>(keep));
-    const bool reject = step % 5 == 4;
+    const bool reject = step % 7 == 6;
     history.push_back(keep < a->size() && !reject ? (*a)[keep] : static_cast<TokenId>(next(V)));
-    if (step % 3 == 2) {
+    if (step % 4 == 3) {
       // A decoy: the last four tokens, a turn the draft model may take for a token or two, two
       // random tokens, and the four again, so the next lookup proposes a continuation that
       // leaves the draft model's part way (a lookup batch kept in part).
@@ -500,6 +500,37 @@ TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
   EXPECT_EQ(plain->lookup_stats().calls, 0);
   staged->forget(2);
   EXPECT_EQ(staged->context().memory().usage().n_pinned_snapshots, 0u);
+}
+
+// On a text that does not repeat, lookups propose nothing the draft model confirms: after a few
+// calls the drafter makes one only every 8th call (a lookup scans the history), and runs no
+// batch; the drafts are those of a drafter without staging.
+TEST(SpeculativeDrafters, DraftModelLookupsBackOffWhereTheTextDoesNotRepeat) {
+  const Loaded l = load("granitehybrid-dense");
+  ASSERT_TRUE(l.target && l.draft);
+  auto make = [&](bool lookup) {
+    auto d = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
+                                  {.p_min = 0.0f, .lookup = lookup, .context = ctx_params()});
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    return std::move(*d);
+  };
+  auto staged = make(true), plain = make(false);
+  const int32_t V = l.draft->hp.n_vocab;
+  std::vector<TokenId> history;
+  for (int32_t i = 0; i < 8; ++i) history.push_back((i * 37 + 11) % V);
+  for (int32_t step = 0; step < 96; ++step) {
+    auto a = staged->draft(1, history, 6);
+    auto b = plain->draft(1, history, 6);
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(*a, *b) << "step " << step;
+    // Two fresh tokens a step, never seen before: no suffix recurs.
+    history.push_back(static_cast<TokenId>((history.size() * 131 + 7) % V));
+    history.push_back(static_cast<TokenId>((history.size() * 131 + 7) % V));
+  }
+  const LookupStats& ls = staged->lookup_stats();
+  EXPECT_EQ(ls.calls, 96);
+  EXPECT_EQ(ls.batches, 0);
+  EXPECT_LE(ls.lookups, 8 + 96 / 8) << "lookups kept scanning a text that does not repeat";
 }
 
 TEST(SpeculativeDrafters, NgramContinuesTheLatestOccurrence) {

@@ -324,7 +324,7 @@ Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, con
   }
   if (auto* md = dynamic_cast<const ModelDrafter*>(dr.drafter.get())) {
     const LookupStats& l = md->lookup_stats();
-    out.lookup = {l.calls - lookup0.calls, l.batches - lookup0.batches,
+    out.lookup = {l.calls - lookup0.calls, l.lookups - lookup0.lookups, l.batches - lookup0.batches,
                   l.proposed - lookup0.proposed, l.confirmed - lookup0.confirmed};
   }
   if (bo.costs) {
