@@ -111,26 +111,26 @@ std::unique_ptr<ScanWorkload> make_scan_workload(int n_tokens) {
   return w;
 }
 
-AttentionParams granite_small_attention() {
+namespace {
+AttentionParams f16_attention(int32_t n_head, int32_t n_head_kv, int32_t head_dim,
+                              int32_t page_size, float scale) {
   AttentionParams p;
-  p.n_head = 32;
-  p.n_head_kv = 8;
-  p.head_dim = 128;
-  p.page_size = 64;
+  p.n_head = n_head;
+  p.n_head_kv = n_head_kv;
+  p.head_dim = head_dim;
+  p.page_size = page_size;
   p.kv_type = GgmlType::F16;
-  p.scale = 0.088388f;
+  p.scale = scale;
   return p;
+}
+}  // namespace
+
+AttentionParams granite_small_attention() {
+  return f16_attention(32, 8, 128, 64, 0.088388f);
 }
 
 AttentionParams draft_model_attention() {
-  AttentionParams p;
-  p.n_head = 4;
-  p.n_head_kv = 2;
-  p.head_dim = 12;
-  p.page_size = 32;
-  p.kv_type = GgmlType::F16;
-  p.scale = 0.288675f;
-  return p;
+  return f16_attention(4, 2, 12, 32, 0.288675f);
 }
 
 Result<std::unique_ptr<AttentionWorkload>> make_attention_workload(int n_ctx, int n_queries,

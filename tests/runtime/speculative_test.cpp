@@ -437,6 +437,14 @@ TEST(SpeculativeDrafters, DraftModelReportsItsHitsOnTokensItDidNotDraft) {
   EXPECT_TRUE(a2->last_tail_hits().empty());
 }
 
+// A draft model drafter for the fixture pair, with or without lookup staging.
+std::unique_ptr<ModelDrafter> lookup_drafter(const Loaded& l, bool lookup) {
+  auto d = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
+                                {.p_min = 0.0f, .lookup = lookup, .context = ctx_params()});
+  EXPECT_TRUE(d.ok()) << d.status().ToString();
+  return d.ok() ? std::move(*d) : nullptr;
+}
+
 // Lookup staging (DraftModelParams::lookup) changes what drafting costs, never the drafts: along a
 // history that the draft model's own greedy text makes repetitive, with the target keeping a
 // varying share of each draft and now and then a token of its own (a rejection), drafters with and
@@ -447,13 +455,8 @@ TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
   ASSERT_TRUE(l.target && l.draft);
   auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
   ASSERT_TRUE(prompt.ok());
-  auto make = [&](bool lookup) {
-    auto d = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
-                                  {.p_min = 0.0f, .lookup = lookup, .context = ctx_params()});
-    EXPECT_TRUE(d.ok()) << d.status().ToString();
-    return std::move(*d);
-  };
-  auto staged = make(true), plain = make(false);
+  auto staged = lookup_drafter(l, true), plain = lookup_drafter(l, false);
+  ASSERT_TRUE(staged && plain);
   const int32_t V = l.draft->hp.n_vocab;
   std::vector<TokenId> history = *prompt;
   uint64_t rng = 99;
@@ -508,13 +511,8 @@ TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
 TEST(SpeculativeDrafters, DraftModelLookupsBackOffWhereTheTextDoesNotRepeat) {
   const Loaded l = load("granitehybrid-dense");
   ASSERT_TRUE(l.target && l.draft);
-  auto make = [&](bool lookup) {
-    auto d = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
-                                  {.p_min = 0.0f, .lookup = lookup, .context = ctx_params()});
-    EXPECT_TRUE(d.ok()) << d.status().ToString();
-    return std::move(*d);
-  };
-  auto staged = make(true), plain = make(false);
+  auto staged = lookup_drafter(l, true), plain = lookup_drafter(l, false);
+  ASSERT_TRUE(staged && plain);
   const int32_t V = l.draft->hp.n_vocab;
   std::vector<TokenId> history;
   for (int32_t i = 0; i < 8; ++i) history.push_back((i * 37 + 11) % V);
