@@ -11,7 +11,9 @@
 //                   last n tokens in its own token list (no second model), periodically past
 //                   the present;
 //   ModelDrafter    a small draft model with the same vocabulary, drafting greedily; its memory
-//                   rolls back replay-free too (O(1) snapshots after each drafted token).
+//                   rolls back replay-free too (O(1) snapshots after each drafted token). It
+//                   first checks, in one batch, the continuation an n-gram lookup proposes
+//                   (lookup staging: the same drafts, fewer forwards on a text that repeats).
 // SpecController picks the draft length per step and pauses speculation when it does not pay.
 #pragma once
 
