@@ -23,6 +23,10 @@
 #   self-k16: up to 16 drafted tokens a step (--draft-max 16): with lookup staging a longer draft
 #             costs the draft model little more, and every draft of this pair is accepted.
 #   draft-k6: the draft length fixed at 6 (--draft-fixed): what the adaptive length leaves.
+#   ngram-k16 / draft-k16: up to 16 drafted tokens a step on the 5M model too. A verification's
+#             cost grows by ~0.4 plain steps a token against a fixed ~0.6 (plus the drafter's
+#             call), so at ~99% acceptance a longer draft pays; llama.cpp's draft-k16 runs
+#             --spec-draft-n-max 16 beside its default (3) to show its best setting.
 #   *-td1:    the tiny draft model on one thread (--threads-draft 1) while the target uses two:
 #             whether a second thread's synchronisation costs the 48-wide draft more than it gains.
 #   *-t1:     seeded sampling at temperature 1.0 (--spec-temp 1): a draft token counts only when it
@@ -92,6 +96,8 @@ chimera_case self-p75 192 2 "$F16" --draft "$Q40" --draft-p-min 0.75
 chimera_case draft 1024 11 models/default.gguf --draft models/draft.gguf --spec-costs
 chimera_case draft-nolk 1024 11 models/default.gguf --draft models/draft.gguf --no-draft-lookup
 chimera_case draft-p75 1024 11 models/default.gguf --draft models/draft.gguf --draft-p-min 0.75
+chimera_case draft-k16 1024 11 models/default.gguf --draft models/draft.gguf --draft-max 16
+chimera_case ngram-k16 1024 11 models/default.gguf --spec ngram --draft-max 16
 chimera_case draft-k6 1024 11 models/default.gguf --draft models/draft.gguf --draft-max 6 --draft-fixed
 chimera_case draft-td1 1024 11 models/default.gguf --draft models/draft.gguf --threads-draft 1
 chimera_case self-states 192 2 "$F16" --draft "$Q40" --spec-verify-states
@@ -102,4 +108,6 @@ chimera_case self-t1 192 2 "$F16" --draft "$Q40" --spec-temp 1
 llama_case ngram 1024 models/default.gguf --spec-type ngram-simple
 llama_case self 192 "$F16" -md "$Q40" --spec-type draft-simple -td $T
 llama_case draft 1024 models/default.gguf -md models/draft.gguf --spec-type draft-simple -td $T
+llama_case draft-k16 1024 models/default.gguf -md models/draft.gguf --spec-type draft-simple -td $T \
+  --spec-draft-n-max 16
 echo "== done $(date -u +%FT%TZ); $(uptime)"
