@@ -1,6 +1,8 @@
 // AVX2 Mamba2 conv and scan. Conv: 8 channels per vector, the K taps and the K-1 history values
 // held in registers across tokens; a ragged last block runs the same vector code with masks.
 // Scan: one head at a time, N in vectors with four partial sums (fixed by n, not by T).
+// y = D*x + total is one fma everywhere (what the compilers made of `total + D * x` before, here
+// written out, so that scalar and vector y agree whatever the contraction setting).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -135,9 +137,14 @@ void conv_block(const SsmConvArgs& a, int32_t c0, int32_t nc, int64_t t0, int64_
     }
     if (a.conv_state_steps && t + 1 < a.n_tokens) {  // the state after token t
       float* step = a.conv_state_steps[t];
-      for (int32_t k = 0; k < K - 1; ++k) {
-        _mm256_store_ps(lane, hist[k]);
-        for (int32_t i = 0; i < nc; ++i) step[static_cast<int64_t>(c0 + i) * (K - 1) + k] = lane[i];
+      if constexpr (kD4) {  // the state's layout: whole-vector stores, not 24 scalar ones
+        store_hist3(step + static_cast<int64_t>(c0) * 3, hist);
+      } else {
+        for (int32_t k = 0; k < K - 1; ++k) {
+          _mm256_store_ps(lane, hist[k]);
+          for (int32_t i = 0; i < nc; ++i)
+            step[static_cast<int64_t>(c0 + i) * (K - 1) + k] = lane[i];
+        }
       }
     }
   }
@@ -198,9 +205,9 @@ struct Sum4 {
         break;
     }
   }
-  float total() const {
-    return hsum_avx2(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-  }
+  // The four sums folded into one vector, whose hsum_avx2 is the total.
+  __m256 folded() const { return _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)); }
+  float total() const { return hsum_avx2(folded()); }
 };
 
 template <bool kStream>
@@ -279,6 +286,129 @@ inline void scan_row_two_tokens(const float* prev, float* S0, float* S1, int64_t
       });
 }
 
+// Horizontal sums of eight vectors: lane i = hsum_avx2(v[i]), the same additions of the same values
+// in the same order ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), so bit-identical; 14 shuffles and 7
+// adds for eight totals instead of 24 and 24.
+inline __m256 hsum8(const __m256* v) {
+  auto halves = [](__m256 a, __m256 b) {  // [a.lo + a.hi | b.lo + b.hi]
+    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+  };
+  // Rows i and i + 4 share a pair so that the totals come out in lanes 0..7.
+  const __m256 q0 = halves(v[0], v[4]), q1 = halves(v[1], v[5]);
+  const __m256 q2 = halves(v[2], v[6]), q3 = halves(v[3], v[7]);
+  // Per half: [x0 + x2, x1 + x3, y0 + y2, y1 + y3] for (x, y) = (q0, q1) and (q2, q3).
+  const __m256 t = _mm256_add_ps(_mm256_shuffle_ps(q0, q1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm256_shuffle_ps(q0, q1, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 u = _mm256_add_ps(_mm256_shuffle_ps(q2, q3, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm256_shuffle_ps(q2, q3, _MM_SHUFFLE(3, 2, 3, 2)));
+  return _mm256_add_ps(_mm256_shuffle_ps(t, u, _MM_SHUFFLE(2, 0, 2, 0)),
+                       _mm256_shuffle_ps(t, u, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// Tokens per tile of the multi-token scan: a tile's B and C rows (2 * 16 * N floats) and the
+// row block's partial totals (16 * 8 vectors) stay in L1.
+constexpr int64_t kRowTile = 16;
+
+// Several tokens of one head without per-token states, N = 8 * kNC <= 64. Per tile of tokens and
+// block of 8 rows:
+// - each state row is loaded into registers once, advanced through all the tile's tokens there and
+//   stored once, instead of once per token pair; kRows rows side by side share the loads of B, C;
+// - x * delta of the block's rows is one vector multiply per token, broadcast from memory;
+// - each (token, row)'s folded partial sums wait in a buffer, and the block's eight totals of a
+//   token come from one hsum8, its eight y from one vector fma.
+// Per (token, row) the arithmetic is that of scan_rows: the same states, sums and y, bit for bit.
+template <int kNC, int kRows>
+void scan_head_rows(const SsmScanArgs& a, int32_t h, const float* prev, float* dst) {
+  constexpr int64_t N = 8 * kNC;
+  const int64_t P = a.head_dim;
+  const int32_t g = h / (a.n_head / a.n_group);
+  const int64_t xs = a.x_stride, ys = a.y_stride, bs = a.B_stride, cs = a.C_stride;
+  const float D = a.D ? a.D[h] : 0.0f;
+  bool streamed = false;
+  for (int64_t t0 = 0; t0 < a.n_tokens; t0 += kRowTile) {
+    const int64_t nt = std::min<int64_t>(kRowTile, a.n_tokens - t0);
+    float delta[kRowTile], dA[kRowTile];  // the scalar path's expressions
+    for (int64_t j = 0; j < nt; ++j) {
+      const int64_t t = t0 + j;
+      delta[j] = softplus(a.dt[t * a.dt_stride + h] + (a.dt_bias ? a.dt_bias[h] : 0.0f));
+      dA[j] = std::exp(delta[j] * a.A[h]);
+    }
+    // As the token-pair path: the run's last state streams when it does not overwrite its source.
+    const bool stream =
+        t0 + nt == a.n_tokens && dst != prev && reinterpret_cast<uintptr_t>(dst) % 32 == 0;
+    streamed = streamed || stream;
+    const float* B0 = a.B + t0 * bs + g * N;
+    const float* C0 = a.C + t0 * cs + g * N;
+    const float* x0 = a.x + t0 * xs + h * P;
+    float* y0 = a.y + t0 * ys + h * P;
+    for (int64_t p0 = 0; p0 < P; p0 += 8) {
+      const int64_t nr = std::min<int64_t>(8, P - p0);
+      alignas(32) float xd[kRowTile][8];     // x * delta per token and row of the block
+      alignas(32) __m256 part[kRowTile][8];  // folded partial sums per token and row
+      for (int64_t j = 0; j < nt; ++j) {
+        const float* x = x0 + j * xs + p0;
+        if (nr == 8) {
+          _mm256_store_ps(xd[j], _mm256_mul_ps(_mm256_loadu_ps(x), _mm256_set1_ps(delta[j])));
+        } else {
+          for (int64_t r = 0; r < nr; ++r) xd[j][r] = x[r] * delta[j];
+        }
+      }
+      // Rows [r0, r0 + R) of the block through all the tile's tokens.
+      auto rows = [&](int64_t r0, auto rows_c) __attribute__((always_inline)) {
+        constexpr int R = decltype(rows_c)::value;
+        const int64_t p = p0 + r0;
+        __m256 s[R][kNC];
+        for (int r = 0; r < R; ++r)
+          for (int c = 0; c < kNC; ++c) s[r][c] = _mm256_loadu_ps(prev + (p + r) * N + 8 * c);
+        for (int64_t j = 0; j < nt; ++j) {
+          const __m256 vdA = _mm256_broadcast_ss(&dA[j]);
+          const float* B = B0 + j * bs;
+          const float* C = C0 + j * cs;
+          __m256 xdt[R];
+          for (int r = 0; r < R; ++r) xdt[r] = _mm256_broadcast_ss(&xd[j][r0 + r]);
+          Sum4 sum[R];
+          for (int c = 0; c < kNC; ++c) {
+            const __m256 b = _mm256_loadu_ps(B + 8 * c), cc = _mm256_loadu_ps(C + 8 * c);
+            for (int r = 0; r < R; ++r) {
+              s[r][c] = _mm256_fmadd_ps(s[r][c], vdA, _mm256_mul_ps(b, xdt[r]));
+              sum[r].add(c, s[r][c], cc);
+            }
+          }
+          for (int r = 0; r < R; ++r) part[j][r0 + r] = sum[r].folded();
+        }
+        for (int r = 0; r < R; ++r)
+          for (int c = 0; c < kNC; ++c) {
+            if (stream) {
+              _mm256_stream_ps(dst + (p + r) * N + 8 * c, s[r][c]);
+            } else {
+              _mm256_storeu_ps(dst + (p + r) * N + 8 * c, s[r][c]);
+            }
+          }
+      };
+      int64_t r0 = 0;
+      for (; r0 + kRows <= nr; r0 += kRows) rows(r0, std::integral_constant<int, kRows>{});
+      for (; r0 < nr; ++r0) rows(r0, std::integral_constant<int, 1>{});
+      // y, token by token; x is read again before y is written: y may alias x.
+      for (int64_t j = 0; j < nt; ++j) {
+        const float* x = x0 + j * xs + p0;
+        float* y = y0 + j * ys + p0;
+        if (nr == 8) {
+          const __m256 tot = hsum8(part[j]);
+          _mm256_storeu_ps(y,
+                           a.D ? _mm256_fmadd_ps(_mm256_set1_ps(D), _mm256_loadu_ps(x), tot) : tot);
+        } else {
+          for (int64_t r = 0; r < nr; ++r) {
+            const float total = hsum_avx2(part[j][r]);
+            y[r] = a.D ? std::fma(D, x[r], total) : total;
+          }
+        }
+      }
+    }
+    prev = dst;
+  }
+  if (streamed) _mm_sfence();
+}
+
 }  // namespace
 
 void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
@@ -289,6 +419,17 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
   float* S_last = a.state + static_cast<int64_t>(h) * P * N;
   const float* S_in = a.state_in ? a.state_in + static_cast<int64_t>(h) * P * N : S_last;
   if (a.n_tokens == 0 && S_in != S_last) std::copy(S_in, S_in + P * N, S_last);
+  // Runs of three or more tokens without per-token states (speculative verification by prefix
+  // recompute, prefill), for a head whose state rows fit in registers. Measured: two tokens, and
+  // runs with per-token states, are as fast or faster through the token pairs below.
+  if (!ragged && N <= 64 && a.n_tokens >= 3 && !a.state_steps) {
+    using RowsFn = void (*)(const SsmScanArgs&, int32_t, const float*, float*);
+    // Two rows side by side only where that measured faster (N = 8).
+    static constexpr RowsFn kByN[8] = {
+        scan_head_rows<1, 2>, scan_head_rows<2, 1>, scan_head_rows<3, 1>, scan_head_rows<4, 1>,
+        scan_head_rows<5, 1>, scan_head_rows<6, 1>, scan_head_rows<7, 1>, scan_head_rows<8, 1>};
+    return kByN[N / 8 - 1](a, h, S_in, S_last);
+  }
   const float* prev = S_in;  // token 0 reads the incoming state
   bool streamed = false;
   // Where the state after token t goes: its step buffer, or `state` for the last token.
@@ -347,8 +488,8 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
                                           sum1);
       }
       const float total0 = sum0.total(), total1 = sum1.total();
-      y0[p] = a.D ? total0 + a.D[h] * xv0 : total0;
-      y1[p] = a.D ? total1 + a.D[h] * xv1 : total1;
+      y0[p] = a.D ? std::fma(a.D[h], xv0, total0) : total0;
+      y1[p] = a.D ? std::fma(a.D[h], xv1, total1) : total1;
     }
     prev = S1;
   }
@@ -386,8 +527,8 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
         scan_rows<2, false>(prev + p * N, S + p * N, N, B, C, vdA, xdt, sum, tail);
       }
       const float t0 = sum[0].total(), t1 = sum[1].total();
-      y[p] = a.D ? t0 + a.D[h] * xv0 : t0;
-      y[p + 1] = a.D ? t1 + a.D[h] * xv1 : t1;
+      y[p] = a.D ? std::fma(a.D[h], xv0, t0) : t0;
+      y[p + 1] = a.D ? std::fma(a.D[h], xv1, t1) : t1;
     }
     for (; p < P; ++p) {
       const float xv = x[p];
@@ -399,7 +540,7 @@ void ssm_scan_head_avx2(const SsmScanArgs& a, int32_t h) {
         scan_rows<1, false>(prev + p * N, S + p * N, N, B, C, vdA, xdt, sum, tail);
       }
       const float total = sum[0].total();
-      y[p] = a.D ? total + a.D[h] * xv : total;
+      y[p] = a.D ? std::fma(a.D[h], xv, total) : total;
     }
     prev = S;
   }

@@ -504,6 +504,75 @@ TEST(OpsSsmScan, PerTokenStatesMatchShorterRuns) {
   }
 }
 
+// Short multi-token runs (speculative verification: 2-17 tokens) against the one-token path,
+// bitwise: every T from 1 to 17, state sizes that fit in registers (8, 32, 64), one that does not
+// (128) and a ragged one (20), full and ragged row blocks (P 64, 13), with and without per-token
+// states, y over x, a separate incoming state, no D.
+TEST(OpsSsmScan, ShortRunsMatchOneByOneBitwise) {
+  std::mt19937 rng(53);
+  ThreadContext two(2);
+  struct Shape {
+    int P, N;
+  };
+  for (const Shape s :
+       {Shape{64, 32}, Shape{13, 32}, Shape{64, 64}, Shape{13, 8}, Shape{64, 128}, Shape{13, 20}}) {
+    const int H = 4, G = 2, T_max = 17, HP = H * s.P;
+    const ScanData d = make_scan(T_max, H, s.P, G, s.N, rng);
+    for (Isa isa : OpIsas()) {
+      for (bool with_d : {true, false}) {
+        ScanData dd = d;
+        if (!with_d) dd.D.clear();
+        auto args = [&](int t0, int n, float* y, int64_t y_stride, std::vector<float>& st) {
+          SsmScanArgs a = scan_args(dd, t0, n, y, y_stride, st);
+          if (!with_d) a.D = nullptr;
+          return a;
+        };
+        // One token at a time: y and the state after every token.
+        std::vector<float> s_one = dd.state, y_one(static_cast<size_t>(T_max) * HP);
+        std::vector<std::vector<float>> after;
+        for (int t = 0; t < T_max; ++t) {
+          ASSERT_TRUE(ssm_scan(args(t, 1, y_one.data(), HP, s_one), nullptr, isa).ok());
+          after.push_back(s_one);
+        }
+        for (int T = 1; T <= T_max; ++T) {
+          for (int mode = 0; mode < 4; ++mode) {
+            const bool steps = mode & 1, over_x = mode & 2;
+            SCOPED_TRACE(::testing::Message()
+                         << isa_name(isa) << " P " << s.P << " N " << s.N << " T " << T
+                         << (with_d ? "" : " no D") << (steps ? " steps" : "")
+                         << (over_x ? " y over x" : " separate state"));
+            ScanData dx = dd;  // y over x writes dx.x
+            std::vector<float> y(static_cast<size_t>(T) * HP, -5.0f);
+            const std::vector<float> src = dd.state;
+            std::vector<float> st = over_x ? dd.state : std::vector<float>(src.size(), -7.0f);
+            std::vector<std::vector<float>> bufs(T - 1, std::vector<float>(src.size(), -3.0f));
+            std::vector<float*> ptrs;
+            for (auto& b : bufs) ptrs.push_back(b.data());
+            SsmScanArgs a = over_x ? scan_args(dx, 0, T, dx.x.data(), dx.x_stride, st)
+                                   : args(0, T, y.data(), HP, st);
+            if (!with_d) a.D = nullptr;
+            if (!over_x) a.state_in = src.data();
+            if (steps) a.state_steps = ptrs.data();
+            ASSERT_TRUE(ssm_scan(a, &two, isa).ok());
+            for (int t = 0; t < T; ++t) {
+              const float* got = over_x ? &dx.x[t * dx.x_stride] : &y[static_cast<size_t>(t) * HP];
+              ASSERT_EQ(0,
+                        std::memcmp(got, &y_one[static_cast<size_t>(t) * HP], HP * sizeof(float)))
+                  << "y of token " << t;
+            }
+            EXPECT_TRUE(same_bits(st, after[T - 1])) << "final state";
+            for (int t = 0; steps && t + 1 < T; ++t)
+              EXPECT_TRUE(same_bits(bufs[t], after[t])) << "state after token " << t;
+            if (!over_x) {
+              EXPECT_TRUE(same_bits(src, dd.state)) << "the incoming state was written";
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(OpsSsmScan, RejectsBadArgs) {
   std::mt19937 rng(45);
   const ScanData d = make_scan(2, 4, 2, 2, 4, rng);
