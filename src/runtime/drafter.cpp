@@ -232,27 +232,56 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
   const size_t tail_from = n_run > kMaxTailHits + 1 ? n_run - kMaxTailHits - 1 : 0;
   for (size_t e = 0; e < n_run; ++e)
     b.add(history[first + e], static_cast<int32_t>(p0 + e), seq, e >= tail_from);
-  // Steady state runs two tokens here (the last draft and the target's own next token).
+  // Lookup staging: in the steady state (the last draft and the target's own next token to run)
+  // the lookup's proposals ride in the catch-up's batch, one forward instead of two; after a
+  // pause the catch-up runs alone (its time is the pause's, see last_catch_up_seconds).
+  const bool staging = p_.lookup && p_.p_min <= 0;
+  std::vector<TokenId> proposed;
+  if (staging && n_run <= kStagedCatchUp) {
+    CHIMERA_ASSIGN_OR_RETURN(proposed, lookup_proposals(seq, history, max_tokens));
+  }
+  if (!proposed.empty()) {
+    // The rollback point before the catch-up: a rollback into the staged span replays the
+    // catch-up with it (a few tokens, one batch).
+    CHIMERA_RETURN_IF_ERROR(mark(seq));
+    for (size_t e = 0; e + 1 < proposed.size(); ++e)
+      b.add(proposed[e], static_cast<int32_t>(p0 + n_run + e), seq, true);
+  }
   const auto t0 = std::chrono::steady_clock::now();
-  CHIMERA_RETURN_IF_ERROR(ctx_->decode(b));
+  if (proposed.empty()) {
+    CHIMERA_RETURN_IF_ERROR(ctx_->decode(b));
+  } else {
+    CHIMERA_RETURN_IF_ERROR(ctx_->decode_open(b, {seq}));
+  }
+  // Steady state runs two tokens here (the last draft and the target's own next token).
   catch_up_seconds_ =
-      b.size() > 2 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
-                   : 0.0;
+      n_run > 2 ? std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+                : 0.0;
   const int32_t V = ctx_->n_vocab();
   for (size_t e = tail_from + 1; e < n_run; ++e)
     tail_hits_.push_back(first_argmax(ctx_->logits(e - 1), V) == history[first + e]);
-  const float* logits = ctx_->logits(b.size() - 1);
-  if (p_.lookup && p_.p_min <= 0) {
-    CHIMERA_RETURN_IF_ERROR(stage_lookup(seq, history, max_tokens, logits, out));
-    if (!out.empty()) {
-      if (static_cast<int32_t>(out.size()) >= max_tokens) return out;
-      // Go on token by token from the first draft the lookup did not propose.
-      CHIMERA_RETURN_IF_ERROR(mark(seq));
-      Batch one;
-      one.add(out.back(), static_cast<int32_t>(mem.next_pos(seq)), seq, true);
-      CHIMERA_RETURN_IF_ERROR(ctx_->decode(one));
-      logits = ctx_->logits(0);
+  const float* logits = ctx_->logits(n_run - 1);
+  if (!proposed.empty()) {
+    const TokenId own_first = first_argmax(logits, V);
+    CHIMERA_RETURN_IF_ERROR(
+        confirm_staged(seq, proposed, static_cast<int32_t>(n_run), own_first, max_tokens, out));
+    ++lookup_stats_.with_catch_up;
+    // A lookup that disagreed with the draft's first token kept none of its entries.
+    if (out.empty()) {
+      ++lookup_stats_.first_missed;
+      out.push_back(own_first);
     }
+  } else if (staging && n_run > kStagedCatchUp) {
+    CHIMERA_RETURN_IF_ERROR(stage_lookup(seq, history, max_tokens, logits, out));
+  }
+  if (!out.empty()) {
+    if (static_cast<int32_t>(out.size()) >= max_tokens) return out;
+    // Go on token by token from the first draft the lookup did not propose.
+    CHIMERA_RETURN_IF_ERROR(mark(seq));
+    Batch one;
+    one.add(out.back(), static_cast<int32_t>(mem.next_pos(seq)), seq, true);
+    CHIMERA_RETURN_IF_ERROR(ctx_->decode(one));
+    logits = ctx_->logits(0);
   }
   for (int32_t i = static_cast<int32_t>(out.size()); i < max_tokens; ++i) {
     // The rollback point after this many tokens (O(1): references, no copy).
@@ -278,45 +307,64 @@ Status ModelDrafter::mark(int32_t seq) {
   return Status::Ok();
 }
 
-Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& history,
-                                  int32_t max_tokens, const float* logits,
-                                  std::vector<TokenId>& out) {
-  if (max_tokens < 3) return Status::Ok();  // a batch of one token is a plain forward
+Result<std::vector<TokenId>> ModelDrafter::lookup_proposals(int32_t seq,
+                                                            const std::vector<TokenId>& history,
+                                                            int32_t max_tokens) {
+  std::vector<TokenId> none;
+  if (max_tokens < 3) return none;  // a batch of one token is a plain forward
   ++lookup_stats_.calls;
-  if (lookup_kept_ < kLookupMinKept && ++lookup_skipped_ % kLookupProbe != 0) return Status::Ok();
-  const int32_t V = ctx_->n_vocab();
-  const TokenId first = first_argmax(logits, V);
+  if (lookup_kept_ < kLookupMinKept && ++lookup_skipped_ % kLookupProbe != 0) return none;
   ++lookup_stats_.lookups;
   CHIMERA_ASSIGN_OR_RETURN(std::vector<TokenId> p, lookup_.draft(seq, history, max_tokens));
+  if (p.size() >= 3) return p;
   // Of the recent lookups, the share of proposals kept (one that proposes nothing usable keeps
   // none: on a text that does not repeat, the lookup's own scan of the history, tens of us on a
   // long one, is then made only every kLookupProbe-th call too).
-  constexpr double kAlpha = 0.25;
-  // The draft's first token costs no forward: a lookup that disagrees with it is not tried.
-  if (p.size() < 3 || p[0] != first) {
-    lookup_kept_ += kAlpha * (0.0 - lookup_kept_);
+  lookup_kept_ += kLookupAlpha * (0.0 - lookup_kept_);
+  return none;
+}
+
+Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& history,
+                                  int32_t max_tokens, const float* logits,
+                                  std::vector<TokenId>& out) {
+  CHIMERA_ASSIGN_OR_RETURN(std::vector<TokenId> p, lookup_proposals(seq, history, max_tokens));
+  if (p.empty()) return Status::Ok();
+  // The draft's first token costs no forward here: a lookup that disagrees with it is not tried.
+  const TokenId first = first_argmax(logits, ctx_->n_vocab());
+  if (p[0] != first) {
+    lookup_kept_ += kLookupAlpha * (0.0 - lookup_kept_);
     return Status::Ok();
   }
-  // Entries: the first draft, then proposals 2 .. m-1 (the last draft token is never run). Entry
-  // e's logits give draft e + 2; its input is the draft model's own token while every proposal up
-  // to it matched the draft before it.
   HybridMemory& mem = ctx_->memory();
   CHIMERA_RETURN_IF_ERROR(mark(seq));
-  const int32_t n_entries = static_cast<int32_t>(p.size()) - 1;
   Batch b;
   const int32_t p0 = static_cast<int32_t>(mem.next_pos(seq));
-  for (int32_t e = 0; e < n_entries; ++e) b.add(p[e], p0 + e, seq, true);
+  for (size_t e = 0; e + 1 < p.size(); ++e) b.add(p[e], p0 + static_cast<int32_t>(e), seq, true);
   CHIMERA_RETURN_IF_ERROR(ctx_->decode_open(b, {seq}));
-  out.push_back(first);
-  int32_t kept = 1;  // leading entries whose input was the draft's own token
-  for (int32_t e = 0; e < kept; ++e) {
-    const TokenId d = first_argmax(ctx_->logits(e), V);
-    out.push_back(d);
-    if (static_cast<int32_t>(out.size()) == max_tokens) break;
-    if (e + 1 < n_entries && p[e + 1] == d) ++kept;
+  return confirm_staged(seq, p, 0, first, max_tokens, out);
+}
+
+Status ModelDrafter::confirm_staged(int32_t seq, const std::vector<TokenId>& p, int32_t offset,
+                                    TokenId first, int32_t max_tokens, std::vector<TokenId>& out) {
+  // Entries offset + e: the first draft, then proposals 2 .. m-1 (the last draft token is never
+  // run). Entry offset + e's logits give draft e + 2; its input is the draft model's own token
+  // while every proposal up to it matched the draft before it.
+  const int32_t V = ctx_->n_vocab();
+  const int32_t n_entries = static_cast<int32_t>(p.size()) - 1;
+  int32_t kept = 0;  // leading entries whose input was the draft's own token
+  if (p[0] == first) {
+    out.push_back(first);
+    kept = 1;
+    for (int32_t e = 0; e < kept; ++e) {
+      const TokenId d = first_argmax(ctx_->logits(static_cast<size_t>(offset + e)), V);
+      out.push_back(d);
+      if (static_cast<int32_t>(out.size()) == max_tokens) break;
+      if (e + 1 < n_entries && p[e + 1] == d) ++kept;
+    }
   }
-  // The memory keeps the entries run with the draft's own tokens: all of them but its last.
-  Status st = ctx_->accept({{seq, static_cast<uint32_t>(kept)}});
+  // The memory keeps the entries before the staged ones and those run with the draft's own
+  // tokens: all of those but its last.
+  Status st = ctx_->accept({{seq, static_cast<uint32_t>(offset + kept)}});
   if (!st.ok()) {
     ctx_->reject();
     out.clear();
@@ -324,9 +372,11 @@ Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& histo
   }
   ++lookup_stats_.batches;
   lookup_stats_.proposed += n_entries - 1;
-  lookup_stats_.confirmed += kept - 1;
-  const double share = n_entries > 1 ? double(kept - 1) / double(n_entries - 1) : 1.0;
-  lookup_kept_ += kAlpha * (share - lookup_kept_);
+  lookup_stats_.confirmed += std::max(0, kept - 1);
+  const double share = kept == 0       ? 0.0
+                       : n_entries > 1 ? double(kept - 1) / double(n_entries - 1)
+                                       : 1.0;
+  lookup_kept_ += kLookupAlpha * (share - lookup_kept_);
   return Status::Ok();
 }
 

@@ -102,6 +102,9 @@ int32_t default_draft_threads(const Model& draft, int32_t target_threads);
 // run, and confirmed as its greedy choices.
 struct LookupStats {
   int64_t calls = 0, lookups = 0, batches = 0, proposed = 0, confirmed = 0;
+  // Batches that also ran the catch-up, and of those the ones whose first proposal the draft
+  // model did not take (none kept).
+  int64_t with_catch_up = 0, first_missed = 0;
 };
 
 // Fails with a message naming the first difference when the two models' vocabularies differ
@@ -141,6 +144,15 @@ class ModelDrafter : public Drafter {
   // holding every one of them but the last.
   Status stage_lookup(int32_t seq, const std::vector<TokenId>& history, int32_t max_tokens,
                       const float* logits, std::vector<TokenId>& out);
+  // The lookup's proposals for staging (at least three tokens), or none: too short a draft, a
+  // back-off call, or nothing usable found.
+  Result<std::vector<TokenId>> lookup_proposals(int32_t seq, const std::vector<TokenId>& history,
+                                                int32_t max_tokens);
+  // After a batch whose entries from `offset` on are p[0 .. m-2] (an open batch): appends the
+  // drafts they confirm to `out` when p[0] is `first`, the draft's own first token (else
+  // nothing), and accepts the entries before `offset` and the confirmed ones but the last.
+  Status confirm_staged(int32_t seq, const std::vector<TokenId>& p, int32_t offset, TokenId first,
+                        int32_t max_tokens, std::vector<TokenId>& out);
 
   std::unique_ptr<Context> ctx_;
   DraftModelParams p_;
@@ -157,6 +169,10 @@ class ModelDrafter : public Drafter {
   int64_t lookup_skipped_ = 0;
   LookupStats lookup_stats_;
   static constexpr double kLookupMinKept = 0.3;
+  static constexpr double kLookupAlpha = 0.25;  // EMA weight of the newest lookup's share
+  // A catch-up of at most this many tokens (the steady state) carries the lookup's proposals in
+  // its own batch.
+  static constexpr size_t kStagedCatchUp = 2;
   static constexpr int64_t kLookupProbe = 8;
   static constexpr size_t kMaxCatchUp = 64;     // more missing tokens: restart from a window
   static constexpr size_t kCatchUpWindow = 32;  // tokens the restart runs

@@ -38,6 +38,24 @@ Loaded load(const std::string& arch) {
   return l;
 }
 
+// The shipped pair: the 5M default model drafted by its distilled draft model (models/). Unlike
+// the random fixtures, whose greedy drafts mostly repeat the last token, its drafts follow the
+// text, so a draft made from the wrong memory or the wrong logits shows.
+Loaded load_shipped_pair() {
+  Loaded l;
+  const std::string models = std::string(CHIMERA_SOURCE_DIR) + "/models/";
+  auto t = load_model(models + "default.gguf");
+  auto d = load_model(models + "draft.gguf");
+  EXPECT_TRUE(t.ok() && d.ok());
+  if (!t.ok() || !d.ok()) return l;
+  l.target = std::move(*t);
+  l.draft = std::move(*d);
+  l.tok = std::make_unique<Tokenizer>(std::move(Tokenizer::from_gguf(*l.target->file).value()));
+  l.draft_tok =
+      std::make_unique<Tokenizer>(std::move(Tokenizer::from_gguf(*l.draft->file).value()));
+  return l;
+}
+
 ContextParams ctx_params() {
   ContextParams p;
   p.n_threads = 1;  // tiny models: a second thread only adds synchronisation
@@ -450,8 +468,7 @@ std::unique_ptr<ModelDrafter> lookup_drafter(const Loaded& l, bool lookup) {
 // varying share of each draft and now and then a token of its own (a rejection), drafters with and
 // without staging propose the same tokens at every step, for every length 1..10. Staging runs far
 // fewer draft-model batches, and rollbacks into a staged span replay from the mark before it.
-TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
-  const Loaded l = load("granitehybrid-dense");
+void staging_drafts_the_same_tokens(const Loaded& l) {
   ASSERT_TRUE(l.target && l.draft);
   auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
   ASSERT_TRUE(prompt.ok());
@@ -500,8 +517,67 @@ TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
   EXPECT_GT(ls.batches, 20);
   EXPECT_GT(ls.confirmed, 0);
   EXPECT_LT(ls.confirmed, ls.proposed) << "no lookup batch was kept in part";
+  // Both kinds of lookup batch ran: with the steady state's catch-up in it, and after a longer
+  // catch-up (the decoys).
+  EXPECT_GT(ls.with_catch_up, 0);
+  EXPECT_LT(ls.with_catch_up, ls.batches);
   EXPECT_EQ(plain->lookup_stats().calls, 0);
   staged->forget(2);
+  EXPECT_EQ(staged->context().memory().usage().n_pinned_snapshots, 0u);
+}
+
+TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
+  staging_drafts_the_same_tokens(load("granitehybrid-dense"));
+}
+
+// A lookup batch that runs with the catch-up pays its proposals before the draft model's own first
+// token is known. Where the first proposal is not that token, the batch keeps the catch-up only
+// and the drafter drafts on token by token. On the shipped pair (drafts that follow the text), a
+// planted pair of tokens makes the lookup propose a continuation the draft model does not take;
+// then the target keeps a random share of each draft and now and then a token of its own. Drafts
+// and tail hits equal those of a drafter without staging at every step.
+TEST(SpeculativeDrafters, DraftModelStagedBatchWhoseFirstProposalIsMissed) {
+  const Loaded l = load_shipped_pair();
+  ASSERT_TRUE(l.target && l.draft);
+  auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
+  ASSERT_TRUE(prompt.ok());
+  auto staged = lookup_drafter(l, true), plain = lookup_drafter(l, false);
+  ASSERT_TRUE(staged && plain);
+  const int32_t V = l.draft->hp.n_vocab;
+  // The planted pair (P, R) and two tokens after it, then the prompt again; at steps 3 and 4 the
+  // target rejects the whole draft with P, then R, so the lookup proposes the planted tokens.
+  const std::vector<TokenId> planted = {201, 77, 303, 159};
+  std::vector<TokenId> history = *prompt;
+  history.insert(history.end(), planted.begin(), planted.end());
+  history.insert(history.end(), prompt->begin(), prompt->end());
+  uint64_t rng = 5;
+  auto next = [&rng](uint64_t n) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (rng >> 33) % n;
+  };
+  for (int32_t step = 0; step < 80; ++step) {
+    const int32_t k = step < 12 ? 6 : 1 + step % 9;
+    auto a = staged->draft(0, history, k);
+    auto b = plain->draft(0, history, k);
+    ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString() << b.status().ToString();
+    ASSERT_EQ(*a, *b) << "step " << step;
+    EXPECT_EQ(staged->last_tail_hits(), plain->last_tail_hits()) << "step " << step;
+    if (step == 3 || step == 4) {
+      history.push_back(planted[step - 3]);
+    } else if (step < 12) {
+      history.insert(history.end(), a->begin(), a->end());  // all kept
+    } else {
+      const size_t keep = next(a->size() + 1);
+      history.insert(history.end(), a->begin(), a->begin() + static_cast<std::ptrdiff_t>(keep));
+      history.push_back(keep < a->size() && step % 5 != 0 ? (*a)[keep]
+                                                          : static_cast<TokenId>(next(V)));
+    }
+  }
+  const LookupStats& ls = staged->lookup_stats();
+  EXPECT_GT(ls.first_missed, 0) << ls.with_catch_up << " batches with a catch-up";
+  EXPECT_GT(ls.with_catch_up, ls.first_missed);
+  EXPECT_GT(ls.confirmed, 0);
+  staged->forget(0);
   EXPECT_EQ(staged->context().memory().usage().n_pinned_snapshots, 0u);
 }
 
