@@ -23,11 +23,12 @@ struct Loaded {
   std::unique_ptr<Tokenizer> tok, draft_tok;
 };
 
-Loaded load(const std::string& arch) {
+// A target and its draft model from two files, with their tokenizers.
+Loaded load_pair(const std::string& target_path, const std::string& draft_path) {
   Loaded l;
-  auto t = load_model(kFixtures + arch + "/model-f32.gguf");
+  auto t = load_model(target_path);
   EXPECT_TRUE(t.ok()) << t.status().ToString();
-  auto d = load_model(kFixtures + arch + "/model-f16.gguf");
+  auto d = load_model(draft_path);
   EXPECT_TRUE(d.ok()) << d.status().ToString();
   if (!t.ok() || !d.ok()) return l;
   l.target = std::move(*t);
@@ -38,22 +39,17 @@ Loaded load(const std::string& arch) {
   return l;
 }
 
+// A fixture architecture: its F16 copy drafting for its F32 target.
+Loaded load(const std::string& arch) {
+  return load_pair(kFixtures + arch + "/model-f32.gguf", kFixtures + arch + "/model-f16.gguf");
+}
+
 // The shipped pair: the 5M default model drafted by its distilled draft model (models/). Unlike
 // the random fixtures, whose greedy drafts mostly repeat the last token, its drafts follow the
 // text, so a draft made from the wrong memory or the wrong logits shows.
 Loaded load_shipped_pair() {
-  Loaded l;
   const std::string models = std::string(CHIMERA_SOURCE_DIR) + "/models/";
-  auto t = load_model(models + "default.gguf");
-  auto d = load_model(models + "draft.gguf");
-  EXPECT_TRUE(t.ok() && d.ok());
-  if (!t.ok() || !d.ok()) return l;
-  l.target = std::move(*t);
-  l.draft = std::move(*d);
-  l.tok = std::make_unique<Tokenizer>(std::move(Tokenizer::from_gguf(*l.target->file).value()));
-  l.draft_tok =
-      std::make_unique<Tokenizer>(std::move(Tokenizer::from_gguf(*l.draft->file).value()));
-  return l;
+  return load_pair(models + "default.gguf", models + "draft.gguf");
 }
 
 ContextParams ctx_params() {
