@@ -459,19 +459,33 @@ std::unique_ptr<ModelDrafter> lookup_drafter(const Loaded& l, bool lookup) {
   return d.ok() ? std::move(*d) : nullptr;
 }
 
+// Drafters with and without lookup staging on one pair, and the prompt the staging tests start
+// from.
+struct StagingPair {
+  std::unique_ptr<ModelDrafter> staged, plain;
+  std::vector<TokenId> prompt;
+};
+StagingPair staging_pair(const Loaded& l) {
+  StagingPair p;
+  if (!l.target || !l.draft) return p;
+  auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
+  EXPECT_TRUE(prompt.ok());
+  if (prompt.ok()) p.prompt = *prompt;
+  p.staged = lookup_drafter(l, true);
+  p.plain = lookup_drafter(l, false);
+  return p;
+}
+
 // Lookup staging (DraftModelParams::lookup) changes what drafting costs, never the drafts: along a
 // history that the draft model's own greedy text makes repetitive, with the target keeping a
 // varying share of each draft and now and then a token of its own (a rejection), drafters with and
 // without staging propose the same tokens at every step, for every length 1..10. Staging runs far
 // fewer draft-model batches, and rollbacks into a staged span replay from the mark before it.
 void staging_drafts_the_same_tokens(const Loaded& l) {
-  ASSERT_TRUE(l.target && l.draft);
-  auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
-  ASSERT_TRUE(prompt.ok());
-  auto staged = lookup_drafter(l, true), plain = lookup_drafter(l, false);
-  ASSERT_TRUE(staged && plain);
+  auto [staged, plain, prompt] = staging_pair(l);
+  ASSERT_TRUE(staged && plain && !prompt.empty());
   const int32_t V = l.draft->hp.n_vocab;
-  std::vector<TokenId> history = *prompt;
+  std::vector<TokenId> history = prompt;
   uint64_t rng = 99;
   auto next = [&rng](uint64_t n) {
     rng = rng * 6364136223846793005ull + 1442695040888963407ull;
@@ -534,18 +548,15 @@ TEST(SpeculativeDrafters, DraftModelLookupStagingDraftsTheSameTokens) {
 // and tail hits equal those of a drafter without staging at every step.
 TEST(SpeculativeDrafters, DraftModelStagedBatchWhoseFirstProposalIsMissed) {
   const Loaded l = load_shipped_pair();
-  ASSERT_TRUE(l.target && l.draft);
-  auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
-  ASSERT_TRUE(prompt.ok());
-  auto staged = lookup_drafter(l, true), plain = lookup_drafter(l, false);
-  ASSERT_TRUE(staged && plain);
+  auto [staged, plain, prompt] = staging_pair(l);
+  ASSERT_TRUE(staged && plain && !prompt.empty());
   const int32_t V = l.draft->hp.n_vocab;
   // The planted pair (P, R) and two tokens after it, then the prompt again; at steps 3 and 4 the
   // target rejects the whole draft with P, then R, so the lookup proposes the planted tokens.
   const std::vector<TokenId> planted = {201, 77, 303, 159};
-  std::vector<TokenId> history = *prompt;
+  std::vector<TokenId> history = prompt;
   history.insert(history.end(), planted.begin(), planted.end());
-  history.insert(history.end(), prompt->begin(), prompt->end());
+  history.insert(history.end(), prompt.begin(), prompt.end());
   uint64_t rng = 5;
   auto next = [&rng](uint64_t n) {
     rng = rng * 6364136223846793005ull + 1442695040888963407ull;
