@@ -82,8 +82,9 @@ struct DraftModelParams {
   // Lookup staging: before drafting token by token, the draft model checks in one batch the
   // continuation an n-gram lookup of the history proposes, and keeps as many of those tokens as
   // are its own greedy choices. The drafts are the same either way (the draft model's greedy
-  // tokens); on a text that repeats, a step costs about two draft forwards instead of one per
-  // drafted token. Off with p_min > 0 (the cut-off is judged token by token).
+  // tokens); on a text that repeats, a step costs one draft forward (the lookup's tokens go in
+  // the batch that catches up on the target's last tokens) instead of one per drafted token.
+  // Off with p_min > 0 (the cut-off is judged token by token).
   bool lookup = true;
   ContextParams context;
 };
@@ -138,10 +139,10 @@ class ModelDrafter : public Drafter {
   Status rewind(int32_t seq, uint32_t n);
   // A rollback point at the draft memory's current end.
   Status mark(int32_t seq);
-  // Lookup staging (DraftModelParams::lookup): with the memory at history's end and `logits`
-  // its last entry's, appends the draft tokens a lookup batch confirms to `out` (none when the
-  // lookup proposes nothing that starts with the draft's own first token) and leaves the memory
-  // holding every one of them but the last.
+  // Lookup staging after a catch-up longer than kStagedCatchUp (DraftModelParams::lookup): with
+  // the memory at history's end and `logits` its last entry's, appends the draft tokens a lookup
+  // batch confirms to `out` (none when the lookup proposes nothing that starts with the draft's own
+  // first token) and leaves the memory holding every one of them but the last.
   Status stage_lookup(int32_t seq, const std::vector<TokenId>& history, int32_t max_tokens,
                       const float* logits, std::vector<TokenId>& out);
   // The lookup's proposals for staging (at least three tokens), or none: too short a draft, a
