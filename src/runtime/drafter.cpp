@@ -320,7 +320,7 @@ Result<std::vector<TokenId>> ModelDrafter::lookup_proposals(int32_t seq,
   // Of the recent lookups, the share of proposals kept (one that proposes nothing usable keeps
   // none: on a text that does not repeat, the lookup's own scan of the history, tens of us on a
   // long one, is then made only every kLookupProbe-th call too).
-  lookup_kept_ += kLookupAlpha * (0.0 - lookup_kept_);
+  note_lookup_kept(0.0);
   return none;
 }
 
@@ -332,7 +332,7 @@ Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& histo
   // The draft's first token costs no forward here: a lookup that disagrees with it is not tried.
   const TokenId first = first_argmax(logits, ctx_->n_vocab());
   if (p[0] != first) {
-    lookup_kept_ += kLookupAlpha * (0.0 - lookup_kept_);
+    note_lookup_kept(0.0);
     return Status::Ok();
   }
   HybridMemory& mem = ctx_->memory();
@@ -376,7 +376,7 @@ Status ModelDrafter::confirm_staged(int32_t seq, const std::vector<TokenId>& p, 
   const double share = kept == 0       ? 0.0
                        : n_entries > 1 ? double(kept - 1) / double(n_entries - 1)
                                        : 1.0;
-  lookup_kept_ += kLookupAlpha * (share - lookup_kept_);
+  note_lookup_kept(share);
   return Status::Ok();
 }
 

@@ -106,6 +106,16 @@ struct LookupStats {
   // Batches that also ran the catch-up, and of those the ones whose first proposal the draft
   // model did not take (none kept).
   int64_t with_catch_up = 0, first_missed = 0;
+  // The counts since `earlier` (a snapshot of the same drafter's).
+  LookupStats since(const LookupStats& earlier) const {
+    return {calls - earlier.calls,
+            lookups - earlier.lookups,
+            batches - earlier.batches,
+            proposed - earlier.proposed,
+            confirmed - earlier.confirmed,
+            with_catch_up - earlier.with_catch_up,
+            first_missed - earlier.first_missed};
+  }
 };
 
 // Fails with a message naming the first difference when the two models' vocabularies differ
@@ -167,6 +177,7 @@ class ModelDrafter : public Drafter {
   // nothing usable counts as none kept): below kLookupMinKept a lookup is made only every
   // kLookupProbe-th call, so a text whose lookups miss costs next to nothing.
   double lookup_kept_ = 1.0;
+  void note_lookup_kept(double share) { lookup_kept_ += kLookupAlpha * (share - lookup_kept_); }
   int64_t lookup_skipped_ = 0;
   LookupStats lookup_stats_;
   static constexpr double kLookupMinKept = 0.3;

@@ -323,9 +323,7 @@ Result<SpecBench> bench_speculative(LoadedModel& lm, const ModelOptions& mo, con
     }
   }
   if (auto* md = dynamic_cast<const ModelDrafter*>(dr.drafter.get())) {
-    const LookupStats& l = md->lookup_stats();
-    out.lookup = {l.calls - lookup0.calls, l.lookups - lookup0.lookups, l.batches - lookup0.batches,
-                  l.proposed - lookup0.proposed, l.confirmed - lookup0.confirmed};
+    out.lookup = md->lookup_stats().since(lookup0);
   }
   if (bo.costs) {
     CHIMERA_ASSIGN_OR_RETURN(out.step, measure_spec_step_costs(ctx, dr.drafter.get(), prompt,
