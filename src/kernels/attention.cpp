@@ -132,9 +132,15 @@ int64_t kv_page_bytes(const AttentionParams& p) {
 
 namespace ops_internal {
 
+int32_t attention_max_group(const AttentionParams& p) {
+  return std::clamp(kAttentionMaxGroupPairs / (p.n_head / p.n_head_kv), kAttentionMaxGroup,
+                    kAttentionMaxGroupWide);
+}
+
 int64_t attention_scratch_floats(const AttentionParams& p) {
   const int64_t hd_pad = padded_head_dim(p.head_dim);
-  const int64_t heads = int64_t{kAttentionMaxGroup} * p.n_head;  // (query, head) pairs of a task
+  const int64_t heads =
+      int64_t{attention_max_group(p)} * p.n_head;  // (query, head) pairs of a task
   // AVX2: a query row and an accumulator row per pair, then m and l. Scalar: one query's K and V
   // blocks, accumulators and block scores (smaller).
   return std::max(2 * heads * hd_pad + 2 * heads, 2 * kAttentionKeyBlock * hd_pad +
@@ -218,7 +224,7 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
   CHIMERA_RETURN_IF_ERROR(check_batch(params, batch));
   if (batch.n_queries == 0) return Status::Ok();
   // Tasks are (group of queries, range of kv heads). A group is a run of up to
-  // kAttentionMaxGroup consecutive queries of one sequence with the same first visible key
+  // attention_max_group consecutive queries of one sequence with the same first visible key
   // (speculative verify, prefill): the task reads each key block once for all of them. Few
   // tasks (decode): kv heads are split so every thread has work, and groups are made smaller
   // while there are fewer tasks than threads. Tasks are dealt round-robin: causal prefill
@@ -231,7 +237,7 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
   Buffer<std::pair<int64_t, int32_t>, 16> groups(static_cast<size_t>(batch.n_queries));
   int64_t n_groups = 0;  // groups[0, n_groups): (first query, queries)
   int32_t chunks = 1;
-  for (int32_t max_group = ops_internal::kAttentionMaxGroup;; max_group /= 2) {
+  for (int32_t max_group = ops_internal::attention_max_group(params);; max_group /= 2) {
     n_groups = 0;
     for (int64_t i = 0; i < batch.n_queries; ++i) {
       if (n_groups > 0) {
@@ -251,9 +257,9 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
   const int64_t n_tasks = n_groups * chunks;
   const int64_t scratch_floats = ops_internal::attention_scratch_floats(params);
   auto work = [&](int ith, int nth_run) {
-    // Uninitialized: each task writes every scratch float it reads. 16 KiB on the stack hold a
-    // small model's (head_dim 12, 4 heads: 4.4 KiB).
-    Buffer<float, 4096> scratch(static_cast<size_t>(scratch_floats));
+    // Uninitialized: each task writes every scratch float it reads. 32 KiB on the stack hold a
+    // small model's (head_dim 64, 4 heads, groups of 12 queries: 24 KiB).
+    Buffer<float, 8192> scratch(static_cast<size_t>(scratch_floats));
     for (int64_t t = ith; t < n_tasks; t += nth_run) {
       const auto [i, n_q] = groups[static_cast<size_t>(t / chunks)];
       const int32_t ch = static_cast<int32_t>(t % chunks);

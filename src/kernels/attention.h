@@ -84,10 +84,17 @@ Status kv_write_token(const AttentionParams& params, const float* k, const float
 
 namespace ops_internal {
 // Queries of one sequence that one task processes together against each key block (verify,
-// prefill): each block's K/V rows are read once for all of them, from L1 after the first.
+// prefill): each block's K/V rows are read once for all of them, from L1 after the first. At least
+// kAttentionMaxGroup; where a kv head has one or two query heads, up to kAttentionMaxGroupPairs
+// (query, head) pairs per kv head (kAttentionMaxGroupWide queries at most): a 9-token verify with
+// two heads per kv head is then one group of 18 pairs, six full passes of three, instead of groups
+// of 8 and 1 (the lone query re-reads every key block for a pass of two pairs; 5% slower).
 constexpr int32_t kAttentionMaxGroup = 8;
+constexpr int32_t kAttentionMaxGroupWide = 12;
+constexpr int32_t kAttentionMaxGroupPairs = 24;
+int32_t attention_max_group(const AttentionParams& params);  // params valid
 
-// A group of n_q (1..kAttentionMaxGroup) queries of one sequence sharing first_visible, kv heads
+// A group of n_q (1..attention_max_group) queries of one sequence sharing first_visible, kv heads
 // [kv_begin, kv_end) with their n_head/n_head_kv query heads each. Internal to the attention
 // files; q and out point at query 0's head 0, query i is i*q_stride / i*out_stride further. How
 // queries and kv heads are grouped into tasks never changes a (query, head)'s arithmetic: each

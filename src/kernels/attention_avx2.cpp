@@ -471,33 +471,46 @@ struct Task {
         // at most max_pairs pairs in all, so it is flushed whole).
         int32_t pending[kMaxHeads];
         int n_pending = 0;
+        // n pairs go in ceil(n / max_pairs) passes of near-equal size (16 pairs as 3,3,3,3,2,2,
+        // not 3,3,3,3,3,1: a pass of one pair is a latency-bound chain per key).
+        int32_t left = 0, passes = 0, want = 0;
+        const auto plan = [&](int32_t n) {
+          left = n;
+          passes = (n + max_pairs - 1) / max_pairs;
+          want = passes > 0 ? (left + passes - 1) / passes : 0;
+        };
         const auto flush = [&](int32_t nb) {
           pass(n_kv, n_pending, pending, scratch, m, l, krow[b], vrow[b], nb, pk, pv, nb_next);
+          left -= n_pending;
+          --passes;
+          want = passes > 0 ? (left + passes - 1) / passes : 0;
           n_pending = 0;
           pk = pv = nullptr;
         };
-        // The pairs of the queries that see the whole block, max_pairs at a time...
+        // The pairs of the queries that see the whole block, in balanced passes...
+        int32_t n_whole = 0;
+        for (int32_t i = 0; i < task.n_q; ++i) n_whole += task.n_visible[i] - j0 >= kKB;
+        plan(n_whole * n_kv * rep);
         for (int32_t k = 0; k < n_kv; ++k) {
           for (int32_t i = 0; i < task.n_q; ++i) {
             if (task.n_visible[i] - j0 < kKB) continue;
             for (int32_t r = 0; r < rep; ++r) {
               pending[n_pending++] = i * nh + r_first + k * rep + r;
-              if (n_pending == max_pairs) flush(kKB);
+              if (n_pending == want) flush(kKB);
             }
           }
         }
-        if (n_pending > 0) flush(kKB);
         // ...then each query that sees part of it (its last block), with its own key count.
         for (int32_t i = 0; i < task.n_q; ++i) {
           const int32_t nb = task.n_visible[i] - j0;
           if (nb <= 0 || nb >= kKB) continue;
+          plan(n_kv * rep);
           for (int32_t k = 0; k < n_kv; ++k) {
             for (int32_t r = 0; r < rep; ++r) {
               pending[n_pending++] = i * nh + r_first + k * rep + r;
-              if (n_pending == max_pairs) flush(nb);
+              if (n_pending == want) flush(nb);
             }
           }
-          if (n_pending > 0) flush(nb);
         }
       }
     }

@@ -499,9 +499,9 @@ TEST(OpsAttention, MultiQueryGroupEqualsEachQueryAloneBitwise) {
     auto pb = page(sb, p);
     const KvPageTable tables[2] = {pa->table, pb->table};
     const int n_tok[2] = {sa.n_tokens, sb.n_tokens};
-    // Runs of consecutive queries of one sequence: 1 to 19 long (groups hold up to 8), with
-    // random visible counts; a run either shares a first key (0 or a window start) or gives each
-    // query its own.
+    // Runs of consecutive queries of one sequence: 1 to 19 long (groups hold up to 8, 12 with one
+    // or two heads per kv head), with random visible counts; a run either shares a first key (0 or
+    // a window start) or gives each query its own.
     std::vector<int32_t> vis, first, seq;
     for (int run = 0; run < 12; ++run) {
       const int sq = run % 3 == 2 ? 1 : 0;
