@@ -36,9 +36,10 @@ using namespace avx512;  // NOLINT: hsum256, fp16, row_at
 
 constexpr int kMR = 6, kNP = 4;  // register tile: 6 rows x 4 column pairs = 24 accumulators
 constexpr int64_t kRowBlock = 64;
-// Batches of up to 16 rows (decode, speculative verification) run the AVX2 kernel (same bits):
-// with the weights coming from memory, as in a model, its 3-column tiles measured 4-7% faster
-// there at 9 and 16 rows (this kernel's 8 weight rows and the tile's activations crowd L1).
+// Batches of 2 to 16 rows (speculative verification, small decode batches) run SmallBatch's
+// 256-bit tiles, decode (one row) the AVX2 kernel (same bits): with the weights coming from
+// memory, as in a model, AVX2's 256-bit tiles measured 4-7% faster than this kernel at 9 and 16
+// rows (its 8 weight rows and the tile's activations crowd L1).
 constexpr int64_t kMinRows = 17;
 
 // Eight 16-bit weights of row a at wa (low half) and eight of row b at wb (high half).
@@ -55,6 +56,7 @@ struct LoadF16 {
   static __m512 load_pair(const Elem* wa, const Elem* wb) {
     return _mm512_cvtph_ps(load_halves(wa, wb));
   }
+  static __m256 load8(const Elem* w) { return _mm256_cvtph_ps(load128(w)); }
   static float load1(const Elem* w) { return fp16(*w); }
 };
 struct LoadBF16 {
@@ -62,6 +64,9 @@ struct LoadBF16 {
   static constexpr GgmlType kType = GgmlType::BF16;
   static __m512 load_pair(const Elem* wa, const Elem* wb) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_halves(wa, wb)), 16));
+  }
+  static __m256 load8(const Elem* w) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load128(w)), 16));
   }
   static float load1(const Elem* w) {
     const uint32_t u = static_cast<uint32_t>(*w) << 16;
@@ -76,7 +81,115 @@ struct LoadF32 {
   static __m512 load_pair(const Elem* wa, const Elem* wb) {
     return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(wa)), _mm256_loadu_ps(wb), 1);
   }
+  static __m256 load8(const Elem* w) { return _mm256_loadu_ps(w); }
   static float load1(const Elem* w) { return *w; }
+};
+
+// AVX2's hsum256 of four vectors at once, as [hsum256(c0), .., hsum256(c3)] (one 128-bit store):
+// the same adds of the same lanes (lo + hi halves, then lanes 0 + 2 and 1 + 3, then those two).
+inline __m128 hsum256_x4(__m256 c0, __m256 c1, __m256 c2, __m256 c3) {
+  const __m256 s02 = _mm256_add_ps(_mm256_permute2f128_ps(c0, c2, 0x20),   // [c0.lo | c2.lo]
+                                   _mm256_permute2f128_ps(c0, c2, 0x31));  // + [c0.hi | c2.hi]
+  const __m256 s13 =
+      _mm256_add_ps(_mm256_permute2f128_ps(c1, c3, 0x20), _mm256_permute2f128_ps(c1, c3, 0x31));
+  // [c0: 0+2, 1+3, c1: 0+2, 1+3 | c2: .., c3: ..]
+  const __m256 t = _mm256_add_ps(_mm256_shuffle_ps(s02, s13, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm256_shuffle_ps(s02, s13, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m128 lo = _mm256_castps256_ps128(t), hi = _mm256_extractf128_ps(t, 1);
+  return _mm_add_ps(_mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)),
+                    _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// 2 to 16 rows: AVX2's FloatKernel::group_tile arithmetic (one 256-bit accumulator per element,
+// the same FMAs in k order, hsum256, the scalar tail), in tiles of up to 6 rows x 4 columns. The
+// 32 registers of AVX-512 hold 24 accumulators (AVX2's 16 hold 12), and the tile keeps them in
+// registers through the horizontal sums, which end in one 128-bit store per row. At K = 256 (the
+// 5M model, weights in L2/L3) a tile runs only 32 steps, and AVX2's tile start and end (its sums
+// spill the accumulators) took a fifth of its time. One thread, weights in L2, against AVX2's
+// run_small: 8 rows 3-5% faster, 9 rows 8-10%, 3 rows 10%, 2 rows the same; 768 and 2048 wide
+// from memory, 8 and 9 rows 0-15% faster.
+template <class L>
+struct SmallBatch {
+  using Elem = typename L::Elem;
+  static constexpr int kNC = 4;
+  // The first row tile of a column group prefetches, into L2, the group kAhead groups on (the
+  // same distance, 12 weight rows, as AVX2's run_small).
+  static constexpr int64_t kAhead = 3;
+
+  template <int MR, int NC>
+  static void tile(const KernelArgs& a, int64_t i, int64_t j, bool ahead) {
+    const float* x[MR];
+    const Elem* w[NC];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) x[r] = row_at<float>(a.act, a.act_stride, i + r);
+#pragma GCC unroll 8
+    for (int c = 0; c < NC; ++c) w[c] = row_at<Elem>(a.w, a.w_row_bytes, j + c);
+    __m256 acc[MR][NC];
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_setzero_ps();
+    const int64_t k8 = a.n_in & ~int64_t(7);
+    const uint8_t* next = a.w + static_cast<size_t>(j + kAhead * kNC) * a.w_row_bytes;
+    for (int64_t k = 0; k < k8; k += 8) {
+      if (ahead) {
+        const uint8_t* p = next + static_cast<size_t>(k / 8) * (NC * 8 * sizeof(Elem));
+#pragma GCC unroll 8
+        for (size_t o = 0; o < NC * 8 * sizeof(Elem); o += 64) _mm_prefetch(p + o, _MM_HINT_T1);
+      }
+      __m256 wv[NC];
+#pragma GCC unroll 8
+      for (int c = 0; c < NC; ++c) wv[c] = L::load8(w[c] + k);
+#pragma GCC unroll 8
+      for (int r = 0; r < MR; ++r) {
+        __m256 xv = _mm256_loadu_ps(x[r] + k);
+        asm("" : "+v"(xv));  // one load per activation vector, not one folded into each FMA
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      float* y = a.y + (i + r) * a.y_stride + j;
+      if constexpr (NC == kNC) {
+        _mm_storeu_ps(y, hsum256_x4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+      } else {
+#pragma GCC unroll 8
+        for (int c = 0; c < NC; ++c) y[c] = hsum256(acc[r][c]);
+      }
+      if (k8 < a.n_in) {
+        for (int c = 0; c < NC; ++c) {
+          __m128 s = _mm_set_ss(y[c]);
+          for (int64_t k = k8; k < a.n_in; ++k)
+            s = _mm_fmadd_ss(_mm_set_ss(x[r][k]), _mm_set_ss(L::load1(w[c] + k)), s);
+          y[c] = _mm_cvtss_f32(s);
+        }
+      }
+    }
+  }
+
+  using TileFn = void (*)(const KernelArgs&, int64_t, int64_t, bool);
+  template <int MR>
+  static constexpr TileFn kRow[kNC] = {tile<MR, 1>, tile<MR, 2>, tile<MR, 3>, tile<MR, 4>};
+  static constexpr const TileFn* kTiles[7] = {nullptr, kRow<1>, kRow<2>, kRow<3>,
+                                              kRow<4>, kRow<5>, kRow<6>};
+  // kSplit[m]: the row tiles for m rows, 0-terminated (as even as 6-row tiles allow).
+  static constexpr int kSplit[kMinRows][4] = {
+      {0},    {1},    {2},    {3},    {4},       {5},       {6},       {4, 3},    {4, 4},
+      {5, 4}, {5, 5}, {6, 5}, {6, 6}, {5, 4, 4}, {5, 5, 4}, {5, 5, 5}, {6, 5, 5},
+  };
+
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    const int* split = kSplit[a.m];
+    for (int64_t j = j0; j < j1; j += kNC) {
+      const int nc = static_cast<int>(j1 - j < kNC ? j1 - j : kNC);
+      int64_t i = 0;
+      for (int t = 0; split[t] != 0; ++t) {
+        kTiles[split[t]][nc - 1](a, i, j, t == 0);
+        i += split[t];
+      }
+    }
+  }
 };
 
 template <class L>
@@ -164,7 +277,8 @@ struct FloatKernel {
   }
 
   static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
-    if (a.m < kMinRows) return avx2_kernel(L::kType)(a, j0, j1);
+    if (a.m < 2) return avx2_kernel(L::kType)(a, j0, j1);
+    if (a.m < kMinRows) return SmallBatch<L>::run(a, j0, j1);
     for (int64_t ib = 0; ib < a.m; ib += kRowBlock) {
       const int64_t rows = a.m - ib < kRowBlock ? a.m - ib : kRowBlock;
       const int64_t tiles = (rows + kMR - 1) / kMR;  // split evenly: 17 rows run as 5 + 6 + 6

@@ -126,10 +126,11 @@ INSTANTIATE_TEST_SUITE_P(Types, MatmulAvx512SmallBatch,
                          [](const auto& info) { return std::string(type_name(info.param)); });
 
 // The float kernels (matmul_f16_avx512.cpp) against AVX2's, more closely: every batch size from
-// 1 to 18 (the AVX2 kernel runs up to 16 rows) and sizes around the row-block edges (the even
-// split of a block into tiles of up to 6 rows), K with no multiple of 8 at all (the whole dot
-// product in the scalar tail), exactly 8, ragged and model-sized, column counts that leave 1 to 7
-// columns in the last group of 8 (odd ones run a repeated partner column), and 1 to 3 threads.
+// 1 to 18 (2 to 16 rows run the small-batch tiles of up to 6 x 4) and sizes around the row-block
+// edges (the even split of a block into tiles of up to 6 rows), K with no multiple of 8 at all
+// (the whole dot product in the scalar tail), exactly 8, ragged and model-sized, column counts
+// that leave 1 to 7 columns in the last group of 8 (odd ones run a repeated partner column), and
+// 1 to 3 threads.
 class MatmulAvx512Float : public testing::TestWithParam<GgmlType> {};
 
 TEST_P(MatmulAvx512Float, BitIdenticalToAvx2) {

@@ -1,9 +1,10 @@
 // Float weights (F16, BF16, F32) at the batch sizes of speculative verification and small decode
-// batches, where the AVX2 kernel has its own tiling (1 to 16 rows; the AVX-512 path runs it too):
-// every output is checked bit for bit against a plain C++ emulation of the documented summation
-// order (8 lanes of FMAs over k = 0, 8, 16, ..., AVX2's horizontal sum, the ragged tail as scalar
-// FMAs). So each row count's tiles, the ragged last column groups and the thread splits must
-// all give exactly the bits of one order, the order GEMV (one row) has always had.
+// batches, where both paths have their own tiling (2 to 16 rows: AVX2's tiles of up to 6 x 3,
+// AVX-512's of up to 6 x 4): every output is checked bit for bit against a plain C++ emulation of
+// the documented summation order (8 lanes of FMAs over k = 0, 8, 16, ..., AVX2's horizontal sum,
+// the ragged tail as scalar FMAs). So each row count's tiles, the ragged last column groups and
+// the thread splits must all give exactly the bits of one order, the order GEMV (one row) has
+// always had.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -74,30 +75,32 @@ TEST_P(MatmulSmallBatchFloat, EveryRowCountMatchesTheSummationOrder) {
 }
 
 // The default model's F16 shapes (256 and 512 wide; 1096 columns: 16-column thread pieces and a
-// ragged last one), at the batch sizes of speculative verification: every row of every batch of
-// 1 to 16 rows is, byte for byte, what gemv (one row, the decode path) on the AVX2 path gives for
-// that row, on every path and thread count.
+// ragged last one) and ragged ones (K not a multiple of 8, last column groups of 1 to 3), at the
+// batch sizes of speculative verification and either side of the AVX-512 path's small-batch
+// tiles (2 to 16 rows): every row of every batch of 1 to 20 rows is, byte for byte, what gemv
+// (one row, the decode path) on the AVX2 path gives for that row, on every path and thread count.
 TEST(MatmulSmallBatchF16, ModelShapesMatchGemvOnEveryPath) {
   if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no AVX2 path on this CPU";
   struct Shape {
     int64_t n_in, n_out;
   };
-  const Shape shapes[] = {{256, 1096}, {512, 256}, {256, 2048}};
+  const Shape shapes[] = {{256, 1096}, {512, 256}, {256, 2048}, {259, 37}, {3, 6}, {517, 71}};
+  constexpr int64_t kRows = 20;
   for (const Shape s : shapes) {
     const auto wbytes = matmul_test::random_weights(GgmlType::F16, s.n_in, s.n_out, 5 + s.n_out);
     const WeightMatrix w{GgmlType::F16, wbytes.data(), s.n_in, s.n_out};
-    const auto x = matmul_test::random_activations(16, s.n_in, 3 + s.n_in);
+    const auto x = matmul_test::random_activations(kRows, s.n_in, 3 + s.n_in);
     MatmulWorkspace ws2(Isa::kAvx2);
     ThreadContext one(1);
-    std::vector<float> want(16 * s.n_out);
-    for (int64_t i = 0; i < 16; ++i)
+    std::vector<float> want(kRows * s.n_out);
+    for (int64_t i = 0; i < kRows; ++i)
       ASSERT_TRUE(gemv(one, w, x.data() + i * s.n_in, want.data() + i * s.n_out, ws2).ok());
     for (Isa isa : matmul_test::runnable_isas()) {
       if (isa == Isa::kScalar) continue;
       MatmulWorkspace ws(isa);
       for (int threads : {1, 2}) {
         ThreadContext ctx(threads);
-        for (int64_t m = 1; m <= 16; ++m) {
+        for (int64_t m = 1; m <= kRows; ++m) {
           std::vector<float> y(m * s.n_out, -1.0f);
           ASSERT_TRUE(matmul(ctx, w, x.data(), m, y.data(), ws).ok());
           ASSERT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * sizeof(float)))
