@@ -102,13 +102,7 @@ inline __m256i tail_mask_avx2(int64_t rem) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)), idx);
 }
 
-// Horizontal sum in a fixed order: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
-inline float hsum_avx2(__m256 v) {
-  const __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));
-  const __m128 c = _mm_add_ss(b, _mm_movehdup_ps(b));
-  return _mm_cvtss_f32(c);
-}
+#include "kernels/hsum_avx.inc"  // hsum, hsum_x4, hsum_x8
 
 }  // namespace chimera::ops_internal
 #endif

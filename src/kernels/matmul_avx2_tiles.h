@@ -27,29 +27,7 @@ namespace chimera::matmul_detail::avx2 {
 // Rows of activations kept hot in cache while a thread walks its weight columns (prefill).
 constexpr int64_t kRowBlock = 64;
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// hsum of four vectors at once, as [hsum(a), hsum(c), -, -, hsum(b), hsum(d), -, -]: the same
-// additions of the same lanes in the same operand order (lane i + lane i+4, then those of i and
-// i+2, then of 0 and 1), so every result is hsum's bit for bit, NaN payloads included; a dozen
-// shuffles and adds for four sums instead of two dozen (ending a tile over a short row, n_in 256,
-// the one-by-one sums took ~15% of an F16 tile's time).
-inline __m256 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
-  const __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20),   // [a.lo | b.lo]
-                                  _mm256_permute2f128_ps(a, b, 0x31));  // + [a.hi | b.hi]
-  const __m256 cd =
-      _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
-  // Per half: [x0 + x2, x1 + x3, y0 + y2, y1 + y3] for (x, y) = (a, c), then (b, d).
-  const __m256 t = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
-  return _mm256_add_ps(_mm256_shuffle_ps(t, t, _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm256_shuffle_ps(t, t, _MM_SHUFFLE(3, 1, 3, 1)));
-}
+#include "kernels/hsum_avx.inc"  // hsum, hsum_x4, hsum_x8
 
 inline float fp16(uint16_t h) {
   return _cvtsh_ss(h);
@@ -111,11 +89,10 @@ inline void zero_tile(__m256 (&acc)[MR][NR]) {
 template <int MR, int NR>
 inline void store_tile(const KernelArgs& a, int64_t i, int64_t j, const __m256 (&acc)[MR][NR]) {
   constexpr int kN = MR * NR, kQuads = kN / 4 * 4;
-  alignas(32) float lanes[8];
+  alignas(16) float sums[4];
   for (int e = 0; e < kQuads; e += 4) {
-    _mm256_store_ps(lanes, hsum4(acc[e / NR][e % NR], acc[(e + 1) / NR][(e + 1) % NR],
-                                 acc[(e + 2) / NR][(e + 2) % NR], acc[(e + 3) / NR][(e + 3) % NR]));
-    const float sums[4] = {lanes[0], lanes[4], lanes[1], lanes[5]};
+    _mm_store_ps(sums, hsum_x4(acc[e / NR][e % NR], acc[(e + 1) / NR][(e + 1) % NR],
+                               acc[(e + 2) / NR][(e + 2) % NR], acc[(e + 3) / NR][(e + 3) % NR]));
     for (int q = 0; q < 4; ++q) a.y[(i + (e + q) / NR) * a.y_stride + j + (e + q) % NR] = sums[q];
   }
   for (int e = kQuads; e < kN; ++e)

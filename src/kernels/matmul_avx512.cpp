@@ -500,7 +500,7 @@ struct Q40Decode {
       step(b, std::true_type{});
     }
     if (b < nb) step(b, std::false_type{});
-    for (int c = 0; c < NR; ++c) a.y[j + c] = hsum256(acc[c]);
+    for (int c = 0; c < NR; ++c) a.y[j + c] = hsum(acc[c]);
   }
   static constexpr void (*kTiles[kNR])(const KernelArgs&, int64_t) = {tile<1>, tile<2>, tile<3>,
                                                                       tile<4>};

@@ -14,14 +14,7 @@
 
 namespace chimera::matmul_detail::avx512 {
 
-// AVX2's hsum (matmul_avx2_tiles.h), operation for operation: the bit-identity of the AVX-512
-// path rests on it.
-inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+#include "kernels/hsum_avx.inc"  // hsum, hsum_x4, hsum_x8: AVX2's sums, the same operations
 
 inline float fp16(uint16_t h) {
   return _cvtsh_ss(h);
@@ -62,7 +55,7 @@ inline __m512i join256(__m256i lo, __m256i hi) {
 // are the same for every shape, so kNP is chosen per kernel for speed alone.
 constexpr int kMR = 4;
 
-// The horizontal sums of the 2 NP output columns of one row, y[0..ncol), each exactly hsum256 of
+// The horizontal sums of the 2 NP output columns of one row, y[0..ncol), each exactly hsum of
 // its 8 lanes (and so AVX2's hsum): the same three rounds of adds with the same operands in the
 // same order (lo + hi halves, then lanes 0 + 2 and 1 + 3, then their sum), done for 8 columns at
 // once instead of one at a time (a tenth of a K-quant GEMM went to the one-at-a-time sums).

@@ -32,7 +32,7 @@
 namespace chimera::matmul_detail {
 namespace {
 
-using namespace avx512;  // NOLINT: hsum256, fp16, row_at
+using namespace avx512;  // NOLINT: hsum, fp16, row_at
 
 constexpr int kMR = 6, kNP = 4;  // register tile: 6 rows x 4 column pairs = 24 accumulators
 constexpr int64_t kRowBlock = 64;
@@ -85,23 +85,8 @@ struct LoadF32 {
   static float load1(const Elem* w) { return *w; }
 };
 
-// AVX2's hsum256 of four vectors at once, as [hsum256(c0), .., hsum256(c3)] (one 128-bit store):
-// the same adds of the same lanes (lo + hi halves, then lanes 0 + 2 and 1 + 3, then those two).
-inline __m128 hsum256_x4(__m256 c0, __m256 c1, __m256 c2, __m256 c3) {
-  const __m256 s02 = _mm256_add_ps(_mm256_permute2f128_ps(c0, c2, 0x20),   // [c0.lo | c2.lo]
-                                   _mm256_permute2f128_ps(c0, c2, 0x31));  // + [c0.hi | c2.hi]
-  const __m256 s13 =
-      _mm256_add_ps(_mm256_permute2f128_ps(c1, c3, 0x20), _mm256_permute2f128_ps(c1, c3, 0x31));
-  // [c0: 0+2, 1+3, c1: 0+2, 1+3 | c2: .., c3: ..]
-  const __m256 t = _mm256_add_ps(_mm256_shuffle_ps(s02, s13, _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm256_shuffle_ps(s02, s13, _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m128 lo = _mm256_castps256_ps128(t), hi = _mm256_extractf128_ps(t, 1);
-  return _mm_add_ps(_mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)),
-                    _mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
 // 2 to 16 rows: AVX2's FloatKernel::group_tile arithmetic (one 256-bit accumulator per element,
-// the same FMAs in k order, hsum256, the scalar tail), in tiles of up to 6 rows x 4 columns. The
+// the same FMAs in k order, hsum, the scalar tail), in tiles of up to 6 rows x 4 columns. The
 // 32 registers of AVX-512 hold 24 accumulators (AVX2's 16 hold 12), and the tile keeps them in
 // registers through the horizontal sums, which end in one 128-bit store per row. At K = 256 (the
 // 5M model, weights in L2/L3) a tile runs only 32 steps, and AVX2's tile start and end (its sums
@@ -152,10 +137,10 @@ struct SmallBatch {
     for (int r = 0; r < MR; ++r) {
       float* y = a.y + (i + r) * a.y_stride + j;
       if constexpr (NC == kNC) {
-        _mm_storeu_ps(y, hsum256_x4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
+        _mm_storeu_ps(y, hsum_x4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]));
       } else {
 #pragma GCC unroll 8
-        for (int c = 0; c < NC; ++c) y[c] = hsum256(acc[r][c]);
+        for (int c = 0; c < NC; ++c) y[c] = hsum(acc[r][c]);
       }
       if (k8 < a.n_in) {
         for (int c = 0; c < NC; ++c) {
@@ -259,7 +244,7 @@ struct FloatKernel {
                                                 kRow<4>, kRow<5>, kRow<6>};
   static_assert(kMR == 6 && kNP == 4);
 
-  // AVX2's horizontal sum (hsum256) of both columns of a pair at once, operation for operation:
+  // AVX2's horizontal sum (hsum) of both columns of a pair at once, operation for operation:
   // per 256-bit half, its low 128 bits plus its high 128 bits, then lanes 0, 1 plus lanes 2, 3,
   // then lane 0 plus lane 1. Lane 0 ends with column 2c's sum, lane 8 with column 2c + 1's.
   static __m512 hsum_pair(__m512 v) {

@@ -33,7 +33,7 @@
 namespace chimera::matmul_detail {
 namespace {
 
-using avx512::hsum256;
+using avx512::hsum;
 using avx512::load256;
 using avx512::row_at;
 
@@ -164,7 +164,7 @@ struct PairVnni256 {
 #pragma GCC unroll 4
       for (int c = 0; c < NR; ++c) dot(unpack<false>(w[c] + b), x[b / 2], acc[c]);
 #pragma GCC unroll 4
-    for (int c = 0; c < NR; ++c) a.y[i * a.y_stride + j + c] = hsum256(acc[c]);
+    for (int c = 0; c < NR; ++c) a.y[i * a.y_stride + j + c] = hsum(acc[c]);
   }
 };
 
@@ -304,7 +304,7 @@ struct PairVnni512 {
       // The lane index must be a constant for clang (GCC folds it after unrolling).
       const __m512 v = acc[c / 2];
       a.y[i * a.y_stride + j + c] =
-          hsum256(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
+          hsum(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
     }
   }
 };
@@ -382,7 +382,7 @@ void run_packed(const KernelArgs& a, int64_t j0, int64_t j1) {
         float* y = a.y + (ib + r) * a.y_stride + j;
         for (int64_t c = 0; c < ncol; ++c) {
           const __m512 v = acc[r][c / 2];
-          y[c] = hsum256(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
+          y[c] = hsum(c % 2 == 0 ? _mm512_extractf32x8_ps(v, 0) : _mm512_extractf32x8_ps(v, 1));
         }
       }
     }

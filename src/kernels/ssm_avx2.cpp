@@ -205,9 +205,9 @@ struct Sum4 {
         break;
     }
   }
-  // The four sums folded into one vector, whose hsum_avx2 is the total.
+  // The four sums folded into one vector, whose hsum is the total.
   __m256 folded() const { return _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)); }
-  float total() const { return hsum_avx2(folded()); }
+  float total() const { return hsum(folded()); }
 };
 
 template <bool kStream>
@@ -286,25 +286,6 @@ inline void scan_row_two_tokens(const float* prev, float* S0, float* S1, int64_t
       });
 }
 
-// Horizontal sums of eight vectors: lane i = hsum_avx2(v[i]), the same additions of the same values
-// in the same order ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), so bit-identical; 14 shuffles and 7
-// adds for eight totals instead of 24 and 24.
-inline __m256 hsum8(const __m256* v) {
-  auto halves = [](__m256 a, __m256 b) {  // [a.lo + a.hi | b.lo + b.hi]
-    return _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
-  };
-  // Rows i and i + 4 share a pair so that the totals come out in lanes 0..7.
-  const __m256 q0 = halves(v[0], v[4]), q1 = halves(v[1], v[5]);
-  const __m256 q2 = halves(v[2], v[6]), q3 = halves(v[3], v[7]);
-  // Per half: [x0 + x2, x1 + x3, y0 + y2, y1 + y3] for (x, y) = (q0, q1) and (q2, q3).
-  const __m256 t = _mm256_add_ps(_mm256_shuffle_ps(q0, q1, _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm256_shuffle_ps(q0, q1, _MM_SHUFFLE(3, 2, 3, 2)));
-  const __m256 u = _mm256_add_ps(_mm256_shuffle_ps(q2, q3, _MM_SHUFFLE(1, 0, 1, 0)),
-                                 _mm256_shuffle_ps(q2, q3, _MM_SHUFFLE(3, 2, 3, 2)));
-  return _mm256_add_ps(_mm256_shuffle_ps(t, u, _MM_SHUFFLE(2, 0, 2, 0)),
-                       _mm256_shuffle_ps(t, u, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
 // Tokens per tile of the multi-token scan: a tile's B and C rows (2 * 16 * N floats) and the
 // row block's partial totals (16 * 8 vectors) stay in L1.
 constexpr int64_t kRowTile = 16;
@@ -315,7 +296,7 @@ constexpr int64_t kRowTile = 16;
 //   stored once, instead of once per token pair; kRows rows side by side share the loads of B, C;
 // - x * delta of the block's rows is one vector multiply per token, broadcast from memory;
 // - each (token, row)'s folded partial sums wait in a buffer, and the block's eight totals of a
-//   token come from one hsum8, its eight y from one vector fma.
+//   token come from one hsum_x8, its eight y from one vector fma.
 // Per (token, row) the arithmetic is that of scan_rows: the same states, sums and y, bit for bit.
 template <int kNC, int kRows>
 void scan_head_rows(const SsmScanArgs& a, int32_t h, const float* prev, float* dst) {
@@ -393,12 +374,12 @@ void scan_head_rows(const SsmScanArgs& a, int32_t h, const float* prev, float* d
         const float* x = x0 + j * xs + p0;
         float* y = y0 + j * ys + p0;
         if (nr == 8) {
-          const __m256 tot = hsum8(part[j]);
+          const __m256 tot = hsum_x8(part[j]);
           _mm256_storeu_ps(y,
                            a.D ? _mm256_fmadd_ps(_mm256_set1_ps(D), _mm256_loadu_ps(x), tot) : tot);
         } else {
           for (int64_t r = 0; r < nr; ++r) {
-            const float total = hsum_avx2(part[j][r]);
+            const float total = hsum(part[j][r]);
             y[r] = a.D ? std::fma(D, x[r], total) : total;
           }
         }
