@@ -52,15 +52,16 @@ BENCHMARK(BM_AttentionDecode)
     ->ArgsProduct({{0, 1}, {1, 2}, {512, 4096}})
     ->Unit(benchmark::kMicrosecond);
 
-// The draft model of speculative decoding (head_dim 12, one thread): its decode step (1 query)
-// and its catch-up batches (2 queries) at the depths a long generation reaches.
+// The draft model of speculative decoding (head_dim 12, one thread): its decode step (1 query),
+// its catch-up batches (2 queries) and lookup-staged forwards (9) at the depths a long
+// generation reaches.
 void BM_AttentionDraftModel(benchmark::State& state) {
   run_attention(state, static_cast<int>(state.range(2)), static_cast<int>(state.range(3)),
                 draft_model_attention());
 }
 BENCHMARK(BM_AttentionDraftModel)
     ->ArgNames({"isa", "threads", "ctx", "q"})
-    ->ArgsProduct({{1}, {1}, {500, 1000, 2000}, {1, 2}})
+    ->ArgsProduct({{1}, {1}, {500, 1000, 2000}, {1, 2, 9}})
     ->Unit(benchmark::kMicrosecond);
 
 void BM_AttentionPrefill512(benchmark::State& state) {

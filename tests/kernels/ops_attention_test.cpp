@@ -489,7 +489,9 @@ TEST(OpsAttention, MultiQueryGroupEqualsEachQueryAloneBitwise) {
   ThreadContext* const pools[] = {&one, &two, &three};
   const Case cases[] = {{4, 2, 13, 150, 16, GgmlType::F16},  {8, 2, 20, 200, 32, GgmlType::F16},
                         {6, 3, 64, 120, 7, GgmlType::BF16},  {3, 1, 9, 97, 5, GgmlType::F32},
-                        {12, 4, 64, 180, 32, GgmlType::F16}, {2, 2, 5, 70, 1000, GgmlType::F32}};
+                        {12, 4, 64, 180, 32, GgmlType::F16}, {2, 2, 5, 70, 1000, GgmlType::F32},
+                        {4, 2, 12, 300, 16, GgmlType::F16},  {4, 2, 12, 130, 7, GgmlType::BF16},
+                        {8, 2, 12, 90, 32, GgmlType::F32}};
   for (const Case& c : cases) {
     const AttentionParams p = params_for(c);
     const int width = c.n_head * c.head_dim, row = c.n_head_kv * c.head_dim;
@@ -552,12 +554,13 @@ TEST(OpsAttention, MultiQueryGroupEqualsEachQueryAloneBitwise) {
   }
 }
 
-// The AVX2 task's shortcuts for small heads: head_dim 12 and 16 compiled as constants, and two or
-// four kv heads in one pass where a kv head has fewer than four (query, head) pairs (a decode).
-// Each must give bitwise what the run-time head_dim path gives one kv head at a time: every
-// (query, head) keeps its own arithmetic. Ragged visible counts (partial last blocks), windows,
-// 1 to 3 queries, 1 to 4 heads per kv head, kv head ranges that leave 1 or 3 heads (a pass of two
-// then one), every KV type.
+// The AVX2 task's shortcuts for small heads: head_dim 12 and 16 compiled as constants, two or
+// four kv heads in one pass where a kv head has fewer than four (query, head) pairs (a decode),
+// and 12-wide heads' scores from transposed keys where it has four or more. Each must give
+// bitwise what the run-time head_dim path gives one kv head at a time: every (query, head) keeps
+// its own arithmetic. Ragged visible counts (partial last blocks), windows, 1 to 12 queries, 1 to
+// 4 heads per kv head, kv head ranges that leave 1 or 3 heads (a pass of two then one), every KV
+// type.
 TEST(OpsAttention, SmallHeadPassesEqualOneKvHeadAtATimeBitwise) {
   if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no AVX2";
   std::mt19937 rng(36);
@@ -574,7 +577,10 @@ TEST(OpsAttention, SmallHeadPassesEqualOneKvHeadAtATimeBitwise) {
       const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng, type);
       auto paged = page(s, p);
       std::vector<float> scratch(static_cast<size_t>(ops_internal::attention_scratch_floats(p)));
-      for (int n_q = 1; n_q <= 3; ++n_q) {
+      // 1-3 queries: passes of several kv heads; 4 or more pairs per kv head of a 12-wide head:
+      // scores from transposed keys (lookup-staged drafts of 9 queries, verifies).
+      for (int n_q : {1, 2, 3, 5, 8, 9, 12}) {
+        if (n_q > ops_internal::attention_max_group(p)) continue;
         for (int trial = 0; trial < 4; ++trial) {
           std::vector<int32_t> vis(n_q);
           const int first = trial == 3 ? std::uniform_int_distribution<int>(0, 40)(rng) : 0;
