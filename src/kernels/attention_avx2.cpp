@@ -311,7 +311,7 @@ struct Task {
   // one-head arithmetic, bit for bit: the block max takes s's vectors in order and then lanes
   // 0..7 in order, new_max = max(m, block max), alpha = exp(m - new_max), p_j = exp(s_j -
   // new_max), and l = fma(l, alpha, ((v0+v4)+(v2+v6)) + ((v1+v5)+(v3+v7))) over the lanes of
-  // the vector sum of the p vectors (hsum_avx2's tree). The heads only share instructions: the
+  // the vector sum of the p vectors (hsum's tree). The heads only share instructions: the
   // lane-wise max, exp, add and FMA give each lane what they give one head alone (_mm_max_ps(x,
   // y) is x > y ? x : y, std::max(y, x) for NaNs and signed zeros too). One head's exp of alpha,
   // reductions and lane extractions ran as a latency chain per head; four heads share them.
