@@ -85,6 +85,15 @@ struct LoadF32 {
   static float load1(const Elem* w) { return *w; }
 };
 
+// The ragged tail k8..n_in of one element, in order onto its horizontal sum, as AVX2 does.
+template <class L>
+float ragged_tail(float sum, const float* x, const typename L::Elem* w, int64_t k8, int64_t n_in) {
+  __m128 s = _mm_set_ss(sum);
+  for (int64_t k = k8; k < n_in; ++k)
+    s = _mm_fmadd_ss(_mm_set_ss(x[k]), _mm_set_ss(L::load1(w + k)), s);
+  return _mm_cvtss_f32(s);
+}
+
 // 2 to 16 rows: AVX2's FloatKernel::group_tile arithmetic (one 256-bit accumulator per element,
 // the same FMAs in k order, hsum, the scalar tail), in tiles of up to 6 rows x 4 columns. The
 // 32 registers of AVX-512 hold 24 accumulators (AVX2's 16 hold 12), and the tile keeps them in
@@ -142,14 +151,8 @@ struct SmallBatch {
 #pragma GCC unroll 8
         for (int c = 0; c < NC; ++c) y[c] = hsum(acc[r][c]);
       }
-      if (k8 < a.n_in) {
-        for (int c = 0; c < NC; ++c) {
-          __m128 s = _mm_set_ss(y[c]);
-          for (int64_t k = k8; k < a.n_in; ++k)
-            s = _mm_fmadd_ss(_mm_set_ss(x[r][k]), _mm_set_ss(L::load1(w[c] + k)), s);
-          y[c] = _mm_cvtss_f32(s);
-        }
-      }
+      if (k8 < a.n_in)
+        for (int c = 0; c < NC; ++c) y[c] = ragged_tail<L>(y[c], x[r], w[c], k8, a.n_in);
     }
   }
 
@@ -227,8 +230,8 @@ struct FloatKernel {
         const __m512 h = hsum_pair(ac[r][c]);
         float s0 = _mm512_cvtss_f32(h), s1 = _mm_cvtss_f32(_mm512_extractf32x4_ps(h, 2));
         if (k8 < a.n_in) {
-          s0 = tail(s0, x[r], wp[2 * c], k8, a.n_in);
-          s1 = tail(s1, x[r], wp[2 * c + 1], k8, a.n_in);
+          s0 = ragged_tail<L>(s0, x[r], wp[2 * c], k8, a.n_in);
+          s1 = ragged_tail<L>(s1, x[r], wp[2 * c + 1], k8, a.n_in);
         }
         y[2 * c] = s0;
         if (2 * c + 1 < ncol) y[2 * c + 1] = s1;
@@ -251,14 +254,6 @@ struct FloatKernel {
     const __m512 s = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
     const __m512 t = _mm512_add_ps(s, _mm512_permute_ps(s, _MM_SHUFFLE(3, 2, 3, 2)));
     return _mm512_add_ps(t, _mm512_movehdup_ps(t));
-  }
-
-  // The ragged tail k8..n_in of one element, in order onto its horizontal sum, as AVX2 does.
-  static float tail(float sum, const float* x, const Elem* w, int64_t k8, int64_t n_in) {
-    __m128 s = _mm_set_ss(sum);
-    for (int64_t k = k8; k < n_in; ++k)
-      s = _mm_fmadd_ss(_mm_set_ss(x[k]), _mm_set_ss(L::load1(w + k)), s);
-    return _mm_cvtss_f32(s);
   }
 
   static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
