@@ -635,4 +635,43 @@ Status ForwardPass::run_head(const Batch& batch, const Ubatch& ub,
   return Status::Ok();
 }
 
+Status ForwardPass::run_head_greedy(const Batch& batch, const Ubatch& ub,
+                                    const std::function<int32_t*(int32_t)>& token_out) {
+  const ModelHParams& hp = model_.hp;
+  const int64_t T = ub.n_tokens(), D = hp.n_embd, V = hp.n_vocab;
+  int64_t n = 0;
+  for (int64_t r = 0; r < T; ++r) n += batch.logits[ub.batch_index[r]] ? 1 : 0;
+  if (n == 0) return Status::Ok();
+  // A scale or a cap applied to the logits could make unequal logits equal: take every logit.
+  if ((hp.logit_scale != 0 && hp.logit_scale != 1) || hp.final_logit_softcap > 0) {
+    float* l = grow(f_, n * V);
+    int64_t i = 0;
+    std::vector<int32_t> entries;
+    CHIMERA_RETURN_IF_ERROR(run_head(batch, ub, [&](int32_t entry) {
+      entries.push_back(entry);
+      return l + (i++) * V;
+    }));
+    for (int64_t k = 0; k < n; ++k)
+      *token_out(entries[k]) = first_argmax(l + k * V, static_cast<int32_t>(V));
+    return Status::Ok();
+  }
+  if (!argmax_packed_) {
+    argmax_head_ = ArgmaxHead::pack(as_matrix(model_.output));
+    argmax_packed_ = true;
+  }
+  float* h = grow(a_, n * D);
+  n = 0;
+  for (int64_t r = 0; r < T; ++r)
+    if (batch.logits[ub.batch_index[r]]) std::memcpy(h + (n++) * D, x_.data() + r * D, D * 4);
+  CHIMERA_RETURN_IF_ERROR(
+      rms_norm(h, D, f32(model_.output_norm), h, D, D, n, hp.rms_eps, pool_for(n * D)));
+  argmax_tokens_.resize(n);
+  CHIMERA_RETURN_IF_ERROR(matmul_argmax(threads_, as_matrix(model_.output), argmax_head_.get(), h,
+                                        n, argmax_tokens_.data(), ws_, argmax_scratch_));
+  n = 0;
+  for (int64_t r = 0; r < T; ++r)
+    if (batch.logits[ub.batch_index[r]]) *token_out(ub.batch_index[r]) = argmax_tokens_[n++];
+  return Status::Ok();
+}
+
 }  // namespace chimera

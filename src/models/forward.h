@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/threads.h"
+#include "kernels/lm_argmax.h"
 #include "kernels/matmul.h"
 #include "kernels/ssm.h"
 #include "memory/hybrid_memory.h"
@@ -42,10 +43,23 @@ class ForwardPass {
     return run_head(batch, plan.ubatches[u], [&](int32_t entry) { return logits_out(entry); });
   }
 
+  // The same, but for each row that wants logits writes only the first index of their largest
+  // (first_argmax of the logits run() gives) to *token_out(batch entry index): a greedy drafter's
+  // whole use of them, found without computing most of them (lm_argmax.h).
+  template <typename TokenOut>
+  Status run_greedy(HybridMemory& mem, const Batch& batch, const BatchPlan& plan, size_t u,
+                    TokenOut&& token_out) {
+    CHIMERA_RETURN_IF_ERROR(run_layers(mem, batch, plan, u));
+    return run_head_greedy(batch, plan.ubatches[u],
+                           [&](int32_t entry) { return token_out(entry); });
+  }
+
  private:
   Status run_layers(HybridMemory& mem, const Batch& batch, const BatchPlan& plan, size_t u);
   Status run_head(const Batch& batch, const Ubatch& ub,
                   const std::function<float*(int32_t)>& logits_out);
+  Status run_head_greedy(const Batch& batch, const Ubatch& ub,
+                         const std::function<int32_t*(int32_t)>& token_out);
   Status attention_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
   Status delta_net_layer(uint32_t il, HybridMemory& mem, const Ubatch& ub, size_t u);
@@ -77,6 +91,11 @@ class ForwardPass {
   std::vector<float> x_, u_, a_, b_, c_, d_, e_, f_;
   std::vector<int32_t> pos_, ids_, n_visible_, first_visible_, seq_of_;
   std::vector<float> route_w_;
+  // The LM head's int8 copy for run_greedy, packed at its first use (null: not packable).
+  std::unique_ptr<ArgmaxHead> argmax_head_;
+  bool argmax_packed_ = false;
+  std::vector<float> argmax_scratch_;
+  std::vector<int32_t> argmax_tokens_;
   std::vector<float> par_;  // the attention half of a parallel (Falcon-H1) layer
   // Memory-layer index of each model layer's KV cache / recurrent state (memory_config_for).
   std::vector<uint32_t> mem_attn_, mem_recr_;

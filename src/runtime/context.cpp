@@ -73,13 +73,20 @@ Status Context::run(const Batch& batch, const std::vector<int32_t>& step_seqs) {
   int64_t n_rows = 0;
   for (size_t i = 0; i < batch.size(); ++i)
     if (i < batch.logits.size() && batch.logits[i]) logits_row_[i] = n_rows++;
-  logits_.resize(n_rows * V);
+  if (greedy_only_) {
+    greedy_.assign(n_rows, -1);
+  } else {
+    logits_.resize(n_rows * V);
+  }
   for (size_t u = 0; u < plan->ubatches.size(); ++u) {
     Status st;
     if (cancel_ && cancel_->load()) {
       st = Error(ErrorCode::kCancelled, "decode cancelled before ubatch ", u);
     } else if (fail_ubatch_in_ == 0) {
       st = Error(ErrorCode::kInternal, "injected compute failure in ubatch ", u);
+    } else if (greedy_only_) {
+      st = fwd_.run_greedy(*mem_, batch, *plan, u,
+                           [&](int32_t entry) { return greedy_.data() + logits_row_[entry]; });
     } else {
       st = fwd_.run(*mem_, batch, *plan, u,
                     [&](int32_t entry) { return logits_.data() + logits_row_[entry] * V; });
@@ -100,8 +107,13 @@ uint64_t Context::open_count(int32_t seq) const {
 }
 
 const float* Context::logits(size_t entry) const {
-  if (entry >= logits_row_.size() || logits_row_[entry] < 0) return nullptr;
+  if (greedy_only_ || entry >= logits_row_.size() || logits_row_[entry] < 0) return nullptr;
   return logits_.data() + logits_row_[entry] * model_.hp.n_vocab;
+}
+
+int32_t Context::greedy_token(size_t entry) const {
+  if (!greedy_only_ || entry >= logits_row_.size() || logits_row_[entry] < 0) return -1;
+  return greedy_[static_cast<size_t>(logits_row_[entry])];
 }
 
 Status Context::replay(const Replay& r) {

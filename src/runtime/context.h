@@ -73,8 +73,14 @@ class Context {
   // Decodes the batch transactionally. Logits of entries with batch.logits[i] set are kept until
   // the next decode. Errors (invalid batch, out of memory, cancellation) leave memory unchanged.
   Status decode(const Batch& batch);
-  // n_vocab logits of batch entry i of the last successful decode; nullptr if not requested.
+  // n_vocab logits of batch entry i of the last successful decode; nullptr if not requested
+  // (or in greedy-only mode).
   const float* logits(size_t entry) const;
+  // Greedy-only mode (a greedy drafter): decodes keep, for each entry that wants logits, only
+  // the first index of their largest, bit for bit first_argmax of the logits (lm_argmax.h), found
+  // without computing most of them; logits() is then null. -1 where not requested.
+  void set_greedy_only(bool on) { greedy_only_ = on; }
+  int32_t greedy_token(size_t entry) const;
 
   // Speculative verification: decodes like decode(), but the batch stays open, its logits
   // readable, until accept() keeps a prefix of the step_seqs sequences' tokens (the others keep
@@ -116,6 +122,8 @@ class Context {
   ForwardPass fwd_;
   std::vector<float> logits_;
   std::vector<int64_t> logits_row_;  // batch entry -> row in logits_ (-1: none)
+  bool greedy_only_ = false;
+  std::vector<int32_t> greedy_;      // greedy-only mode: the token per row of logits_row_
   std::vector<int32_t> open_seq_;    // sequence of each entry of the last batch run
   size_t open_size_ = 0;
   uint64_t open_count(int32_t seq) const;

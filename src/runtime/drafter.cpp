@@ -77,6 +77,9 @@ Result<std::unique_ptr<ModelDrafter>> ModelDrafter::create(const Model& target,
   cp.snapshot_prompt_start = false;
   cp.snapshot_prompt_end = false;
   CHIMERA_ASSIGN_OR_RETURN(std::unique_ptr<Context> ctx, Context::create(draft, cp));
+  // Without a probability cut-off only each entry's greedy token is read: the draft context
+  // finds it without computing most of the logits (the LM head was ~a quarter of a forward).
+  ctx->set_greedy_only(params.p_min <= 0);
   std::unique_ptr<ModelDrafter> d(new ModelDrafter(std::move(ctx), params));
   CHIMERA_RETURN_IF_ERROR(d->warm_up());
   return d;
@@ -162,25 +165,6 @@ bool top_probability_at_least(const float* logits, int32_t V, int32_t best, floa
   return true;
 }
 
-// The first index of the largest logit. The maximum takes a branch-free pass in lanes the
-// compiler vectorises, then one scan finds it: a scalar pass with a compare-and-branch per entry
-// cost ~2.5 us per drafted token over 2,048 logits, as much as a tenth of the draft forward.
-int32_t first_argmax(const float* logits, int32_t V) {
-  constexpr int32_t kLanes = 8;
-  float lane[kLanes];
-  for (int32_t j = 0; j < kLanes; ++j) lane[j] = logits[0];
-  int32_t v = 0;
-  for (; v + kLanes <= V; v += kLanes)
-    for (int32_t j = 0; j < kLanes; ++j)
-      lane[j] = logits[v + j] > lane[j] ? logits[v + j] : lane[j];
-  float top = lane[0];
-  for (int32_t j = 1; j < kLanes; ++j) top = lane[j] > top ? lane[j] : top;
-  for (; v < V; ++v) top = logits[v] > top ? logits[v] : top;
-  for (int32_t i = 0; i < V; ++i)
-    if (logits[i] == top) return i;
-  return 0;  // NaNs only: any draft will do (drafts change speed, never the output)
-}
-
 // The largest logit other than entry `skip` (-inf when there is none).
 float max_except(const float* logits, int32_t V, int32_t skip) {
   float m = -INFINITY;
@@ -259,10 +243,10 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
                 : 0.0;
   const int32_t V = ctx_->n_vocab();
   for (size_t e = tail_from + 1; e < n_run; ++e)
-    tail_hits_.push_back(first_argmax(ctx_->logits(e - 1), V) == history[first + e]);
-  const float* logits = ctx_->logits(n_run - 1);
+    tail_hits_.push_back(top(e - 1) == history[first + e]);
+  size_t last = n_run - 1;  // the entry whose logits give the next draft
   if (!proposed.empty()) {
-    const TokenId own_first = first_argmax(logits, V);
+    const TokenId own_first = top(last);
     CHIMERA_RETURN_IF_ERROR(
         confirm_staged(seq, proposed, static_cast<int32_t>(n_run), own_first, max_tokens, out));
     ++lookup_stats_.with_catch_up;
@@ -272,7 +256,7 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
       out.push_back(own_first);
     }
   } else if (staging && n_run > kStagedCatchUp) {
-    CHIMERA_RETURN_IF_ERROR(stage_lookup(seq, history, max_tokens, logits, out));
+    CHIMERA_RETURN_IF_ERROR(stage_lookup(seq, history, max_tokens, top(last), out));
   }
   if (!out.empty()) {
     if (static_cast<int32_t>(out.size()) >= max_tokens) return out;
@@ -281,23 +265,29 @@ Result<std::vector<TokenId>> ModelDrafter::draft(int32_t seq, const std::vector<
     Batch one;
     one.add(out.back(), static_cast<int32_t>(mem.next_pos(seq)), seq, true);
     CHIMERA_RETURN_IF_ERROR(ctx_->decode(one));
-    logits = ctx_->logits(0);
+    last = 0;
   }
   for (int32_t i = static_cast<int32_t>(out.size()); i < max_tokens; ++i) {
     // The rollback point after this many tokens (O(1): references, no copy).
     CHIMERA_RETURN_IF_ERROR(mark(seq));
-    const int32_t best = first_argmax(logits, V);
-    if (p_.p_min > 0 &&
-        !top_probability_at_least(logits, V, best, max_except(logits, V, best), p_.p_min))
-      break;
+    const int32_t best = top(last);
+    if (p_.p_min > 0) {
+      const float* logits = ctx_->logits(last);
+      if (!top_probability_at_least(logits, V, best, max_except(logits, V, best), p_.p_min)) break;
+    }
     out.push_back(best);
     if (i + 1 == max_tokens) break;  // the last draft token is verified, never run here
     Batch one;
     one.add(best, static_cast<int32_t>(mem.next_pos(seq)), seq, true);
     CHIMERA_RETURN_IF_ERROR(ctx_->decode(one));
-    logits = ctx_->logits(0);
+    last = 0;
   }
   return out;
+}
+
+TokenId ModelDrafter::top(size_t entry) const {
+  const float* logits = ctx_->logits(entry);
+  return logits ? first_argmax(logits, ctx_->n_vocab()) : ctx_->greedy_token(entry);
 }
 
 Status ModelDrafter::mark(int32_t seq) {
@@ -325,12 +315,10 @@ Result<std::vector<TokenId>> ModelDrafter::lookup_proposals(int32_t seq,
 }
 
 Status ModelDrafter::stage_lookup(int32_t seq, const std::vector<TokenId>& history,
-                                  int32_t max_tokens, const float* logits,
-                                  std::vector<TokenId>& out) {
+                                  int32_t max_tokens, TokenId first, std::vector<TokenId>& out) {
   CHIMERA_ASSIGN_OR_RETURN(std::vector<TokenId> p, lookup_proposals(seq, history, max_tokens));
   if (p.empty()) return Status::Ok();
   // The draft's first token costs no forward here: a lookup that disagrees with it is not tried.
-  const TokenId first = first_argmax(logits, ctx_->n_vocab());
   if (p[0] != first) {
     note_lookup_kept(0.0);
     return Status::Ok();
@@ -349,14 +337,13 @@ Status ModelDrafter::confirm_staged(int32_t seq, const std::vector<TokenId>& p, 
   // Entries offset + e: the first draft, then proposals 2 .. m-1 (the last draft token is never
   // run). Entry offset + e's logits give draft e + 2; its input is the draft model's own token
   // while every proposal up to it matched the draft before it.
-  const int32_t V = ctx_->n_vocab();
   const int32_t n_entries = static_cast<int32_t>(p.size()) - 1;
   int32_t kept = 0;  // leading entries whose input was the draft's own token
   if (p[0] == first) {
     out.push_back(first);
     kept = 1;
     for (int32_t e = 0; e < kept; ++e) {
-      const TokenId d = first_argmax(ctx_->logits(static_cast<size_t>(offset + e)), V);
+      const TokenId d = top(static_cast<size_t>(offset + e));
       out.push_back(d);
       if (static_cast<int32_t>(out.size()) == max_tokens) break;
       if (e + 1 < n_entries && p[e + 1] == d) ++kept;

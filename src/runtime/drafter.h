@@ -149,12 +149,15 @@ class ModelDrafter : public Drafter {
   Status rewind(int32_t seq, uint32_t n);
   // A rollback point at the draft memory's current end.
   Status mark(int32_t seq);
+  // The draft model's greedy token after batch entry `entry` of the last decode.
+  TokenId top(size_t entry) const;
   // Lookup staging after a catch-up longer than kStagedCatchUp (DraftModelParams::lookup): with
-  // the memory at history's end and `logits` its last entry's, appends the draft tokens a lookup
-  // batch confirms to `out` (none when the lookup proposes nothing that starts with the draft's own
-  // first token) and leaves the memory holding every one of them but the last.
+  // the memory at history's end and `first` the greedy token after its last entry, appends the
+  // draft tokens a lookup batch confirms to `out` (none when the lookup proposes nothing that
+  // starts with the draft's own first token) and leaves the memory holding every one of them but
+  // the last.
   Status stage_lookup(int32_t seq, const std::vector<TokenId>& history, int32_t max_tokens,
-                      const float* logits, std::vector<TokenId>& out);
+                      TokenId first, std::vector<TokenId>& out);
   // The lookup's proposals for staging (at least three tokens), or none: too short a draft, a
   // back-off call, or nothing usable found.
   Result<std::vector<TokenId>> lookup_proposals(int32_t seq, const std::vector<TokenId>& history,

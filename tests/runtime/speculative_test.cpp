@@ -364,6 +364,67 @@ TEST(SpeculativeDrafters, DraftModelOnTheTargetsThreadPoolIsExact) {
   }
 }
 
+// Greedy-only contexts (a greedy drafter's: ModelDrafter with p_min 0) keep each entry's first
+// argmax instead of its logits (lm_argmax.h): the same token as first_argmax of the logits a
+// plain context gives, for every entry of a long batch and of one-token steps, on the shipped
+// draft model (whose 48-wide head the int8 search takes) and on fixtures (wider heads: every
+// logit).
+TEST(SpeculativeDrafters, GreedyOnlyContextGivesTheLogitsFirstArgmax) {
+  const std::string shipped = std::string(CHIMERA_SOURCE_DIR) + "/models/draft.gguf";
+  for (const std::string path : {shipped, kFixtures + "granitehybrid-dense/model-f16.gguf",
+                                 kFixtures + "gemma3/model-f32.gguf"}) {
+    auto m = load_model(path);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    const int32_t V = (*m)->hp.n_vocab;
+    auto plain = Context::create(**m, ctx_params());
+    auto greedy = Context::create(**m, ctx_params());
+    ASSERT_TRUE(plain.ok() && greedy.ok());
+    (*greedy)->set_greedy_only(true);
+    Batch b;
+    for (int32_t i = 0; i < 150; ++i) b.add((i * 37 + 11) % V, i, 0, i % 5 != 2);
+    ASSERT_TRUE((*plain)->decode(b).ok());
+    ASSERT_TRUE((*greedy)->decode(b).ok());
+    for (size_t e = 0; e < b.size(); ++e) {
+      const float* l = (*plain)->logits(e);
+      EXPECT_EQ((*greedy)->logits(e), nullptr);
+      ASSERT_EQ((*greedy)->greedy_token(e), l ? first_argmax(l, V) : -1) << path << " " << e;
+    }
+    for (int32_t i = 150; i < 170; ++i) {
+      Batch one;
+      one.add((*greedy)->greedy_token(0) >= 0 ? (*greedy)->greedy_token(0) : 1, i, 0, true);
+      ASSERT_TRUE((*plain)->decode(one).ok());
+      ASSERT_TRUE((*greedy)->decode(one).ok());
+      ASSERT_EQ((*greedy)->greedy_token(0), first_argmax((*plain)->logits(0), V)) << path << i;
+    }
+  }
+}
+
+// A greedy drafter (greedy-only context) drafts what one reading every logit drafts: p_min 1e-9
+// keeps the logits (a cut-off that never cuts), on the shipped pair, step after step.
+TEST(SpeculativeDrafters, GreedyHeadDraftsWhatTheLogitsSay) {
+  const Loaded l = load_shipped_pair();
+  ASSERT_TRUE(l.target && l.draft);
+  auto make = [&](float p_min) {
+    auto d = ModelDrafter::create(*l.target, l.tok.get(), *l.draft, l.draft_tok.get(),
+                                  {.p_min = p_min, .lookup = false, .context = ctx_params()});
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    return std::move(*d);
+  };
+  auto greedy = make(0.0f), logits = make(1e-9f);
+  auto prompt = l.tok->encode("And God said, Let there be light: and there was light. And God");
+  ASSERT_TRUE(prompt.ok());
+  std::vector<TokenId> history = *prompt;
+  for (int32_t step = 0; step < 40; ++step) {
+    auto a = greedy->draft(0, history, 6);
+    auto b = logits->draft(0, history, 6);
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ(*a, *b) << "step " << step;
+    EXPECT_EQ(greedy->last_tail_hits(), logits->last_tail_hits());
+    history.insert(history.end(), a->begin(), a->begin() + 1 + step % 3);
+    history.push_back(static_cast<TokenId>((step * 53 + 7) % l.draft->hp.n_vocab));
+  }
+}
+
 // The draft model's rollback marks do not pile up in its memory: after a long generation it
 // holds its periodic snapshots and the last step's marks, no more (each step's marks used to stay
 // on the path as restore points, and the snapshot bookkeeping slowed with their number).
