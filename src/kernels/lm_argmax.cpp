@@ -106,7 +106,7 @@ Status matmul_argmax(ThreadContext& ctx, const WeightMatrix& w, const ArgmaxHead
   int64_t left = m;
   const int64_t n_pad = (w.n_out + 15) / 16 * 16;
   if (head && ws.isa() == Isa::kAvx512 && head->n_in == w.n_in && head->n_out == w.n_out) {
-    scratch.resize(static_cast<size_t>(8 * n_pad));
+    scratch.resize(static_cast<size_t>(16 * n_pad));
     left = ops_internal::argmax_rows_avx512(*head, w, x, w.n_in, m, out, scratch.data());
   } else {
     std::fill(out, out + m, -1);

@@ -52,7 +52,7 @@ Status matmul_argmax(ThreadContext& ctx, const WeightMatrix& w, const ArgmaxHead
 namespace ops_internal {
 // The AVX-512 search for m rows (x rows x_stride floats apart): out[i] is row i's answer, or -1
 // where the row must take the full path (non-finite or extreme values). scratch: at least
-// min(m, 8) * (n_out rounded up to 16) floats. Returns the number of rows left at -1.
+// min(m, 16) * (n_out rounded up to 16) floats. Returns the number of rows left at -1.
 int64_t argmax_rows_avx512(const ArgmaxHead& head, const WeightMatrix& w, const float* x,
                            int64_t x_stride, int64_t m, int32_t* out, float* scratch);
 // The packing's AVX-512 half: whether this build and host can run it.

@@ -112,7 +112,8 @@ void bounds(const ArgmaxHead& h, const RowQ* rq, float* up, int64_t n_pad, float
   for (int64_t g = 0; g < n_groups; ++g) {
     const uint8_t* wq = h.q.data() + g * kg * 64;
     __m512i acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+    // Each starts at -128 sum(q_h): the unsigned weights' bias, so it ends at q_h . q_w.
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_set1_epi32(-rq[r].offset);
     for (int64_t k = 0; k < kg; ++k) {
       const __m512i w = _mm512_loadu_si512(wq + k * 64);
       for (int r = 0; r < R; ++r) {
@@ -128,9 +129,8 @@ void bounds(const ArgmaxHead& h, const RowQ* rq, float* up, int64_t n_pad, float
     const __mmask16 valid = g + 1 == n_groups ? last : __mmask16(0xFFFF);
     const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
     for (int r = 0; r < R; ++r) {
-      const __m512i iv = _mm512_sub_epi32(acc[r], _mm512_set1_epi32(rq[r].offset));
       const __m512 a =
-          _mm512_mul_ps(_mm512_cvtepi32_ps(iv), _mm512_mul_ps(sc, _mm512_set1_ps(rq[r].s)));
+          _mm512_mul_ps(_mm512_cvtepi32_ps(acc[r]), _mm512_mul_ps(sc, _mm512_set1_ps(rq[r].s)));
       __m512 b = _mm512_mul_ps(l1, _mm512_set1_ps(rq[r].margin));
       b = _mm512_fmadd_ps(dm, _mm512_set1_ps(rq[r].h1), b);
       b = _mm512_fmadd_ps(qm, _mm512_set1_ps(rq[r].dh1), b);
@@ -152,15 +152,16 @@ float argmax_exact_dot_avx512(const WeightMatrix& w, const float* x, int64_t v) 
 int64_t argmax_rows_avx512(const ArgmaxHead& h, const WeightMatrix& w, const float* x,
                            int64_t x_stride, int64_t m, int32_t* out, float* scratch) {
   const int64_t n_pad = (h.n_out + 15) / 16 * 16;
-  RowQ rq[8];
-  int64_t rows[8];
-  float lmax[8];
+  RowQ rq[16];
+  int64_t rows[16];
+  float lmax[16];
   int64_t failed = 0;
   for (int64_t i0 = 0; i0 < m;) {
-    // Up to eight rows a pass: each weight vector is loaded once for all of them, and their
-    // accumulators are independent chains.
+    // Up to sixteen rows, in passes of up to eight as even as they split (ten as five and five,
+    // not eight and a latency-bound two): each weight vector is loaded once for a pass's rows,
+    // and their accumulators are independent chains.
     int n = 0;
-    for (; i0 < m && n < 8; ++i0) {
+    for (; i0 < m && n < 16; ++i0) {
       if (quantize_row(x + i0 * x_stride, h.n_in, rq[n])) {
         rows[n++] = i0;
       } else {
@@ -169,21 +170,25 @@ int64_t argmax_rows_avx512(const ArgmaxHead& h, const WeightMatrix& w, const flo
       }
     }
     if (n == 0) break;
-    switch (n) {
-#define CHIMERA_BOUNDS_CASE(R)              \
-  case R:                                   \
-    bounds<R>(h, rq, scratch, n_pad, lmax); \
+    const int passes = (n + 7) / 8;
+    for (int p = 0; p < passes; ++p) {
+      const int r0 = n * p / passes, r1 = n * (p + 1) / passes;
+      switch (r1 - r0) {
+#define CHIMERA_BOUNDS_CASE(R)                                     \
+  case R:                                                          \
+    bounds<R>(h, rq + r0, scratch + r0 * n_pad, n_pad, lmax + r0); \
     break;
-      CHIMERA_BOUNDS_CASE(1)
-      CHIMERA_BOUNDS_CASE(2)
-      CHIMERA_BOUNDS_CASE(3)
-      CHIMERA_BOUNDS_CASE(4)
-      CHIMERA_BOUNDS_CASE(5)
-      CHIMERA_BOUNDS_CASE(6)
-      CHIMERA_BOUNDS_CASE(7)
-      default:
-        bounds<8>(h, rq, scratch, n_pad, lmax);
+        CHIMERA_BOUNDS_CASE(1)
+        CHIMERA_BOUNDS_CASE(2)
+        CHIMERA_BOUNDS_CASE(3)
+        CHIMERA_BOUNDS_CASE(4)
+        CHIMERA_BOUNDS_CASE(5)
+        CHIMERA_BOUNDS_CASE(6)
+        CHIMERA_BOUNDS_CASE(7)
+        default:
+          bounds<8>(h, rq + r0, scratch + r0 * n_pad, n_pad, lmax + r0);
 #undef CHIMERA_BOUNDS_CASE
+      }
     }
     // Candidates in index order, exactly; the first largest wins (no NaN: finite inputs).
     const uint8_t* wd = static_cast<const uint8_t*>(w.data);

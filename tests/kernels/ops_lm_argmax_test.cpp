@@ -41,7 +41,7 @@ void expect_same_argmax(const WeightMatrix& w, const std::vector<float>& x, int6
   if (isa != Isa::kAvx512 || !head) return;
   // The search itself, not its fallback, answered every row it takes.
   std::vector<int32_t> direct(static_cast<size_t>(m), -7);
-  scratch.assign(static_cast<size_t>(8 * (w.n_out + 15) / 16 * 16), 0.0f);
+  scratch.assign(static_cast<size_t>(16 * ((w.n_out + 15) / 16 * 16)), 0.0f);
   const int64_t left = ops_internal::argmax_rows_avx512(*head, w, x.data(), w.n_in, m,
                                                         direct.data(), scratch.data());
   int64_t n_left = 0;
