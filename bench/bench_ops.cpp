@@ -1,4 +1,5 @@
-// Microbenchmarks of the non-matmul kernels. Arguments: {isa (0 scalar, 1 avx2), threads, ...}.
+// Microbenchmarks of the non-matmul kernels. Arguments: {isa (0 scalar, 1 avx2, 2 avx512), threads,
+// ...}.
 // Reported as time per token (items = tokens). Shapes: attention like Granite 4.0-H small
 // (32 query heads, 8 KV heads, head_dim 128, F16 KV, pages of 64); scan like its Mamba2 layers
 // (d_in 1536 = 48 heads x 32, N 128, G 1).
@@ -20,7 +21,8 @@ namespace chimera {
 namespace {
 
 bool setup_isa(benchmark::State& state, Isa* isa) {
-  *isa = state.range(0) == 0 ? Isa::kScalar : Isa::kAvx2;
+  const int64_t i = state.range(0);
+  *isa = i == 0 ? Isa::kScalar : i == 1 ? Isa::kAvx2 : Isa::kAvx512;
   if (!isa_supported(*isa)) {
     state.SkipWithError("ISA not supported here");
     return false;
@@ -49,7 +51,7 @@ void BM_AttentionDecode(benchmark::State& state) {
 }
 BENCHMARK(BM_AttentionDecode)
     ->ArgNames({"isa", "threads", "ctx"})
-    ->ArgsProduct({{0, 1}, {1, 2}, {512, 4096}})
+    ->ArgsProduct({{0, 1, 2}, {1, 2}, {512, 4096}})
     ->Unit(benchmark::kMicrosecond);
 
 // The draft model of speculative decoding (head_dim 12, one thread): its decode step (1 query),
@@ -61,7 +63,7 @@ void BM_AttentionDraftModel(benchmark::State& state) {
 }
 BENCHMARK(BM_AttentionDraftModel)
     ->ArgNames({"isa", "threads", "ctx", "q"})
-    ->ArgsProduct({{1}, {1}, {500, 1000, 2000}, {1, 2, 9}})
+    ->ArgsProduct({{1, 2}, {1}, {500, 1000, 2000}, {1, 2, 9}})
     ->Unit(benchmark::kMicrosecond);
 
 void BM_AttentionPrefill512(benchmark::State& state) {

@@ -275,7 +275,9 @@ Status attention_paged(const AttentionParams& params, const AttentionBatch& batc
           first_of(i),
           static_cast<int32_t>(int64_t{ch} * params.n_head_kv / chunks),
           static_cast<int32_t>(int64_t{ch + 1} * params.n_head_kv / chunks)};
-      if (ops_internal::use_avx2(isa)) {
+      if (isa == Isa::kAvx512 && isa_supported(Isa::kAvx512)) {
+        ops_internal::attention_task_avx512(task, scratch.data());
+      } else if (ops_internal::use_avx2(isa)) {
         ops_internal::attention_task_avx2(task, scratch.data());
       } else {
         ops_internal::attention_task_scalar(task, scratch.data());

@@ -118,6 +118,9 @@ void attention_task_avx2(const AttentionTask& task, float* scratch);
 // attention_task_avx2 with head_dim always a run-time value: what its compile-time head_dim
 // specializations (12, 16) must equal bit for bit (tests).
 void attention_task_avx2_runtime_hd(const AttentionTask& task, float* scratch);
+// The same task code compiled for AVX-512 (attention_avx512.cpp): the AVX2 path's bits.
+void attention_task_avx512(const AttentionTask& task, float* scratch);
+void attention_task_avx512_runtime_hd(const AttentionTask& task, float* scratch);
 // y[i] = f32_to_fp16(x[i]) with F16C, bit for bit (attention_kv_avx2.cpp).
 void f32_to_fp16_row_avx2(const float* x, uint16_t* y, int64_t n);
 }  // namespace ops_internal

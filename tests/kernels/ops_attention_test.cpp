@@ -22,7 +22,7 @@ constexpr double kEps32 = 1.1920929e-7;
 std::vector<Isa> OpIsas() {
   std::vector<Isa> out{Isa::kScalar};
   if (isa_supported(Isa::kAvx2)) out.push_back(Isa::kAvx2);
-  if (isa_supported(Isa::kAvx512)) out.push_back(Isa::kAvx512);  // runs the AVX2 ops
+  if (isa_supported(Isa::kAvx512)) out.push_back(Isa::kAvx512);  // the AVX2 task code, EVEX
   return out;
 }
 
@@ -560,7 +560,7 @@ TEST(OpsAttention, MultiQueryGroupEqualsEachQueryAloneBitwise) {
 // bitwise what the run-time head_dim path gives one kv head at a time: every (query, head) keeps
 // its own arithmetic. Ragged visible counts (partial last blocks), windows, 1 to 12 queries, 1 to
 // 4 heads per kv head, kv head ranges that leave 1 or 3 heads (a pass of two then one), every KV
-// type.
+// type (pages of 32, 7 and 16 keys); and the AVX-512 copies of the tasks give the same bytes.
 TEST(OpsAttention, SmallHeadPassesEqualOneKvHeadAtATimeBitwise) {
   if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "no AVX2";
   std::mt19937 rng(36);
@@ -571,7 +571,8 @@ TEST(OpsAttention, SmallHeadPassesEqualOneKvHeadAtATimeBitwise) {
                           {5, 5, 12}, {8, 2, 12}, {4, 2, 13}, {3, 3, 7},  {4, 4, 8}};
   for (const Shape& sh : shapes) {
     for (GgmlType type : {GgmlType::F16, GgmlType::BF16, GgmlType::F32}) {
-      const Case c{sh.n_head, sh.n_head_kv, sh.head_dim, 150, 32, type};
+      const int page_size = type == GgmlType::F16 ? 32 : type == GgmlType::BF16 ? 7 : 16;
+      const Case c{sh.n_head, sh.n_head_kv, sh.head_dim, 150, page_size, type};
       const AttentionParams p = params_for(c);
       const int width = c.n_head * c.head_dim;
       const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng, type);
@@ -589,30 +590,92 @@ TEST(OpsAttention, SmallHeadPassesEqualOneKvHeadAtATimeBitwise) {
           SCOPED_TRACE(::testing::Message()
                        << "H " << c.n_head << "/" << c.n_head_kv << " hd " << c.head_dim << " "
                        << type_name(type) << " queries " << n_q << " first " << first);
-          const auto run = [&](int kv_begin, int kv_end, bool runtime_hd, std::vector<float>& out) {
+          const auto run = [&](int kv_begin, int kv_end, bool runtime_hd, bool avx512,
+                               std::vector<float>& out) {
             const ops_internal::AttentionTask task{&p,    q.data(),      out.data(), width,
                                                    width, &paged->table, vis.data(), n_q,
                                                    first, kv_begin,      kv_end};
-            if (runtime_hd) {
+            if (avx512) {
+              if (runtime_hd) {
+                ops_internal::attention_task_avx512_runtime_hd(task, scratch.data());
+              } else {
+                ops_internal::attention_task_avx512(task, scratch.data());
+              }
+            } else if (runtime_hd) {
               ops_internal::attention_task_avx2_runtime_hd(task, scratch.data());
             } else {
               ops_internal::attention_task_avx2(task, scratch.data());
             }
           };
           std::vector<float> want(q.size(), -7.0f), got(q.size(), -8.0f);
-          for (int g = 0; g < c.n_head_kv; ++g) run(g, g + 1, true, want);
-          for (int kv_begin : {0, 1}) {  // 1: an odd number of kv heads from an odd start
-            if (kv_begin >= c.n_head_kv) continue;
-            std::fill(got.begin(), got.end(), -8.0f);
-            run(0, kv_begin, false, got);
-            run(kv_begin, c.n_head_kv, false, got);
-            for (int i = 0; i < n_q; ++i)
-              ASSERT_EQ(0,
-                        std::memcmp(&got[static_cast<size_t>(i) * width],
-                                    &want[static_cast<size_t>(i) * width], width * sizeof(float)))
-                  << "query " << i << " sees [" << first << ", " << vis[i] << "), kv heads from "
-                  << kv_begin;
+          for (int g = 0; g < c.n_head_kv; ++g) run(g, g + 1, true, false, want);
+          // The AVX-512 tasks (the same code with a 16-lane exp) give the AVX2 ones' bits.
+          for (bool avx512 : {false, true}) {
+            if (avx512 && !isa_supported(Isa::kAvx512)) continue;
+            for (int kv_begin : {0, 1, -1}) {  // 1: an odd number of kv heads from an odd start
+              if (kv_begin >= c.n_head_kv || (kv_begin < 0 && !avx512)) continue;
+              std::fill(got.begin(), got.end(), -8.0f);
+              if (kv_begin < 0) {  // -1: the run-time head_dim AVX-512 task, one kv head at a time
+                for (int g = 0; g < c.n_head_kv; ++g) run(g, g + 1, true, true, got);
+              } else {
+                run(0, kv_begin, false, avx512, got);
+                run(kv_begin, c.n_head_kv, false, avx512, got);
+              }
+              for (int i = 0; i < n_q; ++i)
+                ASSERT_EQ(0,
+                          std::memcmp(&got[static_cast<size_t>(i) * width],
+                                      &want[static_cast<size_t>(i) * width], width * sizeof(float)))
+                    << "query " << i << " sees [" << first << ", " << vis[i] << "), kv heads from "
+                    << kv_begin << (avx512 ? " avx512" : " avx2");
+            }
           }
+        }
+      }
+    }
+  }
+}
+
+// The AVX-512 path (attention_avx512.cpp: the AVX2 task code with its own exp) gives the AVX2
+// path's bytes through the whole op: head sizes from 1 to 128 (run-time and constant head_dim),
+// every KV type, pages of 16, 7 and 32 keys, groups of 1 to 12 queries with ragged visible counts
+// and windows, 1 and 2 threads; queries scaled up so that many exps underflow to 0 or subnormals.
+TEST(OpsAttention, Avx512PathEqualsAvx2Bitwise) {
+  if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "no AVX-512";
+  std::mt19937 rng(37);
+  ThreadContext one(1), two(2);
+  const Case cases[] = {{4, 2, 12, 230, 16, GgmlType::F16}, {4, 2, 12, 170, 7, GgmlType::BF16},
+                        {4, 2, 12, 100, 32, GgmlType::F32}, {8, 2, 64, 140, 16, GgmlType::F16},
+                        {12, 4, 64, 90, 7, GgmlType::BF16}, {2, 1, 128, 75, 32, GgmlType::F32},
+                        {4, 4, 16, 110, 16, GgmlType::F16}, {6, 3, 13, 95, 7, GgmlType::F32},
+                        {3, 3, 5, 60, 32, GgmlType::BF16},  {4, 1, 1, 40, 16, GgmlType::F16}};
+  for (const Case& c : cases) {
+    const AttentionParams p = params_for(c);
+    const int width = c.n_head * c.head_dim;
+    const SeqKv s = make_seq(c.n_tokens, c.n_head_kv * c.head_dim, rng, c.type);
+    auto paged = page(s, p);
+    for (int n_q = 1; n_q <= 12; ++n_q) {
+      for (float qscale : {1.0f, 40.0f}) {
+        std::vector<int32_t> vis(n_q), first(n_q), seq(n_q, 0);
+        const int shared = n_q % 3 == 0 ? std::uniform_int_distribution<int>(0, 30)(rng) : 0;
+        for (int i = 0; i < n_q; ++i) {
+          vis[i] = std::uniform_int_distribution<int>(shared + 1, c.n_tokens)(rng);
+          first[i] = shared;
+        }
+        std::vector<float> q = random_queries(n_q, width, rng);
+        for (float& x : q) x *= qscale;
+        for (ThreadContext* threads : {&one, &two}) {
+          SCOPED_TRACE(::testing::Message()
+                       << "H " << c.n_head << "/" << c.n_head_kv << " hd " << c.head_dim << " "
+                       << type_name(c.type) << " page " << c.page_size << " queries " << n_q
+                       << " q x" << qscale << " threads " << threads->n_threads());
+          std::vector<float> a(q.size(), -7.0f), b(q.size(), -8.0f);
+          AttentionBatch ba{n_q,           q.data(), width,    vis.data(), seq.data(),
+                            &paged->table, 1,        a.data(), width,      first.data()};
+          AttentionBatch bb = ba;
+          bb.out = b.data();
+          ASSERT_TRUE(attention_paged(p, ba, threads, Isa::kAvx2).ok());
+          ASSERT_TRUE(attention_paged(p, bb, threads, Isa::kAvx512).ok());
+          ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
         }
       }
     }
