@@ -155,12 +155,29 @@ void ThreadContext::parallel_for(int64_t n, int64_t grain, FnRef<void(int64_t, i
 
 void ThreadContext::parallel_for_balanced(int64_t n, int64_t grain,
                                           FnRef<void(int64_t, int64_t)> fn) {
+  parallel_for_balanced_shares(n, grain, [&](int, int64_t b, int64_t e) { fn(b, e); });
+}
+
+void ThreadContext::parallel_for_balanced_shares(int64_t n, int64_t grain,
+                                                 FnRef<void(int, int64_t, int64_t)> fn) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   const int64_t pieces = (n + grain - 1) / grain;
   const int64_t nth = n_threads_;
   const int64_t home = pieces * 3 / (4 * nth);  // pieces each thread takes first
-  if (nth == 1 || home == 0) return parallel_for(n, grain, fn);
+  if (nth == 1 || pieces == 1) {
+    fn(0, 0, n);
+    return;
+  }
+  if (home == 0) {  // too few pieces to share out: parallel_for's contiguous chunks
+    run([&](int ith, int nt) {
+      const int64_t per = (pieces + nt - 1) / nt;
+      const int64_t b = std::min(n, ith * per * grain);
+      const int64_t e = std::min(n, (ith + 1) * per * grain);
+      if (b < e) fn(ith, b, e);
+    });
+    return;
+  }
   // The tail in chunks of about 1/32 of the pieces (2 threads): few enough that the shared
   // counter costs little, small enough that the last one ends the job soon after the other.
   const int64_t tail = home * nth;
@@ -168,11 +185,11 @@ void ThreadContext::parallel_for_balanced(int64_t n, int64_t grain,
   next_piece_.store(tail, std::memory_order_relaxed);  // published by run()'s hand-off
   run([&](int ith, int) {
     // Thread nth - 1's share ends where the tail begins, so it streams on without a gap.
-    fn(ith * home * grain, std::min(n, (ith + 1) * home * grain));
+    fn(ith, ith * home * grain, std::min(n, (ith + 1) * home * grain));
     for (;;) {
       const int64_t p = next_piece_.fetch_add(chunk, std::memory_order_relaxed);
       if (p >= pieces) break;
-      fn(p * grain, std::min(n, std::min(pieces, p + chunk) * grain));
+      fn(ith, p * grain, std::min(n, std::min(pieces, p + chunk) * grain));
     }
   });
 }

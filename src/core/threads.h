@@ -82,6 +82,11 @@ class ThreadContext {
   // machine) no longer holds the others at the barrier. fn may be called several times per
   // thread, always on whole grains; each index is handled by exactly one call.
   void parallel_for_balanced(int64_t n, int64_t grain, FnRef<void(int64_t, int64_t)> fn);
+  // The same, fn also told the share ith that makes the call: a share's calls run one after the
+  // other on one thread, so per-share state (indexed by ith, set up by the share's first call)
+  // needs no lock.
+  void parallel_for_balanced_shares(int64_t n, int64_t grain,
+                                    FnRef<void(int ith, int64_t, int64_t)> fn);
 
   // Parallel regions handed to the workers so far (run() calls with more than one thread): what
   // a decode step's synchronisation cost is counted in (tests and benchmarks read it).

@@ -4,6 +4,7 @@
 #include "kernels/matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -371,7 +372,8 @@ bool same_preparation(GgmlType a, GgmlType b, Isa isa, int64_t n_in) {
 // depends on neither the chunk nor the thread).
 Status run_matmul(ThreadContext& ctx, const MatmulPart* parts, int n_parts, const float* x,
                   int64_t m, MatmulWorkspace& ws, int64_t x_stride, const ReadAhead* ahead,
-                  FnRef<void(int, int64_t, int64_t)> after) {
+                  const MatmulFusion& fusion) {
+  const FnRef<void(int, int64_t, int64_t)>& after = fusion.after;
   constexpr int kMaxParts = kMaxMatmulParts;
   if (m < 0) return Error(ErrorCode::kInvalidArgument, "matmul: negative row count ", m);
   const int64_t n_in = parts[0].w.n_in;
@@ -419,6 +421,20 @@ Status run_matmul(ThreadContext& ctx, const MatmulPart* parts, int n_parts, cons
         break;
       }
   }
+  if (fusion.lockstep) {
+    for (int p = 1; p < n_parts; ++p)
+      if (parts[p].w.n_out != parts[0].w.n_out)
+        return Error(ErrorCode::kInvalidArgument, "matmul: lockstep part ", p, " has n_out ",
+                     parts[p].w.n_out, ", part 0 ", parts[0].w.n_out);
+    for (int p = 0; p <= n_parts; ++p) offset[p] = 0;  // every part spans the same columns
+    offset[n_parts] = parts[0].w.n_out;
+  }
+  if (fusion.input) {
+    for (int p = 0; p < n_parts; ++p)
+      if (!matmul_reads_input(parts[p].w.type))
+        return Error(ErrorCode::kInvalidArgument, "matmul: per-share input with ",
+                     type_name(parts[p].w.type), " weights (quantized activations)");
+  }
   if (m == 0) return Status::Ok();
   for (int p = 0; p < n_parts; ++p) {
     Status st = Status::Ok();
@@ -462,21 +478,53 @@ Status run_matmul(ThreadContext& ctx, const MatmulPart* parts, int n_parts, cons
   }
 
   // Virtual columns [v0, v1) (multiples of kColumnGrain, or the end) to the parts' kernels.
+  // With per-share input, share ith's rows come from fusion.input(ith), set up by its first chunk
+  // (a share's chunks run one after the other on one thread).
   const int64_t n_virtual = offset[n_parts];
-  auto columns = [&](int64_t v0, int64_t v1) {
+  constexpr int kMaxShares = 256;
+  const float* share_rows[kMaxShares];
+  if (fusion.input) {
+    CHIMERA_CHECK(ctx.n_threads() <= kMaxShares, "matmul: ", ctx.n_threads(), " threads");
+    std::fill(share_rows, share_rows + ctx.n_threads(), nullptr);
+  }
+  // Share 0's rows once made: a share that starts later (its worker was late, or the caller runs
+  // it) reads them instead of making its own, the same values.
+  std::atomic<const float*> rows0{nullptr};
+  auto columns = [&](int ith, int64_t v0, int64_t v1) {
+    const matmul_detail::KernelArgs* a = args;
+    matmul_detail::KernelArgs own[kMaxParts];
+    if (fusion.input) {
+      if (share_rows[ith] == nullptr && ith == 0) {
+        share_rows[0] = fusion.input(0);
+        rows0.store(share_rows[0], std::memory_order_release);
+      } else if (share_rows[ith] == nullptr) {
+        const float* made = rows0.load(std::memory_order_acquire);
+        share_rows[ith] = made != nullptr ? made : fusion.input(ith);
+      }
+      for (int p = 0; p < n_parts; ++p) {
+        own[p] = args[p];
+        own[p].act = reinterpret_cast<const uint8_t*>(share_rows[ith]);
+      }
+      a = own;
+    }
+    if (fusion.lockstep) {
+      for (int p = 0; p < n_parts; ++p) kernels[p](a[p], v0, v1);
+      if (after) after(0, v0, v1);
+      return;
+    }
     for (int p = 0; p < n_parts && v0 < v1; ++p) {
       if (v0 >= offset[p + 1]) continue;
       const int64_t j0 = v0 - offset[p];
       const int64_t j1 = std::min(v1 - offset[p], parts[p].w.n_out);
       if (j0 < j1) {
-        kernels[p](args[p], j0, j1);
+        kernels[p](a[p], j0, j1);
         if (after) after(p, j0, j1);
       }
       v0 = offset[p + 1];
     }
   };
   if (ahead == nullptr || ahead->end <= ahead->begin) {
-    ctx.parallel_for_balanced(n_virtual, kColumnGrain, columns);
+    ctx.parallel_for_balanced_shares(n_virtual, kColumnGrain, columns);
     return Status::Ok();
   }
   // Column blocks, each followed by its share of the read-ahead bytes (block boundaries are
@@ -485,10 +533,10 @@ Status run_matmul(ThreadContext& ctx, const MatmulPart* parts, int n_parts, cons
   const auto share = [&](int64_t j) {
     return ahead->begin + static_cast<uint64_t>(static_cast<double>(span) * j / n_virtual);
   };
-  ctx.parallel_for_balanced(n_virtual, kColumnGrain, [&](int64_t j0, int64_t j1) {
+  ctx.parallel_for_balanced_shares(n_virtual, kColumnGrain, [&](int ith, int64_t j0, int64_t j1) {
     for (int64_t j = j0; j < j1; j += kReadAheadColumns) {
       const int64_t je = std::min(j1, j + kReadAheadColumns);
-      columns(j, je);
+      columns(ith, j, je);
       prefetch_ahead(*ahead, share(j), je == n_virtual ? ahead->end : share(je));
     }
   });
@@ -500,7 +548,7 @@ Status run_matmul(ThreadContext& ctx, const WeightMatrix& w, const uint8_t* wdat
                   const ReadAhead* ahead = nullptr) {
   MatmulPart part{w, y, y_stride};
   part.w.data = wdata;
-  return run_matmul(ctx, &part, 1, x, m, ws, x_stride, ahead, {});
+  return run_matmul(ctx, &part, 1, x, m, ws, x_stride, ahead, MatmulFusion{});
 }
 
 }  // namespace
@@ -519,6 +567,18 @@ Status matmul(ThreadContext& ctx, const WeightMatrix& w, const float* x, int64_t
 Status matmul_parts(ThreadContext& ctx, const MatmulPart* parts, int n_parts, const float* x,
                     int64_t m, MatmulWorkspace& ws, int64_t x_stride, const ReadAhead* ahead,
                     FnRef<void(int part, int64_t j0, int64_t j1)> after) {
+  MatmulFusion fusion;
+  fusion.after = after;
+  return matmul_fused(ctx, parts, n_parts, x, m, ws, x_stride, ahead, fusion);
+}
+
+bool matmul_reads_input(GgmlType type) {
+  return matmul_supports(type) && matmul_detail::act_format(type) == ActFormat::kF32;
+}
+
+Status matmul_fused(ThreadContext& ctx, const MatmulPart* parts, int n_parts, const float* x,
+                    int64_t m, MatmulWorkspace& ws, int64_t x_stride, const ReadAhead* ahead,
+                    const MatmulFusion& fusion) {
   if (n_parts < 1 || n_parts > kMaxMatmulParts || parts == nullptr)
     return Error(ErrorCode::kInvalidArgument, "matmul_parts: ", n_parts, " parts at ", parts,
                  " (1 to ", kMaxMatmulParts, " allowed)");
@@ -528,7 +588,7 @@ Status matmul_parts(ThreadContext& ctx, const MatmulPart* parts, int n_parts, co
       return Error(ErrorCode::kInvalidArgument, "matmul_parts: part ", p, " has ",
                    parts[p].w.n_expert, " experts");
   }
-  return run_matmul(ctx, parts, n_parts, x, m, ws, x_stride, ahead, after);
+  return run_matmul(ctx, parts, n_parts, x, m, ws, x_stride, ahead, fusion);
 }
 
 Status gemv(ThreadContext& ctx, const WeightMatrix& w, const float* x, float* y,

@@ -111,6 +111,31 @@ Status matmul_parts(ThreadContext& ctx, const MatmulPart* parts, int n_parts, co
                     const ReadAhead* ahead = nullptr,
                     FnRef<void(int part, int64_t j0, int64_t j1)> after = {});
 
+// Work fused into matmul_fused's parallel region (each member optional).
+struct MatmulFusion {
+  // As matmul_parts' `after` (with lockstep: after(0, j0, j1) once every part's columns
+  // [j0, j1) are final).
+  FnRef<void(int part, int64_t j0, int64_t j1)> after;
+  // input(ith) returns the m rows (x_stride apart) that share ith reads instead of x: row-wise
+  // work on the previous op's output (a norm) runs on every thread at once, each writing its own
+  // copy, instead of on one thread before the region. Share 0 calls it before its first columns;
+  // another share that gets columns calls it before its first ones unless share 0's rows are
+  // ready by then (it was late, or the caller runs it): it reads those. At most one call per
+  // share. The copies must hold the same values (results are then those of matmul_parts on any
+  // one of them). Only when every part reads its activations in place (matmul_reads_input); x
+  // must still name m rows of its own (the overlap check uses it).
+  FnRef<const float*(int ith)> input;
+  // All parts have one n_out and advance together: each chunk of columns is computed for every
+  // part, then `after` runs on it (e.g. an activation over gate and up columns j0..j1).
+  bool lockstep = false;
+};
+Status matmul_fused(ThreadContext& ctx, const MatmulPart* parts, int n_parts, const float* x,
+                    int64_t m, MatmulWorkspace& ws, int64_t x_stride, const ReadAhead* ahead,
+                    const MatmulFusion& fusion);
+// Whether weights of `type` are multiplied by the float activation rows themselves (no
+// quantized copy): the types MatmulFusion::input works with.
+bool matmul_reads_input(GgmlType type);
+
 // The same for one activation row (decode). Shares matmul's kernels: y is bit-identical to the
 // corresponding row of a batched call.
 Status gemv(ThreadContext& ctx, const WeightMatrix& w, const float* x, float* y,

@@ -120,6 +120,8 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
   const ModelHParams& hp = model_.hp;
   const int64_t T = ub.n_tokens(), D = hp.n_embd;
   if (u == 0) n_kept_ = 0;  // a new batch
+  pending_norm_ = nullptr;  // (an earlier call may have failed midway)
+  fuse_residual_ = branch_added_ = false;
   pos_.resize(T);
   ids_.resize(T);
   for (int64_t r = 0; r < T; ++r) {
@@ -137,18 +139,33 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
   // scale the sum, spec 8.8).
   // On the calling thread: split over two threads it measured slower (memory-bound, and the
   // hand-off costs more than the half it saves).
+  // The output matmul may have done it already (fuse_residual_).
   auto add_branch = [&] {
+    if (branch_added_) {
+      branch_added_ = false;
+      return;
+    }
     float* o = d_.data();
     if (hp.residual_scale != 0)
       for (int64_t i = 0; i < T * D; ++i) o[i] *= hp.residual_scale;
     for (int64_t i = 0; i < T * D; ++i) x[i] += o[i];
   };
+  const bool fuse = fuse_rows(T);
   for (uint32_t il = 0; il < hp.n_layer; ++il) {
     const LayerWeights& l = model_.layers[il];
     float* un = grow(u_, T * D);
     if (l.kind != MixerKind::kNone) {  // an FFN-only layer goes straight to its FFN
-      CHIMERA_RETURN_IF_ERROR(
-          rms_norm(x, D, f32(l.attn_norm), un, D, D, T, hp.rms_eps, pool_for(T * D)));
+      // Attention and Mamba2 mixers take their pre-norm and residual add into their first and
+      // last matmuls' regions (fuse_rows).
+      const bool fusable =
+          fuse && (l.kind == MixerKind::kAttention || l.kind == MixerKind::kMamba2);
+      if (fusable) {
+        pending_norm_ = f32(l.attn_norm);
+      } else {
+        CHIMERA_RETURN_IF_ERROR(
+            rms_norm(x, D, f32(l.attn_norm), un, D, D, T, hp.rms_eps, pool_for(T * D)));
+      }
+      fuse_residual_ = fusable && !l.attn_post_norm;
       if (l.kind == MixerKind::kAttentionMamba2) {
         // attn_out + ssm_out, then into the residual (llama.cpp's order of the two adds)
         CHIMERA_RETURN_IF_ERROR(attention_layer(il, mem, ub, u));
@@ -165,6 +182,8 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
       } else {
         CHIMERA_RETURN_IF_ERROR(mamba2_layer(il, mem, ub, u));
       }
+      fuse_residual_ = false;
+      CHIMERA_CHECK(pending_norm_ == nullptr, "layer ", il, ": its pre-norm was never done");
       if (l.attn_post_norm)  // Gemma: the branch output is normed before the residual add
         CHIMERA_RETURN_IF_ERROR(rms_norm(d_.data(), D, f32(l.attn_post_norm), d_.data(), D, D, T,
                                          hp.rms_eps, pool_for(T * D)));
@@ -187,9 +206,17 @@ Status ForwardPass::run_layers(HybridMemory& mem, const Batch& batch, const Batc
         }
       }
     }
-    CHIMERA_RETURN_IF_ERROR(
-        rms_norm(x, D, f32(l.ffn_norm), un, D, D, T, hp.rms_eps, pool_for(T * D)));
+    // The dense gated FFN takes its pre-norm and residual add into its matmuls' regions.
+    if (fuse && fused_gate_up(l)) {
+      pending_norm_ = f32(l.ffn_norm);
+      fuse_residual_ = !l.ffn_post_norm;
+    } else {
+      CHIMERA_RETURN_IF_ERROR(
+          rms_norm(x, D, f32(l.ffn_norm), un, D, D, T, hp.rms_eps, pool_for(T * D)));
+    }
     CHIMERA_RETURN_IF_ERROR(ffn(il, T));
+    fuse_residual_ = false;
+    CHIMERA_CHECK(pending_norm_ == nullptr, "layer ", il, ": its FFN pre-norm was never done");
     if (l.ffn_post_norm)
       CHIMERA_RETURN_IF_ERROR(rms_norm(d_.data(), D, f32(l.ffn_post_norm), d_.data(), D, D, T,
                                        hp.rms_eps, pool_for(T * D)));
@@ -213,7 +240,7 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
   const MatmulPart qkv[3] = {{as_matrix(l.attn.wq), gated ? qg : q, 0},
                              {as_matrix(l.attn.wk), k, 0},
                              {as_matrix(l.attn.wv), v, 0}};
-  CHIMERA_RETURN_IF_ERROR(matmul_parts(threads_, qkv, 3, u_.data(), T, ws_));
+  CHIMERA_RETURN_IF_ERROR(mm_normed(qkv, 3, T, nullptr, MatmulFusion{}));
   if (gated)
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < hp.n_head; ++h)
@@ -288,6 +315,15 @@ Status ForwardPass::attention_layer(uint32_t il, HybridMemory& mem, const Ubatch
         for (int64_t i = 0; i < hd; ++i) a[i] *= 1.0f / (1.0f + std::exp(-g[i]));
       }
   float* o = grow(d_, T * D);
+  if (fuse_residual_ && !l.attn.bo) {
+    MatmulFusion fusion;
+    auto add = [&](int, int64_t j0, int64_t j1) { add_branch_columns(T, j0, j1); };
+    fusion.after = add;
+    const MatmulPart part{as_matrix(l.attn.wo), o, 0};
+    CHIMERA_RETURN_IF_ERROR(matmul_fused(threads_, &part, 1, q, T, ws_, 0, nullptr, fusion));
+    branch_added_ = true;
+    return Status::Ok();
+  }
   CHIMERA_RETURN_IF_ERROR(mm(l.attn.wo, q, T, o));
   add_bias(o, T, D, D, l.attn.bo);
   return Status::Ok();
@@ -418,29 +454,45 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     n_steps += s.n_steps;
   }
   const int32_t runs = static_cast<int32_t>(n_runs);
+  // Speculative verification may keep the raw [xBC | dt] inputs to recompute any prefix: copied
+  // out of the in-projection's columns by the thread that computed them.
+  keep_at_.assign(n_runs, nullptr);
+  bool keeping = false;
+  for (size_t r = 0; r < n_runs; ++r) {
+    if (!mem.recurrent(mem_recr_[il], u, r).keep_inputs) continue;
+    keep_at_[r] = keep_inputs(il, ub.runs[r].seq, ub.runs[r].n_tokens, C + H);
+    keeping = true;
+  }
+  auto keep = [&](int64_t j0, int64_t j1) {
+    const int64_t k0 = std::max<int64_t>(j0, d_in), k1 = std::min<int64_t>(j1, d_in + C + H);
+    if (k0 >= k1) return;
+    for (size_t r = 0; r < n_runs; ++r) {
+      if (keep_at_[r] == nullptr) continue;
+      const float* pr = p + int64_t(ub.runs[r].offset) * d_proj;
+      for (uint32_t t = 0; t < ub.runs[r].n_tokens; ++t)
+        std::memcpy(keep_at_[r] + t * (C + H) + (k0 - d_in), pr + t * d_proj + k0,
+                    sizeof(float) * (k1 - k0));
+    }
+  };
   const bool conv_in_matmul = d_in % 8 == 0;
   if (conv_in_matmul) {
     CHIMERA_RETURN_IF_ERROR(ssm_conv_check_runs(conv_args_.data(), runs));
     const MatmulPart part{as_matrix(w.in), p, 0};
-    CHIMERA_RETURN_IF_ERROR(matmul_parts(
-        threads_, &part, 1, u_.data(), T, ws_, 0, nullptr, [&](int, int64_t j0, int64_t j1) {
-          const int64_t c0 = std::max<int64_t>(j0 - d_in, 0);
-          const int64_t c1 = std::min<int64_t>(j1 - d_in, C);
-          if (c0 < c1)
-            ssm_conv_channels(conv_args_.data(), runs, static_cast<int32_t>(c0),
-                              static_cast<int32_t>(c1));
-        }));
+    auto conv = [&](int, int64_t j0, int64_t j1) {
+      const int64_t c0 = std::max<int64_t>(j0 - d_in, 0);
+      const int64_t c1 = std::min<int64_t>(j1 - d_in, C);
+      if (c0 < c1)
+        ssm_conv_channels(conv_args_.data(), runs, static_cast<int32_t>(c0),
+                          static_cast<int32_t>(c1));
+      if (keeping) keep(j0, j1);
+    };
+    MatmulFusion fusion;
+    fusion.after = conv;
+    CHIMERA_RETURN_IF_ERROR(mm_normed(&part, 1, T, nullptr, fusion));
   } else {
-    CHIMERA_RETURN_IF_ERROR(mm(w.in, u_.data(), T, p));
-  }
-  // Speculative verification may keep the raw [xBC | dt] inputs to recompute any prefix.
-  for (size_t r = 0; r < n_runs; ++r) {
-    const SeqRun& run = ub.runs[r];
-    if (!mem.recurrent(mem_recr_[il], u, r).keep_inputs) continue;
-    const float* pr = p + int64_t(run.offset) * d_proj;
-    float* k = keep_inputs(il, run.seq, run.n_tokens, C + H);
-    for (uint32_t t = 0; t < run.n_tokens; ++t)
-      std::memcpy(k + t * (C + H), pr + t * d_proj + d_in, sizeof(float) * (C + H));
+    const MatmulPart part{as_matrix(w.in), p, 0};
+    CHIMERA_RETURN_IF_ERROR(mm_normed(&part, 1, T, nullptr, MatmulFusion{}));
+    if (keeping) keep(0, d_proj);
   }
   if (!conv_in_matmul) CHIMERA_RETURN_IF_ERROR(ssm_conv_runs(conv_args_.data(), runs, &threads_));
   CHIMERA_RETURN_IF_ERROR(ssm_scan_runs(scan_args_.data(), runs, &threads_));
@@ -448,16 +500,41 @@ Status ForwardPass::mamba2_layer(uint32_t il, HybridMemory& mem, const Ubatch& u
     for (int64_t t = 0; t < T; ++t) swiglu(p + t * d_proj, y + t * d_in, y + t * d_in, d_in);
     return mm(w.out, y, T, grow(d_, T * D));
   }
-  // Gate then per-group RMSNorm (spec 3.4 steps 8-9), in place.
-  CHIMERA_RETURN_IF_ERROR(gated_group_rms_norm(y, d_in, p, d_proj, f32(w.norm), y, d_in, d_in, G, T,
-                                               hp.rms_eps, pool_for(T * d_in)));
-  return mm(w.out, y, T, grow(d_, T * D));
+  // Gate then per-group RMSNorm (spec 3.4 steps 8-9): in place, or for a small ubatch by every
+  // share of the out-projection's region on its own copy.
+  float* o = grow(d_, T * D);
+  MatmulFusion fusion;
+  auto add = [&](int, int64_t j0, int64_t j1) { add_branch_columns(T, j0, j1); };
+  if (fuse_residual_) fusion.after = add;
+  const float* norm_w = f32(w.norm);
+  auto gated_norm = [&](int ith) -> const float* {
+    float* dst = share_slot(ith);
+    for (int64_t t = 0; t < T; ++t)
+      gated_group_rms_norm_row(y + t * d_in, p + t * d_proj, norm_w, dst + t * d_in, d_in, G,
+                               hp.rms_eps);
+    return dst;
+  };
+  const float* in = y;
+  if (fuse_rows(T) && T * d_in < kParallelFloats && G >= 1 && d_in % G == 0 &&
+      matmul_reads_input(w.out->type)) {
+    share_slots(T * d_in);
+    fusion.input = gated_norm;
+    in = share_slot(0);
+  } else {
+    CHIMERA_RETURN_IF_ERROR(gated_group_rms_norm(y, d_in, p, d_proj, norm_w, y, d_in, d_in, G, T,
+                                                 hp.rms_eps, pool_for(T * d_in)));
+  }
+  const MatmulPart part{as_matrix(w.out), o, 0};
+  CHIMERA_RETURN_IF_ERROR(matmul_fused(threads_, &part, 1, in, T, ws_, 0, nullptr, fusion));
+  if (fuse_residual_) branch_added_ = true;
+  return Status::Ok();
 }
 
 Status ForwardPass::ffn(uint32_t il, int64_t T) {
   const ModelHParams& hp = model_.hp;
   const FfnWeights& f = model_.layers[il].ffn;
   const int64_t D = hp.n_embd;
+  if (!fused_gate_up(model_.layers[il])) CHIMERA_RETURN_IF_ERROR(flush_norm(T));
   const float* v = u_.data();
   float* out = grow(d_, T * D);
   // MLP over m rows with F hidden units: SwiGLU, or squared ReLU without a gate (ffn_act);
@@ -501,7 +578,8 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
               in, m, y, 0, 0, ahead_window(first / n_mats, (first + 1) / n_mats));
   };
   if (model_.layers[il].ffn_kind == FfnKind::kDense) {
-    if (!relu2 && gate_up_pair(f)) return gated_mlp_fused(f, model_.layers[il].ffn_act, v, T, out);
+    if (fused_gate_up(model_.layers[il]))
+      return gated_mlp_fused(f, model_.layers[il].ffn_act, v, T, out);
     return mlp(dense, f.up->ne[1], v, T, out, true);
   }
   // MoE: softmax (or sigmoid + selection bias) -> top-k -> renormalise -> scale (spec 2), experts
@@ -561,6 +639,11 @@ Status ForwardPass::ffn(uint32_t il, int64_t T) {
   return Status::Ok();
 }
 
+bool ForwardPass::fused_gate_up(const LayerWeights& l) {
+  return l.ffn_kind == FfnKind::kDense && l.ffn_act != FfnActivation::kReluSquared &&
+         gate_up_pair(l.ffn);
+}
+
 // Gate and up of one shape, each one 2-D matrix (their types may differ), go through one
 // matmul_parts call whatever their places in the file.
 bool ForwardPass::gate_up_pair(const FfnWeights& f) {
@@ -579,29 +662,110 @@ Status ForwardPass::gated_mlp_fused(const FfnWeights& f, FfnActivation act, cons
   float* gh = grow(a_, T * 2 * F);  // per row [gate | up]
   float* g = grow(b_, T * F);
   const MatmulPart gate_up[2] = {{as_matrix(f.gate), gh, 2 * F}, {as_matrix(f.up), gh + F, 2 * F}};
-  CHIMERA_RETURN_IF_ERROR(
-      matmul_parts(threads_, gate_up, 2, v, T, ws_, 0, ahead_window(0, 2.0 / 3)));
-  add_bias(gh, T, F, 2 * F, f.gate_b);
-  add_bias(gh + F, T, F, 2 * F, f.up_b);
   const bool geglu = act == FfnActivation::kGeGluTanh;
-  auto activate = [&](int64_t r0, int64_t r1) {
+  auto activate_columns = [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* gate = gh + r * 2 * F;
       if (geglu) {
-        geglu_tanh(gate, gate + F, g + r * F, F);
+        geglu_tanh(gate + j0, gate + F + j0, g + r * F + j0, j1 - j0);
       } else {
-        swiglu(gate, gate + F, g + r * F, F);
+        swiglu(gate + j0, gate + F + j0, g + r * F + j0, j1 - j0);
       }
     }
   };
-  if (ThreadContext* pool = pool_for(T * F)) {
-    pool->parallel_for(T, kRowGrain, activate);
-  } else {
-    activate(0, T);
+  // A small ubatch: gate and up advance column block by column block and each block's
+  // activation follows on the thread that computed it (element-wise, so unchanged).
+  const bool in_region = fuse_rows(T) && T * F < kParallelFloats && !f.gate_b && !f.up_b;
+  MatmulFusion fusion;
+  auto activate_block = [&](int, int64_t j0, int64_t j1) { activate_columns(0, T, j0, j1); };
+  if (in_region) {
+    fusion.lockstep = true;
+    fusion.after = activate_block;
+  }
+  CHIMERA_RETURN_IF_ERROR(mm_normed(gate_up, 2, T, ahead_window(0, 2.0 / 3), fusion));
+  if (!in_region) {
+    add_bias(gh, T, F, 2 * F, f.gate_b);
+    add_bias(gh + F, T, F, 2 * F, f.up_b);
+    auto activate = [&](int64_t r0, int64_t r1) { activate_columns(r0, r1, 0, F); };
+    if (ThreadContext* pool = pool_for(T * F)) {
+      pool->parallel_for(T, kRowGrain, activate);
+    } else {
+      activate(0, T);
+    }
+  }
+  if (fuse_residual_ && !f.down_b) {
+    MatmulFusion add;
+    auto add_cols = [&](int, int64_t j0, int64_t j1) { add_branch_columns(T, j0, j1); };
+    add.after = add_cols;
+    const MatmulPart down{as_matrix(f.down), out, 0};
+    CHIMERA_RETURN_IF_ERROR(
+        matmul_fused(threads_, &down, 1, g, T, ws_, 0, ahead_window(2.0 / 3, 1.0), add));
+    branch_added_ = true;
+    return Status::Ok();
   }
   CHIMERA_RETURN_IF_ERROR(mm(f.down, g, T, out, 0, 0, ahead_window(2.0 / 3, 1.0)));
   add_bias(out, T, D, D, f.down_b);
   return Status::Ok();
+}
+
+bool ForwardPass::fuse_rows(int64_t T) const {
+  return T * model_.hp.n_embd < kParallelFloats;
+}
+
+float* ForwardPass::share_slots(int64_t floats) {
+  share_stride_ = (floats + 15) / 16 * 16;  // whole cache lines: no false sharing
+  const size_t need = static_cast<size_t>(threads_.n_threads() * share_stride_ + 16);
+  if (shares_.size() < need) shares_.resize(need);
+  const uintptr_t at = reinterpret_cast<uintptr_t>(shares_.data());
+  share_base_ = shares_.data() + ((64 - at % 64) % 64) / sizeof(float);
+  return share_base_;
+}
+
+Status ForwardPass::flush_norm(int64_t T) {
+  if (pending_norm_ == nullptr) return Status::Ok();
+  const float* w = pending_norm_;
+  pending_norm_ = nullptr;
+  const int64_t D = model_.hp.n_embd;
+  return rms_norm(x_.data(), D, w, grow(u_, T * D), D, D, T, model_.hp.rms_eps, pool_for(T * D));
+}
+
+Status ForwardPass::mm_normed(const MatmulPart* parts, int n_parts, int64_t T,
+                              const ReadAhead* ahead, MatmulFusion fusion) {
+  const int64_t D = model_.hp.n_embd;
+  bool in_place = pending_norm_ != nullptr;
+  for (int p = 0; p < n_parts; ++p) in_place = in_place && matmul_reads_input(parts[p].w.type);
+  if (!in_place) {
+    CHIMERA_RETURN_IF_ERROR(flush_norm(T));
+    return matmul_fused(threads_, parts, n_parts, u_.data(), T, ws_, 0, ahead, fusion);
+  }
+  // Share 0 writes u_ itself (later readers of u_ find it normed), the others their own slots.
+  const float* w = pending_norm_;
+  pending_norm_ = nullptr;
+  float* u = grow(u_, T * D);
+  share_slots(T * D);
+  const float* x = x_.data();
+  const float eps = model_.hp.rms_eps;
+  auto norm = [&](int ith) -> const float* {
+    float* dst = ith == 0 ? u : share_slot(ith);
+    for (int64_t t = 0; t < T; ++t) rms_norm_row(x + t * D, w, dst + t * D, D, eps);
+    return dst;
+  };
+  fusion.input = norm;
+  return matmul_fused(threads_, parts, n_parts, u, T, ws_, 0, ahead, fusion);
+}
+
+void ForwardPass::add_branch_columns(int64_t T, int64_t j0, int64_t j1) {
+  // add_branch's operations on columns [j0, j1): scale the branch, then add.
+  const int64_t D = model_.hp.n_embd;
+  const float s = model_.hp.residual_scale;
+  const float* o = d_.data();
+  float* x = x_.data();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = j0; j < j1; ++j) {
+      float b = o[t * D + j];
+      if (s != 0) b *= s;
+      x[t * D + j] += b;
+    }
 }
 
 Status ForwardPass::run_head(const Batch& batch, const Ubatch& ub,
@@ -614,24 +778,46 @@ Status ForwardPass::run_head(const Batch& batch, const Ubatch& ub,
   if (rows.empty()) return Status::Ok();
   const int64_t n = static_cast<int64_t>(rows.size());
   float* h = grow(a_, n * D);
-  for (int64_t i = 0; i < n; ++i) std::memcpy(h + i * D, x_.data() + rows[i] * D, D * 4);
-  CHIMERA_RETURN_IF_ERROR(
-      rms_norm(h, D, f32(model_.output_norm), h, D, D, n, hp.rms_eps, pool_for(n * D)));
   float* logits = grow(b_, n * V);
-  CHIMERA_RETURN_IF_ERROR(mm(model_.output, h, n, logits));
-  for (int64_t i = 0; i < n; ++i) {
-    float* dst = logits_out(ub.batch_index[rows[i]]);
-    const float* src = logits + i * V;
-    if (hp.logit_scale != 0) {
-      for (int64_t j = 0; j < V; ++j) dst[j] = src[j] / hp.logit_scale;  // HF divides (spec 8.8)
-    } else {
-      std::memcpy(dst, src, V * 4);
+  head_dst_.resize(n);
+  for (int64_t i = 0; i < n; ++i) head_dst_[i] = logits_out(ub.batch_index[rows[i]]);
+  // Logits columns [j0, j1) of every row into place.
+  auto place = [&](int64_t j0, int64_t j1) {
+    for (int64_t i = 0; i < n; ++i) {
+      float* dst = head_dst_[i];
+      const float* src = logits + i * V;
+      if (hp.logit_scale != 0) {
+        for (int64_t j = j0; j < j1; ++j) dst[j] = src[j] / hp.logit_scale;  // HF divides (8.8)
+      } else {
+        std::memcpy(dst + j0, src + j0, (j1 - j0) * 4);
+      }
+      if (hp.final_logit_softcap > 0) {  // Gemma: c * tanh(logits / c)
+        const float c = hp.final_logit_softcap;
+        for (int64_t j = j0; j < j1; ++j) dst[j] = c * std::tanh(dst[j] / c);
+      }
     }
-    if (hp.final_logit_softcap > 0) {  // Gemma: c * tanh(logits / c)
-      const float c = hp.final_logit_softcap;
-      for (int64_t j = 0; j < V; ++j) dst[j] = c * std::tanh(dst[j] / c);
-    }
+  };
+  const float* norm_w = f32(model_.output_norm);
+  if (fuse_rows(n) && matmul_reads_input(model_.output->type)) {
+    // The final norm by every share on its own copy, the logits placed by column blocks.
+    share_slots(n * D);
+    auto norm = [&](int ith) -> const float* {
+      float* dst = ith == 0 ? h : share_slot(ith);
+      for (int64_t i = 0; i < n; ++i)
+        rms_norm_row(x_.data() + rows[i] * D, norm_w, dst + i * D, D, hp.rms_eps);
+      return dst;
+    };
+    auto after = [&](int, int64_t j0, int64_t j1) { place(j0, j1); };
+    MatmulFusion fusion;
+    fusion.input = norm;
+    fusion.after = after;
+    const MatmulPart part{as_matrix(model_.output), logits, 0};
+    return matmul_fused(threads_, &part, 1, h, n, ws_, 0, nullptr, fusion);
   }
+  for (int64_t i = 0; i < n; ++i) std::memcpy(h + i * D, x_.data() + rows[i] * D, D * 4);
+  CHIMERA_RETURN_IF_ERROR(rms_norm(h, D, norm_w, h, D, D, n, hp.rms_eps, pool_for(n * D)));
+  CHIMERA_RETURN_IF_ERROR(mm(model_.output, h, n, logits));
+  place(0, V);
   return Status::Ok();
 }
 

@@ -74,6 +74,8 @@ class ForwardPass {
   // The buffer for a prefix_seqs run's per-token inputs of layer il (per_token floats each).
   float* keep_inputs(uint32_t il, int32_t seq, uint32_t n_tokens, size_t per_token);
   static bool gate_up_pair(const FfnWeights& f);
+  // Whether layer l's FFN is a dense gated MLP with gate and up in one region (gated_mlp_fused).
+  static bool fused_gate_up(const LayerWeights& l);
   Status gated_mlp_fused(const FfnWeights& f, FfnActivation act, const float* v, int64_t T,
                          float* out);
   // The pool for a row-wise op over `floats` floats, or null where the calling thread alone is
@@ -83,6 +85,24 @@ class ForwardPass {
             int64_t y_stride = 0, const ReadAhead* ahead = nullptr);
   // Bytes [from, to) x the total of the read-ahead ranges (null when there are none).
   const ReadAhead* ahead_window(double from, double to);
+  // Small ubatches (speculative verification, decode) fold row-wise work into the matmul regions
+  // beside it: at 2 threads one thread running it alone between regions, the other waiting, and
+  // the cache lines crossing cores twice cost more than the work itself. Per element the
+  // arithmetic is unchanged. See fuse_rows().
+  bool fuse_rows(int64_t T) const;
+  // The matmul of u_ (a layer's pre-normed input) by `parts`. A pre-norm still pending
+  // (pending_norm_) is done there: by every share on its own copy of the rows when fusable,
+  // else first, as before.
+  Status mm_normed(const MatmulPart* parts, int n_parts, int64_t T, const ReadAhead* ahead,
+                   MatmulFusion fusion);
+  Status flush_norm(int64_t T);
+  // Per-share input rows for MatmulFusion::input: a slot of `floats` floats per share, 64-byte
+  // aligned. Sized before the region (share_slots), read in it (share_slot).
+  float* share_slots(int64_t floats);
+  float* share_slot(int ith) const { return share_base_ + ith * share_stride_; }
+  // MatmulFusion::after adding the residual branch (the matmul writes d_) into x_, column by
+  // column, as run_layers' add_branch would; sets branch_added_.
+  void add_branch_columns(int64_t T, int64_t j0, int64_t j1);
 
   const Model& model_;
   ThreadContext& threads_;
@@ -102,6 +122,8 @@ class ForwardPass {
   std::vector<SsmConvArgs> conv_args_;  // per run of the ubatch (mamba2_layer)
   std::vector<SsmScanArgs> scan_args_;
   std::vector<float*> conv_steps_, ssm_steps_;  // per-token state buffers, run after run
+  std::vector<float*> keep_at_;                 // per run: where its inputs are kept, or null
+  std::vector<float*> head_dst_;                // per logits row: its destination
   // Inputs kept for prefix recompute, per sequence of the current batch and model layer; the
   // first n_kept_ entries are this batch's (reset by its first ubatch).
   struct KeptInputs {
@@ -116,6 +138,15 @@ class ForwardPass {
   std::vector<ReadAhead::Range> ahead_ranges_;
   uint64_t ahead_bytes_ = 0;
   ReadAhead ahead_;
+  // Fusion state (fuse_rows): the pre-norm weights u_ still waits for (u_ = rms_norm(x_)), whether
+  // the next mixer/FFN may add its branch into x_ in its output matmul's region, and whether it
+  // did.
+  const float* pending_norm_ = nullptr;
+  bool fuse_residual_ = false;
+  bool branch_added_ = false;
+  std::vector<float> shares_;
+  float* share_base_ = nullptr;
+  int64_t share_stride_ = 0;
 };
 
 }  // namespace chimera

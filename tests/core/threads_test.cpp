@@ -65,6 +65,37 @@ TEST(ThreadContext, ParallelForBalancedCoversEachIndexOnce) {
 
 // A thread held up in its own share leaves the shared tail to the other: thread 0 (the caller)
 // waits in its share until thread 1 has done everything else, and then finds nothing left.
+// The shares variant: each index once, ith a valid share, a share's calls never overlapping
+// each other (per-share state set up by a share's first call needs no lock), with the workers
+// running or held (the caller then runs every share).
+TEST(ThreadContext, ParallelForBalancedSharesCoversEachIndexOncePerShare) {
+  for (int nth : {1, 2, 3}) {
+    ThreadContext ctx(nth);
+    for (bool hold : {false, true}) {
+      ctx.hold_workers_for_test(hold);
+      for (int64_t n : {1, 5, 16, 100, 1000})
+        for (int64_t grain : {1, 4, 16}) {
+          std::vector<std::atomic<int>> seen(n);
+          std::vector<std::atomic<int>> inside(nth);
+          std::atomic<int> bad{0};
+          ctx.parallel_for_balanced_shares(n, grain, [&](int ith, int64_t b, int64_t e) {
+            if (ith < 0 || ith >= nth || b >= e || b % grain != 0) {
+              ++bad;
+              return;
+            }
+            if (inside[ith].fetch_add(1) != 0) ++bad;
+            for (int64_t i = b; i < e; ++i) seen[i].fetch_add(1);
+            inside[ith].fetch_sub(1);
+          });
+          EXPECT_EQ(bad.load(), 0) << nth << " " << n << " " << grain;
+          for (int64_t i = 0; i < n; ++i)
+            ASSERT_EQ(seen[i].load(), 1) << n << " " << grain << " " << i;
+        }
+      ctx.hold_workers_for_test(false);
+    }
+  }
+}
+
 TEST(ThreadContext, ParallelForBalancedTailGoesToTheFreeThread) {
   ThreadContext ctx(2);
   std::atomic<int64_t> others{0}, mine{0};
