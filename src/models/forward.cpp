@@ -708,8 +708,11 @@ Status ForwardPass::gated_mlp_fused(const FfnWeights& f, FfnActivation act, cons
   return Status::Ok();
 }
 
+// One row (decode) stays on the old path: there the fused ops measured slower (T = 1 forward of
+// the 5M granitehybrid on 2 threads, median 162.6-163.8 -> 164.8-165.7 us), its rows being too
+// short for the cross-core traffic saved to pay for the work each share repeats.
 bool ForwardPass::fuse_rows(int64_t T) const {
-  return T * model_.hp.n_embd < kParallelFloats;
+  return T >= 2 && T * model_.hp.n_embd < kParallelFloats;
 }
 
 float* ForwardPass::share_slots(int64_t floats) {

@@ -85,7 +85,7 @@ class ForwardPass {
             int64_t y_stride = 0, const ReadAhead* ahead = nullptr);
   // Bytes [from, to) x the total of the read-ahead ranges (null when there are none).
   const ReadAhead* ahead_window(double from, double to);
-  // Small ubatches (speculative verification, decode) fold row-wise work into the matmul regions
+  // Small ubatches of 2+ rows (speculative verification) fold row-wise work into the matmul regions
   // beside it: at 2 threads one thread running it alone between regions, the other waiting, and
   // the cache lines crossing cores twice cost more than the work itself. Per element the
   // arithmetic is unchanged. See fuse_rows().
