@@ -19,34 +19,13 @@
 namespace chimera::ops_internal {
 namespace {
 
-// exp_avx2 (activation.h), the same operations up to the polynomial p ~ exp(r) and the integer
-// n = fx; exp_avx2 then forms (p * 2^(n>>1)) * 2^(n - (n>>1)), vscalefps p * 2^n in one rounding.
-// Equal: p is in [0.7, 1.42] and |n>>1| <= 64, so the first product of exp_avx2 is exact and both
-// round the same exact p * 2^n once (to a subnormal, +inf or a normal float alike); a NaN p gives
-// p's quiet NaN in both. Ops of activation.h itself are not used here, so no EVEX copy of an
-// inline AVX2 function can stand in for the AVX2 one at link time.
-[[gnu::always_inline]] inline __m256 attn_exp(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(88.3762626647949f);
-  const __m256 lo = _mm256_set1_ps(-88.3762626647949f);
-  const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_NLT_UQ);  // false only for x < lo (not NaN)
-  const __m256 over = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);   // x > hi (not NaN): +inf
-  x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
-  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256 e = _mm256_and_ps(_mm256_scalef_ps(p, fx), keep);  // x < lo: 0
-  return _mm256_blendv_ps(e, _mm256_set1_ps(__builtin_inff()), over);
-}
-// attn_exp on 16 lanes: lane for lane the same operations (vroundps is vrndscaleps with scale 0,
-// the and with a compare's mask a zero-masking move, blendv a masked blend).
+// exp_avx2 (activation.h) on 16 lanes: the same operations up to the polynomial p ~ exp(r) and
+// the integer n = fx (vroundps is vrndscaleps with scale 0, the and with a compare's mask a
+// zero-masking move, blendv a masked blend); exp_avx2 then forms (p * 2^(n>>1)) * 2^(n - (n>>1)),
+// vscalefps p * 2^n in one rounding. Equal: p is in [0.7, 1.42] and |n>>1| <= 64, so the first
+// product of exp_avx2 is exact and both round the same exact p * 2^n once (to a subnormal, +inf or
+// a normal float alike); a NaN p gives p's quiet NaN in both. Ops of activation.h itself are not
+// used here, so no EVEX copy of an inline AVX2 function can stand in for the AVX2 one at link time.
 [[gnu::always_inline]] inline __m512 attn_exp16(__m512 x) {
   const __m512 hi = _mm512_set1_ps(88.3762626647949f);
   const __m512 lo = _mm512_set1_ps(-88.3762626647949f);
@@ -66,6 +45,10 @@ namespace {
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   const __m512 e = _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, fx));
   return _mm512_mask_blend_ps(over, e, _mm512_set1_ps(__builtin_inff()));
+}
+// 8 lanes (the task code's rare rescale of running sums): the low half of the 16-lane exp.
+[[gnu::always_inline]] inline __m256 attn_exp(__m256 x) {
+  return _mm512_castps512_ps256(attn_exp16(_mm512_zextps256_ps512(x)));
 }
 // attn_exp_row of attention_avx2.cpp with the exps 16 lanes at a time (half the instructions of
 // the softmax's longest chains); the sum takes the same 8-lane vectors in the same order.
