@@ -153,10 +153,13 @@ TEST_P(LmArgmax, ZeroAndUnpackableWeights) {
   expect_same_argmax(w, x, m, GetParam().isa, "nan weight");
 }
 
-// The candidates' exact pass is matmul's element arithmetic: every element, bit for bit.
-TEST_P(LmArgmax, ExactDotIsMatmulsElement) {
-  if (GetParam().isa != Isa::kAvx512) GTEST_SKIP() << "the search runs on the AVX-512 path";
-  const GgmlType t = GetParam().type;
+// The candidates' exact pass (the search runs on the AVX-512 path only) is matmul's element
+// arithmetic there: every element, bit for bit.
+class LmArgmaxExactDot : public testing::TestWithParam<GgmlType> {};
+
+TEST_P(LmArgmaxExactDot, IsMatmulsElement) {
+  if (!isa_supported(Isa::kAvx512)) GTEST_SKIP() << "needs the AVX-512 path";
+  const GgmlType t = GetParam();
   for (int64_t n_in : {1, 7, 8, 20, 48, 64}) {
     const int64_t n_out = 50, m = 9;
     const auto wb = matmul_test::random_weights(t, n_in, n_out, 31 + n_in);
@@ -177,6 +180,10 @@ TEST_P(LmArgmax, ExactDotIsMatmulsElement) {
 INSTANTIATE_TEST_SUITE_P(Paths, LmArgmax,
                          testing::ValuesIn(matmul_test::type_isa_cases(kFloatTypes, true)),
                          matmul_test::type_isa_name);
+INSTANTIATE_TEST_SUITE_P(Types, LmArgmaxExactDot, testing::ValuesIn(kFloatTypes),
+                         [](const testing::TestParamInfo<GgmlType>& i) {
+                           return std::string(type_name(i.param));
+                         });
 
 }  // namespace
 }  // namespace chimera
