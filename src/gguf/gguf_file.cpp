@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <limits>
+#include <string>
 #include <type_traits>
 
 namespace chimera {
@@ -263,7 +265,22 @@ GgufFile::~GgufFile() {
   if (mapped_ && base_ != nullptr) munmap(const_cast<uint8_t*>(base_), size_);
 }
 
-Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
+namespace {
+
+// MemAvailable from /proc/meminfo, in bytes (0 when unknown).
+uint64_t available_memory() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  std::string unit;
+  while (f >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return 0;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path, GgufLoad how) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int err = errno;
@@ -286,17 +303,45 @@ Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
     return Error(ErrorCode::kFormat, path, ": not a GGUF file (", size,
                  " bytes, smaller than the 24-byte header)");
   }
-  void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int map_err = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (map == MAP_FAILED)
-    return Error(ErrorCode::kIo, "cannot mmap '", path, "': ", std::strerror(map_err));
-
+  if (how == GgufLoad::kAuto) {
+    const uint64_t avail = available_memory();
+    how = transparent_huge_pages_available() && avail != 0 && size <= avail / 2 ? GgufLoad::kCopy
+                                                                                : GgufLoad::kMap;
+  }
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->path_ = path;
-  f->base_ = static_cast<const uint8_t*>(map);
   f->size_ = size;
-  f->mapped_ = true;  // the destructor unmaps, also when parsing fails below
+  if (how == GgufLoad::kCopy) {
+    Result<LargeBuffer> buf = LargeBuffer::allocate(size);
+    if (!buf.ok()) {
+      ::close(fd);
+      return Error(ErrorCode::kOutOfMemory, "cannot load '", path, "' into memory (", size,
+                   " bytes): ", buf.status().message(), "; --mmap maps it instead");
+    }
+    f->copy_ = std::move(buf).value();
+    uint64_t got = 0;
+    while (got < size) {
+      const ssize_t n = ::pread(fd, f->copy_.data() + got, size - got, static_cast<off_t>(got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = n < 0 ? errno : 0;
+        ::close(fd);
+        return Error(ErrorCode::kIo, "cannot read '", path, "' at byte ", got, " of ", size, ": ",
+                     err != 0 ? std::strerror(err) : "the file ended early (changed while read?)");
+      }
+      got += static_cast<uint64_t>(n);
+    }
+    ::close(fd);
+    f->base_ = f->copy_.data();
+  } else {
+    void* map = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int map_err = errno;
+    ::close(fd);  // the mapping keeps the file alive
+    if (map == MAP_FAILED)
+      return Error(ErrorCode::kIo, "cannot mmap '", path, "': ", std::strerror(map_err));
+    f->base_ = static_cast<const uint8_t*>(map);
+    f->mapped_ = true;  // the destructor unmaps, also when parsing fails below
+  }
   CHIMERA_RETURN_IF_ERROR(f->parse());
   return f;
 }

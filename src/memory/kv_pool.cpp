@@ -43,9 +43,13 @@ KvPool::KvPool(std::vector<uint32_t> kv_dims, std::vector<uint32_t> kv_heads, ui
                   kv_heads[a], " heads");
     layouts_.push_back({page_size, kv_heads[a], d / kv_heads[a], elem});
     page_bytes_ += 2ull * page_size * d * elem;
-    // new[] without () leaves the bytes untouched, so unused pages never become resident.
-    k_.emplace_back(new uint8_t[size_t{max_pages} * page_size * d * elem]);
-    v_.emplace_back(new uint8_t[size_t{max_pages} * page_size * d * elem]);
+    // Untouched bytes (LargeBuffer, as new[] without ()): unused pages never become resident.
+    const size_t bytes = size_t{max_pages} * page_size * d * elem;
+    for (std::vector<LargeBuffer>* kv : {&k_, &v_}) {
+      Result<LargeBuffer> buf = LargeBuffer::allocate(bytes);
+      CHIMERA_CHECK(buf.ok(), "KV pool: cannot reserve ", bytes, " bytes for layer ", a);
+      kv->push_back(std::move(buf).value());
+    }
   }
   if (holds_tokens) tokens_.reset(new int32_t[size_t{max_pages} * page_size]);
 }

@@ -15,6 +15,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/large_buffer.h"
 #include "core/status.h"
 #include "gguf/types.h"
 
@@ -74,10 +75,10 @@ class KvPool {
   int32_t* tokens(uint32_t id) { return tokens_.get() + size_t{id} * page_size_; }
   const int32_t* tokens(uint32_t id) const { return tokens_.get() + size_t{id} * page_size_; }
   uint8_t* k_page(uint32_t layer, uint32_t id) const {
-    return k_[layer].get() + size_t{id} * layouts_[layer].page_bytes();
+    return k_[layer].data() + size_t{id} * layouts_[layer].page_bytes();
   }
   uint8_t* v_page(uint32_t layer, uint32_t id) const {
-    return v_[layer].get() + size_t{id} * layouts_[layer].page_bytes();
+    return v_[layer].data() + size_t{id} * layouts_[layer].page_bytes();
   }
   // Copies rows [0, n_rows) (tokens if held, K/V of every layer) from page src to page dst.
   void copy_rows(uint32_t src, uint32_t dst, uint32_t n_rows);
@@ -91,7 +92,7 @@ class KvPool {
   std::vector<KvPageLayout> layouts_;
   uint64_t page_bytes_ = 0;
   // Arenas sized for max_pages; untouched pages cost no RAM (allocated without initialising).
-  std::vector<std::unique_ptr<uint8_t[]>> k_, v_;
+  std::vector<LargeBuffer> k_, v_;  // per layer, max_pages pages (huge pages: decode streams them)
   std::unique_ptr<int32_t[]> tokens_;
   std::vector<uint32_t> refs_, fill_;
   std::vector<uint32_t> free_;  // released page ids, reused LIFO

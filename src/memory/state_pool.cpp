@@ -5,10 +5,6 @@
 
 namespace chimera {
 
-void StatePool::AlignedFree::operator()(float* p) const {
-  std::free(p);
-}
-
 StatePool::StatePool(std::vector<uint64_t> conv_floats, std::vector<uint64_t> ssm_floats)
     : conv_n_(std::move(conv_floats)), ssm_n_(std::move(ssm_floats)) {
   CHIMERA_CHECK(conv_n_.size() == ssm_n_.size(), "state pool layer lists differ");
@@ -35,10 +31,10 @@ uint32_t StatePool::alloc() {
       refs_.push_back(0);
     }
     // At least one float so that data() is a valid pointer even for an empty layout.
-    const size_t bytes = (std::max<uint64_t>(slot_floats_, 1) * sizeof(float) + 63) / 64 * 64;
-    float* buf = static_cast<float*>(std::aligned_alloc(64, bytes));
-    CHIMERA_CHECK(buf != nullptr, "state pool: out of memory for a ", bytes, "-byte slot");
-    bufs_[id].reset(buf);
+    const size_t bytes = std::max<uint64_t>(slot_floats_, 1) * sizeof(float);
+    Result<LargeBuffer> buf = LargeBuffer::allocate(bytes);
+    CHIMERA_CHECK(buf.ok(), "state pool: out of memory for a ", bytes, "-byte slot");
+    bufs_[id] = std::move(buf).value();
   }
   refs_[id] = 1;
   ++in_use_;
@@ -62,7 +58,7 @@ void StatePool::trim_cache(uint32_t keep) {
   while (free_.size() > keep) {
     uint32_t id = free_.back();
     free_.pop_back();
-    bufs_[id].reset();
+    bufs_[id] = LargeBuffer();
     empty_.push_back(id);
   }
 }

@@ -9,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/large_buffer.h"
 #include "core/status.h"
 
 namespace chimera {
@@ -37,18 +38,16 @@ class StatePool {
   // Frees cached buffers beyond `keep`.
   void trim_cache(uint32_t keep);
 
-  float* data(uint32_t slot) const { return bufs_[slot].get(); }
+  float* data(uint32_t slot) const { return reinterpret_cast<float*>(bufs_[slot].data()); }
   float* conv(uint32_t slot, uint32_t layer) const { return data(slot) + conv_off_[layer]; }
   float* ssm(uint32_t slot, uint32_t layer) const { return data(slot) + ssm_off_[layer]; }
 
  private:
   std::vector<uint64_t> conv_n_, ssm_n_, conv_off_, ssm_off_;
   uint64_t slot_floats_ = 0;
-  // 64-byte aligned buffers: the scan's streaming stores of a new state need aligned rows.
-  struct AlignedFree {
-    void operator()(float* p) const;
-  };
-  std::vector<std::unique_ptr<float[], AlignedFree>> bufs_;
+  // 64-byte aligned buffers (the scan's streaming stores of a new state need aligned rows), in
+  // huge pages from 2 MiB on: every token reads and writes its sequences' whole slots.
+  std::vector<LargeBuffer> bufs_;
   std::vector<uint32_t> refs_;
   std::vector<uint32_t> free_;   // released slot ids whose buffer is kept
   std::vector<uint32_t> empty_;  // released slot ids without a buffer

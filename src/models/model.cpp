@@ -28,8 +28,8 @@ std::string Model::describe() const {
       hp.n_expert ? StrCat(", ", hp.n_expert, " experts (", hp.n_expert_used, " used)") : "");
 }
 
-Result<std::unique_ptr<Model>> load_model(const std::string& path) {
-  CHIMERA_ASSIGN_OR_RETURN(auto file, GgufFile::open(path));
+Result<std::unique_ptr<Model>> load_model(const std::string& path, GgufLoad how) {
+  CHIMERA_ASSIGN_OR_RETURN(auto file, GgufFile::open(path, how));
   return load_model(std::move(file));
 }
 

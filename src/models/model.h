@@ -160,7 +160,9 @@ struct Model {
 };
 
 // Opens and validates a model file. Errors name the file, the key or tensor, and what was expected.
-Result<std::unique_ptr<Model>> load_model(const std::string& path);
+// `how`: by default the weights are copied into huge-page memory when the machine allows it
+// (GgufLoad::kAuto); the bytes, and so every result, are the same either way.
+Result<std::unique_ptr<Model>> load_model(const std::string& path, GgufLoad how = GgufLoad::kAuto);
 Result<std::unique_ptr<Model>> load_model(std::unique_ptr<GgufFile> file);
 
 }  // namespace chimera

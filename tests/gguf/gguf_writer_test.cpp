@@ -213,5 +213,46 @@ TEST(GgufWriter, WritesFilesAtomically) {
   rmdir(dir.c_str());
 }
 
+// GgufLoad: a file read into memory (huge pages for big files) and the same file mapped parse to
+// the same keys and the same tensor bytes, at the file's alignment; so does kAuto, whichever it
+// picks. 5 MiB of tensor data takes the huge-page path of the copy.
+TEST(GgufWriter, CopiedAndMappedFilesHoldTheSameBytes) {
+  std::vector<float> big(5 * 1024 * 1024 / 4 + 7), small(33);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i) * 0.25f - 3.0f;
+  for (size_t i = 0; i < small.size(); ++i) small[i] = -static_cast<float>(i);
+  GgufWriter w;
+  w.set_string("general.architecture", "test");
+  w.set_uint32("answer", 42);
+  ASSERT_TRUE(
+      w.add_tensor("big", GgmlType::F32, {int64_t(big.size())}, big.data(), big.size() * 4).ok());
+  ASSERT_TRUE(
+      w.add_tensor("small", GgmlType::F32, {int64_t(small.size())}, small.data(), small.size() * 4)
+          .ok());
+  const std::string dir = temp_dir(), path = dir + "/big.gguf";
+  ASSERT_TRUE(w.write_file(path).ok());
+  auto mapped = GgufFile::open(path, GgufLoad::kMap);
+  ASSERT_TRUE(mapped.ok()) << mapped.status().ToString();
+  for (GgufLoad how : {GgufLoad::kCopy, GgufLoad::kAuto}) {
+    auto f = GgufFile::open(path, how);
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    EXPECT_EQ((*f)->file_size(), (*mapped)->file_size());
+    EXPECT_EQ(*(*f)->get<uint32_t>("answer"), 42u);
+    ASSERT_EQ((*f)->tensors().size(), 2u);
+    for (size_t t = 0; t < 2; ++t) {
+      const GgufTensorInfo& a = (*f)->tensors()[t];
+      const GgufTensorInfo& b = (*mapped)->tensors()[t];
+      ASSERT_EQ(a.nbytes, b.nbytes);
+      EXPECT_NE(a.data, b.data);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(a.data) % (*f)->alignment(), 0u) << a.name;
+      EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes), 0) << a.name;
+    }
+    EXPECT_EQ(std::memcmp((*f)->tensors()[0].data, big.data(), big.size() * 4), 0);
+  }
+  auto missing = GgufFile::open(path + ".nope", GgufLoad::kCopy);
+  EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
+  std::remove(path.c_str());
+  rmdir(dir.c_str());
+}
+
 }  // namespace
 }  // namespace chimera

@@ -73,6 +73,11 @@ def test_run_greedy_output_and_bad_kv_type(chimera) -> None:
     # Same flags, 3 threads and a tiny ubatch: the same text (exactness through the binary).
     b = chimera.run(*greedy, "-t", "3", "--ubatch", "3")
     assert b.stdout == a.stdout
+    # The weights mapped from the file or read into memory: the same text.
+    for load in ("--mmap", "--no-mmap"):
+        assert chimera.run(*greedy, load).stdout == a.stdout, load
+    both = chimera.run(*greedy, "--mmap", "--no-mmap", check=False)
+    assert both.returncode != 0 and "excludes" in both.stderr
     bad = chimera.run("run", "-m", DEFAULT_MODEL, "-p", "x", "--kv-type", "f8", check=False)
     assert bad.returncode == 1 and "--kv-type 'f8'" in bad.stderr
 

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -144,6 +145,37 @@ TEST_F(DefaultModel, GreedyContinuationMatchesTransformers) {
   auto text = tok_->decode(all, {.special = true});
   ASSERT_TRUE(text.ok());
   EXPECT_EQ(*text, want);
+}
+
+// The model file read into (huge-page) memory, the default, and mapped give the same logits, bit
+// for bit: the same bytes at the same alignment, whatever pages hold them.
+TEST_F(DefaultModel, MappedAndCopiedWeightsGiveTheSameLogits) {
+  auto prompt = tok_->encode("And God said, Let there be light", {.add_special = false});
+  ASSERT_TRUE(prompt.ok());
+  std::vector<std::vector<float>> got;
+  for (GgufLoad how : {GgufLoad::kMap, GgufLoad::kCopy}) {
+    auto m = load_model(kModels + "default.gguf", how);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    ContextParams p;
+    p.n_threads = 2;
+    p.max_seqs = 1;
+    p.memory_budget = 64ull << 20;
+    auto ctx = Context::create(**m, p);
+    ASSERT_TRUE(ctx.ok()) << ctx.status().ToString();
+    Batch b;
+    for (size_t i = 0; i < prompt->size(); ++i)
+      b.add((*prompt)[i], static_cast<int32_t>(i), 0, true);
+    ASSERT_TRUE((*ctx)->decode(b).ok());
+    std::vector<float> all;
+    for (size_t i = 0; i < prompt->size(); ++i) {
+      const float* l = (*ctx)->logits(i);
+      ASSERT_NE(l, nullptr);
+      all.insert(all.end(), l, l + model_->hp.n_vocab);
+    }
+    got.push_back(std::move(all));
+  }
+  ASSERT_EQ(got[0].size(), got[1].size());
+  EXPECT_EQ(std::memcmp(got[0].data(), got[1].data(), got[0].size() * sizeof(float)), 0);
 }
 
 // The full held-out perplexity with llama-perplexity's definition equals the figure

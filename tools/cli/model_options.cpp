@@ -34,6 +34,12 @@ void ModelOptions::add_to(CLI::App& app) {
                      std::to_string(snapshots.interval) + " for this command)")
       ->check(CLI::Range(int64_t{0}, int64_t{UINT32_MAX}));
   app.add_flag("-q,--quiet", quiet, "no progress or summary on stderr");
+  CLI::Option* map = app.add_flag(
+      "--mmap", mmap,
+      "map the model files instead of reading them into memory (default: read them into "
+      "2 MiB pages, which decode streams faster, when the kernel has transparent huge pages and "
+      "a file takes at most half of the available memory; else map them)");
+  app.add_flag("--no-mmap", no_mmap, "always read the model files into memory")->excludes(map);
 }
 
 Result<ContextParams> ModelOptions::context_params() const {
@@ -132,7 +138,7 @@ Result<LoadedDrafter> load_drafter(const SpecOptions& so, const ModelOptions& mo
     return d;
   }
   if (so.draft_path.empty()) return d;
-  CHIMERA_ASSIGN_OR_RETURN(d.model, load_model(so.draft_path));
+  CHIMERA_ASSIGN_OR_RETURN(d.model, load_model(so.draft_path, mo.load_mode()));
   if (d.model->file->find("tokenizer.ggml.tokens")) {
     CHIMERA_ASSIGN_OR_RETURN(Tokenizer tok, Tokenizer::from_gguf(*d.model->file));
     d.tokenizer = std::make_unique<Tokenizer>(std::move(tok));
@@ -233,7 +239,7 @@ Result<LoadedModel> load_for_inference(const ModelOptions& opts, bool need_token
   if (!opts.quiet) std::fprintf(stderr, "loading %s ...", path.c_str());
   LoadedModel lm;
   lm.path = path;
-  CHIMERA_ASSIGN_OR_RETURN(lm.model, load_model(path));
+  CHIMERA_ASSIGN_OR_RETURN(lm.model, load_model(path, opts.load_mode()));
   if (lm.model->file->find("tokenizer.ggml.tokens")) {
     auto tok = Tokenizer::from_gguf(*lm.model->file);
     if (!tok.ok() && need_tokenizer) return tok.status();

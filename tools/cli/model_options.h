@@ -25,6 +25,11 @@ struct ModelOptions {
   SnapshotPolicy snapshots = SnapshotPolicy::conversation();
   int64_t snapshot_every = -1;  // -1: the policy's interval
   bool quiet = false;
+  bool mmap = false, no_mmap = false;  // how the model files load (GgufLoad; default kAuto)
+
+  GgufLoad load_mode() const {
+    return mmap ? GgufLoad::kMap : no_mmap ? GgufLoad::kCopy : GgufLoad::kAuto;
+  }
 
   void add_to(CLI::App& app);
   Result<ContextParams> context_params() const;
