@@ -13,7 +13,10 @@ namespace chimera {
 Result<LargeBuffer> LargeBuffer::allocate(size_t bytes) {
   LargeBuffer b;
   b.size_ = bytes;
-  if (bytes < kHugePage) {
+  // Whole huge pages only where the rounding wastes at most an eighth: a buffer is usually
+  // written whole (a state slot), and then its last huge page is resident whole too.
+  const size_t span = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  if (bytes < kHugePage || span - bytes > bytes / 8) {
     const size_t rounded = (bytes + 63) / 64 * 64;
     b.data_ = static_cast<uint8_t*>(std::aligned_alloc(64, rounded == 0 ? 64 : rounded));
     if (b.data_ == nullptr)
@@ -22,7 +25,6 @@ Result<LargeBuffer> LargeBuffer::allocate(size_t bytes) {
   }
   // Map one huge page more than needed, then give back the unaligned head and the tail, so that
   // what stays is exactly the aligned, whole-huge-page span.
-  const size_t span = (bytes + kHugePage - 1) / kHugePage * kHugePage;
   void* raw =
       mmap(nullptr, span + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED)

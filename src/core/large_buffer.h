@@ -1,10 +1,11 @@
 // LargeBuffer: owning storage for the big buffers every token streams through (model weights,
-// recurrent states, KV arrays). Buffers of 2 MiB or more are anonymous mappings aligned to
-// 2 MiB and advised for transparent huge pages: streaming them then misses the TLB once per
-// 2 MiB instead of once per 4 KiB page (in a VM each miss is a two-level page walk; a 2-thread
-// streaming read of 160 MiB measured 44-46 GB/s in 4 KiB pages and 55-60 GB/s in huge ones).
-// Like new[] without (), a mapping's pages become resident on first touch. Smaller buffers come
-// from aligned_alloc. Views are plain pointers into data(); the buffer is move-only.
+// recurrent states, KV arrays). Buffers of 2 MiB or more whose size rounded up to whole 2 MiB
+// pages wastes at most an eighth are anonymous mappings aligned to 2 MiB and advised for
+// transparent huge pages: streaming them then misses the TLB once per 2 MiB instead of once per
+// 4 KiB page (in a VM each miss is a two-level page walk; a 2-thread streaming read of 160 MiB
+// measured 44-46 GB/s in 4 KiB pages and 55-60 GB/s in huge ones). Like new[] without (), a
+// mapping's pages become resident on first touch. Other buffers come from aligned_alloc. Views
+// are plain pointers into data(); the buffer is move-only.
 #pragma once
 
 #include <cstddef>

@@ -215,9 +215,9 @@ TEST(GgufWriter, WritesFilesAtomically) {
 
 // GgufLoad: a file read into memory (huge pages for big files) and the same file mapped parse to
 // the same keys and the same tensor bytes, at the file's alignment; so does kAuto, whichever it
-// picks. 5 MiB of tensor data takes the huge-page path of the copy.
+// picks. ~6 MiB of tensor data takes the huge-page path of the copy.
 TEST(GgufWriter, CopiedAndMappedFilesHoldTheSameBytes) {
-  std::vector<float> big(5 * 1024 * 1024 / 4 + 7), small(33);
+  std::vector<float> big((6 * 1024 * 1024 - 65536) / 4 + 7), small(33);
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i) * 0.25f - 3.0f;
   for (size_t i = 0; i < small.size(); ++i) small[i] = -static_cast<float>(i);
   GgufWriter w;
@@ -247,6 +247,11 @@ TEST(GgufWriter, CopiedAndMappedFilesHoldTheSameBytes) {
       EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes), 0) << a.name;
     }
     EXPECT_EQ(std::memcmp((*f)->tensors()[0].data, big.data(), big.size() * 4), 0);
+    if (how == GgufLoad::kCopy) {  // the file's first byte starts a huge page
+      const GgufTensorInfo& t = (*f)->tensors()[0];
+      const uint8_t* base = t.data - (*f)->data_offset() - t.offset;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(base) % LargeBuffer::kHugePage, 0u);
+    }
   }
   auto missing = GgufFile::open(path + ".nope", GgufLoad::kCopy);
   EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
