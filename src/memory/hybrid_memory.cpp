@@ -41,6 +41,10 @@ Batch Replay::as_batch(bool logits_last) const {
 Result<std::unique_ptr<HybridMemory>> HybridMemory::create(const MemoryConfig& config) {
   CHIMERA_RETURN_IF_ERROR(config.validate());
   std::unique_ptr<HybridMemory> m(new HybridMemory(config));
+  for (const KvPool* pool : {m->kv_.get(), m->win_.get()})
+    if (pool != nullptr && !pool->reservation().ok())
+      return Error(ErrorCode::kOutOfMemory, "memory budget ", config.budget_bytes,
+                   " bytes: ", pool->reservation().message(), "; a smaller budget reserves less");
   if (m->has_recurrent_ && m->states_->slot_bytes() > config.budget_bytes)
     return Error(ErrorCode::kOutOfMemory, "memory budget ", config.budget_bytes,
                  " bytes is smaller than one recurrent state (", m->states_->slot_bytes(),

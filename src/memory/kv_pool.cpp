@@ -47,7 +47,13 @@ KvPool::KvPool(std::vector<uint32_t> kv_dims, std::vector<uint32_t> kv_heads, ui
     const size_t bytes = size_t{max_pages} * page_size * d * elem;
     for (std::vector<LargeBuffer>* kv : {&k_, &v_}) {
       Result<LargeBuffer> buf = LargeBuffer::allocate(bytes);
-      CHIMERA_CHECK(buf.ok(), "KV pool: cannot reserve ", bytes, " bytes for layer ", a);
+      if (!buf.ok()) {  // the owner reports it (reservation()) and discards the pool
+        reservation_ = Error(ErrorCode::kOutOfMemory, "cannot reserve ", bytes,
+                             " bytes of address space for the KV pages of attention layer ", a,
+                             " (", max_pages, " pages of ", page_size, " tokens)");
+        max_pages_ = 0;
+        return;
+      }
       kv->push_back(std::move(buf).value());
     }
   }

@@ -50,6 +50,9 @@ class KvPool {
   KvPool(std::vector<uint32_t> kv_dims, std::vector<uint32_t> kv_heads, uint32_t page_size,
          GgmlType type, uint32_t max_pages, bool holds_tokens = true);
   KvPool(const KvPool&) = delete;
+  // Whether the constructor could reserve the arenas (an error when the address space or the
+  // kernel's overcommit refuses max_pages pages); a pool that failed must not be used.
+  const Status& reservation() const { return reservation_; }
   KvPool& operator=(const KvPool&) = delete;
 
   uint32_t page_size() const { return page_size_; }
@@ -92,6 +95,7 @@ class KvPool {
   std::vector<KvPageLayout> layouts_;
   uint64_t page_bytes_ = 0;
   // Arenas sized for max_pages; untouched pages cost no RAM (allocated without initialising).
+  Status reservation_;
   std::vector<LargeBuffer> k_, v_;  // per layer, max_pages pages (huge pages: decode streams them)
   std::unique_ptr<int32_t[]> tokens_;
   std::vector<uint32_t> refs_, fill_;

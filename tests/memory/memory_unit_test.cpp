@@ -286,6 +286,24 @@ TEST(Snapshots, DiscardDropsMarksButKeepsAutomaticSnapshots) {
   EXPECT_EQ(m->usage().n_snapshots, before - 1);
 }
 
+// A budget whose KV capacity no address space can hold (4 Gi pages of 256 F32 tokens x 4096: 18
+// PB an arena) is an error from create(), not a crash (it was std::bad_alloc).
+TEST(Transactions, AnUnreservableBudgetIsAnError) {
+  MemoryConfig c;
+  c.layers = {{LayerKind::kAttention, 4096, 0, 0}, {LayerKind::kRecurrent, 0, 3, 5}};
+  c.n_vocab = 50;
+  c.max_seqs = 2;
+  c.page_size = 256;
+  c.kv_type = GgmlType::F32;
+  c.budget_bytes = uint64_t{1} << 62;
+  auto m = HybridMemory::create(c);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), ErrorCode::kOutOfMemory) << m.status().ToString();
+  EXPECT_NE(m.status().message().find("cannot reserve"), std::string::npos) << m.status().message();
+  EXPECT_NE(m.status().message().find("attention layer 0"), std::string::npos)
+      << m.status().message();
+}
+
 TEST(Transactions, OutOfBudgetChangesNothing) {
   MemoryConfig c = small_hybrid();
   c.budget_bytes = 4096;
