@@ -94,9 +94,10 @@ class KvPool {
   bool holds_tokens_;
   std::vector<KvPageLayout> layouts_;
   uint64_t page_bytes_ = 0;
-  // Arenas sized for max_pages; untouched pages cost no RAM (allocated without initialising).
-  Status reservation_;
-  std::vector<LargeBuffer> k_, v_;  // per layer, max_pages pages (huge pages: decode streams them)
+  Status reservation_;  // see reservation()
+  // Arenas sized for max_pages, per layer; untouched pages cost no RAM (allocated without
+  // initialising), touched ones are huge pages where possible (decode streams them).
+  std::vector<LargeBuffer> k_, v_;
   std::unique_ptr<int32_t[]> tokens_;
   std::vector<uint32_t> refs_, fill_;
   std::vector<uint32_t> free_;  // released page ids, reused LIFO
