@@ -289,11 +289,8 @@ TEST(Snapshots, DiscardDropsMarksButKeepsAutomaticSnapshots) {
 // A budget whose KV capacity no address space can hold (4 Gi pages of 256 F32 tokens x 4096: 18
 // PB an arena) is an error from create(), not a crash (it was std::bad_alloc).
 TEST(Transactions, AnUnreservableBudgetIsAnError) {
-  MemoryConfig c;
-  c.layers = {{LayerKind::kAttention, 4096, 0, 0}, {LayerKind::kRecurrent, 0, 3, 5}};
-  c.n_vocab = 50;
-  c.max_seqs = 2;
-  c.page_size = 256;
+  MemoryConfig c = small_hybrid(256);
+  c.layers[0].kv_dim = 4096;
   c.kv_type = GgmlType::F32;
   c.budget_bytes = uint64_t{1} << 62;
   auto m = HybridMemory::create(c);
