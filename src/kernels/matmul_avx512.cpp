@@ -1,8 +1,8 @@
 // AVX-512 (F/BW/VL/DQ + VNNI) kernels for Q8_0 and Q4_0 weights (prefill, small batches of 2 to 8
-// rows, Q4_0 decode), bit-identical to the AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's
+// rows, decode), bit-identical to the AVX2 kernels (matmul_avx2.cpp), and the AVX-512 path's
 // dispatch: the super-block VNNI kernels (matmul_kquants_avx512.cpp,
 // matmul_q4_1_q5_iq4_avx512.cpp), the float kernels (matmul_f16_avx512.cpp), and the AVX2 kernels
-// for every other type, for Q8_0 decode and for the other quantized batches of fewer than kMR rows.
+// for every other type and for the other quantized batches of fewer than kMR rows.
 //
 // Why the results match the AVX2 path bit for bit: AVX2 computes, per weight block and output
 // element, 8 int32 lanes (each the exact sum of the same 4 or 8 products, via maddubs/madd) and
@@ -263,8 +263,67 @@ struct Q80Direct {
   }
 };
 
+// ---------------------------------------------------------------- Q8_0 decode
+// One activation row: AVX2's Q8_0 GEMV tile (Block32Kernel<Q80Traits>::tile<1, NR>) step for step,
+// except for where a block's 8 int32 lanes come from. AVX2 takes |w| x sign(a, w) in maddubs and
+// pairs the int16 sums in madd (no pair saturates: at most 2 x 128 x 127); here one 256-bit
+// vpdpbusd multiplies the weights offset to unsigned (w + 128, an xor) by the signed activations,
+// starting each lane from -128 x the sum of its 4 activations (-16 x the block's sum8, exact), so
+// every lane is the same exact sum of the same 4 products. The scale products d_w x d_a are the
+// same float multiplies, made for the tile's columns at once and broadcast from memory; the
+// float steps and the horizontal sums are AVX2's. Fewer instructions per weight byte: 4 vector
+// operations a block and column against AVX2's 8 (sign, sign, maddubs, madd, the scale's
+// conversion and broadcast), which bound Q8_0 decode below the memory's rate.
+struct Q80Decode {
+  static constexpr int kNR = 4;
+  static constexpr size_t kShortTileBytes = 2048;  // as Q40Decode
+  template <int NR>
+  static void tile(const KernelArgs& a, int64_t j) {
+    const ActBlockQ8* x = reinterpret_cast<const ActBlockQ8*>(a.act);
+    const BlockQ8_0* w[NR];
+    for (int c = 0; c < NR; ++c) w[c] = row_at<BlockQ8_0>(a.w, a.w_row_bytes, j + c);
+    // Prefetch as Q40Decode's tile: the next tile for long rows, ~12 KB on for short ones.
+    const size_t tile_bytes = NR * a.w_row_bytes;
+    const bool far = tile_bytes < kShortTileBytes;
+    const uint8_t* next =
+        reinterpret_cast<const uint8_t*>(w[0]) + far_tiles_ahead(far, tile_bytes) * tile_bytes;
+    const __m256i k128 = _mm256_set1_epi8(static_cast<char>(0x80));
+    __m256 acc[NR];
+    for (int c = 0; c < NR; ++c) acc[c] = _mm256_setzero_ps();
+    const int64_t nb = a.n_in / 32;
+    alignas(16) float sc[4];
+    for (int64_t b = 0; b < nb; ++b) {
+      constexpr size_t kStepBytes = NR * sizeof(BlockQ8_0);
+      prefetch_span<kStepBytes>(next + static_cast<size_t>(b) * kStepBytes, far);
+      const ActBlockQ8& ab = x[b];
+      const __m256i av = load256(ab.qs);
+      const __m256i neg =
+          _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(load256(ab.sum8), 4));
+      // The NR columns' scales converted together (each exactly as alone) and multiplied by the
+      // activation's scale: AVX2's per-lane products, one broadcast load each below.
+      // (Built in a register: four 16-bit stores read back as one vector would stall the load.)
+      __m128i h = _mm_cvtsi32_si128(w[0][b].d);
+      if constexpr (NR > 1) h = _mm_insert_epi16(h, w[NR > 1 ? 1 : 0][b].d, 1);
+      if constexpr (NR > 2) h = _mm_insert_epi16(h, w[NR > 2 ? 2 : 0][b].d, 2);
+      if constexpr (NR > 3) h = _mm_insert_epi16(h, w[NR > 3 ? 3 : 0][b].d, 3);
+      _mm_store_ps(sc, _mm_mul_ps(_mm_cvtph_ps(h), _mm_set1_ps(ab.d)));
+      for (int c = 0; c < NR; ++c) {
+        const __m256i wu = _mm256_xor_si256(load256(w[c][b].qs), k128);
+        const __m256i p = _mm256_dpbusd_epi32(neg, wu, av);
+        acc[c] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[c]), _mm256_cvtepi32_ps(p), acc[c]);
+      }
+    }
+    for (int c = 0; c < NR; ++c) a.y[j + c] = hsum(acc[c]);
+  }
+  static constexpr void (*kTiles[kNR])(const KernelArgs&, int64_t) = {tile<1>, tile<2>, tile<3>,
+                                                                      tile<4>};
+  static void run(const KernelArgs& a, int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; j += kNR) kTiles[(j1 - j < kNR ? j1 - j : kNR) - 1](a, j);
+  }
+};
+
 void run_q8_0(const KernelArgs& a, int64_t j0, int64_t j1) {
-  if (a.m == 1) return avx2_kernel(GgmlType::Q8_0)(a, j0, j1);
+  if (a.m == 1) return Q80Decode::run(a, j0, j1);
   if (a.m <= Q80Direct::kMaxRows) return Q80Direct::run(a, j0, j1);
   run_packed<Q80, kRowBlock>(a, j0, j1);
 }
