@@ -36,6 +36,10 @@ CpuFeatures detect() {
 #if defined(CHIMERA_X86)
   const uint32_t max_leaf = __get_cpuid_max(0, nullptr);
   if (max_leaf < 1) return f;
+  {  // "GenuineIntel": EBX, EDX, ECX of leaf 0
+    const CpuidRegs l0 = cpuid(0, 0);
+    f.intel = l0.ebx == 0x756e6547 && l0.edx == 0x49656e69 && l0.ecx == 0x6c65746e;
+  }
   const CpuidRegs l1 = cpuid(1, 0);
   const bool osxsave = (l1.ecx >> 27) & 1;
   f.sse42 = (l1.ecx >> 20) & 1;

@@ -27,6 +27,9 @@ struct CpuFeatures {
   // What the OS enabled in XCR0: YMM (AVX) and ZMM/opmask (AVX-512) state.
   bool os_ymm = false;
   bool os_zmm = false;
+  // The vendor is Intel, whose AVX-512 cores run 512-bit operations at full width (two 512-bit
+  // pipes), where AMD's Zen 4 splits each in two: a kernel may then prefer 512-bit tiles.
+  bool intel = false;
 
   std::string ToString() const;  // "avx2 fma f16c avx512f ..." (only the ones present)
 };

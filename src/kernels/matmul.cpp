@@ -257,7 +257,7 @@ Status validate_weights(const WeightMatrix& w) {
   return Status::Ok();
 }
 
-MatmulWorkspace::MatmulWorkspace(Isa isa) : isa_(isa) {}
+MatmulWorkspace::MatmulWorkspace(Isa isa) : isa_(isa), zmm_tiles_(cpu_features().intel) {}
 
 MatmulWorkspace::~MatmulWorkspace() {
   std::free(buf_);
@@ -302,7 +302,7 @@ void prefetch_ahead(const ReadAhead& ra, uint64_t b0, uint64_t b1) {
   }
 }
 
-matmul_detail::KernelFn kernel_for(GgmlType type, Isa isa, Status& st) {
+matmul_detail::KernelFn kernel_for(GgmlType type, Isa isa, bool zmm_tiles, Status& st) {
   switch (isa) {
     case Isa::kScalar:
       return matmul_detail::scalar_kernel(type);
@@ -320,7 +320,7 @@ matmul_detail::KernelFn kernel_for(GgmlType type, Isa isa, Status& st) {
                    "this CPU lacks (", cpu_features().ToString(), ")");
         return nullptr;
       }
-      return matmul_detail::avx512_kernel(type);
+      return matmul_detail::avx512_kernel(type, zmm_tiles);
   }
   return nullptr;
 }
@@ -438,7 +438,7 @@ Status run_matmul(ThreadContext& ctx, const MatmulPart* parts, int n_parts, cons
   if (m == 0) return Status::Ok();
   for (int p = 0; p < n_parts; ++p) {
     Status st = Status::Ok();
-    kernels[p] = kernel_for(parts[p].w.type, ws.isa(), st);
+    kernels[p] = kernel_for(parts[p].w.type, ws.isa(), ws.zmm_tiles(), st);
     CHIMERA_RETURN_IF_ERROR(st);
     CHIMERA_CHECK(kernels[p] != nullptr, "no kernel for ", type_name(parts[p].w.type));
   }

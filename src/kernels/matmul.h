@@ -58,12 +58,18 @@ class MatmulWorkspace {
   MatmulWorkspace& operator=(const MatmulWorkspace&) = delete;
 
   Isa isa() const { return isa_; }
+  // Where the AVX-512 path has two equivalent tiles (results identical bit for bit), the 512-bit
+  // one: on by default on Intel's cores (full-width 512-bit pipes), off elsewhere (Zen 4 splits
+  // 512-bit operations, and its 256-bit tiles measured faster). Tests run both.
+  bool zmm_tiles() const { return zmm_tiles_; }
+  void set_zmm_tiles(bool on) { zmm_tiles_ = on; }
   // A 64-byte aligned buffer of at least `bytes`; invalidates earlier pointers when it grows.
   void* reserve(size_t bytes);
   size_t capacity() const { return capacity_; }
 
  private:
   Isa isa_;
+  bool zmm_tiles_;
   void* buf_ = nullptr;
   size_t capacity_ = 0;
 };
@@ -194,7 +200,8 @@ KernelFn avx2_kernel(GgmlType type);
 // The AVX-512 path (matmul_avx512.cpp): its VNNI kernels for Q8_0 and Q4_0, those of
 // avx512_kernel_kquants, avx512_kernel_q4_1_q5_iq4 and avx512_kernel_float, all bit-identical
 // to the AVX2 ones, and the AVX2 kernel for every other type.
-KernelFn avx512_kernel(GgmlType type);
+// zmm_tiles: MatmulWorkspace::zmm_tiles (the same results either way).
+KernelFn avx512_kernel(GgmlType type, bool zmm_tiles);
 // The same for Q4_1, Q5_0, Q5_1, IQ4_NL and IQ4_XS (matmul_q4_1_q5_iq4*.cpp); nullptr otherwise.
 KernelFn scalar_kernel_q4_1_q5_iq4(GgmlType type);
 KernelFn avx2_kernel_q4_1_q5_iq4(GgmlType type);

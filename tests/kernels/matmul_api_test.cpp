@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <fstream>
 
 #include "kernels/cpu_features.h"
 #include "matmul_test_util.h"
@@ -123,6 +124,25 @@ TEST(MatmulIsa, Avx512NeedsVnniAndTheAvx2Features) {
   if (!f.avx512vnni) {
     EXPECT_FALSE(isa_supported(Isa::kAvx512));
   }
+}
+
+// The vendor flag (which picks the AVX-512 path's 512-bit tiles by default) agrees with the
+// kernel's own reading of cpuid in /proc/cpuinfo, and a workspace starts from it.
+TEST(MatmulIsa, VendorMatchesProcCpuinfoAndSetsTheTileDefault) {
+  std::ifstream in("/proc/cpuinfo");
+  if (!in) GTEST_SKIP() << "no /proc/cpuinfo";
+  std::string line, vendor;
+  while (std::getline(in, line))
+    if (line.rfind("vendor_id", 0) == 0) {
+      vendor = line.substr(line.find(':') + 2);
+      break;
+    }
+  if (vendor.empty()) GTEST_SKIP() << "/proc/cpuinfo names no vendor";
+  EXPECT_EQ(cpu_features().intel, vendor == "GenuineIntel") << vendor;
+  MatmulWorkspace ws(Isa::kScalar);
+  EXPECT_EQ(ws.zmm_tiles(), cpu_features().intel);
+  ws.set_zmm_tiles(!ws.zmm_tiles());
+  EXPECT_NE(ws.zmm_tiles(), cpu_features().intel);
 }
 
 TEST(MatmulWorkspace, GrowsAndKeepsAlignment) {

@@ -41,18 +41,26 @@ TEST_P(MatmulAvx512, BitIdenticalToAvx2) {
       const auto wbytes = matmul_test::random_weights(t, n_in, n_out, 77 + n_in);
       const WeightMatrix w{t, wbytes.data(), n_in, n_out};
       const auto x = matmul_test::random_activations(130, n_in, 91 + n_in);
-      MatmulWorkspace ws2(Isa::kAvx2), ws5(Isa::kAvx512);
+      // Both tile choices of the AVX-512 path (MatmulWorkspace::zmm_tiles), whatever the host.
+      MatmulWorkspace ws2(Isa::kAvx2), ws5(Isa::kAvx512), ws5z(Isa::kAvx512);
+      ws5.set_zmm_tiles(false);
+      ws5z.set_zmm_tiles(true);
       for (int threads : {1, 2, 3}) {
         ThreadContext ctx(threads);
         for (int64_t m : ms) {
-          std::vector<float> y2(m * n_out, -1.0f), y5(m * n_out, -2.0f);
+          std::vector<float> y2(m * n_out, -1.0f), y5(m * n_out, -2.0f), y5z(m * n_out, -3.0f);
           ASSERT_TRUE(matmul(ctx, w, x.data(), m, y2.data(), ws2).ok());
           ASSERT_TRUE(matmul(ctx, w, x.data(), m, y5.data(), ws5).ok());
+          ASSERT_TRUE(matmul(ctx, w, x.data(), m, y5z.data(), ws5z).ok());
           for (int64_t i = 0; i < m * n_out; ++i) {
             ASSERT_EQ(0, std::memcmp(&y2[i], &y5[i], sizeof(float)))
                 << type_name(t) << " n_in=" << n_in << " n_out=" << n_out << " m=" << m
                 << " threads=" << threads << " row " << i / n_out << " col " << i % n_out
                 << ": avx2 " << y2[i] << " avx512 " << y5[i];
+            ASSERT_EQ(0, std::memcmp(&y2[i], &y5z[i], sizeof(float)))
+                << type_name(t) << " n_in=" << n_in << " n_out=" << n_out << " m=" << m
+                << " threads=" << threads << " row " << i / n_out << " col " << i % n_out
+                << ": avx2 " << y2[i] << " avx512 with 512-bit tiles " << y5z[i];
           }
         }
       }
