@@ -282,10 +282,7 @@ struct Q80Direct {
 #pragma GCC unroll 4
     for (int c = 0; c < 4; ++c)
       w[c] = row_at<BlockQ8_0>(a.w, a.w_row_bytes, j + (c < ncol ? c : ncol - 1));
-    const size_t tile_bytes = NC * a.w_row_bytes;
-    const bool far = tile_bytes < kShortTileBytes;
-    const uint8_t* next =
-        reinterpret_cast<const uint8_t*>(w[0]) + far_tiles_ahead(far, tile_bytes) * tile_bytes;
+    const TileAhead ahead = tile_ahead(w[0], NC * a.w_row_bytes, kShortTileBytes);
     // sc[u % 2][r][c]: column c's scale x row r's for block u (Q80::tile's prescale).
     alignas(32) float sc[2][MR][4];
     const auto prescale = [&](int64_t u) __attribute__((always_inline)) {
@@ -307,7 +304,8 @@ struct Q80Direct {
     if (nb > 0) prescale(0);
     for (int64_t u = 0; u < nb; ++u) {
       constexpr size_t kStepBytes = NC * sizeof(BlockQ8_0);
-      if (prefetch) prefetch_span<kStepBytes>(next + static_cast<size_t>(u) * kStepBytes, far);
+      if (prefetch)
+        prefetch_span<kStepBytes>(ahead.next + static_cast<size_t>(u) * kStepBytes, ahead.far);
       if (u + 1 < nb) prescale(u + 1);
       __m256i wv[NC], corr[NC];
 #pragma GCC unroll 4
@@ -356,10 +354,7 @@ struct Q80Decode {
     const BlockQ8_0* w[NR];
     for (int c = 0; c < NR; ++c) w[c] = row_at<BlockQ8_0>(a.w, a.w_row_bytes, j + c);
     // Prefetch as Q40Decode's tile: the next tile for long rows, ~12 KB on for short ones.
-    const size_t tile_bytes = NR * a.w_row_bytes;
-    const bool far = tile_bytes < kShortTileBytes;
-    const uint8_t* next =
-        reinterpret_cast<const uint8_t*>(w[0]) + far_tiles_ahead(far, tile_bytes) * tile_bytes;
+    const TileAhead ahead = tile_ahead(w[0], NR * a.w_row_bytes, kShortTileBytes);
     const __m256i k128 = _mm256_set1_epi8(static_cast<char>(0x80));
     __m256 acc[NR];
     for (int c = 0; c < NR; ++c) acc[c] = _mm256_setzero_ps();
@@ -367,7 +362,7 @@ struct Q80Decode {
     alignas(16) float sc[4];
     for (int64_t b = 0; b < nb; ++b) {
       constexpr size_t kStepBytes = NR * sizeof(BlockQ8_0);
-      prefetch_span<kStepBytes>(next + static_cast<size_t>(b) * kStepBytes, far);
+      prefetch_span<kStepBytes>(ahead.next + static_cast<size_t>(b) * kStepBytes, ahead.far);
       const ActBlockQ8& ab = x[b];
       const __m256i av = load256(ab.qs);
       const __m256i neg =
@@ -534,10 +529,7 @@ struct Q40Direct {
 #pragma GCC unroll 8
     for (int c = 0; c < 2 * NP; ++c)
       w[c] = row_at<BlockQ4_0>(a.w, a.w_row_bytes, j + (c < ncol ? c : ncol - 1));
-    const size_t tile_bytes = 2 * NP * a.w_row_bytes;
-    const bool far = tile_bytes < kShortTileBytes;
-    const uint8_t* next =
-        reinterpret_cast<const uint8_t*>(w[0]) + far_tiles_ahead(far, tile_bytes) * tile_bytes;
+    const TileAhead ahead = tile_ahead(w[0], 2 * NP * a.w_row_bytes, kShortTileBytes);
     __m512 acc[MR][NP];
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
@@ -564,7 +556,8 @@ struct Q40Direct {
     int64_t u = 0;
     for (; 2 * u + 2 <= nb; ++u) {
       constexpr size_t kStepBytes = 4 * NP * sizeof(BlockQ4_0);
-      if (prefetch) prefetch_span<kStepBytes>(next + static_cast<size_t>(u) * kStepBytes, far);
+      if (prefetch)
+        prefetch_span<kStepBytes>(ahead.next + static_cast<size_t>(u) * kStepBytes, ahead.far);
       Q40::Packed wp[NP];
 #pragma GCC unroll 8
       for (int c = 0; c < NP; ++c) wp[c] = Q40::full_pair(w[2 * c] + 2 * u, w[2 * c + 1] + 2 * u);
@@ -627,10 +620,7 @@ struct Q40Decode {
     // those prefetch ~12 KB ahead into L2. One thread, interleaved A/B: 768-wide Q4_0 GEMVs 25%
     // faster (17 -> 21-23 GB/s), the 302M Q4_0 model's decode 12-33%; at n_in 1536 the far
     // prefetch cost 12-15%, hence only short tiles.
-    const size_t tile_bytes = NR * a.w_row_bytes;
-    const bool far = tile_bytes < kShortTileBytes;
-    const uint8_t* next =
-        reinterpret_cast<const uint8_t*>(w[0]) + far_tiles_ahead(far, tile_bytes) * tile_bytes;
+    const TileAhead ahead = tile_ahead(w[0], NR * a.w_row_bytes, kShortTileBytes);
     __m256 acc[NR];
     for (int c = 0; c < NR; ++c) acc[c] = _mm256_setzero_ps();
     const int64_t nb = a.n_in / 32;
@@ -648,7 +638,7 @@ struct Q40Decode {
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
       constexpr size_t kStepBytes = 2 * NR * sizeof(BlockQ4_0);
-      prefetch_span<kStepBytes>(next + static_cast<size_t>(b / 2) * kStepBytes, far);
+      prefetch_span<kStepBytes>(ahead.next + static_cast<size_t>(b / 2) * kStepBytes, ahead.far);
       step(b, std::true_type{});
     }
     if (b < nb) step(b, std::false_type{});

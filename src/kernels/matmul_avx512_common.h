@@ -177,6 +177,18 @@ constexpr size_t kFarPrefetchBytes = 12288;
 inline size_t far_tiles_ahead(bool far, size_t tile_bytes) {
   return far ? (kFarPrefetchBytes + tile_bytes / 2) / tile_bytes : 1;
 }
+// Where a tile of weight rows (tile_bytes in all, the first at first_row) prefetches: the tile
+// far_tiles_ahead() on, into L2 (far) when the tile is shorter than short_bytes, else the next
+// one into L1.
+struct TileAhead {
+  const uint8_t* next;
+  bool far;
+};
+inline TileAhead tile_ahead(const void* first_row, size_t tile_bytes, size_t short_bytes) {
+  const bool far = tile_bytes < short_bytes;
+  return {static_cast<const uint8_t*>(first_row) + far_tiles_ahead(far, tile_bytes) * tile_bytes,
+          far};
+}
 // Prefetches [p, p + kBytes) into L2 (to_l2) or L1.
 template <size_t kBytes>
 inline void prefetch_span(const uint8_t* p, bool to_l2) {
