@@ -168,4 +168,18 @@ Isa active_isa() {
   return isa;
 }
 
+bool prefer_zmm_tiles() {
+  static const bool on = [] {
+    const bool vendor_default = cpu_features().intel;
+    const char* env = std::getenv("CHIMERA_ZMM_TILES");
+    if (env == nullptr || *env == '\0') return vendor_default;
+    if (std::string_view(env) == "0") return false;
+    if (std::string_view(env) == "1") return true;
+    std::fprintf(stderr, "chimera: warning: CHIMERA_ZMM_TILES=%s is not 0 or 1; using %d\n", env,
+                 vendor_default ? 1 : 0);
+    return vendor_default;
+  }();
+  return on;
+}
+
 }  // namespace chimera

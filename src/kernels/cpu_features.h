@@ -58,4 +58,11 @@ Isa active_isa();
 // The best supported ISA ignoring CHIMERA_ISA.
 Isa best_isa();
 
+// Whether the AVX-512 path runs its 512-bit tiles where it has two equivalent ones (the results
+// are identical bit for bit either way; MatmulWorkspace::zmm_tiles): on Intel's cores, off
+// elsewhere, unless the environment variable CHIMERA_ZMM_TILES=0|1 says otherwise (an A/B on one
+// host; any other value warns on stderr and is ignored). Fixed for the process after the first
+// call.
+bool prefer_zmm_tiles();
+
 }  // namespace chimera

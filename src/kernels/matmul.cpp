@@ -257,7 +257,7 @@ Status validate_weights(const WeightMatrix& w) {
   return Status::Ok();
 }
 
-MatmulWorkspace::MatmulWorkspace(Isa isa) : isa_(isa), zmm_tiles_(cpu_features().intel) {}
+MatmulWorkspace::MatmulWorkspace(Isa isa) : isa_(isa), zmm_tiles_(prefer_zmm_tiles()) {}
 
 MatmulWorkspace::~MatmulWorkspace() {
   std::free(buf_);

@@ -59,8 +59,9 @@ class MatmulWorkspace {
 
   Isa isa() const { return isa_; }
   // Where the AVX-512 path has two equivalent tiles (results identical bit for bit), the 512-bit
-  // one: on by default on Intel's cores (full-width 512-bit pipes), off elsewhere (Zen 4 splits
-  // 512-bit operations, and its 256-bit tiles measured faster). Tests run both.
+  // one: by default prefer_zmm_tiles(), on for Intel's cores (full-width 512-bit pipes), off
+  // elsewhere (Zen 4 splits 512-bit operations, and its 256-bit tiles measured faster). Tests run
+  // both.
   bool zmm_tiles() const { return zmm_tiles_; }
   void set_zmm_tiles(bool on) { zmm_tiles_ = on; }
   // A 64-byte aligned buffer of at least `bytes`; invalidates earlier pointers when it grows.

@@ -127,7 +127,8 @@ TEST(MatmulIsa, Avx512NeedsVnniAndTheAvx2Features) {
 }
 
 // The vendor flag (which picks the AVX-512 path's 512-bit tiles by default) agrees with the
-// kernel's own reading of cpuid in /proc/cpuinfo, and a workspace starts from it.
+// kernel's own reading of cpuid in /proc/cpuinfo, and a workspace starts from prefer_zmm_tiles()
+// (the vendor's default unless CHIMERA_ZMM_TILES says otherwise).
 TEST(MatmulIsa, VendorMatchesProcCpuinfoAndSetsTheTileDefault) {
   std::ifstream in("/proc/cpuinfo");
   if (!in) GTEST_SKIP() << "no /proc/cpuinfo";
@@ -139,10 +140,16 @@ TEST(MatmulIsa, VendorMatchesProcCpuinfoAndSetsTheTileDefault) {
     }
   if (vendor.empty()) GTEST_SKIP() << "/proc/cpuinfo names no vendor";
   EXPECT_EQ(cpu_features().intel, vendor == "GenuineIntel") << vendor;
+  const char* env = std::getenv("CHIMERA_ZMM_TILES");
+  if (env == nullptr || *env == '\0') {
+    EXPECT_EQ(prefer_zmm_tiles(), cpu_features().intel);
+  } else if (std::string(env) == "0" || std::string(env) == "1") {
+    EXPECT_EQ(prefer_zmm_tiles(), std::string(env) == "1");
+  }
   MatmulWorkspace ws(Isa::kScalar);
-  EXPECT_EQ(ws.zmm_tiles(), cpu_features().intel);
+  EXPECT_EQ(ws.zmm_tiles(), prefer_zmm_tiles());
   ws.set_zmm_tiles(!ws.zmm_tiles());
-  EXPECT_NE(ws.zmm_tiles(), cpu_features().intel);
+  EXPECT_NE(ws.zmm_tiles(), prefer_zmm_tiles());
 }
 
 TEST(MatmulWorkspace, GrowsAndKeepsAlignment) {

@@ -182,3 +182,27 @@ def test_synthetic_writes_a_readable_model(chimera, tmp_path: Path) -> None:
     bad = chimera.run("synthetic", "-o", tmp_path / "x.gguf", "--type", "Q3_K", check=False)
     assert bad.returncode == 1 and "unknown type 'Q3_K'" in bad.stderr
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_zmm_tiles_switch_keeps_the_logits(chimera, tmp_path: Path) -> None:
+    """CHIMERA_ZMM_TILES=0|1 picks the AVX-512 path's Q8_0 prefill tile (256- or 512-bit): the
+    logits of a 24-token prompt (packed tiles from 9 rows on) are the same bytes either way, and
+    a value other than 0 or 1 warns and changes nothing. Without AVX-512 both runs take the AVX2
+    path and must agree all the more."""
+    import os
+    import subprocess
+    model = tmp_path / "tiny-q8.gguf"
+    chimera.run("synthetic", "-o", model, "--preset", "tiny", "--type", "Q8_0")
+    ids = ",".join(str(7 + 3 * i) for i in range(24))
+    outs = {}
+    for setting in ("0", "1", "2"):
+        out = tmp_path / f"zmm{setting}.f32"
+        env = dict(os.environ, CHIMERA_ZMM_TILES=setting)
+        proc = subprocess.run([str(chimera.binary), "logits", "-m", str(model), "--tokens", ids,
+                               "--all", "-o", str(out)], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert ("CHIMERA_ZMM_TILES=2 is not 0 or 1" in proc.stderr) == (setting == "2")
+        outs[setting] = out.read_bytes()
+    assert len(outs["0"]) > 0 and len(outs["0"]) % (24 * 4) == 0
+    assert outs["0"] == outs["1"] == outs["2"]

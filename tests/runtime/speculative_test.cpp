@@ -371,7 +371,7 @@ TEST(SpeculativeDrafters, DraftModelOnTheTargetsThreadPoolIsExact) {
 // logit).
 TEST(SpeculativeDrafters, GreedyOnlyContextGivesTheLogitsFirstArgmax) {
   const std::string shipped = std::string(CHIMERA_SOURCE_DIR) + "/models/draft.gguf";
-  for (const std::string path : {shipped, kFixtures + "granitehybrid-dense/model-f16.gguf",
+  for (const std::string& path : {shipped, kFixtures + "granitehybrid-dense/model-f16.gguf",
                                  kFixtures + "gemma3/model-f32.gguf"}) {
     auto m = load_model(path);
     ASSERT_TRUE(m.ok()) << m.status().ToString();
