@@ -343,8 +343,9 @@ struct Q80Direct {
 // every lane is the same exact sum of the same 4 products. The scale products d_w x d_a are the
 // same float multiplies, made for the tile's columns at once and broadcast from memory; the
 // float steps and the horizontal sums are AVX2's. Fewer instructions per weight byte: 4 vector
-// operations a block and column against AVX2's 8 (sign, sign, maddubs, madd, the scale's
-// conversion and broadcast), which bound Q8_0 decode below the memory's rate.
+// operations a block and column (xor, vpdpbusd, conversion, fma; the scale is a broadcast load)
+// against AVX2's 9 (two signs, maddubs, madd, the scale's conversion, broadcast and multiply,
+// conversion, fma), which bound Q8_0 decode below the memory's rate.
 struct Q80Decode {
   static constexpr int kNR = 4;
   static constexpr size_t kShortTileBytes = 2048;  // as Q40Decode
